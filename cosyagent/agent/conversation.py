@@ -1,0 +1,154 @@
+"""A conversation's items, and the text the LLM sees of them.
+
+Assistant replies keep an audio-aligned transcript: each spoken clause with the span
+of output audio it occupies. Truncating at an audio offset keeps only the words that
+were actually sent (or played), so after a barge-in the model does not "remember"
+saying what the user never heard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["user", "assistant", "system"]
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
+
+
+@dataclass
+class SpokenClause:
+    text: str
+    start_ms: float
+    end_ms: float
+
+
+@dataclass
+class AlignedTranscript:
+    """Text spoken so far, clause by clause, with each clause's span of output audio."""
+
+    clauses: list[SpokenClause] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return join_clauses(c.text for c in self.clauses)
+
+    @property
+    def audio_ms(self) -> float:
+        return self.clauses[-1].end_ms if self.clauses else 0.0
+
+    def add_audio(self, clause_text: str | None, duration_ms: float) -> None:
+        """Extend the last clause by ``duration_ms`` of audio, or open a new clause."""
+        start = self.audio_ms
+        if clause_text is not None:
+            self.clauses.append(SpokenClause(clause_text, start, start + duration_ms))
+        elif self.clauses:
+            self.clauses[-1].end_ms += duration_ms
+
+    def truncate(self, audio_end_ms: float) -> None:
+        """Keep the words heard up to ``audio_end_ms``; a clause cut mid-way keeps its
+        words in proportion to the part of its audio that was played."""
+        kept: list[SpokenClause] = []
+        for clause in self.clauses:
+            if clause.start_ms >= audio_end_ms:
+                break
+            if clause.end_ms <= audio_end_ms:
+                kept.append(clause)
+                continue
+            words = clause.text.split()
+            span = max(clause.end_ms - clause.start_ms, 1e-6)
+            n_words = int(len(words) * (audio_end_ms - clause.start_ms) / span)
+            if n_words:
+                kept.append(SpokenClause(" ".join(words[:n_words]), clause.start_ms, audio_end_ms))
+            break
+        self.clauses = kept
+
+
+def join_clauses(parts: Iterator[str] | Sequence[str]) -> str:
+    return " ".join(p.strip() for p in parts if p.strip())
+
+
+@dataclass
+class ConversationItem:
+    """A message item. ``text`` is typed text; ``audio_transcript`` is set for audio content."""
+
+    id: str
+    role: Role
+    content_type: Literal["input_text", "input_audio", "output_text", "output_audio", "text"]
+    status: ItemStatus = "completed"
+    text: str = ""
+    transcript: str | None = None
+    spoken: AlignedTranscript | None = None
+
+    def visible_text(self) -> str:
+        if self.spoken is not None:
+            return self.spoken.text
+        return self.transcript if self.transcript is not None else self.text
+
+    def to_event_dict(self) -> dict[str, object]:
+        """The item as the Realtime API shows it (`realtime.item`)."""
+        part: dict[str, object] = {"type": self.content_type}
+        if self.content_type in ("input_text", "output_text", "text"):
+            part["text"] = self.text
+        else:
+            part["transcript"] = self.visible_text() if self.role == "assistant" else self.transcript
+        return {
+            "id": self.id,
+            "object": "realtime.item",
+            "type": "message",
+            "status": self.status,
+            "role": self.role,
+            "content": [part],
+        }
+
+
+class Conversation:
+    """Ordered items of one session. Single-threaded: only the session's event loop touches it."""
+
+    def __init__(self, max_items: int = 200) -> None:
+        self._items: list[ConversationItem] = []
+        self._max_items = max_items
+
+    def __iter__(self) -> Iterator[ConversationItem]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def last_id(self) -> str | None:
+        return self._items[-1].id if self._items else None
+
+    def get(self, item_id: str) -> ConversationItem | None:
+        return next((item for item in self._items if item.id == item_id), None)
+
+    def add(self, item: ConversationItem, previous_item_id: str | None = None) -> str | None:
+        """Insert after ``previous_item_id`` (``"root"`` = first; None = at the end).
+
+        Returns the id of the item now before it. Raises KeyError for an unknown id.
+        """
+        if previous_item_id is None:
+            index = len(self._items)
+        elif previous_item_id == "root":
+            index = 0
+        else:
+            index = next((i + 1 for i, it in enumerate(self._items) if it.id == previous_item_id), -1)
+            if index < 0:
+                raise KeyError(previous_item_id)
+        self._items.insert(index, item)
+        if len(self._items) > self._max_items:
+            del self._items[0]
+            index -= 1
+        return self._items[index - 1].id if index > 0 else None
+
+    def delete(self, item_id: str) -> bool:
+        before = len(self._items)
+        self._items = [it for it in self._items if it.id != item_id]
+        return len(self._items) != before
+
+    def chat_messages(self, instructions: str, max_items: int) -> list[dict[str, str]]:
+        """The LLM's view: the instructions, then the latest ``max_items`` non-empty messages."""
+        messages = [{"role": "system", "content": instructions}] if instructions else []
+        recent = [it for it in self._items if it.visible_text().strip()][-max_items:]
+        messages.extend({"role": it.role, "content": it.visible_text()} for it in recent)
+        return messages

@@ -1,0 +1,95 @@
+"""Realtime API wire vocabulary: ids, the error type, and the actions the core asks for.
+
+Event shapes follow openai-python's ``src/openai/types/realtime/`` (GA protocol).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from cosyagent.engines.base import AudioF32
+
+Event = dict[str, Any]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+class ProtocolError(Exception):
+    """A client event we refuse. Becomes an ``error`` event; the session goes on."""
+
+    def __init__(self, message: str, *, code: str, param: str | None = None, event_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.param = param
+        self.event_id = event_id
+
+    def to_event(self) -> Event:
+        return {
+            "type": "error",
+            "event_id": new_id("event"),
+            "error": {
+                "type": "invalid_request_error",
+                "code": self.code,
+                "message": self.message,
+                "param": self.param,
+                "event_id": self.event_id,
+            },
+        }
+
+
+def server_error_event(message: str, code: str, event_id: str | None = None) -> Event:
+    """An ``error`` event for failures on our side (an engine down, a crashed task)."""
+    event = ProtocolError(message, code=code, event_id=event_id).to_event()
+    event["error"]["type"] = "server_error"
+    return event
+
+
+# --- What the sans-I/O core asks its I/O layer to do -----------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    event: Event
+
+
+@dataclass(frozen=True)
+class Transcribe:
+    """Run ASR on ``audio`` (16 kHz) for ``item_id``; report with ``transcription_done``."""
+
+    item_id: str
+    job_id: str
+    audio: AudioF32 = field(repr=False)
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class CancelTranscribe:
+    job_id: str
+
+
+@dataclass(frozen=True)
+class StartResponse:
+    """Generate a reply; feed its output back with ``response_text`` / ``response_audio``
+    and end it with ``response_finished`` or ``response_failed``."""
+
+    response_id: str
+    messages: list[dict[str, str]]
+    voice: str
+    speed: float
+    max_tokens: int | None
+    audio: bool
+
+
+@dataclass(frozen=True)
+class CancelResponse:
+    """Stop generating ``response_id`` now. The core has already ended it on the wire."""
+
+    response_id: str
+
+
+Action = Send | Transcribe | CancelTranscribe | StartResponse | CancelResponse

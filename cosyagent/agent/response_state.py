@@ -1,0 +1,200 @@
+"""One assistant response on the wire: its item, its audio outbox and its lifecycle events.
+
+Synthesized audio is *planned* into an outbox; the I/O layer pops it one delta at a
+time at the pace it chooses. Only popped audio counts as sent, so a cancelled
+response keeps exactly the words whose audio reached the client.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from cosyagent.agent.audio_formats import OutputEncoder
+from cosyagent.agent.conversation import AlignedTranscript, ConversationItem
+from cosyagent.agent.events import Event, new_id
+from cosyagent.agent.session_config import format_dict
+from cosyagent.engines.base import AudioF32
+
+DELTA_MS = 100  # audio per response.output_audio.delta
+_EMPTY: AudioF32 = np.zeros(0, dtype=np.float32)
+
+CancelReason = Literal["turn_detected", "client_cancelled"]
+
+
+@dataclass
+class _PlannedDelta:
+    data: bytes
+    clause: str | None  # set on the first delta of a clause: its transcript delta goes with it
+
+
+@dataclass
+class ResponseState:
+    id: str
+    item: ConversationItem
+    encoder: OutputEncoder | None  # None for a text-only response
+    voice: str
+    max_output_tokens: int | None
+    outbox: deque[_PlannedDelta] = field(default_factory=deque)
+    sent_ms: float = 0.0
+    sent_text: str = ""
+    timings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def audio(self) -> bool:
+        return self.encoder is not None
+
+    @property
+    def spoken(self) -> AlignedTranscript:
+        assert self.item.spoken is not None, "audio responses always have an aligned transcript"
+        return self.item.spoken
+
+    def _ids(self) -> dict[str, Any]:
+        return {"response_id": self.id, "item_id": self.item.id, "output_index": 0, "content_index": 0}
+
+    def response_object(self, status: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": "realtime.response",
+            "status": status,
+            "status_details": details,
+            "conversation_id": "conv_default",
+            "output_modalities": ["audio"] if self.audio else ["text"],
+            "max_output_tokens": self.max_output_tokens if self.max_output_tokens is not None else "inf",
+            "output": [self.item.to_event_dict()] if status != "in_progress" else [],
+            "usage": None,
+        }
+        if self.encoder is not None:
+            body["audio"] = {"output": {"format": format_dict(self.encoder.format), "voice": self.voice}}
+        return body
+
+    def start_events(self, previous_item_id: str | None) -> list[Event]:
+        part_type = "audio" if self.audio else "text"
+        empty_part = {"type": part_type, "transcript": ""} if self.audio else {"type": part_type, "text": ""}
+        item = self.item.to_event_dict()
+        return [
+            {"type": "response.created", "event_id": new_id("event"), "response": self.response_object("in_progress")},
+            {
+                "type": "response.output_item.added",
+                "event_id": new_id("event"),
+                "response_id": self.id,
+                "output_index": 0,
+                "item": item,
+            },
+            {
+                "type": "conversation.item.added",
+                "event_id": new_id("event"),
+                "previous_item_id": previous_item_id,
+                "item": item,
+            },
+            {"type": "response.content_part.added", "event_id": new_id("event"), **self._ids(), "part": empty_part},
+        ]
+
+    def text_delta(self, delta: str) -> Event:
+        self.item.text += delta
+        return {"type": "response.output_text.delta", "event_id": new_id("event"), **self._ids(), "delta": delta}
+
+    def plan_audio(self, samples: AudioF32, clause: str | None) -> None:
+        assert self.encoder is not None
+        data = self.encoder.encode(samples)
+        self._plan_bytes(data, clause)
+
+    def flush_audio(self) -> None:
+        """Plan what the resampler still holds (call once the synthesizer is done)."""
+        if self.encoder is not None:
+            self._plan_bytes(self.encoder.encode(samples=_EMPTY, last=True), None)
+
+    def _plan_bytes(self, data: bytes, clause: str | None) -> None:
+        assert self.encoder is not None
+        step = int(DELTA_MS * self.encoder.rate / 1000) * (2 if self.encoder.format == "audio/pcm" else 1)
+        for offset in range(0, len(data), step):
+            self.outbox.append(_PlannedDelta(data[offset : offset + step], clause if offset == 0 else None))
+        if clause is not None:
+            self.spoken.add_audio(clause, self.encoder.duration_ms(data))
+        elif data:
+            self.spoken.add_audio(None, self.encoder.duration_ms(data))
+
+    def pop_delta(self) -> list[Event]:
+        """Send the next planned delta (with its clause's transcript delta, if it opens one)."""
+        if not self.outbox:
+            return []
+        assert self.encoder is not None
+        planned = self.outbox.popleft()
+        events: list[Event] = []
+        if planned.clause is not None:
+            delta = (" " if self.sent_text else "") + planned.clause
+            self.sent_text += delta
+            events.append(
+                {
+                    "type": "response.output_audio_transcript.delta",
+                    "event_id": new_id("event"),
+                    **self._ids(),
+                    "delta": delta,
+                }
+            )
+        self.sent_ms += self.encoder.duration_ms(planned.data)
+        events.append(
+            {
+                "type": "response.output_audio.delta",
+                "event_id": new_id("event"),
+                **self._ids(),
+                "delta": base64.b64encode(planned.data).decode("ascii"),
+            }
+        )
+        return events
+
+    def end_events(self, status: str, reason: CancelReason | None = None, error: str | None = None) -> list[Event]:
+        """Close the response: what was not sent is dropped and forgotten."""
+        self.outbox.clear()
+        if self.audio:
+            self.spoken.truncate(self.sent_ms)
+        self.item.status = "completed" if status == "completed" else "incomplete"
+        details: dict[str, Any] | None = None
+        if status == "cancelled":
+            details = {"type": "cancelled", "reason": reason}
+        elif status == "failed":
+            details = {"type": "failed", "error": {"type": "server_error", "code": error}}
+        item = self.item.to_event_dict()
+        ids = self._ids()
+        events: list[Event] = []
+        if self.audio:
+            transcript = self.item.visible_text()
+            events.append({"type": "response.output_audio.done", "event_id": new_id("event"), **ids})
+            events.append(
+                {
+                    "type": "response.output_audio_transcript.done",
+                    "event_id": new_id("event"),
+                    **ids,
+                    "transcript": transcript,
+                }
+            )
+            part: dict[str, Any] = {"type": "audio", "transcript": transcript}
+        else:
+            events.append(
+                {"type": "response.output_text.done", "event_id": new_id("event"), **ids, "text": self.item.text}
+            )
+            part = {"type": "text", "text": self.item.text}
+        events.append({"type": "response.content_part.done", "event_id": new_id("event"), **ids, "part": part})
+        events.append(
+            {
+                "type": "response.output_item.done",
+                "event_id": new_id("event"),
+                "response_id": self.id,
+                "output_index": 0,
+                "item": item,
+            }
+        )
+        events.append({"type": "conversation.item.done", "event_id": new_id("event"), "item": item})
+        done: Event = {
+            "type": "response.done",
+            "event_id": new_id("event"),
+            "response": self.response_object(status, details),
+        }
+        if self.timings:
+            done["x_cosyagent_timings_ms"] = self.timings
+        events.append(done)
+        return events

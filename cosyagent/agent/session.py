@@ -1,0 +1,204 @@
+"""The asyncio side of one Realtime session: carries out what the sans-I/O core decides.
+
+It runs ASR jobs and replies as tasks it keeps references to, paces reply audio to
+real time (plus a small lead), and on exit cancels and awaits every one of them, so
+a client vanishing mid-reply leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from cosyagent.agent.events import (
+    Action,
+    CancelResponse,
+    CancelTranscribe,
+    Event,
+    Send,
+    StartResponse,
+    Transcribe,
+)
+from cosyagent.agent.realtime_core import RealtimeCore
+from cosyagent.engines.base import (
+    CancelToken,
+    ChatLLM,
+    EngineError,
+    EngineUnavailableError,
+    SpeechRecognizer,
+    SpeechSynthesizer,
+    SynthesisCancelled,
+)
+from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, ReplyTimings, TextDelta, stream_reply
+
+logger = logging.getLogger(__name__)
+
+Receive = Callable[[], Awaitable[str | bytes | None]]
+"""Next client message, or None once the client is gone."""
+SendEvent = Callable[[Event], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class SessionEngines:
+    asr: SpeechRecognizer
+    llm: ChatLLM
+    tts: SpeechSynthesizer
+
+
+class RealtimeSession:
+    def __init__(self, core: RealtimeCore, engines: SessionEngines, send: SendEvent, output_lead_ms: float) -> None:
+        self.core = core
+        self._engines = engines
+        self._send = send
+        self._lead_ms = output_lead_ms
+        self._outbox: asyncio.Queue[Event] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._transcribe_jobs: dict[str, tuple[asyncio.Task[None], CancelToken]] = {}
+        self._responses: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self, receive: Receive) -> None:
+        """Serve until the client leaves or a send fails. Cancel-safe: cleans up either way."""
+        writer = asyncio.create_task(self._write_loop(), name=f"{self.core.session_id}-writer")
+        try:
+            self._execute(self.core.start())
+            reader = asyncio.create_task(self._read_loop(receive), name=f"{self.core.session_id}-reader")
+            self._tasks.add(reader)
+            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled() and (exc := task.exception()) is not None:
+                    logger.info("session %s ended: %r", self.core.session_id, exc)
+        finally:
+            self._execute(self.core.close())
+            writer.cancel()
+            await self._cancel_all(writer)
+
+    async def _read_loop(self, receive: Receive) -> None:
+        while (message := await receive()) is not None:
+            self._execute(self.core.receive(message))
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._send(await self._outbox.get())
+
+    async def _cancel_all(self, writer: asyncio.Task[None]) -> None:
+        tasks = [*self._tasks, writer]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._transcribe_jobs.clear()
+        self._responses.clear()
+
+    # --- carrying out actions ----------------------------------------------------------
+
+    def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self._outbox.put_nowait(action.event)
+            elif isinstance(action, Transcribe):
+                token = CancelToken()
+                task = self._spawn(self._transcribe(action, token), f"asr-{action.job_id}")
+                self._transcribe_jobs[action.job_id] = (task, token)
+            elif isinstance(action, CancelTranscribe):
+                job = self._transcribe_jobs.pop(action.job_id, None)
+                if job is not None:
+                    job[1].cancel()
+                    job[0].cancel()
+            elif isinstance(action, StartResponse):
+                self._responses[action.response_id] = self._spawn(self._respond(action), action.response_id)
+            elif isinstance(action, CancelResponse):
+                response_task = self._responses.pop(action.response_id, None)
+                if response_task is not None:
+                    response_task.cancel()
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _transcribe(self, job: Transcribe, token: CancelToken) -> None:
+        try:
+            transcript = await self._engines.asr.transcribe(job.audio, language=job.language, cancel=token)
+        except SynthesisCancelled:
+            return
+        except EngineError as exc:
+            self._execute(self.core.transcription_failed(job.job_id, str(exc)))
+            return
+        finally:
+            self._transcribe_jobs.pop(job.job_id, None)
+        self._execute(self.core.transcription_done(job.job_id, transcript.text, transcript.duration_s))
+
+    async def _respond(self, start: StartResponse) -> None:
+        response_id = start.response_id
+        timings = ReplyTimings()
+        request = ReplyRequest(start.messages, start.voice, start.speed, start.max_tokens, start.audio)
+        pacer = _AudioPacer(self.core, response_id, self._lead_ms, self._execute)
+        pacing = asyncio.create_task(pacer.run(), name=f"{response_id}-pacer")
+        try:
+            async for event in stream_reply(request, self._engines.llm, self._engines.tts, timings):
+                if isinstance(event, TextDelta):
+                    self._execute(self.core.response_text(response_id, event.text))
+                elif isinstance(event, AudioChunk):
+                    self.core.response_audio(response_id, event.samples, event.clause)
+                    pacer.wake()
+            self.core.flush_audio(response_id)
+            pacer.finish()
+            await pacing
+            self._execute(self.core.response_finished(response_id, timings.as_dict()))
+        except EngineUnavailableError as exc:
+            self._execute(self.core.response_failed(response_id, str(exc), "engine_unavailable"))
+        except EngineError as exc:
+            self._execute(self.core.response_failed(response_id, str(exc), "engine_error"))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must end this reply with an error, not kill the session
+            logger.exception("response %s crashed", response_id)
+            self._execute(self.core.response_failed(response_id, f"internal error: {exc!r}", "internal_error"))
+        finally:
+            pacing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pacing
+            self._responses.pop(response_id, None)
+
+
+class _AudioPacer:
+    """Releases a response's planned audio no faster than real time plus a lead."""
+
+    def __init__(
+        self, core: RealtimeCore, response_id: str, lead_ms: float, execute: Callable[[list[Action]], None]
+    ) -> None:
+        self._core = core
+        self._response_id = response_id
+        self._lead_ms = lead_ms
+        self._execute = execute
+        self._ready = asyncio.Event()
+        self._finished = False
+
+    def wake(self) -> None:
+        self._ready.set()
+
+    def finish(self) -> None:
+        """No more audio will be planned: send what is left, then return."""
+        self._finished = True
+        self._ready.set()
+
+    async def run(self) -> None:
+        playback_start: float | None = None
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._core.pending_audio_ms(self._response_id) > 0:
+                now = time.monotonic()
+                playback_start = playback_start or now
+                ahead_ms = self._core.sent_audio_ms(self._response_id) - (now - playback_start) * 1000.0
+                if ahead_ms > self._lead_ms:
+                    await asyncio.sleep((ahead_ms - self._lead_ms) / 1000.0)
+                self._execute(self._core.pop_audio(self._response_id))
+            if self._finished:
+                return

@@ -1,0 +1,205 @@
+"""The settings of one Realtime session, validated as `session.update` changes them."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+AudioFormat = Literal["audio/pcm", "audio/pcmu", "audio/pcma"]
+FORMAT_RATES: dict[str, int] = {"audio/pcm": 24000, "audio/pcmu": 8000, "audio/pcma": 8000}
+Modality = Literal["text", "audio"]
+
+
+class InvalidSessionValue(ValueError):
+    """A session field has a value we cannot accept. ``param`` is its dotted path."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class TurnDetection:
+    """`server_vad` parameters (the only kind served; `semantic_vad` maps onto it)."""
+
+    threshold: float = 0.5
+    prefix_padding_ms: int = 300
+    silence_duration_ms: int = 500
+    create_response: bool = True
+    interrupt_response: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise InvalidSessionValue("threshold", "threshold must be between 0 and 1 (exclusive)")
+        if not 0 <= self.prefix_padding_ms <= 5000:
+            raise InvalidSessionValue("prefix_padding_ms", "prefix_padding_ms must be 0-5000")
+        if not 100 <= self.silence_duration_ms <= 10000:
+            raise InvalidSessionValue("silence_duration_ms", "silence_duration_ms must be 100-10000")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "server_vad",
+            "threshold": self.threshold,
+            "prefix_padding_ms": self.prefix_padding_ms,
+            "silence_duration_ms": self.silence_duration_ms,
+            "create_response": self.create_response,
+            "interrupt_response": self.interrupt_response,
+        }
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    model: str
+    instructions: str
+    voice: str
+    speed: float = 1.0
+    input_format: AudioFormat = "audio/pcm"
+    output_format: AudioFormat = "audio/pcm"
+    turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
+    output_modalities: tuple[Modality, ...] = ("audio",)
+    max_output_tokens: int | None = None
+    transcription_model: str = "whisper-tiny.en"
+    transcription_language: str | None = None
+
+    def to_dict(self, session_id: str) -> dict[str, Any]:
+        """The `session` object of session.created / session.updated."""
+        return {
+            "type": "realtime",
+            "object": "realtime.session",
+            "id": session_id,
+            "model": self.model,
+            "instructions": self.instructions,
+            "output_modalities": list(self.output_modalities),
+            "max_output_tokens": self.max_output_tokens if self.max_output_tokens is not None else "inf",
+            "audio": {
+                "input": {
+                    "format": format_dict(self.input_format),
+                    "transcription": {
+                        "model": self.transcription_model,
+                        "language": self.transcription_language,
+                    },
+                    "turn_detection": self.turn_detection.to_dict() if self.turn_detection else None,
+                },
+                "output": {"format": format_dict(self.output_format), "voice": self.voice, "speed": self.speed},
+            },
+        }
+
+    def updated(self, session: Mapping[str, Any], voice_exists: Callable[[str], bool]) -> SessionConfig:
+        """Apply a `session.update` body; raise InvalidSessionValue naming the bad field."""
+        if not isinstance(session, Mapping):
+            raise InvalidSessionValue("session", "session must be an object")
+        kind = session.get("type", "realtime")
+        if kind != "realtime":
+            raise InvalidSessionValue("session.type", f"session type {kind!r} is not supported; use 'realtime'")
+        changes: dict[str, Any] = {}
+        if "instructions" in session:
+            changes["instructions"] = _string(session["instructions"], "session.instructions")
+        if "output_modalities" in session:
+            changes["output_modalities"] = parse_modalities(session["output_modalities"], "session.output_modalities")
+        if "max_output_tokens" in session:
+            changes["max_output_tokens"] = parse_max_tokens(session["max_output_tokens"], "session.max_output_tokens")
+        audio = _mapping(session.get("audio", {}), "session.audio")
+        audio_in = _mapping(audio.get("input", {}), "session.audio.input")
+        audio_out = _mapping(audio.get("output", {}), "session.audio.output")
+        if "format" in audio_in:
+            changes["input_format"] = parse_format(audio_in["format"], "session.audio.input.format")
+        if "turn_detection" in audio_in:
+            changes["turn_detection"] = parse_turn_detection(
+                audio_in["turn_detection"], self.turn_detection, "session.audio.input.turn_detection"
+            )
+        if "transcription" in audio_in and audio_in["transcription"] is not None:
+            transcription = _mapping(audio_in["transcription"], "session.audio.input.transcription")
+            if transcription.get("language") not in (None, "en"):
+                raise InvalidSessionValue(
+                    "session.audio.input.transcription.language",
+                    f"language {transcription['language']!r} is not supported by this ASR engine (English only)",
+                )
+            changes["transcription_language"] = transcription.get("language")
+        if "format" in audio_out:
+            changes["output_format"] = parse_format(audio_out["format"], "session.audio.output.format")
+        if "voice" in audio_out:
+            changes["voice"] = parse_voice(audio_out["voice"], voice_exists, "session.audio.output.voice")
+        if "speed" in audio_out:
+            changes["speed"] = parse_speed(audio_out["speed"], "session.audio.output.speed")
+        return replace(self, **changes)
+
+
+def format_dict(fmt: AudioFormat) -> dict[str, Any]:
+    return {"type": fmt, "rate": FORMAT_RATES[fmt]} if fmt == "audio/pcm" else {"type": fmt}
+
+
+def parse_format(value: Any, param: str) -> AudioFormat:
+    fmt = _mapping(value, param)
+    kind = fmt.get("type", "audio/pcm")
+    if kind not in FORMAT_RATES:
+        raise InvalidSessionValue(
+            f"{param}.type", f"audio format {kind!r} is not supported; use audio/pcm, audio/pcmu or audio/pcma"
+        )
+    rate = fmt.get("rate")
+    if rate is not None and rate != FORMAT_RATES[kind]:
+        raise InvalidSessionValue(f"{param}.rate", f"{kind} must have rate {FORMAT_RATES[kind]}, not {rate!r}")
+    result: AudioFormat = kind
+    return result
+
+
+def parse_turn_detection(value: Any, current: TurnDetection | None, param: str) -> TurnDetection | None:
+    if value is None:
+        return None
+    body = _mapping(value, param)
+    kind = body.get("type")
+    if kind not in ("server_vad", "semantic_vad"):
+        raise InvalidSessionValue(f"{param}.type", f"turn detection {kind!r} is not supported; use server_vad")
+    base = current or TurnDetection()
+    fields = ("threshold", "prefix_padding_ms", "silence_duration_ms", "create_response", "interrupt_response")
+    changes = {name: body[name] for name in fields if body.get(name) is not None}
+    for name, val in changes.items():
+        expected: tuple[type, ...] = (bool,) if name in fields[3:] else (int, float)
+        if not isinstance(val, expected) or (isinstance(val, bool) and expected != (bool,)):
+            raise InvalidSessionValue(f"{param}.{name}", f"{name} has the wrong type: {val!r}")
+    try:
+        return replace(base, **changes)
+    except InvalidSessionValue as exc:
+        raise InvalidSessionValue(f"{param}.{exc.param}", str(exc)) from exc
+
+
+def parse_voice(value: Any, voice_exists: Callable[[str], bool], param: str) -> str:
+    voice = value.get("id") if isinstance(value, Mapping) else value
+    if not isinstance(voice, str) or not voice:
+        raise InvalidSessionValue(param, "voice must be a voice name or {'id': ...}")
+    if not voice_exists(voice):
+        raise InvalidSessionValue(param, f"unknown voice {voice!r}; GET /v1/voices lists the available ones")
+    return voice
+
+
+def parse_speed(value: Any, param: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.25 <= value <= 4.0:
+        raise InvalidSessionValue(param, "speed must be a number between 0.25 and 4.0")
+    return float(value)
+
+
+def parse_modalities(value: Any, param: str) -> tuple[Modality, ...]:
+    if value in (["audio"], ["text"], ["text", "audio"], ["audio", "text"]):
+        return ("text",) if value == ["text"] else ("audio",)
+    raise InvalidSessionValue(param, "output_modalities must be ['audio'] or ['text']")
+
+
+def parse_max_tokens(value: Any, param: str) -> int | None:
+    if value == "inf" or value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096:
+        raise InvalidSessionValue(param, "max_output_tokens must be 1-4096 or 'inf'")
+    return value
+
+
+def _string(value: Any, param: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidSessionValue(param, f"{param.rsplit('.', 1)[-1]} must be a string")
+    return value
+
+
+def _mapping(value: Any, param: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidSessionValue(param, f"{param} must be an object")
+    return copy.copy(value)

@@ -1,0 +1,71 @@
+"""`cosyagent serve | talk`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from cosyagent.config import ConfigError, load_config
+
+# The largest client event we accept is bounded in the protocol core (an error event
+# says why); the socket layer only needs to let such an event through.
+_WS_MAX_BYTES = 16 * 1024 * 1024
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cosyagent", description="A self-hosted real-time voice agent.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="start the server (embedded CPU models by default)")
+    serve.add_argument("--config", help="YAML config file (default: the embedded CPU stack)")
+    serve.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default from config: 8188)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    talk = commands.add_parser("talk", help="stream a WAV file to a running server and play back the reply")
+    talk.add_argument("wav", help="a WAV file of speech (any rate, mono or stereo)")
+    talk.add_argument("--url", default="http://127.0.0.1:8188/v1", help="server base URL")
+    talk.add_argument("--out", default="reply.wav", help="where to save the reply audio")
+    talk.add_argument("--api-key", default=None, help="API key, if the server requires one")
+    talk.add_argument("--voice", default=None, help="voice for the reply")
+    talk.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    from cosyagent.talk import run_talk
+
+    exit_code: int = run_talk(args)
+    return exit_code
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from cosyagent.runtime import Runtime
+    from cosyagent.web.app import create_app
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+        runtime = Runtime.from_config(config)
+    except ConfigError as exc:
+        print(f"cosyagent: {exc}", file=sys.stderr)
+        return 2
+    host = args.host or config.server.host
+    port = args.port or config.server.port
+    uvicorn.run(
+        create_app(runtime),
+        host=host,
+        port=port,
+        log_level=args.log_level,
+        ws_max_size=_WS_MAX_BYTES,
+        ws_ping_interval=None,  # the Realtime API has no keepalive; don't drop idle clients
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""A streaming chat client for any OpenAI-compatible endpoint (llama.cpp, vLLM, Ollama, a cloud API)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+import openai
+
+from cosyagent.engines.base import ChatMessage, EngineError, EngineUnavailableError
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
+
+logger = logging.getLogger(__name__)
+
+
+class OpenAICompatibleLLM:
+    """Chat completions over HTTP with ``openai.AsyncOpenAI``, streamed as text deltas.
+
+    Foreign errors are translated at the boundary: an unreachable endpoint, a timeout,
+    a 5xx or a 429 become :class:`EngineUnavailableError`; anything else the server
+    refuses becomes :class:`EngineError`. ``max_retries`` defaults to 0: in a live
+    conversation a fast failure beats a retry the user waits through.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout_s: float = 30.0,
+        *,
+        max_retries: int = 0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.timeout_s = timeout_s
+        self._client = openai.AsyncOpenAI(
+            base_url=self.base_url,
+            api_key=api_key or "no-key",  # local servers ignore it; the SDK insists on one
+            timeout=timeout_s,
+            max_retries=max_retries,
+        )
+
+    async def check(self) -> None:
+        """One cheap request (``GET /models``); raises :class:`EngineUnavailableError` on failure."""
+        try:
+            await self._client.models.list()
+        except openai.OpenAIError as exc:
+            raise EngineUnavailableError(f"LLM endpoint {self.base_url} is not usable: {exc}") from exc
+
+    async def stream_chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncGenerator[str, None]:
+        """Yield the reply's non-empty text deltas as they arrive.
+
+        Closing the iterator early (``aclose()``, or cancelling the consuming task)
+        closes the HTTP response, so the server sees the disconnect and stops
+        generating.
+        """
+        options: dict[str, Any] = {}
+        if max_tokens is not None:
+            options["max_tokens"] = max_tokens
+        if temperature is not None:
+            options["temperature"] = temperature
+        started = time.perf_counter()
+        try:
+            stream = await self._client.chat.completions.create(
+                model=self.model,
+                messages=cast("list[ChatCompletionMessageParam]", list(messages)),
+                stream=True,
+                **options,
+            )
+        except openai.OpenAIError as exc:
+            raise self._translate(exc) from exc
+        first = True
+        try:
+            async for chunk in stream:
+                if not chunk.choices:
+                    continue
+                delta = chunk.choices[0].delta.content
+                if not delta:
+                    continue
+                if first:
+                    first = False
+                    logger.debug("LLM first token after %.3f s", time.perf_counter() - started)
+                yield delta
+        except openai.OpenAIError as exc:
+            raise self._translate(exc) from exc
+        finally:
+            await stream.close()
+
+    def _translate(self, exc: openai.OpenAIError) -> EngineError:
+        where = f"LLM endpoint {self.base_url} (model {self.model!r})"
+        if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+            return EngineUnavailableError(f"{where} is unreachable: {exc}")
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            if status >= 500 or status == 429:
+                return EngineUnavailableError(f"{where} answered {status}: {exc.message}")
+            return EngineError(f"{where} refused the request ({status}): {exc.message}")
+        return EngineError(f"{where} failed: {exc}")
+
+    async def aclose(self) -> None:
+        await self._client.close()

@@ -1,0 +1,77 @@
+"""Cut a stream of LLM tokens into clauses the synthesizer can speak one at a time.
+
+The first clause is cut early (at a comma, or after a few words) because it decides
+the time to first audio; later clauses run to the end of a sentence, which sounds
+better, unless they grow long.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*\s|[。！？]")
+_CLAUSE_END = re.compile(r"[,;:—–]\s|[，；：、]")
+_MARKUP = re.compile(r"[*_`#>\[\]]+")
+
+FIRST_CLAUSE_MAX_WORDS = 7
+CLAUSE_MAX_WORDS = 24
+
+
+def clean_for_speech(text: str) -> str:
+    """Drop markdown symbols an LLM may emit; they would be read out loud."""
+    return " ".join(_MARKUP.sub(" ", text).split())
+
+
+class ClauseSplitter:
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._emitted = 0
+
+    def push(self, delta: str) -> list[str]:
+        self._buffer += delta
+        clauses: list[str] = []
+        while (clause := self._next_clause()) is not None:
+            clauses.append(clause)
+        return clauses
+
+    def flush(self) -> list[str]:
+        rest, self._buffer = clean_for_speech(self._buffer), ""
+        return [rest] if rest else []
+
+    def _next_clause(self) -> str | None:
+        cut = self._cut_position(first=self._emitted == 0)
+        if cut is None:
+            return None
+        clause, self._buffer = clean_for_speech(self._buffer[:cut]), self._buffer[cut:]
+        if not clause:  # only markup or punctuation: drop it and look again
+            return self._next_clause()
+        self._emitted += 1
+        return clause
+
+    def _cut_position(self, first: bool) -> int | None:
+        sentence_cut = _first_match_end(_SENTENCE_END, self._buffer)
+        if first:
+            cuts = [c for c in (sentence_cut, _first_match_end(_CLAUSE_END, self._buffer)) if c is not None]
+            return min(cuts) if cuts else self._word_limit_cut(FIRST_CLAUSE_MAX_WORDS)
+        if sentence_cut is not None:
+            return sentence_cut
+        long_clause_cuts = (
+            m.end()
+            for m in _CLAUSE_END.finditer(self._buffer)
+            if _words(self._buffer[: m.end()]) >= CLAUSE_MAX_WORDS // 2
+        )
+        return next(long_clause_cuts, None) or self._word_limit_cut(CLAUSE_MAX_WORDS)
+
+    def _word_limit_cut(self, max_words: int) -> int | None:
+        """Cut after ``max_words`` complete words (a word is complete once a space follows)."""
+        spaces = [m.end() for m in re.finditer(r"\S\s+", self._buffer)]
+        return spaces[max_words - 1] if len(spaces) >= max_words else None
+
+
+def _first_match_end(pattern: re.Pattern[str], text: str) -> int | None:
+    match = pattern.search(text)
+    return match.end() if match else None
+
+
+def _words(text: str) -> int:
+    return len(text.split())

@@ -1,0 +1,156 @@
+"""End-of-turn detection over VAD frames: a sans-I/O state machine.
+
+Push 16 kHz audio, get turn events back. Besides the Realtime API's speech started /
+stopped, it reports the moment the speaker *paused* (``SpeechPaused``) so that ASR can
+start on the utterance during the silence wait: if the user stays quiet, the turn ends
+with exactly that audio and its transcript is already (nearly) done; if they resume
+(``SpeechResumed``), the speculative work is thrown away.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from cosyagent.engines.base import AudioF32, VADStream
+
+# Frames above the threshold needed to call it speech: 3 x 32 ms rejects clicks and
+# breaths while keeping barge-in detection near 100 ms.
+MIN_SPEECH_FRAMES = 3
+# Below threshold minus this counts as silence (hysteresis, as Silero's own iterator does).
+SILENCE_HYSTERESIS = 0.15
+# A pause this long starts speculative ASR; well inside any silence_duration_ms.
+SPECULATE_AFTER_MS = 160
+# Audio kept after the last speech frame, so word endings are not clipped.
+TAIL_MS = 160
+MAX_UTTERANCE_MS = 60_000
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    audio_start_ms: int
+
+
+@dataclass(frozen=True)
+class SpeechPaused:
+    """The speaker paused; ``audio`` is the utterance as it would be committed now."""
+
+    audio: AudioF32
+
+
+@dataclass(frozen=True)
+class SpeechResumed:
+    pass
+
+
+@dataclass(frozen=True)
+class SpeechStopped:
+    audio_end_ms: int
+    audio: AudioF32
+
+
+TurnEvent = SpeechStarted | SpeechPaused | SpeechResumed | SpeechStopped
+
+
+class TurnDetector:
+    def __init__(
+        self,
+        vad: VADStream,
+        *,
+        threshold: float,
+        prefix_padding_ms: int,
+        silence_duration_ms: int,
+        sample_rate: int = 16000,
+        frame_samples: int = 512,
+    ) -> None:
+        self._vad = vad
+        self._threshold = threshold
+        self._rate = sample_rate
+        self._frame = frame_samples
+        self._frame_ms = 1000.0 * frame_samples / sample_rate
+        self._silence_frames_to_stop = max(1, round(silence_duration_ms / self._frame_ms))
+        self._speculate_frames = max(1, round(SPECULATE_AFTER_MS / self._frame_ms))
+        self._tail_frames = max(0, round(TAIL_MS / self._frame_ms))
+        self._max_frames = round(MAX_UTTERANCE_MS / self._frame_ms)
+        self._prefix: deque[AudioF32] = deque(maxlen=max(1, round(prefix_padding_ms / self._frame_ms)))
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._frames_seen = 0
+        self._reset_turn()
+
+    def _reset_turn(self) -> None:
+        self._in_speech = False
+        self._speech_run = 0
+        self._silence_run = 0
+        self._paused = False
+        self._utterance: list[AudioF32] = []
+        self._speech_end_index = 0  # frames of the utterance up to the last speech frame
+
+    @property
+    def in_speech(self) -> bool:
+        return self._in_speech
+
+    @property
+    def audio_ms(self) -> int:
+        """Milliseconds of audio consumed since the detector was created."""
+        return int(self._frames_seen * self._frame_ms)
+
+    def reset(self) -> None:
+        """Forget the current turn (e.g. on input_audio_buffer.clear)."""
+        self._prefix.clear()
+        self._vad.reset()
+        self._reset_turn()
+
+    def push(self, audio: AudioF32) -> list[TurnEvent]:
+        self._pending = np.concatenate([self._pending, audio.astype(np.float32, copy=False)])
+        events: list[TurnEvent] = []
+        while self._pending.size >= self._frame:
+            frame, self._pending = self._pending[: self._frame], self._pending[self._frame :]
+            events.extend(self._on_frame(frame))
+        return events
+
+    def _on_frame(self, frame: AudioF32) -> list[TurnEvent]:
+        self._frames_seen += 1
+        probability = self._vad.speech_probability(frame)
+        if not self._in_speech:
+            return self._while_quiet(frame, probability)
+        return self._while_speaking(frame, probability)
+
+    def _while_quiet(self, frame: AudioF32, probability: float) -> list[TurnEvent]:
+        self._prefix.append(frame)
+        self._speech_run = self._speech_run + 1 if probability >= self._threshold else 0
+        if self._speech_run < MIN_SPEECH_FRAMES:
+            return []
+        self._in_speech = True
+        self._utterance = list(self._prefix)
+        self._prefix.clear()
+        self._speech_end_index = len(self._utterance)
+        started_frames = self._frames_seen - MIN_SPEECH_FRAMES
+        return [SpeechStarted(audio_start_ms=int(started_frames * self._frame_ms))]
+
+    def _while_speaking(self, frame: AudioF32, probability: float) -> list[TurnEvent]:
+        self._utterance.append(frame)
+        events: list[TurnEvent] = []
+        if probability >= self._threshold - SILENCE_HYSTERESIS:
+            if probability >= self._threshold:
+                self._silence_run = 0
+                self._speech_end_index = len(self._utterance)
+                if self._paused:
+                    self._paused = False
+                    events.append(SpeechResumed())
+        else:
+            self._silence_run += 1
+        if self._silence_run == self._speculate_frames and not self._paused:
+            self._paused = True
+            events.append(SpeechPaused(audio=self._committed_audio()))
+        if self._silence_run >= self._silence_frames_to_stop or len(self._utterance) >= self._max_frames:
+            events.append(SpeechStopped(audio_end_ms=self.audio_ms, audio=self._committed_audio()))
+            self._reset_turn()
+        return events
+
+    def _committed_audio(self) -> AudioF32:
+        """The utterance up to the last speech frame plus a short tail: the same audio at
+        pause time and at stop time, so a speculative transcript stays valid."""
+        end = min(len(self._utterance), self._speech_end_index + self._tail_frames)
+        return np.concatenate(self._utterance[:end]) if end else np.zeros(0, dtype=np.float32)

@@ -1,0 +1,157 @@
+"""The process's engines, built from config, loaded once and shared by every session."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cosyagent.agent.realtime_core import CoreLimits, RealtimeCore
+from cosyagent.agent.session import SessionEngines
+from cosyagent.agent.session_config import SessionConfig, TurnDetection
+from cosyagent.config import Config, ConfigError
+from cosyagent.engines.asr import WhisperASR
+from cosyagent.engines.llama_server import EmbeddedLlamaServer
+from cosyagent.engines.llm import OpenAICompatibleLLM
+from cosyagent.engines.tts import KokoroTTS
+from cosyagent.engines.vad import SileroVAD
+
+logger = logging.getLogger(__name__)
+
+_VERSIONED_PACKAGES = ("cosyagent", "faster-whisper", "kokoro-onnx", "llama-cpp-python", "onnxruntime", "openai")
+
+
+@dataclass
+class Runtime:
+    config: Config
+    vad: SileroVAD
+    asr: WhisperASR
+    tts: KokoroTTS
+    llm_server: EmbeddedLlamaServer | None
+    llm: OpenAICompatibleLLM | None = None
+    active_sessions: int = 0
+    load_seconds: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Runtime:
+        _require(config.vad.engine, "silero", "vad.engine")
+        _require(config.asr.engine, "whisper", "asr.engine")
+        _require(config.tts.engine, "kokoro", "tts.engine")
+        if config.llm.engine not in ("embedded", "openai"):
+            raise ConfigError(f"llm.engine must be 'embedded' or 'openai', not {config.llm.engine!r}")
+        if config.llm.engine == "openai" and not (config.llm.base_url and config.llm.model):
+            raise ConfigError("llm.engine 'openai' needs llm.base_url and llm.model (or COSYAGENT_LLM_BASE_URL/_MODEL)")
+        server = (
+            EmbeddedLlamaServer(n_threads=config.llm.threads, n_ctx=config.llm.context_tokens)
+            if config.llm.engine == "embedded"
+            else None
+        )
+        return cls(
+            config=config,
+            vad=SileroVAD(),
+            asr=WhisperASR(cpu_threads=config.asr.threads, beam_size=config.asr.beam_size),
+            tts=KokoroTTS(threads=config.tts.threads),
+            llm_server=server,
+        )
+
+    async def start(self) -> None:
+        """Load every model (off the event loop) and start the embedded LLM server."""
+        loop = asyncio.get_running_loop()
+        for name, engine in (("vad", self.vad), ("asr", self.asr), ("tts", self.tts)):
+            began = time.monotonic()
+            await loop.run_in_executor(None, engine.load)
+            self.load_seconds[name] = round(time.monotonic() - began, 2)
+        if self.config.realtime.voice not in self.tts.voices():
+            raise ConfigError(f"realtime.voice {self.config.realtime.voice!r} is not one of {self.tts.voices()}")
+        began = time.monotonic()
+        if self.llm_server is not None:
+            await self.llm_server.start()
+            self.llm = OpenAICompatibleLLM(
+                self.llm_server.base_url, self.llm_server.model, timeout_s=self.config.llm.timeout_s
+            )
+        else:
+            assert self.config.llm.base_url and self.config.llm.model  # checked in from_config
+            self.llm = OpenAICompatibleLLM(
+                self.config.llm.base_url, self.config.llm.model, self.config.llm.api_key, self.config.llm.timeout_s
+            )
+        self.load_seconds["llm"] = round(time.monotonic() - began, 2)
+        logger.info("engines ready in %s", self.load_seconds)
+
+    async def stop(self) -> None:
+        if self.llm is not None:
+            await self.llm.aclose()
+        if self.llm_server is not None:
+            await self.llm_server.stop()
+        self.asr.close()
+        self.tts.close()
+
+    def session_engines(self) -> SessionEngines:
+        if self.llm is None:
+            raise RuntimeError("Runtime.start() has not run")
+        return SessionEngines(asr=self.asr, llm=self.llm, tts=self.tts)
+
+    def voice_exists(self, voice: str) -> bool:
+        return voice in self.tts.voices()
+
+    def new_core(self, model: str | None) -> RealtimeCore:
+        """A fresh protocol core with this server's defaults (one per connection)."""
+        rt = self.config.realtime
+        config = SessionConfig(
+            model=model or rt.model,
+            instructions=rt.instructions,
+            voice=rt.voice,
+            turn_detection=TurnDetection(
+                threshold=rt.threshold,
+                prefix_padding_ms=rt.prefix_padding_ms,
+                silence_duration_ms=rt.silence_duration_ms,
+            ),
+            max_output_tokens=rt.max_output_tokens,
+        )
+        limits = CoreLimits(
+            max_event_bytes=rt.max_event_bytes,
+            max_append_bytes=rt.max_append_bytes,
+            max_buffer_seconds=rt.max_buffer_seconds,
+            max_context_items=rt.max_context_items,
+        )
+        return RealtimeCore(
+            config,
+            vad=self.vad.new_stream(),
+            tts_sample_rate=self.tts.sample_rate,
+            voice_exists=self.voice_exists,
+            limits=limits,
+        )
+
+    def health(self) -> dict[str, Any]:
+        llm_model = self.llm.model if self.llm else None
+        return {
+            "status": "ok" if self.llm is not None else "starting",
+            "sessions": self.active_sessions,
+            "engines": {
+                "vad": {"engine": "silero", "loaded": self.vad.loaded},
+                "asr": {"engine": "whisper-tiny.en", "loaded": self.asr.loaded, "languages": list(self.asr.languages)},
+                "llm": {
+                    "engine": self.config.llm.engine,
+                    "model": llm_model,
+                    "base_url": self.llm.base_url if self.llm else None,
+                    "loaded": self.llm is not None,
+                },
+                "tts": {"engine": "kokoro-82m", "loaded": self.tts.loaded, "voices": list(self.tts.voices())},
+            },
+            "load_seconds": self.load_seconds,
+            "versions": {name: _version(name) for name in _VERSIONED_PACKAGES},
+        }
+
+
+def _require(value: str, expected: str, key: str) -> None:
+    if value != expected:
+        raise ConfigError(f"{key} {value!r} is not available in this build; use {expected!r}")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None

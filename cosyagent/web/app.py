@@ -1,0 +1,81 @@
+"""The HTTP app: OpenAI-compatible routes, health and the realtime socket."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, WebSocket
+from fastapi.middleware.cors import CORSMiddleware
+
+from cosyagent.agent.events import server_error_event
+from cosyagent.agent.session import RealtimeSession, SendEvent
+from cosyagent.runtime import Runtime
+from cosyagent.transports.websocket import refuse_websocket, serve_websocket
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title="cosyagent", version=_version(), lifespan=lifespan)
+    app.state.runtime = runtime
+    if runtime.config.server.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(runtime.config.server.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, Any]:
+        return runtime.health()
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        names = [runtime.config.realtime.model, "whisper-tiny.en", "kokoro-82m"]
+        if runtime.llm is not None:
+            names.append(runtime.llm.model)
+        return {
+            "object": "list",
+            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "cosyagent"} for name in names],
+        }
+
+    @app.websocket("/v1/realtime")
+    async def realtime(websocket: WebSocket, model: str | None = None) -> None:
+        if runtime.active_sessions >= runtime.config.server.max_sessions:
+            limit = runtime.config.server.max_sessions
+            await refuse_websocket(
+                websocket, server_error_event(f"the server is at its limit of {limit} sessions", "session_limit")
+            )
+            return
+        await websocket.accept()
+        runtime.active_sessions += 1
+        try:
+
+            def make_session(send: SendEvent) -> RealtimeSession:
+                return RealtimeSession(
+                    runtime.new_core(model), runtime.session_engines(), send, runtime.config.realtime.output_lead_ms
+                )
+
+            await serve_websocket(websocket, make_session)
+        finally:
+            runtime.active_sessions -= 1
+
+    return app
+
+
+def _version() -> str:
+    from cosyagent import __version__
+
+    return __version__

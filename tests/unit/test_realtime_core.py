@@ -1,0 +1,365 @@
+"""The sans-I/O Realtime core, driven with plain dicts (no sockets, no event loop).
+
+The VAD is the real Silero model on real speech; ASR and LLM results are handed to the
+core as an I/O layer would, which is exactly the core's contract.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cosyagent.agent.events import Action, CancelResponse, CancelTranscribe, Send, StartResponse, Transcribe
+from cosyagent.agent.realtime_core import CoreLimits, RealtimeCore
+from cosyagent.agent.session_config import SessionConfig, TurnDetection
+from cosyagent.engines.audio import alaw_encode, ulaw_encode
+from cosyagent.engines.vad import SileroVAD
+from tests.support import pcm16, read_clip
+
+VOICES = {"jf_alpha", "jm_kumo"}
+TTS_RATE = 24000
+
+
+@pytest.fixture(scope="module")
+def vad() -> SileroVAD:
+    engine = SileroVAD()
+    engine.load()
+    return engine
+
+
+def make_core(vad: SileroVAD, *, turn_detection: TurnDetection | None = None, **limits: Any) -> RealtimeCore:
+    config = SessionConfig(model="test", instructions="Be brief.", voice="jf_alpha", turn_detection=turn_detection)
+    return RealtimeCore(
+        config,
+        vad=vad.new_stream(),
+        tts_sample_rate=TTS_RATE,
+        voice_exists=VOICES.__contains__,
+        limits=CoreLimits(**limits),
+    )
+
+
+def sent(actions: list[Action]) -> list[dict[str, Any]]:
+    return [a.event for a in actions if isinstance(a, Send)]
+
+
+def types(actions: list[Action]) -> list[str]:
+    return [e["type"] for e in sent(actions)]
+
+
+def only(actions: list[Action], kind: type) -> Any:
+    found = [a for a in actions if isinstance(a, kind)]
+    assert len(found) == 1, actions
+    return found[0]
+
+
+def append(core: RealtimeCore, audio_24k: np.ndarray, chunk_ms: int = 100) -> list[Action]:
+    data = pcm16(audio_24k)
+    step = 24 * 2 * chunk_ms
+    actions: list[Action] = []
+    for offset in range(0, len(data), step):
+        chunk = base64.b64encode(data[offset : offset + step]).decode()
+        actions += core.receive({"type": "input_audio_buffer.append", "audio": chunk})
+    return actions
+
+
+def speech_24k() -> np.ndarray:
+    return read_clip("en_dublin_q.wav", 24000)
+
+
+def error_of(actions: list[Action]) -> dict[str, Any]:
+    (event,) = sent(actions)
+    assert event["type"] == "error", event
+    return dict(event["error"])
+
+
+def test_start_announces_the_session(vad: SileroVAD) -> None:
+    (event,) = sent(make_core(vad).start())
+    assert event["type"] == "session.created"
+    session = event["session"]
+    assert session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert session["audio"]["output"]["voice"] == "jf_alpha"
+    assert session["instructions"] == "Be brief."
+
+
+def test_session_update_applies_and_echoes_changes(vad: SileroVAD) -> None:
+    core = make_core(vad)
+    update = {
+        "type": "session.update",
+        "session": {
+            "type": "realtime",
+            "instructions": "Speak like a pirate.",
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcmu"},
+                    "turn_detection": {"type": "server_vad", "silence_duration_ms": 300, "threshold": 0.6},
+                },
+                "output": {"voice": "jm_kumo", "format": {"type": "audio/pcma"}, "speed": 1.2},
+            },
+        },
+    }
+    (event,) = sent(core.receive(json.dumps(update)))
+    assert event["type"] == "session.updated"
+    audio = event["session"]["audio"]
+    assert audio["input"]["turn_detection"]["silence_duration_ms"] == 300
+    assert audio["input"]["turn_detection"]["threshold"] == 0.6
+    assert audio["output"] == {"format": {"type": "audio/pcma"}, "voice": "jm_kumo", "speed": 1.2}
+    assert core.config.instructions == "Speak like a pirate."
+
+
+@pytest.mark.parametrize(
+    ("session", "param"),
+    [
+        ({"audio": {"output": {"voice": "nobody"}}}, "session.audio.output.voice"),
+        ({"audio": {"input": {"format": {"type": "audio/flac"}}}}, "session.audio.input.format.type"),
+        ({"audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}}, "session.audio.input.format.rate"),
+        ({"audio": {"input": {"turn_detection": {"type": "server_vad", "threshold": 2}}}}, None),
+        ({"audio": {"output": {"speed": 9}}}, "session.audio.output.speed"),
+        ({"type": "transcription"}, "session.type"),
+        ({"instructions": 5}, "session.instructions"),
+    ],
+)
+def test_session_update_rejects_bad_values_and_keeps_the_old_config(
+    vad: SileroVAD, session: dict[str, Any], param: str | None
+) -> None:
+    core = make_core(vad)
+    before = core.config
+    error = error_of(core.receive({"type": "session.update", "event_id": "evt_1", "session": session}))
+    assert error["code"] == "invalid_value"
+    assert error["event_id"] == "evt_1"
+    if param is not None:
+        assert error["param"] == param
+    assert core.config == before
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("{not json", "invalid_json"),
+        ("[1, 2]", "invalid_event"),
+        ('{"type": "no.such.event", "event_id": "e9"}', "invalid_event"),
+        ('{"type": "input_audio_buffer.append", "audio": "@@@not base64@@@"}', "invalid_base64"),
+        ('{"type": "input_audio_buffer.append", "audio": 42}', "invalid_value"),
+        ('{"type": "input_audio_buffer.append", "audio": "AAEC"}', "invalid_audio"),  # 3 bytes: not 16-bit
+        ('{"type": "input_audio_buffer.commit"}', "input_audio_buffer_commit_empty"),
+        ('{"type": "response.cancel"}', "response_cancel_not_active"),
+        ('{"type": "conversation.item.create", "item": {"type": "function_call"}}', "unsupported_item"),
+        (
+            '{"type": "conversation.item.truncate", "item_id": "nope", "content_index": 0, "audio_end_ms": 1}',
+            "item_not_found",
+        ),
+        ('{"type": "response.create", "response": {"conversation": "none"}}', "unsupported_parameter"),
+    ],
+)
+def test_bad_client_events_become_error_events(vad: SileroVAD, raw: str, code: str) -> None:
+    core = make_core(vad)
+    error = error_of(core.receive(raw))
+    assert error["code"] == code
+    assert error["message"]
+    if '"event_id": "e9"' in raw:
+        assert error["event_id"] == "e9"
+    # ...and the session is still usable afterwards.
+    assert types(core.receive({"type": "input_audio_buffer.clear"})) == ["input_audio_buffer.cleared"]
+
+
+def test_oversized_events_and_audio_chunks_are_refused(vad: SileroVAD) -> None:
+    core = make_core(vad, max_event_bytes=10_000, max_append_bytes=4_000)
+    big_chunk = base64.b64encode(bytes(6_000)).decode()
+    assert error_of(core.receive({"type": "input_audio_buffer.append", "audio": big_chunk}))["code"] == (
+        "audio_chunk_too_large"
+    )
+    huge_event = json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 20_000})
+    assert error_of(core.receive(huge_event))["code"] == "event_too_large"
+
+
+def test_manual_turn_commit_transcribe_and_respond(vad: SileroVAD) -> None:
+    core = make_core(vad, turn_detection=None)
+    assert append(core, speech_24k()) == []  # no VAD events with turn detection off
+    actions = core.receive({"type": "input_audio_buffer.commit"})
+    assert types(actions) == ["input_audio_buffer.committed", "conversation.item.added"]
+    job = only(actions, Transcribe)
+    assert abs(job.audio.size / 16000 - 2.8) < 0.1  # the whole clip, at the ASR rate
+
+    actions = core.transcription_done(job.job_id, "How do I get to Dublin?", 2.8)
+    assert types(actions) == ["conversation.item.input_audio_transcription.completed", "conversation.item.done"]
+    assert sent(actions)[0]["transcript"] == "How do I get to Dublin?"
+
+    actions = core.receive({"type": "response.create"})
+    start = only(actions, StartResponse)
+    assert start.messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "How do I get to Dublin?"},
+    ]
+    assert types(actions) == [
+        "response.created",
+        "response.output_item.added",
+        "conversation.item.added",
+        "response.content_part.added",
+    ]
+    again = error_of(core.receive({"type": "response.create", "event_id": "e2"}))
+    assert again["code"] == "conversation_already_has_active_response"
+    assert again["event_id"] == "e2"
+
+    core.response_audio(start.response_id, np.full(24000, 0.1, dtype=np.float32), "Take the train.")
+    first = core.pop_audio(start.response_id)
+    assert types(first) == ["response.output_audio_transcript.delta", "response.output_audio.delta"]
+    assert len(base64.b64decode(sent(first)[1]["delta"])) == 4800  # 100 ms of 24 kHz pcm16
+    while core.pending_audio_ms(start.response_id):
+        core.pop_audio(start.response_id)
+    done = core.response_finished(start.response_id, {"llm_first_token": 50.0})
+    assert types(done) == [
+        "response.output_audio.done",
+        "response.output_audio_transcript.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "conversation.item.done",
+        "response.done",
+    ]
+    final = sent(done)[-1]
+    assert final["response"]["status"] == "completed"
+    assert final["response"]["output"][0]["content"][0]["transcript"] == "Take the train."
+    # The next turn's LLM context holds the whole exchange.
+    core.receive({"type": "conversation.item.create", "item": _text_item("Thanks!")})
+    next_start = only(core.receive({"type": "response.create"}), StartResponse)
+    assert [m["content"] for m in next_start.messages[1:]] == ["How do I get to Dublin?", "Take the train.", "Thanks!"]
+
+
+def test_response_create_waits_for_a_pending_transcript(vad: SileroVAD) -> None:
+    core = make_core(vad, turn_detection=None)
+    append(core, speech_24k())
+    job = only(core.receive({"type": "input_audio_buffer.commit"}), Transcribe)
+    assert core.receive({"type": "response.create"}) == []  # held until the words are known
+    actions = core.transcription_done(job.job_id, "Hello there.", 2.8)
+    start = only(actions, StartResponse)
+    assert start.messages[-1] == {"role": "user", "content": "Hello there."}
+
+
+def test_server_vad_on_real_speech_speculates_then_commits_and_responds(vad: SileroVAD) -> None:
+    core = make_core(vad, turn_detection=TurnDetection(silence_duration_ms=500))
+    silence = np.zeros(24000, dtype=np.float32)
+    actions = append(core, np.concatenate([silence, speech_24k(), silence]))  # padded with digital silence
+    names = [type(a).__name__ if not isinstance(a, Send) else a.event["type"] for a in actions]
+    assert names[0] == "input_audio_buffer.speech_started"
+    assert names[-3:] == [
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+    ]
+    # ASR started during the silence wait (speculatively), before the turn was committed.
+    assert names.index("Transcribe") < names.index("input_audio_buffer.speech_stopped")
+    started = sent(actions)[0]
+    assert 900 <= started["audio_start_ms"] <= 1300  # speech begins ~1 s in
+    committed = [e["item_id"] for e in sent(actions) if e["type"] == "input_audio_buffer.committed"]
+    cancelled = {a.job_id for a in actions if isinstance(a, CancelTranscribe)}
+    live = [a for a in actions if isinstance(a, Transcribe) and a.job_id not in cancelled]
+    # The clip pauses after "and says,": each committed turn keeps exactly one transcription.
+    assert [job.item_id for job in live] == committed
+    assert committed[0] == started["item_id"]
+    for job in live[:-1]:
+        assert not [a for a in core.transcription_done(job.job_id, "And says.", 1.0) if isinstance(a, StartResponse)]
+    result = core.transcription_done(live[-1].job_id, "How do I get to Dublin?", 1.8)
+    assert "conversation.item.input_audio_transcription.completed" in types(result)
+    start = only(result, StartResponse)  # create_response defaults to true
+    assert start.messages[-1] == {"role": "user", "content": "How do I get to Dublin?"}
+
+
+def test_server_vad_ignores_an_empty_transcript(vad: SileroVAD) -> None:
+    core = make_core(vad, turn_detection=TurnDetection())
+    actions = append(core, np.concatenate([speech_24k(), np.zeros(24000, dtype=np.float32)]))
+    job = [a for a in actions if isinstance(a, Transcribe)][-1]
+    result = core.transcription_done(job.job_id, "", 0.3)
+    assert not [a for a in result if isinstance(a, StartResponse)]
+
+
+def test_barge_in_cancels_and_keeps_only_what_was_sent(vad: SileroVAD) -> None:
+    core = make_core(vad, turn_detection=TurnDetection())
+    core.receive({"type": "conversation.item.create", "item": _text_item("Tell me a story.")})
+    start = only(core.receive({"type": "response.create"}), StartResponse)
+    one_second = np.full(24000, 0.1, dtype=np.float32)
+    core.response_audio(start.response_id, one_second, "Once upon a time there lived a king.")
+    core.response_audio(start.response_id, one_second, "He had three daughters.")
+    for _ in range(5):  # half of the first clause reaches the client
+        core.pop_audio(start.response_id)
+
+    actions = append(core, speech_24k())
+    assert types(actions)[0] == "input_audio_buffer.speech_started"
+    cancel = only(actions, CancelResponse)
+    assert cancel.response_id == start.response_id
+    done = next(e for e in sent(actions) if e["type"] == "response.done")
+    assert done["response"]["status"] == "cancelled"
+    assert done["response"]["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
+    transcript = done["response"]["output"][0]["content"][0]["transcript"]
+    assert transcript == "Once upon a time"  # 4 of 8 words: the half that was sent
+    # Late output of the cancelled response goes nowhere.
+    core.response_audio(start.response_id, one_second, "And they lived happily.")
+    assert core.pop_audio(start.response_id) == []
+    assert core.response_finished(start.response_id) == []
+    # The context the LLM sees next holds only the sent words.
+    assistant = [item for item in core.conversation if item.role == "assistant"]
+    assert [item.visible_text() for item in assistant] == ["Once upon a time"]
+
+
+def test_client_truncate_and_cancel(vad: SileroVAD) -> None:
+    core = make_core(vad, turn_detection=None)
+    core.receive({"type": "conversation.item.create", "item": _text_item("Hi")})
+    start = only(core.receive({"type": "response.create"}), StartResponse)
+    core.response_audio(start.response_id, np.full(48000, 0.1, dtype=np.float32), "one two three four")
+    while core.pending_audio_ms(start.response_id):
+        core.pop_audio(start.response_id)
+    done = sent(core.response_finished(start.response_id))[-1]
+    item_id = done["response"]["output"][0]["id"]
+
+    too_far = {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": 9000}
+    assert error_of(core.receive(too_far))["param"] == "audio_end_ms"
+    actions = core.receive({**too_far, "audio_end_ms": 1000})  # the client played the first second
+    assert types(actions) == ["conversation.item.truncated"]
+    assert core.conversation.get(item_id).visible_text() == "one two"  # type: ignore[union-attr]
+
+    start = only(core.receive({"type": "response.create"}), StartResponse)
+    actions = core.receive({"type": "response.cancel"})
+    assert only(actions, CancelResponse).response_id == start.response_id
+    assert sent(actions)[-1]["response"]["status_details"]["reason"] == "client_cancelled"
+
+
+@pytest.mark.parametrize(("fmt", "encode"), [("audio/pcmu", ulaw_encode), ("audio/pcma", alaw_encode)])
+def test_g711_formats_in_and_out(vad: SileroVAD, fmt: str, encode: Any) -> None:
+    core = make_core(vad, turn_detection=None)
+    core.receive(
+        {
+            "type": "session.update",
+            "session": {"audio": {"input": {"format": {"type": fmt}}, "output": {"format": {"type": fmt}}}},
+        }
+    )
+    speech_8k = (read_clip("en_dublin_q.wav", 8000) * 32767).astype(np.int16)
+    chunk = base64.b64encode(encode(speech_8k)).decode()
+    assert core.receive({"type": "input_audio_buffer.append", "audio": chunk}) == []
+    job = only(core.receive({"type": "input_audio_buffer.commit"}), Transcribe)
+    assert abs(job.audio.size / 16000 - speech_8k.size / 8000) < 0.05  # decoded and resampled to 16 kHz
+    assert np.abs(job.audio).max() > 0.1  # real signal, not silence
+
+    core.transcription_done(job.job_id, "hello", 1.0)
+    start = only(core.receive({"type": "response.create"}), StartResponse)
+    core.response_audio(start.response_id, np.full(24000, 0.1, dtype=np.float32), "Hi.")
+    delta = next(e for e in sent(core.pop_audio(start.response_id)) if e["type"] == "response.output_audio.delta")
+    assert len(base64.b64decode(delta["delta"])) == 800  # 100 ms at 8 kHz, one byte a sample
+
+
+def test_close_cancels_running_work(vad: SileroVAD) -> None:
+    core = make_core(vad, turn_detection=None)
+    append(core, speech_24k())
+    job = only(core.receive({"type": "input_audio_buffer.commit"}), Transcribe)
+    core.receive({"type": "conversation.item.create", "item": _text_item("Hi")})
+    core.transcription_done(job.job_id, "", 1.0)
+    start = only(core.receive({"type": "response.create"}), StartResponse)
+    append(core, speech_24k())
+    second = only(core.receive({"type": "input_audio_buffer.commit"}), Transcribe)
+    actions = core.close()
+    assert set(actions) == {CancelTranscribe(second.job_id), CancelResponse(start.response_id)}
+    assert not [a for a in actions if isinstance(a, Send)]  # nobody is listening any more
+
+
+def _text_item(text: str) -> dict[str, Any]:
+    return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
