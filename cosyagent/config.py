@@ -37,6 +37,7 @@ class RealtimeConfig:
     threshold: float = 0.5
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
+    interrupt_min_speech_ms: int = 200  # shorter sounds (a cough, a fragment) don't cut the agent off
     max_output_tokens: int = 150
     output_lead_ms: int = 300  # audio is sent at most this far ahead of real time
     max_event_bytes: int = 1 << 20

@@ -107,6 +107,7 @@ class Runtime:
                 threshold=rt.threshold,
                 prefix_padding_ms=rt.prefix_padding_ms,
                 silence_duration_ms=rt.silence_duration_ms,
+                interrupt_min_speech_ms=rt.interrupt_min_speech_ms,
             ),
             max_output_tokens=rt.max_output_tokens,
         )

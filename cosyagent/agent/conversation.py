@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Role = Literal["user", "assistant", "system"]
+# Sums of chunk durations drift by fractions of a millisecond; don't cut a word for that.
+_TOLERANCE_MS = 1.0
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
 
 
@@ -49,6 +51,7 @@ class AlignedTranscript:
         """Keep the words heard up to ``audio_end_ms``; a clause cut mid-way keeps its
         words in proportion to the part of its audio that was played."""
         kept: list[SpokenClause] = []
+        audio_end_ms += _TOLERANCE_MS
         for clause in self.clauses:
             if clause.start_ms >= audio_end_ms:
                 break

@@ -29,6 +29,7 @@ class InputBuffer:
                 threshold=detection.threshold,
                 prefix_padding_ms=detection.prefix_padding_ms,
                 silence_duration_ms=detection.silence_duration_ms,
+                interrupt_min_speech_ms=detection.interrupt_min_speech_ms,
                 sample_rate=self._rate,
             )
             if detection is not None

@@ -36,7 +36,14 @@ from cosyagent.agent.requests import parse_response_params, parse_user_item
 from cosyagent.agent.response_state import CancelReason, ResponseState
 from cosyagent.agent.session_config import InvalidSessionValue, SessionConfig
 from cosyagent.engines.base import AudioF32, VADStream
-from cosyagent.pipeline.turns import SpeechPaused, SpeechResumed, SpeechStarted, SpeechStopped, TurnEvent
+from cosyagent.pipeline.turns import (
+    SpeechConfirmed,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    SpeechStopped,
+    TurnEvent,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -328,17 +335,16 @@ class RealtimeCore:
     def _on_turn_event(self, turn: TurnEvent) -> list[Action]:
         if isinstance(turn, SpeechStarted):
             self._speech_item_id = new_id("item")
-            actions: list[Action] = [
+            return [
                 self._send(
-                    "input_audio_buffer.speech_started",
-                    audio_start_ms=turn.audio_start_ms,
-                    item_id=self._speech_item_id,
+                    "input_audio_buffer.speech_started", audio_start_ms=turn.audio_start_ms, item_id=self._speech_item_id
                 )
             ]
+        if isinstance(turn, SpeechConfirmed):
             detection = self.config.turn_detection
             if detection is not None and detection.interrupt_response and self._response is not None:
-                actions += self._cancel_response("turn_detected")
-            return actions
+                return self._cancel_response("turn_detected")
+            return []
         item_id = self._speech_item_id or new_id("item")
         if isinstance(turn, SpeechPaused):
             job_id = new_id("asr")

@@ -150,7 +150,7 @@ class ResponseState:
     def end_events(self, status: str, reason: CancelReason | None = None, error: str | None = None) -> list[Event]:
         """Close the response: what was not sent is dropped and forgotten."""
         self.outbox.clear()
-        if self.audio:
+        if self.audio and status != "completed":
             self.spoken.truncate(self.sent_ms)
         self.item.status = "completed" if status == "completed" else "incomplete"
         details: dict[str, Any] | None = None

@@ -29,6 +29,8 @@ class TurnDetection:
     silence_duration_ms: int = 500
     create_response: bool = True
     interrupt_response: bool = True
+    # Not in the OpenAI schema: speech must last this long before it interrupts a reply.
+    interrupt_min_speech_ms: int = 200
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:

@@ -34,6 +34,13 @@ class SpeechStarted:
 
 
 @dataclass(frozen=True)
+class SpeechConfirmed:
+    """Speech has gone on for ``interrupt_min_speech_ms``: long enough to interrupt the agent.
+
+    A cough or a word fragment starts a turn but should not cut the agent off."""
+
+
+@dataclass(frozen=True)
 class SpeechPaused:
     """The speaker paused; ``audio`` is the utterance as it would be committed now."""
 
@@ -51,7 +58,7 @@ class SpeechStopped:
     audio: AudioF32
 
 
-TurnEvent = SpeechStarted | SpeechPaused | SpeechResumed | SpeechStopped
+TurnEvent = SpeechStarted | SpeechConfirmed | SpeechPaused | SpeechResumed | SpeechStopped
 
 
 class TurnDetector:
@@ -62,6 +69,7 @@ class TurnDetector:
         threshold: float,
         prefix_padding_ms: int,
         silence_duration_ms: int,
+        interrupt_min_speech_ms: int = 200,
         sample_rate: int = 16000,
         frame_samples: int = 512,
     ) -> None:
@@ -72,6 +80,7 @@ class TurnDetector:
         self._frame_ms = 1000.0 * frame_samples / sample_rate
         self._silence_frames_to_stop = max(1, round(silence_duration_ms / self._frame_ms))
         self._speculate_frames = max(1, round(SPECULATE_AFTER_MS / self._frame_ms))
+        self._confirm_frames = max(MIN_SPEECH_FRAMES, round(interrupt_min_speech_ms / self._frame_ms))
         self._tail_frames = max(0, round(TAIL_MS / self._frame_ms))
         self._max_frames = round(MAX_UTTERANCE_MS / self._frame_ms)
         self._prefix: deque[AudioF32] = deque(maxlen=max(1, round(prefix_padding_ms / self._frame_ms)))
@@ -82,6 +91,8 @@ class TurnDetector:
     def _reset_turn(self) -> None:
         self._in_speech = False
         self._speech_run = 0
+        self._speech_frames = 0  # frames above threshold in this turn
+        self._confirmed = False
         self._silence_run = 0
         self._paused = False
         self._utterance: list[AudioF32] = []
@@ -126,8 +137,16 @@ class TurnDetector:
         self._utterance = list(self._prefix)
         self._prefix.clear()
         self._speech_end_index = len(self._utterance)
+        self._speech_frames = MIN_SPEECH_FRAMES
         started_frames = self._frames_seen - MIN_SPEECH_FRAMES
-        return [SpeechStarted(audio_start_ms=int(started_frames * self._frame_ms))]
+        events: list[TurnEvent] = [SpeechStarted(audio_start_ms=int(started_frames * self._frame_ms))]
+        return events + self._confirm_if_long_enough()
+
+    def _confirm_if_long_enough(self) -> list[TurnEvent]:
+        if self._confirmed or self._speech_frames < self._confirm_frames:
+            return []
+        self._confirmed = True
+        return [SpeechConfirmed()]
 
     def _while_speaking(self, frame: AudioF32, probability: float) -> list[TurnEvent]:
         self._utterance.append(frame)
@@ -135,6 +154,8 @@ class TurnDetector:
         if probability >= self._threshold - SILENCE_HYSTERESIS:
             if probability >= self._threshold:
                 self._silence_run = 0
+                self._speech_frames += 1
+                events.extend(self._confirm_if_long_enough())
                 self._speech_end_index = len(self._utterance)
                 if self._paused:
                     self._paused = False

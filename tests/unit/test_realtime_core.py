@@ -363,3 +363,18 @@ def test_close_cancels_running_work(vad: SileroVAD) -> None:
 
 def _text_item(text: str) -> dict[str, Any]:
     return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+
+
+def test_a_speech_fragment_starts_a_turn_but_does_not_interrupt(vad: SileroVAD) -> None:
+    """The last 130 ms of the Dublin clip is the start of a word cut by the clip's edge:
+    real speech, too short to cut the agent off (padded with digital silence)."""
+    core = make_core(vad, turn_detection=TurnDetection())
+    core.receive({"type": "conversation.item.create", "item": _text_item("Tell me a story.")})
+    start = only(core.receive({"type": "response.create"}), StartResponse)
+    fragment = speech_24k()[int(2.62 * 24000) :]
+    silence = np.zeros(24000, dtype=np.float32)
+    actions = append(core, np.concatenate([silence, fragment, silence]))
+    assert "input_audio_buffer.speech_started" in types(actions)
+    assert not [a for a in actions if isinstance(a, CancelResponse)]
+    core.response_audio(start.response_id, np.full(2400, 0.1, dtype=np.float32), "Once.")
+    assert "response.output_audio.delta" in types(core.pop_audio(start.response_id))  # still talking

@@ -1,0 +1,61 @@
+"""A real cosyagent server on 127.0.0.1 with the real embedded models, shared by the e2e tests.
+
+It runs in the tests' own event loop (uvicorn in-process), so tests can count the
+server's tasks and threads before and after a client misbehaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import uvicorn
+
+from cosyagent.config import load_config
+from cosyagent.runtime import Runtime
+from cosyagent.web.app import create_app
+
+
+@dataclass
+class LiveServer:
+    runtime: Runtime
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+async def live_server() -> AsyncIterator[LiveServer]:
+    runtime = Runtime.from_config(load_config())
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(runtime),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws_max_size=16 << 20,
+        ws_ping_interval=None,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    for _ in range(600):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.1)
+    if not server.started:
+        task.result()  # surfaces the startup error
+        raise RuntimeError("server did not start in 60 s")
+    yield LiveServer(runtime, port)
+    server.should_exit = True
+    await task

@@ -1,0 +1,135 @@
+"""Voice conversations over a real socket: the official openai SDK against the real server
+and the real embedded models (Silero, Whisper tiny.en, SmolLM2, Kokoro), on real speech."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+
+import numpy as np
+from openai import AsyncOpenAI
+
+from cosyagent.engines.audio import pcm16_to_float, resample, ulaw_encode
+from tests.e2e.conftest import LiveServer
+from tests.e2e.realtime_client import Transcript, collect, completed_response, stream_audio, stream_pcm24
+from tests.support import REFERENCES, read_clip, word_error_rate
+
+CHATTY = "You are a storyteller. Always answer with at least three long sentences."
+
+
+def client(server: LiveServer) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=server.base_url, api_key="test-key")
+
+
+async def test_spoken_question_gets_a_transcript_and_a_spoken_reply(live_server: LiveServer) -> None:
+    clip = "en_wealth_tax_q.wav"
+    async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "instructions": "Answer in two full sentences."})
+        sender = asyncio.create_task(stream_pcm24(conn, read_clip(clip, 24000)))
+        seen = await collect(conn, Transcript(), until="response.done", timeout=90)
+        speech_end = await sender
+
+    (transcribed,) = seen.of_type("conversation.item.input_audio_transcription.completed")
+    assert word_error_rate(REFERENCES[clip], transcribed.transcript) <= 0.15, transcribed.transcript
+    (done,) = seen.of_type("response.done")
+    assert done.response.status == "completed"
+    reply_text = seen.of_type("response.output_audio_transcript.done")[0].transcript
+    assert reply_text.strip()
+    assert "".join(e.delta for e in seen.of_type("response.output_audio_transcript.delta")).strip() == reply_text
+    audio = pcm16_to_float(seen.audio())
+    assert audio.size / 24000 >= 0.5
+    heard = await live_server.runtime.asr.transcribe(resample(audio, 24000, 16000))
+    assert word_error_rate(reply_text, heard.text) <= 0.30, (reply_text, heard.text)
+    # Sanity bound only; latency is measured in benchmarks/.
+    voice_to_voice = seen.first("response.output_audio.delta").at - speech_end
+    assert voice_to_voice < 10.0
+
+
+async def test_barge_in_cancels_the_reply_and_keeps_only_what_was_sent(live_server: LiveServer) -> None:
+    async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "instructions": CHATTY, "max_output_tokens": 200})
+        seen = Transcript()
+        reader = asyncio.create_task(collect(conn, seen, until=completed_response, timeout=120))
+        await stream_pcm24(conn, read_clip("en_wealth_tax_q.wav", 24000), trailing_silence_s=0.8)
+        while not seen.of_type("response.output_audio.delta"):  # the agent has started talking
+            await asyncio.sleep(0.05)
+            assert not reader.done(), [r.type for r in seen.events]
+        await asyncio.sleep(0.5)
+        # The answer to the interruption only has to be short (it keeps the test quick).
+        await conn.session.update(
+            session={"type": "realtime", "instructions": "Answer in one short sentence.", "max_output_tokens": 40}
+        )
+        interrupted_at = time.monotonic()
+        await stream_pcm24(conn, read_clip("en_dublin_q.wav", 24000), trailing_silence_s=1.5)
+        await reader
+
+    first, *_, last = seen.of_type("response.done")
+    assert first.response.status == "cancelled"
+    assert first.response.status_details.reason == "turn_detected"
+    assert last.response.status == "completed"  # the interrupting question got its answer
+    cancelled_id = first.response.id
+    done_at = next(r.at for r in seen.events if r.type == "response.done")
+    late = [r for r in seen.events if r.type == "response.output_audio.delta" and r.event.response_id == cancelled_id]
+    assert late and all(r.at <= done_at for r in late), "audio of a cancelled response arrived after its response.done"
+    assert done_at - interrupted_at < 3.0  # sanity bound; benchmarks/ measures it properly
+
+    # The context keeps what was sent: the final transcript is a prefix of the words sent as deltas.
+    sent_words = "".join(
+        e.delta for e in seen.of_type("response.output_audio_transcript.delta") if e.response_id == cancelled_id
+    ).split()
+    kept = first.response.output[0].content[0].transcript.split()
+    assert kept == sent_words[: len(kept)]
+    assert first.response.output[0].status == "incomplete"
+    sent_seconds = len(seen.audio(cancelled_id)) / 48000
+    assert sent_seconds > 0.3
+
+
+async def test_two_sessions_talk_at_once_independently(live_server: LiveServer) -> None:
+    async def converse(clip: str) -> Transcript:
+        async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+            await conn.session.update(session={"type": "realtime", "max_output_tokens": 40})
+            sender = asyncio.create_task(stream_pcm24(conn, read_clip(clip, 24000)))
+            seen = await collect(conn, Transcript(), until=completed_response, timeout=120)
+            await sender
+            return seen
+
+    wealth, dublin = await asyncio.gather(converse("en_wealth_tax_q.wav"), converse("en_dublin_q.wav"))
+    wealth_text = " ".join(
+        e.transcript for e in wealth.of_type("conversation.item.input_audio_transcription.completed")
+    )
+    dublin_text = " ".join(
+        e.transcript for e in dublin.of_type("conversation.item.input_audio_transcription.completed")
+    )
+    assert "wealth" in wealth_text.lower() and "dublin" not in wealth_text.lower()
+    assert "dublin" in dublin_text.lower() and "wealth" not in dublin_text.lower()
+    for seen in (wealth, dublin):
+        assert seen.of_type("response.done")[-1].response.status == "completed"
+        assert len(seen.audio()) > 0
+    assert {e.event_id for e in wealth.of_type("response.done")}.isdisjoint(
+        {e.event_id for e in dublin.of_type("response.done")}
+    )
+
+
+async def test_phone_bridge_formats_g711_ulaw_at_8khz(live_server: LiveServer) -> None:
+    """A telephone-band real recording (8 kHz) sent as audio/pcmu, the reply in audio/pcmu."""
+    clip = "en_news_movement_8k.wav"
+    ulaw = ulaw_encode((read_clip(clip, 8000) * 32767).astype(np.int16))
+    async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+        await conn.session.update(
+            session={
+                "type": "realtime",
+                "audio": {"input": {"format": {"type": "audio/pcmu"}}, "output": {"format": {"type": "audio/pcmu"}}},
+                "max_output_tokens": 40,
+            }
+        )
+        seen = Transcript()
+        reader = asyncio.create_task(collect(conn, seen, until=completed_response, timeout=120))
+        await stream_audio(conn, ulaw + bytes([0xFF]) * 12000, bytes_per_ms=8.0)  # μ-law silence after
+        await reader
+
+    heard = " ".join(e.transcript for e in seen.of_type("conversation.item.input_audio_transcription.completed"))
+    assert word_error_rate(REFERENCES[clip], heard) <= 0.35, heard
+    deltas = [base64.b64decode(e.delta) for e in seen.of_type("response.output_audio.delta")]
+    assert deltas and all(len(d) <= 800 for d in deltas)  # ≤ 100 ms at 8 kHz, one byte a sample
+    assert sum(map(len, deltas)) / 8000 >= 0.5

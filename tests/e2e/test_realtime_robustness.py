@@ -1,0 +1,184 @@
+"""Bad input, vanishing clients and a dead LLM endpoint, over a real socket with the official SDK.
+
+Each case must end in a precise ``error`` event (or a clean close), keep the session or
+the server serving, and leak no task or thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+from openai import AsyncOpenAI
+
+from cosyagent.engines.llama_server import EmbeddedLlamaServer
+from cosyagent.engines.llm import OpenAICompatibleLLM
+from tests.e2e.conftest import LiveServer, free_port
+from tests.e2e.realtime_client import Transcript, collect, stream_pcm24
+from tests.support import read_clip
+
+
+def client(server: LiveServer) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=server.base_url, api_key="test-key")
+
+
+async def next_event(conn: Any, kinds: set[str], timeout: float = 20.0) -> Any:
+    async def wait() -> Any:
+        async for event in conn:
+            if event.type in kinds:
+                return event
+        raise AssertionError("connection closed")
+
+    return await asyncio.wait_for(wait(), timeout)
+
+
+async def wait_until(condition: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("{this is not json", "invalid_json"),
+        ('{"type": "session.dance", "event_id": "evt_x"}', "invalid_event"),
+        ('{"type": "input_audio_buffer.append", "audio": "%%% not base64 %%%"}', "invalid_base64"),
+        ('{"type": "input_audio_buffer.append", "audio": "' + "A" * 800_000 + '"}', "audio_chunk_too_large"),
+        (
+            '{"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"format": {"type": "audio/flac"}}}}}',
+            "invalid_value",
+        ),
+        (
+            '{"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"voice": "nope"}}}}',
+            "invalid_value",
+        ),
+    ],
+)
+async def test_bad_events_get_an_error_and_the_connection_stays_usable(
+    live_server: LiveServer, raw: str, code: str
+) -> None:
+    async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+        await next_event(conn, {"session.created"})
+        await conn.send_raw(raw)
+        error = await next_event(conn, {"error"})
+        assert error.error.code == code
+        assert error.error.message
+        if "evt_x" in raw:
+            assert error.error.event_id == "evt_x"
+        await conn.session.update(session={"type": "realtime", "instructions": "still here?"})
+        updated = await next_event(conn, {"session.updated"})
+        assert updated.session.instructions == "still here?"
+
+
+async def test_response_create_while_one_is_running_is_refused(live_server: LiveServer) -> None:
+    async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+        await conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tell me a story."}]}
+        )
+        await conn.response.create()
+        await next_event(conn, {"response.created"})
+        await conn.response.create(event_id="evt_twice")
+        error = await next_event(conn, {"error"})
+        assert error.error.code == "conversation_already_has_active_response"
+        assert error.error.event_id == "evt_twice"
+        await conn.response.cancel()
+        done = await next_event(conn, {"response.done"})
+        assert done.response.status == "cancelled"
+        assert done.response.status_details.reason == "client_cancelled"
+
+
+async def test_a_client_vanishing_mid_reply_leaks_nothing(live_server: LiveServer) -> None:
+    runtime = live_server.runtime
+
+    async def one_turn(vanish: bool) -> None:
+        conn = await client(live_server).realtime.connect(model="cosyagent-realtime").enter()
+        sender = asyncio.create_task(stream_pcm24(conn, read_clip("en_dublin_q.wav", 24000)))
+        until = "response.output_audio.delta" if vanish else "response.done"
+        await collect(conn, Transcript(), until=until, timeout=90)
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        if vanish:  # drop the TCP connection mid-reply, without a close frame
+            conn._connection.transport.abort()  # type: ignore[attr-defined]
+        else:
+            await conn.close()
+
+    await one_turn(vanish=False)  # warm up: engine threads exist from here on
+    await wait_until(lambda: runtime.active_sessions == 0)
+    tasks_before = len(asyncio.all_tasks())
+    threads_before = threading.active_count()
+
+    await one_turn(vanish=True)
+    await wait_until(lambda: runtime.active_sessions == 0)
+    await wait_until(lambda: runtime.asr.queue_depth == 0 and runtime.tts.queue_depth == 0)
+    await wait_until(lambda: len(asyncio.all_tasks()) <= tasks_before)
+    assert threading.active_count() <= threads_before
+    # ...and the server still serves a full conversation.
+    await one_turn(vanish=False)
+
+
+async def test_an_unreachable_llm_gives_an_error_and_the_session_survives(live_server: LiveServer) -> None:
+    runtime = live_server.runtime
+    working_llm = runtime.llm
+    port = free_port()
+    runtime.llm = OpenAICompatibleLLM(f"http://127.0.0.1:{port}/v1", "SmolLM2-135M-Instruct.Q4_1", timeout_s=5)
+    revived = EmbeddedLlamaServer(port=port, n_threads=1)
+    try:
+        async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+            await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+            await conn.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello?"}]}
+            )
+            await conn.response.create()
+            error = await next_event(conn, {"error"})
+            assert error.error.code == "engine_unavailable"
+            assert f"127.0.0.1:{port}" in error.error.message
+            done = await next_event(conn, {"response.done"})
+            assert done.response.status == "failed"
+            await revived.start()  # the endpoint comes back: the same session goes on
+            await conn.response.create()
+            done = await next_event(conn, {"response.done"}, timeout=60)
+            assert done.response.status == "completed"
+    finally:
+        runtime.llm = working_llm
+        await revived.stop()
+
+
+async def test_the_session_limit_refuses_politely(live_server: LiveServer) -> None:
+    runtime = live_server.runtime
+    config = runtime.config
+    runtime.config = dataclasses.replace(config, server=dataclasses.replace(config.server, max_sessions=0))
+    try:
+        async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+            error = await next_event(conn, {"error"})
+            assert error.error.code == "session_limit"
+    finally:
+        runtime.config = config
+
+
+async def test_health_and_models(live_server: LiveServer) -> None:
+    async with httpx.AsyncClient() as http:
+        health = (await http.get(f"{live_server.base_url}/health")).json()
+    assert health["status"] == "ok"
+    assert all(engine["loaded"] for engine in health["engines"].values())
+    assert "jf_alpha" in health["engines"]["tts"]["voices"]
+    assert health["versions"]["faster-whisper"]
+    models = await client(live_server).models.list()
+    ids = [model.id for model in models.data]
+    assert "cosyagent-realtime" in ids and "whisper-tiny.en" in ids and "kokoro-82m" in ids
+
+
+async def test_binary_frames_are_refused_with_an_error(live_server: LiveServer) -> None:
+    async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+        await next_event(conn, {"session.created"})
+        await conn.send_raw(base64.b64decode("AAEC"))
+        error = await next_event(conn, {"error"})
+        assert error.error.code == "invalid_json"
