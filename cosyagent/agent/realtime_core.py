@@ -334,12 +334,9 @@ class RealtimeCore:
 
     def _on_turn_event(self, turn: TurnEvent) -> list[Action]:
         if isinstance(turn, SpeechStarted):
-            self._speech_item_id = new_id("item")
-            return [
-                self._send(
-                    "input_audio_buffer.speech_started", audio_start_ms=turn.audio_start_ms, item_id=self._speech_item_id
-                )
-            ]
+            item_id = self._speech_item_id = new_id("item")
+            started_ms = turn.audio_start_ms
+            return [self._send("input_audio_buffer.speech_started", audio_start_ms=started_ms, item_id=item_id)]
         if isinstance(turn, SpeechConfirmed):
             detection = self.config.turn_detection
             if detection is not None and detection.interrupt_response and self._response is not None:

@@ -53,7 +53,8 @@ async def wait_until(condition: Any, timeout: float = 15.0) -> None:
         ('{"type": "input_audio_buffer.append", "audio": "%%% not base64 %%%"}', "invalid_base64"),
         ('{"type": "input_audio_buffer.append", "audio": "' + "A" * 800_000 + '"}', "audio_chunk_too_large"),
         (
-            '{"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"format": {"type": "audio/flac"}}}}}',
+            '{"type": "session.update", "session": '
+            '{"type": "realtime", "audio": {"input": {"format": {"type": "audio/flac"}}}}}',
             "invalid_value",
         ),
         (
