@@ -223,9 +223,21 @@ class RealtimeCore:
             )
         try:
             data = base64.b64decode(audio_b64, validate=True)
-            samples = self._decoder.decode(data)
         except binascii.Error as exc:
             raise ProtocolError("'audio' is not valid base64", code="invalid_base64", param="audio") from exc
+        return self._append_decoded(data)
+
+    def append_audio(self, data: bytes) -> list[Action]:
+        """Raw input audio in the session's input format (what a media track delivers).
+        Like :meth:`receive`, bad audio becomes an ``error`` event."""
+        try:
+            return self._append_decoded(data)
+        except ProtocolError as exc:
+            return [Send(exc.to_event())]
+
+    def _append_decoded(self, data: bytes) -> list[Action]:
+        try:
+            samples = self._decoder.decode(data)
         except AudioFormatError as exc:
             raise ProtocolError(str(exc), code="invalid_audio", param="audio") from exc
         actions: list[Action] = []
