@@ -158,6 +158,7 @@ class EmbeddedLlamaServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         self._proc, self.port = proc, port
         self._finalizer = weakref.finalize(self, _kill_at_exit, proc)
@@ -241,3 +242,13 @@ class EmbeddedLlamaServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when the agent process dies,
+    even by SIGKILL, so no llama.cpp server is left orphaned and holding CPU."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)

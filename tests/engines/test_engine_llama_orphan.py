@@ -1,0 +1,46 @@
+"""The embedded llama.cpp server must not outlive the agent, even one killed by SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+SCRIPT = """
+import asyncio
+from cosyagent.engines.llama_server import EmbeddedLlamaServer
+async def main():
+    server = EmbeddedLlamaServer(n_threads=1)
+    await server.start()
+    print(server.pid, flush=True)
+    await asyncio.sleep(120)
+asyncio.run(main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie is dead too
+        return stat.read().split()[2] != "Z"
+
+
+def test_llama_server_dies_with_a_killed_parent() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child), "llama.cpp server outlived its parent"
+    finally:
+        parent.kill()
+        parent.wait()
