@@ -97,6 +97,9 @@ class RealtimeCore:
         self._jobs: dict[str, _TranscriptJob] = {}
         self._response: ResponseState | None = None
         self._response_waiting: _WaitingResponse | None = None
+        # Speech heard while the agent talks, not yet long enough to interrupt: hold the
+        # reply's audio until it is (cancel) or the sound turns out to be a cough (resume).
+        self._audio_on_hold = False
 
     # --- inputs ----------------------------------------------------------------------
 
@@ -169,6 +172,11 @@ class RealtimeCore:
         response = self._current(response_id)
         if response is not None:
             response.flush_audio()
+
+    def audio_on_hold(self) -> bool:
+        """True while unconfirmed user speech pauses reply audio; the I/O layer must not
+        pop audio then, and should try again after the next client event."""
+        return self._audio_on_hold
 
     def pop_audio(self, response_id: str) -> list[Action]:
         response = self._current(response_id)
@@ -248,6 +256,7 @@ class RealtimeCore:
     def _on_commit(self, event: dict[str, Any]) -> list[Action]:
         self._input.push(self._decoder.flush())
         audio = self._input.take_all()
+        self._audio_on_hold = False
         if audio.size < ASR_RATE // 10:
             raise ProtocolError(
                 "buffer too small: commit needs at least 100 ms of audio",
@@ -258,6 +267,7 @@ class RealtimeCore:
 
     def _on_clear(self, event: dict[str, Any]) -> list[Action]:
         self._input.take_all()
+        self._audio_on_hold = False
         actions = self._drop_speculation()
         self._speech_item_id = None
         return actions + [self._send("input_audio_buffer.cleared")]
@@ -348,8 +358,11 @@ class RealtimeCore:
         if isinstance(turn, SpeechStarted):
             item_id = self._speech_item_id = new_id("item")
             started_ms = turn.audio_start_ms
+            detection = self.config.turn_detection
+            self._audio_on_hold = bool(detection and detection.interrupt_response and self._response is not None)
             return [self._send("input_audio_buffer.speech_started", audio_start_ms=started_ms, item_id=item_id)]
         if isinstance(turn, SpeechConfirmed):
+            self._audio_on_hold = False
             detection = self.config.turn_detection
             if detection is not None and detection.interrupt_response and self._response is not None:
                 return self._cancel_response("turn_detected")
@@ -363,6 +376,7 @@ class RealtimeCore:
         if isinstance(turn, SpeechResumed):
             return self._drop_speculation()
         if isinstance(turn, SpeechStopped):
+            self._audio_on_hold = False  # too short to interrupt: the agent carries on
             stopped = self._send("input_audio_buffer.speech_stopped", audio_end_ms=turn.audio_end_ms, item_id=item_id)
             self._input.take_all()
             detection = self.config.turn_detection
@@ -448,6 +462,7 @@ class RealtimeCore:
 
     def _cancel_response(self, reason: CancelReason) -> list[Action]:
         response, self._response = self._response, None
+        self._audio_on_hold = False
         if response is None:
             return []
         cancel: list[Action] = [CancelResponse(response.id)]

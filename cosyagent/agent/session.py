@@ -59,6 +59,7 @@ class RealtimeSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._transcribe_jobs: dict[str, tuple[asyncio.Task[None], CancelToken]] = {}
         self._responses: dict[str, asyncio.Task[None]] = {}
+        self._pacers: dict[str, _AudioPacer] = {}
 
     async def run(self, receive: Receive) -> None:
         """Serve until the client leaves or a send fails. Cancel-safe: cleans up either way."""
@@ -76,9 +77,20 @@ class RealtimeSession:
             writer.cancel()
             await self._cancel_all(writer)
 
+    def append_audio(self, data: bytes) -> None:
+        """Raw input audio in the session's input format, from a media track rather than
+        ``input_audio_buffer.append`` events (the WebRTC microphone). Call it while
+        :meth:`run` is running; what the core decides is carried out as for any event."""
+        self._execute(self.core.append_audio(data))
+
     async def _read_loop(self, receive: Receive) -> None:
         while (message := await receive()) is not None:
             self._execute(self.core.receive(message))
+            self._wake_pacers()  # a client event may have released held reply audio
+
+    def _wake_pacers(self) -> None:
+        for pacer in self._pacers.values():
+            pacer.wake()
 
     async def _write_loop(self) -> None:
         while True:
@@ -138,7 +150,7 @@ class RealtimeSession:
         response_id = start.response_id
         timings = ReplyTimings()
         request = ReplyRequest(start.messages, start.voice, start.speed, start.max_tokens, start.audio)
-        pacer = _AudioPacer(self.core, response_id, self._lead_ms, self._execute)
+        pacer = self._pacers[response_id] = _AudioPacer(self.core, response_id, self._lead_ms, self._execute)
         pacing = asyncio.create_task(pacer.run(), name=f"{response_id}-pacer")
         try:
             async for event in stream_reply(request, self._engines.llm, self._engines.tts, timings):
@@ -165,6 +177,7 @@ class RealtimeSession:
             with contextlib.suppress(asyncio.CancelledError):
                 await pacing
             self._responses.pop(response_id, None)
+            self._pacers.pop(response_id, None)
 
 
 class _AudioPacer:
@@ -190,15 +203,23 @@ class _AudioPacer:
 
     async def run(self) -> None:
         playback_start: float | None = None
+        held_since: float | None = None
         while True:
             await self._ready.wait()
             self._ready.clear()
             while self._core.pending_audio_ms(self._response_id) > 0:
                 now = time.monotonic()
+                if self._core.audio_on_hold():
+                    held_since = held_since or now
+                    break  # woken again after the next client event
+                if held_since is not None and playback_start is not None:
+                    playback_start += now - held_since  # the pause is not time played
+                held_since = None
                 playback_start = playback_start or now
                 ahead_ms = self._core.sent_audio_ms(self._response_id) - (now - playback_start) * 1000.0
                 if ahead_ms > self._lead_ms:
                     await asyncio.sleep((ahead_ms - self._lead_ms) / 1000.0)
+                    continue  # re-check the hold after sleeping
                 self._execute(self._core.pop_audio(self._response_id))
-            if self._finished:
+            if self._finished and self._core.pending_audio_ms(self._response_id) == 0:
                 return

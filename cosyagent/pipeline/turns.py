@@ -54,7 +54,7 @@ class SpeechResumed:
 
 @dataclass(frozen=True)
 class SpeechStopped:
-    audio_end_ms: int
+    audio_end_ms: int  # where the speech ended, not when the silence wait did
     audio: AudioF32
 
 
@@ -166,7 +166,8 @@ class TurnDetector:
             self._paused = True
             events.append(SpeechPaused(audio=self._committed_audio()))
         if self._silence_run >= self._silence_frames_to_stop or len(self._utterance) >= self._max_frames:
-            events.append(SpeechStopped(audio_end_ms=self.audio_ms, audio=self._committed_audio()))
+            speech_end_ms = self.audio_ms - int(self._silence_run * self._frame_ms)
+            events.append(SpeechStopped(audio_end_ms=speech_end_ms, audio=self._committed_audio()))
             self._reset_turn()
         return events
 

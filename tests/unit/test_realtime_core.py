@@ -252,6 +252,8 @@ def test_server_vad_on_real_speech_speculates_then_commits_and_responds(vad: Sil
     assert names.index("Transcribe") < names.index("input_audio_buffer.speech_stopped")
     started = sent(actions)[0]
     assert 900 <= started["audio_start_ms"] <= 1300  # speech begins ~1 s in
+    stopped = [e for e in sent(actions) if e["type"] == "input_audio_buffer.speech_stopped"][-1]
+    assert 3600 <= stopped["audio_end_ms"] <= 3900  # where the speech ended (1 s + 2.8 s), not the silence wait
     committed = [e["item_id"] for e in sent(actions) if e["type"] == "input_audio_buffer.committed"]
     cancelled = {a.job_id for a in actions if isinstance(a, CancelTranscribe)}
     live = [a for a in actions if isinstance(a, Transcribe) and a.job_id not in cancelled]
@@ -373,8 +375,12 @@ def test_a_speech_fragment_starts_a_turn_but_does_not_interrupt(vad: SileroVAD) 
     start = only(core.receive({"type": "response.create"}), StartResponse)
     fragment = speech_24k()[int(2.62 * 24000) :]
     silence = np.zeros(24000, dtype=np.float32)
-    actions = append(core, np.concatenate([silence, fragment, silence]))
+    actions = append(core, np.concatenate([silence, fragment, silence[:2400]]))
     assert "input_audio_buffer.speech_started" in types(actions)
+    assert core.audio_on_hold()  # the agent pauses while it can't tell a cough from a word
+    actions += append(core, silence)
+    assert "input_audio_buffer.speech_stopped" in types(actions)
     assert not [a for a in actions if isinstance(a, CancelResponse)]
+    assert not core.audio_on_hold()
     core.response_audio(start.response_id, np.full(2400, 0.1, dtype=np.float32), "Once.")
     assert "response.output_audio.delta" in types(core.pop_audio(start.response_id))  # still talking
