@@ -53,8 +53,8 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float) -
 
 
 @contextlib.contextmanager
-def spawned_server(timeout_s: float = 180.0) -> Iterator[str]:
-    """Run ``cosyagent serve`` on a free port; yields its base URL; stops it afterwards."""
+def spawned_server(timeout_s: float = 180.0) -> Iterator[tuple[str, int]]:
+    """Run ``cosyagent serve`` on a free port; yields (base URL, pid); stops it afterwards."""
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix=f"cosyagent-serve-{port}-", suffix=".log", delete=False)  # noqa: SIM115
     command = [sys.executable, "-m", "cosyagent.cli", "serve", "--port", str(port), "--log-level", "warning"]
@@ -63,7 +63,7 @@ def spawned_server(timeout_s: float = 180.0) -> Iterator[str]:
     logger.info("started server pid %d on port %d (log %s)", process.pid, port, log.name)
     try:
         wait_healthy(url, process, timeout_s)
-        yield url
+        yield url, process.pid
     except BaseException:
         log.flush()
         tail = Path(log.name).read_text(errors="replace")[-3000:]
@@ -106,19 +106,86 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
-        "busiest_processes": busiest_processes(),
     }
 
 
-def busiest_processes(count: int = 5) -> list[str]:
-    """The processes using the most CPU: other work on a shared machine skews latency."""
-    try:
-        listing = subprocess.run(
-            ["ps", "-eo", "pcpu,pid,args", "--sort=-pcpu"], capture_output=True, text=True, timeout=5, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip()[:160] for line in listing.splitlines()[1 : count + 1]]
+# --- CPU accounting: on a shared 2-core machine, other work skews every latency -------------------
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _machine_busy_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds since boot, all cores."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    total = sum(fields[:8])  # guest time is already counted in user
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (total - idle) / _TICK, total / _TICK
+
+
+def _process_cpu() -> dict[int, tuple[int, float, str]]:
+    """pid -> (parent pid, CPU seconds, command) for every process we can read."""
+    table: dict[int, tuple[int, float, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            rest = stat[stat.rindex(")") + 2 :].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            table[int(entry.name)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / _TICK, command[:120])
+    return table
+
+
+def _tree(table: dict[int, tuple[int, float, str]], root: int) -> set[int]:
+    pids, grew = {root}, True
+    while grew:
+        children = {pid for pid, (parent, _, _) in table.items() if parent in pids} - pids
+        pids |= children
+        grew = bool(children)
+    return pids & set(table)
+
+
+class CpuMeter:
+    """Busy cores over an interval: the whole machine, the server's process tree, this client,
+    and everything else; plus the processes that used the most CPU meanwhile."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self._server_pid = server_pid
+        self._wall = time.monotonic()
+        self._machine = _machine_busy_s()
+        self._processes = _process_cpu()
+
+    def stop(self) -> dict[str, Any]:
+        wall = time.monotonic() - self._wall
+        busy, _ = _machine_busy_s()
+        after = _process_cpu()
+        used = {pid: cpu - self._processes.get(pid, (0, 0.0, ""))[1] for pid, (_, cpu, _) in after.items()}
+        server = sum(used[p] for p in _tree(after, self._server_pid)) if self._server_pid else None
+        client = used.get(os.getpid(), 0.0)
+        machine = busy - self._machine[0]
+        top = sorted(used, key=lambda pid: used[pid], reverse=True)[:5]
+        return {
+            "seconds": round(wall, 1),
+            "machine_busy_cores": round(machine / wall, 2),
+            "server_cores": None if server is None else round(server / wall, 2),
+            "client_cores": round(client / wall, 2),
+            "other_cores": None if server is None else round(max(0.0, machine - server - client) / wall, 2),
+            "busiest": [f"{used[pid] / wall:.2f} cores  pid {pid}  {after[pid][2]}" for pid in top],
+        }
+
+
+def wait_until_quiet(max_wait_s: float, busy_cores: float = 0.3, window_s: float = 2.0) -> list[float]:
+    """Wait (up to ``max_wait_s``) for a ``window_s`` in which the machine uses under ``busy_cores``;
+    returns the busy cores seen in each window."""
+    seen: list[float] = []
+    deadline = time.monotonic() + max_wait_s
+    while time.monotonic() < deadline:
+        before = _machine_busy_s()[0]
+        time.sleep(window_s)
+        seen.append(round((_machine_busy_s()[0] - before) / window_s, 2))
+        if seen[-1] < busy_cores:
+            break
+    return seen
 
 
 def summarize(values: list[float]) -> dict[str, float]:

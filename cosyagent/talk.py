@@ -269,11 +269,6 @@ class Microphone:
         """The wall-clock time of the stream's sample 0 (the server's ``audio_*_ms`` origin)."""
         return self._t0
 
-    @property
-    def busy_until(self) -> float:
-        """When the last queued sample will have been spoken."""
-        return self._t0 + (self._next_chunk * CHUNK_SAMPLES + len(self._queue) // 2) / RATE
-
     async def _run(self) -> None:
         chunk_bytes = 2 * CHUNK_SAMPLES
         while True:
@@ -314,6 +309,7 @@ class TurnResult:
     response_id: str | None = None
     status: str | None = None  # of the final response: completed, cancelled or failed
     reply_text: str = ""
+    first_clause_text: str = ""  # the reply's first transcript delta: the text of its first audio
     reply_pcm16: bytearray = field(default_factory=bytearray)
     stopped_at: float | None = None  # the speech_stopped that led to the reply
     vad_audio_end_ms: int | None = None  # its audio_end_ms (server's stream position)
@@ -381,6 +377,7 @@ class TurnCollector:
         elif isinstance(event, ResponseAudioDeltaEvent):
             self._audio(event, at)
         elif isinstance(event, ResponseAudioTranscriptDeltaEvent) and event.response_id == self._current:
+            result.first_clause_text = result.first_clause_text or event.delta
             result.reply_text += event.delta
         elif isinstance(event, ResponseDoneEvent):
             return self._finish(event, at)
@@ -389,7 +386,8 @@ class TurnCollector:
     def _start(self, response_id: str, at: float) -> None:
         result = self.result
         self._current, result.response_id, result.created_at = response_id, response_id, at
-        result.reply_text, result.reply_pcm16, result.first_audio_at = "", bytearray(), None
+        result.reply_text, result.first_clause_text, result.reply_pcm16 = "", "", bytearray()
+        result.first_audio_at = None
         if self._last_stop is not None:
             result.stopped_at, stopped_item, result.vad_audio_end_ms = self._last_stop
             result.transcribed_at = self._transcribed.get(stopped_item)
@@ -418,10 +416,11 @@ class TurnCollector:
         return True
 
 
-async def collect_turn(events: EventStream, speech_end_at: float, deadline: float) -> TurnResult:
-    """Collect events until a response completes; ``TimeoutError`` at ``deadline``."""
+async def collect_turn(events: EventStream, speech_end_at: float, idle_timeout_s: float) -> TurnResult:
+    """Collect events until a response completes; ``TimeoutError`` once the server has sent
+    nothing for ``idle_timeout_s`` (a long reply is fine: its audio keeps arriving)."""
     collector = TurnCollector(speech_end_at)
-    while not collector.feed(await events.next(deadline)):
+    while not collector.feed(await events.next(time.monotonic() + idle_timeout_s)):
         pass
     return collector.result
 
@@ -443,11 +442,10 @@ async def _talk(clip: Clip, args: argparse.Namespace) -> TurnResult:
             mic.start()
             try:
                 clip_at = mic.play(clip.pcm16() + silence(TRAILING_SILENCE_S))
-                deadline = mic.busy_until + args.timeout
                 try:
-                    return await collect_turn(events, clip_at + clip.speech_end_s, deadline)
+                    return await collect_turn(events, clip_at + clip.speech_end_s, args.timeout)
                 except TimeoutError as exc:
-                    raise TalkError(f"no complete reply within {args.timeout:g} s after the audio was sent") from exc
+                    raise TalkError(f"no complete reply: the server sent nothing for {args.timeout:g} s") from exc
             finally:
                 await mic.aclose()
         finally:

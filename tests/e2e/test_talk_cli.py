@@ -1,5 +1,6 @@
 """`cosyagent talk` end to end: the real command against a real `cosyagent serve` subprocess,
-speaking a real recorded question (tests/data/en_dublin_q.wav)."""
+speaking a real recorded question (tests/data/en_dublin_q.wav); and the turn bookkeeping the
+command (and benchmarks/realtime_latency.py) rely on, replayed from a scripted timeline."""
 
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pydantic
 import pytest
 import soundfile as sf
+from openai.types.realtime import RealtimeServerEvent
+
+from cosyagent.talk import Stamped, TurnCollector
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SHARED_AUDIO = Path("/work/shared/audio")
@@ -111,3 +117,78 @@ def test_talk_to_a_closed_port_fails_clearly(dublin_wav: Path, tmp_path: Path) -
     assert "cannot reach" in done.stderr and url in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "reply.wav").exists()
+
+
+_USAGE = {"type": "duration", "seconds": 1.0}
+_EVENTS: pydantic.TypeAdapter[RealtimeServerEvent] = pydantic.TypeAdapter(RealtimeServerEvent)
+
+
+def _event(at: float, kind: str, **fields: Any) -> Stamped:
+    return Stamped(at, _EVENTS.validate_python({"type": kind, "event_id": "event_x", **fields}))
+
+
+def _audio(at: float, response_id: str) -> Stamped:
+    ids = {"item_id": "item_a", "output_index": 0, "content_index": 0}
+    return _event(at, "response.output_audio.delta", response_id=response_id, delta="AAAAAAAA", **ids)
+
+
+def _done(at: float, response_id: str, status: str, **extra: Any) -> Stamped:
+    return _event(at, "response.done", response={"id": response_id, "status": status}, **extra)
+
+
+def test_turn_collector_skips_an_interrupted_reply_and_flags_late_audio() -> None:
+    """speech ends at t=10; its first reply is cancelled by a second burst of speech, whose
+    reply completes; one audio delta of the cancelled reply arrives after its response.done."""
+    timeline = [
+        _event(10.7, "input_audio_buffer.speech_stopped", audio_end_ms=10700, item_id="item_1"),
+        _event(
+            10.8,
+            "conversation.item.input_audio_transcription.completed",
+            item_id="item_1",
+            content_index=0,
+            transcript="how do I get to Dublin?",
+            usage=_USAGE,
+        ),
+        _event(10.8, "response.created", response={"id": "resp_1", "status": "in_progress"}),
+        _audio(11.5, "resp_1"),
+        _event(11.6, "input_audio_buffer.speech_started", audio_start_ms=11400, item_id="item_2"),
+        _done(11.7, "resp_1", "cancelled"),
+        _audio(11.75, "resp_1"),  # after its response.done: must be counted
+        _event(12.4, "input_audio_buffer.speech_stopped", audio_end_ms=12400, item_id="item_2"),
+        _event(
+            12.5,
+            "conversation.item.input_audio_transcription.completed",
+            item_id="item_2",
+            content_index=0,
+            transcript="And...",
+            usage=_USAGE,
+        ),
+        _event(12.5, "response.created", response={"id": "resp_2", "status": "in_progress"}),
+        _event(
+            13.0,
+            "response.output_audio_transcript.delta",
+            response_id="resp_2",
+            item_id="item_b",
+            output_index=0,
+            content_index=0,
+            delta="Take the train.",
+        ),
+        _audio(13.0, "resp_2"),
+        _audio(13.1, "resp_2"),
+        _done(14.0, "resp_2", "completed", x_cosyagent_timings_ms={"llm_first_token": 80, "tts_first_audio": 450.5}),
+    ]
+    collector = TurnCollector(speech_end_at=10.0)
+    finished = [collector.feed(item) for item in timeline]
+
+    assert finished == [False] * (len(timeline) - 1) + [True]
+    result = collector.result
+    assert result.user_transcripts == ["how do I get to Dublin?", "And..."]
+    assert (result.response_id, result.status, result.reply_text) == ("resp_2", "completed", "Take the train.")
+    assert result.interrupted_responses == ["resp_1"]
+    assert result.late_audio_deltas == 1
+    assert result.voice_to_voice_ms == 3000.0  # from the end of speech to resp_2's first audio
+    assert (result.end_of_turn_ms, result.asr_ms) == (2400.0, 100.0)  # the stop that led to resp_2
+    assert result.vad_audio_end_ms == 12400
+    assert result.reply_audio_s == 2 * 6 / 48000  # two 6-byte deltas of pcm16 at 24 kHz
+    assert result.server_timings_ms == {"llm_first_token": 80.0, "tts_first_audio": 450.5}
+    assert collector.feed(_audio(14.1, "resp_2")) and result.late_audio_deltas == 2
