@@ -38,15 +38,25 @@ class SynthesisCancelled(Exception):
 
 
 class CancelToken:
-    """A thread-safe flag that the event loop sets and worker threads poll between chunks."""
+    """A thread-safe flag that the event loop sets and worker threads poll between chunks.
 
-    __slots__ = ("_event",)
+    Engines that can abort *inside* a chunk (an ONNX run) register a callback with
+    :meth:`on_cancel`; it runs in the cancelling thread.
+    """
+
+    __slots__ = ("_callbacks", "_event", "_lock")
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
 
     def cancel(self) -> None:
-        self._event.set()
+        with self._lock:
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
 
     @property
     def cancelled(self) -> bool:
@@ -55,6 +65,20 @@ class CancelToken:
     def raise_if_cancelled(self) -> None:
         if self._event.is_set():
             raise SynthesisCancelled()
+
+    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` once when cancelled (at once if already). Returns an unregister function."""
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return lambda: self._discard(callback)
+        callback()
+        return lambda: None
+
+    def _discard(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
 
 
 class EngineExecutor:
