@@ -131,7 +131,7 @@ class KokoroTTS:
             session = ort.InferenceSession(
                 str(model_path), sess_options=opts, providers=["CPUExecutionProvider"]
             )
-            kokoro = Kokoro.from_session(_InterruptibleSession(session), str(voices_path))  # type: ignore[arg-type]
+            kokoro = Kokoro.from_session(_InterruptibleSession(session), str(voices_path))
             styles = {name: np.asarray(kokoro.voices[name], dtype=np.float32) for name in kokoro.get_voices()}
         except Exception as exc:  # onnxruntime/numpy raise assorted errors for bad files
             raise EngineUnavailableError(f"cannot load Kokoro from {model_path}: {exc}") from exc
