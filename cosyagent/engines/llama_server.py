@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import importlib.util
 import logging
 import os
@@ -76,6 +77,7 @@ class EmbeddedLlamaServer:
         chat_format: str | None = "chat_template.default",
         startup_timeout_s: float = 60.0,
         stop_timeout_s: float = 5.0,
+        nice: int = 0,
     ) -> None:
         if n_threads < 1 or n_ctx < 64:
             raise ValueError("n_threads must be >= 1 and n_ctx >= 64")
@@ -89,6 +91,7 @@ class EmbeddedLlamaServer:
         self._chat_format = chat_format
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
+        self.nice = nice
         self._model = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._finalizer: weakref.finalize[[subprocess.Popen[bytes]], EmbeddedLlamaServer] | None = None
@@ -158,7 +161,7 @@ class EmbeddedLlamaServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=functools.partial(_prepare_child, self.nice) if sys.platform == "linux" else None,
         )
         self._proc, self.port = proc, port
         self._finalizer = weakref.finalize(self, _kill_at_exit, proc)
@@ -244,11 +247,14 @@ class EmbeddedLlamaServer:
         await self.stop()
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to SIGTERM it when the agent process dies,
-    even by SIGKILL, so no llama.cpp server is left orphaned and holding CPU."""
+def _prepare_child(nice: int) -> None:
+    """In the child, before exec: lower its CPU priority by ``nice`` (so that speech the
+    user is waiting for wins the CPU over text generated ahead of it), and ask Linux to
+    SIGTERM it when the agent dies, even by SIGKILL, so no server is left orphaned."""
     import ctypes
     import signal
 
+    if nice:
+        os.nice(nice)
     pr_set_pdeathsig = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
