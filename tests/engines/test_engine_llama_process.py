@@ -1,4 +1,5 @@
-"""The embedded llama.cpp server must not outlive the agent, even one killed by SIGKILL."""
+"""The embedded llama.cpp server process: it must not outlive the agent (even one killed by
+SIGKILL), and it runs at the CPU priority it was given."""
 
 from __future__ import annotations
 
@@ -44,3 +45,17 @@ def test_llama_server_dies_with_a_killed_parent() -> None:
     finally:
         parent.kill()
         parent.wait()
+
+
+async def test_llama_server_runs_at_the_configured_lower_priority() -> None:
+    from cosyagent.engines.llama_server import EmbeddedLlamaServer
+
+    server = EmbeddedLlamaServer(n_threads=1, nice=7)
+    await server.start()
+    try:
+        assert server.pid is not None
+        with open(f"/proc/{server.pid}/stat") as stat:
+            niceness = int(stat.read().rsplit(")", 1)[1].split()[16])
+        assert niceness == os.nice(0) + 7
+    finally:
+        await server.stop()
