@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 SCRIPT = """
 import asyncio
@@ -54,8 +55,8 @@ async def test_llama_server_runs_at_the_configured_lower_priority() -> None:
     await server.start()
     try:
         assert server.pid is not None
-        with open(f"/proc/{server.pid}/stat") as stat:
-            niceness = int(stat.read().rsplit(")", 1)[1].split()[16])
+        stat = Path(f"/proc/{server.pid}/stat").read_text()  # noqa: ASYNC240  (procfs: no disk I/O)
+        niceness = int(stat.rsplit(")", 1)[1].split()[16])
         assert niceness == os.nice(0) + 7
     finally:
         await server.stop()
