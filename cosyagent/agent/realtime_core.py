@@ -63,7 +63,8 @@ class _WaitingResponse:
     """A response to start once the pending user transcript is known."""
 
     params: dict[str, Any]
-    automatic: bool  # from server VAD: skipped when the transcript is empty (a cough, a click)
+    automatic: bool  # from server VAD: skipped when every transcript is empty (a cough, a click)
+    heard_words: bool = False  # some turn it waits for had words
 
 
 @dataclass
@@ -423,9 +424,11 @@ class RealtimeCore:
             item.transcript = transcript
             actions.append(self._send("conversation.item.done", item=item.to_event_dict()))
         waiting, self._response_waiting = self._response_waiting, None
+        if waiting is not None and transcript:
+            waiting = replace(waiting, heard_words=True)
         if waiting is not None and any(j.committed for j in self._jobs.values()):
             self._response_waiting = waiting  # another committed turn is still being transcribed
-        elif waiting is not None and (transcript or not waiting.automatic):
+        elif waiting is not None and (waiting.heard_words or not waiting.automatic):
             actions += self._start_response(waiting.params)
         return actions
 

@@ -82,6 +82,7 @@ class RealtimeSession:
         ``input_audio_buffer.append`` events (the WebRTC microphone). Call it while
         :meth:`run` is running; what the core decides is carried out as for any event."""
         self._execute(self.core.append_audio(data))
+        self._wake_pacers()  # the audio may have released held reply audio
 
     async def _read_loop(self, receive: Receive) -> None:
         while (message := await receive()) is not None:

@@ -384,3 +384,16 @@ def test_a_speech_fragment_starts_a_turn_but_does_not_interrupt(vad: SileroVAD) 
     assert not core.audio_on_hold()
     core.response_audio(start.response_id, np.full(2400, 0.1, dtype=np.float32), "Once.")
     assert "response.output_audio.delta" in types(core.pop_audio(start.response_id))  # still talking
+
+
+def test_an_empty_last_transcript_does_not_drop_the_reply_to_earlier_words(vad: SileroVAD) -> None:
+    """Two committed turns (the Dublin clip pauses after "and says,"); the second comes back
+    empty (a fragment): the reply to the first one's words must still start."""
+    core = make_core(vad, turn_detection=TurnDetection())
+    silence = np.zeros(24000, dtype=np.float32)
+    actions = append(core, np.concatenate([speech_24k(), silence]))
+    cancelled = {a.job_id for a in actions if isinstance(a, CancelTranscribe)}
+    first, second = [a for a in actions if isinstance(a, Transcribe) and a.job_id not in cancelled]
+    assert not core.transcription_done(first.job_id, "And says, how do I get to Dublin?", 2.0)[2:]
+    start = only(core.transcription_done(second.job_id, "", 0.2), StartResponse)
+    assert start.messages[-1] == {"role": "user", "content": "And says, how do I get to Dublin?"}  # empty one skipped
