@@ -1,0 +1,75 @@
+"""Optional API keys: with keys configured, every ``/v1`` route and socket needs ``Authorization: Bearer <key>``.
+
+A pure ASGI middleware, so it covers HTTP routes and the realtime WebSocket alike, and
+routes added later too. A refused WebSocket handshake gets an HTTP 401 (the ASGI
+``websocket.http.response`` extension; uvicorn has it) or, failing that, a policy-violation
+close before accepting. CORS preflight (``OPTIONS``) passes: the CORS middleware answers it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Iterable
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from cosyagent.web.errors import error_body
+
+logger = logging.getLogger(__name__)
+
+_PROTECTED_PREFIX = "/v1"
+_CLOSE_POLICY_VIOLATION = 1008
+
+
+class ApiKeyMiddleware:
+    def __init__(self, app: ASGIApp, keys: Iterable[str]) -> None:
+        self.app = app
+        self._keys = [key.encode() for key in keys]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._keys or scope["type"] not in ("http", "websocket") or not _protected(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        problem = self._check(Headers(scope=scope).get("authorization"))
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        message, code = problem
+        logger.info("refused %s %s: %s", scope["type"], scope["path"], code or "no key")
+        body = json.dumps(error_body(message, "invalid_request_error", None, code), separators=(",", ":")).encode()
+        headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 401, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        elif "websocket.http.response" in scope.get("extensions", {}):
+            await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": _CLOSE_POLICY_VIOLATION, "reason": "invalid API key"})
+
+    def _check(self, authorization: str | None) -> tuple[str, str | None] | None:
+        """None if the header carries a valid key, else (message, code)."""
+        if not authorization:
+            return (
+                "You didn't provide an API key. Send it in the Authorization header: 'Authorization: Bearer KEY'.",
+                None,
+            )
+        scheme, _, token = authorization.partition(" ")
+        presented = token.strip().encode()
+        if scheme.lower() != "bearer" or not presented:
+            return "the Authorization header must be 'Bearer KEY'", "invalid_api_key"
+        # compare_digest against every key, so the time taken says nothing about which matched
+        matched = [hmac.compare_digest(presented, key) for key in self._keys]
+        if not any(matched):
+            return "Incorrect API key provided.", "invalid_api_key"
+        return None
+
+
+def _protected(path: str) -> bool:
+    return path == _PROTECTED_PREFIX or path.startswith(_PROTECTED_PREFIX + "/")

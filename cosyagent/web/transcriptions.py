@@ -1,0 +1,232 @@
+"""``POST /v1/audio/transcriptions``: OpenAI's speech-to-text route on the shared ASR engine.
+
+Any container PyAV reads (wav, mp3, ogg/opus, flac, webm, m4a...), at any rate and channel
+count, is decoded to 16 kHz mono. Formats: json, text, verbose_json (segment timestamps;
+Whisper's per-segment scores and word timestamps are not exposed by the engine), srt, vtt.
+``stream=true`` answers with server-sent ``transcript.text.delta`` events, one per
+segment, and a final ``transcript.text.done``; audio longer than one Whisper window is
+cut at its quietest moments and transcribed window by window, so deltas arrive while the
+rest is still being decoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from cosyagent.engines.base import (
+    AudioF32,
+    CancelToken,
+    EngineError,
+    EngineUnavailableError,
+    SpeechRecognizer,
+    SynthesisCancelled,
+    Transcript,
+    TranscriptSegment,
+)
+from cosyagent.engines.codecs import AudioDecodeError, AudioTooLongError, DecodedAudio, decode_audio
+from cosyagent.runtime import Runtime
+from cosyagent.web.errors import ApiError, error_body
+
+logger = logging.getLogger(__name__)
+
+RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+_LANGUAGE_NAMES = {"en": "english", "zh": "chinese"}
+WINDOW_S = 28.0  # under Whisper's 30 s window
+_PAUSE_SEARCH_S = 8.0
+
+
+def transcriptions_router(runtime: Runtime) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/v1/audio/transcriptions")
+    async def create_transcription(
+        file: Annotated[UploadFile, File(description="the audio: wav, mp3, ogg/opus, flac, webm, m4a...")],
+        model: Annotated[str, Form()] = "whisper-1",
+        language: Annotated[str | None, Form()] = None,
+        prompt: Annotated[str | None, Form()] = None,
+        response_format: Annotated[str, Form()] = "json",
+        temperature: Annotated[float | None, Form()] = None,
+        stream: Annotated[bool, Form()] = False,
+    ) -> Response:
+        if response_format not in RESPONSE_FORMATS:
+            raise ApiError(
+                400,
+                f"response_format {response_format!r} is not supported; use one of {list(RESPONSE_FORMATS)}",
+                param="response_format",
+                code="unsupported_format",
+            )
+        _check_language(language, runtime.asr)
+        audio = await _decode(await file.read(), runtime)
+        if stream:
+            events = _stream_events(runtime.asr, audio.samples, language, prompt)
+            return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        started = time.monotonic()
+        try:
+            transcript = await runtime.asr.transcribe(audio.samples, language=language, prompt=prompt)
+        except EngineUnavailableError as exc:
+            raise ApiError(503, f"speech recognition is unavailable: {exc}", code="engine_unavailable") from exc
+        except EngineError as exc:
+            raise ApiError(500, f"transcription failed: {exc}", code="transcription_failed") from exc
+        logger.info(
+            "transcribed %.1f s of %s/%s audio in %.2f s",
+            audio.duration_s,
+            audio.container,
+            audio.codec,
+            time.monotonic() - started,
+        )
+        return render(transcript, response_format)
+
+    return router
+
+
+def _check_language(language: str | None, asr: SpeechRecognizer) -> None:
+    if language is None:
+        return
+    base = language.strip().lower().replace("_", "-").split("-")[0]
+    if base not in asr.languages:
+        raise ApiError(
+            400,
+            f"language {language!r} is not supported by the {asr.name} engine; it transcribes {list(asr.languages)}",
+            param="language",
+            code="unsupported_language",
+        )
+
+
+async def _decode(data: bytes, runtime: Runtime) -> DecodedAudio:
+    limit = runtime.config.limits.max_transcription_seconds
+    try:
+        return await asyncio.to_thread(decode_audio, data, sample_rate=runtime.asr.sample_rate, max_seconds=limit)
+    except AudioTooLongError as exc:
+        raise ApiError(400, str(exc), param="file", code="audio_too_long") from exc
+    except AudioDecodeError as exc:
+        raise ApiError(
+            400,
+            f"the file is not audio we can decode (wav, mp3, ogg/opus, flac, webm, m4a...): {exc}",
+            param="file",
+            code="invalid_audio",
+        ) from exc
+
+
+# --- responses ------------------------------------------------------------------------------
+
+
+def render(transcript: Transcript, response_format: str) -> Response:
+    usage = {"type": "duration", "seconds": round(transcript.duration_s, 3)}
+    if response_format == "text":
+        return PlainTextResponse(transcript.text + "\n")
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(transcript.segments))
+    if response_format == "vtt":
+        return PlainTextResponse(to_vtt(transcript.segments), media_type="text/vtt")
+    if response_format == "verbose_json":
+        return JSONResponse(
+            {
+                "task": "transcribe",
+                "language": _LANGUAGE_NAMES.get(transcript.language, transcript.language),
+                "duration": round(transcript.duration_s, 3),
+                "text": transcript.text,
+                "segments": [_segment_json(i, s) for i, s in enumerate(transcript.segments)],
+                "usage": usage,
+            }
+        )
+    return JSONResponse({"text": transcript.text, "usage": usage})
+
+
+def _segment_json(index: int, segment: TranscriptSegment) -> dict[str, Any]:
+    return {
+        "id": index,
+        "seek": int(segment.start_s * 100),
+        "start": round(segment.start_s, 3),
+        "end": round(segment.end_s, 3),
+        "text": segment.text,
+        "tokens": [],
+        "temperature": 0.0,
+        # the engine does not report these scores
+        "avg_logprob": None,
+        "compression_ratio": None,
+        "no_speech_prob": None,
+    }
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    millis = max(0, round(seconds * 1000))
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def to_srt(segments: Sequence[TranscriptSegment]) -> str:
+    blocks = [
+        f"{i}\n{_timestamp(s.start_s, ',')} --> {_timestamp(s.end_s, ',')}\n{s.text.strip()}\n"
+        for i, s in enumerate((s for s in segments if s.text.strip()), start=1)
+    ]
+    return "\n".join(blocks)
+
+
+def to_vtt(segments: Sequence[TranscriptSegment]) -> str:
+    cues = [
+        f"{_timestamp(s.start_s, '.')} --> {_timestamp(s.end_s, '.')}\n{s.text.strip()}\n"
+        for s in segments
+        if s.text.strip()
+    ]
+    return "WEBVTT\n\n" + "\n".join(cues)
+
+
+# --- streaming ------------------------------------------------------------------------------
+
+
+def split_at_pauses(audio: AudioF32, rate: int, window_s: float = WINDOW_S) -> list[tuple[int, int]]:
+    """Cut ``audio`` into spans of at most ``window_s``, each cut at the quietest 200 ms
+    of the last ``_PAUSE_SEARCH_S`` before the limit (a pause between words, usually)."""
+    frame = max(1, rate // 50)  # 20 ms
+    spans: list[tuple[int, int]] = []
+    start = 0
+    while audio.size - start > window_s * rate:
+        low = start + int((window_s - _PAUSE_SEARCH_S) * rate)
+        high = start + int(window_s * rate)
+        frames = (high - low) // frame
+        energy = np.square(audio[low : low + frames * frame].reshape(frames, frame)).mean(axis=1)
+        smooth = np.convolve(energy, np.ones(10) / 10, mode="same")
+        cut = low + int(np.argmin(smooth)) * frame + frame // 2
+        spans.append((start, cut))
+        start = cut
+    spans.append((start, audio.size))
+    return spans
+
+
+async def _stream_events(
+    asr: SpeechRecognizer, audio: AudioF32, language: str | None, prompt: str | None
+) -> AsyncIterator[str]:
+    """SSE events. Cancel-safe: a client that leaves stops the decoding between segments."""
+    cancel = CancelToken()
+    texts: list[str] = []
+    try:
+        for start, end in split_at_pauses(audio, asr.sample_rate):
+            piece = await asr.transcribe(audio[start:end], language=language, prompt=prompt, cancel=cancel)
+            for segment in piece.segments:
+                if segment.text.strip():
+                    texts.append(segment.text)
+                    yield _event({"type": "transcript.text.delta", "delta": segment.text})
+    except SynthesisCancelled:
+        return
+    except EngineError as exc:
+        yield _event({"type": "error", **error_body(f"transcription failed: {exc}", "server_error", None, None)})
+        return
+    finally:
+        cancel.cancel()
+    usage = {"type": "duration", "seconds": round(audio.size / asr.sample_rate, 3)}
+    yield _event({"type": "transcript.text.done", "text": "".join(texts).strip(), "usage": usage})
+
+
+def _event(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
