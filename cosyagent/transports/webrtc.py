@@ -1,0 +1,285 @@
+"""`POST /v1/realtime/calls`: one Realtime session over a WebRTC peer connection (aiortc).
+
+The OpenAI WebRTC flow: the caller's microphone track feeds the session's input buffer,
+the reply is spoken on our audio track (Opus), and every other event travels as JSON on
+the data channel the caller opens, named ``oai-events``, with the same schema and
+behaviour as the WebSocket transport. Reply audio is never sent as
+``response.output_audio.delta`` events; the ``output_audio_buffer.*`` events say when it
+starts and stops, and ``output_audio_buffer.clear`` cuts it off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcdatachannel import RTCDataChannel
+from av import AudioFrame
+
+from cosyagent.agent.events import Event, new_id
+from cosyagent.agent.session import RealtimeSession, SendEvent
+from cosyagent.transports.webrtc_audio import MicrophoneConverter, PlaybackEvent, ReplyAudioTrack
+from cosyagent.transports.webrtc_offer import CallLimitError, CallNotFound, OfferError, check_offer
+
+logger = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "oai-events"
+_EARLY_EVENTS = 256  # events kept for a data channel that has not opened yet
+
+SessionFactory = Callable[[SendEvent], RealtimeSession]
+
+
+def ice_servers_from_config(servers: tuple[dict[str, Any], ...]) -> list[RTCIceServer]:
+    return [RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential")) for s in servers]
+
+
+class WebRTCCall:
+    """One call: a peer connection, the session it carries, and the tasks between them.
+
+    :meth:`answer` once, then :meth:`run` until the caller hangs up, the peer goes away or
+    the connection never comes up; :meth:`run` always closes the peer connection.
+    """
+
+    def __init__(
+        self, call_id: str, make_session: SessionFactory, ice_servers: list[RTCIceServer], connect_timeout_s: float
+    ) -> None:
+        self.id = call_id
+        # An explicit list, even empty: left out, aiortc would contact Google's STUN server.
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers)))
+        self._connect_timeout_s = connect_timeout_s
+        self._player = ReplyAudioTrack(self._on_playback)
+        self.session = make_session(self._send)
+        self._inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self._channel: RTCDataChannel | None = None
+        self._early: deque[str] = deque(maxlen=_EARLY_EVENTS)
+        self._connected = asyncio.Event()
+        self._microphone: MediaStreamTrack | None = None
+        self._ended = False
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Take the caller's offer and return our SDP answer (all candidates gathered)."""
+        check_offer(offer_sdp)
+        self._pc.on("datachannel", self._on_datachannel)
+        self._pc.on("connectionstatechange", self._on_connection_state)
+        try:
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            audio = [t for t in self._pc.getTransceivers() if t.kind == "audio"]
+            for transceiver in self._pc.getTransceivers():
+                if transceiver is not audio[0]:
+                    transceiver.direction = "inactive"  # one voice each way; no video
+            self._microphone = audio[0].receiver.track
+            self._pc.addTrack(self._player)
+            await self._pc.setLocalDescription(await self._pc.createAnswer())
+        except (ValueError, OperationError, InvalidStateError, InvalidAccessError, InternalError) as exc:
+            raise OfferError(f"the SDP offer was refused: {exc}") from exc
+        return str(self._pc.localDescription.sdp)
+
+    def hang_up(self) -> None:
+        """End the call (idempotent); :meth:`run` returns once everything is released."""
+        if not self._ended:
+            self._ended = True
+            self._inbox.put_nowait(None)
+
+    async def run(self) -> None:
+        """Serve the call until it ends. Cancel-safe: the peer connection is closed either way."""
+        microphone = asyncio.create_task(self._pump_microphone(), name=f"{self.id}-microphone")
+        watchdog = asyncio.create_task(self._watch_connect(), name=f"{self.id}-connect-watchdog")
+        try:
+            await self.session.run(self._receive)
+        finally:
+            self.hang_up()
+            try:
+                for task in (microphone, watchdog):
+                    task.cancel()
+                await asyncio.gather(microphone, watchdog, return_exceptions=True)
+            finally:
+                await self.close()
+
+    async def close(self) -> None:
+        """Release the peer connection and the tracks (also after a refused offer)."""
+        self._player.stop()
+        await self._pc.close()
+        self._early.clear()
+
+    # --- media -----------------------------------------------------------------------
+
+    async def _pump_microphone(self) -> None:
+        if self._microphone is None:
+            return
+        converter = MicrophoneConverter()
+        while True:
+            try:
+                frame = await self._microphone.recv()
+            except MediaStreamError:
+                return
+            if isinstance(frame, AudioFrame):
+                self.session.append_audio(converter.convert(frame))
+
+    def _on_playback(self, event: PlaybackEvent, response_id: str) -> None:
+        self._emit({"type": f"output_audio_buffer.{event}", "event_id": new_id("event"), "response_id": response_id})
+
+    def _clear_playback(self) -> None:
+        cut = self._player.clear()
+        if cut is not None:
+            self._emit({"type": "output_audio_buffer.cleared", "event_id": new_id("event"), "response_id": cut})
+
+    # --- events ----------------------------------------------------------------------
+
+    async def _send(self, event: Event) -> None:
+        """The session's outgoing events: reply audio to the track, the rest to oai-events."""
+        kind = event.get("type")
+        if kind == "response.output_audio.delta":
+            self._player.push(event["response_id"], base64.b64decode(event["delta"]))
+            return
+        if kind == "response.done":
+            response = event["response"]
+            if response["status"] == "completed":
+                self._player.finish(response["id"])
+            else:  # cancelled (barge-in) or failed: the caller must stop hearing it now
+                self._clear_playback()
+        self._emit(event)
+
+    def _emit(self, event: Event) -> None:
+        text = json.dumps(event, separators=(",", ":"))
+        channel = self._channel
+        if channel is None or channel.readyState == "connecting":
+            self._early.append(text)
+        elif channel.readyState == "open":
+            channel.send(text)
+
+    async def _receive(self) -> str | bytes | None:
+        return await self._inbox.get()
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label != EVENTS_CHANNEL or self._channel is not None:
+            logger.info("call %s: ignoring data channel %r", self.id, channel.label)
+            return
+        self._channel = channel
+        channel.on("message", self._on_message)
+        channel.on("close", self.hang_up)
+        while self._early:
+            channel.send(self._early.popleft())
+
+    def _on_message(self, message: str | bytes) -> None:
+        if self._ended:
+            return
+        event = _parse_object(message)
+        if event is None:
+            self._inbox.put_nowait(message)  # the core answers with the precise error event
+        elif event.get("type") == "output_audio_buffer.clear":
+            self._clear_playback()
+        else:
+            self._inbox.put_nowait(json.dumps(pin_audio_formats(event)))
+
+    # --- connection ------------------------------------------------------------------
+
+    def _on_connection_state(self) -> None:
+        state = self._pc.connectionState
+        logger.info("call %s: peer connection %s", self.id, state)
+        if state == "connected":
+            self._connected.set()
+        elif state in ("failed", "closed"):
+            self.hang_up()
+
+    async def _watch_connect(self) -> None:
+        try:
+            await asyncio.wait_for(self._connected.wait(), self._connect_timeout_s)
+        except TimeoutError:
+            logger.info("call %s: no connection after %.0f s; ending it", self.id, self._connect_timeout_s)
+            self.hang_up()
+
+
+def _parse_object(message: str | bytes) -> dict[str, Any] | None:
+    try:
+        event = json.loads(message)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def pin_audio_formats(event: dict[str, Any]) -> dict[str, Any]:
+    """Media tracks carry the audio, so the session's formats stay pcm16 at 24 kHz: a
+    ``format`` in session.update or response.create does not apply to a WebRTC call."""
+    kind = event.get("type")
+    body = event.get("session") if kind == "session.update" else None
+    if kind == "response.create":
+        body = event.get("response")
+    audio = body.get("audio") if isinstance(body, dict) else None
+    if isinstance(audio, dict):
+        for direction in ("input", "output"):
+            section = audio.get(direction)
+            if isinstance(section, dict):
+                section.pop("format", None)
+    return event
+
+
+class CallRegistry:
+    """The live calls of one server, each served by a task it keeps."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, WebRTCCall] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __contains__(self, call_id: object) -> bool:
+        return call_id in self._calls
+
+    async def open(
+        self, offer_sdp: str, make_call: Callable[[str], WebRTCCall], on_end: Callable[[], None], *, max_calls: int
+    ) -> tuple[str, str]:
+        """Answer an offer and start serving the call; returns (call id, SDP answer).
+
+        ``on_end`` runs once the call has ended and released everything (not when the
+        offer is refused). Raises CallLimitError when full, OfferError for a bad offer."""
+        if len(self._calls) >= max_calls:
+            raise CallLimitError(f"the server is at its limit of {max_calls} calls; try again later")
+        call = make_call(new_id("rtc"))
+        self._calls[call.id] = call  # holds the slot while the answer is prepared
+        try:
+            answer = await call.answer(offer_sdp)
+        except BaseException:
+            self._calls.pop(call.id, None)
+            await call.close()
+            raise
+        self._tasks[call.id] = asyncio.create_task(self._serve(call, on_end), name=f"call-{call.id}")
+        return call.id, answer
+
+    async def _serve(self, call: WebRTCCall, on_end: Callable[[], None]) -> None:
+        try:
+            await call.run()
+        except Exception:
+            logger.exception("call %s crashed", call.id)
+        finally:
+            self._calls.pop(call.id, None)
+            self._tasks.pop(call.id, None)
+            on_end()
+
+    async def hang_up(self, call_id: str) -> None:
+        """End a call and wait until it has released everything. Raises CallNotFound."""
+        call, task = self._calls.get(call_id), self._tasks.get(call_id)
+        if call is None or task is None:
+            raise CallNotFound(f"no active call {call_id!r}")
+        call.hang_up()
+        await asyncio.shield(task)
+
+    async def close_all(self, timeout_s: float = 10.0) -> None:
+        """Server shutdown: end every call, cancelling any that will not end in time."""
+        tasks = list(self._tasks.values())
+        for call in list(self._calls.values()):
+            call.hang_up()
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=timeout_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)

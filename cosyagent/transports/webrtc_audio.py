@@ -1,0 +1,138 @@
+"""Audio between a WebRTC peer and a Realtime session.
+
+:class:`ReplyAudioTrack` is the track we send: the session's reply audio (pcm16, 24 kHz)
+goes into a queue of 20 ms frames at 48 kHz (what Opus carries), played out at the wall
+clock's pace, silence when the queue is empty. :class:`MicrophoneConverter` turns the
+caller's decoded frames into the session's input format (pcm16, 24 kHz, mono).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame, AudioResampler
+
+from cosyagent.engines.audio import StreamResampler, float_to_pcm16, pcm16_to_float
+
+logger = logging.getLogger(__name__)
+
+SESSION_RATE = 24000  # the session's audio/pcm format, both directions
+TRACK_RATE = 48000
+FRAME_SAMPLES = TRACK_RATE // 50  # 20 ms
+_FRAME_BYTES = FRAME_SAMPLES * 2
+_SILENCE = bytes(_FRAME_BYTES)
+_TIME_BASE = fractions.Fraction(1, TRACK_RATE)
+
+PlaybackEvent = Literal["started", "stopped"]
+PlaybackListener = Callable[[PlaybackEvent, str], None]
+"""Told when a response's audio starts leaving, and when it has all left (``stopped``)."""
+
+
+class ReplyAudioTrack(MediaStreamTrack):
+    """The agent's voice: a jitter queue of 20 ms frames, each tagged with its response id."""
+
+    kind = "audio"
+
+    def __init__(self, on_playback: PlaybackListener) -> None:
+        super().__init__()
+        self._on_playback = on_playback
+        self._resampler = StreamResampler(SESSION_RATE, TRACK_RATE)
+        self._partial = b""  # resampled audio short of a whole frame
+        self._frames: deque[tuple[str, bytes]] = deque()
+        self._playing: str | None = None  # the response whose audio is leaving now
+        self._finished: str | None = None  # a response all of whose audio is queued
+        self._start: float | None = None
+        self._pts = 0
+
+    @property
+    def queued_ms(self) -> float:
+        return len(self._frames) * 20.0
+
+    def push(self, response_id: str, pcm24: bytes) -> None:
+        """Queue reply audio (pcm16 at 24 kHz) of ``response_id``."""
+        resampled = self._resampler.process(pcm16_to_float(pcm24))
+        self._queue_bytes(response_id, self._partial + float_to_pcm16(resampled))
+
+    def finish(self, response_id: str) -> None:
+        """All of this response's audio is queued: pad the last frame; ``stopped`` once played."""
+        tail = self._partial + float_to_pcm16(self._resampler.flush())
+        if tail:
+            self._queue_bytes(response_id, tail + bytes(-len(tail) % _FRAME_BYTES))
+        self._finished = response_id
+        if self._playing == response_id and not self._frames:
+            self._stop_playing()
+
+    def clear(self) -> str | None:
+        """Drop everything queued (barge-in). Returns the response that was cut off, if any."""
+        cut = self._playing or (self._frames[0][0] if self._frames else None)
+        self._frames.clear()
+        self._partial = b""
+        self._resampler.flush()
+        self._playing = None
+        return cut
+
+    def _queue_bytes(self, response_id: str, data: bytes) -> None:
+        whole = len(data) - len(data) % _FRAME_BYTES
+        for offset in range(0, whole, _FRAME_BYTES):
+            self._frames.append((response_id, data[offset : offset + _FRAME_BYTES]))
+        self._partial = data[whole:]
+
+    def _stop_playing(self) -> None:
+        if self._playing is not None:
+            stopped, self._playing = self._playing, None
+            self._on_playback("stopped", stopped)
+
+    async def recv(self) -> AudioFrame:
+        """The next 20 ms frame, no sooner than its time. Cancel-safe."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        else:
+            self._pts += FRAME_SAMPLES
+            wait = self._start + self._pts / TRACK_RATE - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif wait < -0.5:  # stalled (a loaded machine): restart the clock instead of bursting
+                self._start = now - self._pts / TRACK_RATE
+        return self._frame(self._next_pcm())
+
+    def _next_pcm(self) -> bytes:
+        if not self._frames:
+            return _SILENCE
+        response_id, pcm = self._frames.popleft()
+        if response_id != self._playing:
+            self._stop_playing()
+            self._playing = response_id
+            self._on_playback("started", response_id)
+        if not self._frames and self._finished == response_id:
+            self._stop_playing()
+        return pcm
+
+    def _frame(self, pcm: bytes) -> AudioFrame:
+        frame = AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
+        frame.planes[0].update(pcm)
+        frame.pts = self._pts
+        frame.sample_rate = TRACK_RATE
+        frame.time_base = _TIME_BASE
+        return frame
+
+
+class MicrophoneConverter:
+    """Decoded caller frames (any rate and layout) -> pcm16 mono at 24 kHz."""
+
+    def __init__(self) -> None:
+        self._resampler = AudioResampler(format="s16", layout="mono", rate=SESSION_RATE)
+
+    def convert(self, frame: AudioFrame) -> bytes:
+        chunks = [np.asarray(out.to_ndarray(), dtype="<i2").tobytes() for out in self._resampler.resample(frame)]
+        return b"".join(chunks)

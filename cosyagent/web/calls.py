@@ -1,0 +1,160 @@
+"""`/v1/realtime/calls`: Realtime sessions over WebRTC, the OpenAI WebRTC flow.
+
+``POST /v1/realtime/calls`` takes an SDP offer (``application/sdp``, or the multipart
+form with ``sdp`` and ``session`` parts that openai-python's ``realtime.calls.create``
+sends) and answers 201 with the SDP answer and ``Location: /v1/realtime/calls/{id}``.
+``POST /v1/realtime/calls/{id}/hangup`` ends a call and frees everything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+
+from cosyagent.agent.events import Send
+from cosyagent.agent.realtime_core import RealtimeCore
+from cosyagent.agent.session import RealtimeSession, SendEvent
+from cosyagent.runtime import Runtime
+from cosyagent.transports.webrtc import CallRegistry, WebRTCCall, ice_servers_from_config, pin_audio_formats
+from cosyagent.transports.webrtc_offer import MAX_OFFER_BYTES, CallError, CallLimitError, OfferError
+
+logger = logging.getLogger(__name__)
+
+
+def calls_router(runtime: Runtime) -> APIRouter:
+    registry = CallRegistry()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.calls = registry
+        try:
+            yield
+        finally:
+            await registry.close_all()
+
+    router = APIRouter(lifespan=lifespan)
+
+    @router.post("/v1/realtime/calls", status_code=201, response_class=Response)
+    async def create_call(request: Request, model: str | None = None) -> Response:
+        try:
+            offer, session = await _read_offer(request)
+            core = runtime.new_core(model or _model_of(session))
+            if session:
+                _configure(core, session)
+            max_sessions = runtime.config.server.max_sessions
+            if runtime.active_sessions >= max_sessions:
+                raise CallLimitError(f"the server is at its limit of {max_sessions} sessions; try again later")
+            call_id, answer = await _open(core, offer)
+        except CallError as exc:
+            return _error_response(exc)
+        logger.info("call %s started (%d active)", call_id, len(registry))
+        return Response(
+            answer,
+            status_code=201,
+            media_type="application/sdp",
+            headers={"Location": f"/v1/realtime/calls/{call_id}"},
+        )
+
+    @router.post("/v1/realtime/calls/{call_id}/hangup", response_class=Response)
+    async def hang_up(call_id: str) -> Response:
+        try:
+            await registry.hang_up(call_id)
+        except CallError as exc:
+            return _error_response(exc)
+        return Response(status_code=200)
+
+    async def _open(core: RealtimeCore, offer: str) -> tuple[str, str]:
+        settings = runtime.config.webrtc
+        engines = runtime.session_engines()
+        ice_servers = ice_servers_from_config(settings.ice_servers)
+
+        def make_call(call_id: str) -> WebRTCCall:
+            def make_session(send: SendEvent) -> RealtimeSession:
+                return RealtimeSession(core, engines, send, runtime.config.realtime.output_lead_ms)
+
+            return WebRTCCall(call_id, make_session, ice_servers, settings.connect_timeout_s)
+
+        def on_end() -> None:
+            runtime.active_sessions -= 1
+
+        runtime.active_sessions += 1  # held from here, so concurrent offers cannot overshoot
+        try:
+            return await registry.open(offer, make_call, on_end, max_calls=settings.max_calls)
+        except BaseException:
+            runtime.active_sessions -= 1
+            raise
+
+    return router
+
+
+async def _read_offer(request: Request) -> tuple[str, dict[str, Any] | None]:
+    """The SDP offer and the optional session configuration, from either request shape."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        async with request.form(max_files=4, max_fields=4, max_part_size=MAX_OFFER_BYTES) as form:
+            sdp = await _form_text(form.get("sdp"))
+            raw_session = await _form_text(form.get("session"))
+        if sdp is None:
+            raise OfferError("the multipart form has no 'sdp' part")
+        return sdp, _session_object(raw_session)
+    body = bytearray()
+    async for chunk in request.stream():  # stop reading as soon as it is too large
+        body += chunk
+        if len(body) > MAX_OFFER_BYTES:
+            raise OfferError(f"the SDP offer is over {MAX_OFFER_BYTES} bytes", code="offer_too_large", status=413)
+    try:
+        return body.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        raise OfferError("the SDP offer is not UTF-8 text") from exc
+
+
+async def _form_text(value: str | UploadFile | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    data = await value.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise OfferError(f"the form part {value.filename!r} is not UTF-8 text") from exc
+
+
+def _session_object(raw: str | None) -> dict[str, Any] | None:
+    if raw is None or not raw.strip():
+        return None
+    try:
+        session = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CallError(f"the 'session' part is not valid JSON: {exc}", code="invalid_session") from exc
+    if not isinstance(session, dict):
+        raise CallError("the 'session' part must be a JSON object", code="invalid_session")
+    return session
+
+
+def _model_of(session: dict[str, Any] | None) -> str | None:
+    model = session.get("model") if session else None
+    return model if isinstance(model, str) and model else None
+
+
+def _configure(core: RealtimeCore, session: dict[str, Any]) -> None:
+    """Apply the request's session configuration, as a session.update would; refuse bad values."""
+    for action in core.receive(pin_audio_formats({"type": "session.update", "session": session})):
+        if isinstance(action, Send) and action.event["type"] == "error":
+            error = action.event["error"]
+            raise CallError(f"session: {error['message']}", code=str(error["code"]))
+
+
+def _error_response(exc: CallError) -> JSONResponse:
+    kind = "server_error" if exc.status >= 500 else "invalid_request_error"
+    headers = {"Retry-After": "5"} if isinstance(exc, CallLimitError) else None
+    return JSONResponse(
+        {"error": {"message": exc.message, "type": kind, "code": exc.code, "param": None}},
+        status_code=exc.status,
+        headers=headers,
+    )

@@ -1,0 +1,154 @@
+// Shared by both pages: theme, language, the API helper and the voice list.
+"use strict";
+
+(function () {
+  const STORE = "cosyagent.";
+  const strings = window.COSY_STRINGS;
+
+  function stored(key, fallback) {
+    try {
+      return localStorage.getItem(STORE + key) ?? fallback;
+    } catch {
+      return fallback;
+    }
+  }
+
+  function store(key, value) {
+    try {
+      localStorage.setItem(STORE + key, value);
+    } catch {
+      /* private mode: the setting lasts for this page only */
+    }
+  }
+
+  const prefersDark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
+  let theme = stored("theme", prefersDark ? "dark" : "light");
+  let lang = stored("lang", (navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en");
+  const listeners = [];
+
+  function t(key, ...args) {
+    const text = (strings[lang] && strings[lang][key]) ?? strings.en[key] ?? key;
+    return text.replace(/\{(\d+)\}/g, (_, i) => String(args[Number(i)] ?? ""));
+  }
+
+  function applyTheme() {
+    document.documentElement.dataset.theme = theme;
+  }
+
+  function applyLanguage() {
+    document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+    for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+    for (const el of document.querySelectorAll("[data-i18n-placeholder]")) el.placeholder = t(el.dataset.i18nPlaceholder);
+    for (const el of document.querySelectorAll("[data-i18n-title]")) el.title = t(el.dataset.i18nTitle);
+    const title = document.body.dataset.titleKey;
+    if (title) document.title = t(title);
+    for (const listener of listeners) listener(lang);
+  }
+
+  function setTheme(value) {
+    theme = value;
+    store("theme", theme);
+    applyTheme();
+    document.dispatchEvent(new Event("cosy:theme"));
+  }
+
+  function setLanguage(value) {
+    lang = value;
+    store("lang", lang);
+    applyLanguage();
+  }
+
+  // Resolve relative to the page, so the client also works behind a path prefix.
+  function apiUrl(path) {
+    return new URL(path.replace(/^\//, ""), document.baseURI).toString();
+  }
+
+  function apiHeaders(extra) {
+    const headers = new Headers(extra || {});
+    const key = stored("apiKey", "");
+    if (key) headers.set("Authorization", "Bearer " + key);
+    return headers;
+  }
+
+  async function api(path, options = {}) {
+    return fetch(apiUrl(path), { ...options, headers: apiHeaders(options.headers) });
+  }
+
+  // The message of an OpenAI-style error body, else the status line.
+  async function errorText(response) {
+    try {
+      const body = await response.clone().json();
+      if (body && body.error && body.error.message) return body.error.message;
+      if (body && body.detail) return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    } catch {
+      /* not JSON */
+    }
+    return `${response.status} ${response.statusText}`.trim();
+  }
+
+  // Voices: GET /v1/voices (usable ones), else the TTS engine's list in GET /v1/health.
+  async function loadVoices(select, preferred) {
+    let voices = [];
+    try {
+      const response = await api("v1/voices");
+      if (response.ok) {
+        const body = await response.json();
+        voices = (body.data || []).filter((v) => v.usable !== false).map((v) => ({ id: v.id, name: v.name || v.id }));
+      }
+    } catch {
+      /* fall back to health */
+    }
+    if (!voices.length) {
+      const response = await api("v1/health");
+      if (!response.ok) throw new Error(await errorText(response));
+      const health = await response.json();
+      voices = ((health.engines && health.engines.tts && health.engines.tts.voices) || []).map((id) => ({ id, name: id }));
+    }
+    select.replaceChildren(
+      ...voices.map((v) => {
+        const option = document.createElement("option");
+        option.value = v.id;
+        option.textContent = v.name === v.id ? v.id : `${v.name} (${v.id})`;
+        return option;
+      }),
+    );
+    const wanted = preferred || stored("voice", "");
+    if (voices.some((v) => v.id === wanted)) select.value = wanted;
+    select.disabled = !voices.length;
+    select.addEventListener("change", () => store("voice", select.value));
+    return voices;
+  }
+
+  function bindChrome() {
+    const themeButton = document.getElementById("theme-toggle");
+    const langButton = document.getElementById("lang-toggle");
+    if (themeButton) themeButton.addEventListener("click", () => setTheme(theme === "dark" ? "light" : "dark"));
+    if (langButton) langButton.addEventListener("click", () => setLanguage(lang === "zh" ? "en" : "zh"));
+    const keyInput = document.getElementById("api-key");
+    if (keyInput) {
+      keyInput.value = stored("apiKey", "");
+      keyInput.addEventListener("change", () => store("apiKey", keyInput.value.trim()));
+    }
+    applyLanguage();
+  }
+
+  applyTheme();
+  document.addEventListener("DOMContentLoaded", bindChrome);
+
+  window.Cosy = {
+    t,
+    api,
+    apiUrl,
+    apiHeaders,
+    errorText,
+    loadVoices,
+    stored,
+    store,
+    onLanguage: (listener) => listeners.push(listener),
+    get lang() {
+      return lang;
+    },
+    setTheme,
+    setLanguage,
+  };
+})();

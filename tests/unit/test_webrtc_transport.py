@@ -1,0 +1,207 @@
+"""The WebRTC transport's parts without a network: the reply track, the microphone
+converter, offer checks, format pinning, and RealtimeSession.append_audio."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import re
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from aiortc import RTCConfiguration, RTCPeerConnection
+from av import AudioFrame
+
+from cosyagent.agent.events import Event
+from cosyagent.agent.realtime_core import RealtimeCore
+from cosyagent.agent.session import RealtimeSession, SessionEngines
+from cosyagent.agent.session_config import SessionConfig
+from cosyagent.config import DEFAULT_CONFIG, ConfigError, WebRTCConfig
+from cosyagent.engines.vad import SileroVAD
+from cosyagent.transports.webrtc import ice_servers_from_config, pin_audio_formats
+from cosyagent.transports.webrtc_audio import FRAME_SAMPLES, MicrophoneConverter, ReplyAudioTrack
+from cosyagent.transports.webrtc_offer import OfferError, check_offer
+from tests.support import pcm16, read_clip
+
+
+def tone_24k(seconds: float, amplitude: float = 0.5) -> bytes:
+    t = np.arange(int(24000 * seconds)) / 24000
+    return pcm16((amplitude * np.sin(2 * np.pi * 440 * t)).astype(np.float32))
+
+
+def frame_rms(frame: AudioFrame) -> float:
+    samples = frame.to_ndarray().astype(np.float32) / 32768
+    return float(np.sqrt(np.mean(samples**2)))
+
+
+class Playback:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def __call__(self, event: str, response_id: str) -> None:
+        self.events.append((event, response_id))
+
+
+async def test_reply_track_plays_queued_audio_in_20ms_frames_then_silence() -> None:
+    playback = Playback()
+    track = ReplyAudioTrack(playback)
+    track.push("resp_1", tone_24k(0.1))
+    track.finish("resp_1")
+    assert track.queued_ms >= 100
+    frames = [await track.recv() for _ in range(int(track.queued_ms / 20) + 3)]
+    assert all(f.samples == FRAME_SAMPLES and f.sample_rate == 48000 and f.layout.name == "mono" for f in frames)
+    assert [f.pts for f in frames] == [i * FRAME_SAMPLES for i in range(len(frames))]
+    voiced = [frame_rms(f) > 0.1 for f in frames]
+    assert voiced[:4] == [True] * 4 and voiced[-3:] == [False] * 3
+    assert playback.events == [("started", "resp_1"), ("stopped", "resp_1")]
+    track.stop()
+
+
+async def test_reply_track_is_paced_by_the_wall_clock() -> None:
+    track = ReplyAudioTrack(Playback())
+    began = time.monotonic()
+    for _ in range(11):
+        await track.recv()
+    assert 0.17 <= time.monotonic() - began < 0.6  # ten 20 ms steps after the first frame
+    track.stop()
+
+
+async def test_clearing_the_reply_track_cuts_the_response_off_at_once() -> None:
+    playback = Playback()
+    track = ReplyAudioTrack(playback)
+    track.push("resp_1", tone_24k(1.0))
+    await track.recv()
+    assert track.clear() == "resp_1"
+    assert track.queued_ms == 0
+    assert frame_rms(await track.recv()) == 0.0
+    assert track.clear() is None  # nothing left to cut
+    # A later response starts cleanly.
+    track.push("resp_2", tone_24k(0.2))
+    track.finish("resp_2")
+    while track.queued_ms:
+        await track.recv()
+    assert playback.events == [("started", "resp_1"), ("started", "resp_2"), ("stopped", "resp_2")]
+    track.stop()
+
+
+async def test_microphone_frames_become_pcm16_mono_at_24khz() -> None:
+    converter = MicrophoneConverter()
+    stereo = np.zeros((1, 960 * 2), dtype=np.int16)  # 20 ms at 48 kHz, interleaved stereo
+    out = b""
+    for index in range(10):
+        frame = AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
+        frame.sample_rate = 48000
+        frame.pts = index * 960
+        frame.time_base = fractions.Fraction(1, 48000)
+        out += converter.convert(frame)
+    assert abs(len(out) // 2 - 10 * 480) <= 480  # 200 ms at 24 kHz, less the resampler's delay
+
+
+async def offer_sdp(audio: bool = True) -> str:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        if audio:
+            pc.addTransceiver("audio", direction="sendrecv")
+        pc.createDataChannel("oai-events")
+        await pc.setLocalDescription(await pc.createOffer())
+        return str(pc.localDescription.sdp)
+    finally:
+        await pc.close()
+
+
+async def test_a_good_offer_passes() -> None:
+    description = check_offer(await offer_sdp())
+    assert [m.kind for m in description.media] == ["audio", "application"]
+
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (lambda sdp: "", "empty"),
+        (lambda sdp: "hello", "must start with 'v=0'"),
+        (lambda sdp: sdp.replace("a=sendrecv", "a=inactive"), "inactive"),
+        (lambda sdp: re.sub(r"(a=rtpmap:\d+ )\w+", r"\1x-unknown", sdp), "codec"),
+        (lambda sdp: "\r\n".join(line for line in sdp.split("\r\n") if not line.startswith("a=ice-pwd")), "ICE"),
+        (
+            lambda sdp: "\r\n".join(line for line in sdp.split("\r\n") if not line.startswith("a=fingerprint")),
+            "fingerprint",
+        ),
+        (lambda sdp: sdp + "a=x" * 70000, "bytes"),
+    ],
+)
+async def test_bad_offers_are_refused_with_a_reason(mangle: Any, reason: str) -> None:
+    with pytest.raises(OfferError) as refused:
+        check_offer(mangle(await offer_sdp()))
+    assert reason in refused.value.message
+
+
+async def test_an_offer_without_audio_is_refused() -> None:
+    with pytest.raises(OfferError, match="no audio section"):
+        check_offer(await offer_sdp(audio=False))
+
+
+def test_audio_formats_are_pinned_for_webrtc() -> None:
+    update = {
+        "type": "session.update",
+        "session": {
+            "instructions": "x",
+            "audio": {
+                "input": {"format": {"type": "audio/pcmu"}},
+                "output": {"format": {"type": "audio/pcma"}, "voice": "v"},
+            },
+        },
+    }
+    assert pin_audio_formats(update)["session"] == {
+        "instructions": "x",
+        "audio": {"input": {}, "output": {"voice": "v"}},
+    }
+    create = {"type": "response.create", "response": {"audio": {"output": {"format": {"type": "audio/pcmu"}}}}}
+    assert pin_audio_formats(create)["response"] == {"audio": {"output": {}}}
+    odd = {"type": ["not", "a", "string"], "session": "nope"}
+    assert pin_audio_formats(odd) == odd
+
+
+async def test_session_append_audio_drives_turn_detection() -> None:
+    vad = SileroVAD()
+    vad.load()
+    core = RealtimeCore(
+        SessionConfig(model="test", instructions="", voice="jf_alpha"),
+        vad=vad.new_stream(),
+        tts_sample_rate=24000,
+        voice_exists=lambda voice: True,
+    )
+    sent: list[Event] = []
+
+    async def send(event: Event) -> None:
+        sent.append(event)
+
+    inbox: asyncio.Queue[str | None] = asyncio.Queue()
+    engines = SessionEngines(asr=None, llm=None, tts=None)  # type: ignore[arg-type]  # no turn ends here
+    session = RealtimeSession(core, engines, send, output_lead_ms=300)
+    runner = asyncio.create_task(session.run(inbox.get))
+    await asyncio.sleep(0)  # run() has started: session.created is out
+    speech = pcm16(read_clip("en_dublin_q.wav", 24000)[: 24000 * 2])  # 2 s: the turn starts, does not end
+    for offset in range(0, len(speech), 960):
+        session.append_audio(speech[offset : offset + 960])
+    session.append_audio(b"\x00")  # odd bytes: an error event, the session goes on
+    await asyncio.sleep(0.1)
+    await inbox.put(None)
+    await asyncio.wait_for(runner, 5)
+    kinds = [e["type"] for e in sent]
+    assert kinds[0] == "session.created"
+    assert "input_audio_buffer.speech_started" in kinds
+    assert any(e["type"] == "error" and e["error"]["code"] == "invalid_audio" for e in sent)
+
+
+def test_ice_servers_come_from_config_and_are_checked() -> None:
+    assert ice_servers_from_config(()) == []  # an explicit empty list: aiortc contacts no STUN server
+    (turn,) = ice_servers_from_config(({"urls": ["turn:t.example:3478"], "username": "u", "credential": "p"},))
+    assert (turn.urls, turn.username, turn.credential) == (["turn:t.example:3478"], "u", "p")
+    shipped = yaml.safe_load(DEFAULT_CONFIG.read_text())["webrtc"]
+    assert shipped["ice_servers"] == [] and WebRTCConfig(**{**shipped, "ice_servers": ()}).max_calls >= 1
+    for bad in ({"url": "stun:x"}, {"urls": 3}, {"urls": "stun:x", "password": "p"}, "stun:x"):
+        with pytest.raises(ConfigError):
+            WebRTCConfig(ice_servers=(bad,))  # type: ignore[arg-type]
