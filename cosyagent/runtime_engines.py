@@ -1,0 +1,51 @@
+"""Which ASR and TTS engines the config names: the embedded ones, or the production (GPU) ones."""
+
+from __future__ import annotations
+
+from cosyagent.config import ASRConfig, ConfigError, TTSConfig
+from cosyagent.engines.asr import WhisperASR
+from cosyagent.engines.cosyvoice_tts import CosyVoiceTTS
+from cosyagent.engines.cosyvoice_voices import CosyVoiceVoiceFeatures
+from cosyagent.engines.funasr_asr import FunASRNano
+from cosyagent.engines.tts import KokoroTTS
+from cosyagent.engines.voices import KokoroVoiceFeatures, SpeakerFeatureEngine
+
+ASREngine = WhisperASR | FunASRNano
+TTSEngine = KokoroTTS | CosyVoiceTTS
+
+
+def build_asr(config: ASRConfig) -> ASREngine:
+    if config.engine == "whisper":
+        return WhisperASR(cpu_threads=config.threads, beam_size=config.beam_size)
+    if config.engine == "funasr":
+        if not config.model_dir:
+            raise ConfigError("asr.engine 'funasr' needs asr.model_dir (a Fun-ASR-Nano-2512 directory)")
+        return FunASRNano(
+            config.model_dir, device=config.device, language=config.language, hotwords=config.hotwords, itn=config.itn
+        )
+    raise ConfigError(f"asr.engine must be 'whisper' or 'funasr', not {config.engine!r}")
+
+
+def build_tts(config: TTSConfig) -> tuple[TTSEngine, SpeakerFeatureEngine]:
+    """The engine and its voice-library adapter."""
+    if config.engine == "kokoro":
+        kokoro = KokoroTTS(threads=config.threads)
+        return kokoro, KokoroVoiceFeatures(kokoro)
+    if config.engine == "cosyvoice":
+        if not config.model_dir:
+            raise ConfigError("tts.engine 'cosyvoice' needs tts.model_dir (a Fun-CosyVoice3-0.5B-2512 directory)")
+        try:
+            cosyvoice = CosyVoiceTTS(
+                config.model_dir,
+                prompt_wav=config.prompt_wav,
+                prompt_text=config.prompt_text,
+                default_voice=config.voice_name,
+                instruct=config.instruct,
+                max_concurrency=config.max_concurrency,
+                max_queue=config.max_queue,
+                fp16=config.fp16,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"tts: {exc}") from exc
+        return cosyvoice, CosyVoiceVoiceFeatures(cosyvoice)
+    raise ConfigError(f"tts.engine must be 'kokoro' or 'cosyvoice', not {config.engine!r}")

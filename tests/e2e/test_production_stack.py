@@ -1,0 +1,156 @@
+"""The production engines selected by config, behind the same server and APIs.
+
+Fun-ASR-Nano is the tiny random-weight model through the real funasr code; CosyVoice3
+is fake_cosyvoice (upstream's API at ace7c47); the LLM is a scripted OpenAI-compatible
+endpoint. Runs in .venv-funasr (make test). Ports 8600-8699.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("funasr", reason="funasr runs in .venv-funasr (make test)")
+
+import uvicorn
+import yaml
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+
+from cosyagent.config import load_config
+from cosyagent.engines.streaming import streams_text
+from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, stream_reply
+from cosyagent.runtime import Runtime
+from cosyagent.web.app import create_app
+from tests.engines.funasr_tiny import build_tiny_fun_asr_nano
+from tests.fakes.cosyvoice_support import PROMPT_TEXT, PROMPT_WAV, make_model_dir, use_fake_cosyvoice
+
+REPLY = ["Sure", ", the museum", " opens at nine.", " It closes at five."]
+
+
+def _port() -> int:
+    for port in range(8600, 8700):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 8600-8699")
+
+
+def _scripted_llm() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: dict[str, Any]) -> StreamingResponse:
+        async def events() -> AsyncIterator[str]:
+            for delta in REPLY:
+                chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
+                         "choices": [{"index": 0, "delta": {"content": delta}, "finish_reason": None}]}
+                yield f"data: {json.dumps(chunk)}\n\n"
+                await asyncio.sleep(0.02)
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": "scripted", "object": "model"}]}
+
+    return app
+
+
+@contextlib.asynccontextmanager
+async def _serve(app: Any, port: int) -> AsyncIterator[None]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(1200):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.05)
+        if not server.started:
+            task.result()
+            raise RuntimeError("server did not start")
+        yield
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Runtime, str]]:
+    use_fake_cosyvoice()
+    root = tmp_path_factory.mktemp("production")
+    llm_port = _port()
+    async with _serve(_scripted_llm(), llm_port):
+        config = {
+            "server": {"data_dir": str(root / "data")},
+            "realtime": {"voice": "default"},
+            "asr": {"engine": "funasr", "model_dir": str(build_tiny_fun_asr_nano(root / "asr")), "device": "cpu"},
+            "tts": {"engine": "cosyvoice", "model_dir": str(make_model_dir(root / "tts")),
+                    "prompt_wav": str(PROMPT_WAV), "prompt_text": PROMPT_TEXT},
+            "llm": {"engine": "openai", "base_url": f"http://127.0.0.1:{llm_port}/v1", "model": "scripted"},
+        }
+        (root / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+        runtime = Runtime.from_config(load_config(root / "config.yaml", environ={}))
+        port = _port()
+        async with _serve(create_app(runtime), port):
+            yield runtime, f"http://127.0.0.1:{port}/v1"
+
+
+async def test_health_names_the_production_engines(stack: tuple[Runtime, str]) -> None:
+    _, base = stack
+    async with httpx.AsyncClient(timeout=60) as client:
+        health = (await client.get(f"{base}/health")).json()
+    assert health["engines"]["asr"]["engine"] == "fun-asr-nano" and health["engines"]["asr"]["loaded"]
+    assert health["engines"]["tts"]["engine"] == "cosyvoice3" and "default" in health["engines"]["tts"]["voices"]
+
+
+async def test_transcriptions_route_runs_fun_asr_nano(stack: tuple[Runtime, str]) -> None:
+    _, base = stack
+    wav = io.BytesIO()
+    sf.write(wav, np.zeros(16000, dtype=np.float32) + 0.01, 16000, format="WAV")
+    async with httpx.AsyncClient(timeout=120) as client:
+        response = await client.post(
+            f"{base}/audio/transcriptions",
+            files={"file": ("clip.wav", wav.getvalue(), "audio/wav")},
+            data={"model": "whisper-1", "response_format": "json"},
+        )
+    assert response.status_code == 200, response.text
+    assert isinstance(response.json()["text"], str)
+
+
+async def test_speech_route_streams_cosyvoice_audio(stack: tuple[Runtime, str]) -> None:
+    _, base = stack
+    async with httpx.AsyncClient(timeout=120) as client:
+        response = await client.post(
+            f"{base}/audio/speech",
+            json={"model": "tts-1", "input": "Hello from the production stack.", "voice": "default",
+                  "response_format": "pcm"},
+        )
+    assert response.status_code == 200, response.text
+    assert len(response.content) > 24000  # more than half a second of 24 kHz 16-bit audio
+
+
+async def test_pipeline_feeds_llm_tokens_into_cosyvoice(stack: tuple[Runtime, str]) -> None:
+    runtime, _ = stack
+    engines = runtime.session_engines()
+    assert streams_text(engines.tts)
+    request = ReplyRequest(messages=[{"role": "user", "content": "When does it open?"}], voice="default")
+    events = [e async for e in stream_reply(request, engines.llm, engines.tts)]
+    audio = [e for e in events if isinstance(e, AudioChunk)]
+    assert audio and sum(e.samples.size for e in audio) > 0
+    spoken = " ".join(e.clause for e in audio if e.clause)
+    assert spoken.replace(" ", "") == "".join(REPLY).replace(" ", "")

@@ -1,0 +1,1 @@
+"""Fake CosyVoice package for tests (see ../README.md)."""
