@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 # Build only the llama.cpp library (4 min on 2 cores instead of 11).
 LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF
 
-.PHONY: install serve test lint unit clean
+.PHONY: install serve test lint unit clean browser-deps funasr-venv
 
 install: $(STAMP)
 
@@ -47,8 +47,40 @@ lint: install
 unit: install
 	$(BIN)/python -m pytest tests/unit -q
 
-test: install lint
+# tests/browser: Debian's Chromium (a CJK font for the Chinese UI) and playwright-core from npm
+# (package-lock.json); never a browser download. Skipped when already there.
+BROWSER_APT_PACKAGES := chromium fonts-wqy-microhei
+
+browser-deps:
+	@missing=""; for p in $(BROWSER_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ] || [ ! -x /usr/bin/chromium ]; then \
+	  echo "Installing Debian packages:$${missing:- chromium}"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(BROWSER_APT_PACKAGES); \
+	fi
+	@[ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
+
+# The production engines' tests need torch + funasr. torch 2.13 requires setuptools>=77, which would
+# change .venv, so they get a venv of their own: .venv-funasr holds only torch, funasr and their
+# dependencies (exact pins in constraints/funasr.txt) and sees everything else of .venv through a
+# .pth file placed after its own site-packages. Built once (stamp), no stdin.
+FUNASR_VENV := .venv-funasr
+FUNASR_STAMP := $(FUNASR_VENV)/.installed
+FUNASR_TESTS := tests/engines/test_funasr_engine.py tests/engines/test_cosyvoice_engine.py tests/e2e/test_production_stack.py
+
+funasr-venv: $(FUNASR_STAMP)
+
+$(FUNASR_STAMP): constraints/funasr.txt | $(STAMP)
+	$(PYTHON) -m venv $(FUNASR_VENV)
+	$(FUNASR_VENV)/bin/python -m pip install -q --no-input -r constraints/funasr.txt
+	@base=$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+	own=$$($(FUNASR_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+	echo "import site; site.addsitedir('$$base')" > "$$own/zz-cosyagent-base.pth"
+	@touch $@
+
+test: install lint browser-deps $(FUNASR_STAMP)
 	$(BIN)/python -m pytest -q
+	$(FUNASR_VENV)/bin/python -m pytest -q $(FUNASR_TESTS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FUNASR_VENV) .mypy_cache .ruff_cache

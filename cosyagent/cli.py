@@ -1,4 +1,4 @@
-"""`cosyagent serve | talk`."""
+"""`cosyagent serve | talk | models`."""
 
 from __future__ import annotations
 
@@ -32,9 +32,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     talk.add_argument("--voice", default=None, help="voice for the reply")
     talk.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
 
+    models = commands.add_parser("models", help="download or list the production models (Fun-ASR-Nano, CosyVoice3)")
+    models_commands = models.add_subparsers(dest="models_command", required=True)
+    download = models_commands.add_parser("download", help="download (or resume) a model")
+    download.add_argument("name", help="Fun-ASR-Nano-2512 or Fun-CosyVoice3-0.5B-2512")
+    download.add_argument("--hub", default="huggingface", choices=["huggingface", "modelscope"])
+    download.add_argument("--base-url", default=None, help="hub URL (a mirror); default: the hub's own")
+    download.add_argument("--dir", default=None, help="models folder (default $COSYAGENT_MODELS_DIR or ~/.local/share)")
+    listing = models_commands.add_parser("list", help="show which models are present and where")
+    listing.add_argument("--dir", default=None, help="models folder")
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "models":
+        return _models(args)
     from cosyagent.talk import run_talk
 
     exit_code: int = run_talk(args)
@@ -64,6 +76,24 @@ def _serve(args: argparse.Namespace) -> int:
         ws_max_size=_WS_MAX_BYTES,
         ws_ping_interval=None,  # the Realtime API has no keepalive; don't drop idle clients
     )
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from cosyagent.model_store import ModelStoreError, download, models_dir, status
+
+    root = models_dir(args.dir)
+    if args.models_command == "list":
+        for spec, path, missing in status(root):
+            state = "present" if not missing else ("absent" if not path.exists() else f"incomplete, missing {missing}")
+            print(f"{spec.name:28} {state:10} {path}  ({spec.engine}, model_dir: {path})")
+        return 0
+    try:
+        path = download(args.name, root, hub=args.hub, base_url=args.base_url)
+    except ModelStoreError as exc:
+        print(f"cosyagent: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.name} is in {path}")
     return 0
 
 

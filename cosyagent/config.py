@@ -27,6 +27,24 @@ class ServerConfig:
     port: int = 8188
     max_sessions: int = 16
     cors_origins: tuple[str, ...] = ()
+    # Bearer keys accepted on every /v1 route and the realtime socket; none: no auth.
+    api_keys: tuple[str, ...] = ()
+    data_dir: str = "~/.local/share/cosyagent"  # user voices and their cached speaker features
+
+    def __post_init__(self) -> None:
+        if any(not isinstance(key, str) or not key.strip() for key in self.api_keys):
+            raise ConfigError("server.api_keys must be non-empty strings")
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Bounds on what the /v1/audio and /v1/voices routes accept."""
+
+    max_upload_mb: float = 25.0
+    max_speech_input_chars: int = 4096
+    max_transcription_seconds: float = 1800.0
+    voice_clip_min_seconds: float = 1.0
+    voice_clip_max_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -38,7 +56,7 @@ class RealtimeConfig:
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
     interrupt_min_speech_ms: int = 200  # shorter sounds (a cough, a fragment) don't cut the agent off
-    max_output_tokens: int = 150
+    max_output_tokens: int = 80  # ~15 s of speech: voice replies should be short
     output_lead_ms: int = 300  # audio is sent at most this far ahead of real time
     max_event_bytes: int = 1 << 20
     max_append_bytes: int = 512 * 1024
@@ -53,9 +71,14 @@ class VADConfig:
 
 @dataclass(frozen=True)
 class ASRConfig:
-    engine: str = "whisper"
+    engine: str = "whisper"  # "whisper" (embedded) or "funasr" (Fun-ASR-Nano, extra [funasr])
     threads: int = 2
     beam_size: int = 1
+    model_dir: str | None = None  # funasr: a Fun-ASR-Nano-2512 directory (`cosyagent models download`)
+    device: str = "auto"  # funasr: "auto" (cuda if available, else cpu), "cuda:0", "cpu"
+    language: str | None = None  # funasr: "zh", "en", "ja" or None (the model decides)
+    hotwords: tuple[str, ...] = ()  # funasr: words to favour (names, jargon)
+    itn: bool = True  # funasr: inverse text normalization ("二十" -> "20")
 
 
 @dataclass(frozen=True)
@@ -66,13 +89,46 @@ class LLMConfig:
     api_key: str | None = None
     threads: int = 2
     context_tokens: int = 2048
+    nice: int = 10  # embedded server's CPU priority below speech synthesis (0 = same)
     timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
 class TTSConfig:
-    engine: str = "kokoro"
+    engine: str = "kokoro"  # "kokoro" (embedded) or "cosyvoice" (Fun-CosyVoice3, extra [cosyvoice])
     threads: int = 2
+    model_dir: str | None = None  # cosyvoice: a Fun-CosyVoice3-0.5B-2512 directory
+    prompt_wav: str | None = None  # cosyvoice: clip of the default voice (registered once, cached)
+    prompt_text: str | None = None  # cosyvoice: what prompt_wav says
+    voice_name: str = "default"  # cosyvoice: the name the prompt voice is registered under
+    instruct: str | None = None  # cosyvoice: style/dialect instruction for every reply
+    max_concurrency: int = 4  # cosyvoice: generations at once; more wait in a queue
+    max_queue: int = 32  # cosyvoice: waiting generations; more are refused (busy)
+    fp16: bool = False  # cosyvoice: half precision on a GPU
+
+
+_ICE_SERVER_KEYS = {"urls", "username", "credential"}
+
+
+@dataclass(frozen=True)
+class WebRTCConfig:
+    max_calls: int = 4  # concurrent /v1/realtime/calls peer connections; more get 503
+    # STUN/TURN servers for the server's own ICE candidates, e.g. {urls: "stun:stun.example.org:3478"}
+    # or {urls: "turn:turn.example.org:3478", username: ..., credential: ...}. None by default: no
+    # outside server is ever contacted, and only host candidates are offered.
+    ice_servers: tuple[dict[str, Any], ...] = ()
+    connect_timeout_s: float = 20.0  # a call whose peer connection is not up by then is ended
+
+    def __post_init__(self) -> None:
+        for index, server in enumerate(self.ice_servers):
+            where = f"webrtc.ice_servers[{index}]"
+            if not isinstance(server, dict) or not server.get("urls"):
+                raise ConfigError(f"{where} must be a mapping with 'urls'")
+            if set(server) - _ICE_SERVER_KEYS:
+                raise ConfigError(f"unknown key(s) in {where}: {', '.join(sorted(set(server) - _ICE_SERVER_KEYS))}")
+            urls = server["urls"]
+            if not (isinstance(urls, str) or (isinstance(urls, list) and all(isinstance(u, str) for u in urls))):
+                raise ConfigError(f"{where}.urls must be a string or a list of strings")
 
 
 @dataclass(frozen=True)
@@ -83,6 +139,8 @@ class Config:
     asr: ASRConfig = field(default_factory=ASRConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     tts: TTSConfig = field(default_factory=TTSConfig)
+    webrtc: WebRTCConfig = field(default_factory=WebRTCConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 T = TypeVar("T")
@@ -91,6 +149,11 @@ ENV_OVERRIDES = {
     "COSYAGENT_LLM_BASE_URL": ("llm", "base_url"),
     "COSYAGENT_LLM_MODEL": ("llm", "model"),
     "COSYAGENT_LLM_API_KEY": ("llm", "api_key"),
+    "COSYAGENT_DATA_DIR": ("server", "data_dir"),
+}
+LIST_ENV_OVERRIDES = {  # comma-separated
+    "COSYAGENT_API_KEYS": ("server", "api_keys"),
+    "COSYAGENT_CORS_ORIGINS": ("server", "cors_origins"),
 }
 
 
@@ -108,6 +171,9 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     for variable, (section, key) in ENV_OVERRIDES.items():
         if env.get(variable):
             raw.setdefault(section, {})[key] = env[variable]
+    for variable, (section, key) in LIST_ENV_OVERRIDES.items():
+        if env.get(variable):
+            raw.setdefault(section, {})[key] = [item.strip() for item in env[variable].split(",") if item.strip()]
     if env.get("COSYAGENT_LLM_BASE_URL"):
         raw["llm"]["engine"] = "openai"
     return _build(Config, raw, "")
@@ -126,6 +192,8 @@ def _build(cls: type[T], raw: Any, where: str) -> T:
         if dataclasses.is_dataclass(default):
             values[name] = _build(type(default), value, f"{where}{name}.")
         elif isinstance(default, tuple):
+            if isinstance(value, str | dict):  # tuple("key") would be its characters
+                raise ConfigError(f"{where}{name} must be a list")
             values[name] = tuple(value or ())
         else:
             values[name] = _coerce(value, default, f"{where}{name}")

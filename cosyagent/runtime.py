@@ -7,17 +7,19 @@ import importlib.metadata
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from cosyagent.agent.library_synthesizer import LibrarySynthesizer
 from cosyagent.agent.realtime_core import CoreLimits, RealtimeCore
 from cosyagent.agent.session import SessionEngines
 from cosyagent.agent.session_config import SessionConfig, TurnDetection
+from cosyagent.agent.voice_library import ClipLimits, VoiceLibrary
 from cosyagent.config import Config, ConfigError
-from cosyagent.engines.asr import WhisperASR
 from cosyagent.engines.llama_server import EmbeddedLlamaServer
 from cosyagent.engines.llm import OpenAICompatibleLLM
-from cosyagent.engines.tts import KokoroTTS
 from cosyagent.engines.vad import SileroVAD
+from cosyagent.runtime_engines import ASREngine, TTSEngine, build_asr, build_tts
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +30,11 @@ _VERSIONED_PACKAGES = ("cosyagent", "faster-whisper", "kokoro-onnx", "llama-cpp-
 class Runtime:
     config: Config
     vad: SileroVAD
-    asr: WhisperASR
-    tts: KokoroTTS
+    asr: ASREngine  # asr.engine: whisper (embedded) | funasr
+    tts: TTSEngine  # tts.engine: kokoro (embedded) | cosyvoice
     llm_server: EmbeddedLlamaServer | None
+    voices: VoiceLibrary  # built-in and user voices, their speaker features
+    speech: LibrarySynthesizer  # the TTS engine speaking any voice of the library
     llm: OpenAICompatibleLLM | None = None
     active_sessions: int = 0
     load_seconds: dict[str, float] = field(default_factory=dict)
@@ -38,23 +42,26 @@ class Runtime:
     @classmethod
     def from_config(cls, config: Config) -> Runtime:
         _require(config.vad.engine, "silero", "vad.engine")
-        _require(config.asr.engine, "whisper", "asr.engine")
-        _require(config.tts.engine, "kokoro", "tts.engine")
         if config.llm.engine not in ("embedded", "openai"):
             raise ConfigError(f"llm.engine must be 'embedded' or 'openai', not {config.llm.engine!r}")
         if config.llm.engine == "openai" and not (config.llm.base_url and config.llm.model):
             raise ConfigError("llm.engine 'openai' needs llm.base_url and llm.model (or COSYAGENT_LLM_BASE_URL/_MODEL)")
         server = (
-            EmbeddedLlamaServer(n_threads=config.llm.threads, n_ctx=config.llm.context_tokens)
+            EmbeddedLlamaServer(n_threads=config.llm.threads, n_ctx=config.llm.context_tokens, nice=config.llm.nice)
             if config.llm.engine == "embedded"
             else None
         )
+        tts, features = build_tts(config.tts)
+        limits = ClipLimits(config.limits.voice_clip_min_seconds, config.limits.voice_clip_max_seconds)
+        voices = VoiceLibrary(Path(config.server.data_dir).expanduser() / "voices", features, limits)
         return cls(
             config=config,
             vad=SileroVAD(),
-            asr=WhisperASR(cpu_threads=config.asr.threads, beam_size=config.asr.beam_size),
-            tts=KokoroTTS(threads=config.tts.threads),
+            asr=build_asr(config.asr),
+            tts=tts,
             llm_server=server,
+            voices=voices,
+            speech=LibrarySynthesizer(tts, voices),
         )
 
     async def start(self) -> None:
@@ -66,6 +73,9 @@ class Runtime:
             self.load_seconds[name] = round(time.monotonic() - began, 2)
         if self.config.realtime.voice not in self.tts.voices():
             raise ConfigError(f"realtime.voice {self.config.realtime.voice!r} is not one of {self.tts.voices()}")
+        began = time.monotonic()
+        await loop.run_in_executor(None, self.voices.open)  # logs which voices were warmed
+        self.load_seconds["voices"] = round(time.monotonic() - began, 2)
         began = time.monotonic()
         if self.llm_server is not None:
             await self.llm_server.start()
@@ -91,10 +101,11 @@ class Runtime:
     def session_engines(self) -> SessionEngines:
         if self.llm is None:
             raise RuntimeError("Runtime.start() has not run")
-        return SessionEngines(asr=self.asr, llm=self.llm, tts=self.tts)
+        return SessionEngines(asr=self.asr, llm=self.llm, tts=self.speech)
 
     def voice_exists(self, voice: str) -> bool:
-        return voice in self.tts.voices()
+        """Any voice of the library: built-in, or a user voice by id or name."""
+        return self.voices.exists(voice)
 
     def new_core(self, model: str | None) -> RealtimeCore:
         """A fresh protocol core with this server's defaults (one per connection)."""
@@ -132,14 +143,14 @@ class Runtime:
             "sessions": self.active_sessions,
             "engines": {
                 "vad": {"engine": "silero", "loaded": self.vad.loaded},
-                "asr": {"engine": "whisper-tiny.en", "loaded": self.asr.loaded, "languages": list(self.asr.languages)},
+                "asr": {"engine": self.asr.name, "loaded": self.asr.loaded, "languages": list(self.asr.languages)},
                 "llm": {
                     "engine": self.config.llm.engine,
                     "model": llm_model,
                     "base_url": self.llm.base_url if self.llm else None,
                     "loaded": self.llm is not None,
                 },
-                "tts": {"engine": "kokoro-82m", "loaded": self.tts.loaded, "voices": list(self.tts.voices())},
+                "tts": {"engine": self.tts.name, "loaded": self.tts.loaded, "voices": list(self.tts.voices())},
             },
             "load_seconds": self.load_seconds,
             "versions": {name: _version(name) for name in _VERSIONED_PACKAGES},

@@ -14,7 +14,10 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from cosyagent.engines.base import AudioF32, CancelToken, ChatLLM, ChatMessage, SpeechSynthesizer
+from cosyagent.engines.streaming import TextStreamSynthesizer, streams_text
 from cosyagent.pipeline.clauses import ClauseSplitter
 
 logger = logging.getLogger(__name__)
@@ -80,6 +83,10 @@ async def stream_reply(
         async for delta in _llm_text(request, llm, timings):
             yield TextDelta(delta)
         return
+    if streams_text(tts):  # bi-streaming (CosyVoice3): the LLM's deltas go straight into synthesis
+        async for event in _bistream_reply(request, llm, tts, timings):  # type: ignore[arg-type]
+            yield event
+        return
     clauses: asyncio.Queue[object] = asyncio.Queue()
     producer = asyncio.create_task(_produce_clauses(request, llm, timings, clauses), name="reply-llm")
     cancel = CancelToken()
@@ -127,3 +134,40 @@ async def _produce_clauses(
     except Exception as exc:  # noqa: BLE001  (handed to the consumer, which re-raises it in its own task)
         out.put_nowait(exc)
     out.put_nowait(_DONE)
+
+
+async def _bistream_reply(
+    request: ReplyRequest, llm: ChatLLM, tts: TextStreamSynthesizer, timings: ReplyTimings
+) -> AsyncIterator[ReplyEvent]:
+    """Feed LLM deltas to the synthesizer as they come; each audio chunk carries the clauses completed so far."""
+    splitter = ClauseSplitter()
+    completed: list[str] = []
+
+    async def text() -> AsyncIterator[str]:
+        async for delta in _llm_text(request, llm, timings):
+            for clause in splitter.push(delta):
+                timings.mark("first_clause")
+                completed.append(clause)
+            yield delta
+        for clause in splitter.flush():
+            timings.mark("first_clause")
+            completed.append(clause)
+
+    def take() -> str | None:
+        if not completed:
+            return None
+        joined = " ".join(completed)
+        completed.clear()
+        return joined
+
+    cancel = CancelToken()
+    stream = tts.synthesize_stream(text(), voice=request.voice, speed=request.speed, cancel=cancel)
+    try:
+        async for samples in stream:
+            timings.mark("tts_first_audio")
+            yield AudioChunk(samples, take())
+        if completed:  # text spoken in the last chunk, known only once the stream ended: 1 ms of silence carries it
+            yield AudioChunk(np.zeros(24, dtype=np.float32), take())
+    finally:
+        cancel.cancel()
+        await stream.aclose()  # type: ignore[attr-defined]

@@ -14,6 +14,14 @@ from cosyagent.agent.events import server_error_event
 from cosyagent.agent.session import RealtimeSession, SendEvent
 from cosyagent.runtime import Runtime
 from cosyagent.transports.websocket import refuse_websocket, serve_websocket
+from cosyagent.web.auth import ApiKeyMiddleware
+from cosyagent.web.calls import calls_router
+from cosyagent.web.errors import install_error_handlers
+from cosyagent.web.pages import pages_router
+from cosyagent.web.speech import speech_router
+from cosyagent.web.transcriptions import transcriptions_router
+from cosyagent.web.uploads import BodyLimitMiddleware
+from cosyagent.web.voices import voices_router
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +37,14 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     app = FastAPI(title="cosyagent", version=_version(), lifespan=lifespan)
     app.state.runtime = runtime
+    install_error_handlers(app)  # OpenAI-style {"error": {...}} bodies on /v1
+    # Middleware added later wraps what was added before: CORS, then API keys, then body limits.
+    upload_bytes = int(runtime.config.limits.max_upload_mb * 2**20)
+    body_limits = {"/v1/audio/transcriptions": upload_bytes, "/v1/audio/speech": 1 << 20}
+    voice_paths = ("/v1/voices", "/v1/voices/", "/v1/audio/voices", "/v1/audio/voices/")
+    body_limits |= {path: upload_bytes for path in voice_paths}
+    app.add_middleware(BodyLimitMiddleware, limits=body_limits)
+    app.add_middleware(ApiKeyMiddleware, keys=runtime.config.server.api_keys)
     if runtime.config.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -72,6 +88,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         finally:
             runtime.active_sessions -= 1
 
+    app.include_router(calls_router(runtime))
+    app.include_router(pages_router())
+    app.include_router(speech_router(runtime))
+    app.include_router(transcriptions_router(runtime))
+    app.include_router(voices_router(runtime))
     return app
 
 
