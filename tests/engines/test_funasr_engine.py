@@ -20,8 +20,7 @@ from cosyagent.engines.base import EngineError, EngineUnavailableError, Transcri
 from cosyagent.engines.funasr_asr import FunASRNano
 from tests.engines.funasr_tiny import build_tiny_fun_asr_nano
 
-SHARED_CLIP = Path(__file__).resolve().parents[3] / "shared" / "audio" / "zh_asr_example.wav"
-REPO_CLIP = Path(__file__).resolve().parents[1] / "data" / "en_dublin_q.wav"
+CLIP = Path(__file__).resolve().parents[1] / "data" / "zh_asr_example.wav"  # real Mandarin speech
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +42,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
 
 
 def _clip() -> np.ndarray:
-    path = SHARED_CLIP if SHARED_CLIP.is_file() else REPO_CLIP
-    audio, rate = sf.read(path, dtype="float32", always_2d=True)
+    audio, rate = sf.read(CLIP, dtype="float32", always_2d=True)
     mono = audio.mean(axis=1)
     if rate != 16000:
         import soxr
