@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,7 +23,6 @@ from openai.types.realtime import RealtimeServerEvent
 from cosyagent.talk import Stamped, TurnCollector
 
 DATA = Path(__file__).resolve().parent.parent / "data"
-SHARED_AUDIO = Path("/work/shared/audio")
 COSYAGENT = str(Path(sys.executable).with_name("cosyagent"))
 # Short replies keep the test fast: reply audio is paced to real time.
 CONFIG = """\
@@ -50,10 +48,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def dublin_wav() -> Path:
-    path = DATA / "en_dublin_q.wav"
-    if not path.exists():
-        shutil.copyfile(SHARED_AUDIO / path.name, path)
-    return path
+    return DATA / "en_dublin_q.wav"
 
 
 @pytest.fixture(scope="module")
