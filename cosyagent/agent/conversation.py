@@ -150,8 +150,16 @@ class Conversation:
         return len(self._items) != before
 
     def chat_messages(self, instructions: str, max_items: int) -> list[dict[str, str]]:
-        """The LLM's view: the instructions, then the latest ``max_items`` non-empty messages."""
+        """The LLM's view: the instructions, then at most ``max_items`` recent non-empty messages.
+
+        The window moves in jumps of half its size rather than one item per turn: the
+        prompt's beginning then stays the same for several turns, so the LLM server can
+        reuse its cached prefix instead of re-reading the whole history every turn.
+        """
         messages = [{"role": "system", "content": instructions}] if instructions else []
-        recent = [it for it in self._items if it.visible_text().strip()][-max_items:]
-        messages.extend({"role": it.role, "content": it.visible_text()} for it in recent)
+        visible = [it for it in self._items if it.visible_text().strip()]
+        step = max(1, max_items // 2)
+        overflow = len(visible) - max_items
+        start = -(-overflow // step) * step if overflow > 0 else 0  # overflow rounded up to a step
+        messages.extend({"role": it.role, "content": it.visible_text()} for it in visible[start:])
         return messages

@@ -397,3 +397,19 @@ def test_an_empty_last_transcript_does_not_drop_the_reply_to_earlier_words(vad: 
     assert not core.transcription_done(first.job_id, "And says, how do I get to Dublin?", 2.0)[2:]
     start = only(core.transcription_done(second.job_id, "", 0.2), StartResponse)
     assert start.messages[-1] == {"role": "user", "content": "And says, how do I get to Dublin?"}  # empty one skipped
+
+
+def test_the_context_window_moves_in_jumps_so_the_llm_can_reuse_its_prefix() -> None:
+    from cosyagent.agent.conversation import Conversation, ConversationItem
+
+    conversation = Conversation()
+    firsts = []
+    for turn in range(40):
+        conversation.add(ConversationItem(id=f"u{turn}", role="user", content_type="input_text", text=f"q{turn}"))
+        messages = conversation.chat_messages("sys", max_items=20)
+        assert messages[0] == {"role": "system", "content": "sys"}
+        assert 10 < len(messages) - 1 <= 20 or turn < 20
+        assert messages[-1]["content"] == f"q{turn}"
+        firsts.append(messages[1]["content"])
+    # The first message after the instructions changes once every 10 turns, not every turn.
+    assert firsts == ["q0"] * 20 + ["q10"] * 10 + ["q20"] * 10
