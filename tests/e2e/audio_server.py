@@ -7,7 +7,6 @@ which is what a restart looks like. Ports come from 8400-8499.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import random
@@ -20,13 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 import yaml
 
 from cosyagent.config import load_config
 from cosyagent.runtime import Runtime
-from cosyagent.web.app import create_app
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import LiveServer, serve_in_process
 
 PORTS = range(8400, 8500)
 
@@ -57,25 +54,8 @@ def write_config(directory: Path, sections: dict[str, dict[str, Any]]) -> Path:
 @contextlib.asynccontextmanager
 async def in_process_server(config_file: Path) -> AsyncIterator[LiveServer]:
     runtime = Runtime.from_config(load_config(config_file, environ={}))
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(runtime), host="127.0.0.1", port=port, log_level="warning", ws_max_size=16 << 20,
-        ws_ping_interval=None,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(1200):
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.1)
-        if not server.started:
-            task.result()  # surfaces the startup error
-            raise RuntimeError("server did not start in 120 s")
-        yield LiveServer(runtime, port)
-    finally:
-        server.should_exit = True
-        await task
+    async with serve_in_process(runtime, free_port()) as server:
+        yield server
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ server's tasks and threads before and after a client misbehaves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,10 +36,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-async def live_server() -> AsyncIterator[LiveServer]:
-    runtime = Runtime.from_config(load_config())
-    port = free_port()
+@contextlib.asynccontextmanager
+async def serve_in_process(runtime: Runtime, port: int) -> AsyncIterator[LiveServer]:
+    """uvicorn in the current event loop, on 127.0.0.1:``port``, until the block ends."""
     config = uvicorn.Config(
         create_app(runtime),
         host="127.0.0.1",
@@ -49,13 +49,21 @@ async def live_server() -> AsyncIterator[LiveServer]:
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    for _ in range(600):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.1)
-    if not server.started:
-        task.result()  # surfaces the startup error
-        raise RuntimeError("server did not start in 60 s")
-    yield LiveServer(runtime, port)
-    server.should_exit = True
-    await task
+    try:
+        for _ in range(1200):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.1)
+        if not server.started:
+            task.result()  # surfaces the startup error
+            raise RuntimeError("server did not start in 120 s")
+        yield LiveServer(runtime, port)
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(scope="session")
+async def live_server() -> AsyncIterator[LiveServer]:
+    async with serve_in_process(Runtime.from_config(load_config()), free_port()) as server:
+        yield server

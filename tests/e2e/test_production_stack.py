@@ -8,11 +8,9 @@ LLM is the real embedded llama.cpp server. Runs in .venv-funasr (make test). Por
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import numpy as np
@@ -21,14 +19,13 @@ import soundfile as sf
 
 pytest.importorskip("funasr", reason="funasr runs in .venv-funasr (make test)")
 
-import uvicorn
 import yaml
 
 from cosyagent.config import load_config
 from cosyagent.engines.streaming import streams_text
 from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, stream_reply
 from cosyagent.runtime import Runtime
-from cosyagent.web.app import create_app
+from tests.e2e.conftest import serve_in_process
 from tests.engines.funasr_tiny import build_tiny_fun_asr_nano
 from tests.fakes.cosyvoice_support import PROMPT_TEXT, PROMPT_WAV, make_model_dir, use_fake_cosyvoice
 
@@ -42,24 +39,6 @@ def _port() -> int:
                 continue
             return port
     raise RuntimeError("no free port in 8600-8699")
-
-
-@contextlib.asynccontextmanager
-async def _serve(app: Any, port: int) -> AsyncIterator[None]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(1200):
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.05)
-        if not server.started:
-            task.result()
-            raise RuntimeError("server did not start")
-        yield
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +59,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple
     }
     (root / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     runtime = Runtime.from_config(load_config(root / "config.yaml", environ={}))
-    port = _port()
-    async with _serve(create_app(runtime), port):
-        yield runtime, f"http://127.0.0.1:{port}/v1"
+    async with serve_in_process(runtime, _port()) as server:
+        yield runtime, server.base_url
 
 
 async def test_health_names_the_production_engines(stack: tuple[Runtime, str]) -> None:
