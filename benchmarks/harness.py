@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +53,14 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float) -
 
 
 @contextlib.contextmanager
-def spawned_server(timeout_s: float = 180.0) -> Iterator[tuple[str, int]]:
-    """Run ``cosyagent serve`` on a free port; yields (base URL, pid); stops it afterwards."""
-    port = free_port()
+def spawned_server(
+    timeout_s: float = 180.0, extra_args: Sequence[str] = (), ports: range = PORTS
+) -> Iterator[tuple[str, int]]:
+    """Run ``cosyagent serve [extra_args]`` on a free port; yields (base URL, pid); stops it afterwards."""
+    port = free_port(ports)
     log = tempfile.NamedTemporaryFile(prefix=f"cosyagent-serve-{port}-", suffix=".log", delete=False)  # noqa: SIM115
-    command = [sys.executable, "-m", "cosyagent.cli", "serve", "--port", str(port), "--log-level", "warning"]
+    command = [sys.executable, "-m", "cosyagent.cli", "serve", *extra_args]
+    command += ["--port", str(port), "--log-level", "warning"]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     logger.info("started server pid %d on port %d (log %s)", process.pid, port, log.name)

@@ -20,7 +20,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,15 +27,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import harness  # benchmarks/ is on sys.path when run as a script
 import httpx
 import soundfile as sf
-from harness import (  # benchmarks/ is on sys.path when run as a script
+from harness import (
     CpuMeter,
-    free_port,
     machine_info,
     server_health,
     summarize,
-    wait_healthy,
     wait_until_quiet,
 )
 
@@ -69,29 +67,12 @@ COSYVOICE_L40S = {"first_packet_s": "1.2-1.35", "rtf": "0.72-0.82"}  # the publi
 
 @contextlib.contextmanager
 def spawned_server(timeout_s: float = 180.0) -> Iterator[tuple[str, int]]:
-    """``cosyagent serve`` on a free port with a throwaway data directory; yields (URL, pid)."""
+    """``cosyagent serve`` with a throwaway data directory; yields (URL, pid)."""
     with tempfile.TemporaryDirectory(prefix="speech-bench-") as folder:
         config = Path(folder) / "config.yaml"
         config.write_text(f"server:\n  data_dir: {folder}/data\n")
-        port = free_port(PORTS)
-        log_path = Path(folder) / "serve.log"
-        command = [sys.executable, "-m", "cosyagent.cli", "serve", "--config", str(config), "--port", str(port)]
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-            url = f"http://127.0.0.1:{port}/v1"
-            try:
-                wait_healthy(url, process, timeout_s)
-                yield url, process.pid
-            except BaseException:
-                logger.error("server log tail:\n%s", log_path.read_text(errors="replace")[-3000:])
-                raise
-            finally:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        with harness.spawned_server(timeout_s, extra_args=["--config", str(config)], ports=PORTS) as server:
+            yield server
 
 
 def speak_once(client: httpx.Client, text: str, voice: str, fmt: str) -> dict[str, float]:
