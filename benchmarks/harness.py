@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 import platform
@@ -201,3 +202,14 @@ def summarize(values: list[float]) -> dict[str, float]:
         "max": round(float(data.max()), 1),
         "mean": round(float(data.mean()), 1),
     }
+
+
+def result_path(folder: Path, name: str, started: dt.datetime) -> Path:
+    """``folder/NAME-DATE.json``, or ``NAME-DATE-2.json``... when that exists: runs never overwrite."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{started:%Y-%m-%d}.json"
+    n = 2
+    while path.exists():
+        path = folder / f"{name}-{started:%Y-%m-%d}-{n}.json"
+        n += 1
+    return path

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import harness  # benchmarks/ is on sys.path when run as a script
 import soundfile as sf
 from harness import (  # benchmarks/ is on sys.path when run as a script
     CpuMeter,
@@ -432,20 +433,10 @@ def main(argv: list[str] | None = None) -> int:
         "checks": verdict,
         "sessions": [record.__dict__ for record in records],
     }
-    path = _result_path(args.results, started)
+    path = harness.result_path(args.results, "realtime_latency", started)
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return 0 if verdict["turns_ok"] and not verdict["turns_failed"] else 1
-
-
-def _result_path(folder: Path, started: dt.datetime) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"realtime_latency-{started:%Y-%m-%d}.json"
-    n = 2
-    while path.exists():
-        path = folder / f"realtime_latency-{started:%Y-%m-%d}-{n}.json"
-        n += 1
-    return path
 
 
 if __name__ == "__main__":

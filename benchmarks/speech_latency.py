@@ -201,20 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         "tables": {"speech": speech_table, "transcription": asr_table},
         "runs": results,
     }
-    path = _result_path(args.results, started)
+    path = harness.result_path(args.results, "speech_latency", started)
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return 0
-
-
-def _result_path(folder: Path, started: dt.datetime) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"speech_latency-{started:%Y-%m-%d}.json"
-    n = 2
-    while path.exists():
-        path = folder / f"speech_latency-{started:%Y-%m-%d}-{n}.json"
-        n += 1
-    return path
 
 
 if __name__ == "__main__":
