@@ -2,15 +2,13 @@
 
 ``in_process_server`` runs uvicorn in the tests' event loop (as ``conftest.live_server``
 does) from a config file; ``spawned_server`` runs ``cosyagent serve`` in a child process,
-which is what a restart looks like. Ports come from 8400-8499.
+which is what a restart looks like.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import random
-import socket
 import subprocess
 import sys
 import time
@@ -23,22 +21,7 @@ import yaml
 
 from cosyagent.config import load_config
 from cosyagent.runtime import Runtime
-from tests.e2e.conftest import LiveServer, serve_in_process
-
-PORTS = range(8400, 8500)
-
-
-def free_port() -> int:
-    candidates = list(PORTS)
-    random.shuffle(candidates)
-    for port in candidates:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 8400-8499")
+from tests.e2e.conftest import LiveServer, free_port, serve_in_process
 
 
 def write_config(directory: Path, sections: dict[str, dict[str, Any]]) -> Path:

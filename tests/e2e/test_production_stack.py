@@ -2,14 +2,13 @@
 
 Fun-ASR-Nano is the tiny random-weight model through the real funasr code; CosyVoice3
 is fake_cosyvoice (upstream's API at ace7c47: its code and weights cannot run here); the
-LLM is the real embedded llama.cpp server. Runs in .venv-funasr (make test). Ports 8600-8699.
+LLM is the real embedded llama.cpp server. Runs in .venv-funasr (make test).
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import socket
 from collections.abc import AsyncIterator
 
 import httpx
@@ -25,20 +24,9 @@ from cosyagent.config import load_config
 from cosyagent.engines.streaming import streams_text
 from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, stream_reply
 from cosyagent.runtime import Runtime
-from tests.e2e.conftest import serve_in_process
+from tests.e2e.conftest import free_port, serve_in_process
 from tests.engines.funasr_tiny import build_tiny_fun_asr_nano
 from tests.fakes.cosyvoice_support import PROMPT_TEXT, PROMPT_WAV, make_model_dir, use_fake_cosyvoice
-
-
-def _port() -> int:
-    for port in range(8600, 8700):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 8600-8699")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +47,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple
     }
     (root / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     runtime = Runtime.from_config(load_config(root / "config.yaml", environ={}))
-    async with serve_in_process(runtime, _port()) as server:
+    async with serve_in_process(runtime, free_port()) as server:
         yield runtime, server.base_url
 
 

@@ -4,9 +4,7 @@ command (and benchmarks/realtime_latency.py) rely on, replayed from a scripted t
 
 from __future__ import annotations
 
-import random
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ import soundfile as sf
 from openai.types.realtime import RealtimeServerEvent
 
 from cosyagent.talk import Stamped, TurnCollector
+from tests.e2e.conftest import free_port
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 COSYAGENT = str(Path(sys.executable).with_name("cosyagent"))
@@ -30,20 +29,6 @@ realtime:
   instructions: You are a friendly voice assistant. Answer in one short sentence.
   max_output_tokens: 40
 """
-
-
-def _free_port() -> int:
-    """A free port, from 8300-8399 when one is (the range kept for test servers here)."""
-    ports = list(range(8300, 8400))
-    random.shuffle(ports)
-    for port in [*ports, 0]:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(sock.getsockname()[1])
-    raise RuntimeError("no free port")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +41,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("serve")
     config = folder / "config.yaml"
     config.write_text(CONFIG)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     with (folder / "serve.log").open("wb") as log:
         server = subprocess.Popen(
@@ -105,7 +90,7 @@ def test_talk_speaks_a_real_question_and_saves_the_reply(server_url: str, dublin
 
 
 def test_talk_to_a_closed_port_fails_clearly(dublin_wav: Path, tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     done = _talk(str(dublin_wav), "--url", url, "--out", str(tmp_path / "reply.wav"), "--timeout", "10", timeout=30)
 
     assert done.returncode != 0
