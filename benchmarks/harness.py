@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -176,6 +177,43 @@ class CpuMeter:
             "other_cores": None if server is None else round(max(0.0, machine - server - client) / wall, 2),
             "busiest": [f"{used[pid] / wall:.2f} cores  pid {pid}  {after[pid][2]}" for pid in top],
         }
+
+
+class MemorySampler:
+    """Resident memory of a process tree, sampled every ``every_s`` in a thread: peak and mean MiB."""
+
+    def __init__(self, root_pid: int | None, every_s: float = 0.5) -> None:
+        self._root = root_pid
+        self._every = every_s
+        self._samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
+        if root_pid is not None:
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self._samples.append(tree_rss_mib(self._root))
+
+    def stop(self) -> dict[str, float | None]:
+        if self._root is None:
+            return {"peak_mib": None, "mean_mib": None}
+        self._stop.set()
+        self._thread.join()
+        samples = self._samples or [tree_rss_mib(self._root)]
+        return {"peak_mib": round(max(samples), 1), "mean_mib": round(sum(samples) / len(samples), 1)}
+
+
+def tree_rss_mib(root_pid: int | None) -> float:
+    """Resident memory of ``root_pid`` and its descendants (shared pages counted once per process)."""
+    if root_pid is None:
+        return 0.0
+    total_kib = 0
+    for pid in _tree(_process_cpu(), root_pid):
+        with contextlib.suppress(OSError, ValueError, StopIteration):
+            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            total_kib += int(next(line for line in lines if line.startswith("VmRSS:")).split()[1])
+    return total_kib / 1024
 
 
 def wait_until_quiet(max_wait_s: float, busy_cores: float = 0.3, window_s: float = 2.0) -> list[float]:

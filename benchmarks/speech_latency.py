@@ -27,10 +27,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import harness  # benchmarks/ is on sys.path when run as a script
 import httpx
 import soundfile as sf
-from harness import (
+
+from benchmarks import harness
+from benchmarks.harness import (
     CpuMeter,
     machine_info,
     server_health,

@@ -1,4 +1,4 @@
-"""`cosyagent serve | talk | models`."""
+"""`cosyagent serve | talk | models | bench`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ _WS_MAX_BYTES = 16 * 1024 * 1024
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["bench"]:  # its options are the benchmark's own (cosyagent bench --help)
+        return _bench(arguments[1:])
     parser = argparse.ArgumentParser(prog="cosyagent", description="A self-hosted real-time voice agent.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -42,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     listing = models_commands.add_parser("list", help="show which models are present and where")
     listing.add_argument("--dir", default=None, help="models folder")
 
-    args = parser.parse_args(argv)
+    commands.add_parser("bench", help="latency benchmark: 1-8 concurrent sessions, plus a stock pipecat baseline")
+
+    args = parser.parse_args(arguments)
     if args.command == "serve":
         return _serve(args)
     if args.command == "models":
@@ -95,6 +100,22 @@ def _models(args: argparse.Namespace) -> int:
         return 1
     print(f"{args.name} is in {path}")
     return 0
+
+
+def _bench(arguments: list[str]) -> int:
+    """The benchmark lives in the repository's benchmarks/ (next to this package in a checkout),
+    not in the installed package: it needs the test clips and the baseline's code."""
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parent.parent
+    if not (checkout / "benchmarks" / "bench.py").is_file():
+        print("cosyagent: `cosyagent bench` runs from a source checkout (git clone): no benchmarks/", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(checkout))
+    import importlib
+
+    exit_code: int = importlib.import_module("benchmarks.bench").main(arguments)
+    return exit_code
 
 
 if __name__ == "__main__":

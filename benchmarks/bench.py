@@ -1,0 +1,321 @@
+"""``cosyagent bench``: voice-to-voice latency, stage by stage, of 1, 2, 4 and 8 concurrent
+conversations with cosyagent (over the Realtime WebSocket and over WebRTC) and with a stock
+pipecat pipeline built from the same three models (benchmarks/baseline/).
+
+    cosyagent bench                                   # everything: ~25 min on 2 cores
+    cosyagent bench --sessions 1 --targets websocket  # one quick look (~1.5 min)
+    python -m benchmarks.bench --help                 # the same, without the CLI
+
+Each session speaks real recorded utterances (tests/data) in real time, waits for every reply
+to play out, then interrupts a few replies (benchmarks/records.py defines every metric). The
+servers are started here on free ports (or ``--url`` measures a running cosyagent). Results: a
+table on stdout, JSON and three PNG plots in benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import importlib
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import harness
+from benchmarks.records import BARGE_METRICS, ROOT, TURN_METRICS, Plan, SessionRecord, utterances
+from cosyagent.talk import Clip
+
+logger = logging.getLogger("bench")
+
+Driver = Callable[[str, int, list[Clip], Plan], Awaitable[SessionRecord]]
+DRIVERS = {  # target -> module with run_session
+    "websocket": "benchmarks.ws_driver",
+    "webrtc": "benchmarks.webrtc_driver",
+    "baseline": "benchmarks.baseline.driver",
+}
+STAGGER_S = 0.7  # concurrent sessions start this far apart, as real callers do
+TARGETS_MS = {"800 ms (p50 target)": 800.0, "1200 ms (p95 target)": 1200.0}
+COLUMNS = (  # (metric, statistic, header) of the summary table
+    ("voice_to_voice_ms", "p50", "v2v p50"),
+    ("voice_to_voice_ms", "p95", "v2v p95"),
+    ("end_of_turn_ms", "p50", "turn"),
+    ("asr_ms", "p50", "asr"),
+    ("llm_first_token_ms", "p50", "llm"),
+    ("first_clause_ms", "p50", "clause"),
+    ("tts_first_audio_ms", "p50", "tts"),
+    ("barge_in_stop_ms", "p50", "stop p50"),
+    ("barge_in_stop_ms", "p95", "stop p95"),
+)
+
+
+@dataclass
+class Run:
+    """One target at one level of concurrency."""
+
+    target: str
+    sessions: int
+    records: list[SessionRecord]
+    cpu: dict[str, Any]
+    memory: dict[str, float | None]
+    seconds: float
+
+    def values(self) -> dict[str, list[float]]:
+        values: dict[str, list[float]] = {key: [] for key in [*TURN_METRICS, *BARGE_METRICS]}
+        for record in self.records:
+            rows = [t for t in record.turns if t.get("ok")] + [b for b in record.barge_ins if "skipped" not in b]
+            for row in rows:
+                for key, series in values.items():
+                    if row.get(key) is not None:
+                        series.append(float(row[key]))
+        return values
+
+    def report(self) -> dict[str, Any]:
+        values = self.values()
+        return {
+            "target": self.target,
+            "sessions": self.sessions,
+            "seconds": self.seconds,
+            "summary_ms": {key: harness.summarize(series) for key, series in values.items() if series},
+            "values_ms": values,
+            "turns_ok": sum(bool(t.get("ok")) for r in self.records for t in r.turns),
+            "turns_failed": sum(not t.get("ok") for r in self.records for t in r.turns),
+            "barge_ins_measured": sum("skipped" not in b for r in self.records for b in r.barge_ins),
+            "barge_ins_skipped": sum("skipped" in b for r in self.records for b in r.barge_ins),
+            "errors": [e for r in self.records for e in r.errors],
+            "server_cpu": self.cpu,
+            "server_memory": self.memory,
+            "records": [r.__dict__ for r in self.records],
+        }
+
+
+def driver(target: str) -> Driver:
+    run_session: Driver = importlib.import_module(DRIVERS[target]).run_session
+    return run_session
+
+
+async def _drive(run_session: Driver, url: str, count: int, clips: list[Clip], plan: Plan) -> list[SessionRecord]:
+    async def one(index: int) -> SessionRecord:
+        await asyncio.sleep(index * STAGGER_S)
+        return await run_session(url, index, clips, plan)
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+def measure(target: str, url: str, pid: int | None, count: int, clips: list[Clip], args: argparse.Namespace) -> Run:
+    if args.quiet_wait > 0:
+        harness.wait_until_quiet(args.quiet_wait)
+    plan = Plan(turns=args.turns, barge_ins=args.barge_ins, timeout_s=args.timeout)
+    logger.info("%s: %d session(s), %d turns + %d barge-ins each", target, count, plan.turns, plan.barge_ins)
+    started = time.monotonic()
+    cpu, memory = harness.CpuMeter(pid), harness.MemorySampler(pid)
+    records = asyncio.run(_drive(driver(target), url, count, clips, plan))
+    return Run(target, count, records, cpu.stop(), memory.stop(), round(time.monotonic() - started, 1))
+
+
+@contextlib.contextmanager
+def cosyagent_server(args: argparse.Namespace) -> Iterator[tuple[str, int | None]]:
+    """The server under test: ``--url``, or ``cosyagent serve`` on a free port with room for the
+    largest session count over WebRTC, and a throwaway data directory."""
+    if args.url:
+        yield args.url, None
+        return
+    most = max(args.sessions)
+    with tempfile.TemporaryDirectory(prefix="cosyagent-bench-") as folder:
+        config = Path(folder) / "config.yaml"
+        config.write_text(
+            f"server:\n  data_dir: {folder}/data\n  max_sessions: {max(16, most)}\n"
+            f"webrtc:\n  max_calls: {max(4, most)}\n"
+        )
+        with harness.spawned_server(extra_args=["--config", str(config)]) as (url, pid):
+            yield url, pid
+
+
+def server_for(target: str, args: argparse.Namespace) -> contextlib.AbstractContextManager[tuple[str, int | None]]:
+    if target == "baseline":
+        spawned: contextlib.AbstractContextManager[tuple[str, int | None]] = importlib.import_module(
+            "benchmarks.baseline.driver"
+        ).spawned_baseline()
+        return spawned
+    return cosyagent_server(args)
+
+
+def run_all(args: argparse.Namespace) -> tuple[list[Run], dict[str, Any]]:
+    clips = utterances()
+    logger.info("%d utterances from tests/data", len(clips))
+    runs: list[Run] = []
+    servers: dict[str, Any] = {}
+    ours = [t for t in args.targets if t != "baseline"]
+    groups = ([ours] if ours else []) + ([["baseline"]] if "baseline" in args.targets else [])
+    for group in groups:  # cosyagent's transports share one server; the baseline has its own
+        with server_for(group[0], args) as (url, pid):
+            servers[" + ".join(group)] = harness.server_health(url) if group[0] != "baseline" else {"url": url}
+            for target in group:
+                for count in args.sessions:
+                    runs.append(measure(target, url, pid, count, clips, args))
+                    print_run(runs[-1])
+    return runs, servers
+
+
+# --- the report ------------------------------------------------------------------------------------
+
+
+def print_run(run: Run) -> None:
+    report = run.report()
+    cells = [_cell(report["summary_ms"], metric, stat) for metric, stat, _ in COLUMNS]
+    shown = " ".join(f"{header}={cell}" for (_, _, header), cell in zip(COLUMNS, cells, strict=True))
+    print(f"{run.target:>9} ×{run.sessions}: {shown}")
+
+
+def _cell(summary: dict[str, dict[str, float]], metric: str, stat: str) -> str:
+    value = summary.get(metric, {}).get(stat)
+    return "-" if value is None else f"{value:.0f}"
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+    header = f"{'target':<10} {'N':>2} " + " ".join(f"{h:>8}" for _, _, h in COLUMNS)
+    header += f" {'turns':>7} {'cpu':>5} {'MiB':>6}"
+    lines = [header, "-" * len(header)]
+    for run in runs:
+        cells = " ".join(f"{_cell(run['summary_ms'], m, s):>8}" for m, s, _ in COLUMNS)
+        turns = f"{run['turns_ok']}/{run['turns_ok'] + run['turns_failed']}"
+        cpu = run["server_cpu"].get("server_cores")
+        peak = run["server_memory"].get("peak_mib")
+        lines.append(
+            f"{run['target']:<10} {run['sessions']:>2} {cells} {turns:>7} "
+            f"{'-' if cpu is None else f'{cpu:.2f}':>5} {'-' if peak is None else f'{peak:.0f}':>6}"
+        )
+    return "\n".join(lines)
+
+
+def ratios(runs: list[dict[str, Any]], ours: str = "websocket") -> dict[str, dict[str, float]]:
+    """cosyagent / baseline for each metric's p50 and p95, per session count (below 1: we are faster)."""
+    out: dict[str, dict[str, float]] = {}
+    for run in (r for r in runs if r["target"] == ours):
+        base = next((r for r in runs if r["target"] == "baseline" and r["sessions"] == run["sessions"]), None)
+        if base is None:
+            continue
+        cells: dict[str, float] = {}
+        for metric, stats in run["summary_ms"].items():
+            other = base["summary_ms"].get(metric)
+            for stat in ("p50", "p95"):
+                if other and other[stat] > 0:
+                    cells[f"{metric}.{stat}"] = round(stats[stat] / other[stat], 2)
+        out[f"{ours}/baseline ×{run['sessions']}"] = cells
+    return out
+
+
+def verdicts(runs: list[dict[str, Any]], ratio_table: dict[str, dict[str, float]]) -> list[str]:
+    """The issue's targets, each met or missed by how much."""
+
+    def find(target: str, sessions: int) -> dict[str, Any] | None:
+        return next((r for r in runs if r["target"] == target and r["sessions"] == sessions), None)
+
+    lines: list[str] = []
+
+    def check(name: str, value: float | None, limit: float, unit: str = "ms") -> None:
+        if value is None:
+            lines.append(f"{name}: not measured")
+        elif value <= limit:
+            lines.append(f"{name}: {value:.0f} {unit} <= {limit:.0f}: met")
+        else:
+            lines.append(f"{name}: {value:.0f} {unit} > {limit:.0f}: missed by {value - limit:.0f} {unit}")
+
+    def stat(run: dict[str, Any] | None, metric: str, which: str) -> float | None:
+        return None if run is None else run["summary_ms"].get(metric, {}).get(which)
+
+    single, four = find("websocket", 1), find("websocket", 4)
+    check("single session voice-to-voice p50", stat(single, "voice_to_voice_ms", "p50"), 800)
+    check("single session voice-to-voice p95", stat(single, "voice_to_voice_ms", "p95"), 1200)
+    check("single session barge-in stop p95", stat(single, "barge_in_stop_ms", "p95"), 300)
+    check("4 sessions voice-to-voice p95", stat(four, "voice_to_voice_ms", "p95"), 1500)
+    ratio = ratio_table.get("websocket/baseline ×1", {}).get("voice_to_voice_ms.p50")
+    if ratio is None:
+        lines.append("voice-to-voice p50 >= 30% below the baseline: not measured")
+    else:
+        verdict = "met" if ratio <= 0.7 else f"missed ({(1 - ratio) * 100:.0f}% below, target 30%)"
+        lines.append(f"voice-to-voice p50 vs baseline: ratio {ratio:.2f}: {verdict}")
+    return lines
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="cosyagent bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", default="1,2,4,8", help="concurrent session counts (default 1,2,4,8)")
+    parser.add_argument(
+        "--targets", default="websocket,webrtc,baseline", help="any of websocket, webrtc, baseline (default all)"
+    )
+    parser.add_argument("--turns", type=int, default=6, help="turns per session (default 6)")
+    parser.add_argument("--barge-ins", type=int, default=2, help="barge-in trials per session (default 2)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="give up on a turn after this many quiet seconds")
+    parser.add_argument("--url", help="measure a running cosyagent (base URL, e.g. http://127.0.0.1:8188/v1)")
+    parser.add_argument("--quiet-wait", type=float, default=0.0, help="wait up to this long for an idle machine first")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results", help="output folder")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    args = parser.parse_args(argv)
+    try:
+        args.sessions = sorted({int(n) for n in args.sessions.split(",")})
+    except ValueError:
+        parser.error(f"--sessions must be numbers separated by commas, not {args.sessions!r}")
+    if min(args.sessions) < 1:
+        parser.error("--sessions must be at least 1")
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = set(args.targets) - set(DRIVERS)
+    if unknown or not args.targets:
+        parser.error(f"--targets must be among {', '.join(DRIVERS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    started = dt.datetime.now().astimezone()
+    runs, servers = run_all(args)
+    reports = [run.report() for run in runs]
+    ratio_table = ratios(reports)
+    verdict_lines = verdicts(reports, ratio_table)
+    report = {
+        "benchmark": "bench",
+        "started": started.isoformat(timespec="seconds"),
+        "seconds": round((dt.datetime.now().astimezone() - started).total_seconds(), 1),
+        "plan": {"sessions": args.sessions, "targets": args.targets, "turns": args.turns, "barge_ins": args.barge_ins},
+        "metrics": TURN_METRICS | BARGE_METRICS,
+        "machine": harness.machine_info(),
+        "servers": servers,
+        "targets_ms": TARGETS_MS,
+        "runs": reports,
+        "ratios": ratio_table,
+        "verdicts": verdict_lines,
+    }
+    path = harness.result_path(args.results, "bench", started)
+    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    print("\n" + table(reports))
+    for name, cells in ratio_table.items():
+        shown = {k: v for k, v in cells.items() if k.endswith(".p50")}
+        print(f"{name}: " + ", ".join(f"{k.removesuffix('_ms.p50')} {v:.2f}" for k, v in shown.items()))
+    print("\n".join(verdict_lines))
+    for run in reports:
+        for error in run["errors"]:
+            print(f"error ({run['target']} ×{run['sessions']}): {error}")
+    print(f"\nwrote {_shown(path)}")
+    if not args.no_plots:
+        from benchmarks.plots import draw
+
+        for picture in draw(report, path.with_suffix("")):
+            print(f"wrote {_shown(picture)}")
+    failed = sum(run["turns_failed"] for run in reports) or not any(run["turns_ok"] for run in reports)
+    return 1 if failed else 0
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

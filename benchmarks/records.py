@@ -1,0 +1,96 @@
+"""What every benchmark driver records, so cosyagent (WebSocket, WebRTC) and the stock pipecat
+baseline are measured by the same rulers.
+
+A driver is ``async def run_session(url, index, clips, plan) -> SessionRecord``: one conversation
+of ``plan.turns`` utterances (each waits for the whole reply to play out), then
+``plan.barge_ins`` trials (a second utterance starts ``BARGE_IN_AFTER_S`` into a reply).
+
+All times are ``time.monotonic()`` (CLOCK_MONOTONIC: one clock for every process on the
+machine, so a server process may stamp events that the client then compares with its own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+
+from cosyagent.talk import RATE, Clip, speech_segments
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+CLIPS = ("en_lecture_60s.wav", "en_news_movement_8k.wav")
+BARGE_IN_AFTER_S = 0.5  # start the interrupting utterance this long after the reply's first audio
+PLAYBACK_MARGIN_S = 0.5  # the user waits for the reply to finish playing, plus this
+
+# Per turn. Each value is milliseconds or None when the driver could not see it.
+TURN_METRICS = {
+    "voice_to_voice_ms": "voice-to-voice: end of speech -> first reply audio at the client",
+    "end_of_turn_ms": "end of speech -> the server ends the turn",
+    "asr_ms": "end of turn -> final transcript",
+    "llm_first_token_ms": "reply start -> LLM first token",
+    "first_clause_ms": "reply start -> first clause for TTS",
+    "tts_first_audio_ms": "reply start -> TTS first audio",
+}
+# Per barge-in trial.
+BARGE_METRICS = {
+    "barge_in_stop_ms": "barge-in: interrupting speech begins -> reply audio stops",
+    "voice_to_voice_after_barge_in_ms": "barge-in: voice-to-voice of the interrupting turn",
+}
+# The reply starts when the final transcript is handed to the LLM. The stages then add up:
+# end_of_turn + asr + tts_first_audio (+ delivery to the client) = voice_to_voice.
+
+
+@dataclass(frozen=True)
+class Plan:
+    turns: int = 10
+    barge_ins: int = 3
+    timeout_s: float = 60.0
+
+
+@dataclass
+class SessionRecord:
+    """One conversation. ``turns`` rows carry ``clip``, ``ok`` and the TURN_METRICS keys (plus
+    anything a driver wants to keep: transcripts, timelines); ``barge_ins`` rows carry
+    ``reply_clip``, ``barge_in_clip``, the BARGE_METRICS keys, or ``skipped`` with the reason
+    (e.g. the reply ended before the barge-in)."""
+
+    index: int
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    barge_ins: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def utterances(min_s: float = 1.0, max_s: float = 8.0, pad_s: float = 0.2) -> list[Clip]:
+    """Single utterances cut from the real recordings at pauses of 0.45 s or more, with up to
+    ``pad_s`` of the recording's own room tone either side. ``Clip.speech_start_s`` and
+    ``speech_end_s`` mark where the speech really is (by energy), which is what latencies are
+    measured from."""
+    clips: list[Clip] = []
+    for name in CLIPS:
+        audio, rate = sf.read(DATA / name, dtype="float32", always_2d=True)
+        samples = Clip.from_audio(audio.mean(axis=1), int(rate), name).samples
+        segments = speech_segments(samples, RATE, min_speech_s=0.4)
+        for i, (start, end) in enumerate(segments):
+            if not min_s <= end - start <= max_s:
+                continue
+            before = segments[i - 1][1] if i else 0.0
+            after = segments[i + 1][0] if i + 1 < len(segments) else samples.size / RATE
+            cut_from = max(before + (start - before) / 2, start - pad_s, 0.0)
+            cut_to = min(after - (after - end) / 2, end + pad_s, samples.size / RATE)
+            piece = samples[int(cut_from * RATE) : int(cut_to * RATE)]
+            clips.append(Clip(piece, start - cut_from, min(end - cut_from, piece.size / RATE), f"{name}@{start:.2f}"))
+    return clips
+
+
+def session_order(clips: list[Clip], index: int, plan: Plan) -> list[Clip]:
+    """The clips session ``index`` speaks: turns first, then barge-in pairs (reply, interruption).
+    Sessions start at different clips so concurrent sessions do not speak in unison."""
+    return [clips[(index * 3 + i) % len(clips)] for i in range(plan.turns + 2 * plan.barge_ins)]
+
+
+def elapsed(start: float | None, end: float | None) -> float | None:
+    """Milliseconds from ``start`` to ``end``, None when either is unknown."""
+    return None if start is None or end is None else round((end - start) * 1000.0, 1)
