@@ -52,6 +52,8 @@ class RealtimeConfig:
     model: str = "cosyagent-realtime"
     instructions: str = "You are a friendly voice assistant. Answer in one or two short sentences."
     voice: str = "jf_alpha"
+    turn_detection: str = "semantic_vad"  # or server_vad: silence alone ends a turn
+    eagerness: str = "auto"  # semantic_vad: how sure Smart Turn must be to end a turn at a pause
     threshold: float = 0.5
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
@@ -67,6 +69,8 @@ class RealtimeConfig:
 @dataclass(frozen=True)
 class VADConfig:
     engine: str = "silero"
+    turn_model: str = "smart_turn"  # semantic_vad's end-of-turn model (Smart Turn v3.2), or "none"
+    turn_model_threads: int = 1
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,15 @@ from typing import Any
 from cosyagent.agent.library_synthesizer import LibrarySynthesizer
 from cosyagent.agent.realtime_core import CoreLimits, RealtimeCore
 from cosyagent.agent.session import SessionEngines
-from cosyagent.agent.session_config import SessionConfig, TurnDetection
+from cosyagent.agent.session_config import InvalidSessionValue, SessionConfig, TurnDetection
 from cosyagent.agent.voice_library import ClipLimits, VoiceLibrary
 from cosyagent.config import Config, ConfigError
 from cosyagent.engines.llama_server import EmbeddedLlamaServer
 from cosyagent.engines.llm import OpenAICompatibleLLM
+from cosyagent.engines.smart_turn import SmartTurn
 from cosyagent.engines.vad import SileroVAD
 from cosyagent.runtime_engines import ASREngine, TTSEngine, build_asr, build_tts
+from cosyagent.telemetry import SessionObserver, Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +38,23 @@ class Runtime:
     voices: VoiceLibrary  # built-in and user voices, their speaker features
     speech: LibrarySynthesizer  # the TTS engine speaking any voice of the library
     llm: OpenAICompatibleLLM | None = None
+    turn_end: SmartTurn | None = None  # vad.turn_model: semantic_vad's end-of-turn model
     active_sessions: int = 0
     load_seconds: dict[str, float] = field(default_factory=dict)
+    telemetry: Telemetry = field(init=False)  # GET /metrics
+
+    def __post_init__(self) -> None:
+        self.telemetry = Telemetry(self.queue_depths)
 
     @classmethod
     def from_config(cls, config: Config) -> Runtime:
         _require(config.vad.engine, "silero", "vad.engine")
+        if config.vad.turn_model not in ("smart_turn", "none"):
+            raise ConfigError(f"vad.turn_model must be 'smart_turn' or 'none', not {config.vad.turn_model!r}")
+        try:
+            _default_turn_detection(config)
+        except InvalidSessionValue as exc:
+            raise ConfigError(f"realtime.{exc.param}: {exc}") from exc
         if config.llm.engine not in ("embedded", "openai"):
             raise ConfigError(f"llm.engine must be 'embedded' or 'openai', not {config.llm.engine!r}")
         if config.llm.engine == "openai" and not (config.llm.base_url and config.llm.model):
@@ -62,12 +75,16 @@ class Runtime:
             llm_server=server,
             voices=voices,
             speech=LibrarySynthesizer(tts, voices),
+            turn_end=SmartTurn(threads=config.vad.turn_model_threads)
+            if config.vad.turn_model == "smart_turn"
+            else None,
         )
 
     async def start(self) -> None:
         """Load every model (off the event loop) and start the embedded LLM server."""
         loop = asyncio.get_running_loop()
-        for name, engine in (("vad", self.vad), ("asr", self.asr), ("tts", self.tts)):
+        engines = [("vad", self.vad), ("asr", self.asr), ("tts", self.tts)]
+        for name, engine in engines + ([("turn_model", self.turn_end)] if self.turn_end else []):
             began = time.monotonic()
             await loop.run_in_executor(None, engine.load)
             self.load_seconds[name] = round(time.monotonic() - began, 2)
@@ -97,29 +114,34 @@ class Runtime:
             await self.llm_server.stop()
         self.asr.close()
         self.tts.close()
+        if self.turn_end is not None:
+            self.turn_end.close()
 
     def session_engines(self) -> SessionEngines:
         if self.llm is None:
             raise RuntimeError("Runtime.start() has not run")
-        return SessionEngines(asr=self.asr, llm=self.llm, tts=self.speech)
+        return SessionEngines(asr=self.asr, llm=self.llm, tts=self.speech, turn_end=self.turn_end)
 
     def voice_exists(self, voice: str) -> bool:
         """Any voice of the library: built-in, or a user voice by id or name."""
         return self.voices.exists(voice)
 
-    def new_core(self, model: str | None) -> RealtimeCore:
-        """A fresh protocol core with this server's defaults (one per connection)."""
+    def queue_depths(self) -> dict[str, int]:
+        """Calls waiting on (or running in) each engine's worker; the VAD runs inline and the LLM remotely."""
+        depths = {"asr": self.asr.queue_depth, "tts": self.tts.queue_depth}
+        if self.turn_end is not None:
+            depths["turn"] = self.turn_end.executor.queue_depth
+        return depths
+
+    def new_core(self, model: str | None, observer: SessionObserver | None = None) -> RealtimeCore:
+        """A fresh protocol core with this server's defaults (one per connection); ``observer``
+        is told when each VAD frame is scored (see :mod:`cosyagent.telemetry`)."""
         rt = self.config.realtime
         config = SessionConfig(
             model=model or rt.model,
             instructions=rt.instructions,
             voice=rt.voice,
-            turn_detection=TurnDetection(
-                threshold=rt.threshold,
-                prefix_padding_ms=rt.prefix_padding_ms,
-                silence_duration_ms=rt.silence_duration_ms,
-                interrupt_min_speech_ms=rt.interrupt_min_speech_ms,
-            ),
+            turn_detection=_default_turn_detection(self.config),
             max_output_tokens=rt.max_output_tokens,
         )
         limits = CoreLimits(
@@ -128,13 +150,19 @@ class Runtime:
             max_buffer_seconds=rt.max_buffer_seconds,
             max_context_items=rt.max_context_items,
         )
-        return RealtimeCore(
+        vad = self.vad.new_stream()
+        core = RealtimeCore(
             config,
-            vad=self.vad.new_stream(),
+            vad=observer.timed_vad(vad) if observer is not None else vad,
             tts_sample_rate=self.tts.sample_rate,
             voice_exists=self.voice_exists,
             limits=limits,
         )
+        if observer is not None:
+            observer.vad_threshold = lambda: (
+                core.config.turn_detection.threshold if core.config.turn_detection else None
+            )
+        return core
 
     def health(self) -> dict[str, Any]:
         llm_model = self.llm.model if self.llm else None
@@ -151,10 +179,26 @@ class Runtime:
                     "loaded": self.llm is not None,
                 },
                 "tts": {"engine": self.tts.name, "loaded": self.tts.loaded, "voices": list(self.tts.voices())},
+                "turn_model": {
+                    "engine": self.config.vad.turn_model,
+                    "loaded": bool(self.turn_end and self.turn_end.loaded),
+                },
             },
             "load_seconds": self.load_seconds,
             "versions": {name: _version(name) for name in _VERSIONED_PACKAGES},
         }
+
+
+def _default_turn_detection(config: Config) -> TurnDetection:
+    rt = config.realtime
+    return TurnDetection(
+        type=rt.turn_detection,  # type: ignore[arg-type]  # validated by TurnDetection itself
+        eagerness=rt.eagerness,  # type: ignore[arg-type]
+        threshold=rt.threshold,
+        prefix_padding_ms=rt.prefix_padding_ms,
+        silence_duration_ms=rt.silence_duration_ms,
+        interrupt_min_speech_ms=rt.interrupt_min_speech_ms,
+    )
 
 
 def _require(value: str, expected: str, key: str) -> None:

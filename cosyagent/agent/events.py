@@ -73,6 +73,15 @@ class CancelTranscribe:
 
 
 @dataclass(frozen=True)
+class PredictTurnEnd:
+    """Ask the end-of-turn model whether the paused utterance is finished; report with
+    ``turn_end_predicted``. Cancelled together with the speculative transcript ``job_id``."""
+
+    job_id: str
+    audio: AudioF32 = field(repr=False)
+
+
+@dataclass(frozen=True)
 class StartResponse:
     """Generate a reply; feed its output back with ``response_text`` / ``response_audio``
     and end it with ``response_finished`` or ``response_failed``."""
@@ -92,4 +101,4 @@ class CancelResponse:
     response_id: str
 
 
-Action = Send | Transcribe | CancelTranscribe | StartResponse | CancelResponse
+Action = Send | Transcribe | CancelTranscribe | PredictTurnEnd | StartResponse | CancelResponse

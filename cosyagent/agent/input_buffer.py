@@ -44,6 +44,10 @@ class InputBuffer:
             self._samples -= self._chunks.popleft().size
         return self._detector.push(samples) if self._detector is not None else []
 
+    def end_turn(self) -> list[TurnEvent]:
+        """End the current turn now, if its speaker is paused (see TurnDetector.end_turn)."""
+        return self._detector.end_turn() if self._detector is not None else []
+
     def take_all(self) -> AudioF32:
         """Return the buffered audio and start afresh (a new turn too)."""
         audio = np.concatenate(list(self._chunks)) if self._chunks else np.zeros(0, dtype=np.float32)

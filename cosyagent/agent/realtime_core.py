@@ -24,6 +24,7 @@ from cosyagent.agent.events import (
     CancelResponse,
     CancelTranscribe,
     Event,
+    PredictTurnEnd,
     ProtocolError,
     Send,
     StartResponse,
@@ -131,6 +132,17 @@ class RealtimeCore:
             return []
         job.result, job.duration_s = text.strip(), duration_s
         return self._finish_transcript(job_id) if job.committed else []
+
+    def turn_end_predicted(self, job_id: str, probability: float) -> list[Action]:
+        """The end-of-turn model's verdict on the pause that started ``job_id``: end the turn now
+        if it is sure enough and the speaker is still quiet (otherwise the silence wait goes on)."""
+        detection = self.config.turn_detection
+        if detection is None or self._speculative_job != job_id or probability < detection.turn_end_probability:
+            return []
+        actions: list[Action] = []
+        for turn in self._input.end_turn():
+            actions += self._on_turn_event(turn)
+        return actions
 
     def transcription_failed(self, job_id: str, message: str) -> list[Action]:
         job = self._jobs.pop(job_id, None)
@@ -373,7 +385,10 @@ class RealtimeCore:
             job_id = new_id("asr")
             self._jobs[job_id] = _TranscriptJob(item_id)
             self._speculative_job = job_id
-            return [Transcribe(item_id, job_id, turn.audio, self.config.transcription_language)]
+            actions: list[Action] = [Transcribe(item_id, job_id, turn.audio, self.config.transcription_language)]
+            if self.config.turn_detection is not None and self.config.turn_detection.semantic:
+                actions.append(PredictTurnEnd(job_id, turn.audio))
+            return actions
         if isinstance(turn, SpeechResumed):
             return self._drop_speculation()
         if isinstance(turn, SpeechStopped):

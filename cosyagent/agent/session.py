@@ -19,6 +19,7 @@ from cosyagent.agent.events import (
     CancelResponse,
     CancelTranscribe,
     Event,
+    PredictTurnEnd,
     Send,
     StartResponse,
     Transcribe,
@@ -32,8 +33,10 @@ from cosyagent.engines.base import (
     SpeechRecognizer,
     SpeechSynthesizer,
     SynthesisCancelled,
+    TurnEndPredictor,
 )
 from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, ReplyTimings, TextDelta, stream_reply
+from cosyagent.telemetry import SessionObserver
 
 logger = logging.getLogger(__name__)
 
@@ -47,23 +50,35 @@ class SessionEngines:
     asr: SpeechRecognizer
     llm: ChatLLM
     tts: SpeechSynthesizer
+    turn_end: TurnEndPredictor | None = None  # semantic_vad's model; without it, silence alone ends turns
 
 
 class RealtimeSession:
-    def __init__(self, core: RealtimeCore, engines: SessionEngines, send: SendEvent, output_lead_ms: float) -> None:
+    def __init__(
+        self,
+        core: RealtimeCore,
+        engines: SessionEngines,
+        send: SendEvent,
+        output_lead_ms: float,
+        observer: SessionObserver | None = None,
+    ) -> None:
         self.core = core
+        self._observer = observer  # telemetry: sees every event as it is queued to send
         self._engines = engines
         self._send = send
         self._lead_ms = output_lead_ms
         self._outbox: asyncio.Queue[Event] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._transcribe_jobs: dict[str, tuple[asyncio.Task[None], CancelToken]] = {}
+        self._turn_end_jobs: dict[str, tuple[asyncio.Task[None], CancelToken]] = {}
         self._responses: dict[str, asyncio.Task[None]] = {}
         self._pacers: dict[str, _AudioPacer] = {}
 
     async def run(self, receive: Receive) -> None:
         """Serve until the client leaves or a send fails. Cancel-safe: cleans up either way."""
         writer = asyncio.create_task(self._write_loop(), name=f"{self.core.session_id}-writer")
+        if self._observer is not None:
+            self._observer.opened()
         try:
             self._execute(self.core.start())
             reader = asyncio.create_task(self._read_loop(receive), name=f"{self.core.session_id}-reader")
@@ -73,6 +88,8 @@ class RealtimeSession:
                 if not task.cancelled() and (exc := task.exception()) is not None:
                     logger.info("session %s ended: %r", self.core.session_id, exc)
         finally:
+            if self._observer is not None:
+                self._observer.closed()
             self._execute(self.core.close())
             writer.cancel()
             await self._cancel_all(writer)
@@ -104,6 +121,7 @@ class RealtimeSession:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
         self._transcribe_jobs.clear()
+        self._turn_end_jobs.clear()
         self._responses.clear()
 
     # --- carrying out actions ----------------------------------------------------------
@@ -112,15 +130,22 @@ class RealtimeSession:
         for action in actions:
             if isinstance(action, Send):
                 self._outbox.put_nowait(action.event)
+                if self._observer is not None:
+                    self._observer.sent(action.event)
             elif isinstance(action, Transcribe):
                 token = CancelToken()
                 task = self._spawn(self._transcribe(action, token), f"asr-{action.job_id}")
                 self._transcribe_jobs[action.job_id] = (task, token)
+            elif isinstance(action, PredictTurnEnd):
+                token = CancelToken()
+                task = self._spawn(self._predict_turn_end(action, token), f"turn-end-{action.job_id}")
+                self._turn_end_jobs[action.job_id] = (task, token)
             elif isinstance(action, CancelTranscribe):
-                job = self._transcribe_jobs.pop(action.job_id, None)
-                if job is not None:
-                    job[1].cancel()
-                    job[0].cancel()
+                for jobs in (self._transcribe_jobs, self._turn_end_jobs):
+                    job = jobs.pop(action.job_id, None)
+                    if job is not None:
+                        job[1].cancel()
+                        job[0].cancel()
             elif isinstance(action, StartResponse):
                 self._responses[action.response_id] = self._spawn(self._respond(action), action.response_id)
             elif isinstance(action, CancelResponse):
@@ -146,6 +171,21 @@ class RealtimeSession:
         finally:
             self._transcribe_jobs.pop(job.job_id, None)
         self._execute(self.core.transcription_done(job.job_id, transcript.text, transcript.duration_s))
+
+    async def _predict_turn_end(self, job: PredictTurnEnd, token: CancelToken) -> None:
+        model = self._engines.turn_end
+        try:
+            if model is None:
+                return
+            probability = await model.probability(job.audio, cancel=token)
+        except SynthesisCancelled:
+            return
+        except EngineError as exc:  # the silence wait still ends the turn
+            logger.warning("end-of-turn model failed: %s", exc)
+            return
+        finally:
+            self._turn_end_jobs.pop(job.job_id, None)
+        self._execute(self.core.turn_end_predicted(job.job_id, probability))
 
     async def _respond(self, start: StartResponse) -> None:
         response_id = start.response_id
@@ -174,6 +214,12 @@ class RealtimeSession:
             logger.exception("response %s crashed", response_id)
             self._execute(self.core.response_failed(response_id, f"internal error: {exc!r}", "internal_error"))
         finally:
+            if self._observer is not None:
+                self._observer.reply_timings(
+                    llm_first_token=timings.llm_first_token,
+                    first_clause=timings.first_clause,
+                    tts_first_audio=timings.tts_first_audio,
+                )
             pacing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pacing

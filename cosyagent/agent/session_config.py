@@ -20,10 +20,21 @@ class InvalidSessionValue(ValueError):
         self.param = param
 
 
+TurnDetectionType = Literal["server_vad", "semantic_vad"]
+Eagerness = Literal["low", "medium", "high", "auto"]
+# semantic_vad: the Smart Turn probability above which a pause ends the turn at once.
+EAGERNESS_THRESHOLDS: dict[str, float] = {"low": 0.7, "medium": 0.5, "auto": 0.5, "high": 0.3}
+
+
 @dataclass(frozen=True)
 class TurnDetection:
-    """`server_vad` parameters (the only kind served; `semantic_vad` maps onto it)."""
+    """Turn detection. ``server_vad`` ends a turn after ``silence_duration_ms`` of silence.
+    ``semantic_vad`` also asks an end-of-turn model (Smart Turn) as soon as the speaker pauses,
+    and ends the turn then if it judges the utterance finished (how sure it must be: the
+    eagerness); otherwise the silence wait still applies, so it only ever ends turns sooner."""
 
+    type: TurnDetectionType = "server_vad"
+    eagerness: Eagerness = "auto"
     threshold: float = 0.5
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
@@ -33,6 +44,10 @@ class TurnDetection:
     interrupt_min_speech_ms: int = 200
 
     def __post_init__(self) -> None:
+        if self.type not in ("server_vad", "semantic_vad"):
+            raise InvalidSessionValue("type", f"turn detection {self.type!r} is not supported; use server_vad")
+        if self.eagerness not in EAGERNESS_THRESHOLDS:
+            raise InvalidSessionValue("eagerness", "eagerness must be low, medium, high or auto")
         if not 0.0 < self.threshold < 1.0:
             raise InvalidSessionValue("threshold", "threshold must be between 0 and 1 (exclusive)")
         if not 0 <= self.prefix_padding_ms <= 5000:
@@ -40,14 +55,24 @@ class TurnDetection:
         if not 100 <= self.silence_duration_ms <= 10000:
             raise InvalidSessionValue("silence_duration_ms", "silence_duration_ms must be 100-10000")
 
+    @property
+    def semantic(self) -> bool:
+        return self.type == "semantic_vad"
+
+    @property
+    def turn_end_probability(self) -> float:
+        return EAGERNESS_THRESHOLDS[self.eagerness]
+
     def to_dict(self) -> dict[str, Any]:
+        common = {"create_response": self.create_response, "interrupt_response": self.interrupt_response}
+        if self.semantic:
+            return {"type": "semantic_vad", "eagerness": self.eagerness, **common}
         return {
             "type": "server_vad",
             "threshold": self.threshold,
             "prefix_padding_ms": self.prefix_padding_ms,
             "silence_duration_ms": self.silence_duration_ms,
-            "create_response": self.create_response,
-            "interrupt_response": self.interrupt_response,
+            **common,
         }
 
 
@@ -147,6 +172,8 @@ def parse_format(value: Any, param: str) -> AudioFormat:
 
 
 def parse_turn_detection(value: Any, current: TurnDetection | None, param: str) -> TurnDetection | None:
+    """``server_vad`` or ``semantic_vad``; fields not given keep their current values (a change of
+    type keeps the VAD's threshold and padding, which semantic_vad uses underneath)."""
     if value is None:
         return None
     body = _mapping(value, param)
@@ -154,14 +181,16 @@ def parse_turn_detection(value: Any, current: TurnDetection | None, param: str) 
     if kind not in ("server_vad", "semantic_vad"):
         raise InvalidSessionValue(f"{param}.type", f"turn detection {kind!r} is not supported; use server_vad")
     base = current or TurnDetection()
-    fields = ("threshold", "prefix_padding_ms", "silence_duration_ms", "create_response", "interrupt_response")
-    changes = {name: body[name] for name in fields if body.get(name) is not None}
+    flags = ("create_response", "interrupt_response")
+    numbers = ("threshold", "prefix_padding_ms", "silence_duration_ms") if kind == "server_vad" else ()
+    fields = (*numbers, *flags, "eagerness") if kind == "semantic_vad" else (*numbers, *flags)
+    changes: dict[str, Any] = {name: body[name] for name in fields if body.get(name) is not None}
     for name, val in changes.items():
-        expected: tuple[type, ...] = (bool,) if name in fields[3:] else (int, float)
+        expected: tuple[type, ...] = (bool,) if name in flags else (str,) if name == "eagerness" else (int, float)
         if not isinstance(val, expected) or (isinstance(val, bool) and expected != (bool,)):
             raise InvalidSessionValue(f"{param}.{name}", f"{name} has the wrong type: {val!r}")
     try:
-        return replace(base, **changes)
+        return replace(base, type=kind, **changes)
     except InvalidSessionValue as exc:
         raise InvalidSessionValue(f"{param}.{exc.param}", str(exc)) from exc
 

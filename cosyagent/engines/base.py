@@ -142,6 +142,15 @@ class VADStream(Protocol):
 
 
 @runtime_checkable
+class TurnEndPredictor(Protocol):
+    """Judges from the audio alone whether an utterance is a finished turn (Smart Turn)."""
+
+    async def probability(self, audio: AudioF32, cancel: CancelToken | None = None) -> float:
+        """Probability (0-1) that 16 kHz ``audio`` ends a complete turn."""
+        ...
+
+
+@runtime_checkable
 class VoiceActivityDetector(Protocol):
     sample_rate: int
     frame_samples: int

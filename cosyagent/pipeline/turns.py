@@ -113,6 +113,13 @@ class TurnDetector:
         self._vad.reset()
         self._reset_turn()
 
+    def end_turn(self) -> list[TurnEvent]:
+        """End the turn now, if the speaker is still paused (an end-of-turn model judged the
+        utterance finished): the same stop the silence wait would give, only sooner."""
+        if not (self._in_speech and self._paused):
+            return []
+        return [self._stop()]
+
     def push(self, audio: AudioF32) -> list[TurnEvent]:
         self._pending = np.concatenate([self._pending, audio.astype(np.float32, copy=False)])
         events: list[TurnEvent] = []
@@ -166,10 +173,14 @@ class TurnDetector:
             self._paused = True
             events.append(SpeechPaused(audio=self._committed_audio()))
         if self._silence_run >= self._silence_frames_to_stop or len(self._utterance) >= self._max_frames:
-            speech_end_ms = self.audio_ms - int(self._silence_run * self._frame_ms)
-            events.append(SpeechStopped(audio_end_ms=speech_end_ms, audio=self._committed_audio()))
-            self._reset_turn()
+            events.append(self._stop())
         return events
+
+    def _stop(self) -> SpeechStopped:
+        speech_end_ms = self.audio_ms - int(self._silence_run * self._frame_ms)
+        stopped = SpeechStopped(audio_end_ms=speech_end_ms, audio=self._committed_audio())
+        self._reset_turn()
+        return stopped
 
     def _committed_audio(self) -> AudioF32:
         """The utterance up to the last speech frame plus a short tail: the same audio at

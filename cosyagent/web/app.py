@@ -1,4 +1,4 @@
-"""The HTTP app: OpenAI-compatible routes, health and the realtime socket."""
+"""The HTTP app: OpenAI-compatible routes, health, metrics and the realtime socket."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from cosyagent.transports.websocket import refuse_websocket, serve_websocket
 from cosyagent.web.auth import ApiKeyMiddleware
 from cosyagent.web.calls import calls_router
 from cosyagent.web.errors import install_error_handlers
+from cosyagent.web.metrics import ErrorCountingMiddleware, metrics_router
 from cosyagent.web.pages import pages_router
 from cosyagent.web.speech import speech_router
 from cosyagent.web.transcriptions import transcriptions_router
@@ -52,6 +53,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
+    app.add_middleware(ErrorCountingMiddleware, telemetry=runtime.telemetry)  # outermost: sees every error
 
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:
@@ -74,14 +76,20 @@ def create_app(runtime: Runtime) -> FastAPI:
             await refuse_websocket(
                 websocket, server_error_event(f"the server is at its limit of {limit} sessions", "session_limit")
             )
+            runtime.telemetry.count_error("realtime", "session_limit")
             return
         await websocket.accept()
         runtime.active_sessions += 1
         try:
 
             def make_session(send: SendEvent) -> RealtimeSession:
+                observer = runtime.telemetry.session_observer("websocket")
                 return RealtimeSession(
-                    runtime.new_core(model), runtime.session_engines(), send, runtime.config.realtime.output_lead_ms
+                    runtime.new_core(model, observer),
+                    runtime.session_engines(),
+                    send,
+                    runtime.config.realtime.output_lead_ms,
+                    observer,
                 )
 
             await serve_websocket(websocket, make_session)
@@ -89,6 +97,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             runtime.active_sessions -= 1
 
     app.include_router(calls_router(runtime))
+    app.include_router(metrics_router(runtime.telemetry))
     app.include_router(pages_router())
     app.include_router(speech_router(runtime))
     app.include_router(transcriptions_router(runtime))

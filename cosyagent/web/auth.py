@@ -1,4 +1,5 @@
-"""Optional API keys: with keys configured, every ``/v1`` route and socket needs ``Authorization: Bearer <key>``.
+"""Optional API keys: with keys configured, every ``/v1`` route and socket, and ``/metrics``, needs
+``Authorization: Bearer <key>``.
 
 A pure ASGI middleware, so it covers HTTP routes and the realtime WebSocket alike, and
 routes added later too. A refused WebSocket handshake gets an HTTP 401 (the ASGI
@@ -21,6 +22,7 @@ from cosyagent.web.errors import error_body
 logger = logging.getLogger(__name__)
 
 _PROTECTED_PREFIX = "/v1"
+_PROTECTED_PATHS = ("/metrics",)  # outside /v1, but says how the server is used
 _CLOSE_POLICY_VIOLATION = 1008
 
 
@@ -72,4 +74,4 @@ class ApiKeyMiddleware:
 
 
 def _protected(path: str) -> bool:
-    return path == _PROTECTED_PREFIX or path.startswith(_PROTECTED_PREFIX + "/")
+    return path == _PROTECTED_PREFIX or path.startswith(_PROTECTED_PREFIX + "/") or path in _PROTECTED_PATHS

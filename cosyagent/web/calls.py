@@ -22,6 +22,7 @@ from cosyagent.agent.events import Send
 from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session import RealtimeSession, SendEvent
 from cosyagent.runtime import Runtime
+from cosyagent.telemetry import SessionObserver
 from cosyagent.transports.webrtc import CallRegistry, WebRTCCall, ice_servers_from_config, pin_audio_formats
 from cosyagent.transports.webrtc_offer import MAX_OFFER_BYTES, CallError, CallLimitError, OfferError
 
@@ -45,13 +46,14 @@ def calls_router(runtime: Runtime) -> APIRouter:
     async def create_call(request: Request, model: str | None = None) -> Response:
         try:
             offer, session = await _read_offer(request)
-            core = runtime.new_core(model or _model_of(session))
+            observer = runtime.telemetry.session_observer("webrtc")
+            core = runtime.new_core(model or _model_of(session), observer)
             if session:
                 _configure(core, session)
             max_sessions = runtime.config.server.max_sessions
             if runtime.active_sessions >= max_sessions:
                 raise CallLimitError(f"the server is at its limit of {max_sessions} sessions; try again later")
-            call_id, answer = await _open(core, offer)
+            call_id, answer = await _open(core, observer, offer)
         except CallError as exc:
             return _error_response(exc)
         logger.info("call %s started (%d active)", call_id, len(registry))
@@ -70,14 +72,14 @@ def calls_router(runtime: Runtime) -> APIRouter:
             return _error_response(exc)
         return Response(status_code=200)
 
-    async def _open(core: RealtimeCore, offer: str) -> tuple[str, str]:
+    async def _open(core: RealtimeCore, observer: SessionObserver, offer: str) -> tuple[str, str]:
         settings = runtime.config.webrtc
         engines = runtime.session_engines()
         ice_servers = ice_servers_from_config(settings.ice_servers)
 
         def make_call(call_id: str) -> WebRTCCall:
             def make_session(send: SendEvent) -> RealtimeSession:
-                return RealtimeSession(core, engines, send, runtime.config.realtime.output_lead_ms)
+                return RealtimeSession(core, engines, send, runtime.config.realtime.output_lead_ms, observer)
 
             return WebRTCCall(call_id, make_session, ice_servers, settings.connect_timeout_s)
 

@@ -13,10 +13,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cosyagent.agent.events import Action, CancelResponse, CancelTranscribe, Send, StartResponse, Transcribe
+from cosyagent.agent.events import (
+    Action,
+    CancelResponse,
+    CancelTranscribe,
+    PredictTurnEnd,
+    Send,
+    StartResponse,
+    Transcribe,
+)
 from cosyagent.agent.realtime_core import CoreLimits, RealtimeCore
 from cosyagent.agent.session_config import SessionConfig, TurnDetection
 from cosyagent.engines.audio import alaw_encode, ulaw_encode
+from cosyagent.engines.smart_turn import SmartTurn
 from cosyagent.engines.vad import SileroVAD
 from tests.support import pcm16, read_clip
 
@@ -413,3 +422,79 @@ def test_the_context_window_moves_in_jumps_so_the_llm_can_reuse_its_prefix() -> 
         firsts.append(messages[1]["content"])
     # The first message after the instructions changes once every 10 turns, not every turn.
     assert firsts == ["q0"] * 20 + ["q10"] * 10 + ["q20"] * 10
+
+
+# --- semantic_vad: Smart Turn ends a finished turn at the pause ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smart_turn() -> SmartTurn:
+    engine = SmartTurn()
+    engine.load()
+    return engine
+
+
+def silence_before_stop(core: RealtimeCore, audio_24k: np.ndarray, model: SmartTurn | None) -> int | None:
+    """Feed ``audio_24k`` in 20 ms chunks, answering each PredictTurnEnd at once with the real
+    model's verdict (as if it ran in no time); returns the milliseconds of silence fed after the
+    speech before speech_stopped (None if the turn never ended)."""
+    data = pcm16(audio_24k)
+    step = 24 * 2 * 20
+    for offset in range(0, len(data), step):
+        chunk = base64.b64encode(data[offset : offset + step]).decode()
+        actions = core.receive({"type": "input_audio_buffer.append", "audio": chunk})
+        for predict in (a for a in actions if isinstance(a, PredictTurnEnd)):
+            assert model is not None, "server_vad must not ask the end-of-turn model"
+            actions += core.turn_end_predicted(predict.job_id, model.predict(predict.audio))
+        stopped = [e for e in sent(actions) if e["type"] == "input_audio_buffer.speech_stopped"]
+        if stopped:
+            return (offset + step) // 48 - stopped[0]["audio_end_ms"]
+    return None
+
+
+def test_semantic_vad_ends_a_finished_question_sooner_than_the_silence_wait(
+    vad: SileroVAD, smart_turn: SmartTurn
+) -> None:
+    question = read_clip("en_dublin_q.wav", 24000)[: int(2.6 * 24000)]  # "...how do I get to Dublin?"
+    audio = np.concatenate([question, np.zeros(24000, dtype=np.float32)])  # then digital silence
+    server_vad = silence_before_stop(make_core(vad, turn_detection=TurnDetection()), audio, None)
+    semantic = silence_before_stop(make_core(vad, turn_detection=TurnDetection(type="semantic_vad")), audio, smart_turn)
+    assert server_vad is not None and server_vad >= 480
+    assert semantic is not None and semantic <= 300  # the pause (~160 ms), not the 500 ms wait
+
+
+def test_semantic_vad_waits_out_the_silence_when_the_sentence_is_unfinished(
+    vad: SileroVAD, smart_turn: SmartTurn
+) -> None:
+    # A lecturer's "And the answer that comes back is..." then silence: Smart Turn says
+    # unfinished, so the turn ends only after the full silence wait, as with server_vad.
+    fragment = read_clip("en_lecture_60s.wav", 24000)[int(2.5 * 24000) : int(4.9 * 24000)]
+    audio = np.concatenate([fragment, np.zeros(24000, dtype=np.float32)])
+    core = make_core(vad, turn_detection=TurnDetection(type="semantic_vad"))
+    waited = silence_before_stop(core, audio, smart_turn)
+    assert waited is not None and waited >= 480
+
+
+def test_a_verdict_that_arrives_after_the_speaker_resumed_is_ignored(vad: SileroVAD) -> None:
+    core = make_core(vad, turn_detection=TurnDetection(type="semantic_vad"))
+    lecture = read_clip("en_lecture_60s.wav", 24000)
+    speech = lecture[int(2.5 * 24000) : int(4.5 * 24000)]  # speech until 4.44 s
+    pause = np.zeros(int(0.25 * 24000), dtype=np.float32)  # a pause, shorter than the silence wait
+    actions = append(core, np.concatenate([speech, pause]))
+    predict = only(actions, PredictTurnEnd)
+    actions = append(core, lecture[int(5.0 * 24000) : int(6.0 * 24000)])  # they go on before the verdict
+    assert predict.job_id in {a.job_id for a in actions if isinstance(a, CancelTranscribe)}
+    assert core.turn_end_predicted(predict.job_id, 0.99) == []
+
+
+def test_session_update_switches_to_semantic_vad(vad: SileroVAD) -> None:
+    core = make_core(vad, turn_detection=TurnDetection())
+    detection = {"type": "semantic_vad", "eagerness": "high"}
+    (event,) = sent(
+        core.receive({"type": "session.update", "session": {"audio": {"input": {"turn_detection": detection}}}})
+    )
+    shown = event["session"]["audio"]["input"]["turn_detection"]
+    assert shown == {"type": "semantic_vad", "eagerness": "high", "create_response": True, "interrupt_response": True}
+    bad = {"type": "semantic_vad", "eagerness": "eager"}
+    error = error_of(core.receive({"type": "session.update", "session": {"audio": {"input": {"turn_detection": bad}}}}))
+    assert error["param"] == "session.audio.input.turn_detection.eagerness"
