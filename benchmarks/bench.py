@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from benchmarks import harness
 from benchmarks.records import BARGE_METRICS, ROOT, TURN_METRICS, Plan, SessionRecord, utterances
 from cosyagent.talk import Clip
@@ -122,18 +124,21 @@ def measure(target: str, url: str, pid: int | None, count: int, clips: list[Clip
 
 @contextlib.contextmanager
 def cosyagent_server(args: argparse.Namespace) -> Iterator[tuple[str, int | None]]:
-    """The server under test: ``--url``, or ``cosyagent serve`` on a free port with room for the
-    largest session count over WebRTC, and a throwaway data directory."""
+    """The server under test: ``--url``, or ``cosyagent serve`` on a free port (with ``--config``'s
+    settings, if given) with room for the largest session count, and a throwaway data directory."""
     if args.url:
         yield args.url, None
         return
     most = max(args.sessions)
+    settings: dict[str, Any] = (yaml.safe_load(args.config.read_text()) or {}) if args.config else {}
     with tempfile.TemporaryDirectory(prefix="cosyagent-bench-") as folder:
+        server = settings.setdefault("server", {})
+        server.setdefault("data_dir", f"{folder}/data")
+        server["max_sessions"] = max(server.get("max_sessions", 16), most)
+        webrtc = settings.setdefault("webrtc", {})
+        webrtc["max_calls"] = max(webrtc.get("max_calls", 4), most)
         config = Path(folder) / "config.yaml"
-        config.write_text(
-            f"server:\n  data_dir: {folder}/data\n  max_sessions: {max(16, most)}\n"
-            f"webrtc:\n  max_calls: {max(4, most)}\n"
-        )
+        config.write_text(yaml.safe_dump(settings))
         with harness.spawned_server(extra_args=["--config", str(config)]) as (url, pid):
             yield url, pid
 
@@ -254,7 +259,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--turns", type=int, default=6, help="turns per session (default 6)")
     parser.add_argument("--barge-ins", type=int, default=2, help="barge-in trials per session (default 2)")
     parser.add_argument("--timeout", type=float, default=60.0, help="give up on a turn after this many quiet seconds")
-    parser.add_argument("--url", help="measure a running cosyagent (base URL, e.g. http://127.0.0.1:8188/v1)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--url", help="measure a running cosyagent (base URL, e.g. http://127.0.0.1:8188/v1)")
+    where.add_argument("--config", type=Path, help="a cosyagent config for the server the bench starts")
     parser.add_argument("--quiet-wait", type=float, default=0.0, help="wait up to this long for an idle machine first")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results", help="output folder")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -284,7 +291,13 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "bench",
         "started": started.isoformat(timespec="seconds"),
         "seconds": round((dt.datetime.now().astimezone() - started).total_seconds(), 1),
-        "plan": {"sessions": args.sessions, "targets": args.targets, "turns": args.turns, "barge_ins": args.barge_ins},
+        "plan": {
+            "sessions": args.sessions,
+            "targets": args.targets,
+            "turns": args.turns,
+            "barge_ins": args.barge_ins,
+            "server_config": str(args.config) if args.config else None,
+        },
         "metrics": TURN_METRICS | BARGE_METRICS,
         "machine": harness.machine_info(),
         "servers": servers,

@@ -1,0 +1,278 @@
+"""An aiortc caller for ``/v1/realtime/calls``: the client side of a WebRTC Realtime call.
+
+- :class:`ClipMicrophone`, the audio track we send: it says the clips it is given in real
+  time, else silence, as a live microphone would (a 20 ms frame leaves once its last sample
+  has been "spoken"; sample ``n`` of the stream is spoken at ``t0 + n / 48000``).
+- the ``oai-events`` data channel: every server event is kept with its arrival time.
+- a recorder of the remote track (the agent's voice): every 20 ms frame is kept with its
+  arrival time and loudness, so a driver can tell when the voice starts and stops.
+- :func:`loopback_candidates`, for calls to a server on the same machine.
+
+All times are ``time.monotonic()``. Used by the e2e tests and by the bench's WebRTC driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import fractions
+import json
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import aioice.ice
+import httpx
+import numpy as np
+import numpy.typing as npt
+from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
+
+RATE = 48000  # what Opus carries
+FRAME = 960  # 20 ms
+FRAME_S = FRAME / RATE
+# A received frame is voice when its RMS is above -70 dBFS. Between replies the server sends
+# digital silence, which Opus decodes to exact zeros; the codec's edge frames (the one before a
+# reply's first audible frame and the ones after its last) measure -100..-80 dBFS; the agent
+# speaks at -40..-15 dBFS. So "voice" is audible reply audio, and a reply's first voiced frame
+# is at most one frame (20 ms) after the first frame that carries any of it.
+VOICE_RMS = 10 ** (-70 / 20)
+
+
+@contextmanager
+def loopback_candidates() -> Iterator[None]:
+    """aioice leaves 127.0.0.1 out of its host candidates; a call to a server in the same
+    process needs it (and only it, so a test does not depend on the machine's network
+    interfaces). Process-wide while the block runs."""
+    original = aioice.ice.get_host_addresses
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+    try:
+        yield
+    finally:
+        aioice.ice.get_host_addresses = original
+
+
+class ClipMicrophone(MediaStreamTrack):
+    """A microphone that says what it is given (float audio at 48 kHz), else silence."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: deque[npt.NDArray[np.int16]] = deque()  # whole frames, not yet sent
+        self._start: float | None = None  # t0: when sample 0 of the stream is spoken
+        self._sent = 0  # frames sent so far
+
+    def say(self, audio_48k: npt.NDArray[np.float32]) -> float:
+        """Queue speech after anything still queued, starting no sooner than now. Returns when
+        its first sample is spoken (``time.monotonic()``), which is also when the server gets it
+        (less the 20 ms framing and the network)."""
+        now = time.monotonic()
+        if self._start is None:  # not pulled yet: the stream starts now
+            self._start = now
+        queued_end = (self._sent + len(self._pending)) * FRAME
+        begin = max(queued_end, math.ceil((now - self._start) * RATE))
+        pcm = (np.clip(audio_48k, -1.0, 1.0) * 32767.0).astype(np.int16)
+        pcm = np.concatenate([np.zeros(begin - queued_end, dtype=np.int16), pcm])
+        pcm = np.concatenate([pcm, np.zeros(-pcm.size % FRAME, dtype=np.int16)])
+        self._pending.extend(pcm.reshape(-1, FRAME))
+        return self._start + begin / RATE
+
+    @property
+    def speaking(self) -> bool:
+        return bool(self._pending)
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        due = self._start + (self._sent + 1) * FRAME_S  # when its last sample has been spoken
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        samples = self._pending.popleft() if self._pending else np.zeros(FRAME, dtype=np.int16)
+        frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = RATE
+        frame.pts = self._sent * FRAME
+        frame.time_base = fractions.Fraction(1, RATE)
+        self._sent += 1
+        return frame
+
+
+@dataclass
+class HeardFrame:
+    at: float  # arrival, time.monotonic()
+    rms: float
+
+
+@dataclass
+class Caller:
+    """One client-side call: the peer connection, its events and what it heard."""
+
+    pc: RTCPeerConnection
+    microphone: ClipMicrophone
+    channel: RTCDataChannel
+    events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    heard: list[HeardFrame] = field(default_factory=list)
+    call_id: str = ""
+    tasks_before: set[asyncio.Task[Any]] = field(default_factory=set)  # the event loop's, before the call
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)  # an event came
+    _news: asyncio.Event = field(default_factory=asyncio.Event)  # an event or a frame came
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    # --- events ------------------------------------------------------------------------
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [e for _, e in self.events if e.get("type") == kind]
+
+    def time_of(self, kind: str) -> float:
+        return next(at for at, e in self.events if e.get("type") == kind)
+
+    def send(self, event: dict[str, Any] | str) -> None:
+        self.channel.send(event if isinstance(event, str) else json.dumps(event))
+
+    async def wait_for(
+        self,
+        match: str | Callable[[dict[str, Any]], bool],
+        timeout: float = 60.0,  # noqa: ASYNC109 - the tests' call shape: wait_for("kind", timeout=...)
+    ) -> dict[str, Any]:
+        """The first event (seen so far or still to come) of that type or matching that test.
+        Raises AssertionError, listing what came, if none comes in ``timeout`` seconds."""
+        test = match if callable(match) else (lambda e: e.get("type") == match)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = next((e for _, e in self.events if test(e)), None)
+            if found is not None:
+                return found
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                seen = [e.get("type") for _, e in self.events]
+                raise AssertionError(f"no {match!r} event in {timeout} s; saw {seen}")
+            self._arrived.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    async def news(self, deadline: float) -> None:
+        """Wait until an event or a frame arrives (a frame comes every 20 ms while the call is
+        up), or until ``deadline``. Cancel-safe."""
+        self._news.clear()
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._news.wait(), max(0.0, deadline - time.monotonic()))
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        self.events.append((time.monotonic(), event))
+        self._arrived.set()
+        self._news.set()
+
+    # --- the agent's voice ---------------------------------------------------------------
+
+    def first_voice(self, after: float, before: float = math.inf, threshold: float = VOICE_RMS) -> float | None:
+        """Arrival of the first voiced frame in [after, before), or None."""
+        start = bisect.bisect_left(self.heard, after, key=lambda f: f.at)
+        for frame in self.heard[start:]:
+            if frame.at >= before:
+                return None
+            if frame.rms > threshold:
+                return frame.at
+        return None
+
+    def last_voice(self, after: float, before: float = math.inf, threshold: float = VOICE_RMS) -> float | None:
+        """Arrival of the last voiced frame in [after, before), or None."""
+        start = bisect.bisect_left(self.heard, after, key=lambda f: f.at)
+        end = bisect.bisect_left(self.heard, before, key=lambda f: f.at)
+        return next((f.at for f in reversed(self.heard[start:end]) if f.rms > threshold), None)
+
+    def voiced_seconds(self, after: float = 0.0, before: float = math.inf, threshold: float = 0.01) -> float:
+        return sum(FRAME_S for f in self.heard if after <= f.at < before and f.rms > threshold)
+
+    def _on_frame(self, frame: HeardFrame) -> None:
+        self.heard.append(frame)
+        self._news.set()
+
+    # --- the call --------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Hang up on our side: stop the recorder, the microphone and the peer connection."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.microphone.stop()
+        await self.pc.close()
+
+
+async def make_offer(with_audio: bool = True) -> tuple[Caller, str]:
+    """A caller whose offer is ready to post (audio sendrecv + the oai-events channel)."""
+    tasks_before = set(asyncio.all_tasks())
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    microphone = ClipMicrophone()
+    if with_audio:
+        pc.addTransceiver(microphone, direction="sendrecv")
+    channel = pc.createDataChannel("oai-events")
+    caller = Caller(pc, microphone, channel, tasks_before=tasks_before)
+
+    @channel.on("message")
+    def on_message(message: str | bytes) -> None:
+        caller._on_event(json.loads(message))
+
+    @pc.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        caller._tasks.append(asyncio.create_task(_record(track, caller._on_frame), name="webrtc-caller-recorder"))
+
+    try:
+        await pc.setLocalDescription(await pc.createOffer())
+    except BaseException:
+        await caller.close()
+        raise
+    return caller, str(pc.localDescription.sdp)
+
+
+async def accept_answer(caller: Caller, answer_sdp: str) -> None:
+    await caller.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+
+
+class CallRefused(Exception):
+    """The server did not answer the offer with 201 and an SDP answer."""
+
+
+async def dial(url: str, *, timeout_s: float = 30.0) -> Caller:
+    """Call the server at ``url`` (its base URL, e.g. ``http://127.0.0.1:8188/v1``) with a raw
+    ``application/sdp`` offer; the call's session starts with the server's defaults. Returns
+    the connected caller (the data channel may still be opening: wait for session.created)."""
+    caller, offer = await make_offer()
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as http:
+            response = await http.post(
+                f"{url.rstrip('/')}/realtime/calls", content=offer, headers={"Content-Type": "application/sdp"}
+            )
+        if response.status_code != 201:
+            raise CallRefused(f"POST /realtime/calls answered {response.status_code}: {response.text[:300]}")
+        caller.call_id = response.headers.get("location", "").rsplit("/", 1)[-1]
+        await accept_answer(caller, response.text)
+    except BaseException:
+        await caller.close()
+        raise
+    return caller
+
+
+async def hang_up(url: str, call_id: str, *, timeout_s: float = 10.0) -> int:
+    """POST the call's hangup; returns the HTTP status (404 once the call is gone)."""
+    async with httpx.AsyncClient(timeout=timeout_s) as http:
+        response = await http.post(f"{url.rstrip('/')}/realtime/calls/{call_id}/hangup")
+    return response.status_code
+
+
+async def _record(track: MediaStreamTrack, on_frame: Callable[[HeardFrame], None]) -> None:
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        if not isinstance(frame, AudioFrame):
+            continue
+        at = time.monotonic()
+        samples = frame.to_ndarray().astype(np.float32) / 32768.0
+        on_frame(HeardFrame(at, float(np.sqrt(np.mean(samples**2)))))
