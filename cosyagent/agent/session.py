@@ -40,6 +40,11 @@ from cosyagent.telemetry import SessionObserver
 
 logger = logging.getLogger(__name__)
 
+# Synthesis runs at most this far ahead of what has been sent. Beyond it a reply's later
+# clauses wait: on 2 cores, synthesizing a whole reply at once starves the LLM (niced, and
+# serving one request at a time) and every other session's first clause.
+SYNTHESIS_AHEAD_MS = 3000.0
+
 Receive = Callable[[], Awaitable[str | bytes | None]]
 """Next client message, or None once the client is gone."""
 SendEvent = Callable[[Event], Awaitable[None]]
@@ -200,6 +205,8 @@ class RealtimeSession:
                 elif isinstance(event, AudioChunk):
                     self.core.response_audio(response_id, event.samples, event.clause)
                     pacer.wake()
+                    # The reply's generator (and so the synthesizer) waits here; the LLM goes on.
+                    await pacer.until_unsent_at_most(SYNTHESIS_AHEAD_MS)
             self.core.flush_audio(response_id)
             pacer.finish()
             await pacing
@@ -238,10 +245,17 @@ class _AudioPacer:
         self._lead_ms = lead_ms
         self._execute = execute
         self._ready = asyncio.Event()
+        self._sent = asyncio.Event()
         self._finished = False
 
     def wake(self) -> None:
         self._ready.set()
+
+    async def until_unsent_at_most(self, limit_ms: float) -> None:
+        """Return once at most ``limit_ms`` of the response's planned audio is still unsent."""
+        while self._core.pending_audio_ms(self._response_id) > limit_ms:
+            self._sent.clear()
+            await self._sent.wait()
 
     def finish(self) -> None:
         """No more audio will be planned: send what is left, then return."""
@@ -268,5 +282,6 @@ class _AudioPacer:
                     await asyncio.sleep((ahead_ms - self._lead_ms) / 1000.0)
                     continue  # re-check the hold after sleeping
                 self._execute(self._core.pop_audio(self._response_id))
+                self._sent.set()
             if self._finished and self._core.pending_audio_ms(self._response_id) == 0:
                 return
