@@ -152,7 +152,9 @@ def server_for(target: str, args: argparse.Namespace) -> contextlib.AbstractCont
     return cosyagent_server(args)
 
 
-def run_all(args: argparse.Namespace) -> tuple[list[Run], dict[str, Any]]:
+def run_all(args: argparse.Namespace, save: Callable[[list[Run], dict[str, Any]], None]) -> None:
+    """Every target at every session count; ``save`` gets the runs so far after each one, so an
+    interrupted benchmark keeps what it measured."""
     clips = utterances()
     logger.info("%d utterances from tests/data", len(clips))
     runs: list[Run] = []
@@ -166,7 +168,7 @@ def run_all(args: argparse.Namespace) -> tuple[list[Run], dict[str, Any]]:
                 for count in args.sessions:
                     runs.append(measure(target, url, pid, count, clips, args))
                     print_run(runs[-1])
-    return runs, servers
+                    save(runs, servers)
 
 
 # --- the report ------------------------------------------------------------------------------------
@@ -283,31 +285,40 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     started = dt.datetime.now().astimezone()
-    runs, servers = run_all(args)
-    reports = [run.report() for run in runs]
-    ratio_table = ratios(reports)
-    verdict_lines = verdicts(reports, ratio_table)
-    report = {
-        "benchmark": "bench",
-        "started": started.isoformat(timespec="seconds"),
-        "seconds": round((dt.datetime.now().astimezone() - started).total_seconds(), 1),
-        "plan": {
-            "sessions": args.sessions,
-            "targets": args.targets,
-            "turns": args.turns,
-            "barge_ins": args.barge_ins,
-            "server_config": str(args.config) if args.config else None,
-        },
-        "metrics": TURN_METRICS | BARGE_METRICS,
-        "machine": harness.machine_info(),
-        "servers": servers,
-        "targets_ms": TARGETS_MS,
-        "runs": reports,
-        "ratios": ratio_table,
-        "verdicts": verdict_lines,
-    }
     path = harness.result_path(args.results, "bench", started)
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    report: dict[str, Any] = {}
+
+    def save(runs: list[Run], servers: dict[str, Any]) -> None:
+        reports = [run.report() for run in runs]
+        ratio_table = ratios(reports)
+        report.clear()
+        report.update(
+            {
+                "benchmark": "bench",
+                "started": started.isoformat(timespec="seconds"),
+                "seconds": round((dt.datetime.now().astimezone() - started).total_seconds(), 1),
+                "plan": {
+                    "sessions": args.sessions,
+                    "targets": args.targets,
+                    "turns": args.turns,
+                    "barge_ins": args.barge_ins,
+                    "server_config": str(args.config) if args.config else None,
+                },
+                "metrics": TURN_METRICS | BARGE_METRICS,
+                "machine": harness.machine_info(),
+                "servers": servers,
+                "targets_ms": TARGETS_MS,
+                "runs": reports,
+                "ratios": ratio_table,
+                "verdicts": verdicts(reports, ratio_table),
+            }
+        )
+        path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+
+    run_all(args, save)
+    if not report:
+        return 1
+    reports, ratio_table, verdict_lines = report["runs"], report["ratios"], report["verdicts"]
     print("\n" + table(reports))
     for name, cells in ratio_table.items():
         shown = {k: v for k, v in cells.items() if k.endswith(".p50")}
