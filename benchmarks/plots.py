@@ -116,6 +116,8 @@ def _sessions(runs: list[dict[str, Any]], targets_ms: dict[str, float], path: Pa
         ax.axhline(value, color="grey", linewidth=0.8, linestyle=":")
         ax.annotate(name, (ax.get_xlim()[0], value), fontsize=7, color="grey", va="bottom")
     ax.set_xscale("log", base=2)
+    counts = sorted({run["sessions"] for run in runs})
+    ax.set_xticks(counts, [str(n) for n in counts])
     ax.set_xlabel("concurrent sessions")
     ax.set_ylabel("voice-to-voice (ms)")
     ax.set_title("Voice-to-voice against concurrent sessions")
