@@ -24,9 +24,13 @@ def client(server: LiveServer) -> AsyncOpenAI:
 
 async def test_spoken_question_gets_a_transcript_and_a_spoken_reply(live_server: LiveServer) -> None:
     clip = "en_wealth_tax_q.wav"
+    # The question alone: the recording's last 0.14 s (from 3.66 s) is the start of the
+    # speaker's next word. With semantic_vad, Smart Turn rightly ends the finished question
+    # ~0.25 s into the pause before it, so that fragment would become a turn of its own.
+    question = read_clip(clip, 24000)[: int(3.5 * 24000)]
     async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
         await conn.session.update(session={"type": "realtime", "instructions": "Answer in two full sentences."})
-        sender = asyncio.create_task(stream_pcm24(conn, read_clip(clip, 24000)))
+        sender = asyncio.create_task(stream_pcm24(conn, question))
         seen = await collect(conn, Transcript(), until="response.done", timeout=90)
         speech_end = await sender
 
