@@ -11,6 +11,7 @@ machine, so a server process may stamp events that the client then compares with
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,3 +95,15 @@ def session_order(clips: list[Clip], index: int, plan: Plan) -> list[Clip]:
 def elapsed(start: float | None, end: float | None) -> float | None:
     """Milliseconds from ``start`` to ``end``, None when either is unknown."""
     return None if start is None or end is None else round((end - start) * 1000.0, 1)
+
+
+def log_turn(logger: logging.Logger, index: int, record: SessionRecord) -> None:
+    """One progress line for the session's latest turn."""
+    turn = record.turns[-1] if record.turns else {}
+    logger.info(
+        "session %d turn %d: v2v %s ms, heard %r",
+        index,
+        len(record.turns),
+        turn.get("voice_to_voice_ms"),
+        " / ".join(turn.get("user_transcripts", [])),
+    )

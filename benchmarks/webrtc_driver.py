@@ -35,7 +35,15 @@ from openai.types.realtime import (
     ResponseDoneEvent,
 )
 
-from benchmarks.records import BARGE_IN_AFTER_S, PLAYBACK_MARGIN_S, Plan, SessionRecord, elapsed, session_order
+from benchmarks.records import (
+    BARGE_IN_AFTER_S,
+    PLAYBACK_MARGIN_S,
+    Plan,
+    SessionRecord,
+    elapsed,
+    log_turn,
+    session_order,
+)
 from benchmarks.webrtc_caller import FRAME_S, RATE, VOICE_RMS, Caller, CallRefused, dial, hang_up
 from cosyagent.talk import RATE as CLIP_RATE
 from cosyagent.talk import Clip, Stamped, TurnCollector
@@ -330,7 +338,7 @@ async def run_session(url: str, index: int, clips: list[Clip], plan: Plan) -> Se
         await asyncio.sleep(1.0)  # the microphone is open before anyone speaks
         for clip in order[: plan.turns]:
             await speak_turn(talk, clip, record)
-            log_turn(index, record)
+            log_turn(logger, index, record)
         pairs = order[plan.turns :]
         for first, second in zip(pairs[::2], pairs[1::2], strict=True):
             await barge_in(talk, first, second, record)
@@ -353,17 +361,6 @@ async def _hang_up(url: str, caller: Caller, record: SessionRecord) -> None:
         record.errors.append(f"hangup: {type(exc).__name__}: {exc}")
     finally:
         await caller.close()
-
-
-def log_turn(index: int, record: SessionRecord) -> None:
-    turn = record.turns[-1] if record.turns else {}
-    logger.info(
-        "session %d turn %d: v2v %s ms, heard %r",
-        index,
-        len(record.turns),
-        turn.get("voice_to_voice_ms"),
-        " / ".join(turn.get("user_transcripts", [])),
-    )
 
 
 def log_barge_in(index: int, record: SessionRecord) -> None:

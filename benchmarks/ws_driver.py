@@ -14,7 +14,14 @@ from typing import Any
 
 from openai.types.realtime import InputAudioBufferSpeechStartedEvent, ResponseAudioDeltaEvent, ResponseDoneEvent
 
-from benchmarks.records import BARGE_IN_AFTER_S, PLAYBACK_MARGIN_S, Plan, SessionRecord, session_order
+from benchmarks.records import (
+    BARGE_IN_AFTER_S,
+    PLAYBACK_MARGIN_S,
+    Plan,
+    SessionRecord,
+    log_turn,
+    session_order,
+)
 from cosyagent.talk import (
     RATE,
     Clip,
@@ -210,7 +217,7 @@ async def run_session(url: str, index: int, clips: list[Clip], plan: Plan) -> Se
                     if collector is not None:
                         record.turns.append(_turn_record(clip, collector.result, mic, ok=True))
                         await _wait_playback(events, collector)
-                    log_turn(index, record)
+                    log_turn(logger, index, record)
                 pairs = order[plan.turns :]
                 for first, second in zip(pairs[::2], pairs[1::2], strict=True):
                     await _barge_in(events, mic, first, second, plan.timeout_s, record)
@@ -224,17 +231,6 @@ async def run_session(url: str, index: int, clips: list[Clip], plan: Plan) -> Se
         record.errors.append(str(exc))
         logger.error("session %d: %s", index, exc)
     return record
-
-
-def log_turn(index: int, record: SessionRecord) -> None:
-    turn = record.turns[-1] if record.turns else {}
-    logger.info(
-        "session %d turn %d: v2v %s ms, heard %r",
-        index,
-        len(record.turns),
-        turn.get("voice_to_voice_ms"),
-        " / ".join(turn.get("user_transcripts", [])),
-    )
 
 
 def log_barge_in(index: int, record: SessionRecord) -> None:

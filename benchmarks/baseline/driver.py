@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,7 +47,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from benchmarks.baseline import spawn_child
-from benchmarks.harness import PORTS, free_port, wait_healthy
+from benchmarks.harness import PORTS, free_port, stop_process, wait_healthy
 from benchmarks.records import BARGE_IN_AFTER_S, PLAYBACK_MARGIN_S, ROOT, Plan, SessionRecord, elapsed, session_order
 from cosyagent.talk import RATE, Clip
 
@@ -508,12 +507,7 @@ def spawned_baseline(timeout_s: float = 180.0, ports: range = PORTS) -> Iterator
         logger.error("baseline log tail:\n%s", Path(log.name).read_text(errors="replace")[-3000:])
         raise
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         if llm_pid is not None:
             _reap_orphan(llm_pid)
         log.close()

@@ -50,7 +50,6 @@ import contextlib
 import logging
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -101,6 +100,7 @@ from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPI
 from pipecat.workers.runner import WorkerRunner
 
 from benchmarks.baseline import spawn_child
+from benchmarks.harness import stop_process
 from cosyagent.config import load_config
 from cosyagent.engines.asr import default_model_path as whisper_model_dir
 from cosyagent.engines.llama_server import default_model_path as smollm2_gguf
@@ -305,12 +305,7 @@ async def llama_server(gguf: Path) -> AsyncIterator[tuple[str, int]]:
         logger.warning("llama.cpp server pid %d on %s (log %s)", process.pid, url, log.name)
         yield url, process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, grace_s=5.0)
 
 
 # --- the app -------------------------------------------------------------------------------------------
