@@ -9,7 +9,8 @@ way pipecat's own websocket bots build it, with pipecat's services and defaults:
     WhisperSTTService                    the Whisper tiny.en int8 directory cosyagent uses
     LLMContextAggregatorPair.user()      SileroVADAnalyzer() and the default turn strategies
                                          (VAD start; Smart Turn v3 stop, bundled with pipecat)
-    OpenAILLMService                     a llama.cpp server this process starts (below)
+    LlamaCppLLMService                   OpenAILLMService without the "developer" role, on a
+                                         llama.cpp server this process starts (below)
     KokoroTTSService                     Kokoro-82M int8 + the voices file cosyagent uses
     FastAPIWebsocketTransport.output()
     LLMContextAggregatorPair.assistant()
@@ -30,6 +31,11 @@ What is set, and why (everything else is pipecat's default):
   breaks concurrent conversations; cosyagent's server sets the same. No thread count, no
   priority, no chat format is given: llama-cpp-python's defaults (cores / 2 threads, the
   GGUF's chat template);
+- ``supports_developer_role = False``, set the way pipecat's own services for OpenAI-compatible
+  servers without that role set it (Ollama, Together, Mistral...): llama-cpp-python's server
+  refuses a "developer" message with a 500. Pipecat sends one when a user turn ends without a
+  transcript (its empty-turn recovery), which under load (8 sessions) happened to most turns
+  and left them without a reply;
 - loguru at WARNING (``--log-level``), like cosyagent's server under the benchmark.
 
 Services load **per connection**, in the connection's handler on the event loop, as stock
@@ -231,6 +237,12 @@ class StageStamps(BaseObserver):
 # --- one connection ---------------------------------------------------------------------------------
 
 
+class LlamaCppLLMService(OpenAILLMService):
+    """llama-cpp-python's server knows no "developer" role: pipecat sends those as "user"."""
+
+    supports_developer_role = False
+
+
 async def run_bot(websocket: WebSocket, assets: Assets, llm_url: str, stamps: StageStamps) -> None:
     """The stock pipeline for one client, until it disconnects."""
     transport = FastAPIWebsocketTransport(
@@ -238,7 +250,7 @@ async def run_bot(websocket: WebSocket, assets: Assets, llm_url: str, stamps: St
         FastAPIWebsocketParams(audio_in_enabled=True, audio_out_enabled=True, serializer=ProtobufFrameSerializer()),
     )
     stt = WhisperSTTService(compute_type="int8", settings=WhisperSTTService.Settings(model=str(assets.whisper_dir)))
-    llm = OpenAILLMService(
+    llm = LlamaCppLLMService(
         api_key="unused",
         base_url=llm_url,
         settings=OpenAILLMService.Settings(
