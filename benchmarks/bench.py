@@ -2,7 +2,7 @@
 conversations with cosyagent (over the Realtime WebSocket and over WebRTC) and with a stock
 pipecat pipeline built from the same three models (benchmarks/baseline/).
 
-    cosyagent bench                                   # everything: ~25 min on 2 cores
+    cosyagent bench                                   # everything: over an hour on 2 cores
     cosyagent bench --sessions 1 --targets websocket  # one quick look (~1.5 min)
     python -m benchmarks.bench --help                 # the same, without the CLI
 
@@ -289,8 +289,6 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {}
 
     def save(runs: list[Run], servers: dict[str, Any]) -> None:
-        reports = [run.report() for run in runs]
-        ratio_table = ratios(reports)
         report.clear()
         report.update(
             {
@@ -308,16 +306,29 @@ def main(argv: list[str] | None = None) -> int:
                 "machine": harness.machine_info(),
                 "servers": servers,
                 "targets_ms": TARGETS_MS,
-                "runs": reports,
-                "ratios": ratio_table,
-                "verdicts": verdicts(reports, ratio_table),
+                "runs": [run.report() for run in runs],
             }
         )
+        judge(report)
         path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
     run_all(args, save)
     if not report:
         return 1
+    print_report(report, path, plots=not args.no_plots)
+    reports = report["runs"]
+    failed = sum(run["turns_failed"] for run in reports) or not any(run["turns_ok"] for run in reports)
+    return 1 if failed else 0
+
+
+def judge(report: dict[str, Any]) -> None:
+    """(Re)compute the report's ratios and verdicts from its runs."""
+    report["ratios"] = ratios(report["runs"])
+    report["verdicts"] = verdicts(report["runs"], report["ratios"])
+
+
+def print_report(report: dict[str, Any], path: Path, plots: bool) -> None:
+    """The table, ratios, verdicts and errors on stdout; the plots next to the JSON at ``path``."""
     reports, ratio_table, verdict_lines = report["runs"], report["ratios"], report["verdicts"]
     print("\n" + table(reports))
     for name, cells in ratio_table.items():
@@ -328,13 +339,11 @@ def main(argv: list[str] | None = None) -> int:
         for error in run["errors"]:
             print(f"error ({run['target']} ×{run['sessions']}): {error}")
     print(f"\nwrote {_shown(path)}")
-    if not args.no_plots:
+    if plots:
         from benchmarks.plots import draw
 
         for picture in draw(report, path.with_suffix("")):
             print(f"wrote {_shown(picture)}")
-    failed = sum(run["turns_failed"] for run in reports) or not any(run["turns_ok"] for run in reports)
-    return 1 if failed else 0
 
 
 def _shown(path: Path) -> str:

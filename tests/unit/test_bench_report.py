@@ -1,11 +1,17 @@
-"""The bench's report arithmetic: ratios against the baseline, the targets' verdicts and the
-stage breakdown that the stacked plot draws."""
+"""The bench's report arithmetic: ratios against the baseline, the targets' verdicts, the
+stage breakdown that the stacked plot draws, and merging reports of separate runs."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from benchmarks.bench import ratios, verdicts
+from benchmarks.merge import MergeError, merge
+from benchmarks.merge import main as merge_main
 from benchmarks.plots import stage_medians
 
 
@@ -55,3 +61,79 @@ def test_stage_medians_turn_cumulative_reply_times_into_increments() -> None:
         "voice_to_voice_ms": [1000.0],
     }
     assert stage_medians({"values_ms": values}) == [300.0, 40.0, 100.0, 150.0, 350.0, 60.0]
+
+
+def report(*runs: dict[str, Any], started: str, turns: int = 4) -> dict[str, Any]:
+    return {
+        "benchmark": "bench",
+        "started": started,
+        "seconds": 100.0,
+        "plan": {"sessions": [], "targets": [], "turns": turns, "barge_ins": 2, "server_config": None},
+        "machine": {"cores": 2},
+        "servers": {f"server {started}": {}},
+        "runs": [
+            {**r, "errors": [], "turns_ok": 1, "turns_failed": 0, "server_cpu": {}, "server_memory": {}} for r in runs
+        ],
+    }
+
+
+def test_merge_puts_runs_side_by_side_and_judges_them_again() -> None:
+    early = report(
+        run("websocket", 1, voice_to_voice_ms=700.0),
+        run("baseline", 1, voice_to_voice_ms=1400.0),
+        started="2026-11-21T10:00:00+00:00",
+    )
+    late = report(
+        run("baseline", 8, voice_to_voice_ms=9000.0),
+        run("websocket", 8, voice_to_voice_ms=3000.0),
+        started="2026-11-21T12:00:00+00:00",
+    )
+    merged = merge([late, early], ["late.json", "early.json"])
+    assert [(r["target"], r["sessions"]) for r in merged["runs"]] == [
+        ("websocket", 1),
+        ("websocket", 8),
+        ("baseline", 1),
+        ("baseline", 8),
+    ]
+    assert merged["plan"]["sessions"] == [1, 8]
+    assert merged["plan"]["targets"] == ["websocket", "baseline"]
+    assert merged["started"] == "2026-11-21T10:00:00+00:00"
+    assert merged["seconds"] == 200.0
+    assert merged["ratios"]["websocket/baseline ×8"]["voice_to_voice_ms.p50"] == 0.33
+    assert "voice-to-voice p50 vs baseline: ratio 0.50: met" in merged["verdicts"]
+    assert [m["file"] for m in merged["merged_from"]] == ["late.json", "early.json"]
+    assert merged["merged_from"][0]["runs"] == ["baseline ×8", "websocket ×8"]
+
+
+def test_merge_can_replace_a_run_with_its_rerun() -> None:
+    first = report(
+        run("websocket", 8, voice_to_voice_ms=3000.0),
+        run("baseline", 8, voice_to_voice_ms=9000.0),
+        started="a",
+    )
+    rerun = report(run("baseline", 8, voice_to_voice_ms=6000.0), started="b")
+    merged = merge([first, rerun], ["first.json", "rerun.json"], replace=True)
+    assert [r["summary_ms"]["voice_to_voice_ms"]["p50"] for r in merged["runs"]] == [3000.0, 6000.0]
+    assert [m["runs"] for m in merged["merged_from"]] == [["websocket ×8"], ["baseline ×8"]]
+
+
+def test_merge_refuses_runs_that_do_not_compare() -> None:
+    one = report(run("websocket", 1, voice_to_voice_ms=700.0), started="a")
+    with pytest.raises(MergeError, match="two of the reports"):
+        merge([one, one], ["a.json", "b.json"])
+    other_plan = report(run("websocket", 2, voice_to_voice_ms=900.0), started="b", turns=10)
+    with pytest.raises(MergeError, match="turns=10"):
+        merge([one, other_plan], ["a.json", "b.json"])
+    with pytest.raises(MergeError, match="not a cosyagent bench report"):
+        merge([one, {"runs": []}], ["a.json", "b.json"])
+
+
+def test_merge_command_writes_the_merged_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = tmp_path / "n1.json", tmp_path / "n8.json"
+    first.write_text(json.dumps(report(run("websocket", 1, voice_to_voice_ms=700.0), started="a")))
+    second.write_text(json.dumps(report(run("websocket", 8, voice_to_voice_ms=3000.0), started="b")))
+    out = tmp_path / "all.json"
+    assert merge_main([str(first), str(second), "--out", str(out), "--no-plots"]) == 0
+    assert [r["sessions"] for r in json.loads(out.read_text())["runs"]] == [1, 8]
+    assert "single session voice-to-voice p50: 700 ms <= 800: met" in capsys.readouterr().out
+    assert merge_main([str(first), str(tmp_path / "missing.json"), "--out", str(out)]) == 2
