@@ -1,6 +1,6 @@
 """Fun-ASR-Nano latency per utterance on a GPU (or a CPU, slowly).
 
-    python benchmarks/gpu_asr.py --model-dir /models/Fun-ASR-Nano-2512 ../shared/audio/*.wav
+python benchmarks/gpu_asr.py --model-dir /models/Fun-ASR-Nano-2512 ../shared/audio/*.wav
 """
 
 from __future__ import annotations
@@ -41,8 +41,10 @@ async def main() -> None:
             started = time.perf_counter()
             result = await asr.transcribe(audio)
             times.append(time.perf_counter() - started)
-        print(f"{path}: {audio.size / 16000:5.1f} s audio, latency p50 {statistics.median(times) * 1000:6.0f} ms, "
-              f"min {min(times) * 1000:6.0f} ms; {result.text[:60]!r}")
+        print(
+            f"{path}: {audio.size / 16000:5.1f} s audio, latency p50 {statistics.median(times) * 1000:6.0f} ms, "
+            f"min {min(times) * 1000:6.0f} ms; {result.text[:60]!r}"
+        )
     asr.close()
 
 

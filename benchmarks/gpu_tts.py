@@ -53,8 +53,10 @@ def _report(label: str, concurrency: int, runs: list[tuple[float, float, float]]
     firsts = sorted(r[0] for r in runs)
     rtf = statistics.mean(r[1] / r[2] for r in runs if r[2] > 0)
     p90 = firsts[min(len(firsts) - 1, int(0.9 * len(firsts)))]
-    print(f"{label:9} c={concurrency:<3} first packet p50 {statistics.median(firsts) * 1000:7.0f} ms  "
-          f"p90 {p90 * 1000:7.0f} ms  RTF {rtf:5.2f}")
+    print(
+        f"{label:9} c={concurrency:<3} first packet p50 {statistics.median(firsts) * 1000:7.0f} ms  "
+        f"p90 {p90 * 1000:7.0f} ms  RTF {rtf:5.2f}"
+    )
 
 
 async def main() -> None:
@@ -67,10 +69,18 @@ async def main() -> None:
     parser.add_argument("--fp16", action="store_true")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
-    tts = CosyVoiceTTS(args.model_dir, prompt_wav=args.prompt_wav, prompt_text=args.prompt_text,
-                       default_voice="bench", max_concurrency=max(levels), max_queue=1024, fp16=args.fp16)
+    tts = CosyVoiceTTS(
+        args.model_dir,
+        prompt_wav=args.prompt_wav,
+        prompt_text=args.prompt_text,
+        default_voice="bench",
+        max_concurrency=max(levels),
+        max_queue=1024,
+        fp16=args.fp16,
+    )
     tts.load()
     for c in levels:
+
         async def client() -> list[tuple[float, float, float]]:
             return [await _cached_once(tts) for _ in range(args.rounds)]
 
@@ -80,8 +90,10 @@ async def main() -> None:
     lock = threading.Lock()
     for c in levels:
         loop = asyncio.get_running_loop()
-        jobs = [loop.run_in_executor(None, _uncached_once, model, args.prompt_wav, args.prompt_text, lock)
-                for _ in range(c * args.rounds)]
+        jobs = [
+            loop.run_in_executor(None, _uncached_once, model, args.prompt_wav, args.prompt_text, lock)
+            for _ in range(c * args.rounds)
+        ]
         _report("uncached", c, list(await asyncio.gather(*jobs)))
     print("\nfor comparison (not measured here):")
     for where, value in REFERENCE:
