@@ -18,7 +18,7 @@ from typing import Any
 
 import soundfile as sf
 
-from cosyagent.talk import RATE, Clip, speech_segments
+from cosyagent.talk import RATE, Clip, TurnResult, speech_segments
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
@@ -92,9 +92,39 @@ def session_order(clips: list[Clip], index: int, plan: Plan) -> list[Clip]:
     return [clips[(index * 3 + i) % len(clips)] for i in range(plan.turns + 2 * plan.barge_ins)]
 
 
-def elapsed(start: float | None, end: float | None) -> float | None:
-    """Milliseconds from ``start`` to ``end``, None when either is unknown."""
-    return None if start is None or end is None else round((end - start) * 1000.0, 1)
+def cosyagent_turn(clip: Clip, result: TurnResult, ok: bool) -> dict[str, Any]:
+    """What both cosyagent drivers (WebSocket, WebRTC) record of a turn; each adds its own fields.
+    A failed or interrupted turn keeps its event timeline, to show where it went wrong."""
+    timings = result.server_timings_ms
+    row: dict[str, Any] = {
+        "clip": clip.name,
+        "speech_s": round(clip.speech_end_s - clip.speech_start_s, 2),
+        "ok": ok,
+        "voice_to_voice_ms": result.voice_to_voice_ms,
+        "end_of_turn_ms": result.end_of_turn_ms,
+        "asr_ms": result.asr_ms,
+        "llm_first_token_ms": timings.get("llm_first_token"),
+        "first_clause_ms": timings.get("first_clause"),
+        "tts_first_audio_ms": timings.get("tts_first_audio"),
+        "status": result.status,
+        "user_transcripts": result.user_transcripts,
+        "reply_text": result.reply_text.strip()[:300],
+        "first_clause": result.first_clause_text.strip(),
+        "interrupted_responses": len(result.interrupted_responses),
+    }
+    if not ok or result.interrupted_responses:
+        row["timeline"] = compact_timeline(result.timeline)
+    return row
+
+
+def compact_timeline(timeline: list[tuple[float, str]]) -> list[str]:
+    """The timeline without runs of the same streaming event."""
+    out: list[str] = []
+    for at, kind in timeline:
+        if out and kind.endswith(".delta") and out[-1].endswith(kind):
+            continue
+        out.append(f"{at:+.3f} {kind}")
+    return out
 
 
 def log_turn(logger: logging.Logger, index: int, record: SessionRecord) -> None:

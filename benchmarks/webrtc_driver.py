@@ -40,13 +40,14 @@ from benchmarks.records import (
     PLAYBACK_MARGIN_S,
     Plan,
     SessionRecord,
-    elapsed,
+    compact_timeline,
+    cosyagent_turn,
     log_turn,
     session_order,
 )
 from benchmarks.webrtc_caller import FRAME_S, RATE, VOICE_RMS, Caller, CallRefused, dial, hang_up
 from cosyagent.talk import RATE as CLIP_RATE
-from cosyagent.talk import Clip, Stamped, TurnCollector
+from cosyagent.talk import Clip, Stamped, TurnCollector, elapsed_ms
 
 logger = logging.getLogger(__name__)
 
@@ -158,42 +159,14 @@ class Conversation:
 
 def turn_row(clip: Clip, collector: TurnCollector, ok: bool, playback: dict[tuple[str, str], float]) -> dict[str, Any]:
     result = collector.result
-    timings = result.server_timings_ms
-    row: dict[str, Any] = {
-        "clip": clip.name,
-        "speech_s": round(clip.speech_end_s - clip.speech_start_s, 2),
-        "ok": ok,
-        "voice_to_voice_ms": result.voice_to_voice_ms,
-        "end_of_turn_ms": result.end_of_turn_ms,
-        "asr_ms": result.asr_ms,
-        "llm_first_token_ms": timings.get("llm_first_token"),
-        "first_clause_ms": timings.get("first_clause"),
-        "tts_first_audio_ms": timings.get("tts_first_audio"),
-        "status": result.status,
-        "user_transcripts": result.user_transcripts,
-        "reply_text": result.reply_text.strip()[:300],
-        "first_clause": result.first_clause_text.strip(),
-        "first_audio_after_response_created_ms": elapsed(result.created_at, result.first_audio_at),
+    return cosyagent_turn(clip, result, ok) | {
+        "first_audio_after_response_created_ms": elapsed_ms(result.created_at, result.first_audio_at),
         # output_audio_buffer.started arrives on the data channel as the server's track sends
         # the first frame; minus the first voiced frame's arrival: the media path's extra delay.
-        "first_audio_after_output_started_ms": elapsed(
+        "first_audio_after_output_started_ms": elapsed_ms(
             playback.get(("started", str(result.response_id))), result.first_audio_at
         ),
-        "interrupted_responses": len(result.interrupted_responses),
     }
-    if not ok or result.interrupted_responses:
-        row["timeline"] = compact(result.timeline)
-    return row
-
-
-def compact(timeline: list[tuple[float, str]]) -> list[str]:
-    """The timeline without runs of the same streaming event."""
-    out: list[str] = []
-    for at, kind in timeline:
-        if out and kind.endswith(".delta") and out[-1].endswith(kind):
-            continue
-        out.append(f"{at:+.3f} {kind}")
-    return out
 
 
 async def speak_turn(talk: Conversation, clip: Clip, record: SessionRecord) -> None:
@@ -243,7 +216,7 @@ class BargeInProbe:
         cut_at = cleared_at or self.done_at  # when the server's cut reached us on the data channel
 
         def ms(at: float | None) -> float | None:
-            return elapsed(self.speech_begin_at, at)
+            return elapsed_ms(self.speech_begin_at, at)
 
         after_done = caller.voiced_seconds(self.done_at, end, VOICE_RMS) if self.done_at else 0.0
         return {
@@ -256,7 +229,7 @@ class BargeInProbe:
             "reason": self.reason,
             # > 0: the track had gone quiet before the cut reached us (the media path lags the
             # data channel), so what stopped the voice was not the barge-in
-            "quiet_before_cut_ms": elapsed(None if stop_at is None else stop_at + FRAME_S, cut_at),
+            "quiet_before_cut_ms": elapsed_ms(None if stop_at is None else stop_at + FRAME_S, cut_at),
             "reply_voice_after_response_done_ms": round(1000.0 * after_done, 1),  # should be ~0
             "done_before_speech_started": self.done_at is not None
             and (self.speech_started_at is None or self.done_at < self.speech_started_at),
@@ -306,7 +279,7 @@ async def barge_in(talk: Conversation, first: Clip, second: Clip, record: Sessio
     else:
         trial["voice_to_voice_after_barge_in_ms"] = answer.result.voice_to_voice_ms
         trial["answer"] = turn_row(second, answer, True, talk.playback)
-        trial["answer"]["timeline"] = compact(answer.result.timeline)
+        trial["answer"]["timeline"] = compact_timeline(answer.result.timeline)
     trial.update(probe.record(talk.caller, result.first_audio_at, talk.playback.get(("cleared", result.response_id))))
     if trial["done_before_speech_started"]:
         trial["skipped"] = "the reply ended before speech_started"

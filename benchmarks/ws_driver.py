@@ -19,6 +19,8 @@ from benchmarks.records import (
     PLAYBACK_MARGIN_S,
     Plan,
     SessionRecord,
+    compact_timeline,
+    cosyagent_turn,
     log_turn,
     session_order,
 )
@@ -42,42 +44,14 @@ logger = logging.getLogger(__name__)
 
 def _turn_record(clip: Clip, result: TurnResult, mic: Microphone, ok: bool) -> dict[str, Any]:
     stream_end_ms = (result.speech_end_at - mic.started_at) * 1000.0
-    timings = result.server_timings_ms
-    record: dict[str, Any] = {
-        "clip": clip.name,
-        "speech_s": round(clip.speech_end_s - clip.speech_start_s, 2),
-        "ok": ok,
-        "voice_to_voice_ms": result.voice_to_voice_ms,
-        "end_of_turn_ms": result.end_of_turn_ms,
-        "asr_ms": result.asr_ms,
-        "llm_first_token_ms": timings.get("llm_first_token"),
-        "first_clause_ms": timings.get("first_clause"),
-        "tts_first_audio_ms": timings.get("tts_first_audio"),
-        "status": result.status,
-        "user_transcripts": result.user_transcripts,
-        "reply_text": result.reply_text.strip()[:300],
-        "first_clause": result.first_clause_text.strip(),
+    return cosyagent_turn(clip, result, ok) | {
         "reply_audio_s": round(result.reply_audio_s, 2),
         "first_audio_after_response_created_ms": elapsed_ms(result.created_at, result.first_audio_at),
         "server_vad_end_lag_ms": None
         if result.vad_audio_end_ms is None
         else round(result.vad_audio_end_ms - stream_end_ms, 1),
-        "interrupted_responses": len(result.interrupted_responses),
         "late_audio_deltas": result.late_audio_deltas,
     }
-    if not ok or result.interrupted_responses:
-        record["timeline"] = _compact(result.timeline)
-    return record
-
-
-def _compact(timeline: list[tuple[float, str]]) -> list[str]:
-    """The timeline without runs of the same streaming event."""
-    out: list[str] = []
-    for at, kind in timeline:
-        if out and kind.endswith(".delta") and out[-1].endswith(kind):
-            continue
-        out.append(f"{at:+.3f} {kind}")
-    return out
 
 
 async def _feed_until(events: EventStream, collectors: list[TurnCollector], until: float) -> None:
@@ -191,7 +165,7 @@ async def _barge_in(
     else:
         trial["voice_to_voice_after_barge_in_ms"] = answer.result.voice_to_voice_ms
         trial["answer"] = _turn_record(second, answer.result, mic, ok=True)
-        trial["answer"]["timeline"] = _compact(answer.result.timeline)
+        trial["answer"]["timeline"] = compact_timeline(answer.result.timeline)
         await _wait_playback(events, answer)
     trial.update(probe.record())
     if trial["done_before_speech_started"]:

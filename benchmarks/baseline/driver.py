@@ -48,8 +48,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from benchmarks.baseline import spawn_child
 from benchmarks.harness import PORTS, free_port, stop_process, wait_healthy
-from benchmarks.records import BARGE_IN_AFTER_S, PLAYBACK_MARGIN_S, ROOT, Plan, SessionRecord, elapsed, session_order
-from cosyagent.talk import RATE, Clip
+from benchmarks.records import BARGE_IN_AFTER_S, PLAYBACK_MARGIN_S, ROOT, Plan, SessionRecord, session_order
+from cosyagent.talk import RATE, Clip, elapsed_ms
 
 logger = logging.getLogger(__name__)
 
@@ -298,14 +298,14 @@ def turn_metrics(
     first_audio = audio[0][0] if audio else None
     ended = [e for e in events if e["event"] == "llm_ended" and start < e["t"]]
     return {
-        "voice_to_voice_ms": elapsed(speech_end_at, first_audio),
-        "end_of_turn_ms": elapsed(speech_end_at, turn_end),
-        "asr_ms": elapsed(turn_end, start),
-        "llm_first_token_ms": elapsed(start, _first(events, "llm_text", start)),
-        "first_clause_ms": elapsed(start, _first(events, "tts_started", start)),
-        "tts_first_audio_ms": elapsed(start, _first(events, "tts_audio", start)),
-        "vad_stop_ms": elapsed(speech_end_at, _last(events, "vad_stopped", since, turn_end or start)),
-        "transcript_ms": elapsed(speech_end_at, _last(events, "transcription", since, start)),
+        "voice_to_voice_ms": elapsed_ms(speech_end_at, first_audio),
+        "end_of_turn_ms": elapsed_ms(speech_end_at, turn_end),
+        "asr_ms": elapsed_ms(turn_end, start),
+        "llm_first_token_ms": elapsed_ms(start, _first(events, "llm_text", start)),
+        "first_clause_ms": elapsed_ms(start, _first(events, "tts_started", start)),
+        "tts_first_audio_ms": elapsed_ms(start, _first(events, "tts_audio", start)),
+        "vad_stop_ms": elapsed_ms(speech_end_at, _last(events, "vad_stopped", since, turn_end or start)),
+        "transcript_ms": elapsed_ms(speech_end_at, _last(events, "transcription", since, start)),
         "user_transcripts": [
             e.get("text", "") for e in events if e["event"] == "transcription" and since < e["t"] <= start
         ],
@@ -413,16 +413,16 @@ def barge_in_metrics(
     interruption = next((at for at in received.interruptions if at > begin), None)
     answer_audio = received.audio_between(answer_start)
     row: dict[str, Any] = {
-        "voice_to_voice_after_barge_in_ms": elapsed(end, answer_audio[0][0] if answer_audio else None),
-        "interruption_at_client_ms": elapsed(begin, interruption),
-        "interruption_at_bot_ms": elapsed(begin, _first(events, "interruption", begin)),
+        "voice_to_voice_after_barge_in_ms": elapsed_ms(end, answer_audio[0][0] if answer_audio else None),
+        "interruption_at_client_ms": elapsed_ms(begin, interruption),
+        "interruption_at_bot_ms": elapsed_ms(begin, _first(events, "interruption", begin)),
     }
     if interruption is None or (answer_audio and answer_audio[0][0] < interruption):
         return row | {"skipped": "the reply ended before the barge-in interrupted it"}
     old = received.audio_between(first_audio - 1e-6, interruption)
     if not old or old[-1][0] <= begin:
         return row | {"skipped": "no reply audio was arriving when the barge-in began"}
-    return row | {"barge_in_stop_ms": elapsed(begin, old[-1][0])}
+    return row | {"barge_in_stop_ms": elapsed_ms(begin, old[-1][0])}
 
 
 async def run_session(url: str, index: int, clips: list[Clip], plan: Plan) -> SessionRecord:
