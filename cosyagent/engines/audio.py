@@ -39,9 +39,7 @@ class StreamResampler:
     def __init__(self, from_rate: int, to_rate: int) -> None:
         self.from_rate = from_rate
         self.to_rate = to_rate
-        self._stream = (
-            None if from_rate == to_rate else soxr.ResampleStream(from_rate, to_rate, 1, dtype="float32")
-        )
+        self._stream = None if from_rate == to_rate else soxr.ResampleStream(from_rate, to_rate, 1, dtype="float32")
 
     def process(self, chunk: AudioF32, last: bool = False) -> AudioF32:
         if self._stream is None:

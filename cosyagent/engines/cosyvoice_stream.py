@@ -141,8 +141,15 @@ def stream_speech(
         with wake:
             chunk = torch.tensor(list(tokens[:count]), dtype=torch.int32).unsqueeze(dim=0)
         speech = model.token2wav(
-            token=chunk, prompt_token=prompt_token, prompt_feat=prompt_feat, embedding=embedding,
-            token_offset=offset, uuid=uid, stream=stream, finalize=finalize, speed=speed,
+            token=chunk,
+            prompt_token=prompt_token,
+            prompt_feat=prompt_feat,
+            embedding=embedding,
+            token_offset=offset,
+            uuid=uid,
+            stream=stream,
+            finalize=finalize,
+            speed=speed,
         )
         return np.asarray(speech.detach().cpu().numpy(), dtype=np.float32).reshape(-1)
 

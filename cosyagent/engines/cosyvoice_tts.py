@@ -147,7 +147,9 @@ class CosyVoiceTTS:
                 pass
         logger.info(
             "CosyVoice3 loaded in %.2f s, warmed up in %.2f s (%d voices)",
-            loaded_s, time.perf_counter() - started - loaded_s, len(self.voices()),
+            loaded_s,
+            time.perf_counter() - started - loaded_s,
+            len(self.voices()),
         )
 
     def _register_prompt_voice(self, model: Any) -> None:
@@ -188,8 +190,14 @@ class CosyVoiceTTS:
     def add_voice(self, name: str, features: Mapping[str, npt.NDArray[Any]]) -> None:
         """Register cached speaker features under ``name`` (no extraction)."""
         model = self._require_model()
-        needed = {"prompt_text", "llm_prompt_speech_token", "flow_prompt_speech_token", "prompt_speech_feat",
-                  "llm_embedding", "flow_embedding"}
+        needed = {
+            "prompt_text",
+            "llm_prompt_speech_token",
+            "flow_prompt_speech_token",
+            "prompt_speech_feat",
+            "llm_embedding",
+            "flow_embedding",
+        }
         if not needed <= set(features):
             raise EngineError(f"CosyVoice speaker features need {sorted(needed - set(features))}")
         import torch
@@ -205,7 +213,12 @@ class CosyVoiceTTS:
     # --- synthesis --------------------------------------------------------------------------
 
     def synthesize(
-        self, text: str, *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None,
+        self,
+        text: str,
+        *,
+        voice: str,
+        speed: float = 1.0,
+        cancel: CancelToken | None = None,
         instruct: str | None = None,
     ) -> AsyncGenerator[AudioF32, None]:
         """Yield 24 kHz chunks as they are made (the first after ~one chunk of speech tokens)."""
@@ -214,14 +227,23 @@ class CosyVoiceTTS:
         return self._generate(text, voice, speed, cancel, instruct)
 
     def synthesize_stream(
-        self, text: AsyncIterator[str], *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None,
+        self,
+        text: AsyncIterator[str],
+        *,
+        voice: str,
+        speed: float = 1.0,
+        cancel: CancelToken | None = None,
         instruct: str | None = None,
     ) -> AsyncGenerator[AudioF32, None]:
         """Bi-streaming: ``text`` deltas reach the model's LLM as they arrive; audio starts before the end."""
         return self._generate(text, voice, speed, cancel, instruct)
 
     async def _generate(
-        self, source: str | AsyncIterator[str], voice: str, speed: float, cancel: CancelToken | None,
+        self,
+        source: str | AsyncIterator[str],
+        voice: str,
+        speed: float,
+        cancel: CancelToken | None,
         instruct: str | None,
     ) -> AsyncGenerator[AudioF32, None]:
         self._require_model()
@@ -280,8 +302,15 @@ class CosyVoiceTTS:
         self._slots.release()
 
     def _worker(
-        self, loop: asyncio.AbstractEventLoop, out: asyncio.Queue[object], text: str | None, feed: TextFeed | None,
-        voice: str, speed: float, cancel: CancelToken, instruct: str | None,
+        self,
+        loop: asyncio.AbstractEventLoop,
+        out: asyncio.Queue[object],
+        text: str | None,
+        feed: TextFeed | None,
+        voice: str,
+        speed: float,
+        cancel: CancelToken,
+        instruct: str | None,
     ) -> Callable[[], None]:
         def post(item: object) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
@@ -303,13 +332,20 @@ class CosyVoiceTTS:
         return run
 
     def _speak(
-        self, text: str | None, feed: TextFeed | None, voice: str, speed: float, cancel: CancelToken,
+        self,
+        text: str | None,
+        feed: TextFeed | None,
+        voice: str,
+        speed: float,
+        cancel: CancelToken,
         instruct: str | None,
     ) -> Iterator[AudioF32]:
         """Blocking: pieces of text (or the live feed) through the frontend and :func:`stream_speech`."""
         model = self._require_model()
-        pieces: list[Any] = [feed.generator()] if feed is not None else list(
-            model.frontend.text_normalize(text, split=True, text_frontend=True)
+        pieces: list[Any] = (
+            [feed.generator()]
+            if feed is not None
+            else list(model.frontend.text_normalize(text, split=True, text_frontend=True))
         )
         for piece in pieces:
             cancel.raise_if_cancelled()
@@ -320,9 +356,13 @@ class CosyVoiceTTS:
                 model_input.pop("llm_prompt_speech_token", None)  # as upstream's instruct2: no speech prompt
                 model_input.pop("llm_prompt_speech_token_len", None)
             yield from stream_speech(
-                model.model, model_input, self._schedule,
+                model.model,
+                model_input,
+                self._schedule,
                 stream=speed == 1.0,  # upstream's streaming vocoder cannot change speed
-                speed=speed, cancel=cancel, text_feed=feed,
+                speed=speed,
+                cancel=cancel,
+                text_feed=feed,
             )
 
     def _require_model(self) -> Any:

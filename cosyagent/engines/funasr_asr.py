@@ -124,7 +124,9 @@ class FunASRNano:
         self._run(noise, self.language, None, 8)
         logger.info(
             "Fun-ASR-Nano loaded on %s in %.2f s, warmed up in %.2f s",
-            device, loaded_s, time.perf_counter() - started - loaded_s,
+            device,
+            loaded_s,
+            time.perf_counter() - started - loaded_s,
         )
 
     async def transcribe(

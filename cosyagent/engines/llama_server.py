@@ -165,9 +165,7 @@ class EmbeddedLlamaServer:
         )
         self._proc, self.port = proc, port
         self._finalizer = weakref.finalize(self, _kill_at_exit, proc)
-        self._reader = threading.Thread(
-            target=self._drain, args=(proc.stdout,), name="llama-server-log", daemon=True
-        )
+        self._reader = threading.Thread(target=self._drain, args=(proc.stdout,), name="llama-server-log", daemon=True)
         self._reader.start()
         try:
             self._model = await self._wait_ready(proc)
@@ -187,8 +185,7 @@ class EmbeddedLlamaServer:
             while True:
                 if proc.poll() is not None:
                     raise EngineUnavailableError(
-                        f"llama.cpp server exited with code {proc.returncode} during startup:\n"
-                        f"{self.stderr_tail()}"
+                        f"llama.cpp server exited with code {proc.returncode} during startup:\n{self.stderr_tail()}"
                     )
                 try:
                     response = await client.get(f"{self.base_url}/models")

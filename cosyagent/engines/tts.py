@@ -128,9 +128,7 @@ class KokoroTTS:
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         try:
-            session = ort.InferenceSession(
-                str(model_path), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
+            session = ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
             kokoro = Kokoro.from_session(_InterruptibleSession(session), str(voices_path))
             styles = {name: np.asarray(kokoro.voices[name], dtype=np.float32) for name in kokoro.get_voices()}
         except Exception as exc:  # onnxruntime/numpy raise assorted errors for bad files

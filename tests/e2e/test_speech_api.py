@@ -67,7 +67,10 @@ async def heard(server: LiveServer, data: bytes, fmt: str) -> tuple[float, str]:
 @pytest.mark.parametrize("fmt", ["wav", "mp3", "opus", "aac", "flac", "pcm"])
 async def test_each_format_is_a_valid_intelligible_file(server: LiveServer, fmt: str) -> None:
     async with sdk(server).audio.speech.with_streaming_response.create(
-        model="tts-1", voice="jf_alpha", input=SENTENCE, response_format=fmt  # type: ignore[arg-type]
+        model="tts-1",
+        voice="jf_alpha",
+        input=SENTENCE,
+        response_format=fmt,  # type: ignore[arg-type]
     ) as response:
         assert response.status_code == 200
         data = b"".join([chunk async for chunk in response.iter_bytes()])

@@ -190,7 +190,9 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("kind", "body", "fields", "status", "param", "code"), BAD, ids=[f"{b[4]}-{b[5]}" for b in BAD])  # noqa: E501
+@pytest.mark.parametrize(
+    ("kind", "body", "fields", "status", "param", "code"), BAD, ids=[f"{b[4]}-{b[5]}" for b in BAD]
+)
 async def test_bad_voice_uploads_get_openai_errors_and_write_nothing(
     server: LiveServer, kind: str, body: Any, fields: Any, status: int, param: str | None, code: str | None
 ) -> None:

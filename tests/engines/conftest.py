@@ -31,9 +31,7 @@ _NORMALIZE = jiwer.Compose(
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
     """WER after lowercasing and stripping punctuation."""
-    return float(
-        jiwer.wer(reference, hypothesis, reference_transform=_NORMALIZE, hypothesis_transform=_NORMALIZE)
-    )
+    return float(jiwer.wer(reference, hypothesis, reference_transform=_NORMALIZE, hypothesis_transform=_NORMALIZE))
 
 
 @pytest.fixture(scope="session")

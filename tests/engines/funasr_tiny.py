@@ -40,9 +40,17 @@ def _qwen3(directory: Path, vocab_size: int, eos_id: int) -> None:
     from transformers import Qwen3Config
 
     Qwen3Config(
-        vocab_size=vocab_size, hidden_size=_LLM_DIM, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=4096,
-        eos_token_id=eos_id, bos_token_id=eos_id, tie_word_embeddings=True,
+        vocab_size=vocab_size,
+        hidden_size=_LLM_DIM,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=4096,
+        eos_token_id=eos_id,
+        bos_token_id=eos_id,
+        tie_word_embeddings=True,
     ).save_pretrained(directory)
 
 
@@ -62,28 +70,65 @@ def build_tiny_fun_asr_nano(directory: Path) -> Path:
         "model_conf": {"lsm_weight": 0.1, "length_normalized_loss": True},
         "audio_encoder": "SenseVoiceEncoderSmall",
         "audio_encoder_conf": {
-            "output_size": _ENC_DIM, "attention_heads": 2, "linear_units": 32, "num_blocks": 2, "tp_blocks": 1,
-            "dropout_rate": 0.0, "positional_dropout_rate": 0.0, "attention_dropout_rate": 0.0,
-            "input_layer": "pe", "pos_enc_class": "SinusoidalPositionEncoder", "normalize_before": True,
-            "kernel_size": 3, "sanm_shfit": 0, "selfattention_layer_type": "sanm", "freeze": True,
+            "output_size": _ENC_DIM,
+            "attention_heads": 2,
+            "linear_units": 32,
+            "num_blocks": 2,
+            "tp_blocks": 1,
+            "dropout_rate": 0.0,
+            "positional_dropout_rate": 0.0,
+            "attention_dropout_rate": 0.0,
+            "input_layer": "pe",
+            "pos_enc_class": "SinusoidalPositionEncoder",
+            "normalize_before": True,
+            "kernel_size": 3,
+            "sanm_shfit": 0,
+            "selfattention_layer_type": "sanm",
+            "freeze": True,
         },
         "llm": "Qwen3-0.6b",
-        "llm_conf": {"hub": "hf", "freeze": True, "llm_dtype": "fp32", "init_param_path": "Qwen3-0.6B",
-                     "use_lora": False},
+        "llm_conf": {
+            "hub": "hf",
+            "freeze": True,
+            "llm_dtype": "fp32",
+            "init_param_path": "Qwen3-0.6B",
+            "use_lora": False,
+        },
         "audio_adaptor": "Transformer",
-        "audio_adaptor_conf": {"downsample_rate": 1, "use_low_frame_rate": True, "ffn_dim": 32,
-                               "llm_dim": _LLM_DIM, "encoder_dim": _ENC_DIM, "n_layer": 1, "freeze": True},
+        "audio_adaptor_conf": {
+            "downsample_rate": 1,
+            "use_low_frame_rate": True,
+            "ffn_dim": 32,
+            "llm_dim": _LLM_DIM,
+            "encoder_dim": _ENC_DIM,
+            "n_layer": 1,
+            "freeze": True,
+        },
         "frontend": "WavFrontend",
-        "frontend_conf": {"fs": 16000, "window": "hamming", "n_mels": 80, "frame_length": 25, "frame_shift": 10,
-                          "lfr_m": 7, "lfr_n": 6, "cmvn_file": None},
+        "frontend_conf": {
+            "fs": 16000,
+            "window": "hamming",
+            "n_mels": 80,
+            "frame_length": 25,
+            "frame_shift": 10,
+            "lfr_m": 7,
+            "lfr_n": 6,
+            "cmvn_file": None,
+        },
         "tokenizer": "HuggingfaceTokenizer",
         "tokenizer_conf": {"unk_symbol": "<unk>", "init_param_path": "Qwen3-0.6B"},
     }
     (directory / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    (directory / "configuration.json").write_text(json.dumps(
-        {"framework": "pytorch", "task": "auto-speech-recognition", "model": {"type": "funasr"},
-         "file_path_metas": {"init_param": "model.pt", "config": "config.yaml"}}
-    ))
+    (directory / "configuration.json").write_text(
+        json.dumps(
+            {
+                "framework": "pytorch",
+                "task": "auto-speech-recognition",
+                "model": {"type": "funasr"},
+                "file_path_metas": {"init_param": "model.pt", "config": "config.yaml"},
+            }
+        )
+    )
     torch.manual_seed(0)
     import funasr.models.fun_asr_nano.model  # noqa: F401  (registers FunASRNano)
     from funasr.register import tables

@@ -79,9 +79,7 @@ async def test_stream_chat_gives_text(llm: OpenAICompatibleLLM) -> None:
     assert first_token_s is not None and first_token_s < 5.0
 
 
-async def test_closing_the_stream_stops_generation(
-    server: EmbeddedLlamaServer, llm: OpenAICompatibleLLM
-) -> None:
+async def test_closing_the_stream_stops_generation(server: EmbeddedLlamaServer, llm: OpenAICompatibleLLM) -> None:
     pid = server.pid
     assert pid is not None
     stream = llm.stream_chat(LONG, max_tokens=1000, temperature=0.8)

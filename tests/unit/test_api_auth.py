@@ -134,7 +134,7 @@ def test_uploads_over_the_limit_get_413_declared_or_streamed(tmp_path: Path) -> 
     assert declared.json()["error"]["code"] == "request_too_large"
 
     def chunks() -> Iterator[bytes]:
-        boundary = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n"
+        boundary = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
         yield boundary
         for _ in range(20):
             yield bytes(100_000)

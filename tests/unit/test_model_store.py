@@ -26,8 +26,17 @@ def test_download_fails_fast_and_clearly_when_the_hub_is_unreachable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     started = time.monotonic()
-    code = main(["models", "download", "Fun-ASR-Nano-2512", "--dir", str(tmp_path),
-                 "--base-url", f"http://127.0.0.1:{_closed_port()}"])
+    code = main(
+        [
+            "models",
+            "download",
+            "Fun-ASR-Nano-2512",
+            "--dir",
+            str(tmp_path),
+            "--base-url",
+            f"http://127.0.0.1:{_closed_port()}",
+        ]
+    )
     assert code == 1 and time.monotonic() - started < 10
     err = capsys.readouterr().err
     assert "cannot reach" in err and "offline" in err

@@ -20,8 +20,14 @@ def snapshot_download(model_id: str) -> str:
 
 
 class CosyVoice3:
-    def __init__(self, model_dir: str, load_trt: bool = False, load_vllm: bool = False, fp16: bool = False,
-                 trt_concurrent: int = 1) -> None:
+    def __init__(
+        self,
+        model_dir: str,
+        load_trt: bool = False,
+        load_vllm: bool = False,
+        fp16: bool = False,
+        trt_concurrent: int = 1,
+    ) -> None:
         self.model_dir = model_dir
         self.fp16 = fp16
         if not os.path.exists(model_dir):
@@ -49,21 +55,37 @@ class CosyVoice3:
     def save_spkinfo(self) -> None:
         torch.save(self.frontend.spk2info, f"{self.model_dir}/spk2info.pt")
 
-    def inference_zero_shot(self, tts_text: Any, prompt_text: str, prompt_wav: Any, zero_shot_spk_id: str = "",
-                            stream: bool = False, speed: float = 1.0, text_frontend: bool = True,
-                            ) -> Iterator[dict[str, torch.Tensor]]:
+    def inference_zero_shot(
+        self,
+        tts_text: Any,
+        prompt_text: str,
+        prompt_wav: Any,
+        zero_shot_spk_id: str = "",
+        stream: bool = False,
+        speed: float = 1.0,
+        text_frontend: bool = True,
+    ) -> Iterator[dict[str, torch.Tensor]]:
         prompt_text = self.frontend.text_normalize(prompt_text, split=False, text_frontend=text_frontend)
         for i in self.frontend.text_normalize(tts_text, split=True, text_frontend=text_frontend):
-            model_input = self.frontend.frontend_zero_shot(i, prompt_text, prompt_wav, self.sample_rate,
-                                                           zero_shot_spk_id)
+            model_input = self.frontend.frontend_zero_shot(
+                i, prompt_text, prompt_wav, self.sample_rate, zero_shot_spk_id
+            )
             yield from self.model.tts(**model_input, stream=stream, speed=speed)
 
-    def inference_instruct2(self, tts_text: Any, instruct_text: str, prompt_wav: Any, zero_shot_spk_id: str = "",
-                            stream: bool = False, speed: float = 1.0, text_frontend: bool = True,
-                            ) -> Iterator[dict[str, torch.Tensor]]:
+    def inference_instruct2(
+        self,
+        tts_text: Any,
+        instruct_text: str,
+        prompt_wav: Any,
+        zero_shot_spk_id: str = "",
+        stream: bool = False,
+        speed: float = 1.0,
+        text_frontend: bool = True,
+    ) -> Iterator[dict[str, torch.Tensor]]:
         for i in self.frontend.text_normalize(tts_text, split=True, text_frontend=text_frontend):
-            model_input = self.frontend.frontend_instruct2(i, instruct_text, prompt_wav, self.sample_rate,
-                                                           zero_shot_spk_id)
+            model_input = self.frontend.frontend_instruct2(
+                i, instruct_text, prompt_wav, self.sample_rate, zero_shot_spk_id
+            )
             yield from self.model.tts(**model_input, stream=stream, speed=speed)
 
 

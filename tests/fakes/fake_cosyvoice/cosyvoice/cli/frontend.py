@@ -77,11 +77,16 @@ class CosyVoiceFrontEnd:
             speech_feat_len = torch.tensor([2 * n_tokens], dtype=torch.int32)
             embedding = torch.full((1, 192), float(speech.abs().mean()))
             model_input = {
-                "prompt_text": prompt_text_token, "prompt_text_len": prompt_text_token_len,
-                "llm_prompt_speech_token": speech_token, "llm_prompt_speech_token_len": speech_token_len,
-                "flow_prompt_speech_token": speech_token, "flow_prompt_speech_token_len": speech_token_len,
-                "prompt_speech_feat": speech_feat, "prompt_speech_feat_len": speech_feat_len,
-                "llm_embedding": embedding, "flow_embedding": embedding,
+                "prompt_text": prompt_text_token,
+                "prompt_text_len": prompt_text_token_len,
+                "llm_prompt_speech_token": speech_token,
+                "llm_prompt_speech_token_len": speech_token_len,
+                "flow_prompt_speech_token": speech_token,
+                "flow_prompt_speech_token_len": speech_token_len,
+                "prompt_speech_feat": speech_feat,
+                "prompt_speech_feat_len": speech_feat_len,
+                "llm_embedding": embedding,
+                "flow_embedding": embedding,
             }
         else:
             model_input = {**self.spk2info[zero_shot_spk_id]}

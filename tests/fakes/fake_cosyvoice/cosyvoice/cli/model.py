@@ -55,8 +55,12 @@ class CosyVoice3Model:
         self.hift_cache_dict: dict[str, Any] = {}
 
     def llm_job(
-        self, text: Any, prompt_text: torch.Tensor, llm_prompt_speech_token: torch.Tensor,
-        llm_embedding: torch.Tensor, uuid: str,
+        self,
+        text: Any,
+        prompt_text: torch.Tensor,
+        llm_prompt_speech_token: torch.Tensor,
+        llm_embedding: torch.Tensor,
+        uuid: str,
     ) -> None:
         with _STATS_LOCK:
             STATS["llm_jobs_running"] += 1
@@ -74,8 +78,16 @@ class CosyVoice3Model:
                 STATS["llm_jobs_running"] -= 1
 
     def token2wav(
-        self, token: torch.Tensor, prompt_token: torch.Tensor, prompt_feat: torch.Tensor, embedding: torch.Tensor,
-        token_offset: int, uuid: str, stream: bool = False, finalize: bool = False, speed: float = 1.0,
+        self,
+        token: torch.Tensor,
+        prompt_token: torch.Tensor,
+        prompt_feat: torch.Tensor,
+        embedding: torch.Tensor,
+        token_offset: int,
+        uuid: str,
+        stream: bool = False,
+        finalize: bool = False,
+        speed: float = 1.0,
     ) -> torch.Tensor:
         if self.hift_cache_dict[uuid] is not None and speed != 1.0:
             raise AssertionError("speed change only support non-stream inference mode")
@@ -89,9 +101,18 @@ class CosyVoice3Model:
         return torch.from_numpy(audio).unsqueeze(0)
 
     def tts(
-        self, text: Any = None, flow_embedding: Any = None, llm_embedding: Any = None, prompt_text: Any = None,
-        llm_prompt_speech_token: Any = None, flow_prompt_speech_token: Any = None, prompt_speech_feat: Any = None,
-        source_speech_token: Any = None, stream: bool = False, speed: float = 1.0, **kwargs: Any,
+        self,
+        text: Any = None,
+        flow_embedding: Any = None,
+        llm_embedding: Any = None,
+        prompt_text: Any = None,
+        llm_prompt_speech_token: Any = None,
+        flow_prompt_speech_token: Any = None,
+        prompt_speech_feat: Any = None,
+        source_speech_token: Any = None,
+        stream: bool = False,
+        speed: float = 1.0,
+        **kwargs: Any,
     ) -> Iterator[dict[str, torch.Tensor]]:
         """Upstream's loop, faults kept: sleep(0.1) polling, shared token_hop_len mutated, no finally."""
         this_uuid = str(uuid.uuid1())
@@ -111,8 +132,16 @@ class CosyVoice3Model:
                 tokens = self.tts_speech_token_dict[this_uuid]
                 if len(tokens) - token_offset >= hop + self.flow.pre_lookahead_len:
                     chunk = torch.tensor(tokens[: token_offset + hop + self.flow.pre_lookahead_len]).unsqueeze(0)
-                    speech = self.token2wav(chunk, prompt, prompt_speech_feat, flow_embedding, token_offset, this_uuid,
-                                            stream=True, finalize=False)
+                    speech = self.token2wav(
+                        chunk,
+                        prompt,
+                        prompt_speech_feat,
+                        flow_embedding,
+                        token_offset,
+                        this_uuid,
+                        stream=True,
+                        finalize=False,
+                    )
                     token_offset += hop
                     self.token_hop_len = min(self.token_max_hop_len, self.token_hop_len * self.stream_scale_factor)
                     yield {"tts_speech": speech.cpu()}
@@ -120,13 +149,19 @@ class CosyVoice3Model:
                     break
             p.join()
             chunk = torch.tensor(self.tts_speech_token_dict[this_uuid]).unsqueeze(0)
-            yield {"tts_speech": self.token2wav(chunk, prompt, prompt_speech_feat, flow_embedding, token_offset,
-                                                this_uuid, finalize=True).cpu()}
+            yield {
+                "tts_speech": self.token2wav(
+                    chunk, prompt, prompt_speech_feat, flow_embedding, token_offset, this_uuid, finalize=True
+                ).cpu()
+            }
         else:
             p.join()
             chunk = torch.tensor(self.tts_speech_token_dict[this_uuid]).unsqueeze(0)
-            yield {"tts_speech": self.token2wav(chunk, prompt, prompt_speech_feat, flow_embedding, 0, this_uuid,
-                                                finalize=True, speed=speed).cpu()}
+            yield {
+                "tts_speech": self.token2wav(
+                    chunk, prompt, prompt_speech_feat, flow_embedding, 0, this_uuid, finalize=True, speed=speed
+                ).cpu()
+            }
         with self.lock:
             self.tts_speech_token_dict.pop(this_uuid)
             self.llm_end_dict.pop(this_uuid)
