@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import importlib
-import json
 import logging
 import sys
 import tempfile
@@ -310,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         judge(report)
-        path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        harness.write_result(path, report)
 
     run_all(args, save)
     if not report:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import platform
@@ -256,3 +257,8 @@ def result_path(folder: Path, name: str, started: dt.datetime) -> Path:
         path = folder / f"{name}-{started:%Y-%m-%d}-{n}.json"
         n += 1
     return path
+
+
+def write_result(path: Path, report: dict[str, Any]) -> None:
+    """A result file as every benchmark writes it: indented UTF-8 JSON."""
+    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench import DRIVERS, judge, print_report
+from benchmarks.harness import write_result
 
 _SAME_PLAN = ("turns", "barge_ins", "server_config")
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot merge: {exc}", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(merged, indent=2, ensure_ascii=False) + "\n")
+    write_result(args.out, merged)
     print_report(merged, args.out, plots=not args.no_plots)
     return 0
 

@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": results,
     }
     path = harness.result_path(args.results, "speech_latency", started)
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    harness.write_result(path, report)
     print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return 0
 
