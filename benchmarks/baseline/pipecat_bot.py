@@ -108,10 +108,10 @@ from pipecat.workers.runner import WorkerRunner
 from benchmarks.baseline import spawn_child
 from benchmarks.harness import stop_process
 from cosyagent.config import load_config
-from cosyagent.engines.asr import default_model_path as whisper_model_dir
+from cosyagent.engines.kokoro_tts import default_model_path as kokoro_model_file
+from cosyagent.engines.kokoro_tts import default_voices_path as kokoro_voices_file
 from cosyagent.engines.llama_server import default_model_path as smollm2_gguf
-from cosyagent.engines.tts import default_model_path as kokoro_model_file
-from cosyagent.engines.tts import default_voices_path as kokoro_voices_file
+from cosyagent.engines.whisper_asr import default_model_path as whisper_model_dir
 
 logger = logging.getLogger("baseline.pipecat_bot")
 

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from cosyagent.agent.audio_formats import AudioFormatError, InputDecoder, OutputEncoder
 from cosyagent.agent.conversation import AlignedTranscript, Conversation, ConversationItem
 from cosyagent.agent.events import (
     Action,
@@ -36,6 +35,7 @@ from cosyagent.agent.input_buffer import InputBuffer
 from cosyagent.agent.requests import parse_response_params, parse_user_item
 from cosyagent.agent.response_state import CancelReason, ResponseState
 from cosyagent.agent.session_config import InvalidSessionValue, SessionConfig
+from cosyagent.audio.wire import AudioFormatError, InputDecoder, OutputEncoder
 from cosyagent.engines.base import AudioF32, VADStream
 from cosyagent.pipeline.turns import (
     SpeechConfirmed,

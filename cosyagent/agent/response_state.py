@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cosyagent.agent.audio_formats import OutputEncoder
 from cosyagent.agent.conversation import AlignedTranscript, ConversationItem
 from cosyagent.agent.events import Event, new_id
 from cosyagent.agent.session_config import format_dict
+from cosyagent.audio.wire import OutputEncoder
 from cosyagent.engines.base import AudioF32
 
 DELTA_MS = 100  # audio per response.output_audio.delta

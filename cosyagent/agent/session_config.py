@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-AudioFormat = Literal["audio/pcm", "audio/pcmu", "audio/pcma"]
-FORMAT_RATES: dict[str, int] = {"audio/pcm": 24000, "audio/pcmu": 8000, "audio/pcma": 8000}
+from cosyagent.audio.wire import FORMAT_RATES, AudioFormat
+
 Modality = Literal["text", "audio"]
 
 

@@ -16,11 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, runtime_checkable
 
-import numpy as np
-import numpy.typing as npt
-
-AudioF32 = npt.NDArray[np.float32]
-"""Mono float32 samples in [-1, 1]."""
+from cosyagent.audio.pcm import AudioF32 as AudioF32  # re-exported: the engines' sample type
 
 T = TypeVar("T")
 

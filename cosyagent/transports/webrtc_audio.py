@@ -20,7 +20,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, AudioResampler
 
-from cosyagent.engines.audio import StreamResampler, float_to_pcm16, pcm16_to_float
+from cosyagent.audio.pcm import StreamResampler, float_to_pcm16, pcm16_to_float
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cosyagent.agent.voice_library import (
+from cosyagent.voices.library import (
     VoiceLibraryError,
     VoiceNameTakenError,
     VoiceNotFoundError,

@@ -25,12 +25,12 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
-from cosyagent.agent.voice_library import VoiceLibraryError
+from cosyagent.audio.containers import SPEECH_FORMATS, StreamEncoder, available_speech_formats, new_encoder
 from cosyagent.engines.base import AudioF32, CancelToken, EngineError, EngineUnavailableError, SpeechSynthesizer
-from cosyagent.engines.codecs import SPEECH_FORMATS, StreamEncoder, available_speech_formats, new_encoder
 from cosyagent.engines.streaming import TextStreamSynthesizer, streams_text
 from cosyagent.pipeline.clauses import ClauseSplitter
 from cosyagent.runtime import Runtime
+from cosyagent.voices.library import VoiceLibraryError
 from cosyagent.web.errors import ApiError, error_body, voice_error
 
 logger = logging.getLogger(__name__)

@@ -22,6 +22,7 @@ import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
+from cosyagent.audio.containers import AudioDecodeError, AudioTooLongError, DecodedAudio, decode_audio
 from cosyagent.engines.base import (
     AudioF32,
     CancelToken,
@@ -32,7 +33,6 @@ from cosyagent.engines.base import (
     Transcript,
     TranscriptSegment,
 )
-from cosyagent.engines.codecs import AudioDecodeError, AudioTooLongError, DecodedAudio, decode_audio
 from cosyagent.runtime import Runtime
 from cosyagent.web.errors import ApiError, error_body
 

@@ -18,11 +18,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
-from cosyagent.agent.voice_library import VoiceInfo, VoiceLibraryError
-from cosyagent.engines.audio import resample
+from cosyagent.audio.containers import AudioDecodeError, AudioTooLongError, DecodedAudio, decode_audio
+from cosyagent.audio.pcm import resample
 from cosyagent.engines.base import EngineError
-from cosyagent.engines.codecs import AudioDecodeError, AudioTooLongError, DecodedAudio, decode_audio
 from cosyagent.runtime import Runtime
+from cosyagent.voices.library import VoiceInfo, VoiceLibraryError
 from cosyagent.web.errors import ApiError
 
 logger = logging.getLogger(__name__)

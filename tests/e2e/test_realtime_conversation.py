@@ -10,7 +10,7 @@ import time
 import numpy as np
 from openai import AsyncOpenAI
 
-from cosyagent.engines.audio import pcm16_to_float, resample, ulaw_encode
+from cosyagent.audio.pcm import pcm16_to_float, resample, ulaw_encode
 from tests.e2e.conftest import LiveServer
 from tests.e2e.realtime_client import Transcript, collect, completed_response, stream_audio, stream_pcm24
 from tests.support import REFERENCES, read_clip, word_error_rate

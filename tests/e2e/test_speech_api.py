@@ -19,8 +19,8 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from cosyagent.engines.audio import pcm16_to_float, resample
-from cosyagent.engines.codecs import decode_audio
+from cosyagent.audio.containers import decode_audio
+from cosyagent.audio.pcm import pcm16_to_float, resample
 from tests.audio_formats import probe
 from tests.e2e.audio_server import in_process_server, write_config
 from tests.e2e.conftest import LiveServer

@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 from openai import AsyncOpenAI
 
-from cosyagent.engines.codecs import decode_audio
+from cosyagent.audio.containers import decode_audio
 from tests.audio_formats import CONTAINERS, encode_as
 from tests.e2e.audio_server import in_process_server, spawned_server, write_config
 from tests.e2e.conftest import LiveServer

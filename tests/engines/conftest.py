@@ -13,8 +13,8 @@ import soundfile as sf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from cosyagent.engines.asr import WhisperASR  # after the offline switch
 from cosyagent.engines.base import AudioF32
+from cosyagent.engines.whisper_asr import WhisperASR  # after the offline switch
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

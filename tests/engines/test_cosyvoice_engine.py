@@ -14,10 +14,10 @@ import pytest
 
 pytest.importorskip("torch", reason="CosyVoice needs torch: these tests run in .venv-funasr (make test)")
 
-from cosyagent.agent.voice_library import VoiceLibrary
 from cosyagent.engines.base import CancelToken, EngineError, EngineUnavailableError
 from cosyagent.engines.cosyvoice_tts import CosyVoiceTTS
-from cosyagent.engines.cosyvoice_voices import CosyVoiceVoiceFeatures
+from cosyagent.voices.cosyvoice_features import CosyVoiceVoiceFeatures
+from cosyagent.voices.library import VoiceLibrary
 from tests.fakes.cosyvoice_support import PROMPT_TEXT, PROMPT_WAV, make_model_dir, use_fake_cosyvoice
 
 use_fake_cosyvoice()
@@ -170,7 +170,7 @@ async def test_cached_speakers_skip_prompt_extraction_and_a_restart_preloads_the
 
 
 def library_speech(engine: CosyVoiceTTS, library: VoiceLibrary, voice: str) -> AsyncIterator[np.ndarray]:
-    from cosyagent.agent.library_synthesizer import LibrarySynthesizer
+    from cosyagent.voices.synthesizer import LibrarySynthesizer
 
     return LibrarySynthesizer(engine, library).synthesize("Speak now.", voice=voice)  # type: ignore[return-value]
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from cosyagent.engines.asr import WhisperASR
 from cosyagent.engines.base import AudioF32, CancelToken, EngineError, SpeechRecognizer, SynthesisCancelled
+from cosyagent.engines.whisper_asr import WhisperASR
 
 WEALTH_TAX = "Who's going to implement a 4% global wealth tax?"
 DUBLIN = "and says, how do I get to Dublin?"

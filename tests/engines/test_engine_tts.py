@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from cosyagent.engines.asr import WhisperASR
-from cosyagent.engines.audio import resample
+from cosyagent.audio.pcm import resample
 from cosyagent.engines.base import AudioF32, CancelToken, EngineError, SpeechSynthesizer
-from cosyagent.engines.tts import KokoroTTS, limit_peak
-from cosyagent.engines.tts_text import Script, detect_script, split_text
+from cosyagent.engines.kokoro_text import Script, detect_script, split_text
+from cosyagent.engines.kokoro_tts import KokoroTTS, limit_peak
+from cosyagent.engines.whisper_asr import WhisperASR
 
 VOICE = "jf_alpha"
 ENGLISH = "Hello, this is a test of the speech synthesizer."

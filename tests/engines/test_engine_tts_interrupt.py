@@ -8,7 +8,7 @@ import time
 import pytest
 
 from cosyagent.engines.base import CancelToken
-from cosyagent.engines.tts import KokoroTTS
+from cosyagent.engines.kokoro_tts import KokoroTTS
 
 LONG_SENTENCE = (
     "This single sentence is deliberately long, running on and on without a full stop so that the "

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cosyagent.engines.base import EngineError, TranscriptSegment
-from cosyagent.engines.codecs import (
+from cosyagent.audio.containers import (
+    AudioCodecError,
     AudioDecodeError,
     AudioTooLongError,
     available_speech_formats,
@@ -19,6 +19,7 @@ from cosyagent.engines.codecs import (
     encode_wav,
     new_encoder,
 )
+from cosyagent.engines.base import TranscriptSegment
 from cosyagent.web.transcriptions import split_at_pauses, to_srt, to_vtt
 from tests.audio_formats import CONTAINERS, encode_as, probe
 from tests.support import read_clip
@@ -118,7 +119,7 @@ def test_streamed_wav_has_unknown_length_sizes_that_readers_accept() -> None:
 
 
 def test_unknown_formats_are_refused() -> None:
-    with pytest.raises(EngineError, match="unsupported audio format"):
+    with pytest.raises(AudioCodecError, match="unsupported audio format"):
         new_encoder("ogg", 24_000)
 
 

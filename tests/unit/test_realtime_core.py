@@ -24,7 +24,7 @@ from cosyagent.agent.events import (
 )
 from cosyagent.agent.realtime_core import CoreLimits, RealtimeCore
 from cosyagent.agent.session_config import SessionConfig, TurnDetection
-from cosyagent.engines.audio import alaw_encode, ulaw_encode
+from cosyagent.audio.pcm import alaw_encode, ulaw_encode
 from cosyagent.engines.smart_turn import SmartTurn
 from cosyagent.engines.vad import SileroVAD
 from tests.support import pcm16, read_clip

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cosyagent.agent.library_synthesizer import LibrarySynthesizer
-from cosyagent.agent.voice_library import (
+from cosyagent.engines.base import AudioF32, CancelToken, EngineError
+from cosyagent.voices.features import CloningUnsupportedError, SpeakerFeatureEngine, SpeakerFeatures
+from cosyagent.voices.library import (
     BuiltinVoiceError,
     ClipDurationError,
     ClipLimits,
@@ -31,10 +32,9 @@ from cosyagent.agent.voice_library import (
     VoiceNotFoundError,
     VoiceNotUsableError,
 )
-from cosyagent.agent.voice_store import InvalidVoiceIdError as StoreIdError
-from cosyagent.agent.voice_store import VoiceStore, validate_voice_id
-from cosyagent.engines.base import AudioF32, CancelToken, EngineError
-from cosyagent.engines.voices import CloningUnsupportedError, SpeakerFeatureEngine, SpeakerFeatures
+from cosyagent.voices.store import InvalidVoiceIdError as StoreIdError
+from cosyagent.voices.store import VoiceStore, validate_voice_id
+from cosyagent.voices.synthesizer import LibrarySynthesizer
 
 RATE = 16_000
 ROOT = Path(__file__).resolve().parents[2]
@@ -232,7 +232,7 @@ import os, sys
 from pathlib import Path
 sys.path.insert(0, {root!r})
 from tests.unit.test_voice_library import library, clip
-import cosyagent.agent.voice_store as store
+import cosyagent.voices.store as store
 
 point = sys.argv[1]
 lib, _ = library(Path(sys.argv[2]), can_clone=True)

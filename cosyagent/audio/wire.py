@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
-from cosyagent.agent.session_config import FORMAT_RATES, AudioFormat
-from cosyagent.engines.audio import (
+from cosyagent.audio.pcm import (
+    AudioF32,
     StreamResampler,
     alaw_decode,
     alaw_encode,
@@ -14,7 +16,9 @@ from cosyagent.engines.audio import (
     ulaw_decode,
     ulaw_encode,
 )
-from cosyagent.engines.base import AudioF32
+
+AudioFormat = Literal["audio/pcm", "audio/pcmu", "audio/pcma"]
+FORMAT_RATES: dict[str, int] = {"audio/pcm": 24000, "audio/pcmu": 8000, "audio/pcma": 8000}
 
 
 class AudioFormatError(ValueError):

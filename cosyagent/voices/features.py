@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cosyagent.engines.base import AudioF32, EngineError
-from cosyagent.engines.tts import KokoroTTS
+from cosyagent.engines.kokoro_tts import KokoroTTS
 
 SpeakerFeatures = Mapping[str, npt.NDArray[Any]]
 

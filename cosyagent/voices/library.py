@@ -1,6 +1,6 @@
 """The voice library: built-in engine voices plus user voices (clips and blends), and their features.
 
-User voices live in a :class:`~cosyagent.agent.voice_store.VoiceStore` and survive restarts.
+User voices live in a :class:`~cosyagent.voices.store.VoiceStore` and survive restarts.
 The speaker features the active TTS engine derives from a voice are computed once, kept in
 memory, cached on disk, and loaded at startup (:meth:`VoiceLibrary.open`), so speaking
 with a user voice never pays for feature extraction. A clip voice under an engine that
@@ -21,19 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from cosyagent.agent.voice_store import (
+from cosyagent.audio.containers import encode_wav
+from cosyagent.engines.base import AudioF32, EngineError
+from cosyagent.voices.features import CloningUnsupportedError, SpeakerFeatureEngine, SpeakerFeatures
+from cosyagent.voices.store import (
     InvalidVoiceIdError as _StoreIdError,
 )
-from cosyagent.agent.voice_store import (
+from cosyagent.voices.store import (
     VoiceRecord,
     VoiceStore,
     VoiceStoreError,
     new_voice_id,
     validate_voice_id,
 )
-from cosyagent.engines.base import AudioF32, EngineError
-from cosyagent.engines.codecs import encode_wav
-from cosyagent.engines.voices import CloningUnsupportedError, SpeakerFeatureEngine, SpeakerFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ class VoiceLibrary:
         if not self.engine.can_clone:
             self._not_usable[record.id] = self._cannot_clone_note()
             return None
-        from cosyagent.engines.codecs import decode_audio
+        from cosyagent.audio.containers import decode_audio
 
         clip = decode_audio(self.store.clip_path(record.id).read_bytes())
         return self._clip_features(record, clip.samples, clip.sample_rate)

@@ -10,18 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cosyagent.agent.library_synthesizer import LibrarySynthesizer
 from cosyagent.agent.realtime_core import CoreLimits, RealtimeCore
 from cosyagent.agent.session import SessionEngines
 from cosyagent.agent.session_config import InvalidSessionValue, SessionConfig, TurnDetection
-from cosyagent.agent.voice_library import ClipLimits, VoiceLibrary
 from cosyagent.config import Config, ConfigError
 from cosyagent.engines.llama_server import EmbeddedLlamaServer
 from cosyagent.engines.llm import OpenAICompatibleLLM
 from cosyagent.engines.smart_turn import SmartTurn
 from cosyagent.engines.vad import SileroVAD
-from cosyagent.runtime_engines import ASREngine, TTSEngine, build_asr, build_tts
+from cosyagent.runtime.engine_choice import ASREngine, TTSEngine, build_asr, build_tts
 from cosyagent.telemetry import SessionObserver, Telemetry
+from cosyagent.voices.library import ClipLimits, VoiceLibrary
+from cosyagent.voices.synthesizer import LibrarySynthesizer
 
 logger = logging.getLogger(__name__)
 

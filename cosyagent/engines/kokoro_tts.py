@@ -28,7 +28,7 @@ from cosyagent.engines.base import (
     EngineUnavailableError,
     SynthesisCancelled,
 )
-from cosyagent.engines.tts_text import MandarinPhonemizer, Script, detect_script, split_text
+from cosyagent.engines.kokoro_text import MandarinPhonemizer, Script, detect_script, split_text
 
 if TYPE_CHECKING:
     from kokoro_onnx import Kokoro

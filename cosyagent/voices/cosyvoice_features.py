@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from cosyagent.engines.base import AudioF32, EngineError
 from cosyagent.engines.cosyvoice_tts import CosyVoiceTTS
-from cosyagent.engines.voices import SpeakerFeatures
+from cosyagent.voices.features import SpeakerFeatures
 
 
 class CosyVoiceVoiceFeatures:

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from cosyagent.engines.audio import float_to_pcm16
-from cosyagent.engines.base import AudioF32, EngineError
+from cosyagent.audio.pcm import AudioF32, float_to_pcm16
 
 if TYPE_CHECKING:
     import av.container
@@ -27,7 +26,11 @@ if TYPE_CHECKING:
 AUDIO_DEMUXERS = "wav,w64,mp3,ogg,flac,matroska,mov,aac,aiff,caf"
 
 
-class AudioDecodeError(EngineError):
+class AudioCodecError(ValueError):
+    """Audio that cannot be decoded or encoded as asked."""
+
+
+class AudioDecodeError(AudioCodecError):
     """The bytes are not audio we can read (not a media file, no audio stream, corrupt)."""
 
 
@@ -266,7 +269,7 @@ class _AvEncoder(StreamEncoder):
 
     def _mux(self, frames: list[Any]) -> None:
         if self._container is None:
-            raise EngineError("the encoder is closed")
+            raise AudioCodecError("the encoder is closed")
         for frame in frames:
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
@@ -278,9 +281,11 @@ class _AvEncoder(StreamEncoder):
 
 
 def new_encoder(format_name: str, sample_rate: int) -> StreamEncoder:
-    """An encoder for one of :func:`available_speech_formats`; EngineError for any other."""
+    """An encoder for one of :func:`available_speech_formats`; AudioCodecError for any other."""
     if format_name not in available_speech_formats():
-        raise EngineError(f"unsupported audio format {format_name!r}; use one of {list(available_speech_formats())}")
+        raise AudioCodecError(
+            f"unsupported audio format {format_name!r}; use one of {list(available_speech_formats())}"
+        )
     spec = SPEECH_FORMATS[format_name]
     if spec.codec is None:
         return _PcmEncoder(sample_rate, spec.media_type, header=format_name == "wav")

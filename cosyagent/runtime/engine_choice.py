@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from cosyagent.config import ASRConfig, ConfigError, TTSConfig
-from cosyagent.engines.asr import WhisperASR
 from cosyagent.engines.cosyvoice_tts import CosyVoiceTTS
-from cosyagent.engines.cosyvoice_voices import CosyVoiceVoiceFeatures
 from cosyagent.engines.funasr_asr import FunASRNano
-from cosyagent.engines.tts import KokoroTTS
-from cosyagent.engines.voices import KokoroVoiceFeatures, SpeakerFeatureEngine
+from cosyagent.engines.kokoro_tts import KokoroTTS
+from cosyagent.engines.whisper_asr import WhisperASR
+from cosyagent.voices.cosyvoice_features import CosyVoiceVoiceFeatures
+from cosyagent.voices.features import KokoroVoiceFeatures, SpeakerFeatureEngine
 
 ASREngine = WhisperASR | FunASRNano
 TTSEngine = KokoroTTS | CosyVoiceTTS

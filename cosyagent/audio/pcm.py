@@ -9,8 +9,8 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from cosyagent.engines.base import AudioF32
-
+AudioF32 = npt.NDArray[np.float32]
+"""Mono float32 samples in [-1, 1]."""
 PCM16 = npt.NDArray[np.int16]
 
 

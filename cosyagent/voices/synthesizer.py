@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from cosyagent.agent.voice_library import VoiceLibrary, VoiceLibraryError
 from cosyagent.engines.base import AudioF32, CancelToken, EngineError, SpeechSynthesizer
 from cosyagent.engines.streaming import TextStreamSynthesizer
+from cosyagent.voices.library import VoiceLibrary, VoiceLibraryError
 
 
 class LibrarySynthesizer:
