@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cosyagent.agent.session_config import EAGERNESS_THRESHOLDS
 from cosyagent.engines.base import CancelToken, SynthesisCancelled
 from cosyagent.engines.smart_turn import SAMPLE_RATE, SmartTurn
 from tests.support import read_clip
@@ -22,11 +23,24 @@ def test_a_finished_question_is_a_finished_turn(smart_turn: SmartTurn) -> None:
     assert smart_turn.predict(question) > 0.8
 
 
-def test_speech_cut_off_mid_word_is_not(smart_turn: SmartTurn) -> None:
-    # The whole clip ends 0.2 s into the speaker's next word.
-    assert smart_turn.predict(read_clip("en_dublin_q.wav", SAMPLE_RATE)) < 0.2
-    # "Who's going to implement a 4% ..." stopped after two seconds.
-    assert smart_turn.predict(read_clip("en_wealth_tax_q.wav", SAMPLE_RATE)[: 2 * SAMPLE_RATE]) < 0.5
+# Speech stopped mid-sentence, where no listener would take the floor. The product's decision
+# there: the pause must not end the turn even at the most eager setting (eagerness "high", the
+# lowest threshold). onnxruntime runs different int8 kernels on different CPUs (AVX-512 or only
+# AVX2) and with graph optimisation on or off; at these cuts the score stayed at 0.005-0.04 under
+# every kernel we could run, so the margin to the threshold is ~0.25. Cuts that fall right at a word
+# boundary are avoided: there the model itself is unsure, and its score moved by up to 0.5 between
+# kernels (e.g. the whole Dublin clip, which ends 0.2 s into the next word: 0.05 to 0.24).
+MID_SENTENCE_CUTS = [
+    ("en_dublin_q.wav", 1.5),  # "and says, how do..."
+    ("en_wealth_tax_q.wav", 2.75),  # "Who's going to implement a 4% glo..."
+    ("en_philosophy_22s.wav", 12.5),  # "...and how the theories that people..."
+]
+
+
+@pytest.mark.parametrize(("clip", "seconds"), MID_SENTENCE_CUTS)
+def test_speech_cut_off_mid_sentence_is_not_a_finished_turn(smart_turn: SmartTurn, clip: str, seconds: float) -> None:
+    probability = smart_turn.predict(read_clip(clip, SAMPLE_RATE)[: int(seconds * SAMPLE_RATE)])
+    assert probability < min(EAGERNESS_THRESHOLDS.values()), probability
 
 
 def test_longer_audio_keeps_only_the_last_eight_seconds(smart_turn: SmartTurn) -> None:
