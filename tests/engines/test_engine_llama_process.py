@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 SCRIPT = """
 import asyncio
@@ -58,5 +61,27 @@ async def test_llama_server_runs_at_the_configured_lower_priority() -> None:
         stat = Path(f"/proc/{server.pid}/stat").read_text()  # noqa: ASYNC240  (procfs: no disk I/O)
         niceness = int(stat.rsplit(")", 1)[1].split()[16])
         assert niceness == os.nice(0) + 7
+    finally:
+        await server.stop()
+
+
+async def test_llama_server_ignores_a_port_and_host_meant_for_the_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PORT=9000 make serve: the agent's PORT must not become the llama.cpp child's port."""
+    from cosyagent.engines.llama_server import EmbeddedLlamaServer
+
+    with socket.socket() as spare:
+        spare.bind(("127.0.0.1", 0))
+        agent_port = spare.getsockname()[1]
+    monkeypatch.setenv("PORT", str(agent_port))
+    monkeypatch.setenv("HOST", "0.0.0.0")
+    monkeypatch.setenv("MODEL", "/nonexistent.gguf")
+    server = EmbeddedLlamaServer(n_threads=1)
+    await server.start()
+    try:
+        assert server.port != agent_port and server.base_url.startswith("http://127.0.0.1:")
+        with socket.socket() as probe:  # the agent's port is still free for the agent
+            probe.bind(("127.0.0.1", agent_port))
+        environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")  # noqa: ASYNC240  (procfs)
+        assert not [v for v in environ if v.startswith((b"PORT=", b"HOST=", b"MODEL="))]
     finally:
         await server.stop()
