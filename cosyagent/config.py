@@ -27,6 +27,9 @@ class ServerConfig:
     port: int = 8188
     max_sessions: int = 16
     cors_origins: tuple[str, ...] = ()
+    # Host names (besides IP addresses and localhost) this server answers to, e.g. the public
+    # name behind a reverse proxy; "*" turns the check off. Guards against DNS rebinding.
+    allowed_hosts: tuple[str, ...] = ()
     # Bearer keys accepted on every /v1 route and the realtime socket; none: no auth.
     api_keys: tuple[str, ...] = ()
     data_dir: str = "~/.local/share/cosyagent"  # user voices and their cached speaker features
@@ -158,6 +161,7 @@ ENV_OVERRIDES = {
 LIST_ENV_OVERRIDES = {  # comma-separated
     "COSYAGENT_API_KEYS": ("server", "api_keys"),
     "COSYAGENT_CORS_ORIGINS": ("server", "cors_origins"),
+    "COSYAGENT_ALLOWED_HOSTS": ("server", "allowed_hosts"),
 }
 
 

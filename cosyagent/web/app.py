@@ -17,6 +17,7 @@ from cosyagent.transports.websocket import refuse_websocket, serve_websocket
 from cosyagent.web.auth import ApiKeyMiddleware
 from cosyagent.web.calls import calls_router
 from cosyagent.web.errors import install_error_handlers
+from cosyagent.web.local_guard import LocalGuardMiddleware
 from cosyagent.web.metrics import ErrorCountingMiddleware, metrics_router
 from cosyagent.web.pages import pages_router
 from cosyagent.web.speech import speech_router
@@ -39,7 +40,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="cosyagent", version=_version(), lifespan=lifespan)
     app.state.runtime = runtime
     install_error_handlers(app)  # OpenAI-style {"error": {...}} bodies on /v1
-    # Middleware added later wraps what was added before: CORS, then API keys, then body limits.
+    # Middleware added later wraps what was added before: the local guard (Host, Origin), then CORS,
+    # then API keys, then body limits.
     upload_bytes = int(runtime.config.limits.max_upload_mb * 2**20)
     body_limits = {"/v1/audio/transcriptions": upload_bytes, "/v1/audio/speech": 1 << 20}
     voice_paths = ("/v1/voices", "/v1/voices/", "/v1/audio/voices", "/v1/audio/voices/")
@@ -53,6 +55,13 @@ def create_app(runtime: Runtime) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
+    server = runtime.config.server
+    app.add_middleware(
+        LocalGuardMiddleware,
+        allowed_hosts=server.allowed_hosts,
+        cors_origins=server.cors_origins,
+        check_origin=not server.api_keys,
+    )
     app.add_middleware(ErrorCountingMiddleware, telemetry=runtime.telemetry)  # outermost: sees every error
 
     @app.get("/v1/health")

@@ -2,28 +2,25 @@
 ``Authorization: Bearer <key>``.
 
 A pure ASGI middleware, so it covers HTTP routes and the realtime WebSocket alike, and
-routes added later too. A refused WebSocket handshake gets an HTTP 401 (the ASGI
-``websocket.http.response`` extension; uvicorn has it) or, failing that, a policy-violation
-close before accepting. CORS preflight (``OPTIONS``) passes: the CORS middleware answers it.
+routes added later too (a refused handshake gets an HTTP 401: :mod:`cosyagent.web.refusals`).
+CORS preflight (``OPTIONS``) passes: the CORS middleware answers it.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import Iterable
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cosyagent.web.errors import error_body
+from cosyagent.web.refusals import refuse
 
 logger = logging.getLogger(__name__)
 
 _PROTECTED_PREFIX = "/v1"
 _PROTECTED_PATHS = ("/metrics",)  # outside /v1, but says how the server is used
-_CLOSE_POLICY_VIOLATION = 1008
 
 
 class ApiKeyMiddleware:
@@ -44,16 +41,7 @@ class ApiKeyMiddleware:
             return
         message, code = problem
         logger.info("refused %s %s: %s", scope["type"], scope["path"], code or "no key")
-        body = json.dumps(error_body(message, "invalid_request_error", None, code), separators=(",", ":")).encode()
-        headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
-        if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 401, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-        elif "websocket.http.response" in scope.get("extensions", {}):
-            await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
-            await send({"type": "websocket.http.response.body", "body": body})
-        else:
-            await send({"type": "websocket.close", "code": _CLOSE_POLICY_VIOLATION, "reason": "invalid API key"})
+        await refuse(scope, send, 401, message, code, headers=[(b"www-authenticate", b"Bearer")])
 
     def _check(self, authorization: str | None) -> tuple[str, str | None] | None:
         """None if the header carries a valid key, else (message, code)."""

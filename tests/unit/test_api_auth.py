@@ -20,6 +20,8 @@ from cosyagent.config import load_config
 from cosyagent.runtime import Runtime
 from cosyagent.web.app import create_app
 
+# A loopback Host: the server refuses names it does not know (DNS rebinding; web/local_guard.py).
+LOCAL = "http://127.0.0.1"
 KEY = "sk-test-123"
 
 
@@ -48,7 +50,7 @@ ROUTES = [
 
 @pytest.fixture
 def client(tmp_path: Path) -> TestClient:
-    return TestClient(make_app(tmp_path, api_keys=[KEY, "second-key"]))
+    return TestClient(make_app(tmp_path, api_keys=[KEY, "second-key"]), base_url=LOCAL)
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
@@ -84,7 +86,7 @@ def test_the_realtime_socket_needs_a_key(client: TestClient) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}):
         with (
             pytest.raises(WebSocketDenialResponse) as denied,
-            client.websocket_connect("/v1/realtime", headers=headers),
+            client.websocket_connect("ws://127.0.0.1/v1/realtime", headers=headers),
         ):
             pass
         assert denied.value.status_code == 401
@@ -92,13 +94,13 @@ def test_the_realtime_socket_needs_a_key(client: TestClient) -> None:
 
 
 def test_without_keys_nothing_is_asked(tmp_path: Path) -> None:
-    client = TestClient(make_app(tmp_path))
+    client = TestClient(make_app(tmp_path), base_url=LOCAL)
     assert client.get("/v1/voices").status_code == 200
     assert client.get("/v1/speakers", headers={"Authorization": "Bearer anything"}).status_code == 200
 
 
 def test_cors_is_off_by_default(tmp_path: Path) -> None:
-    client = TestClient(make_app(tmp_path))
+    client = TestClient(make_app(tmp_path), base_url=LOCAL)
     response = client.get("/v1/voices", headers={"Origin": "https://app.example.org"})
     assert "access-control-allow-origin" not in response.headers
     preflight = client.options(
@@ -109,7 +111,7 @@ def test_cors_is_off_by_default(tmp_path: Path) -> None:
 
 
 def test_cors_allows_the_configured_origins_only(tmp_path: Path) -> None:
-    client = TestClient(make_app(tmp_path, api_keys=[KEY], cors_origins=["https://app.example.org"]))
+    client = TestClient(make_app(tmp_path, api_keys=[KEY], cors_origins=["https://app.example.org"]), base_url=LOCAL)
     preflight = client.options(
         "/v1/audio/speech",
         headers={
@@ -127,7 +129,7 @@ def test_cors_allows_the_configured_origins_only(tmp_path: Path) -> None:
 
 
 def test_uploads_over_the_limit_get_413_declared_or_streamed(tmp_path: Path) -> None:
-    client = TestClient(make_app(tmp_path))
+    client = TestClient(make_app(tmp_path), base_url=LOCAL)
     big = bytes(1_200_000)  # the limit is 1 MiB here
     declared = client.post("/v1/audio/transcriptions", files={"file": ("a.wav", big, "audio/wav")})
     assert declared.status_code == 413
@@ -148,7 +150,7 @@ def test_uploads_over_the_limit_get_413_declared_or_streamed(tmp_path: Path) -> 
 
 
 def test_errors_have_the_openai_shape_on_v1_only(tmp_path: Path) -> None:
-    client = TestClient(make_app(tmp_path))
+    client = TestClient(make_app(tmp_path), base_url=LOCAL)
     missing = client.get("/v1/nothing-here")
     assert missing.status_code == 404
     assert set(missing.json()["error"]) == {"message", "type", "param", "code"}

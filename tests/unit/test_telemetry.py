@@ -15,6 +15,8 @@ from cosyagent.runtime import Runtime
 from cosyagent.telemetry import STAGES, SessionObserver, Telemetry
 from cosyagent.web.app import create_app
 
+# A loopback Host: the server refuses names it does not know (DNS rebinding; web/local_guard.py).
+LOCAL = "http://127.0.0.1"
 KEY = "sk-metrics-1"
 
 
@@ -206,7 +208,7 @@ def test_error_events_count_by_code(telemetry: Telemetry, clock: Clock) -> None:
 def make_client(tmp_path: Path, api_keys: list[str]) -> TestClient:
     config_file = tmp_path / "config.yaml"
     config_file.write_text(f"server:\n  data_dir: {tmp_path / 'data'}\n  api_keys: {api_keys!r}\n")
-    return TestClient(create_app(Runtime.from_config(load_config(config_file, environ={}))))
+    return TestClient(create_app(Runtime.from_config(load_config(config_file, environ={}))), base_url=LOCAL)
 
 
 def test_metrics_endpoint_is_open_without_api_keys_and_counts_http_errors(tmp_path: Path) -> None:
