@@ -21,7 +21,6 @@ pytest.importorskip("funasr", reason="funasr runs in .venv-funasr (make test)")
 import yaml
 
 from cosyagent.config import load_config
-from cosyagent.engines.streaming import streams_text
 from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, stream_reply
 from cosyagent.runtime import Runtime
 from tests.e2e.conftest import free_port, serve_in_process
@@ -92,7 +91,7 @@ async def test_speech_route_streams_cosyvoice_audio(stack: tuple[Runtime, str]) 
 async def test_pipeline_feeds_llm_tokens_into_cosyvoice(stack: tuple[Runtime, str]) -> None:
     runtime, _ = stack
     engines = runtime.session_engines()
-    assert streams_text(engines.tts)
+    assert engines.tts.info.streams_text
     request = ReplyRequest(messages=[{"role": "user", "content": "When does it open?"}], voice="default")
     events = [e async for e in stream_reply(request, engines.llm, engines.tts)]
     audio = [e for e in events if isinstance(e, AudioChunk)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosyagent.engines.base import CancelToken, SynthesisCancelled
+from cosyagent.engines.base import CancelToken, EngineCancelled
 from cosyagent.engines.smart_turn import SAMPLE_RATE, SmartTurn
 from tests.support import read_clip
 
@@ -40,6 +40,6 @@ async def test_runs_off_the_event_loop_and_a_cancelled_call_is_skipped(smart_tur
     assert await smart_turn.probability(question) > 0.8
     token = CancelToken()
     token.cancel()
-    with pytest.raises(SynthesisCancelled):
+    with pytest.raises(EngineCancelled):
         await smart_turn.probability(question, cancel=token)
     assert smart_turn.executor.queue_depth == 0

@@ -1,4 +1,5 @@
-"""How /v1/audio/speech feeds an engine: clause by clause, or the whole text to a bi-streaming engine."""
+"""How the one speak path (the agent's replies, /v1/audio/speech) feeds an engine: clause by clause,
+or the whole text to a bi-streaming engine."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from cosyagent.engines.base import AudioF32, CancelToken
-from cosyagent.web.speech import _clauses, _synthesize
+from cosyagent.engines.base import AudioF32, CancelToken, EngineInfo
+from cosyagent.pipeline.speak import SpokenChunk, clauses_of, speak
 
 TEXT = "Good morning, and welcome to the station. The next train leaves from platform four in ten minutes."
 
@@ -15,6 +16,9 @@ TEXT = "Good morning, and welcome to the station. The next train leaves from pla
 class ClauseEngine:
     name = "clauses"
     sample_rate = 24_000
+    info = EngineInfo(name, "clauses-1", sample_rate)
+    loaded = True
+    queue_depth = 0
 
     def __init__(self) -> None:
         self.calls: list[str] = []
@@ -34,7 +38,7 @@ class ClauseEngine:
 
 
 class StreamingEngine(ClauseEngine):
-    streams_text = True
+    info = EngineInfo("streaming", "streaming-1", 24_000, streams_text=True)
 
     async def synthesize_stream(
         self, text: AsyncIterator[str], *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
@@ -46,21 +50,54 @@ class StreamingEngine(ClauseEngine):
 
 
 def test_the_first_clause_is_short() -> None:
-    assert _clauses(TEXT) == [
+    assert clauses_of(TEXT) == [
         "Good morning,",
         "and welcome to the station.",
         "The next train leaves from platform four in ten minutes.",
     ]
-    assert _clauses("Yes") == ["Yes"]
+    assert clauses_of("Yes") == ["Yes"]
 
 
 async def test_a_clause_engine_gets_one_call_per_clause() -> None:
     engine = ClauseEngine()
-    chunks = [c async for c in _synthesize(engine, TEXT, "v", 1.0, CancelToken())]
-    assert engine.calls == _clauses(TEXT) and len(chunks) == 3
+    chunks = [c async for c in _audio(speak(engine, TEXT, voice="v", speed=1.0, cancel=CancelToken()))]
+    assert engine.calls == clauses_of(TEXT) and len(chunks) == 3
 
 
 async def test_a_bi_streaming_engine_gets_the_whole_text() -> None:
     engine = StreamingEngine()
-    chunks = [c async for c in _synthesize(engine, TEXT, "v", 1.0, CancelToken())]
+    chunks = [c async for c in _audio(speak(engine, TEXT, voice="v", speed=1.0, cancel=CancelToken()))]
     assert engine.calls == [TEXT] and sum(c.size for c in chunks) == len(TEXT)
+
+
+async def _audio(spoken: AsyncIterator[SpokenChunk]) -> AsyncIterator[AudioF32]:
+    async for chunk in spoken:
+        if chunk.samples.size:
+            yield chunk.samples
+
+
+async def _deltas(text: str) -> AsyncIterator[str]:
+    for word in text.split(" "):
+        yield word + " "
+
+
+async def test_streamed_text_is_spoken_clause_by_clause_as_it_comes() -> None:
+    engine = ClauseEngine()
+    told: list[str] = []
+    spoken = [c async for c in speak(engine, _deltas(TEXT), voice="v", on_clause=told.append)]
+    assert engine.calls == told == clauses_of(TEXT)
+    assert [c.text for c in spoken] == clauses_of(TEXT)  # each clause's first chunk carries its text
+
+
+async def test_a_bi_streaming_engine_says_which_text_each_chunk_completes() -> None:
+    engine = StreamingEngine()
+    spoken = [c async for c in speak(engine, _deltas(TEXT), voice="v")]
+    assert " ".join(c.text for c in spoken if c.text) == " ".join(clauses_of(TEXT))
+
+
+async def test_closing_the_stream_fires_the_cancel_token() -> None:
+    cancel = CancelToken()
+    spoken = speak(ClauseEngine(), TEXT, voice="v", cancel=cancel)
+    await anext(spoken)
+    await spoken.aclose()  # type: ignore[attr-defined]
+    assert cancel.cancelled
