@@ -22,7 +22,7 @@ Wer = Callable[[str, str], float]
 def test_implements_protocol(asr: WhisperASR) -> None:
     assert isinstance(asr, SpeechRecognizer)
     assert asr.sample_rate == 16_000
-    assert tuple(asr.languages) == ("en",)
+    assert tuple(asr.info.languages) == ("en",)
 
 
 async def test_real_speech_word_error_rate(asr: WhisperASR, load_clip: Clip, wer: Wer) -> None:
