@@ -58,6 +58,18 @@ async def test_health_names_the_production_engines(stack: tuple[Runtime, str]) -
     assert health["engines"]["tts"]["engine"] == "cosyvoice3" and "default" in health["engines"]["tts"]["voices"]
 
 
+async def test_sessions_and_models_follow_the_production_engines(stack: tuple[Runtime, str]) -> None:
+    runtime, base_url = stack
+    config = runtime.session_defaults(None)
+    assert config.transcription_model == "fun-asr-nano-2512"
+    chinese = {"audio": {"input": {"transcription": {"language": "zh"}}}}
+    assert config.updated(chinese, runtime.voice_exists).transcription_language == "zh"
+    async with httpx.AsyncClient(timeout=30) as http:
+        models = (await http.get(f"{base_url}/models")).json()
+    ids = [m["id"] for m in models["data"]]
+    assert "fun-asr-nano-2512" in ids and "fun-cosyvoice3-0.5b-2512" in ids and "kokoro-82m" not in ids
+
+
 async def test_transcriptions_route_runs_fun_asr_nano(stack: tuple[Runtime, str]) -> None:
     _, base = stack
     wav = io.BytesIO()
