@@ -118,10 +118,6 @@ class Conversation:
     def __len__(self) -> int:
         return len(self._items)
 
-    @property
-    def last_id(self) -> str | None:
-        return self._items[-1].id if self._items else None
-
     def get(self, item_id: str) -> ConversationItem | None:
         return next((item for item in self._items if item.id == item_id), None)
 

@@ -28,11 +28,11 @@ from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.engines.base import (
     CancelToken,
     ChatLLM,
+    EngineCancelled,
     EngineError,
     EngineUnavailableError,
     SpeechRecognizer,
     SpeechSynthesizer,
-    SynthesisCancelled,
     TurnEndPredictor,
 )
 from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, ReplyTimings, TextDelta, stream_reply
@@ -168,7 +168,7 @@ class RealtimeSession:
     async def _transcribe(self, job: Transcribe, token: CancelToken) -> None:
         try:
             transcript = await self._engines.asr.transcribe(job.audio, language=job.language, cancel=token)
-        except SynthesisCancelled:
+        except EngineCancelled:
             return
         except EngineError as exc:
             self._execute(self.core.transcription_failed(job.job_id, str(exc)))
@@ -183,7 +183,7 @@ class RealtimeSession:
             if model is None:
                 return
             probability = await model.probability(job.audio, cancel=token)
-        except SynthesisCancelled:
+        except EngineCancelled:
             return
         except EngineError as exc:  # the silence wait still ends the turn
             logger.warning("end-of-turn model failed: %s", exc)

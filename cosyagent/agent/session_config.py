@@ -24,6 +24,7 @@ TurnDetectionType = Literal["server_vad", "semantic_vad"]
 Eagerness = Literal["low", "medium", "high", "auto"]
 # semantic_vad: the Smart Turn probability above which a pause ends the turn at once.
 EAGERNESS_THRESHOLDS: dict[str, float] = {"low": 0.7, "medium": 0.5, "auto": 0.5, "high": 0.3}
+_LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "ja": "Japanese", "ko": "Korean", "yue": "Cantonese"}
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,9 @@ class SessionConfig:
     turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
     output_modalities: tuple[Modality, ...] = ("audio",)
     max_output_tokens: int | None = None
-    transcription_model: str = "whisper-tiny.en"
+    transcription_model: str = "whisper-tiny.en"  # the ASR engine's model id
     transcription_language: str | None = None
+    transcription_languages: tuple[str, ...] = ("en",)  # what the ASR engine transcribes: not sent to clients
 
     def to_dict(self, session_id: str) -> dict[str, Any]:
         """The `session` object of session.created / session.updated."""
@@ -138,12 +140,7 @@ class SessionConfig:
             )
         if "transcription" in audio_in and audio_in["transcription"] is not None:
             transcription = _mapping(audio_in["transcription"], "session.audio.input.transcription")
-            if transcription.get("language") not in (None, "en"):
-                raise InvalidSessionValue(
-                    "session.audio.input.transcription.language",
-                    f"language {transcription['language']!r} is not supported by this ASR engine (English only)",
-                )
-            changes["transcription_language"] = transcription.get("language")
+            changes["transcription_language"] = self._transcription_language(transcription.get("language"))
         if "format" in audio_out:
             changes["output_format"] = parse_format(audio_out["format"], "session.audio.output.format")
         if "voice" in audio_out:
@@ -151,6 +148,17 @@ class SessionConfig:
         if "speed" in audio_out:
             changes["speed"] = parse_speed(audio_out["speed"], "session.audio.output.speed")
         return replace(self, **changes)
+
+    def _transcription_language(self, language: Any) -> str | None:
+        if language is None:
+            return None
+        if isinstance(language, str) and language in self.transcription_languages:
+            return language
+        names = ", ".join(_LANGUAGE_NAMES.get(code, code) for code in self.transcription_languages)
+        raise InvalidSessionValue(
+            "session.audio.input.transcription.language",
+            f"language {language!r} is not supported by this ASR engine ({names} only)",
+        )
 
 
 def format_dict(fmt: AudioFormat) -> dict[str, Any]:

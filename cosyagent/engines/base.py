@@ -29,8 +29,8 @@ class EngineUnavailableError(EngineError):
     """The engine cannot serve at all right now (model missing, endpoint down)."""
 
 
-class SynthesisCancelled(Exception):
-    """Raised inside a worker thread when its :class:`CancelToken` fires."""
+class EngineCancelled(Exception):
+    """Raised inside any engine's worker (ASR, TTS, turn model) when its :class:`CancelToken` fires."""
 
 
 class CancelToken:
@@ -60,7 +60,7 @@ class CancelToken:
 
     def raise_if_cancelled(self) -> None:
         if self._event.is_set():
-            raise SynthesisCancelled()
+            raise EngineCancelled()
 
     def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` once when cancelled (at once if already). Returns an unregister function."""
@@ -126,6 +126,30 @@ class Transcript:
     segments: Sequence[TranscriptSegment] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True)
+class EngineInfo:
+    """What an engine is and can do, for the layers above it: they read this, never the class.
+
+    ``name`` is the engine (``asr.engine`` in config terms), ``model`` the model id that
+    ``/v1/models`` and session defaults report. Fields that do not apply to a kind of engine
+    keep their defaults (a VAD has no speed range).
+    """
+
+    name: str
+    model: str
+    sample_rate: int | None = None
+    languages: tuple[str, ...] = ()  # ASR: base language codes it transcribes ("en", "zh"...)
+    speed_range: tuple[float, float] | None = None  # TTS: the speeds synthesize() accepts
+    streams_text: bool = False  # TTS: takes the text as a stream (synthesize_stream)
+    can_clone: bool = False  # TTS: speaks a voice derived from a clip
+
+    def check_speed(self, speed: float) -> None:
+        """EngineError unless ``speed`` is in :attr:`speed_range`."""
+        if self.speed_range is not None and not self.speed_range[0] <= speed <= self.speed_range[1]:
+            low, high = self.speed_range
+            raise EngineError(f"speed must be between {low} and {high}, got {speed}")
+
+
 @runtime_checkable
 class VADStream(Protocol):
     """Per-session voice activity state over fixed-size frames at ``sample_rate``."""
@@ -137,8 +161,33 @@ class VADStream(Protocol):
     def reset(self) -> None: ...
 
 
+class Engine(Protocol):
+    """What every engine has: a description, an explicit load, and a close."""
+
+    @property
+    def info(self) -> EngineInfo: ...
+
+    @property
+    def loaded(self) -> bool: ...
+
+    def load(self) -> None:
+        """Load weights and run one warm-up inference (blocking; once per process)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class QueuedEngine(Engine, Protocol):
+    """An engine whose calls queue on its own worker (see :class:`EngineExecutor`)."""
+
+    @property
+    def queue_depth(self) -> int:
+        """Calls waiting for or running on the engine's worker."""
+        ...
+
+
 @runtime_checkable
-class TurnEndPredictor(Protocol):
+class TurnEndPredictor(QueuedEngine, Protocol):
     """Judges from the audio alone whether an utterance is a finished turn (Smart Turn)."""
 
     async def probability(self, audio: AudioF32, cancel: CancelToken | None = None) -> float:
@@ -147,11 +196,9 @@ class TurnEndPredictor(Protocol):
 
 
 @runtime_checkable
-class VoiceActivityDetector(Protocol):
+class VoiceActivityDetector(Engine, Protocol):
     sample_rate: int
     frame_samples: int
-
-    def load(self) -> None: ...
 
     def new_stream(self) -> VADStream:
         """A fresh per-session state sharing the loaded model."""
@@ -159,14 +206,9 @@ class VoiceActivityDetector(Protocol):
 
 
 @runtime_checkable
-class SpeechRecognizer(Protocol):
+class SpeechRecognizer(QueuedEngine, Protocol):
     name: str
     sample_rate: int
-    languages: Sequence[str]
-
-    def load(self) -> None:
-        """Load weights and run one warm-up inference."""
-        ...
 
     async def transcribe(
         self,
@@ -176,20 +218,14 @@ class SpeechRecognizer(Protocol):
         prompt: str | None = None,
         cancel: CancelToken | None = None,
     ) -> Transcript:
-        """Transcribe mono float32 audio at ``sample_rate``."""
+        """Transcribe mono float32 audio at ``sample_rate``; EngineCancelled once ``cancel`` fires."""
         ...
-
-    def close(self) -> None: ...
 
 
 @runtime_checkable
-class SpeechSynthesizer(Protocol):
+class SpeechSynthesizer(QueuedEngine, Protocol):
     name: str
     sample_rate: int
-
-    def load(self) -> None:
-        """Load weights and run one warm-up synthesis."""
-        ...
 
     def voices(self) -> Sequence[str]:
         """Names accepted by ``synthesize(voice=...)``."""
@@ -210,8 +246,6 @@ class SpeechSynthesizer(Protocol):
         """
         ...
 
-    def close(self) -> None: ...
-
 
 ChatMessage = dict[str, str]
 """``{"role": "system" | "user" | "assistant", "content": str}``."""
@@ -221,9 +255,8 @@ ChatMessage = dict[str, str]
 class ChatLLM(Protocol):
     model: str
 
-    async def check(self) -> None:
-        """Raise :class:`EngineUnavailableError` if the endpoint cannot be reached."""
-        ...
+    @property
+    def info(self) -> EngineInfo: ...
 
     def stream_chat(
         self,

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from cosyagent.engines.base import AudioF32, CancelToken, EngineError, SynthesisCancelled
+from cosyagent.engines.base import AudioF32, CancelToken, EngineCancelled, EngineError
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class TextFeed:
         while True:
             item = self._queue.get()
             if self._aborted.is_set():
-                raise SynthesisCancelled()
+                raise EngineCancelled()
             if item is self._END:
                 return
             self.received += 1
@@ -82,7 +82,7 @@ class _TokenSink(list[int]):
 
     def append(self, token: int) -> None:
         if self._stop.is_set():
-            raise SynthesisCancelled()
+            raise EngineCancelled()
         with self._wake:
             super().append(token)
             self._wake.notify_all()
@@ -117,7 +117,7 @@ def stream_speech(
                 model_input.get("llm_embedding", torch.zeros(0, 192)),
                 uid,
             )
-        except SynthesisCancelled:
+        except EngineCancelled:
             pass
         except Exception as exc:  # noqa: BLE001  (handed to the generating thread)
             failure.append(exc)
@@ -129,7 +129,7 @@ def stream_speech(
     def wake_up() -> None:
         stop.set()
         if text_feed is not None:
-            text_feed.abort()  # an LLM thread waiting for more text gets SynthesisCancelled
+            text_feed.abort()  # an LLM thread waiting for more text gets EngineCancelled
         with wake:
             wake.notify_all()
 

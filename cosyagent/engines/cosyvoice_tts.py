@@ -27,9 +27,10 @@ import numpy.typing as npt
 from cosyagent.engines.base import (
     AudioF32,
     CancelToken,
+    EngineCancelled,
     EngineError,
+    EngineInfo,
     EngineUnavailableError,
-    SynthesisCancelled,
 )
 from cosyagent.engines.cosyvoice_stream import ChunkSchedule, TextFeed, stream_speech
 
@@ -63,8 +64,9 @@ class CosyVoiceTTS:
 
     name = "cosyvoice3"
     sample_rate: int = _SAMPLE_RATE
-    streams_text = True
-    speed_range: tuple[float, float] = (0.5, 2.0)
+    info = EngineInfo(
+        name, "fun-cosyvoice3-0.5b-2512", _SAMPLE_RATE, speed_range=(0.5, 2.0), streams_text=True, can_clone=True
+    )
 
     def __init__(
         self,
@@ -249,8 +251,7 @@ class CosyVoiceTTS:
         self._require_model()
         if voice not in self._model.frontend.spk2info:
             raise EngineError(f"unknown voice {voice!r}; available voices: {', '.join(self.voices()) or 'none'}")
-        if not self.speed_range[0] <= speed <= self.speed_range[1]:
-            raise EngineError(f"speed must be between {self.speed_range[0]} and {self.speed_range[1]}, got {speed}")
+        self.info.check_speed(speed)
         token = CancelToken()
         unlink = cancel.on_cancel(token.cancel) if cancel is not None else (lambda: None)
         feed = TextFeed() if not isinstance(source, str) else None
@@ -295,7 +296,7 @@ class CosyVoiceTTS:
             self._waiting -= 1
         if token.cancelled:
             self._slots.release()
-            raise SynthesisCancelled()
+            raise EngineCancelled()
 
     def _release(self, _job: object) -> None:
         self._running -= 1
@@ -320,7 +321,7 @@ class CosyVoiceTTS:
             try:
                 for audio in self._speak(text, feed, voice, speed, cancel, instruct):
                     post(audio)
-            except SynthesisCancelled:
+            except EngineCancelled:
                 pass
             except EngineError as exc:
                 post(exc)

@@ -22,6 +22,7 @@ from cosyagent.engines.base import (
     CancelToken,
     EngineError,
     EngineExecutor,
+    EngineInfo,
     EngineUnavailableError,
     Transcript,
     TranscriptSegment,
@@ -55,7 +56,7 @@ class FunASRNano:
 
     name = "fun-asr-nano"
     sample_rate: int = _SAMPLE_RATE
-    languages: Sequence[str] = ("zh", "en", "ja")
+    info = EngineInfo(name, "fun-asr-nano-2512", _SAMPLE_RATE, languages=("zh", "en", "ja"))
 
     def __init__(
         self,
@@ -143,8 +144,8 @@ class FunASRNano:
         queued when ``cancel`` fires is skipped; a decode already running finishes.
         """
         tag = _language_tag(language) or self.language
-        if tag is not None and tag not in self.languages:
-            raise EngineError(f"Fun-ASR-Nano transcribes {', '.join(self.languages)}, not {language!r}")
+        if tag is not None and tag not in self.info.languages:
+            raise EngineError(f"Fun-ASR-Nano transcribes {', '.join(self.info.languages)}, not {language!r}")
         samples = np.asarray(audio, dtype=np.float32)
         if samples.ndim != 1:
             raise EngineError(f"expected mono audio (1-D), got shape {samples.shape}")

@@ -23,10 +23,11 @@ import numpy.typing as npt
 from cosyagent.engines.base import (
     AudioF32,
     CancelToken,
+    EngineCancelled,
     EngineError,
     EngineExecutor,
+    EngineInfo,
     EngineUnavailableError,
-    SynthesisCancelled,
 )
 from cosyagent.engines.kokoro_text import MandarinPhonemizer, Script, detect_script, split_text
 
@@ -86,7 +87,7 @@ class KokoroTTS:
 
     name = "kokoro"
     sample_rate: int = _SAMPLE_RATE
-    speed_range: tuple[float, float] = (0.5, 2.0)
+    info = EngineInfo(name, "kokoro-82m", _SAMPLE_RATE, speed_range=(0.5, 2.0))
 
     def __init__(
         self,
@@ -198,8 +199,7 @@ class KokoroTTS:
         leaves nothing running but a sentence already in the worker thread.
         """
         style = self._style(voice)
-        if not self.speed_range[0] <= speed <= self.speed_range[1]:
-            raise EngineError(f"speed must be between {self.speed_range[0]} and {self.speed_range[1]}, got {speed}")
+        self.info.check_speed(speed)
         if self._kokoro is None:
             raise EngineUnavailableError("KokoroTTS.load() has not been called")
         try:
@@ -213,7 +213,7 @@ class KokoroTTS:
                 audio = await self._executor.run(
                     functools.partial(self._create, piece, style, speed, script, cancel), cancel
                 )
-            except SynthesisCancelled:
+            except EngineCancelled:
                 return  # the token fired while the piece waited in the queue
             if cancel is not None and cancel.cancelled:
                 return  # fired while the piece was being made: it is stale
@@ -301,7 +301,7 @@ def _interruptible(kokoro: Kokoro, cancel: CancelToken | None) -> Iterator[None]
         yield
     except Exception as exc:  # onnxruntime raises a generic Fail when terminated
         if cancel.cancelled:
-            raise SynthesisCancelled() from exc
+            raise EngineCancelled() from exc
         raise
     finally:
         session.run_options = None

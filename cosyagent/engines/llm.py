@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import openai
 
-from cosyagent.engines.base import ChatMessage, EngineError, EngineUnavailableError
+from cosyagent.engines.base import ChatMessage, EngineError, EngineInfo, EngineUnavailableError
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
@@ -45,12 +45,9 @@ class OpenAICompatibleLLM:
             max_retries=max_retries,
         )
 
-    async def check(self) -> None:
-        """One cheap request (``GET /models``); raises :class:`EngineUnavailableError` on failure."""
-        try:
-            await self._client.models.list()
-        except openai.OpenAIError as exc:
-            raise EngineUnavailableError(f"LLM endpoint {self.base_url} is not usable: {exc}") from exc
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo("openai-compatible", self.model)
 
     async def stream_chat(
         self,

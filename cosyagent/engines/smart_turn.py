@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from cosyagent.engines.base import AudioF32, CancelToken, EngineExecutor, EngineUnavailableError
+from cosyagent.engines.base import AudioF32, CancelToken, EngineExecutor, EngineInfo, EngineUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ def _load_features(folder: Path) -> Callable[..., Any]:
 class SmartTurn:
     """``await probability(audio)``: how likely the utterance (16 kHz float32) is a finished turn."""
 
+    info = EngineInfo("smart_turn", "smart-turn-v3.2", SAMPLE_RATE)
+
     def __init__(self, threads: int = 1) -> None:
         self._threads = threads
         self._session: ort.InferenceSession | None = None
@@ -66,6 +68,10 @@ class SmartTurn:
     @property
     def loaded(self) -> bool:
         return self._session is not None
+
+    @property
+    def queue_depth(self) -> int:
+        return self.executor.queue_depth
 
     def load(self) -> None:
         """Blocking: open the model and run it once (the first run is several times slower)."""

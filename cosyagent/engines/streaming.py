@@ -2,7 +2,7 @@
 
 A :class:`TextStreamSynthesizer` starts speaking before the sentence is complete: it
 reads text deltas from an async iterator while it synthesizes, instead of one finished
-clause at a time. The reply pipeline uses it when the engine (or its wrapper) says so.
+clause at a time. The speak path (pipeline/speak.py) uses it when the engine's ``info.streams_text`` says so.
 """
 
 from __future__ import annotations
@@ -28,11 +28,3 @@ class TextStreamSynthesizer(Protocol):
     ) -> AsyncIterator[AudioF32]:
         """Yield float32 chunks while ``text`` is still being produced; stop within one chunk on cancel."""
         ...
-
-
-def streams_text(tts: object) -> bool:
-    """Whether ``tts`` takes streaming text input (a wrapper can say so with ``streams_text = True``)."""
-    flag = getattr(tts, "streams_text", None)
-    if flag is not None:
-        return bool(flag)
-    return isinstance(tts, TextStreamSynthesizer)

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from cosyagent.engines.base import AudioF32, EngineUnavailableError
+from cosyagent.engines.base import AudioF32, EngineInfo, EngineUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class SileroVAD:
 
     sample_rate: int = _SAMPLE_RATE
     frame_samples: int = _FRAME_SAMPLES
+    info = EngineInfo("silero", "silero-vad-v5", _SAMPLE_RATE)
 
     def __init__(self, model_path: str | Path | None = None) -> None:
         self._model_path = Path(model_path) if model_path is not None else None
@@ -105,3 +106,6 @@ class SileroVAD:
         if self._session is None:
             raise EngineUnavailableError("SileroVAD.load() has not been called")
         return SileroVADStream(self._session)
+
+    def close(self) -> None:
+        """Nothing to release: the streams run inline, on their callers' threads."""

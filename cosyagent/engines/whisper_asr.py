@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,7 @@ from cosyagent.engines.base import (
     CancelToken,
     EngineError,
     EngineExecutor,
+    EngineInfo,
     EngineUnavailableError,
     Transcript,
     TranscriptSegment,
@@ -57,7 +57,7 @@ class WhisperASR:
 
     name = "whisper"
     sample_rate: int = _SAMPLE_RATE
-    languages: Sequence[str] = ("en",)
+    info = EngineInfo(name, "whisper-tiny.en", _SAMPLE_RATE, languages=("en",))
 
     def __init__(
         self,
@@ -124,12 +124,12 @@ class WhisperASR:
         """Transcribe mono float32 16 kHz audio.
 
         Raises :class:`EngineError` for a language other than English,
-        :class:`~cosyagent.engines.base.SynthesisCancelled` when ``cancel`` fires
+        :class:`~cosyagent.engines.base.EngineCancelled` when ``cancel`` fires
         before or between segments. Cancelling the awaiting task does not stop a
         decode already running in the worker thread: fire the token for that.
         """
-        if language is not None and _base_language(language) not in self.languages:
-            raise EngineError(f"WhisperASR transcribes {', '.join(self.languages)} only, not {language!r}")
+        if language is not None and _base_language(language) not in self.info.languages:
+            raise EngineError(f"WhisperASR transcribes {', '.join(self.info.languages)} only, not {language!r}")
         samples = np.asarray(audio, dtype=np.float32)
         if samples.ndim != 1:
             raise EngineError(f"expected mono audio (1-D), got shape {samples.shape}")

@@ -1,24 +1,21 @@
-"""One assistant reply: LLM tokens -> clauses -> synthesized audio, as one async stream.
+"""One assistant reply: LLM tokens -> synthesized audio (through the one speak path), as one async stream.
 
-The LLM keeps generating in a task of its own while earlier clauses are synthesized.
-Closing the stream (or cancelling its consumer) cancels that task, which closes the
-LLM's HTTP stream, and fires the synthesizer's cancel token, so both really stop.
+Closing the stream (or cancelling its consumer) closes the LLM's HTTP stream and fires
+the synthesizer's cancel token, so both really stop.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from cosyagent.engines.base import AudioF32, CancelToken, ChatLLM, ChatMessage, SpeechSynthesizer
-from cosyagent.engines.streaming import TextStreamSynthesizer, streams_text
-from cosyagent.pipeline.clauses import ClauseSplitter
+from cosyagent.engines.base import AudioF32, ChatLLM, ChatMessage, SpeechSynthesizer
+from cosyagent.pipeline.speak import speak
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +65,7 @@ class ReplyRequest:
     audio: bool = True
 
 
-_DONE = object()
+_ONE_MS_SILENCE = np.zeros(24, dtype=np.float32)  # 1 ms at 24 kHz: carries text known only once the audio ended
 
 
 async def stream_reply(
@@ -77,34 +74,27 @@ async def stream_reply(
     tts: SpeechSynthesizer,
     timings: ReplyTimings | None = None,
 ) -> AsyncIterator[ReplyEvent]:
-    """Yield the reply as it is made. Raises the engines' errors (EngineError...)."""
+    """Yield the reply as it is made. Raises the engines' errors (EngineError...).
+
+    Audio comes from :func:`~cosyagent.pipeline.speak.speak`, which reads the LLM's deltas
+    while it synthesizes: the LLM keeps generating while earlier clauses are spoken.
+    """
     timings = timings or ReplyTimings()
     if not request.audio:
         async for delta in _llm_text(request, llm, timings):
             yield TextDelta(delta)
         return
-    if streams_text(tts):  # bi-streaming (CosyVoice3): the LLM's deltas go straight into synthesis
-        async for event in _bistream_reply(request, llm, tts, timings):  # type: ignore[arg-type]
-            yield event
-        return
-    clauses: asyncio.Queue[object] = asyncio.Queue()
-    producer = asyncio.create_task(_produce_clauses(request, llm, timings, clauses), name="reply-llm")
-    cancel = CancelToken()
-    try:
-        while (item := await clauses.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            assert isinstance(item, str)
-            first_chunk = True
-            async for samples in tts.synthesize(item, voice=request.voice, speed=request.speed, cancel=cancel):
-                timings.mark("tts_first_audio")
-                yield AudioChunk(samples, item if first_chunk else None)
-                first_chunk = False
-    finally:
-        cancel.cancel()
-        producer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await producer
+    spoken = speak(
+        tts,
+        _llm_text(request, llm, timings),
+        voice=request.voice,
+        speed=request.speed,
+        on_clause=lambda _clause: timings.mark("first_clause"),
+    )
+    async with aclosing(spoken):  # type: ignore[type-var]  # speak is an async generator
+        async for chunk in spoken:
+            timings.mark("tts_first_audio")
+            yield AudioChunk(chunk.samples if chunk.samples.size else _ONE_MS_SILENCE, chunk.text)
 
 
 async def _llm_text(request: ReplyRequest, llm: ChatLLM, timings: ReplyTimings) -> AsyncIterator[str]:
@@ -114,60 +104,4 @@ async def _llm_text(request: ReplyRequest, llm: ChatLLM, timings: ReplyTimings) 
             timings.mark("llm_first_token")
             yield delta
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
-
-
-async def _produce_clauses(
-    request: ReplyRequest, llm: ChatLLM, timings: ReplyTimings, out: asyncio.Queue[object]
-) -> None:
-    splitter = ClauseSplitter()
-    try:
-        async for delta in _llm_text(request, llm, timings):
-            for clause in splitter.push(delta):
-                timings.mark("first_clause")
-                out.put_nowait(clause)
-        for clause in splitter.flush():
-            timings.mark("first_clause")
-            out.put_nowait(clause)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # noqa: BLE001  (handed to the consumer, which re-raises it in its own task)
-        out.put_nowait(exc)
-    out.put_nowait(_DONE)
-
-
-async def _bistream_reply(
-    request: ReplyRequest, llm: ChatLLM, tts: TextStreamSynthesizer, timings: ReplyTimings
-) -> AsyncIterator[ReplyEvent]:
-    """Feed LLM deltas to the synthesizer as they come; each audio chunk carries the clauses completed so far."""
-    splitter = ClauseSplitter()
-    completed: list[str] = []
-
-    async def text() -> AsyncIterator[str]:
-        async for delta in _llm_text(request, llm, timings):
-            for clause in splitter.push(delta):
-                timings.mark("first_clause")
-                completed.append(clause)
-            yield delta
-        for clause in splitter.flush():
-            timings.mark("first_clause")
-            completed.append(clause)
-
-    def take() -> str | None:
-        if not completed:
-            return None
-        joined = " ".join(completed)
-        completed.clear()
-        return joined
-
-    cancel = CancelToken()
-    stream = tts.synthesize_stream(text(), voice=request.voice, speed=request.speed, cancel=cancel)
-    try:
-        async for samples in stream:
-            timings.mark("tts_first_audio")
-            yield AudioChunk(samples, take())
-        if completed:  # text spoken in the last chunk, known only once the stream ended: 1 ms of silence carries it
-            yield AudioChunk(np.zeros(24, dtype=np.float32), take())
-    finally:
-        cancel.cancel()
         await stream.aclose()  # type: ignore[attr-defined]

@@ -99,10 +99,6 @@ class TurnDetector:
         self._speech_end_index = 0  # frames of the utterance up to the last speech frame
 
     @property
-    def in_speech(self) -> bool:
-        return self._in_speech
-
-    @property
     def audio_ms(self) -> int:
         """Milliseconds of audio consumed since the detector was created."""
         return int(self._frames_seen * self._frame_ms)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cosyagent.config import ASRConfig, ConfigError, TTSConfig
+from cosyagent.engines.base import SpeechRecognizer, SpeechSynthesizer
 from cosyagent.engines.cosyvoice_tts import CosyVoiceTTS
 from cosyagent.engines.funasr_asr import FunASRNano
 from cosyagent.engines.kokoro_tts import KokoroTTS
@@ -10,11 +11,8 @@ from cosyagent.engines.whisper_asr import WhisperASR
 from cosyagent.voices.cosyvoice_features import CosyVoiceVoiceFeatures
 from cosyagent.voices.features import KokoroVoiceFeatures, SpeakerFeatureEngine
 
-ASREngine = WhisperASR | FunASRNano
-TTSEngine = KokoroTTS | CosyVoiceTTS
 
-
-def build_asr(config: ASRConfig) -> ASREngine:
+def build_asr(config: ASRConfig) -> SpeechRecognizer:
     if config.engine == "whisper":
         return WhisperASR(cpu_threads=config.threads, beam_size=config.beam_size)
     if config.engine == "funasr":
@@ -26,7 +24,7 @@ def build_asr(config: ASRConfig) -> ASREngine:
     raise ConfigError(f"asr.engine must be 'whisper' or 'funasr', not {config.engine!r}")
 
 
-def build_tts(config: TTSConfig) -> tuple[TTSEngine, SpeakerFeatureEngine]:
+def build_tts(config: TTSConfig) -> tuple[SpeechSynthesizer, SpeakerFeatureEngine]:
     """The engine and its voice-library adapter."""
     if config.engine == "kokoro":
         kokoro = KokoroTTS(threads=config.threads)

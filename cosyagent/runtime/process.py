@@ -14,11 +14,18 @@ from cosyagent.agent.realtime_core import CoreLimits, RealtimeCore
 from cosyagent.agent.session import SessionEngines
 from cosyagent.agent.session_config import InvalidSessionValue, SessionConfig, TurnDetection
 from cosyagent.config import Config, ConfigError
+from cosyagent.engines.base import (
+    Engine,
+    SpeechRecognizer,
+    SpeechSynthesizer,
+    TurnEndPredictor,
+    VoiceActivityDetector,
+)
 from cosyagent.engines.llama_server import EmbeddedLlamaServer
 from cosyagent.engines.llm import OpenAICompatibleLLM
 from cosyagent.engines.smart_turn import SmartTurn
 from cosyagent.engines.vad import SileroVAD
-from cosyagent.runtime.engine_choice import ASREngine, TTSEngine, build_asr, build_tts
+from cosyagent.runtime.engine_choice import build_asr, build_tts
 from cosyagent.telemetry import SessionObserver, Telemetry
 from cosyagent.voices.library import ClipLimits, VoiceLibrary
 from cosyagent.voices.synthesizer import LibrarySynthesizer
@@ -31,14 +38,14 @@ _VERSIONED_PACKAGES = ("cosyagent", "faster-whisper", "kokoro-onnx", "llama-cpp-
 @dataclass
 class Runtime:
     config: Config
-    vad: SileroVAD
-    asr: ASREngine  # asr.engine: whisper (embedded) | funasr
-    tts: TTSEngine  # tts.engine: kokoro (embedded) | cosyvoice
+    vad: VoiceActivityDetector
+    asr: SpeechRecognizer  # asr.engine: whisper (embedded) | funasr
+    tts: SpeechSynthesizer  # tts.engine: kokoro (embedded) | cosyvoice
     llm_server: EmbeddedLlamaServer | None
     voices: VoiceLibrary  # built-in and user voices, their speaker features
     speech: LibrarySynthesizer  # the TTS engine speaking any voice of the library
     llm: OpenAICompatibleLLM | None = None
-    turn_end: SmartTurn | None = None  # vad.turn_model: semantic_vad's end-of-turn model
+    turn_end: TurnEndPredictor | None = None  # vad.turn_model: semantic_vad's end-of-turn model
     active_sessions: int = 0
     load_seconds: dict[str, float] = field(default_factory=dict)
     telemetry: Telemetry = field(init=False)  # GET /metrics
@@ -83,7 +90,7 @@ class Runtime:
     async def start(self) -> None:
         """Load every model (off the event loop) and start the embedded LLM server."""
         loop = asyncio.get_running_loop()
-        engines = [("vad", self.vad), ("asr", self.asr), ("tts", self.tts)]
+        engines: list[tuple[str, Engine]] = [("vad", self.vad), ("asr", self.asr), ("tts", self.tts)]
         for name, engine in engines + ([("turn_model", self.turn_end)] if self.turn_end else []):
             began = time.monotonic()
             await loop.run_in_executor(None, engine.load)
@@ -112,6 +119,7 @@ class Runtime:
             await self.llm.aclose()
         if self.llm_server is not None:
             await self.llm_server.stop()
+        self.vad.close()
         self.asr.close()
         self.tts.close()
         if self.turn_end is not None:
@@ -130,20 +138,14 @@ class Runtime:
         """Calls waiting on (or running in) each engine's worker; the VAD runs inline and the LLM remotely."""
         depths = {"asr": self.asr.queue_depth, "tts": self.tts.queue_depth}
         if self.turn_end is not None:
-            depths["turn"] = self.turn_end.executor.queue_depth
+            depths["turn"] = self.turn_end.queue_depth
         return depths
 
     def new_core(self, model: str | None, observer: SessionObserver | None = None) -> RealtimeCore:
         """A fresh protocol core with this server's defaults (one per connection); ``observer``
         is told when each VAD frame is scored (see :mod:`cosyagent.telemetry`)."""
         rt = self.config.realtime
-        config = SessionConfig(
-            model=model or rt.model,
-            instructions=rt.instructions,
-            voice=rt.voice,
-            turn_detection=_default_turn_detection(self.config),
-            max_output_tokens=rt.max_output_tokens,
-        )
+        config = self.session_defaults(model)
         limits = CoreLimits(
             max_event_bytes=rt.max_event_bytes,
             max_append_bytes=rt.max_append_bytes,
@@ -164,21 +166,45 @@ class Runtime:
             )
         return core
 
+    def session_defaults(self, model: str | None) -> SessionConfig:
+        """A new session's configuration: the server's realtime defaults and what the ASR engine transcribes."""
+        rt = self.config.realtime
+        return SessionConfig(
+            model=model or rt.model,
+            instructions=rt.instructions,
+            voice=rt.voice,
+            turn_detection=_default_turn_detection(self.config),
+            max_output_tokens=rt.max_output_tokens,
+            transcription_model=self.asr.info.model,
+            transcription_languages=self.asr.info.languages,
+        )
+
+    def model_ids(self) -> list[str]:
+        """What ``/v1/models`` lists: the realtime model, then the engines' models."""
+        ids = [self.config.realtime.model, self.asr.info.model, self.tts.info.model]
+        if self.llm is not None:
+            ids.append(self.llm.info.model)
+        return ids
+
     def health(self) -> dict[str, Any]:
         llm_model = self.llm.model if self.llm else None
         return {
             "status": "ok" if self.llm is not None else "starting",
             "sessions": self.active_sessions,
             "engines": {
-                "vad": {"engine": "silero", "loaded": self.vad.loaded},
-                "asr": {"engine": self.asr.name, "loaded": self.asr.loaded, "languages": list(self.asr.languages)},
+                "vad": {"engine": self.vad.info.name, "loaded": self.vad.loaded},
+                "asr": {
+                    "engine": self.asr.info.name,
+                    "loaded": self.asr.loaded,
+                    "languages": list(self.asr.info.languages),
+                },
                 "llm": {
                     "engine": self.config.llm.engine,
                     "model": llm_model,
                     "base_url": self.llm.base_url if self.llm else None,
                     "loaded": self.llm is not None,
                 },
-                "tts": {"engine": self.tts.name, "loaded": self.tts.loaded, "voices": list(self.tts.voices())},
+                "tts": {"engine": self.tts.info.name, "loaded": self.tts.loaded, "voices": list(self.tts.voices())},
                 "turn_model": {
                     "engine": self.config.vad.turn_model,
                     "loaded": bool(self.turn_end and self.turn_end.loaded),

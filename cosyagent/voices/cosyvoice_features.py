@@ -17,7 +17,7 @@ from cosyagent.voices.features import SpeakerFeatures
 
 class CosyVoiceVoiceFeatures:
     feature_key = "fun-cosyvoice3-0.5b-2512"
-    can_clone = True
+    can_clone = CosyVoiceTTS.info.can_clone
 
     def __init__(self, tts: CosyVoiceTTS) -> None:
         self._tts = tts

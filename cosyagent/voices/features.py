@@ -63,7 +63,7 @@ class KokoroVoiceFeatures:
     """
 
     feature_key = "kokoro-82m-v1.0"
-    can_clone = False
+    can_clone = KokoroTTS.info.can_clone
 
     def __init__(self, tts: KokoroTTS) -> None:
         self._tts = tts

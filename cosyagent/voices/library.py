@@ -64,6 +64,10 @@ class VoiceNotFoundError(VoiceLibraryError):
     code = "voice_not_found"
 
 
+class VoiceIdNotFoundError(VoiceNotFoundError):
+    """No voice behind an id in a path (``/v1/voices/{voice_id}``): a missing resource, not a bad value."""
+
+
 class ClipDurationError(InvalidVoiceError):
     code = "invalid_clip_duration"
 
@@ -147,7 +151,7 @@ class VoiceLibrary:
         with self._lock:
             record = self._records.get(voice_id)
             if record is None:
-                raise VoiceNotFoundError(f"no voice with id {voice_id!r}", "voice_id")
+                raise VoiceIdNotFoundError(f"no voice with id {voice_id!r}", "voice_id")
             return self._info(record)
 
     def find(self, voice: str) -> VoiceInfo | None:
@@ -174,11 +178,11 @@ class VoiceLibrary:
     def clip_wav(self, voice_id: str) -> bytes:
         info = self.get(voice_id)
         if info.kind != "clip":
-            raise VoiceNotFoundError(f"voice {voice_id!r} is a {info.kind} voice: it has no stored clip", "voice_id")
+            raise VoiceIdNotFoundError(f"voice {voice_id!r} is a {info.kind} voice: it has no stored clip", "voice_id")
         try:
             return self.store.clip_path(voice_id).read_bytes()
         except FileNotFoundError as exc:
-            raise VoiceNotFoundError(f"voice {voice_id!r} was deleted", "voice_id") from exc
+            raise VoiceIdNotFoundError(f"voice {voice_id!r} was deleted", "voice_id") from exc
 
     # --- changes --------------------------------------------------------------------------
 
@@ -234,7 +238,7 @@ class VoiceLibrary:
             raise BuiltinVoiceError(f"{voice_id!r} is a built-in voice of the engine: it cannot be deleted", "voice_id")
         with self._lock:
             if voice_id not in self._records:
-                raise VoiceNotFoundError(f"no voice with id {voice_id!r}", "voice_id")
+                raise VoiceIdNotFoundError(f"no voice with id {voice_id!r}", "voice_id")
             self.store.delete(voice_id)
             self._records.pop(voice_id)
             self._features.pop(voice_id, None)

@@ -5,16 +5,25 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from cosyagent.engines.base import AudioF32, CancelToken, EngineError, SpeechSynthesizer
+from cosyagent.engines.base import AudioF32, CancelToken, EngineError, EngineInfo, SpeechSynthesizer
 from cosyagent.engines.streaming import TextStreamSynthesizer
 from cosyagent.voices.library import VoiceLibrary, VoiceLibraryError
+
+
+class VoiceUnavailableError(EngineError):
+    """The voice asked for cannot be spoken; ``reason`` is the library's refusal (its code and param)."""
+
+    def __init__(self, reason: VoiceLibraryError) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
 
 
 class LibrarySynthesizer:
     """The TTS engine as sessions see it: speaks any built-in voice, user voice id or user voice name.
 
-    Same shape as the engine (:class:`SpeechSynthesizer`); the engine itself stays owned
-    (loaded, closed) by the runtime.
+    The same contract as the engine (:class:`SpeechSynthesizer`, and ``synthesize_stream``
+    when the engine takes streaming text); the engine itself stays owned (loaded, closed)
+    by the runtime.
     """
 
     def __init__(self, tts: SpeechSynthesizer, library: VoiceLibrary) -> None:
@@ -22,7 +31,18 @@ class LibrarySynthesizer:
         self._library = library
         self.name = tts.name
         self.sample_rate = tts.sample_rate
-        self.streams_text = isinstance(tts, TextStreamSynthesizer)  # bi-streaming input (CosyVoice3)
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._tts.info
+
+    @property
+    def loaded(self) -> bool:
+        return self._tts.loaded
+
+    @property
+    def queue_depth(self) -> int:
+        return self._tts.queue_depth
 
     def load(self) -> None:
         self._tts.load()
@@ -33,11 +53,7 @@ class LibrarySynthesizer:
     async def synthesize(
         self, text: str, *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
     ) -> AsyncIterator[AudioF32]:
-        try:
-            engine_voice = self._library.resolve(voice)
-        except VoiceLibraryError as exc:
-            raise EngineError(str(exc)) from exc
-        stream = self._tts.synthesize(text, voice=engine_voice, speed=speed, cancel=cancel)
+        stream = self._tts.synthesize(text, voice=self._engine_voice(voice), speed=speed, cancel=cancel)
         async with aclosing(stream):  # type: ignore[type-var]  # the engines' streams are async generators
             async for chunk in stream:
                 yield chunk
@@ -45,17 +61,19 @@ class LibrarySynthesizer:
     async def synthesize_stream(
         self, text: AsyncIterator[str], *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
     ) -> AsyncIterator[AudioF32]:
-        """Bi-streaming (engines with ``synthesize_stream`` only): text deltas in, audio out as it is made."""
+        """Streaming text (engines with ``info.streams_text`` only): text deltas in, audio out as it is made."""
         if not isinstance(self._tts, TextStreamSynthesizer):
             raise EngineError(f"the {self.name} engine does not take streaming text")
-        try:
-            engine_voice = self._library.resolve(voice)
-        except VoiceLibraryError as exc:
-            raise EngineError(str(exc)) from exc
-        stream = self._tts.synthesize_stream(text, voice=engine_voice, speed=speed, cancel=cancel)
+        stream = self._tts.synthesize_stream(text, voice=self._engine_voice(voice), speed=speed, cancel=cancel)
         async with aclosing(stream):  # type: ignore[type-var]
             async for chunk in stream:
                 yield chunk
 
+    def _engine_voice(self, voice: str) -> str:
+        try:
+            return self._library.resolve(voice)
+        except VoiceLibraryError as exc:
+            raise VoiceUnavailableError(exc) from exc
+
     def close(self) -> None:
-        pass
+        """Nothing of its own: the runtime closes the engine."""

@@ -70,12 +70,11 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        names = [runtime.config.realtime.model, "whisper-tiny.en", "kokoro-82m"]
-        if runtime.llm is not None:
-            names.append(runtime.llm.model)
         return {
             "object": "list",
-            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "cosyagent"} for name in names],
+            "data": [
+                {"id": name, "object": "model", "created": 0, "owned_by": "cosyagent"} for name in runtime.model_ids()
+            ],
         }
 
     @app.websocket("/v1/realtime")

@@ -1,14 +1,18 @@
 """OpenAI-style errors: ``{"error": {"message", "type", "param", "code"}}`` with the right status.
 
-Routes raise :class:`ApiError` (or let a library's own error through: the handlers here
-translate them); FastAPI's request validation and routing errors on ``/v1`` paths get the
-same shape. Other paths keep FastAPI's defaults.
+Routes raise the domain's own errors (engines, voice library, audio decoding) and
+:class:`ApiError` for what only the request's validation knows; :data:`DOMAIN_ERRORS` is the
+one table that gives each domain error its status and code: the client's fault is a 400
+(404, 409 where more precise), ours a 500, an engine that cannot serve a 503. FastAPI's
+request validation and routing errors on ``/v1`` paths get the same shape; other paths keep
+FastAPI's defaults.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,11 +21,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cosyagent.voices.library import (
-    VoiceLibraryError,
-    VoiceNameTakenError,
-    VoiceNotFoundError,
-)
+from cosyagent.audio.containers import AudioCodecError, AudioDecodeError, AudioTooLongError
+from cosyagent.engines.base import EngineError, EngineUnavailableError
+from cosyagent.voices.library import VoiceIdNotFoundError, VoiceLibraryError, VoiceNameTakenError
+from cosyagent.voices.synthesizer import VoiceUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +74,50 @@ def error_response(error: ApiError) -> JSONResponse:
     )
 
 
-def voice_error(exc: VoiceLibraryError, param: str | None = None) -> ApiError:
-    """A voice library refusal as an API error (a path id that is not found is a 404)."""
-    status = 400
-    if isinstance(exc, VoiceNotFoundError) and exc.param == "voice_id":
-        status = 404
-    elif isinstance(exc, VoiceNameTakenError):
-        status = 409
-    return ApiError(status, str(exc), param=param or exc.param, code=exc.code)
+@dataclass(frozen=True)
+class ErrorMapping:
+    status: int
+    code: str | None  # None: the error's own ``code`` (the voice library's errors have one)
+    param: str | None = None  # where the error does not name its own ``param``
+    prefix: str = ""  # said before the error's message
+
+
+# First match wins: subclasses before their bases.
+DOMAIN_ERRORS: tuple[tuple[type[Exception], ErrorMapping], ...] = (
+    (VoiceIdNotFoundError, ErrorMapping(404, None)),
+    (VoiceNameTakenError, ErrorMapping(409, None)),
+    (VoiceLibraryError, ErrorMapping(400, None)),
+    (AudioTooLongError, ErrorMapping(400, "audio_too_long", "file")),
+    (
+        AudioDecodeError,
+        ErrorMapping(
+            400,
+            "invalid_audio",
+            "file",
+            "the file is not audio we can decode (wav, mp3, ogg/opus, flac, webm, m4a...): ",
+        ),
+    ),
+    (AudioCodecError, ErrorMapping(500, "audio_codec_error")),
+    (EngineUnavailableError, ErrorMapping(503, "engine_unavailable")),
+    (EngineError, ErrorMapping(500, "engine_error")),
+)
+
+
+def domain_error(exc: Exception) -> ApiError:
+    """``exc`` as the API answers it, by :data:`DOMAIN_ERRORS`; a voice that cannot be spoken
+    is answered as the library's refusal."""
+    if isinstance(exc, VoiceUnavailableError):
+        exc = exc.reason
+    mapping = next((m for kind, m in DOMAIN_ERRORS if isinstance(exc, kind)), ErrorMapping(500, "internal_error"))
+    code = mapping.code or getattr(exc, "code", None)
+    param = getattr(exc, "param", None) or mapping.param
+    return ApiError(mapping.status, f"{mapping.prefix}{exc}", param=param, code=code)
+
+
+def error_event_body(exc: Exception) -> dict[str, Any]:
+    """The ``error`` object of a stream that has already started (SSE): no status to set any more."""
+    error = domain_error(exc)
+    return error_body(error.message, error.kind, error.param, error.code)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -86,9 +125,8 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, ApiError)
         return error_response(exc)
 
-    async def on_voice_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, VoiceLibraryError)
-        return error_response(voice_error(exc))
+    async def on_domain_error(request: Request, exc: Exception) -> Response:
+        return error_response(domain_error(exc))
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -108,7 +146,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(_from_validation(exc))
 
     app.add_exception_handler(ApiError, on_api_error)
-    app.add_exception_handler(VoiceLibraryError, on_voice_error)
+    for kind, _ in DOMAIN_ERRORS:
+        app.add_exception_handler(kind, on_domain_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
 

@@ -1,10 +1,10 @@
 """``POST /v1/audio/speech``: OpenAI's text-to-speech route, streamed as it is synthesized.
 
-The text is cut into clauses (the first one short, as for the agent's replies), each
-clause is synthesized by the shared TTS engine, and each chunk is encoded and sent as
-soon as it exists: the first bytes leave after the first clause, whatever the length of
-the input. An engine that takes streaming text (CosyVoice3) gets the whole input and
-streams audio itself. WAV is streamed with "unknown length" sizes, as streaming players expect;
+The text is spoken as the agent's replies are (:func:`cosyagent.pipeline.speak.speak`:
+clause by clause, the first one short, or the whole input to an engine that takes
+streaming text), in any voice of the library, and each chunk is encoded and sent as soon
+as it exists: the first bytes leave after the first clause, whatever the length of the input.
+WAV is streamed with "unknown length" sizes, as streaming players expect;
 ``stream_format: "sse"`` sends ``speech.audio.delta`` / ``speech.audio.done`` events
 whose base64 pieces concatenate to the same file. Everything that can be refused is
 checked, and the first chunk made, before the response starts: errors get a real status.
@@ -19,19 +19,17 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from typing import Any, cast
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from cosyagent.audio.containers import SPEECH_FORMATS, StreamEncoder, available_speech_formats, new_encoder
-from cosyagent.engines.base import AudioF32, CancelToken, EngineError, EngineUnavailableError, SpeechSynthesizer
-from cosyagent.engines.streaming import TextStreamSynthesizer, streams_text
-from cosyagent.pipeline.clauses import ClauseSplitter
+from cosyagent.engines.base import AudioF32, CancelToken, EngineError
+from cosyagent.pipeline.speak import SpokenChunk, speak
 from cosyagent.runtime import Runtime
-from cosyagent.voices.library import VoiceLibraryError
-from cosyagent.web.errors import ApiError, error_body, voice_error
+from cosyagent.web.errors import ApiError, error_event_body
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +45,7 @@ class SpeechRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str = "kokoro-82m"  # any name: the server has one TTS engine
+    model: str | None = None  # any name: the server has one TTS engine (its id: runtime.tts.info.model)
     input: str
     voice: str | VoiceRef | None = None  # None: the server's default voice
     instructions: str | None = None  # accepted; Kokoro cannot follow instructions
@@ -62,15 +60,11 @@ def speech_router(runtime: Runtime) -> APIRouter:
     @router.post("/v1/audio/speech", response_class=StreamingResponse)
     async def create_speech(request: SpeechRequest) -> StreamingResponse:
         text, voice = _validate(request, runtime)
-        try:
-            engine_voice = runtime.voices.resolve(voice)
-        except VoiceLibraryError as exc:
-            raise voice_error(exc, "voice") from exc
         if request.instructions:
-            logger.debug("speech instructions ignored: the %s engine cannot follow them", runtime.tts.name)
+            logger.debug("speech instructions ignored: the %s engine cannot follow them", runtime.tts.info.name)
         cancel = CancelToken()
         started = time.monotonic()
-        chunks = _synthesize(runtime.tts, text, engine_voice, request.speed, cancel)
+        chunks = _samples(speak(runtime.speech, text, voice=voice, speed=request.speed, cancel=cancel))
         first = await _first_chunk(chunks, cancel)
         stats = _Stats(started, time.monotonic() - started, len(text), request.response_format, runtime.tts.sample_rate)
         audio = _encoded(first, chunks, cancel, request.response_format, stats)
@@ -111,11 +105,11 @@ def _validate(request: SpeechRequest, runtime: Runtime) -> tuple[str, str]:
         )
     if request.stream_format not in ("audio", "sse"):
         raise ApiError(400, "stream_format must be 'audio' or 'sse'", param="stream_format", code="invalid_value")
-    low, high = getattr(runtime.tts, "speed_range", (0.25, 4.0))
+    low, high = runtime.tts.info.speed_range or (0.25, 4.0)  # OpenAI's range, for an engine without its own
     if not low <= request.speed <= high:
         raise ApiError(
             400,
-            f"speed {request.speed:g} is outside the {low:g}-{high:g} range of the {runtime.tts.name} engine",
+            f"speed {request.speed:g} is outside the {low:g}-{high:g} range of the {runtime.tts.info.name} engine",
             param="speed",
             code="invalid_value",
         )
@@ -123,44 +117,23 @@ def _validate(request: SpeechRequest, runtime: Runtime) -> tuple[str, str]:
     return text, voice or runtime.config.realtime.voice
 
 
-def _clauses(text: str) -> list[str]:
-    splitter = ClauseSplitter()
-    return splitter.push(text + " ") + splitter.flush()
-
-
-async def _synthesize(
-    tts: SpeechSynthesizer, text: str, voice: str, speed: float, cancel: CancelToken
-) -> AsyncIterator[AudioF32]:
-    """Clause by clause (Kokoro); an engine that takes streaming text (CosyVoice3) gets it whole."""
-    if streams_text(tts):
-
-        async def whole() -> AsyncIterator[str]:
-            yield text
-
-        stream = cast(TextStreamSynthesizer, tts).synthesize_stream(whole(), voice=voice, speed=speed, cancel=cancel)
-        async with aclosing(stream):  # type: ignore[type-var]
-            async for chunk in stream:
-                yield chunk
-        return
-    for clause in _clauses(text):
-        stream = tts.synthesize(clause, voice=voice, speed=speed, cancel=cancel)
-        async with aclosing(stream):  # type: ignore[type-var]  # engines return async generators
-            async for chunk in stream:
-                yield chunk
+async def _samples(spoken: AsyncIterator[SpokenChunk]) -> AsyncIterator[AudioF32]:
+    """The audio alone (a chunk that only carries text has none)."""
+    async with aclosing(spoken):  # type: ignore[type-var]  # speak is an async generator
+        async for chunk in spoken:
+            if chunk.samples.size:
+                yield chunk.samples
 
 
 async def _first_chunk(chunks: AsyncIterator[AudioF32], cancel: CancelToken) -> AudioF32:
-    """Make the first chunk before answering, so that a refusal still gets its status code."""
+    """Make the first chunk before answering, so that a refusal (an unknown voice, an engine
+    that cannot serve...) still gets its status code."""
     try:
         return await anext(chunks)
     except StopAsyncIteration:
         raise ApiError(
             400, "input has nothing to speak (no letters or digits)", param="input", code="empty_input"
         ) from None
-    except EngineUnavailableError as exc:
-        raise ApiError(503, f"speech synthesis is unavailable: {exc}", code="engine_unavailable") from exc
-    except EngineError as exc:
-        raise ApiError(400, str(exc), param="input", code="synthesis_failed") from exc
     except BaseException:  # cancelled while waiting: stop the synthesis too
         cancel.cancel()
         await chunks.aclose()  # type: ignore[attr-defined]
@@ -240,7 +213,7 @@ async def _sse(audio: AsyncIterator[bytes]) -> AsyncIterator[str]:
             if data:
                 yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")})
     except EngineError as exc:
-        yield _event({"type": "error", **error_body(str(exc), "server_error", None, "synthesis_failed")})
+        yield _event({"type": "error", **error_event_body(exc)})
         return
     finally:
         await audio.aclose()  # type: ignore[attr-defined]

@@ -22,19 +22,18 @@ import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from cosyagent.audio.containers import AudioDecodeError, AudioTooLongError, DecodedAudio, decode_audio
+from cosyagent.audio.containers import DecodedAudio, decode_audio
 from cosyagent.engines.base import (
     AudioF32,
     CancelToken,
+    EngineCancelled,
     EngineError,
-    EngineUnavailableError,
     SpeechRecognizer,
-    SynthesisCancelled,
     Transcript,
     TranscriptSegment,
 )
 from cosyagent.runtime import Runtime
-from cosyagent.web.errors import ApiError, error_body
+from cosyagent.web.errors import ApiError, error_event_body
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +69,7 @@ def transcriptions_router(runtime: Runtime) -> APIRouter:
             events = _stream_events(runtime.asr, audio.samples, language, prompt)
             return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         started = time.monotonic()
-        try:
-            transcript = await runtime.asr.transcribe(audio.samples, language=language, prompt=prompt)
-        except EngineUnavailableError as exc:
-            raise ApiError(503, f"speech recognition is unavailable: {exc}", code="engine_unavailable") from exc
-        except EngineError as exc:
-            raise ApiError(500, f"transcription failed: {exc}", code="transcription_failed") from exc
+        transcript = await runtime.asr.transcribe(audio.samples, language=language, prompt=prompt)
         logger.info(
             "transcribed %.1f s of %s/%s audio in %.2f s",
             audio.duration_s,
@@ -92,10 +86,11 @@ def _check_language(language: str | None, asr: SpeechRecognizer) -> None:
     if language is None:
         return
     base = language.strip().lower().replace("_", "-").split("-")[0]
-    if base not in asr.languages:
+    if base not in asr.info.languages:
         raise ApiError(
             400,
-            f"language {language!r} is not supported by the {asr.name} engine; it transcribes {list(asr.languages)}",
+            f"language {language!r} is not supported by the {asr.info.name} engine; "
+            f"it transcribes {list(asr.info.languages)}",
             param="language",
             code="unsupported_language",
         )
@@ -103,17 +98,7 @@ def _check_language(language: str | None, asr: SpeechRecognizer) -> None:
 
 async def _decode(data: bytes, runtime: Runtime) -> DecodedAudio:
     limit = runtime.config.limits.max_transcription_seconds
-    try:
-        return await asyncio.to_thread(decode_audio, data, sample_rate=runtime.asr.sample_rate, max_seconds=limit)
-    except AudioTooLongError as exc:
-        raise ApiError(400, str(exc), param="file", code="audio_too_long") from exc
-    except AudioDecodeError as exc:
-        raise ApiError(
-            400,
-            f"the file is not audio we can decode (wav, mp3, ogg/opus, flac, webm, m4a...): {exc}",
-            param="file",
-            code="invalid_audio",
-        ) from exc
+    return await asyncio.to_thread(decode_audio, data, sample_rate=runtime.asr.sample_rate, max_seconds=limit)
 
 
 # --- responses ------------------------------------------------------------------------------
@@ -217,10 +202,10 @@ async def _stream_events(
                 if segment.text.strip():
                     texts.append(segment.text)
                     yield _event({"type": "transcript.text.delta", "delta": segment.text})
-    except SynthesisCancelled:
+    except EngineCancelled:
         return
     except EngineError as exc:
-        yield _event({"type": "error", **error_body(f"transcription failed: {exc}", "server_error", None, None)})
+        yield _event({"type": "error", **error_event_body(exc)})
         return
     finally:
         cancel.cancel()

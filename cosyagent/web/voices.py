@@ -18,11 +18,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
-from cosyagent.audio.containers import AudioDecodeError, AudioTooLongError, DecodedAudio, decode_audio
+from cosyagent.audio.containers import AudioTooLongError, DecodedAudio, decode_audio
 from cosyagent.audio.pcm import resample
 from cosyagent.engines.base import EngineError
 from cosyagent.runtime import Runtime
-from cosyagent.voices.library import VoiceInfo, VoiceLibraryError
+from cosyagent.voices.library import ClipDurationError, VoiceInfo, VoiceLibraryError
 from cosyagent.web.errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -153,19 +153,15 @@ async def _decode_clip(data: bytes, runtime: Runtime) -> DecodedAudio:
         # a little past the limit, so that the duration check names the clip's length
         return await asyncio.to_thread(decode_audio, data, max_seconds=max_s + 1.0)
     except AudioTooLongError as exc:
-        raise ApiError(
-            400, f"a voice clip must last at most {max_s:g} s", param="file", code="invalid_clip_duration"
-        ) from exc
-    except AudioDecodeError as exc:
-        raise ApiError(400, f"the file is not audio we can decode: {exc}", param="file", code="invalid_audio") from exc
+        raise ClipDurationError(f"a voice clip must last at most {max_s:g} s", "file") from exc
 
 
 async def _transcribe_clip(clip: DecodedAudio, runtime: Runtime) -> str:
     audio = resample(clip.samples, clip.sample_rate, runtime.asr.sample_rate)
     try:
         transcript = await runtime.asr.transcribe(audio)
-    except EngineError as exc:
-        raise ApiError(503, f"cannot transcribe the clip; send its text: {exc}", code="engine_unavailable") from exc
+    except EngineError as exc:  # same kind of error (unavailable: 503), with what the client can do about it
+        raise type(exc)(f"cannot transcribe the clip; send its text: {exc}") from exc
     if not transcript.text.strip():
         raise ApiError(400, "no speech was recognized in the clip; send its text", param="text", code="no_speech")
     return transcript.text

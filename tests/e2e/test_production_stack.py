@@ -21,7 +21,6 @@ pytest.importorskip("funasr", reason="funasr runs in .venv-funasr (make test)")
 import yaml
 
 from cosyagent.config import load_config
-from cosyagent.engines.streaming import streams_text
 from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, stream_reply
 from cosyagent.runtime import Runtime
 from tests.e2e.conftest import free_port, serve_in_process
@@ -59,6 +58,18 @@ async def test_health_names_the_production_engines(stack: tuple[Runtime, str]) -
     assert health["engines"]["tts"]["engine"] == "cosyvoice3" and "default" in health["engines"]["tts"]["voices"]
 
 
+async def test_sessions_and_models_follow_the_production_engines(stack: tuple[Runtime, str]) -> None:
+    runtime, base_url = stack
+    config = runtime.session_defaults(None)
+    assert config.transcription_model == "fun-asr-nano-2512"
+    chinese = {"audio": {"input": {"transcription": {"language": "zh"}}}}
+    assert config.updated(chinese, runtime.voice_exists).transcription_language == "zh"
+    async with httpx.AsyncClient(timeout=30) as http:
+        models = (await http.get(f"{base_url}/models")).json()
+    ids = [m["id"] for m in models["data"]]
+    assert "fun-asr-nano-2512" in ids and "fun-cosyvoice3-0.5b-2512" in ids and "kokoro-82m" not in ids
+
+
 async def test_transcriptions_route_runs_fun_asr_nano(stack: tuple[Runtime, str]) -> None:
     _, base = stack
     wav = io.BytesIO()
@@ -92,7 +103,7 @@ async def test_speech_route_streams_cosyvoice_audio(stack: tuple[Runtime, str]) 
 async def test_pipeline_feeds_llm_tokens_into_cosyvoice(stack: tuple[Runtime, str]) -> None:
     runtime, _ = stack
     engines = runtime.session_engines()
-    assert streams_text(engines.tts)
+    assert engines.tts.info.streams_text
     request = ReplyRequest(messages=[{"role": "user", "content": "When does it open?"}], voice="default")
     events = [e async for e in stream_reply(request, engines.llm, engines.tts)]
     audio = [e for e in events if isinstance(e, AudioChunk)]

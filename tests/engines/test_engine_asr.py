@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from cosyagent.engines.base import AudioF32, CancelToken, EngineError, SpeechRecognizer, SynthesisCancelled
+from cosyagent.engines.base import AudioF32, CancelToken, EngineCancelled, EngineError, SpeechRecognizer
 from cosyagent.engines.whisper_asr import WhisperASR
 
 WEALTH_TAX = "Who's going to implement a 4% global wealth tax?"
@@ -22,7 +22,7 @@ Wer = Callable[[str, str], float]
 def test_implements_protocol(asr: WhisperASR) -> None:
     assert isinstance(asr, SpeechRecognizer)
     assert asr.sample_rate == 16_000
-    assert tuple(asr.languages) == ("en",)
+    assert tuple(asr.info.languages) == ("en",)
 
 
 async def test_real_speech_word_error_rate(asr: WhisperASR, load_clip: Clip, wer: Wer) -> None:
@@ -53,7 +53,7 @@ async def test_cancel_before_the_call_runs_nothing(
     token = CancelToken()
     token.cancel()
     started = time.perf_counter()
-    with pytest.raises(SynthesisCancelled):
+    with pytest.raises(EngineCancelled):
         await asr.transcribe(audio, cancel=token)
     assert calls == []
     assert time.perf_counter() - started < 0.2

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cosyagent.agent.session_config import EAGERNESS_THRESHOLDS
-from cosyagent.engines.base import CancelToken, SynthesisCancelled
+from cosyagent.engines.base import CancelToken, EngineCancelled
 from cosyagent.engines.smart_turn import SAMPLE_RATE, SmartTurn
 from tests.support import read_clip
 
@@ -54,6 +54,6 @@ async def test_runs_off_the_event_loop_and_a_cancelled_call_is_skipped(smart_tur
     assert await smart_turn.probability(question) > 0.8
     token = CancelToken()
     token.cancel()
-    with pytest.raises(SynthesisCancelled):
+    with pytest.raises(EngineCancelled):
         await smart_turn.probability(question, cancel=token)
     assert smart_turn.executor.queue_depth == 0

@@ -1,0 +1,154 @@
+"""One way to speak: text (whole, or a stream of deltas) + voice + speed in, audio chunks out.
+
+An engine that takes streaming text (``info.streams_text``: CosyVoice3) gets the text as it
+comes and starts speaking before a sentence is complete. Any other engine gets it clause by
+clause, the first clause short (:mod:`cosyagent.pipeline.clauses`), while the rest of the
+text is still being produced. The agent's replies and ``/v1/audio/speech`` both speak here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+
+import numpy as np
+
+from cosyagent.engines.base import AudioF32, CancelToken, SpeechSynthesizer
+from cosyagent.engines.streaming import TextStreamSynthesizer
+from cosyagent.pipeline.clauses import ClauseSplitter
+
+
+@dataclass(frozen=True)
+class SpokenChunk:
+    """Synthesized audio and the text it makes known: the clause it starts (clause by clause),
+    or the clauses completed since the last chunk (streaming text). A last chunk may hold
+    no samples: it carries text completed only once the synthesis had ended."""
+
+    samples: AudioF32
+    text: str | None
+
+
+def clauses_of(text: str) -> list[str]:
+    """``text`` as the clauses it is spoken in by an engine that does not take streaming text."""
+    splitter = ClauseSplitter()
+    return splitter.push(text + " ") + splitter.flush()
+
+
+async def speak(
+    tts: SpeechSynthesizer,
+    text: str | AsyncIterator[str],
+    *,
+    voice: str,
+    speed: float = 1.0,
+    cancel: CancelToken | None = None,
+    on_clause: Callable[[str], None] | None = None,
+) -> AsyncIterator[SpokenChunk]:
+    """Yield the speech of ``text`` as it is made; ``on_clause`` is told of each completed clause.
+
+    Raises the engines' errors (EngineError...). Cancel-safe: closing the stream, or cancelling
+    its consumer, fires ``cancel`` and stops reading ``text``.
+    """
+    cancel = cancel or CancelToken()
+    deltas = _deltas(text) if isinstance(text, str) else text
+    streaming = tts if tts.info.streams_text and isinstance(tts, TextStreamSynthesizer) else None
+    chunks = (
+        _streaming_text(streaming, deltas, voice, speed, cancel, on_clause)
+        if streaming is not None
+        else _clause_by_clause(tts, deltas, voice, speed, cancel, on_clause)
+    )
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        cancel.cancel()  # first: the engine stops within one chunk while the rest is closed
+        await chunks.aclose()
+
+
+async def _deltas(text: str) -> AsyncIterator[str]:
+    yield text
+
+
+_DONE = object()
+
+
+async def _clause_by_clause(
+    tts: SpeechSynthesizer,
+    text: AsyncIterator[str],
+    voice: str,
+    speed: float,
+    cancel: CancelToken,
+    on_clause: Callable[[str], None] | None,
+) -> AsyncGenerator[SpokenChunk, None]:
+    clauses: asyncio.Queue[object] = asyncio.Queue()
+    producer = asyncio.create_task(_split(text, clauses, on_clause), name="speak-clauses")
+    try:
+        while (item := await clauses.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, str)
+            clause: str | None = item
+            stream = tts.synthesize(item, voice=voice, speed=speed, cancel=cancel)
+            async with aclosing(stream):  # type: ignore[type-var]  # the engines' streams are async generators
+                async for samples in stream:
+                    yield SpokenChunk(samples, clause)
+                    clause = None
+    finally:
+        producer.cancel()
+        await asyncio.wait({producer})  # the producer's own cancellation is not ours to raise
+
+
+async def _split(text: AsyncIterator[str], out: asyncio.Queue[object], on_clause: Callable[[str], None] | None) -> None:
+    """Runs as a task, so that the text keeps coming while earlier clauses are synthesized."""
+    splitter = ClauseSplitter()
+    try:
+        async for delta in text:
+            for clause in splitter.push(delta):
+                _told(on_clause, clause)
+                out.put_nowait(clause)
+        for clause in splitter.flush():
+            _told(on_clause, clause)
+            out.put_nowait(clause)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (handed to the consumer, which re-raises it in its own task)
+        out.put_nowait(exc)
+    out.put_nowait(_DONE)
+
+
+async def _streaming_text(
+    tts: TextStreamSynthesizer,
+    text: AsyncIterator[str],
+    voice: str,
+    speed: float,
+    cancel: CancelToken,
+    on_clause: Callable[[str], None] | None,
+) -> AsyncGenerator[SpokenChunk, None]:
+    """The deltas go straight into synthesis; clauses are cut only to say which text each chunk completes."""
+    splitter = ClauseSplitter()
+    completed: list[str] = []
+
+    async def fed() -> AsyncIterator[str]:
+        async for delta in text:
+            completed.extend(_told(on_clause, clause) for clause in splitter.push(delta))
+            yield delta
+        completed.extend(_told(on_clause, clause) for clause in splitter.flush())
+
+    def take() -> str | None:
+        joined = " ".join(completed) if completed else None
+        completed.clear()
+        return joined
+
+    stream = tts.synthesize_stream(fed(), voice=voice, speed=speed, cancel=cancel)
+    async with aclosing(stream):  # type: ignore[type-var]
+        async for samples in stream:
+            yield SpokenChunk(samples, take())
+    if completed:
+        yield SpokenChunk(np.zeros(0, dtype=np.float32), take())
+
+
+def _told(on_clause: Callable[[str], None] | None, clause: str) -> str:
+    if on_clause is not None:
+        on_clause(clause)
+    return clause

@@ -1,0 +1,103 @@
+"""How the one speak path (the agent's replies, /v1/audio/speech) feeds an engine: clause by clause,
+or the whole text to a bi-streaming engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import numpy as np
+
+from cosyagent.engines.base import AudioF32, CancelToken, EngineInfo
+from cosyagent.pipeline.speak import SpokenChunk, clauses_of, speak
+
+TEXT = "Good morning, and welcome to the station. The next train leaves from platform four in ten minutes."
+
+
+class ClauseEngine:
+    name = "clauses"
+    sample_rate = 24_000
+    info = EngineInfo(name, "clauses-1", sample_rate)
+    loaded = True
+    queue_depth = 0
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def load(self) -> None: ...
+
+    def voices(self) -> list[str]:
+        return ["v"]
+
+    async def synthesize(
+        self, text: str, *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
+    ) -> AsyncIterator[AudioF32]:
+        self.calls.append(text)
+        yield np.zeros(len(text), dtype=np.float32)
+
+    def close(self) -> None: ...
+
+
+class StreamingEngine(ClauseEngine):
+    info = EngineInfo("streaming", "streaming-1", 24_000, streams_text=True)
+
+    async def synthesize_stream(
+        self, text: AsyncIterator[str], *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
+    ) -> AsyncIterator[AudioF32]:
+        pieces = [piece async for piece in text]
+        self.calls.append("|".join(pieces))
+        for piece in pieces:
+            yield np.zeros(len(piece), dtype=np.float32)
+
+
+def test_the_first_clause_is_short() -> None:
+    assert clauses_of(TEXT) == [
+        "Good morning,",
+        "and welcome to the station.",
+        "The next train leaves from platform four in ten minutes.",
+    ]
+    assert clauses_of("Yes") == ["Yes"]
+
+
+async def test_a_clause_engine_gets_one_call_per_clause() -> None:
+    engine = ClauseEngine()
+    chunks = [c async for c in _audio(speak(engine, TEXT, voice="v", speed=1.0, cancel=CancelToken()))]
+    assert engine.calls == clauses_of(TEXT) and len(chunks) == 3
+
+
+async def test_a_bi_streaming_engine_gets_the_whole_text() -> None:
+    engine = StreamingEngine()
+    chunks = [c async for c in _audio(speak(engine, TEXT, voice="v", speed=1.0, cancel=CancelToken()))]
+    assert engine.calls == [TEXT] and sum(c.size for c in chunks) == len(TEXT)
+
+
+async def _audio(spoken: AsyncIterator[SpokenChunk]) -> AsyncIterator[AudioF32]:
+    async for chunk in spoken:
+        if chunk.samples.size:
+            yield chunk.samples
+
+
+async def _deltas(text: str) -> AsyncIterator[str]:
+    for word in text.split(" "):
+        yield word + " "
+
+
+async def test_streamed_text_is_spoken_clause_by_clause_as_it_comes() -> None:
+    engine = ClauseEngine()
+    told: list[str] = []
+    spoken = [c async for c in speak(engine, _deltas(TEXT), voice="v", on_clause=told.append)]
+    assert engine.calls == told == clauses_of(TEXT)
+    assert [c.text for c in spoken] == clauses_of(TEXT)  # each clause's first chunk carries its text
+
+
+async def test_a_bi_streaming_engine_says_which_text_each_chunk_completes() -> None:
+    engine = StreamingEngine()
+    spoken = [c async for c in speak(engine, _deltas(TEXT), voice="v")]
+    assert " ".join(c.text for c in spoken if c.text) == " ".join(clauses_of(TEXT))
+
+
+async def test_closing_the_stream_fires_the_cancel_token() -> None:
+    cancel = CancelToken()
+    spoken = speak(ClauseEngine(), TEXT, voice="v", cancel=cancel)
+    await anext(spoken)
+    await spoken.aclose()  # type: ignore[attr-defined]
+    assert cancel.cancelled
