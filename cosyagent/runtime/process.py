@@ -25,7 +25,7 @@ from cosyagent.engines.llama_server import EmbeddedLlamaServer
 from cosyagent.engines.llm import OpenAICompatibleLLM
 from cosyagent.engines.smart_turn import SmartTurn
 from cosyagent.engines.vad import SileroVAD
-from cosyagent.runtime.engine_choice import build_asr, build_tts
+from cosyagent.runtime.engine_choice import build_asr, build_embedded_llm, build_tts
 from cosyagent.telemetry import SessionObserver, Telemetry
 from cosyagent.voices.library import ClipLimits, VoiceLibrary
 from cosyagent.voices.synthesizer import LibrarySynthesizer
@@ -66,11 +66,7 @@ class Runtime:
             raise ConfigError(f"llm.engine must be 'embedded' or 'openai', not {config.llm.engine!r}")
         if config.llm.engine == "openai" and not (config.llm.base_url and config.llm.model):
             raise ConfigError("llm.engine 'openai' needs llm.base_url and llm.model (or COSYAGENT_LLM_BASE_URL/_MODEL)")
-        server = (
-            EmbeddedLlamaServer(n_threads=config.llm.threads, n_ctx=config.llm.context_tokens, nice=config.llm.nice)
-            if config.llm.engine == "embedded"
-            else None
-        )
+        server = build_embedded_llm(config.llm) if config.llm.engine == "embedded" else None
         tts, features = build_tts(config.tts)
         limits = ClipLimits(config.limits.voice_clip_min_seconds, config.limits.voice_clip_max_seconds)
         voices = VoiceLibrary(Path(config.server.data_dir).expanduser() / "voices", features, limits)

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from cosyagent.engines.base import AudioF32, EngineError
 from cosyagent.engines.kokoro_tts import KokoroTTS
+from cosyagent.engines.piper_tts import PiperTTS
 
 SpeakerFeatures = Mapping[str, npt.NDArray[Any]]
 
@@ -94,3 +95,30 @@ class KokoroVoiceFeatures:
         if voice in self._registered:
             self._tts.remove_voice(voice)
             self._registered.discard(voice)
+
+
+class PiperVoiceFeatures:
+    """Piper's one voice: nothing to blend with, no speaker encoder to clone with."""
+
+    feature_key = PiperTTS.info.model
+    can_clone = PiperTTS.info.can_clone
+
+    def __init__(self, tts: PiperTTS) -> None:
+        self._tts = tts
+
+    def builtin_voices(self) -> list[str]:
+        return list(self._tts.voices())
+
+    def blend_features(self, weights: Mapping[str, float]) -> SpeakerFeatures:
+        raise EngineError("the piper engine has one voice: there is nothing to blend")
+
+    def clip_features(self, audio: AudioF32, sample_rate: int, text: str) -> SpeakerFeatures:
+        raise CloningUnsupportedError(
+            "the piper engine cannot clone a voice from a clip; a cloning engine (CosyVoice) can"
+        )
+
+    def register(self, voice: str, features: SpeakerFeatures) -> None:
+        raise EngineError("the piper engine cannot speak user voices")
+
+    def unregister(self, voice: str) -> None:
+        """Nothing was registered."""

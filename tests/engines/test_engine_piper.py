@@ -49,11 +49,11 @@ def test_implements_protocol_and_describes_itself(tts: PiperTTS) -> None:
     assert isinstance(tts, SpeechSynthesizer)
     assert tts.sample_rate == 22_050
     assert tts.voices() == ["joe"]
-    assert tts.model_id == "piper-en_US-joe-medium"
-    assert tts.languages == ("en",)
-    assert tts.speed_range == (0.5, 2.0)
-    assert not tts.streams_text
-    assert not tts.can_clone
+    assert tts.info.model == "piper-en_US-joe-medium"
+    assert tts.info.languages == ("en",)
+    assert tts.info.speed_range == (0.5, 2.0)
+    assert not tts.info.streams_text
+    assert not tts.info.can_clone
 
 
 async def test_english_round_trips_through_whisper(tts: PiperTTS, asr: WhisperASR, wer: Wer) -> None:
