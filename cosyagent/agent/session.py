@@ -110,20 +110,20 @@ class RealtimeSession:
         ``input_audio_buffer.append`` events. Call it while :meth:`run` is running; what
         the core decides is carried out as for any event."""
         self._execute(self.core.append_audio(data))
-        self._wake_pacers()  # the audio may have released held reply audio
+        self._wake_playouts()  # the audio may have released held reply audio
 
     def append_samples(self, samples: AudioF32) -> None:
         """Input audio as 16 kHz floats (the WebRTC microphone, resampled once); else as
         :meth:`append_audio`."""
         self._execute(self.core.append_samples(samples))
-        self._wake_pacers()
+        self._wake_playouts()
 
     async def _read_loop(self, receive: Receive) -> None:
         while (message := await receive()) is not None:
             self._execute(self.core.receive(message))
-            self._wake_pacers()  # a client event may have released held reply audio
+            self._wake_playouts()  # a client event may have released held reply audio
 
-    def _wake_pacers(self) -> None:
+    def _wake_playouts(self) -> None:
         for playout in self._playouts.values():
             playout.wake()
 
@@ -166,7 +166,7 @@ class RealtimeSession:
                 self._outbox.put_nowait(action.event)
                 if self._observer is not None:
                     self._observer.sent(action.event)
-            elif isinstance(action, PlayAudio | HoldAudio | ResumeAudio | ClearAudio | FinishAudio):
+            elif isinstance(action, SinkAction):
                 self._outbox.put_nowait(action)
                 if isinstance(action, PlayAudio) and self._observer is not None:
                     self._observer.reply_audio()
