@@ -165,7 +165,7 @@ class RealtimeCore(ResponseOutput):
         return self._append_decoded(decode_appended_audio(event.get("audio"), self._limits.max_append_bytes))
 
     def append_audio(self, data: bytes) -> list[Action]:
-        """Raw input audio in the session's input format (what a media track delivers).
+        """Raw input audio in the session's input format, from a media stream (not base64 events).
         Like :meth:`receive`, bad audio becomes an ``error`` event."""
         try:
             return self._append_decoded(data)
