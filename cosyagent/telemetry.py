@@ -48,7 +48,6 @@ STAGES = (
     "response_first_audio",
     "barge_in_stop",
 )
-TRANSPORTS = ("websocket", "webrtc")
 RESPONSE_STATUSES = ("completed", "cancelled", "failed", "incomplete")
 # 10 ms .. 10 s: the range of every stage above, dense around the 100 ms .. 1 s that matters.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0)
@@ -86,9 +85,6 @@ class Telemetry:
         )
         for stage in STAGES:  # present from the first scrape, so rate() and absent() behave
             self.stage_seconds.labels(stage)
-        for transport in TRANSPORTS:
-            self.active_sessions.labels(transport)
-            self.sessions.labels(transport)
         for status in RESPONSE_STATUSES:
             self.responses.labels(status)
         if queue_depths is not None:
@@ -100,6 +96,11 @@ class Telemetry:
 
     def observe(self, stage: str, seconds: float) -> None:
         self.stage_seconds.labels(stage).observe(max(0.0, seconds))
+
+    def add_transport(self, transport: str) -> None:
+        """A transport sessions can arrive on: its labels are present from the next scrape."""
+        self.active_sessions.labels(transport)
+        self.sessions.labels(transport)
 
     def count_error(self, source: str, code: str) -> None:
         self.errors.labels(source, code).inc()
@@ -236,6 +237,10 @@ class SessionObserver:
     def _on_response_created(self, event: Mapping[str, Any], now: float) -> None:
         self._in_response = True
         self._reply_turn_end, self._last_turn_end = self._last_turn_end, None
+
+    def reply_audio(self) -> None:
+        """Reply audio left for a media track (it travels in no event)."""
+        self._on_audio_delta({}, self._clock())
 
     def _on_audio_delta(self, event: Mapping[str, Any], now: float) -> None:
         if self._reply_turn_end is not None:

@@ -101,4 +101,40 @@ class CancelResponse:
     response_id: str
 
 
-Action = Send | Transcribe | CancelTranscribe | PredictTurnEnd | StartResponse | CancelResponse
+# --- What the core asks of the transport's audio sink (see cosyagent.pipeline.playout) ----
+
+
+@dataclass(frozen=True)
+class PlayAudio:
+    """A piece of reply audio for a sink that plays it on a media track (on other
+    transports the audio travels as ``response.output_audio.delta`` events)."""
+
+    response_id: str
+    samples: AudioF32 = field(repr=False)
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class HoldAudio:
+    """Unconfirmed user speech: pause the reply's audio until ``ResumeAudio`` or a clear."""
+
+
+@dataclass(frozen=True)
+class ResumeAudio:
+    pass
+
+
+@dataclass(frozen=True)
+class ClearAudio:
+    """The response was cancelled or failed: the user must stop hearing it now."""
+
+
+@dataclass(frozen=True)
+class FinishAudio:
+    """The response completed: all its audio has been handed out."""
+
+    response_id: str
+
+
+SinkAction = PlayAudio | HoldAudio | ResumeAudio | ClearAudio | FinishAudio
+Action = Send | Transcribe | CancelTranscribe | PredictTurnEnd | StartResponse | CancelResponse | SinkAction

@@ -1,7 +1,11 @@
-"""Validation of the bodies of conversation.item.create and response.create."""
+"""Validation of client events: the JSON itself, appended audio, and the bodies of
+conversation.item.create and response.create."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -92,3 +96,49 @@ def parse_response_params(raw: Any, voice_exists: Callable[[str], bool]) -> dict
         if "format" in output:
             params["output_format"] = parse_format(output["format"], "response.audio.output.format")
     return params
+
+
+def parse_event(raw: str | bytes | dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """One client event as a dict; refuses oversized, malformed and non-object events."""
+    if isinstance(raw, dict):
+        return raw
+    if len(raw) > max_bytes:
+        raise ProtocolError(f"event is over the {max_bytes} byte limit", code="event_too_large")
+    try:
+        event = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"event is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(event, dict):
+        raise ProtocolError("event must be a JSON object", code="invalid_event")
+    return event
+
+
+def decode_appended_audio(audio_b64: Any, max_bytes: int) -> bytes:
+    """input_audio_buffer.append's ``audio``: base64, at most ``max_bytes`` once decoded."""
+    if not isinstance(audio_b64, str):
+        raise ProtocolError("'audio' must be a base64 string", code="invalid_value", param="audio")
+    if len(audio_b64) * 3 // 4 > max_bytes:
+        raise ProtocolError(
+            f"audio chunk is over the {max_bytes} byte limit; send smaller appends",
+            code="audio_chunk_too_large",
+            param="audio",
+        )
+    try:
+        return base64.b64decode(audio_b64, validate=True)
+    except binascii.Error as exc:
+        raise ProtocolError("'audio' is not valid base64", code="invalid_base64", param="audio") from exc
+
+
+def without_audio_formats(body: Any) -> Any:
+    """A copy of a session or response body without its ``audio.input/output.format``: for a
+    session whose audio travels on media tracks, where the wire formats do not apply."""
+    audio = body.get("audio") if isinstance(body, Mapping) else None
+    if not isinstance(audio, Mapping):
+        return body
+    sections = {
+        direction: {k: v for k, v in section.items() if k != "format"}
+        if direction in ("input", "output") and isinstance(section, Mapping)
+        else section
+        for direction, section in audio.items()
+    }
+    return {**body, "audio": sections}

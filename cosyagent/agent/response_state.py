@@ -2,7 +2,10 @@
 
 Synthesized audio is *planned* into an outbox; the I/O layer pops it one delta at a
 time at the pace it chooses. Only popped audio counts as sent, so a cancelled
-response keeps exactly the words whose audio reached the client.
+response keeps exactly the words whose audio reached the client. Popped audio is a
+``response.output_audio.delta`` event in the session's output format, or, when it
+travels on a media track, a :class:`~cosyagent.agent.events.PlayAudio` of the
+synthesizer's own samples (the track resamples it once).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from cosyagent.agent.conversation import AlignedTranscript, ConversationItem
-from cosyagent.agent.events import Event, new_id
+from cosyagent.agent.events import Action, Event, PlayAudio, Send, new_id
 from cosyagent.agent.session_config import format_dict
 from cosyagent.audio.wire import OutputEncoder
 from cosyagent.engines.base import AudioF32
@@ -28,7 +31,8 @@ CancelReason = Literal["turn_detected", "client_cancelled"]
 
 @dataclass
 class _PlannedDelta:
-    data: bytes
+    audio: bytes | AudioF32  # bytes in the output format; floats at the TTS rate for a media track
+    duration_ms: float
     clause: str | None  # set on the first delta of a clause: its transcript delta goes with it
 
 
@@ -39,6 +43,7 @@ class ResponseState:
     encoder: OutputEncoder | None  # None for a text-only response
     voice: str
     max_output_tokens: int | None
+    media_rate: int | None = None  # set: the audio goes to a media track, as floats at this rate
     outbox: deque[_PlannedDelta] = field(default_factory=deque)
     sent_ms: float = 0.0
     sent_text: str = ""
@@ -98,54 +103,60 @@ class ResponseState:
         self.item.text += delta
         return {"type": "response.output_text.delta", "event_id": new_id("event"), **self._ids(), "delta": delta}
 
+    @property
+    def pending_ms(self) -> float:
+        return sum(planned.duration_ms for planned in self.outbox)
+
     def plan_audio(self, samples: AudioF32, clause: str | None) -> None:
-        assert self.encoder is not None
-        data = self.encoder.encode(samples)
-        self._plan_bytes(data, clause)
+        if self.media_rate is not None:
+            self._plan_samples(samples, self.media_rate, clause)
+        else:
+            assert self.encoder is not None
+            self._plan_bytes(self.encoder.encode(samples), clause)
 
     def flush_audio(self) -> None:
         """Plan what the resampler still holds (call once the synthesizer is done)."""
-        if self.encoder is not None:
+        if self.encoder is not None and self.media_rate is None:
             self._plan_bytes(self.encoder.encode(samples=_EMPTY, last=True), None)
 
     def _plan_bytes(self, data: bytes, clause: str | None) -> None:
         assert self.encoder is not None
         step = int(DELTA_MS * self.encoder.rate / 1000) * (2 if self.encoder.format == "audio/pcm" else 1)
         for offset in range(0, len(data), step):
-            self.outbox.append(_PlannedDelta(data[offset : offset + step], clause if offset == 0 else None))
-        if clause is not None:
+            piece = data[offset : offset + step]
+            self.outbox.append(_PlannedDelta(piece, self.encoder.duration_ms(piece), clause if offset == 0 else None))
+        if clause is not None or data:
             self.spoken.add_audio(clause, self.encoder.duration_ms(data))
-        elif data:
-            self.spoken.add_audio(None, self.encoder.duration_ms(data))
 
-    def pop_delta(self) -> list[Event]:
+    def _plan_samples(self, samples: AudioF32, rate: int, clause: str | None) -> None:
+        step = DELTA_MS * rate // 1000
+        for offset in range(0, samples.size, step):
+            piece = samples[offset : offset + step]
+            self.outbox.append(_PlannedDelta(piece, 1000.0 * piece.size / rate, clause if offset == 0 else None))
+        if clause is not None or samples.size:
+            self.spoken.add_audio(clause, 1000.0 * samples.size / rate)
+
+    def pop_audio(self) -> list[Action]:
         """Send the next planned delta (with its clause's transcript delta, if it opens one)."""
         if not self.outbox:
             return []
-        assert self.encoder is not None
         planned = self.outbox.popleft()
-        events: list[Event] = []
+        actions: list[Action] = []
         if planned.clause is not None:
             delta = (" " if self.sent_text else "") + planned.clause
             self.sent_text += delta
-            events.append(
-                {
-                    "type": "response.output_audio_transcript.delta",
-                    "event_id": new_id("event"),
-                    **self._ids(),
-                    "delta": delta,
-                }
-            )
-        self.sent_ms += self.encoder.duration_ms(planned.data)
-        events.append(
-            {
-                "type": "response.output_audio.delta",
-                "event_id": new_id("event"),
-                **self._ids(),
-                "delta": base64.b64encode(planned.data).decode("ascii"),
-            }
-        )
-        return events
+            actions.append(Send(self._event("response.output_audio_transcript.delta", delta=delta)))
+        self.sent_ms += planned.duration_ms
+        if isinstance(planned.audio, bytes):
+            audio_b64 = base64.b64encode(planned.audio).decode("ascii")
+            actions.append(Send(self._event("response.output_audio.delta", delta=audio_b64)))
+        else:
+            assert self.media_rate is not None
+            actions.append(PlayAudio(self.id, planned.audio, self.media_rate))
+        return actions
+
+    def _event(self, event_type: str, **fields: Any) -> Event:
+        return {"type": event_type, "event_id": new_id("event"), **self._ids(), **fields}
 
     def end_events(self, status: str, reason: CancelReason | None = None, error: str | None = None) -> list[Event]:
         """Close the response: what was not sent is dropped and forgotten."""

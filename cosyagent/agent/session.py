@@ -1,8 +1,9 @@
 """The asyncio side of one Realtime session: carries out what the sans-I/O core decides.
 
-It runs ASR jobs and replies as tasks it keeps references to, paces reply audio to
-real time (plus a small lead), and on exit cancels and awaits every one of them, so
-a client vanishing mid-reply leaves nothing running.
+It runs ASR jobs and replies as tasks it keeps references to, paces reply audio with a
+:class:`~cosyagent.pipeline.playout.Playout` against the transport's audio sink, and on
+exit cancels and awaits every one of them, so a client vanishing mid-reply leaves
+nothing running. Events and the sink's instructions leave in the order the core decided.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -18,14 +18,21 @@ from cosyagent.agent.events import (
     Action,
     CancelResponse,
     CancelTranscribe,
+    ClearAudio,
     Event,
+    FinishAudio,
+    HoldAudio,
+    PlayAudio,
     PredictTurnEnd,
+    ResumeAudio,
     Send,
+    SinkAction,
     StartResponse,
     Transcribe,
 )
 from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.engines.base import (
+    AudioF32,
     CancelToken,
     ChatLLM,
     EngineCancelled,
@@ -35,15 +42,11 @@ from cosyagent.engines.base import (
     SpeechSynthesizer,
     TurnEndPredictor,
 )
+from cosyagent.pipeline.playout import SYNTHESIS_AHEAD_MS, AudioSink, MediaAudioSink, Playout
 from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, ReplyTimings, TextDelta, stream_reply
 from cosyagent.telemetry import SessionObserver
 
 logger = logging.getLogger(__name__)
-
-# Synthesis runs at most this far ahead of what has been sent. Beyond it a reply's later
-# clauses wait: on 2 cores, synthesizing a whole reply at once starves the LLM (niced, and
-# serving one request at a time) and every other session's first clause.
-SYNTHESIS_AHEAD_MS = 3000.0
 
 Receive = Callable[[], Awaitable[str | bytes | None]]
 """Next client message, or None once the client is gone."""
@@ -66,18 +69,21 @@ class RealtimeSession:
         send: SendEvent,
         output_lead_ms: float,
         observer: SessionObserver | None = None,
+        *,
+        sink: AudioSink,
     ) -> None:
         self.core = core
         self._observer = observer  # telemetry: sees every event as it is queued to send
         self._engines = engines
         self._send = send
+        self._sink = sink
         self._lead_ms = output_lead_ms
-        self._outbox: asyncio.Queue[Event] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Event | SinkAction] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._transcribe_jobs: dict[str, tuple[asyncio.Task[None], CancelToken]] = {}
         self._turn_end_jobs: dict[str, tuple[asyncio.Task[None], CancelToken]] = {}
         self._responses: dict[str, asyncio.Task[None]] = {}
-        self._pacers: dict[str, _AudioPacer] = {}
+        self._playouts: dict[str, Playout] = {}
 
     async def run(self, receive: Receive) -> None:
         """Serve until the client leaves or a send fails. Cancel-safe: cleans up either way."""
@@ -100,24 +106,47 @@ class RealtimeSession:
             await self._cancel_all(writer)
 
     def append_audio(self, data: bytes) -> None:
-        """Raw input audio in the session's input format, from a media track rather than
-        ``input_audio_buffer.append`` events (the WebRTC microphone). Call it while
-        :meth:`run` is running; what the core decides is carried out as for any event."""
+        """Raw input audio in the session's input format, from a media stream rather than
+        ``input_audio_buffer.append`` events. Call it while :meth:`run` is running; what
+        the core decides is carried out as for any event."""
         self._execute(self.core.append_audio(data))
-        self._wake_pacers()  # the audio may have released held reply audio
+        self._wake_playouts()  # the audio may have released held reply audio
+
+    def append_samples(self, samples: AudioF32) -> None:
+        """Input audio as 16 kHz floats (the WebRTC microphone, resampled once); else as
+        :meth:`append_audio`."""
+        self._execute(self.core.append_samples(samples))
+        self._wake_playouts()
 
     async def _read_loop(self, receive: Receive) -> None:
         while (message := await receive()) is not None:
             self._execute(self.core.receive(message))
-            self._wake_pacers()  # a client event may have released held reply audio
+            self._wake_playouts()  # a client event may have released held reply audio
 
-    def _wake_pacers(self) -> None:
-        for pacer in self._pacers.values():
-            pacer.wake()
+    def _wake_playouts(self) -> None:
+        for playout in self._playouts.values():
+            playout.wake()
 
     async def _write_loop(self) -> None:
         while True:
-            await self._send(await self._outbox.get())
+            item = await self._outbox.get()
+            if isinstance(item, dict):
+                await self._send(item)
+            else:
+                self._instruct_sink(item)
+
+    def _instruct_sink(self, action: SinkAction) -> None:
+        if isinstance(action, PlayAudio):
+            assert isinstance(self._sink, MediaAudioSink), "only a media-track core plays audio"
+            self._sink.push(action.response_id, action.samples, action.sample_rate)
+        elif isinstance(action, HoldAudio):
+            self._sink.hold()
+        elif isinstance(action, ResumeAudio):
+            self._sink.resume()
+        elif isinstance(action, ClearAudio):
+            self._sink.clear()
+        elif isinstance(action, FinishAudio):
+            self._sink.finish(action.response_id)
 
     async def _cancel_all(self, writer: asyncio.Task[None]) -> None:
         tasks = [*self._tasks, writer]
@@ -137,6 +166,10 @@ class RealtimeSession:
                 self._outbox.put_nowait(action.event)
                 if self._observer is not None:
                     self._observer.sent(action.event)
+            elif isinstance(action, SinkAction):
+                self._outbox.put_nowait(action)
+                if isinstance(action, PlayAudio) and self._observer is not None:
+                    self._observer.reply_audio()
             elif isinstance(action, Transcribe):
                 token = CancelToken()
                 task = self._spawn(self._transcribe(action, token), f"asr-{action.job_id}")
@@ -196,19 +229,21 @@ class RealtimeSession:
         response_id = start.response_id
         timings = ReplyTimings()
         request = ReplyRequest(start.messages, start.voice, start.speed, start.max_tokens, start.audio)
-        pacer = self._pacers[response_id] = _AudioPacer(self.core, response_id, self._lead_ms, self._execute)
-        pacing = asyncio.create_task(pacer.run(), name=f"{response_id}-pacer")
+        playout = self._playouts[response_id] = Playout(
+            self.core, self._sink, response_id, self._lead_ms, lambda: self._execute(self.core.pop_audio(response_id))
+        )
+        pacing = asyncio.create_task(playout.run(), name=f"{response_id}-playout")
         try:
             async for event in stream_reply(request, self._engines.llm, self._engines.tts, timings):
                 if isinstance(event, TextDelta):
                     self._execute(self.core.response_text(response_id, event.text))
                 elif isinstance(event, AudioChunk):
                     self.core.response_audio(response_id, event.samples, event.clause)
-                    pacer.wake()
+                    playout.wake()
                     # The reply's generator (and so the synthesizer) waits here; the LLM goes on.
-                    await pacer.until_unsent_at_most(SYNTHESIS_AHEAD_MS)
+                    await playout.until_unsent_at_most(SYNTHESIS_AHEAD_MS)
             self.core.flush_audio(response_id)
-            pacer.finish()
+            playout.finish()
             await pacing
             self._execute(self.core.response_finished(response_id, timings.as_dict()))
         except EngineUnavailableError as exc:
@@ -231,57 +266,4 @@ class RealtimeSession:
             with contextlib.suppress(asyncio.CancelledError):
                 await pacing
             self._responses.pop(response_id, None)
-            self._pacers.pop(response_id, None)
-
-
-class _AudioPacer:
-    """Releases a response's planned audio no faster than real time plus a lead."""
-
-    def __init__(
-        self, core: RealtimeCore, response_id: str, lead_ms: float, execute: Callable[[list[Action]], None]
-    ) -> None:
-        self._core = core
-        self._response_id = response_id
-        self._lead_ms = lead_ms
-        self._execute = execute
-        self._ready = asyncio.Event()
-        self._sent = asyncio.Event()
-        self._finished = False
-
-    def wake(self) -> None:
-        self._ready.set()
-
-    async def until_unsent_at_most(self, limit_ms: float) -> None:
-        """Return once at most ``limit_ms`` of the response's planned audio is still unsent."""
-        while self._core.pending_audio_ms(self._response_id) > limit_ms:
-            self._sent.clear()
-            await self._sent.wait()
-
-    def finish(self) -> None:
-        """No more audio will be planned: send what is left, then return."""
-        self._finished = True
-        self._ready.set()
-
-    async def run(self) -> None:
-        playback_start: float | None = None
-        held_since: float | None = None
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            while self._core.pending_audio_ms(self._response_id) > 0:
-                now = time.monotonic()
-                if self._core.audio_on_hold():
-                    held_since = held_since or now
-                    break  # woken again after the next client event
-                if held_since is not None and playback_start is not None:
-                    playback_start += now - held_since  # the pause is not time played
-                held_since = None
-                playback_start = playback_start or now
-                ahead_ms = self._core.sent_audio_ms(self._response_id) - (now - playback_start) * 1000.0
-                if ahead_ms > self._lead_ms:
-                    await asyncio.sleep((ahead_ms - self._lead_ms) / 1000.0)
-                    continue  # re-check the hold after sleeping
-                self._execute(self._core.pop_audio(self._response_id))
-                self._sent.set()
-            if self._finished and self._core.pending_audio_ms(self._response_id) == 0:
-                return
+            self._playouts.pop(response_id, None)

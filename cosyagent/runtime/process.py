@@ -26,6 +26,7 @@ from cosyagent.engines.llm import OpenAICompatibleLLM
 from cosyagent.engines.smart_turn import SmartTurn
 from cosyagent.engines.vad import SileroVAD
 from cosyagent.runtime.engine_choice import build_asr, build_embedded_llm, build_tts
+from cosyagent.runtime.sessions import SessionRegistry
 from cosyagent.telemetry import SessionObserver, Telemetry
 from cosyagent.voices.library import ClipLimits, VoiceLibrary
 from cosyagent.voices.synthesizer import LibrarySynthesizer
@@ -46,12 +47,17 @@ class Runtime:
     speech: LibrarySynthesizer  # the TTS engine speaking any voice of the library
     llm: OpenAICompatibleLLM | None = None
     turn_end: TurnEndPredictor | None = None  # vad.turn_model: semantic_vad's end-of-turn model
-    active_sessions: int = 0
     load_seconds: dict[str, float] = field(default_factory=dict)
     telemetry: Telemetry = field(init=False)  # GET /metrics
+    sessions: SessionRegistry = field(init=False)  # admits and builds every Realtime session
 
     def __post_init__(self) -> None:
         self.telemetry = Telemetry(self.queue_depths)
+        self.sessions = SessionRegistry(self)
+
+    @property
+    def active_sessions(self) -> int:
+        return len(self.sessions)
 
     @classmethod
     def from_config(cls, config: Config) -> Runtime:
@@ -137,7 +143,9 @@ class Runtime:
             depths["turn"] = self.turn_end.queue_depth
         return depths
 
-    def new_core(self, model: str | None, observer: SessionObserver | None = None) -> RealtimeCore:
+    def new_core(
+        self, model: str | None, observer: SessionObserver | None = None, *, audio_on_media_tracks: bool = False
+    ) -> RealtimeCore:
         """A fresh protocol core with this server's defaults (one per connection); ``observer``
         is told when each VAD frame is scored (see :mod:`cosyagent.telemetry`)."""
         rt = self.config.realtime
@@ -155,6 +163,7 @@ class Runtime:
             tts_sample_rate=self.tts.sample_rate,
             voice_exists=self.voice_exists,
             limits=limits,
+            audio_on_media_tracks=audio_on_media_tracks,
         )
         if observer is not None:
             observer.vad_threshold = lambda: (

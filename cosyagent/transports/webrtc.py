@@ -4,14 +4,14 @@ The OpenAI WebRTC flow: the caller's microphone track feeds the session's input 
 the reply is spoken on our audio track (Opus), and every other event travels as JSON on
 the data channel the caller opens, named ``oai-events``, with the same schema and
 behaviour as the WebSocket transport. Reply audio is never sent as
-``response.output_audio.delta`` events; the ``output_audio_buffer.*`` events say when it
-starts and stops, and ``output_audio_buffer.clear`` cuts it off.
+``response.output_audio.delta`` events: the session's core plays it on the track (its
+sink), and the ``output_audio_buffer.*`` events say when it starts and stops;
+``output_audio_buffer.clear`` cuts it off.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 from collections import deque
@@ -26,15 +26,62 @@ from av import AudioFrame
 
 from cosyagent.agent.events import Event, new_id
 from cosyagent.agent.session import RealtimeSession, SendEvent
+from cosyagent.audio.pcm import AudioF32
+from cosyagent.transports.base import ClearPlayback, ClientEvent, Inbound, MediaAudioSink, Serializer, json_event
 from cosyagent.transports.webrtc_audio import MicrophoneConverter, PlaybackEvent, ReplyAudioTrack
 from cosyagent.transports.webrtc_offer import CallLimitError, CallNotFound, OfferError, check_offer
 
 logger = logging.getLogger(__name__)
 
+TRANSPORT = "webrtc"  # its name in metrics and the session registry
 EVENTS_CHANNEL = "oai-events"
 _EARLY_EVENTS = 256  # events kept for a data channel that has not opened yet
 
-SessionFactory = Callable[[SendEvent], RealtimeSession]
+SessionFactory = Callable[[MediaAudioSink, SendEvent], RealtimeSession]
+
+
+class DataChannelEvents(Serializer):
+    """JSON events on ``oai-events``, where ``output_audio_buffer.clear`` is the call's own."""
+
+    def serialize(self, event: Event) -> str:
+        return json_event(event)
+
+    def deserialize(self, message: str | bytes) -> Inbound:
+        try:
+            event = json.loads(message)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return ClientEvent(message)
+        if isinstance(event, dict) and event.get("type") == "output_audio_buffer.clear":
+            return ClearPlayback()
+        return ClientEvent(message)
+
+
+class _TrackSink(MediaAudioSink):
+    """The call's reply track as the session's sink; a clear tells the caller what it cut off."""
+
+    def __init__(self, track: ReplyAudioTrack, on_cleared: Callable[[str], None]) -> None:
+        self._track = track
+        self._on_cleared = on_cleared
+
+    def push(self, response_id: str, samples: AudioF32, sample_rate: int) -> None:
+        self._track.push(response_id, samples, sample_rate)
+
+    def finish(self, response_id: str) -> None:
+        self._track.finish(response_id)
+
+    def clear(self) -> None:
+        cut = self._track.clear()
+        if cut is not None:
+            self._on_cleared(cut)
+
+    def hold(self) -> None:
+        self._track.hold()
+
+    def resume(self) -> None:
+        self._track.resume()
+
+    def played_ms(self, response_id: str) -> float:
+        return self._track.played_ms(response_id)
 
 
 def ice_servers_from_config(servers: tuple[dict[str, Any], ...]) -> list[RTCIceServer]:
@@ -56,7 +103,9 @@ class WebRTCCall:
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers)))
         self._connect_timeout_s = connect_timeout_s
         self._player = ReplyAudioTrack(self._on_playback)
-        self.session = make_session(self._send)
+        self._sink = _TrackSink(self._player, self._on_cleared)
+        self._serializer = DataChannelEvents()
+        self.session = make_session(self._sink, self._send)
         self._inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         self._channel: RTCDataChannel | None = None
         self._early: deque[str] = deque(maxlen=_EARLY_EVENTS)
@@ -121,34 +170,21 @@ class WebRTCCall:
             except MediaStreamError:
                 return
             if isinstance(frame, AudioFrame):
-                self.session.append_audio(converter.convert(frame))
+                self.session.append_samples(converter.convert(frame))
 
     def _on_playback(self, event: PlaybackEvent, response_id: str) -> None:
         self._emit({"type": f"output_audio_buffer.{event}", "event_id": new_id("event"), "response_id": response_id})
 
-    def _clear_playback(self) -> None:
-        cut = self._player.clear()
-        if cut is not None:
-            self._emit({"type": "output_audio_buffer.cleared", "event_id": new_id("event"), "response_id": cut})
+    def _on_cleared(self, response_id: str) -> None:
+        self._emit({"type": "output_audio_buffer.cleared", "event_id": new_id("event"), "response_id": response_id})
 
     # --- events ----------------------------------------------------------------------
 
     async def _send(self, event: Event) -> None:
-        """The session's outgoing events: reply audio to the track, the rest to oai-events."""
-        kind = event.get("type")
-        if kind == "response.output_audio.delta":
-            self._player.push(event["response_id"], base64.b64decode(event["delta"]))
-            return
-        if kind == "response.done":
-            response = event["response"]
-            if response["status"] == "completed":
-                self._player.finish(response["id"])
-            else:  # cancelled (barge-in) or failed: the caller must stop hearing it now
-                self._clear_playback()
         self._emit(event)
 
     def _emit(self, event: Event) -> None:
-        text = json.dumps(event, separators=(",", ":"))
+        text = self._serializer.serialize(event)
         channel = self._channel
         if channel is None or channel.readyState == "connecting":
             self._early.append(text)
@@ -171,13 +207,11 @@ class WebRTCCall:
     def _on_message(self, message: str | bytes) -> None:
         if self._ended:
             return
-        event = _parse_object(message)
-        if event is None:
-            self._inbox.put_nowait(message)  # the core answers with the precise error event
-        elif event.get("type") == "output_audio_buffer.clear":
-            self._clear_playback()
+        inbound = self._serializer.deserialize(message)
+        if isinstance(inbound, ClearPlayback):
+            self._sink.clear()
         else:
-            self._inbox.put_nowait(json.dumps(pin_audio_formats(event)))
+            self._inbox.put_nowait(inbound.message)
 
     # --- connection ------------------------------------------------------------------
 
@@ -195,30 +229,6 @@ class WebRTCCall:
         except TimeoutError:
             logger.info("call %s: no connection after %.0f s; ending it", self.id, self._connect_timeout_s)
             self.hang_up()
-
-
-def _parse_object(message: str | bytes) -> dict[str, Any] | None:
-    try:
-        event = json.loads(message)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return event if isinstance(event, dict) else None
-
-
-def pin_audio_formats(event: dict[str, Any]) -> dict[str, Any]:
-    """Media tracks carry the audio, so the session's formats stay pcm16 at 24 kHz: a
-    ``format`` in session.update or response.create does not apply to a WebRTC call."""
-    kind = event.get("type")
-    body = event.get("session") if kind == "session.update" else None
-    if kind == "response.create":
-        body = event.get("response")
-    audio = body.get("audio") if isinstance(body, dict) else None
-    if isinstance(audio, dict):
-        for direction in ("input", "output"):
-            section = audio.get(direction)
-            if isinstance(section, dict):
-                section.pop("format", None)
-    return event
 
 
 class CallRegistry:

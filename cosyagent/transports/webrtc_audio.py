@@ -1,9 +1,10 @@
 """Audio between a WebRTC peer and a Realtime session.
 
-:class:`ReplyAudioTrack` is the track we send: the session's reply audio (pcm16, 24 kHz)
-goes into a queue of 20 ms frames at 48 kHz (what Opus carries), played out at the wall
-clock's pace, silence when the queue is empty. :class:`MicrophoneConverter` turns the
-caller's decoded frames into the session's input format (pcm16, 24 kHz, mono).
+:class:`ReplyAudioTrack` is the track we send: the synthesizer's samples, resampled
+once to 48 kHz (what Opus carries), go into a queue of 20 ms frames played out at the
+wall clock's pace, silence when the queue is empty or playback is held; it is the only
+clock the reply audio is paced by. :class:`MicrophoneConverter` resamples the caller's
+decoded frames once, straight to the 16 kHz mono floats turn detection and ASR take.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, AudioResampler
 
-from cosyagent.audio.pcm import StreamResampler, float_to_pcm16, pcm16_to_float
+from cosyagent.audio.pcm import AudioF32, StreamResampler, float_to_pcm16, pcm16_to_float
 
 logger = logging.getLogger(__name__)
 
-SESSION_RATE = 24000  # the session's audio/pcm format, both directions
+INPUT_RATE = 16000  # what the session's turn detection and ASR take
 TRACK_RATE = 48000
 FRAME_SAMPLES = TRACK_RATE // 50  # 20 ms
 _FRAME_BYTES = FRAME_SAMPLES * 2
@@ -44,26 +45,27 @@ class ReplyAudioTrack(MediaStreamTrack):
     def __init__(self, on_playback: PlaybackListener) -> None:
         super().__init__()
         self._on_playback = on_playback
-        self._resampler = StreamResampler(SESSION_RATE, TRACK_RATE)
+        self._resampler: StreamResampler | None = None
         self._partial = b""  # resampled audio short of a whole frame
         self._frames: deque[tuple[str, bytes]] = deque()
         self._playing: str | None = None  # the response whose audio is leaving now
         self._finished: str | None = None  # a response all of whose audio is queued
+        self._played: tuple[str | None, int] = (None, 0)  # the latest response to play, its frames played
+        self._held = False
         self._start: float | None = None
         self._pts = 0
 
-    @property
-    def queued_ms(self) -> float:
-        return len(self._frames) * 20.0
-
-    def push(self, response_id: str, pcm24: bytes) -> None:
-        """Queue reply audio (pcm16 at 24 kHz) of ``response_id``."""
-        resampled = self._resampler.process(pcm16_to_float(pcm24))
+    def push(self, response_id: str, samples: AudioF32, sample_rate: int) -> None:
+        """Queue reply audio of ``response_id``: the synthesizer's samples at its own rate."""
+        if self._resampler is None or self._resampler.from_rate != sample_rate:
+            self._resampler = StreamResampler(sample_rate, TRACK_RATE)
+        resampled = self._resampler.process(samples)
         self._queue_bytes(response_id, self._partial + float_to_pcm16(resampled))
 
     def finish(self, response_id: str) -> None:
         """All of this response's audio is queued: pad the last frame; ``stopped`` once played."""
-        tail = self._partial + float_to_pcm16(self._resampler.flush())
+        held_back = self._resampler.flush() if self._resampler is not None else np.zeros(0, dtype=np.float32)
+        tail = self._partial + float_to_pcm16(held_back)
         if tail:
             self._queue_bytes(response_id, tail + bytes(-len(tail) % _FRAME_BYTES))
         self._finished = response_id
@@ -71,13 +73,28 @@ class ReplyAudioTrack(MediaStreamTrack):
             self._stop_playing()
 
     def clear(self) -> str | None:
-        """Drop everything queued (barge-in). Returns the response that was cut off, if any."""
+        """Drop everything queued and any hold (barge-in). Returns the response that was cut
+        off, if any."""
         cut = self._playing or (self._frames[0][0] if self._frames else None)
         self._frames.clear()
         self._partial = b""
-        self._resampler.flush()
+        if self._resampler is not None:
+            self._resampler.flush()
         self._playing = None
+        self._held = False
         return cut
+
+    def hold(self) -> None:
+        """Play silence, keeping what is queued, until :meth:`resume`."""
+        self._held = True
+
+    def resume(self) -> None:
+        self._held = False
+
+    def played_ms(self, response_id: str) -> float:
+        """How much of ``response_id``'s audio has left on the track so far."""
+        played_id, frames = self._played
+        return frames * 20.0 if played_id == response_id else 0.0
 
     def _queue_bytes(self, response_id: str, data: bytes) -> None:
         whole = len(data) - len(data) % _FRAME_BYTES
@@ -107,13 +124,15 @@ class ReplyAudioTrack(MediaStreamTrack):
         return self._frame(self._next_pcm())
 
     def _next_pcm(self) -> bytes:
-        if not self._frames:
+        if not self._frames or self._held:
             return _SILENCE
         response_id, pcm = self._frames.popleft()
         if response_id != self._playing:
             self._stop_playing()
             self._playing = response_id
             self._on_playback("started", response_id)
+        played_id, frames = self._played
+        self._played = (response_id, frames + 1 if played_id == response_id else 1)
         if not self._frames and self._finished == response_id:
             self._stop_playing()
         return pcm
@@ -128,11 +147,12 @@ class ReplyAudioTrack(MediaStreamTrack):
 
 
 class MicrophoneConverter:
-    """Decoded caller frames (any rate and layout) -> pcm16 mono at 24 kHz."""
+    """Decoded caller frames (any rate and layout) -> float32 mono at 16 kHz, in one resampling."""
 
     def __init__(self) -> None:
-        self._resampler = AudioResampler(format="s16", layout="mono", rate=SESSION_RATE)
+        # s16, not flt: libswresample normalises an integer downmix, so levels stay as the caller sent them.
+        self._resampler = AudioResampler(format="s16", layout="mono", rate=INPUT_RATE)
 
-    def convert(self, frame: AudioFrame) -> bytes:
-        chunks = [np.asarray(out.to_ndarray(), dtype="<i2").tobytes() for out in self._resampler.resample(frame)]
-        return b"".join(chunks)
+    def convert(self, frame: AudioFrame) -> AudioF32:
+        pcm = b"".join(np.asarray(out.to_ndarray(), dtype="<i2").tobytes() for out in self._resampler.resample(frame))
+        return pcm16_to_float(pcm)

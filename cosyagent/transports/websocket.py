@@ -9,22 +9,46 @@ from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from cosyagent.agent.events import Event
+from cosyagent.agent.events import Event, server_error_event
 from cosyagent.agent.session import RealtimeSession, SendEvent
+from cosyagent.runtime.sessions import SessionRefused
+from cosyagent.transports.base import AudioSink, JsonEvents
 
 logger = logging.getLogger(__name__)
 
-SessionFactory = Callable[[SendEvent], RealtimeSession]
+TRANSPORT = "websocket"  # its name in metrics and the session registry
+
+SessionFactory = Callable[[AudioSink, SendEvent], RealtimeSession]
 
 # Close code 1013 "try again later": the server is at its session limit.
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
+class ClientPlayback(AudioSink):
+    """The client plays the reply: its audio reaches it as ``response.output_audio.delta``
+    events in the session's output format, paced by the session, and ``response.done``
+    tells it when a reply was cut off. The server keeps no audio, so there is nothing to
+    hold, clear or finish here."""
+
+    def finish(self, response_id: str) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+    def hold(self) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
+
+
 async def serve_websocket(websocket: WebSocket, make_session: SessionFactory) -> None:
     """Run one session on an accepted WebSocket until either side goes away."""
+    serializer = JsonEvents()
 
     async def send(event: Event) -> None:
-        await websocket.send_text(json.dumps(event, separators=(",", ":")))
+        await websocket.send_text(serializer.serialize(event))
 
     async def receive() -> str | bytes | None:
         try:
@@ -34,9 +58,9 @@ async def serve_websocket(websocket: WebSocket, make_session: SessionFactory) ->
         if message["type"] == "websocket.disconnect":
             return None
         text = message.get("text")
-        return text if text is not None else message.get("bytes") or b""
+        return serializer.deserialize(text if text is not None else message.get("bytes") or b"").message
 
-    session = make_session(send)
+    session = make_session(ClientPlayback(), send)
     try:
         await session.run(receive)
     finally:
@@ -45,8 +69,8 @@ async def serve_websocket(websocket: WebSocket, make_session: SessionFactory) ->
                 await websocket.close()
 
 
-async def refuse_websocket(websocket: WebSocket, error: Event) -> None:
+async def refuse_websocket(websocket: WebSocket, refusal: SessionRefused) -> None:
     """Accept, say why in an ``error`` event, and close (the SDK shows the event)."""
     await websocket.accept()
-    await websocket.send_text(json.dumps(error))
-    await websocket.close(code=CLOSE_TRY_AGAIN_LATER, reason=error["error"]["code"])
+    await websocket.send_text(json.dumps(server_error_event(refusal.message, refusal.code)))
+    await websocket.close(code=CLOSE_TRY_AGAIN_LATER, reason=refusal.code)

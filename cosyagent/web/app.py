@@ -10,10 +10,9 @@ from typing import Any
 from fastapi import FastAPI, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
 
-from cosyagent.agent.events import server_error_event
-from cosyagent.agent.session import RealtimeSession, SendEvent
 from cosyagent.runtime import Runtime
-from cosyagent.transports.websocket import refuse_websocket, serve_websocket
+from cosyagent.runtime.sessions import SessionRefused
+from cosyagent.transports import websocket as websocket_transport
 from cosyagent.web.auth import ApiKeyMiddleware
 from cosyagent.web.calls import calls_router
 from cosyagent.web.errors import install_error_handlers
@@ -77,32 +76,19 @@ def create_app(runtime: Runtime) -> FastAPI:
             ],
         }
 
+    runtime.sessions.register(websocket_transport.TRANSPORT)
+
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket, model: str | None = None) -> None:
-        if runtime.active_sessions >= runtime.config.server.max_sessions:
-            limit = runtime.config.server.max_sessions
-            await refuse_websocket(
-                websocket, server_error_event(f"the server is at its limit of {limit} sessions", "session_limit")
-            )
-            runtime.telemetry.count_error("realtime", "session_limit")
-            return
-        await websocket.accept()
-        runtime.active_sessions += 1
         try:
-
-            def make_session(send: SendEvent) -> RealtimeSession:
-                observer = runtime.telemetry.session_observer("websocket")
-                return RealtimeSession(
-                    runtime.new_core(model, observer),
-                    runtime.session_engines(),
-                    send,
-                    runtime.config.realtime.output_lead_ms,
-                    observer,
-                )
-
-            await serve_websocket(websocket, make_session)
-        finally:
-            runtime.active_sessions -= 1
+            admission = runtime.sessions.admit(websocket_transport.TRANSPORT, model=model)
+        except SessionRefused as refusal:
+            await websocket_transport.refuse_websocket(websocket, refusal)
+            runtime.telemetry.count_error("realtime", refusal.code)
+            return
+        with admission:
+            await websocket.accept()
+            await websocket_transport.serve_websocket(websocket, admission.session)
 
     app.include_router(calls_router(runtime))
     app.include_router(metrics_router(runtime.telemetry))

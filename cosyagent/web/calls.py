@@ -18,12 +18,9 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
-from cosyagent.agent.events import Send
-from cosyagent.agent.realtime_core import RealtimeCore
-from cosyagent.agent.session import RealtimeSession, SendEvent
 from cosyagent.runtime import Runtime
-from cosyagent.telemetry import SessionObserver
-from cosyagent.transports.webrtc import CallRegistry, WebRTCCall, ice_servers_from_config, pin_audio_formats
+from cosyagent.runtime.sessions import Admission, SessionConfigError, SessionRefused
+from cosyagent.transports.webrtc import TRANSPORT, CallRegistry, WebRTCCall, ice_servers_from_config
 from cosyagent.transports.webrtc_offer import MAX_OFFER_BYTES, CallError, CallLimitError, OfferError
 
 logger = logging.getLogger(__name__)
@@ -31,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 def calls_router(runtime: Runtime) -> APIRouter:
     registry = CallRegistry()
+    runtime.sessions.register(TRANSPORT)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,14 +44,7 @@ def calls_router(runtime: Runtime) -> APIRouter:
     async def create_call(request: Request, model: str | None = None) -> Response:
         try:
             offer, session = await _read_offer(request)
-            observer = runtime.telemetry.session_observer("webrtc")
-            core = runtime.new_core(model or _model_of(session), observer)
-            if session:
-                _configure(core, session)
-            max_sessions = runtime.config.server.max_sessions
-            if runtime.active_sessions >= max_sessions:
-                raise CallLimitError(f"the server is at its limit of {max_sessions} sessions; try again later")
-            call_id, answer = await _open(core, observer, offer)
+            call_id, answer = await _open(_admit(model or _model_of(session), session), offer)
         except CallError as exc:
             return _error_response(exc)
         logger.info("call %s started (%d active)", call_id, len(registry))
@@ -72,25 +63,26 @@ def calls_router(runtime: Runtime) -> APIRouter:
             return _error_response(exc)
         return Response(status_code=200)
 
-    async def _open(core: RealtimeCore, observer: SessionObserver, offer: str) -> tuple[str, str]:
+    def _admit(model: str | None, session: dict[str, Any] | None) -> Admission:
+        try:
+            return runtime.sessions.admit(TRANSPORT, model=model, session=session, audio_on_media_tracks=True)
+        except SessionConfigError as exc:
+            raise CallError(exc.message, code=exc.code) from exc
+        except SessionRefused as exc:
+            raise CallLimitError(f"{exc.message}; try again later") from exc
+
+    async def _open(admission: Admission, offer: str) -> tuple[str, str]:
+        """Answer the offer; the admission's slot is held until the call ends."""
         settings = runtime.config.webrtc
-        engines = runtime.session_engines()
         ice_servers = ice_servers_from_config(settings.ice_servers)
 
         def make_call(call_id: str) -> WebRTCCall:
-            def make_session(send: SendEvent) -> RealtimeSession:
-                return RealtimeSession(core, engines, send, runtime.config.realtime.output_lead_ms, observer)
+            return WebRTCCall(call_id, admission.session, ice_servers, settings.connect_timeout_s)
 
-            return WebRTCCall(call_id, make_session, ice_servers, settings.connect_timeout_s)
-
-        def on_end() -> None:
-            runtime.active_sessions -= 1
-
-        runtime.active_sessions += 1  # held from here, so concurrent offers cannot overshoot
         try:
-            return await registry.open(offer, make_call, on_end, max_calls=settings.max_calls)
+            return await registry.open(offer, make_call, admission.release, max_calls=settings.max_calls)
         except BaseException:
-            runtime.active_sessions -= 1
+            admission.release()
             raise
 
     return router
@@ -144,17 +136,9 @@ def _model_of(session: dict[str, Any] | None) -> str | None:
     return model if isinstance(model, str) and model else None
 
 
-def _configure(core: RealtimeCore, session: dict[str, Any]) -> None:
-    """Apply the request's session configuration, as a session.update would; refuse bad values."""
-    for action in core.receive(pin_audio_formats({"type": "session.update", "session": session})):
-        if isinstance(action, Send) and action.event["type"] == "error":
-            error = action.event["error"]
-            raise CallError(f"session: {error['message']}", code=str(error["code"]))
-
-
 def _error_response(exc: CallError) -> JSONResponse:
     kind = "server_error" if exc.status >= 500 else "invalid_request_error"
-    headers = {"Retry-After": "5"} if isinstance(exc, CallLimitError) else None
+    headers = {"Retry-After": str(SessionRefused.retry_after_s)} if isinstance(exc, CallLimitError) else None
     return JSONResponse(
         {"error": {"message": exc.message, "type": kind, "code": exc.code, "param": None}},
         status_code=exc.status,

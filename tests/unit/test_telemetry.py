@@ -66,7 +66,10 @@ def clock() -> Clock:
 
 @pytest.fixture
 def telemetry() -> Telemetry:
-    return Telemetry(lambda: {"asr": 2, "tts": 0})
+    telemetry = Telemetry(lambda: {"asr": 2, "tts": 0})
+    for transport in ("websocket", "webrtc"):  # as the server's transports register themselves
+        telemetry.add_transport(transport)
+    return telemetry
 
 
 def test_exposition_parses_and_has_every_metric_from_the_start(telemetry: Telemetry) -> None:

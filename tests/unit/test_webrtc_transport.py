@@ -1,5 +1,5 @@
 """The WebRTC transport's parts without a network: the reply track, the microphone
-converter, offer checks, format pinning, and RealtimeSession.append_audio."""
+converter, offer checks, formats on media tracks, and RealtimeSession.append_audio."""
 
 from __future__ import annotations
 
@@ -15,21 +15,22 @@ import yaml
 from aiortc import RTCConfiguration, RTCPeerConnection
 from av import AudioFrame
 
-from cosyagent.agent.events import Event
+from cosyagent.agent.events import Event, Send
 from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session import RealtimeSession, SessionEngines
 from cosyagent.agent.session_config import SessionConfig
 from cosyagent.config import DEFAULT_CONFIG, ConfigError, WebRTCConfig
 from cosyagent.engines.vad import SileroVAD
-from cosyagent.transports.webrtc import ice_servers_from_config, pin_audio_formats
+from cosyagent.transports.webrtc import ice_servers_from_config
 from cosyagent.transports.webrtc_audio import FRAME_SAMPLES, MicrophoneConverter, ReplyAudioTrack
 from cosyagent.transports.webrtc_offer import OfferError, check_offer
+from cosyagent.transports.websocket import ClientPlayback
 from tests.support import pcm16, read_clip
 
 
-def tone_24k(seconds: float, amplitude: float = 0.5) -> bytes:
+def tone_24k(seconds: float, amplitude: float = 0.5) -> np.ndarray:
     t = np.arange(int(24000 * seconds)) / 24000
-    return pcm16((amplitude * np.sin(2 * np.pi * 440 * t)).astype(np.float32))
+    return (amplitude * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
 
 
 def frame_rms(frame: AudioFrame) -> float:
@@ -48,10 +49,13 @@ class Playback:
 async def test_reply_track_plays_queued_audio_in_20ms_frames_then_silence() -> None:
     playback = Playback()
     track = ReplyAudioTrack(playback)
-    track.push("resp_1", tone_24k(0.1))
+    track.push("resp_1", tone_24k(0.1), 24000)
     track.finish("resp_1")
-    assert track.queued_ms >= 100
-    frames = [await track.recv() for _ in range(int(track.queued_ms / 20) + 3)]
+    frames = []
+    while ("stopped", "resp_1") not in playback.events:
+        frames.append(await track.recv())
+    assert track.played_ms("resp_1") >= 100
+    frames += [await track.recv() for _ in range(3)]
     assert all(f.samples == FRAME_SAMPLES and f.sample_rate == 48000 and f.layout.name == "mono" for f in frames)
     assert [f.pts for f in frames] == [i * FRAME_SAMPLES for i in range(len(frames))]
     voiced = [frame_rms(f) > 0.1 for f in frames]
@@ -72,32 +76,50 @@ async def test_reply_track_is_paced_by_the_wall_clock() -> None:
 async def test_clearing_the_reply_track_cuts_the_response_off_at_once() -> None:
     playback = Playback()
     track = ReplyAudioTrack(playback)
-    track.push("resp_1", tone_24k(1.0))
+    track.push("resp_1", tone_24k(1.0), 24000)
     await track.recv()
     assert track.clear() == "resp_1"
-    assert track.queued_ms == 0
     assert frame_rms(await track.recv()) == 0.0
     assert track.clear() is None  # nothing left to cut
     # A later response starts cleanly.
-    track.push("resp_2", tone_24k(0.2))
+    track.push("resp_2", tone_24k(0.2), 24000)
     track.finish("resp_2")
-    while track.queued_ms:
+    while ("stopped", "resp_2") not in playback.events:
         await track.recv()
     assert playback.events == [("started", "resp_1"), ("started", "resp_2"), ("stopped", "resp_2")]
     track.stop()
 
 
-async def test_microphone_frames_become_pcm16_mono_at_24khz() -> None:
+async def test_a_held_reply_track_plays_silence_and_keeps_its_audio() -> None:
+    playback = Playback()
+    track = ReplyAudioTrack(playback)
+    track.push("resp_1", tone_24k(0.2), 24000)
+    track.finish("resp_1")
+    assert frame_rms(await track.recv()) > 0.1
+    track.hold()
+    assert [frame_rms(await track.recv()) for _ in range(3)] == [0.0] * 3
+    assert track.played_ms("resp_1") == 20
+    track.resume()
+    assert frame_rms(await track.recv()) > 0.1
+    track.stop()
+
+
+async def test_microphone_frames_become_float_mono_at_16khz() -> None:
     converter = MicrophoneConverter()
-    stereo = np.zeros((1, 960 * 2), dtype=np.int16)  # 20 ms at 48 kHz, interleaved stereo
-    out = b""
+    t = np.arange(960) / 48000
+    tone = (0.5 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    stereo = np.repeat(tone, 2).reshape(1, -1)  # 20 ms at 48 kHz, interleaved stereo
+    chunks = []
     for index in range(10):
         frame = AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
         frame.sample_rate = 48000
         frame.pts = index * 960
         frame.time_base = fractions.Fraction(1, 48000)
-        out += converter.convert(frame)
-    assert abs(len(out) // 2 - 10 * 480) <= 480  # 200 ms at 24 kHz, less the resampler's delay
+        chunks.append(converter.convert(frame))
+    out = np.concatenate(chunks)
+    assert out.dtype == np.float32
+    assert abs(out.size - 10 * 320) <= 320  # 200 ms at 16 kHz, less the resampler's delay
+    assert 0.45 < np.abs(out).max() <= 0.55  # the tone's level, as the caller sent it
 
 
 async def offer_sdp(audio: bool = True) -> str:
@@ -143,7 +165,16 @@ async def test_an_offer_without_audio_is_refused() -> None:
         check_offer(await offer_sdp(audio=False))
 
 
-def test_audio_formats_are_pinned_for_webrtc() -> None:
+def test_audio_formats_do_not_apply_on_media_tracks() -> None:
+    vad = SileroVAD()
+    vad.load()
+    core = RealtimeCore(
+        SessionConfig(model="test", instructions="", voice="jf_alpha"),
+        vad=vad.new_stream(),
+        tts_sample_rate=24000,
+        voice_exists=lambda voice: voice == "v",
+        audio_on_media_tracks=True,
+    )
     update = {
         "type": "session.update",
         "session": {
@@ -154,14 +185,18 @@ def test_audio_formats_are_pinned_for_webrtc() -> None:
             },
         },
     }
-    assert pin_audio_formats(update)["session"] == {
-        "instructions": "x",
-        "audio": {"input": {}, "output": {"voice": "v"}},
-    }
+    (updated,) = [a.event for a in core.receive(update) if isinstance(a, Send)]
+    assert updated["type"] == "session.updated"
+    assert updated["session"]["instructions"] == "x"
+    audio = updated["session"]["audio"]
+    assert audio["input"]["format"] == audio["output"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert audio["output"]["voice"] == "v"
+    assert update["session"]["audio"]["input"] == {"format": {"type": "audio/pcmu"}}  # the client's JSON, untouched
     create = {"type": "response.create", "response": {"audio": {"output": {"format": {"type": "audio/pcmu"}}}}}
-    assert pin_audio_formats(create)["response"] == {"audio": {"output": {}}}
-    odd = {"type": ["not", "a", "string"], "session": "nope"}
-    assert pin_audio_formats(odd) == odd
+    (created,) = [
+        a.event for a in core.receive(create) if isinstance(a, Send) and a.event["type"] == "response.created"
+    ]
+    assert created["response"]["audio"]["output"]["format"] == {"type": "audio/pcm", "rate": 24000}
 
 
 async def test_session_append_audio_drives_turn_detection() -> None:
@@ -180,7 +215,7 @@ async def test_session_append_audio_drives_turn_detection() -> None:
 
     inbox: asyncio.Queue[str | None] = asyncio.Queue()
     engines = SessionEngines(asr=None, llm=None, tts=None)  # type: ignore[arg-type]  # no turn ends here
-    session = RealtimeSession(core, engines, send, output_lead_ms=300)
+    session = RealtimeSession(core, engines, send, output_lead_ms=300, sink=ClientPlayback())
     runner = asyncio.create_task(session.run(inbox.get))
     await asyncio.sleep(0)  # run() has started: session.created is out
     speech = pcm16(read_clip("en_dublin_q.wav", 24000)[: 24000 * 2])  # 2 s: the turn starts, does not end

@@ -1,0 +1,124 @@
+"""The reply side of the Realtime core: one response at a time, fed by the engines.
+
+A response is started from the conversation, then fed text or synthesized audio, which
+the I/O layer pops at its own pace, and ended: completed, failed or cancelled. Its end
+events carry what the transport's audio sink must do (finish, or clear) just before
+``response.done``. Sans-I/O, like the core that extends it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from cosyagent.agent.conversation import AlignedTranscript, Conversation, ConversationItem
+from cosyagent.agent.events import (
+    Action,
+    ClearAudio,
+    Event,
+    FinishAudio,
+    Send,
+    SinkAction,
+    StartResponse,
+    new_id,
+    server_error_event,
+)
+from cosyagent.agent.response_state import ResponseState
+from cosyagent.agent.session_config import SessionConfig
+from cosyagent.audio.wire import OutputEncoder
+from cosyagent.engines.base import AudioF32
+
+
+class ResponseOutput:
+    """The core's responses; :class:`~cosyagent.agent.realtime_core.RealtimeCore` adds the
+    client events and turn taking that start and cancel them."""
+
+    def __init__(self, config: SessionConfig, tts_sample_rate: int, max_context_items: int, media: bool) -> None:
+        self.config = config
+        self.conversation = Conversation()
+        self._tts_rate = tts_sample_rate
+        self._max_context_items = max_context_items
+        # Audio on media tracks (WebRTC): reply audio leaves as PlayAudio, not delta events.
+        self.audio_on_media_tracks = media
+        self._response: ResponseState | None = None
+
+    def response_text(self, response_id: str, delta: str) -> list[Action]:
+        response = self._current(response_id)
+        return [Send(response.text_delta(delta))] if response and not response.audio else []
+
+    def response_audio(self, response_id: str, samples: AudioF32, clause: str | None) -> None:
+        """Plan synthesized audio for sending; :meth:`pop_audio` releases it."""
+        response = self._current(response_id)
+        if response is not None and response.audio:
+            response.plan_audio(samples, clause)
+
+    def pending_audio_ms(self, response_id: str) -> float:
+        response = self._current(response_id)
+        return response.pending_ms if response else 0.0
+
+    def sent_audio_ms(self, response_id: str) -> float:
+        response = self._current(response_id)
+        return response.sent_ms if response else 0.0
+
+    def flush_audio(self, response_id: str) -> None:
+        """The synthesizer is done: plan the audio still held in the output resampler."""
+        response = self._current(response_id)
+        if response is not None:
+            response.flush_audio()
+
+    def pop_audio(self, response_id: str) -> list[Action]:
+        response = self._current(response_id)
+        return response.pop_audio() if response else []
+
+    def response_finished(self, response_id: str, timings: dict[str, Any] | None = None) -> list[Action]:
+        """The generator is done; everything planned must have been popped already."""
+        response = self._current(response_id)
+        if response is None:
+            return []
+        response.timings = timings or {}
+        self._response = None
+        return end_actions(response.end_events("completed"), FinishAudio(response.id))
+
+    def response_failed(self, response_id: str, message: str, code: str) -> list[Action]:
+        response = self._current(response_id)
+        if response is None:
+            return []
+        self._response = None
+        events: list[Action] = [Send(server_error_event(message, code))]
+        return events + end_actions(response.end_events("failed", error=code), ClearAudio())
+
+    def _start_response(self, params: dict[str, Any]) -> list[Action]:
+        config = replace(self.config, **params)
+        messages = self.conversation.chat_messages(config.instructions, self._max_context_items)
+        audio = "audio" in config.output_modalities
+        response = ResponseState(
+            id=new_id("resp"),
+            item=ConversationItem(
+                id=new_id("item"),
+                role="assistant",
+                content_type="output_audio" if audio else "output_text",
+                status="in_progress",
+                spoken=AlignedTranscript() if audio else None,
+            ),
+            encoder=OutputEncoder(config.output_format, self._tts_rate) if audio else None,
+            voice=config.voice,
+            max_output_tokens=config.max_output_tokens,
+            media_rate=self._tts_rate if self.audio_on_media_tracks else None,
+        )
+        previous = self.conversation.add(response.item)
+        self._response = response
+        start = StartResponse(response.id, messages, config.voice, config.speed, config.max_output_tokens, audio)
+        return _sends(response.start_events(previous)) + [start]
+
+    def _current(self, response_id: str) -> ResponseState | None:
+        response = self._response
+        return response if response is not None and response.id == response_id else None
+
+
+def _sends(events: list[Event]) -> list[Action]:
+    return [Send(e) for e in events]
+
+
+def end_actions(events: list[Event], sink: SinkAction) -> list[Action]:
+    """A response's end events, with what its audio sink must do just before ``response.done``."""
+    return [*_sends(events[:-1]), sink, Send(events[-1])]

@@ -1,0 +1,85 @@
+"""The core's transcription jobs: speculative and committed, and the response waiting on them.
+
+A job starts speculatively when the speaker pauses, and is either dropped (they went on)
+or becomes the committed turn's transcript. A response asked for while a committed turn
+is still being transcribed waits here until its words are known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cosyagent.agent.events import CancelTranscribe, new_id
+
+
+@dataclass(frozen=True)
+class WaitingResponse:
+    """A response to start once the pending user transcript is known."""
+
+    params: dict[str, Any]
+    automatic: bool  # from server VAD: skipped when every transcript is empty (a cough, a click)
+    heard_words: bool = False  # some turn it waits for had words
+
+
+@dataclass
+class TranscriptJob:
+    item_id: str
+    committed: bool = False
+    result: str | None = None
+    duration_s: float = 0.0
+
+
+class TranscriptJobs:
+    def __init__(self) -> None:
+        self._jobs: dict[str, TranscriptJob] = {}
+        self.speculative: str | None = None  # the job started on the latest pause
+        self.waiting: WaitingResponse | None = None
+
+    def start(self, item_id: str, *, speculative: bool) -> str:
+        job_id = new_id("asr")
+        self._jobs[job_id] = TranscriptJob(item_id)
+        if speculative:
+            self.speculative = job_id
+        return job_id
+
+    def get(self, job_id: str) -> TranscriptJob | None:
+        return self._jobs.get(job_id)
+
+    def pop(self, job_id: str) -> TranscriptJob | None:
+        if self.speculative == job_id:
+            self.speculative = None
+        return self._jobs.pop(job_id, None)
+
+    def any_committed(self) -> bool:
+        return any(job.committed for job in self._jobs.values())
+
+    def commit_speculation(self) -> str | None:
+        """The turn ended on the latest pause: its speculative job (if any) becomes the turn's."""
+        job_id, self.speculative = self.speculative, None
+        return job_id
+
+    def drop_speculation(self) -> list[CancelTranscribe]:
+        job_id, self.speculative = self.speculative, None
+        if job_id is None:
+            return []
+        self._jobs.pop(job_id, None)
+        return [CancelTranscribe(job_id)]
+
+    def cancel_all(self) -> list[CancelTranscribe]:
+        cancels = [CancelTranscribe(job_id) for job_id in self._jobs]
+        self._jobs.clear()
+        return cancels
+
+    def response_after(self, transcript: str) -> dict[str, Any] | None:
+        """A committed turn's transcript is known: the params of the waiting response to start
+        now, if any (it waits on while another committed turn is still being transcribed)."""
+        waiting, self.waiting = self.waiting, None
+        if waiting is None:
+            return None
+        if transcript:
+            waiting = replace(waiting, heard_words=True)
+        if self.any_committed():
+            self.waiting = waiting
+            return None
+        return waiting.params if waiting.heard_words or not waiting.automatic else None

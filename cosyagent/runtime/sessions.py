@@ -1,0 +1,133 @@
+"""The one place Realtime sessions are admitted and built, for every transport.
+
+A transport registers its name once (its metrics are present from the first scrape),
+then asks :meth:`SessionRegistry.admit` for each connection: that builds the session's
+core with the server's defaults and the configuration the request brought, checks the
+server's ``max_sessions`` and holds a slot. The :class:`Admission` then builds the
+:class:`~cosyagent.agent.session.RealtimeSession` around the transport's audio sink,
+and frees the slot once released. ``Runtime.active_sessions`` counts these slots.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from cosyagent.agent.events import Send
+from cosyagent.agent.realtime_core import RealtimeCore
+from cosyagent.agent.session import RealtimeSession, SendEvent
+from cosyagent.pipeline.playout import AudioSink, MediaAudioSink
+from cosyagent.telemetry import SessionObserver
+
+if TYPE_CHECKING:
+    from cosyagent.runtime.process import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+class SessionRefused(Exception):
+    """The server is at its limit of sessions: a WebSocket gets an ``error`` event with
+    ``code`` and close 1013, an HTTP request 503 with ``Retry-After: retry_after_s``."""
+
+    code = "session_limit"
+    retry_after_s = 5
+
+    def __init__(self, limit: int) -> None:
+        self.message = f"the server is at its limit of {limit} sessions"
+        super().__init__(self.message)
+
+
+class SessionConfigError(Exception):
+    """The session configuration a request brought is refused (as session.update would be)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class SessionRegistry:
+    """The live sessions of one process, counted per transport."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._live: Counter[str] = Counter()
+
+    def register(self, transport: str) -> None:
+        """A transport sessions can arrive on; its metric labels are present from now on."""
+        self._live[transport] += 0
+        self._runtime.telemetry.add_transport(transport)
+
+    def __len__(self) -> int:
+        return sum(self._live.values())
+
+    def admit(
+        self,
+        transport: str,
+        *,
+        model: str | None,
+        session: dict[str, Any] | None = None,
+        audio_on_media_tracks: bool = False,
+    ) -> Admission:
+        """Build a core for a new session and hold a slot for it. Raises SessionConfigError
+        when ``session`` (a session.update body) is refused, then SessionRefused when full."""
+        if transport not in self._live:
+            raise ValueError(f"transport {transport!r} is not registered")
+        observer = self._runtime.telemetry.session_observer(transport)
+        core = self._runtime.new_core(model, observer, audio_on_media_tracks=audio_on_media_tracks)
+        if session:
+            _configure(core, session)
+        limit = self._runtime.config.server.max_sessions
+        if len(self) >= limit:
+            raise SessionRefused(limit)
+        self._live[transport] += 1
+        return Admission(self._runtime, core, observer, lambda: self._free(transport))
+
+    def _free(self, transport: str) -> None:
+        self._live[transport] -= 1
+
+
+class Admission:
+    """One admitted session's slot: builds its session, frees the slot on release."""
+
+    def __init__(
+        self, runtime: Runtime, core: RealtimeCore, observer: SessionObserver, free: Callable[[], None]
+    ) -> None:
+        self._runtime = runtime
+        self._core = core
+        self._observer = observer
+        self._free = free
+        self._released = False
+
+    def session(self, sink: AudioSink, send: SendEvent) -> RealtimeSession:
+        """The session on the transport's ``sink``; ``send`` delivers its events."""
+        if isinstance(sink, MediaAudioSink) != self._core.audio_on_media_tracks:
+            raise TypeError("a media sink needs a core admitted with audio_on_media_tracks, and only it")
+        engines = self._runtime.session_engines()
+        lead_ms = self._runtime.config.realtime.output_lead_ms
+        return RealtimeSession(self._core, engines, send, lead_ms, self._observer, sink=sink)
+
+    def release(self) -> None:
+        """The session has ended (or never started): free its slot. Idempotent."""
+        if not self._released:
+            self._released = True
+            self._free()
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+def _configure(core: RealtimeCore, session: dict[str, Any]) -> None:
+    """Apply a request's session configuration as a session.update would; refuse bad values."""
+    for action in core.receive({"type": "session.update", "session": session}):
+        if isinstance(action, Send) and action.event["type"] == "error":
+            error = action.event["error"]
+            raise SessionConfigError(f"session: {error['message']}", code=str(error["code"]))
