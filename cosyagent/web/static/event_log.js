@@ -48,5 +48,5 @@
   }
 
   window.CosyChat = window.CosyChat || {};
-  window.CosyChat.eventLog = { add, MAX_ENTRIES };
+  window.CosyChat.eventLog = { add };
 })();
