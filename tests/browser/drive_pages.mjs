@@ -1,15 +1,29 @@
 // Drives Debian's Chromium (no browser download) through the voice chat page and the TTS
 // playground; prints one JSON object with what it saw. Used by tests/browser/test_pages.py.
 //
-//   node tests/browser/drive_pages.mjs BASE_URL FAKE_MIC.wav ARTIFACTS_DIR
+//   node tests/browser/drive_pages.mjs BASE_URL FAKE_MIC.wav QUESTION.wav ARTIFACTS_DIR
+//
+// FAKE_MIC.wav loops as Chromium's fake microphone; QUESTION.wav is said on cue by a scripted
+// microphone (Web Audio), so that the user can speak again exactly while a reply is prepared.
 import fs from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { conversation, layouts, measureLayout } from "./drive_conversation.mjs";
 
-const [base, fakeMic, out] = process.argv.slice(2);
+const [base, fakeMic, question, out] = process.argv.slice(2);
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const VIEWPORT = { width: 1280, height: 880 };
-const result = { console: [], pageErrors: [], screenshots: [], chat: {}, errors: {}, tts: {} };
+const SMALL_PHONE = { width: 360, height: 780 };
+const result = {
+  console: [],
+  pageErrors: [],
+  screenshots: [],
+  chat: {},
+  conversation: {},
+  layout: {},
+  errors: {},
+  tts: {},
+};
 const log = (...args) => console.error(new Date().toISOString(), ...args);
 
 function watch(page, name) {
@@ -77,9 +91,11 @@ async function talk(page) {
   result.chat.micPeak = await page.evaluate(() => window.cosyagent.results.micPeak);
   result.chat.latencies = await page.evaluate(() => window.cosyagent.results.latencies);
   result.chat.latencyText = await page.textContent("#latency-last");
-  result.chat.agentText = await page.textContent(".turn.agent .bubble");
+  result.chat.agentText = await page.$$eval(".turn.agent .bubble", (texts) =>
+    texts.map((text) => text.textContent).find((text) => text.trim()),
+  );
   result.chat.phase = await page.evaluate(() => document.body.dataset.callPhase);
-  await shot(page, "voice-chat.png");
+  await shot(page, "voice-chat-fake-mic.png");
   await page.click("#theme-toggle");
   await shot(page, "voice-chat-dark.png");
   await page.click("#lang-toggle");
@@ -147,6 +163,10 @@ async function ttsPlayground(browser) {
   result.tts.totalText = await page.textContent("#total");
   result.tts.durationText = await page.textContent("#duration");
   await shot(page, "tts.png");
+  await page.setViewportSize(SMALL_PHONE);
+  result.tts.phone = await measureLayout(page);
+  await shot(page, "tts-phone.png");
+  await page.setViewportSize(VIEWPORT);
   const [download] = await Promise.all([page.waitForEvent("download"), page.click("#download")]);
   result.tts.download = path.join(out, "speech.wav");
   await download.saveAs(result.tts.download);
@@ -177,7 +197,15 @@ const browser = await chromium.launch({
   ],
 });
 try {
-  for (const [name, step] of [["chat", voiceChat], ["errors", errorStates], ["tts", ttsPlayground]]) {
+  const io = { base, question, result, log, watch, shot, voicesLoaded, viewport: VIEWPORT, widths: [1280, 390, 360] };
+  const steps = [
+    ["chat", voiceChat],
+    ["conversation", (b) => conversation(b, io)],
+    ["layout", (b) => layouts(b, io)],
+    ["errors", errorStates],
+    ["tts", ttsPlayground],
+  ];
+  for (const [name, step] of steps) {
     log("step", name);
     try {
       await step(browser);

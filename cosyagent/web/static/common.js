@@ -31,6 +31,10 @@
     return text.replace(/\{(\d+)\}/g, (_, i) => String(args[Number(i)] ?? ""));
   }
 
+  function has(key) {
+    return key in strings.en;
+  }
+
   function applyTheme() {
     document.documentElement.dataset.theme = theme;
   }
@@ -137,6 +141,7 @@
 
   window.Cosy = {
     t,
+    has,
     api,
     apiUrl,
     apiHeaders,

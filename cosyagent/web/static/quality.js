@@ -1,0 +1,67 @@
+// Connection quality from the peer connection's getStats, once a second: the round trip of
+// the selected candidate pair, and the jitter and loss of the agent's audio as received here.
+"use strict";
+
+(function () {
+  const { t } = Cosy;
+  const $ = (id) => document.getElementById(id);
+  const EVERY_MS = 1000;
+  let timer = null;
+  let last = null;
+
+  function read(reports) {
+    const sample = { rttMs: null, jitterMs: null, packetsLost: 0, packetsReceived: 0 };
+    let pairId = null;
+    reports.forEach((report) => {
+      if (report.type === "transport" && report.selectedCandidatePairId) pairId = report.selectedCandidatePairId;
+    });
+    reports.forEach((report) => {
+      const selected = pairId ? report.id === pairId : report.nominated && report.state === "succeeded";
+      if (report.type === "candidate-pair" && selected && report.currentRoundTripTime !== undefined) {
+        sample.rttMs = report.currentRoundTripTime * 1000;
+      }
+      if (report.type === "inbound-rtp" && report.kind === "audio") {
+        if (report.jitter !== undefined) sample.jitterMs = report.jitter * 1000;
+        sample.packetsLost += report.packetsLost || 0;
+        sample.packetsReceived += report.packetsReceived || 0;
+      }
+    });
+    return sample;
+  }
+
+  function show(sample) {
+    const ms = (value) => (value === null ? "–" : `${Math.round(value)} ms`);
+    const sent = sample.packetsLost + sample.packetsReceived;
+    const share = sent ? ` (${((100 * sample.packetsLost) / sent).toFixed(1)}%)` : "";
+    $("quality").textContent = t("quality.line", ms(sample.rttMs), ms(sample.jitterMs), `${sample.packetsLost}${share}`);
+  }
+
+  function start(pc) {
+    stop();
+    timer = setInterval(async () => {
+      if (pc.connectionState === "closed") return;
+      try {
+        last = read(await pc.getStats());
+        show(last);
+      } catch (error) {
+        console.warn("getStats failed", error);
+      }
+    }, EVERY_MS);
+  }
+
+  function stop() {
+    clearInterval(timer);
+    timer = null;
+  }
+
+  Cosy.onLanguage(() => last && show(last));
+
+  window.CosyChat = window.CosyChat || {};
+  window.CosyChat.quality = {
+    start,
+    stop,
+    get last() {
+      return last;
+    },
+  };
+})();

@@ -1,0 +1,66 @@
+// What the page asks of the session (session.update): instructions, voice and turn detection.
+// Turn detection is the server's own until the user changes it here; then it is remembered.
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const STORE_KEY = "turnDetection";
+  let chosen = readChosen(); // the user's turn detection, or null: the server's
+
+  function readChosen() {
+    try {
+      return JSON.parse(Cosy.stored(STORE_KEY, "null"));
+    } catch {
+      return null;
+    }
+  }
+
+  function fromControls() {
+    if ($("td-type").value === "semantic_vad") return { type: "semantic_vad", eagerness: $("td-eagerness").value };
+    const silence = Math.round(Number($("td-silence").value));
+    return { type: "server_vad", silence_duration_ms: Math.min(10000, Math.max(100, silence || 500)) };
+  }
+
+  function showControls(detection) {
+    $("td-type").value = detection.type;
+    if (detection.eagerness) $("td-eagerness").value = detection.eagerness;
+    if (detection.silence_duration_ms) $("td-silence").value = String(detection.silence_duration_ms);
+    const semantic = detection.type === "semantic_vad";
+    $("td-eagerness-field").hidden = !semantic;
+    $("td-silence-field").hidden = semantic;
+  }
+
+  // The session's turn detection as the server reports it (session.created / updated).
+  function reflect(detection) {
+    if (detection && !chosen) showControls(detection);
+  }
+
+  // The session.update body; turn detection only once the user has chosen one.
+  function build() {
+    const session = { type: "realtime", instructions: $("instructions").value };
+    const audio = {};
+    if ($("voice").value) audio.output = { voice: $("voice").value };
+    if (chosen) audio.input = { turn_detection: chosen };
+    if (Object.keys(audio).length) session.audio = audio;
+    return session;
+  }
+
+  // onChange(): the settings changed; the call sends them.
+  function bind(onChange) {
+    if (chosen) showControls(chosen);
+    else showControls({ type: $("td-type").value });
+    for (const id of ["td-type", "td-eagerness", "td-silence"]) {
+      $(id).addEventListener("change", () => {
+        chosen = fromControls();
+        Cosy.store(STORE_KEY, JSON.stringify(chosen));
+        showControls(chosen);
+        onChange();
+      });
+    }
+    $("voice").addEventListener("change", onChange);
+    $("instructions").addEventListener("change", onChange);
+  }
+
+  window.CosyChat = window.CosyChat || {};
+  window.CosyChat.session = { build, bind, reflect };
+})();
