@@ -32,6 +32,7 @@ import yaml
 
 from benchmarks import harness
 from benchmarks.records import BARGE_METRICS, ROOT, TURN_METRICS, Plan, SessionRecord, utterances
+from benchmarks.webrtc_caller import loopback_candidates
 from cosyagent.talk import Clip
 
 logger = logging.getLogger("bench")
@@ -117,7 +118,8 @@ def measure(target: str, url: str, pid: int | None, count: int, clips: list[Clip
     logger.info("%s: %d session(s), %d turns + %d barge-ins each", target, count, plan.turns, plan.barge_ins)
     started = time.monotonic()
     cpu, memory = harness.CpuMeter(pid), harness.MemorySampler(pid)
-    records = asyncio.run(_drive(driver(target), url, count, clips, plan))
+    with loopback_candidates():  # WebRTC callers offer 127.0.0.1 only: traffic stays on loopback
+        records = asyncio.run(_drive(driver(target), url, count, clips, plan))
     return Run(target, count, records, cpu.stop(), memory.stop(), round(time.monotonic() - started, 1))
 
 
@@ -136,6 +138,7 @@ def cosyagent_server(args: argparse.Namespace) -> Iterator[tuple[str, int | None
         server["max_sessions"] = max(server.get("max_sessions", 16), most)
         webrtc = settings.setdefault("webrtc", {})
         webrtc["max_calls"] = max(webrtc.get("max_calls", 4), most)
+        webrtc.setdefault("host_addresses", ["127.0.0.1"])  # loopback only, like the callers
         config = Path(folder) / "config.yaml"
         config.write_text(yaml.safe_dump(settings))
         with harness.spawned_server(extra_args=["--config", str(config)]) as (url, pid):

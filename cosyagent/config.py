@@ -7,6 +7,7 @@ silently. The YAML names engines by kind ("whisper", "kokoro"), never Python cla
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,11 +51,23 @@ class LimitsConfig:
     voice_clip_max_seconds: float = 30.0
 
 
+# OpenAI's built-in voices (GA Realtime and speech), each to the embedded voice of the same kind.
+OPENAI_VOICE_ALIASES = {
+    **dict.fromkeys(("alloy", "shimmer", "marin"), "jf_alpha"),
+    **dict.fromkeys(("coral", "nova"), "jf_nezumi"),
+    **dict.fromkeys(("sage",), "jf_tebukuro"),
+    **dict.fromkeys(("ash", "ballad", "echo", "fable", "onyx", "verse", "cedar"), "jm_kumo"),
+}
+
+
 @dataclass(frozen=True)
 class RealtimeConfig:
     model: str = "cosyagent-realtime"
     instructions: str = "You are a friendly voice assistant. Answer in one or two short sentences."
     voice: str = "jf_alpha"
+    # OpenAI's voice names -> voices of ours, so SDK code written for OpenAI works unchanged. An alias
+    # whose target the running engine lacks speaks ``voice``; a user voice of the same name wins.
+    voice_aliases: dict[str, str] = field(default_factory=lambda: dict(OPENAI_VOICE_ALIASES))
     turn_detection: str = "semantic_vad"  # or server_vad: silence alone ends a turn
     eagerness: str = "auto"  # semantic_vad: how sure Smart Turn must be to end a turn at a pause
     threshold: float = 0.5
@@ -67,6 +80,10 @@ class RealtimeConfig:
     max_append_bytes: int = 512 * 1024
     max_buffer_seconds: float = 120.0
     max_context_items: int = 20
+
+    def __post_init__(self) -> None:
+        if not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in self.voice_aliases.items()):
+            raise ConfigError("realtime.voice_aliases must map voice names to voice names")
 
 
 @dataclass(frozen=True)
@@ -126,8 +143,16 @@ class WebRTCConfig:
     # outside server is ever contacted, and only host candidates are offered.
     ice_servers: tuple[dict[str, Any], ...] = ()
     connect_timeout_s: float = 20.0  # a call whose peer connection is not up by then is ended
+    # The server's own ICE host candidates; empty: every interface's address (aioice's choice).
+    # ["127.0.0.1"] keeps calls on loopback (tests, benchmarks, a server behind a local proxy).
+    host_addresses: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for address in self.host_addresses:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError as exc:
+                raise ConfigError(f"webrtc.host_addresses: {address!r} is not an IP address") from exc
         for index, server in enumerate(self.ice_servers):
             where = f"webrtc.ice_servers[{index}]"
             if not isinstance(server, dict) or not server.get("urls"):

@@ -75,7 +75,13 @@ class Runtime:
         server = build_embedded_llm(config.llm) if config.llm.engine == "embedded" else None
         tts, features = build_tts(config.tts)
         limits = ClipLimits(config.limits.voice_clip_min_seconds, config.limits.voice_clip_max_seconds)
-        voices = VoiceLibrary(Path(config.server.data_dir).expanduser() / "voices", features, limits)
+        voices = VoiceLibrary(
+            Path(config.server.data_dir).expanduser() / "voices",
+            features,
+            limits,
+            aliases=config.realtime.voice_aliases,
+            default_voice=config.realtime.voice,
+        )
         return cls(
             config=config,
             vad=SileroVAD(),

@@ -29,7 +29,7 @@ from cosyagent.agent.session import RealtimeSession, SendEvent
 from cosyagent.audio.pcm import AudioF32
 from cosyagent.transports.base import ClearPlayback, ClientEvent, Inbound, MediaAudioSink, Serializer, json_event
 from cosyagent.transports.webrtc_audio import MicrophoneConverter, PlaybackEvent, ReplyAudioTrack
-from cosyagent.transports.webrtc_offer import CallLimitError, CallNotFound, OfferError, check_offer
+from cosyagent.transports.webrtc_offer import CallLimitError, CallNotFound, OfferError, check_offer, reachable_offer
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,8 @@ class WebRTCCall:
         self._pc.on("datachannel", self._on_datachannel)
         self._pc.on("connectionstatechange", self._on_connection_state)
         try:
-            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            offer = RTCSessionDescription(sdp=reachable_offer(offer_sdp), type="offer")
+            await self._pc.setRemoteDescription(offer)
             audio = [t for t in self._pc.getTransceivers() if t.kind == "audio"]
             for transceiver in self._pc.getTransceivers():
                 if transceiver is not audio[0]:

@@ -1,4 +1,5 @@
-"""Checking a caller's SDP offer before a peer connection is built on it.
+"""Checking a caller's SDP offer before a peer connection is built on it, and which ICE
+candidates take part.
 
 aiortc's parser accepts almost anything (an empty string parses as a session with no
 media), so the checks that give a caller a useful 400 live here.
@@ -6,6 +7,10 @@ media), so the checks that give a caller a useful 400 live here.
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
+
+import aioice.ice
 from aiortc import sdp
 
 AUDIO_CODECS = {"opus", "pcmu", "pcma"}  # what aiortc can encode and decode
@@ -67,3 +72,33 @@ def check_offer(text: str) -> sdp.SessionDescription:
         if media.dtls is None or not media.dtls.fingerprints:
             raise OfferError("the SDP offer has no DTLS fingerprint (a=fingerprint)")
     return description
+
+
+def limit_host_addresses(addresses: Sequence[str]) -> None:
+    """Offer only ``addresses`` as this process's ICE host candidates (``webrtc.host_addresses``).
+
+    aioice gathers a candidate on every interface and has no per-connection setting, so this
+    replaces its address lookup for the process. Nothing changes when ``addresses`` is empty.
+    """
+    if addresses:
+        chosen = list(addresses)
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: chosen
+
+
+def reachable_offer(offer_sdp: str) -> str:
+    """The offer without remote candidates that our own candidates cannot pair with: when every
+    host address we offer is loopback, a caller's candidates on other interfaces are dropped, so
+    no connectivity check ever leaves the loopback interface."""
+    if not all(ipaddress.ip_address(a).is_loopback for a in aioice.ice.get_host_addresses(True, True)):
+        return offer_sdp
+    lines = offer_sdp.split("\r\n") if "\r\n" in offer_sdp else offer_sdp.split("\n")
+    kept = [line for line in lines if not line.startswith("a=candidate:") or _loopback_candidate(line)]
+    return ("\r\n" if "\r\n" in offer_sdp else "\n").join(kept)
+
+
+def _loopback_candidate(line: str) -> bool:
+    fields = line.split()  # a=candidate:foundation component transport priority address port typ ...
+    try:
+        return len(fields) > 5 and ipaddress.ip_address(fields[4]).is_loopback
+    except ValueError:  # an mDNS name (*.local): not loopback
+        return False

@@ -103,8 +103,20 @@ class ClipLimits:
 class VoiceLibrary:
     """Thread-safe. Call :meth:`open` once the TTS engine is loaded."""
 
-    def __init__(self, root: Path, engine: SpeakerFeatureEngine, limits: ClipLimits | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        engine: SpeakerFeatureEngine,
+        limits: ClipLimits | None = None,
+        *,
+        aliases: Mapping[str, str] | None = None,
+        default_voice: str | None = None,
+    ) -> None:
         self.store = VoiceStore(root)
+        # Other names for voices (OpenAI's "alloy"...): an alias whose target this engine lacks
+        # speaks the default voice; a built-in or user voice of the same name wins over it.
+        self._aliases = dict(aliases or {})
+        self._default_voice = default_voice
         self.engine = engine
         self.limits = limits or ClipLimits()
         self.features_computed = 0  # how many times features were derived (not read from a cache)
@@ -155,7 +167,16 @@ class VoiceLibrary:
             return self._info(record)
 
     def find(self, voice: str) -> VoiceInfo | None:
-        """A voice by built-in name, user voice id or user voice name."""
+        """A voice by built-in name, user voice id, user voice name, or alias."""
+        info = self._find_own(voice)
+        if info is not None or voice not in self._aliases:
+            return info
+        target = self._find_own(self._aliases[voice])
+        if target is None and self._default_voice is not None:
+            target = self._find_own(self._default_voice)
+        return target
+
+    def _find_own(self, voice: str) -> VoiceInfo | None:
         if voice in self.engine.builtin_voices():
             return VoiceInfo(voice, voice, "builtin", True)
         with self._lock:
@@ -342,7 +363,7 @@ class VoiceLibrary:
         name = name.strip()
         if len(name) > MAX_NAME_CHARS or any(unicodedata.category(c).startswith("C") for c in name):
             raise InvalidVoiceError(f"a voice name has 1-{MAX_NAME_CHARS} printable characters", "name")
-        if self.find(name) is not None:
+        if self._find_own(name) is not None:  # an alias may be taken: the voice then wins over it
             raise VoiceNameTakenError(f"there is already a voice called {name!r}", "name")
         return name
 

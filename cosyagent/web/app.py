@@ -36,32 +36,12 @@ def create_app(runtime: Runtime) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title="cosyagent", version=_version(), lifespan=lifespan)
+    # No /docs or /redoc: Swagger UI and ReDoc load their scripts from a CDN, which fails offline.
+    # The schema itself is served, at /openapi.json.
+    app = FastAPI(title="cosyagent", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
     install_error_handlers(app)  # OpenAI-style {"error": {...}} bodies on /v1
-    # Middleware added later wraps what was added before: the local guard (Host, Origin), then CORS,
-    # then API keys, then body limits.
-    upload_bytes = int(runtime.config.limits.max_upload_mb * 2**20)
-    body_limits = {"/v1/audio/transcriptions": upload_bytes, "/v1/audio/speech": 1 << 20}
-    voice_paths = ("/v1/voices", "/v1/voices/", "/v1/audio/voices", "/v1/audio/voices/")
-    body_limits |= {path: upload_bytes for path in voice_paths}
-    app.add_middleware(BodyLimitMiddleware, limits=body_limits)
-    app.add_middleware(ApiKeyMiddleware, keys=runtime.config.server.api_keys)
-    if runtime.config.server.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(runtime.config.server.cors_origins),
-            allow_methods=["*"],
-            allow_headers=["*"],
-        )
-    server = runtime.config.server
-    app.add_middleware(
-        LocalGuardMiddleware,
-        allowed_hosts=server.allowed_hosts,
-        cors_origins=server.cors_origins,
-        check_origin=not server.api_keys,
-    )
-    app.add_middleware(ErrorCountingMiddleware, telemetry=runtime.telemetry)  # outermost: sees every error
+    _install_middleware(app, runtime)
 
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:
@@ -97,6 +77,32 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(transcriptions_router(runtime))
     app.include_router(voices_router(runtime))
     return app
+
+
+def _install_middleware(app: FastAPI, runtime: Runtime) -> None:
+    """Middleware added later wraps what was added before: the error counter (outermost), the
+    local guard (Host, Origin), CORS, API keys, then body limits."""
+    upload_bytes = int(runtime.config.limits.max_upload_mb * 2**20)
+    body_limits = {"/v1/audio/transcriptions": upload_bytes, "/v1/audio/speech": 1 << 20}
+    voice_paths = ("/v1/voices", "/v1/voices/", "/v1/audio/voices", "/v1/audio/voices/")
+    body_limits |= {path: upload_bytes for path in voice_paths}
+    app.add_middleware(BodyLimitMiddleware, limits=body_limits)
+    app.add_middleware(ApiKeyMiddleware, keys=runtime.config.server.api_keys)
+    if runtime.config.server.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(runtime.config.server.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    server = runtime.config.server
+    app.add_middleware(
+        LocalGuardMiddleware,
+        allowed_hosts=server.allowed_hosts,
+        cors_origins=server.cors_origins,
+        check_origin=not server.api_keys,
+    )
+    app.add_middleware(ErrorCountingMiddleware, telemetry=runtime.telemetry)  # outermost: sees every error
 
 
 def _version() -> str:

@@ -21,7 +21,13 @@ from starlette.datastructures import UploadFile
 from cosyagent.runtime import Runtime
 from cosyagent.runtime.sessions import Admission, SessionConfigError, SessionRefused
 from cosyagent.transports.webrtc import TRANSPORT, CallRegistry, WebRTCCall, ice_servers_from_config
-from cosyagent.transports.webrtc_offer import MAX_OFFER_BYTES, CallError, CallLimitError, OfferError
+from cosyagent.transports.webrtc_offer import (
+    MAX_OFFER_BYTES,
+    CallError,
+    CallLimitError,
+    OfferError,
+    limit_host_addresses,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +35,7 @@ logger = logging.getLogger(__name__)
 def calls_router(runtime: Runtime) -> APIRouter:
     registry = CallRegistry()
     runtime.sessions.register(TRANSPORT)
+    limit_host_addresses(runtime.config.webrtc.host_addresses)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

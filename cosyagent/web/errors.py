@@ -166,6 +166,11 @@ def _from_validation(exc: RequestValidationError) -> ApiError:
         message, code = f"missing required parameter: {param!r}", "missing_required_parameter"
     elif kind == "json_invalid":
         message, code, param = "the request body is not valid JSON", "invalid_json", None
+    elif param is None and tuple(first.get("loc", ())) == ("body",):  # a form, text or a JSON array
+        message, code = (
+            "the request body must be a JSON object, sent with Content-Type: application/json",
+            "invalid_json",
+        )
     else:
         message, code = f"invalid value for {param!r}: {first.get('msg', 'invalid')}", "invalid_value"
     return ApiError(400, message, param=param, code=code)

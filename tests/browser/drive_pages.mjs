@@ -193,7 +193,10 @@ const browser = await chromium.launch({
     `--use-file-for-fake-audio-capture=${fakeMic}`,
     "--autoplay-policy=no-user-gesture-required",
     "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--disable-features=WebRtcHideLocalIpsWithMdns,OptimizationHints,AutofillServerCommunication,MediaRouter",
+    // Loopback only: Chromium still looks up Google's hosts (sign-in, autofill, updates) despite
+    // the flags above; with every name resolved to "not found" locally, no DNS query leaves.
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
   ],
 });
 try {

@@ -196,3 +196,18 @@ async def test_the_sdk_sees_a_bad_request_as_such(server: LiveServer) -> None:
 def test_nothing_was_written_to_the_data_dir(server: LiveServer) -> None:
     data_dir = Path(server.runtime.config.server.data_dir)
     assert not data_dir.exists() or not any(data_dir.rglob("*"))
+
+
+async def test_openai_voice_names_speak_with_the_configured_voices(server: LiveServer) -> None:
+    """SDK code written for OpenAI ("alloy", "verse"...) works unchanged: the names are aliases."""
+    client = sdk(server)
+    for voice in ("alloy", "verse"):
+        response = await client.audio.speech.create(model="tts-1", voice=voice, input=SENTENCE, response_format="pcm")
+        seconds, text = await heard(server, response.content, "pcm")
+        assert seconds > 0.5 and word_error_rate(SENTENCE, text) <= 0.3, (voice, text)
+    async with client.realtime.connect(model="cosyagent-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "audio": {"output": {"voice": "marin"}}})
+        async for event in conn:
+            if event.type in ("session.updated", "error"):
+                break
+    assert event.type == "session.updated", event

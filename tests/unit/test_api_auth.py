@@ -165,3 +165,19 @@ def test_errors_have_the_openai_shape_on_v1_only(tmp_path: Path) -> None:
     bad_json = client.post("/v1/audio/speech", content=b"{nope", headers={"Content-Type": "application/json"})
     assert bad_json.status_code == 400 and bad_json.json()["error"]["code"] == "invalid_json"
     assert "detail" in client.get("/no-such-page-anywhere").json()  # other paths keep FastAPI's shape
+
+
+def test_a_form_or_text_body_on_a_json_route_says_what_is_expected(tmp_path: Path) -> None:
+    client = TestClient(make_app(tmp_path), base_url=LOCAL)
+    for body in ({"data": {"input": "hi", "voice": "jf_alpha"}}, {"content": b"input=hi"}, {"json": ["hi"]}):
+        answer = client.post("/v1/audio/speech", **body)  # type: ignore[arg-type]
+        assert answer.status_code == 400
+        error = answer.json()["error"]
+        assert error["code"] == "invalid_json", error
+        assert "JSON object" in error["message"] and "application/json" in error["message"]
+
+
+def test_the_schema_is_served_and_no_page_loads_scripts_from_a_cdn(tmp_path: Path) -> None:
+    client = TestClient(make_app(tmp_path), base_url=LOCAL)
+    assert client.get("/openapi.json").json()["info"]["title"] == "cosyagent"
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404

@@ -313,3 +313,16 @@ async def test_the_library_synthesizer_speaks_names_and_ids_and_explains_refusal
         [c async for c in speech.synthesize("hi", voice="Cloned")]
     with pytest.raises(EngineError, match="unknown voice"):
         [c async for c in speech.synthesize("hi", voice="nobody")]
+
+
+def test_aliases_name_voices_and_fall_back_to_the_default_voice(tmp_path: Path) -> None:
+    engine = ScriptedEngine(False)
+    aliases = {"alloy": "alpha", "verse": "kumo", "cedar": "not-in-this-engine", "nova": "alpha"}
+    lib = VoiceLibrary(tmp_path / "voices", engine, aliases=aliases, default_voice="kumo")
+    lib.open()
+    assert lib.resolve("alloy") == "alpha" and lib.resolve("verse") == "kumo"
+    assert lib.resolve("cedar") == "kumo"  # its target is not a voice here: the default voice speaks
+    lib.create_blend("nova", {"kumo": 1.0})  # a user voice of the same name wins over the alias
+    assert lib.resolve("nova") != "alpha" and lib.exists("nova")
+    with pytest.raises(VoiceNotFoundError):
+        lib.resolve("nobody")  # not an alias, not a voice

@@ -4,11 +4,14 @@ converter, offer checks, formats on media tracks, and RealtimeSession.append_aud
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import aioice.ice
 import numpy as np
 import pytest
 import yaml
@@ -23,8 +26,9 @@ from cosyagent.config import DEFAULT_CONFIG, ConfigError, WebRTCConfig
 from cosyagent.engines.vad import SileroVAD
 from cosyagent.transports.webrtc import ice_servers_from_config
 from cosyagent.transports.webrtc_audio import FRAME_SAMPLES, MicrophoneConverter, ReplyAudioTrack
-from cosyagent.transports.webrtc_offer import OfferError, check_offer
+from cosyagent.transports.webrtc_offer import OfferError, check_offer, limit_host_addresses, reachable_offer
 from cosyagent.transports.websocket import ClientPlayback
+from tests.e2e.webrtc_client import loopback_candidates
 from tests.support import pcm16, read_clip
 
 
@@ -240,3 +244,42 @@ def test_ice_servers_come_from_config_and_are_checked() -> None:
     for bad in ({"url": "stun:x"}, {"urls": 3}, {"urls": "stun:x", "password": "p"}, "stun:x"):
         with pytest.raises(ConfigError):
             WebRTCConfig(ice_servers=(bad,))  # type: ignore[arg-type]
+
+
+OFFER_CANDIDATES = (
+    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+    "a=candidate:1 1 udp 2122260223 192.0.2.2 50000 typ host\r\n"
+    "a=candidate:2 1 udp 2122260222 127.0.0.1 50001 typ host\r\n"
+    "a=candidate:3 1 udp 2122260221 fd00::2 50002 typ host\r\n"
+    "a=candidate:4 1 udp 2122260220 5f1c1d2e-1234.local 50003 typ host\r\n"
+    "a=candidate:5 1 udp 2122260219 ::1 50004 typ host\r\n"
+)
+
+
+def test_a_loopback_server_drops_the_callers_other_candidates() -> None:
+    with loopback_candidates():
+        kept = reachable_offer(OFFER_CANDIDATES)
+    candidates = [line.split()[4] for line in kept.split("\r\n") if line.startswith("a=candidate:")]
+    assert candidates == ["127.0.0.1", "::1"]  # no check is ever sent to another interface
+    assert kept.startswith("v=0\r\n") and "m=audio" in kept
+    with _host_addresses(["127.0.0.1", "192.0.2.2"]):  # not loopback only: the offer is left alone
+        assert reachable_offer(OFFER_CANDIDATES) == OFFER_CANDIDATES
+
+
+def test_the_configured_host_addresses_are_the_only_candidates() -> None:
+    with _host_addresses(None):
+        limit_host_addresses(["127.0.0.1"])
+        assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1"]
+        limit_host_addresses([])  # nothing configured: nothing changes
+        assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1"]
+
+
+@contextlib.contextmanager
+def _host_addresses(addresses: list[str] | None) -> Iterator[None]:
+    original = aioice.ice.get_host_addresses
+    if addresses is not None:
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: addresses
+    try:
+        yield
+    finally:
+        aioice.ice.get_host_addresses = original
