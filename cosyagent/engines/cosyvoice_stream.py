@@ -16,7 +16,7 @@ import math
 import queue
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +88,132 @@ class _TokenSink(list[int]):
             self._wake.notify_all()
 
 
+class _Utterance:
+    """One request's state: uid, token sink, wake-up condition, stop/done events, failure, prompt tensors."""
+
+    def __init__(
+        self,
+        model: Any,
+        model_input: dict[str, Any],
+        *,
+        stream: bool,
+        speed: float,
+        text_feed: TextFeed | None,
+    ) -> None:
+        import torch  # deferred: only the production stack has it
+
+        self._torch: Any = torch
+        self._model = model
+        self._input = model_input
+        self._stream = stream
+        self._speed = speed
+        self._text_feed = text_feed
+        self.uid = f"cosyagent-{uuid.uuid4().hex}"
+        self._wake = threading.Condition()
+        self._stop = threading.Event()
+        self._tokens = _TokenSink(self._wake, self._stop)
+        self._done = threading.Event()
+        self._failure: list[BaseException] = []
+        self._prompt_token = model_input.get("flow_prompt_speech_token", torch.zeros(1, 0, dtype=torch.int32))
+        self._prompt_feat = model_input.get("prompt_speech_feat", torch.zeros(1, 0, 80))
+        self._embedding = model_input.get("flow_embedding", torch.zeros(0, 192))
+
+    def add_request_entries(self) -> None:
+        with self._model.lock:
+            self._model.tts_speech_token_dict[self.uid] = self._tokens
+            self._model.llm_end_dict[self.uid] = False
+            self._model.hift_cache_dict[self.uid] = None
+
+    def remove_request_entries(self) -> None:
+        with self._model.lock:
+            self._model.tts_speech_token_dict.pop(self.uid, None)
+            self._model.llm_end_dict.pop(self.uid, None)
+            self._model.hift_cache_dict.pop(self.uid, None)
+
+    def run_llm(self) -> None:
+        """The LLM thread: ``llm_job`` fills the token sink; a failure is kept for the generating thread."""
+        torch = self._torch
+        try:
+            self._model.llm_job(
+                self._input["text"],
+                self._input.get("prompt_text", torch.zeros(1, 0, dtype=torch.int32)),
+                self._input.get("llm_prompt_speech_token", torch.zeros(1, 0, dtype=torch.int32)),
+                self._input.get("llm_embedding", torch.zeros(0, 192)),
+                self.uid,
+            )
+        except EngineCancelled:
+            pass
+        except Exception as exc:  # noqa: BLE001  (handed to the generating thread)
+            self._failure.append(exc)
+        finally:
+            with self._wake:
+                self._done.set()
+                self._wake.notify_all()
+
+    def stop_llm(self) -> None:
+        """Wakes the chunk loop and stops the LLM thread at its next token (or its wait for text)."""
+        self._stop.set()
+        if self._text_feed is not None:
+            self._text_feed.abort()  # an LLM thread waiting for more text gets EngineCancelled
+        with self._wake:
+            self._wake.notify_all()
+
+    def audio(self, schedule: ChunkSchedule, cancel: CancelToken) -> Iterator[AudioF32]:
+        """Streamed chunks as tokens arrive (when streaming), then the finalizing tail."""
+        offset = 0
+        if self._stream:
+            offset = yield from self._streamed_chunks(schedule, cancel)
+        else:
+            with self._wake:
+                self._wake.wait_for(lambda: self._stop.is_set() or self._done.is_set())
+        cancel.raise_if_cancelled()
+        if self._failure:
+            raise EngineError(f"CosyVoice generation failed: {self._failure[0]}") from self._failure[0]
+        tail = self._to_wav(len(self._tokens), offset, finalize=True)
+        if tail.size:
+            yield tail
+
+    def _streamed_chunks(self, schedule: ChunkSchedule, cancel: CancelToken) -> Generator[AudioF32, None, int]:
+        """One chunk per hop while the LLM runs; returns the token offset the tail starts at."""
+        offset = 0
+        hop = schedule.first_hop
+        prompt_len = self._prompt_token.shape[1]
+        pad = math.ceil(prompt_len / hop) * hop - prompt_len
+        while True:
+            this_hop = hop + pad if offset == 0 else hop
+            need = offset + this_hop + schedule.lookahead
+            have = self._wait_for_tokens(need)
+            cancel.raise_if_cancelled()
+            if have >= need:
+                yield self._to_wav(need, offset, finalize=False)
+                offset += this_hop
+                hop = min(schedule.max_hop, hop * schedule.scale)
+            elif self._done.is_set():
+                return offset
+
+    def _wait_for_tokens(self, need: int) -> int:
+        """Blocks until ``need`` tokens, the LLM's end, or a stop; returns the token count."""
+        with self._wake:
+            self._wake.wait_for(lambda: self._stop.is_set() or self._done.is_set() or len(self._tokens) >= need)
+            return len(self._tokens)
+
+    def _to_wav(self, count: int, offset: int, finalize: bool) -> AudioF32:
+        with self._wake:
+            chunk = self._torch.tensor(list(self._tokens[:count]), dtype=self._torch.int32).unsqueeze(dim=0)
+        speech = self._model.token2wav(
+            token=chunk,
+            prompt_token=self._prompt_token,
+            prompt_feat=self._prompt_feat,
+            embedding=self._embedding,
+            token_offset=offset,
+            uuid=self.uid,
+            stream=self._stream,
+            finalize=finalize,
+            speed=self._speed,
+        )
+        return np.asarray(speech.detach().cpu().numpy(), dtype=np.float32).reshape(-1)
+
+
 def stream_speech(
     model: Any,
     model_input: dict[str, Any],
@@ -99,100 +225,17 @@ def stream_speech(
     text_feed: TextFeed | None = None,
 ) -> Iterator[AudioF32]:
     """Generate one utterance from a frontend ``model_input``; blocking, run it in a worker thread."""
-    import torch  # deferred: only the production stack has it
-
-    uid = f"cosyagent-{uuid.uuid4().hex}"
-    wake = threading.Condition()
-    stop = threading.Event()
-    tokens = _TokenSink(wake, stop)
-    done = threading.Event()
-    failure: list[BaseException] = []
-
-    def llm_thread() -> None:
-        try:
-            model.llm_job(
-                model_input["text"],
-                model_input.get("prompt_text", torch.zeros(1, 0, dtype=torch.int32)),
-                model_input.get("llm_prompt_speech_token", torch.zeros(1, 0, dtype=torch.int32)),
-                model_input.get("llm_embedding", torch.zeros(0, 192)),
-                uid,
-            )
-        except EngineCancelled:
-            pass
-        except Exception as exc:  # noqa: BLE001  (handed to the generating thread)
-            failure.append(exc)
-        finally:
-            with wake:
-                done.set()
-                wake.notify_all()
-
-    def wake_up() -> None:
-        stop.set()
-        if text_feed is not None:
-            text_feed.abort()  # an LLM thread waiting for more text gets EngineCancelled
-        with wake:
-            wake.notify_all()
-
-    prompt_token = model_input.get("flow_prompt_speech_token", torch.zeros(1, 0, dtype=torch.int32))
-    prompt_feat = model_input.get("prompt_speech_feat", torch.zeros(1, 0, 80))
-    embedding = model_input.get("flow_embedding", torch.zeros(0, 192))
-
-    def to_wav(count: int, offset: int, finalize: bool) -> AudioF32:
-        with wake:
-            chunk = torch.tensor(list(tokens[:count]), dtype=torch.int32).unsqueeze(dim=0)
-        speech = model.token2wav(
-            token=chunk,
-            prompt_token=prompt_token,
-            prompt_feat=prompt_feat,
-            embedding=embedding,
-            token_offset=offset,
-            uuid=uid,
-            stream=stream,
-            finalize=finalize,
-            speed=speed,
-        )
-        return np.asarray(speech.detach().cpu().numpy(), dtype=np.float32).reshape(-1)
-
-    with model.lock:
-        model.tts_speech_token_dict[uid] = tokens
-        model.llm_end_dict[uid] = False
-        model.hift_cache_dict[uid] = None
-    unregister = cancel.on_cancel(wake_up)
-    thread = threading.Thread(target=llm_thread, name=f"cosyvoice-llm-{uid[-8:]}", daemon=True)
+    utterance = _Utterance(model, model_input, stream=stream, speed=speed, text_feed=text_feed)
+    utterance.add_request_entries()
+    unregister = cancel.on_cancel(utterance.stop_llm)
+    thread = threading.Thread(target=utterance.run_llm, name=f"cosyvoice-llm-{utterance.uid[-8:]}", daemon=True)
     thread.start()
     try:
-        offset = 0
-        hop = schedule.first_hop
-        pad = math.ceil(prompt_token.shape[1] / hop) * hop - prompt_token.shape[1]
-        while stream:
-            this_hop = hop + pad if offset == 0 else hop
-            need = offset + this_hop + schedule.lookahead
-            with wake:
-                wake.wait_for(lambda need=need: stop.is_set() or done.is_set() or len(tokens) >= need)  # type: ignore[misc]
-                have = len(tokens)
-            cancel.raise_if_cancelled()
-            if have >= need:
-                yield to_wav(need, offset, finalize=False)
-                offset += this_hop
-                hop = min(schedule.max_hop, hop * schedule.scale)
-            elif done.is_set():
-                break
-        if not stream:
-            with wake:
-                wake.wait_for(lambda: stop.is_set() or done.is_set())
-        cancel.raise_if_cancelled()
-        if failure:
-            raise EngineError(f"CosyVoice generation failed: {failure[0]}") from failure[0]
-        tail = to_wav(len(tokens), offset, finalize=True)
-        if tail.size:
-            yield tail
+        yield from utterance.audio(schedule, cancel)
     finally:
-        wake_up()  # stops the LLM thread at its next token (closed or cancelled stream)
+        utterance.stop_llm()  # stops the LLM thread at its next token (closed or cancelled stream)
         unregister()
         thread.join(_JOIN_TIMEOUT_S)
         if thread.is_alive():
             logger.warning("CosyVoice LLM thread %s still running after %.0f s", thread.name, _JOIN_TIMEOUT_S)
-        with model.lock:
-            model.tts_speech_token_dict.pop(uid, None)
-            model.llm_end_dict.pop(uid, None)
-            model.hift_cache_dict.pop(uid, None)
+        utterance.remove_request_entries()
