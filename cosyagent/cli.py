@@ -31,13 +31,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="port (default from config: 8188)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
-    talk = commands.add_parser("talk", help="stream a WAV file to a running server and play back the reply")
-    talk.add_argument("wav", help="a WAV file of speech (any rate, mono or stereo)")
-    talk.add_argument("--url", default="http://127.0.0.1:8188/v1", help="server base URL")
-    talk.add_argument("--out", default="reply.wav", help="where to save the reply audio")
+    talk = commands.add_parser(
+        "talk",
+        help="speak a recorded question to a running server (start `cosyagent serve` first) and hear the reply",
+        description=(
+            "Streams an audio file to a running cosyagent server through /v1/realtime, in real time, as a "
+            "microphone would. Prints what the server heard (you said: ...) and the agent's words as they "
+            "arrive, then the latency. Plays the reply as it arrives when the machine has an audio output "
+            "(paplay or aplay) and always saves it to --out. Exit status 2: the file, the URL or the server "
+            "needs fixing; 1: the turn failed."
+        ),
+    )
+    talk.add_argument("wav", help="an audio file of speech (WAV, FLAC, OGG; any rate, mono or stereo)")
+    talk.add_argument("--url", default="http://127.0.0.1:8188/v1", help="server base URL, ending in /v1")
+    talk.add_argument("--out", default="reply.wav", help="where to save the reply audio (default: reply.wav)")
+    talk.add_argument("--no-play", action="store_true", help="only save the reply, even with an audio output")
     talk.add_argument("--api-key", default=None, help="API key, if the server requires one")
     talk.add_argument("--voice", default=None, help="voice for the reply")
-    talk.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
+    talk.add_argument(
+        "--timeout", type=float, default=60.0, help="give up after this many seconds without a server event"
+    )
 
     models = commands.add_parser("models", help="download or list the production models (Fun-ASR-Nano, CosyVoice3)")
     models_commands = models.add_subparsers(dest="models_command", required=True)

@@ -12,6 +12,11 @@ The pieces are reusable (the latency benchmark imports them from here):
 - :class:`TurnCollector` is a sans-I/O state machine that turns the stamped events of one
   user turn into a :class:`TurnResult`; :func:`~cosyagent.talk.turn.collect_turn` drives it.
 
+The command itself (:func:`run_talk`) adds what a person at a terminal needs:
+:class:`~cosyagent.talk.console.LiveTranscript` prints the turn as it happens,
+:mod:`~cosyagent.talk.playback` plays the reply through a player already on the machine, and
+:func:`~cosyagent.talk.connection.checked_base_url` checks the URL before connecting.
+
 Only the official ``openai`` SDK talks to the server; nothing here imports the server side.
 """
 

@@ -20,7 +20,12 @@ SPEECH_THRESHOLD_DBFS = -40.0  # 20 ms frames louder than this are speech (room 
 
 
 class TalkError(Exception):
-    """A failure worth one clear line to the user (bad file, unreachable server, error event)."""
+    """A failure worth one clear line to the user (bad file, unreachable server, error event).
+    ``exit_code`` 2 marks what the user can fix (the file, the URL, a server not started)."""
+
+    def __init__(self, message: str, *, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def speech_segments(
@@ -87,13 +92,18 @@ class Clip:
 
 
 def load_clip(path: str) -> Clip:
-    """Read a WAV (any rate, any channel count) as a 24 kHz mono :class:`Clip`."""
+    """Read an audio file (WAV, FLAC, OGG...; any rate, any channel count) as a 24 kHz mono :class:`Clip`."""
     try:
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    except (OSError, RuntimeError, ValueError) as exc:  # soundfile's errors are RuntimeErrors
-        raise TalkError(f"cannot read {path!r} as audio: {exc}") from exc
+        with open(path, "rb") as file:
+            audio, rate = sf.read(file, dtype="float32", always_2d=True)
+    except FileNotFoundError as exc:
+        raise TalkError(f"no such file: {path}", exit_code=2) from exc
+    except OSError as exc:
+        raise TalkError(f"cannot read {path}: {exc.strerror or exc}", exit_code=2) from exc
+    except (RuntimeError, ValueError) as exc:  # soundfile's errors are RuntimeErrors
+        raise TalkError(f"{path} is not an audio file (a WAV, FLAC or OGG recording)", exit_code=2) from exc
     if audio.shape[0] == 0:
-        raise TalkError(f"{path!r} holds no audio")
+        raise TalkError(f"{path} holds no audio", exit_code=2)
     return Clip.from_audio(audio.mean(axis=1), int(rate), name=os.path.basename(path))
 
 

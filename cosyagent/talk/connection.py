@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import logging
 import math
 import os
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -22,6 +24,29 @@ from cosyagent.talk.clip import CHUNK_S, CHUNK_SAMPLES, RATE, TalkError
 logger = logging.getLogger(__name__)
 
 MODEL = "cosyagent-realtime"  # the server accepts any model name
+EXAMPLE_URL = "http://127.0.0.1:8188/v1"
+
+
+def checked_base_url(url: str) -> tuple[str, str | None]:
+    """``url`` as the SDK's base URL, and a note when it was fixed up. A bare server address
+    (``http://host:port``) or the realtime endpoint itself (``.../v1/realtime``) become
+    ``.../v1``; anything else that does not end in ``/v1`` raises :class:`TalkError`."""
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise TalkError(f"the URL must start with http:// or https://, e.g. {EXAMPLE_URL} (got {url})", exit_code=2)
+    path = parts.path.rstrip("/")
+    if path.endswith("/v1"):
+        return urllib.parse.urlunsplit(parts._replace(path=path)), None
+    if path in ("", "/v1/realtime"):
+        fixed = urllib.parse.urlunsplit(parts._replace(path="/v1", query="", fragment=""))
+        return fixed, f"using {fixed} (the URL must end in /v1)"
+    raise TalkError(f"the URL must end in /v1, e.g. {EXAMPLE_URL} (got {url})", exit_code=2)
+
+
+def _refused(exc: OSError) -> bool:
+    """Nothing listens there. With several addresses (localhost: ::1 and 127.0.0.1) asyncio
+    raises a plain OSError listing each address's error."""
+    return exc.errno == errno.ECONNREFUSED or f"[Errno {errno.ECONNREFUSED}]" in str(exc)
 
 
 @contextlib.asynccontextmanager
@@ -34,9 +59,26 @@ async def connect(url: str, api_key: str | None, timeout_s: float = 10.0) -> Asy
                 conn = await client.realtime.connect(model=MODEL).enter()
         except InvalidStatus as exc:
             status = exc.response.status_code
-            raise TalkError(f"the server at {url} refused the realtime connection (HTTP {status})") from exc
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI, OpenAIError) as exc:
-            raise TalkError(f"cannot reach a realtime server at {url}: {exc or type(exc).__name__}") from exc
+            hint = "; check the API key (--api-key)" if status == 401 else "; is it a cosyagent server?"
+            raise TalkError(
+                f"the server at {url} refused the realtime connection (HTTP {status}){hint}", exit_code=2
+            ) from exc
+        except TimeoutError as exc:
+            raise TalkError(
+                f"cannot reach a realtime server at {url}: no answer within {timeout_s:g} s", exit_code=2
+            ) from exc
+        except OSError as exc:  # after TimeoutError, which is one
+            if _refused(exc):
+                raise TalkError(
+                    f"cannot reach a server at {url}: nothing is listening there. "
+                    "Start one with `cosyagent serve` in another terminal (or pass its --url)",
+                    exit_code=2,
+                ) from exc
+            raise TalkError(f"cannot reach a realtime server at {url}: {exc}", exit_code=2) from exc
+        except (InvalidHandshake, InvalidURI, OpenAIError) as exc:
+            raise TalkError(
+                f"cannot reach a realtime server at {url}: {exc or type(exc).__name__}", exit_code=2
+            ) from exc
         try:
             yield conn
         finally:

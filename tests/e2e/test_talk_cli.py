@@ -4,6 +4,8 @@ command (and benchmarks/realtime_latency.py) rely on, replayed from a scripted t
 
 from __future__ import annotations
 
+import asyncio
+import io
 import re
 import subprocess
 import sys
@@ -13,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pydantic
 import pytest
 import soundfile as sf
 from openai.types.realtime import RealtimeServerEvent
 
 from cosyagent.talk import Stamped, TurnCollector
+from cosyagent.talk.console import LiveTranscript
+from cosyagent.talk.playback import Player, PlayerChoice, find_player
 from tests.e2e.conftest import free_port
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -99,6 +104,64 @@ def test_talk_to_a_closed_port_fails_clearly(dublin_wav: Path, tmp_path: Path) -
     assert not (tmp_path / "reply.wav").exists()
 
 
+def test_talk_streams_what_was_heard_before_the_agents_words(server_url: str, dublin_wav: Path, tmp_path: Path) -> None:
+    """Each line is on stdout while the turn still runs (not all at the end), in the order it
+    happened: what the server heard, the agent's words, then the summary."""
+    out = tmp_path / "reply.wav"
+    command = [COSYAGENT, "talk", str(dublin_wav), "--url", server_url, "--out", str(out), "--no-play"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as talk:
+        assert talk.stdout is not None
+        lines = [(line.rstrip("\n"), talk.poll() is None) for line in talk.stdout]
+        assert talk.wait(timeout=45) == 0, talk.stderr.read() if talk.stderr else ""
+
+    texts = [text for text, _ in lines]
+    heard = next(i for i, text in enumerate(texts) if text.startswith("you said:"))
+    answered = next(i for i, text in enumerate(texts) if text.startswith("agent: "))
+    summary = next(i for i, text in enumerate(texts) if text.startswith("reply audio:"))
+    assert texts[0].startswith("speaking ") and heard < answered < summary, texts
+    assert "dublin" in texts[heard].lower() and len(texts[answered]) > len("agent: "), texts
+    assert lines[heard][1], "'you said' was printed only once the command had finished"
+    assert texts[-1].startswith("  ") and any(text.startswith("voice-to-voice:") for text in texts[summary:]), texts
+    assert f"not played (--no-play), saved to {out}" in texts[summary], texts
+    info = sf.info(str(out))
+    assert (info.samplerate, info.channels, info.subtype) == (24000, 1, "PCM_16") and info.duration > 0.5
+
+
+def test_talk_stops_soon_on_a_clip_without_speech(server_url: str, tmp_path: Path) -> None:
+    quiet = tmp_path / "quiet.wav"
+    sf.write(quiet, np.zeros(24000 * 2, dtype=np.float32), 24000)
+    started = time.monotonic()
+    done = _talk(str(quiet), "--url", server_url, "--out", str(tmp_path / "reply.wav"), "--timeout", "60", timeout=45)
+
+    assert (done.returncode, done.stderr) == (2, f"cosyagent talk: no speech was detected in {quiet}\n")
+    assert time.monotonic() - started < 15.0  # the clip, its trailing silence and the grace; not --timeout
+    assert not (tmp_path / "reply.wav").exists()
+
+
+def _fails_with(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert done.stderr.startswith("cosyagent talk: ") and done.stderr.count("\n") == 1, done.stderr
+    assert all(fragment in done.stderr for fragment in fragments), done.stderr
+
+
+def test_talk_explains_each_mistake_in_one_line(dublin_wav: Path, tmp_path: Path) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    (tmp_path / "notes.txt").write_text("not audio at all\n")
+
+    _fails_with(_talk(str(tmp_path / "missing.wav"), timeout=30), f"no such file: {tmp_path / 'missing.wav'}")
+    _fails_with(_talk(str(tmp_path / "notes.txt"), timeout=30), "notes.txt is not an audio file")
+    _fails_with(_talk(str(dublin_wav), "--url", f"{closed}/api", timeout=30), "the URL must end in /v1, e.g. http://")
+    _fails_with(
+        _talk(str(dublin_wav), "--url", f"{closed}/v1", timeout=30),
+        "Start one with `cosyagent serve` in another terminal",
+    )
+
+    fixed_up = _talk(str(dublin_wav), "--url", closed, "--out", str(tmp_path / "reply.wav"), timeout=30)
+    note, refused = fixed_up.stderr.splitlines()
+    assert note == f"cosyagent talk: using {closed}/v1 (the URL must end in /v1)", fixed_up.stderr
+    assert fixed_up.returncode == 2 and f"{closed}/v1: nothing is listening there" in refused
+
+
 _USAGE = {"type": "duration", "seconds": 1.0}
 _EVENTS: pydantic.TypeAdapter[RealtimeServerEvent] = pydantic.TypeAdapter(RealtimeServerEvent)
 
@@ -172,3 +235,74 @@ def test_turn_collector_skips_an_interrupted_reply_and_flags_late_audio() -> Non
     assert result.reply_audio_s == 2 * 6 / 48000  # two 6-byte deltas of pcm16 at 24 kHz
     assert result.server_timings_ms == {"llm_first_token": 80.0, "tts_first_audio": 450.5}
     assert collector.feed(_audio(14.1, "resp_2")) and result.late_audio_deltas == 2
+
+
+def _words(at: float, response_id: str, delta: str) -> Stamped:
+    ids = {"item_id": "item_b", "output_index": 0, "content_index": 0}
+    return _event(at, "response.output_audio_transcript.delta", response_id=response_id, delta=delta, **ids)
+
+
+def _heard(at: float, item_id: str, transcript: str) -> Stamped:
+    fields = {"item_id": item_id, "content_index": 0, "transcript": transcript, "usage": _USAGE}
+    return _event(at, "conversation.item.input_audio_transcription.completed", **fields)
+
+
+def _created(at: float, response_id: str) -> Stamped:
+    return _event(at, "response.created", response={"id": response_id, "status": "in_progress"})
+
+
+async def test_live_transcript_prints_words_as_they_arrive_and_marks_a_cut_reply(tmp_path: Path) -> None:
+    played = tmp_path / "played.raw"
+    player = Player(PlayerChoice(("sh", "-c", f"cat > {played}")))
+    await player.start()
+    out = io.StringIO()
+    live = LiveTranscript(out, player)
+    shown: list[str] = []
+    for item in [
+        _heard(1.0, "item_1", " how do I get to Dublin? "),
+        _created(1.1, "resp_1"),
+        _words(1.2, "resp_1", "Take"),
+        _audio(1.2, "resp_1"),
+        _done(1.3, "resp_1", "cancelled"),  # more speech in the clip cut it short
+        _heard(1.4, "item_2", "And..."),
+        _created(1.5, "resp_2"),
+        _words(1.6, "resp_2", " Take the"),
+        _words(1.7, "resp_2", " train."),
+        _audio(1.7, "resp_1"),  # of the cancelled reply: not played
+        _audio(1.8, "resp_2"),
+        _done(1.9, "resp_2", "completed"),
+    ]:
+        live.show(item)
+        shown.append(out.getvalue())
+    await player.finish()
+
+    assert shown[0] == "you said: how do I get to Dublin?\n"  # on stdout as soon as it is heard
+    assert shown[2].endswith("agent: Take")  # a word at a time, before the reply ends
+    assert out.getvalue() == (
+        "you said: how do I get to Dublin?\nagent: Take [interrupted]\nyou said: And...\nagent: Take the train.\n"
+    )
+    assert played.read_bytes() == bytes(12) and player.failure is None
+
+
+async def test_a_player_that_fails_is_reported_not_raised() -> None:
+    player = Player(PlayerChoice(("sh", "-c", "echo 'no such device' >&2; exit 3")))
+    await player.start()
+    await asyncio.sleep(0.2)
+    player.write(bytes(4800))
+    await player.finish()
+    assert player.failure is not None and player.failure.startswith("sh "), player.failure
+
+
+def test_find_player_needs_both_an_output_and_a_player(tmp_path: Path) -> None:
+    bin_dir, no_device = tmp_path / "bin", tmp_path / "snd"
+    bin_dir.mkdir()
+    (bin_dir / "paplay").write_text("#!/bin/sh\n")
+    (bin_dir / "paplay").chmod(0o755)
+    runtime_dir = str(tmp_path / "run")
+
+    with_pulse = find_player({"PATH": str(bin_dir), "PULSE_SERVER": "unix:/tmp/x"}, no_device)
+    assert with_pulse.command is not None and with_pulse.name == "paplay" and "--rate=24000" in with_pulse.command
+    bare = find_player({"PATH": str(bin_dir), "XDG_RUNTIME_DIR": runtime_dir}, no_device)
+    assert (bare.command, bare.reason) == (None, "no audio output device was found")
+    no_player = find_player({"PATH": str(tmp_path), "PULSE_SERVER": "unix:/tmp/x"}, no_device)
+    assert no_player.command is None and no_player.reason.startswith("no audio player was found")
