@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jiwer
 import numpy as np
 
 from benchmarks.harness import CpuMeter, machine_info, result_path, write_result
@@ -32,6 +31,7 @@ from cosyagent.engines.base import AudioF32, SpeechSynthesizer
 from cosyagent.engines.kokoro_tts import KokoroTTS
 from cosyagent.engines.piper_tts import PiperTTS
 from cosyagent.engines.whisper_asr import WhisperASR
+from tests.support import word_error_rate
 
 logger = logging.getLogger("embedded_models")
 
@@ -41,15 +41,6 @@ TEXTS = {
     # No numbers: Whisper writes "nine" as "9", which a plain WER counts as an error.
     "sentence_15_words": "Take the second door on the left and wait by the window for a while.",
 }
-_NORMALIZE = jiwer.Compose(
-    [
-        jiwer.ToLowerCase(),
-        jiwer.RemovePunctuation(),  # type: ignore[no-untyped-call]
-        jiwer.RemoveMultipleSpaces(),
-        jiwer.Strip(),
-        jiwer.ReduceToListOfListOfWords(),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -80,7 +71,7 @@ async def speak(contender: Contender, text: str, asr: WhisperASR) -> Take:
     total_s = time.perf_counter() - began
     audio = np.concatenate(chunks)
     heard = (await asr.transcribe(resample(audio, engine.sample_rate, asr.sample_rate))).text
-    wer = float(jiwer.wer(text, heard, reference_transform=_NORMALIZE, hypothesis_transform=_NORMALIZE))
+    wer = word_error_rate(text, heard)
     return Take(first_audio_s, total_s, audio.size / engine.sample_rate, wer, heard)
 
 
