@@ -21,7 +21,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,16 +45,23 @@ VOICE_RMS = 10 ** (-70 / 20)
 
 
 @contextmanager
-def loopback_candidates() -> Iterator[None]:
-    """aioice leaves 127.0.0.1 out of its host candidates; a call to a server in the same
-    process needs it (and only it, so a test does not depend on the machine's network
-    interfaces). Process-wide while the block runs."""
+def host_candidates(addresses: list[str] | None) -> Iterator[None]:
+    """Offer only ``addresses`` as ICE host candidates while the block runs (``None``: keep
+    aioice's own, but undo whatever the block changes). Process-wide."""
     original = aioice.ice.get_host_addresses
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+    if addresses is not None:
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(addresses)
     try:
         yield
     finally:
         aioice.ice.get_host_addresses = original
+
+
+def loopback_candidates() -> AbstractContextManager[None]:
+    """aioice leaves 127.0.0.1 out of its host candidates; a call to a server in the same
+    process needs it (and only it, so a test does not depend on the machine's network
+    interfaces). Process-wide while the block runs."""
+    return host_candidates(["127.0.0.1"])
 
 
 class ClipMicrophone(MediaStreamTrack):

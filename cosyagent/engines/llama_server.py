@@ -97,14 +97,12 @@ class EmbeddedLlamaServer:
     ) -> None:
         if n_threads < 1 or n_ctx < 64:
             raise ValueError("n_threads must be >= 1 and n_ctx >= 64")
-        # A callable is resolved when the server starts, off the event loop (it may assemble a file).
-        self._model_path: Callable[[], Path] = (
-            model_path
-            if callable(model_path)
-            else functools.partial(Path, model_path)
-            if model_path
-            else default_model_path
-        )
+        # Resolved when the server starts, off the event loop: finding the file may mean assembling it.
+        self._model_source: Callable[[], Path] = default_model_path
+        if callable(model_path):
+            self._model_source = model_path
+        elif model_path is not None:
+            self._model_source = functools.partial(Path, model_path)
         self.n_threads = n_threads
         self.n_ctx = n_ctx
         self.host = host
@@ -170,7 +168,7 @@ class EmbeddedLlamaServer:
         """
         if self._proc is not None:
             raise RuntimeError("EmbeddedLlamaServer is already started")
-        model_path = await asyncio.to_thread(self._model_path)
+        model_path = await asyncio.to_thread(self._model_source)
         if not model_path.is_file():
             raise EngineUnavailableError(f"GGUF model not found: {model_path}")
         port = self._requested_port or _free_port(self.host)

@@ -91,9 +91,9 @@ def reachable_offer(offer_sdp: str) -> str:
     no connectivity check ever leaves the loopback interface."""
     if not all(ipaddress.ip_address(a).is_loopback for a in aioice.ice.get_host_addresses(True, True)):
         return offer_sdp
-    lines = offer_sdp.split("\r\n") if "\r\n" in offer_sdp else offer_sdp.split("\n")
-    kept = [line for line in lines if not line.startswith("a=candidate:") or _loopback_candidate(line)]
-    return ("\r\n" if "\r\n" in offer_sdp else "\n").join(kept)
+    newline = "\r\n" if "\r\n" in offer_sdp else "\n"
+    lines = offer_sdp.split(newline)
+    return newline.join(line for line in lines if not line.startswith("a=candidate:") or _loopback_candidate(line))
 
 
 def _loopback_candidate(line: str) -> bool:

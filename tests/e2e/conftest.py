@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 import uvicorn
+from starlette.types import ASGIApp
 
 from cosyagent.config import load_config
 from cosyagent.runtime import Runtime
@@ -38,14 +39,16 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def serve_in_process(runtime: Runtime, port: int) -> AsyncIterator[LiveServer]:
-    """uvicorn in the current event loop, on 127.0.0.1:``port``, until the block ends."""
+    """The cosyagent app in the current event loop, on 127.0.0.1:``port``, until the block ends."""
+    async with serve_asgi(create_app(runtime), port):
+        yield LiveServer(runtime, port)
+
+
+@contextlib.asynccontextmanager
+async def serve_asgi(app: ASGIApp, port: int) -> AsyncIterator[None]:
+    """uvicorn serving ``app`` in the current event loop, on 127.0.0.1:``port``, until the block ends."""
     config = uvicorn.Config(
-        create_app(runtime),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        ws_max_size=16 << 20,
-        ws_ping_interval=None,
+        app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=16 << 20, ws_ping_interval=None
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -57,7 +60,7 @@ async def serve_in_process(runtime: Runtime, port: int) -> AsyncIterator[LiveSer
         if not server.started:
             task.result()  # surfaces the startup error
             raise RuntimeError("server did not start in 120 s")
-        yield LiveServer(runtime, port)
+        yield
     finally:
         server.should_exit = True
         await task

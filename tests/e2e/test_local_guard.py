@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
 import websockets
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -19,7 +18,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from cosyagent.web.local_guard import LocalGuardMiddleware, host_name, is_local_or_ip
-from tests.e2e.conftest import LiveServer, free_port
+from tests.e2e.conftest import LiveServer, free_port, serve_asgi
 from tests.support import DATA
 
 EVIL = "https://evil.example"
@@ -97,16 +96,8 @@ async def _ok(request: object) -> PlainTextResponse:
 async def _guarded(**settings: object) -> AsyncIterator[int]:
     app = Starlette(routes=[Route("/v1/thing", _ok, methods=["GET", "POST"]), WebSocketRoute("/v1/ws", _echo)])
     port = free_port()
-    guarded = LocalGuardMiddleware(app, **settings)  # type: ignore[arg-type]
-    server = uvicorn.Server(uvicorn.Config(guarded, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            await asyncio.sleep(0.02)
+    async with serve_asgi(LocalGuardMiddleware(app, **settings), port):  # type: ignore[arg-type]
         yield port
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_configured_names_and_origins_pass() -> None:

@@ -4,11 +4,9 @@ converter, offer checks, formats on media tracks, and RealtimeSession.append_aud
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fractions
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import aioice.ice
@@ -18,6 +16,7 @@ import yaml
 from aiortc import RTCConfiguration, RTCPeerConnection
 from av import AudioFrame
 
+from benchmarks.webrtc_caller import host_candidates
 from cosyagent.agent.events import Event, Send
 from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session import RealtimeSession, SessionEngines
@@ -262,24 +261,13 @@ def test_a_loopback_server_drops_the_callers_other_candidates() -> None:
     candidates = [line.split()[4] for line in kept.split("\r\n") if line.startswith("a=candidate:")]
     assert candidates == ["127.0.0.1", "::1"]  # no check is ever sent to another interface
     assert kept.startswith("v=0\r\n") and "m=audio" in kept
-    with _host_addresses(["127.0.0.1", "192.0.2.2"]):  # not loopback only: the offer is left alone
+    with host_candidates(["127.0.0.1", "192.0.2.2"]):  # not loopback only: the offer is left alone
         assert reachable_offer(OFFER_CANDIDATES) == OFFER_CANDIDATES
 
 
 def test_the_configured_host_addresses_are_the_only_candidates() -> None:
-    with _host_addresses(None):
+    with host_candidates(None):
         limit_host_addresses(["127.0.0.1"])
         assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1"]
         limit_host_addresses([])  # nothing configured: nothing changes
         assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1"]
-
-
-@contextlib.contextmanager
-def _host_addresses(addresses: list[str] | None) -> Iterator[None]:
-    original = aioice.ice.get_host_addresses
-    if addresses is not None:
-        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: addresses
-    try:
-        yield
-    finally:
-        aioice.ice.get_host_addresses = original
