@@ -114,7 +114,7 @@ class LLMConfig:
     api_key: str | None = None
     threads: int = 2
     context_tokens: int = 2048
-    nice: int = 10  # embedded server's CPU priority below speech synthesis (0 = same)
+    nice: int = 0  # lowers the embedded server's CPU priority below the engines (0 = the same)
     timeout_s: float = 30.0
 
 
@@ -165,6 +165,18 @@ class WebRTCConfig:
 
 
 @dataclass(frozen=True)
+class SchedulerConfig:
+    """How the in-process engines (ASR, TTS, turn model) share the CPU: ``lanes`` jobs run at
+    once, the one needed first goes next (cosyagent/engines/scheduling.py)."""
+
+    lanes: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.lanes <= 64:
+            raise ConfigError("scheduler.lanes must be 1-64")
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
@@ -174,6 +186,7 @@ class Config:
     tts: TTSConfig = field(default_factory=TTSConfig)
     webrtc: WebRTCConfig = field(default_factory=WebRTCConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
 
 T = TypeVar("T")

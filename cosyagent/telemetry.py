@@ -83,6 +83,20 @@ class Telemetry:
         self.responses = Counter(
             "cosyagent_responses", "Realtime responses ended, by status", ["status"], registry=self.registry
         )
+        self.job_wait_seconds = Histogram(
+            "cosyagent_engine_job_wait_seconds",
+            "How long an engine job (a transcript, a clause) waited for the CPU",
+            ["engine"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.job_late_seconds = Histogram(
+            "cosyagent_engine_job_late_seconds",
+            "How long after its deadline (when its output was needed) an engine job started; 0 if in time",
+            ["engine"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         for stage in STAGES:  # present from the first scrape, so rate() and absent() behave
             self.stage_seconds.labels(stage)
         for status in RESPONSE_STATUSES:
@@ -96,6 +110,11 @@ class Telemetry:
 
     def observe(self, stage: str, seconds: float) -> None:
         self.stage_seconds.labels(stage).observe(max(0.0, seconds))
+
+    def engine_job_started(self, engine: str, waited_s: float, late_s: float) -> None:
+        """An engine job got the CPU (the scheduler's observer; called from any thread)."""
+        self.job_wait_seconds.labels(engine).observe(max(0.0, waited_s))
+        self.job_late_seconds.labels(engine).observe(max(0.0, late_s))
 
     def add_transport(self, transport: str) -> None:
         """A transport sessions can arrive on: its labels are present from the next scrape."""

@@ -65,6 +65,7 @@ class Transcribe:
     job_id: str
     audio: AudioF32 = field(repr=False)
     language: str | None = None
+    due_in_ms: int = 0  # when the transcript is needed: a speculative one, once the silence wait can end
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,14 @@ from cosyagent.agent.transcripts import TranscriptJobs, WaitingResponse
 from cosyagent.audio.wire import AudioFormatError, InputDecoder
 from cosyagent.engines.base import AudioF32, VADStream
 from cosyagent.pipeline.barge_in import BargeInDecision, BargeInPolicy
-from cosyagent.pipeline.turns import SpeechPaused, SpeechResumed, SpeechStarted, SpeechStopped, TurnEvent
+from cosyagent.pipeline.turns import (
+    SPECULATE_AFTER_MS,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    SpeechStopped,
+    TurnEvent,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -299,8 +306,12 @@ class RealtimeCore(ResponseOutput):
         item_id = self._speech_item_id or new_id("item")
         if isinstance(turn, SpeechPaused):
             job_id = self._jobs.start(item_id, speculative=True)
-            actions.append(Transcribe(item_id, job_id, turn.audio, self.config.transcription_language))
-            if detection is not None and detection.semantic:
+            semantic = detection is not None and detection.semantic
+            # Smart Turn may end the turn right away; else the silence wait ends it.
+            wait_ms = 0 if semantic or detection is None else detection.silence_duration_ms - SPECULATE_AFTER_MS
+            language = self.config.transcription_language
+            actions.append(Transcribe(item_id, job_id, turn.audio, language, due_in_ms=max(0, wait_ms)))
+            if semantic:
                 actions.append(PredictTurnEnd(job_id, turn.audio))
         elif isinstance(turn, SpeechResumed):
             actions += self._jobs.drop_speculation()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ from cosyagent.engines.base import (
     SpeechSynthesizer,
     TurnEndPredictor,
 )
+from cosyagent.engines.scheduling import needed_by
 from cosyagent.pipeline.playout import SYNTHESIS_AHEAD_MS, AudioSink, MediaAudioSink, Playout
 from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, ReplyTimings, TextDelta, stream_reply
 from cosyagent.telemetry import SessionObserver
@@ -200,7 +202,9 @@ class RealtimeSession:
 
     async def _transcribe(self, job: Transcribe, token: CancelToken) -> None:
         try:
-            transcript = await self._engines.asr.transcribe(job.audio, language=job.language, cancel=token)
+            due = time.monotonic() + job.due_in_ms / 1000.0
+            with needed_by(lambda: due):
+                transcript = await self._engines.asr.transcribe(job.audio, language=job.language, cancel=token)
         except EngineCancelled:
             return
         except EngineError as exc:
@@ -233,15 +237,18 @@ class RealtimeSession:
             self.core, self._sink, response_id, self._lead_ms, lambda: self._execute(self.core.pop_audio(response_id))
         )
         pacing = asyncio.create_task(playout.run(), name=f"{response_id}-playout")
+        # Each clause is needed when the audio before it runs out: the first one now.
+        deadline = needed_by(lambda: time.monotonic() + playout.audio_ahead_ms() / 1000.0)
         try:
-            async for event in stream_reply(request, self._engines.llm, self._engines.tts, timings):
-                if isinstance(event, TextDelta):
-                    self._execute(self.core.response_text(response_id, event.text))
-                elif isinstance(event, AudioChunk):
-                    self.core.response_audio(response_id, event.samples, event.clause)
-                    playout.wake()
-                    # The reply's generator (and so the synthesizer) waits here; the LLM goes on.
-                    await playout.until_unsent_at_most(SYNTHESIS_AHEAD_MS)
+            with deadline:  # the reply's generator runs in this task: its engine jobs carry it
+                async for event in stream_reply(request, self._engines.llm, self._engines.tts, timings):
+                    if isinstance(event, TextDelta):
+                        self._execute(self.core.response_text(response_id, event.text))
+                    elif isinstance(event, AudioChunk):
+                        self.core.response_audio(response_id, event.samples, event.clause)
+                        playout.wake()
+                        # The reply's generator (and so the synthesizer) waits here; the LLM goes on.
+                        await playout.until_unsent_at_most(SYNTHESIS_AHEAD_MS)
             self.core.flush_audio(response_id)
             playout.finish()
             await pacing

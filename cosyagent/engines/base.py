@@ -3,7 +3,7 @@
 Engines are framework-free: they import nothing else of cosyagent, know nothing of
 sessions or sockets, and are loaded once per process (``load()``), then shared by
 every session. Blocking inference runs on the engine's own single-thread executor
-(one queue per engine, served in FIFO order), never on the event loop, and checks a
+(served in deadline order, see :mod:`cosyagent.engines.scheduling`), never on the event loop, and checks a
 :class:`CancelToken` between chunks so that a barge-in really stops the work.
 """
 
@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, runtime_checkable
 
 from cosyagent.audio.pcm import AudioF32 as AudioF32  # re-exported: the engines' sample type
+from cosyagent.engines.scheduling import DeadlineScheduler, cpu_scheduler, job_deadline
 
 T = TypeVar("T")
 
@@ -78,16 +80,23 @@ class CancelToken:
 
 
 class EngineExecutor:
-    """One worker thread per engine: calls queue up in order, the loop never blocks.
+    """One worker thread per engine, its calls run in deadline order, the loop never blocks.
+
+    Each call first waits for a lane of the process-wide :class:`DeadlineScheduler` (the
+    earliest deadline, :func:`~cosyagent.engines.scheduling.job_deadline`, goes first across
+    all engines), then runs on this engine's thread; the lane is freed when the call ends.
 
     Cancel-safety: cancelling the awaiting task does not interrupt a call already
     running in the thread (Python cannot); pair it with a :class:`CancelToken` that
-    the call checks between chunks. A call still queued when its token fires is
+    the call checks between chunks. A call still waiting when its token fires is
     skipped without running.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, scheduler: DeadlineScheduler | None = None) -> None:
+        """``name``: the engine's role (asr, tts, turn), in thread names and metrics."""
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{name}")
+        self._scheduler = scheduler or cpu_scheduler()
+        self._name = name
         self._queued = 0
 
     @property
@@ -102,8 +111,17 @@ class EngineExecutor:
             return fn()
 
         self._queued += 1
+        submitted, deadline = time.monotonic(), job_deadline()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, guarded)
+            await self._scheduler.acquire(deadline)
+            self._scheduler.started(self._name, submitted, deadline)
+            try:
+                job = self._pool.submit(guarded)
+            except BaseException:
+                self._scheduler.release()
+                raise
+            job.add_done_callback(lambda _: self._scheduler.release())  # in the worker, when the call ends
+            return await asyncio.wrap_future(job)
         finally:
             self._queued -= 1
 

@@ -90,7 +90,7 @@ class PiperTTS:
         self._model_path = Path(model_path) if model_path is not None else None
         self.threads = threads
         self._voice: PiperVoice | None = None
-        self._executor = EngineExecutor("tts-piper")
+        self._executor = EngineExecutor("tts")
 
     @property
     def loaded(self) -> bool:

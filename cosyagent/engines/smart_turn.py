@@ -63,7 +63,7 @@ class SmartTurn:
         self._threads = threads
         self._session: ort.InferenceSession | None = None
         self._features: Callable[..., Any] | None = None
-        self.executor = EngineExecutor("smart-turn")
+        self.executor = EngineExecutor("turn")
 
     @property
     def loaded(self) -> bool:

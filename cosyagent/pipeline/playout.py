@@ -97,6 +97,15 @@ class Playout:
             self._sent.clear()
             await self._sent.wait()
 
+    def audio_ahead_ms(self) -> float:
+        """How long the listener can go on hearing this response from what is already made:
+        audio planned but unsent, plus audio sent and not yet played (all of it while held)."""
+        pending = self._source.pending_audio_ms(self._response_id)
+        sent = self._source.sent_audio_ms(self._response_id)
+        if sent <= 0 or self._source.audio_on_hold():
+            return pending + sent  # the clock starts with the first release and stands while held
+        return pending + max(0.0, sent - self._played_ms())
+
     def finish(self) -> None:
         """No more audio will be planned: send what is left, then return."""
         self._finished = True

@@ -23,6 +23,7 @@ from cosyagent.engines.base import (
 )
 from cosyagent.engines.llama_server import EmbeddedLlamaServer
 from cosyagent.engines.llm import OpenAICompatibleLLM
+from cosyagent.engines.scheduling import cpu_scheduler
 from cosyagent.engines.smart_turn import SmartTurn
 from cosyagent.engines.vad import SileroVAD
 from cosyagent.runtime.engine_choice import build_asr, build_embedded_llm, build_tts
@@ -98,6 +99,9 @@ class Runtime:
     async def start(self) -> None:
         """Load every model (off the event loop) and start the embedded LLM server."""
         loop = asyncio.get_running_loop()
+        scheduler = cpu_scheduler()
+        scheduler.resize(self.config.scheduler.lanes)
+        scheduler.observer = self.telemetry.engine_job_started
         engines: list[tuple[str, Engine]] = [("vad", self.vad), ("asr", self.asr), ("tts", self.tts)]
         for name, engine in engines + ([("turn_model", self.turn_end)] if self.turn_end else []):
             began = time.monotonic()
@@ -123,6 +127,9 @@ class Runtime:
         logger.info("engines ready in %s", self.load_seconds)
 
     async def stop(self) -> None:
+        scheduler = cpu_scheduler()
+        if scheduler.observer == self.telemetry.engine_job_started:
+            scheduler.observer = None
         if self.llm is not None:
             await self.llm.aclose()
         if self.llm_server is not None:

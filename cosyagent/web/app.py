@@ -67,7 +67,10 @@ def create_app(runtime: Runtime) -> FastAPI:
             runtime.telemetry.count_error("realtime", refusal.code)
             return
         with admission:
-            await websocket.accept()
+            # A browser that sent its key as a subprotocol also offers "realtime": the
+            # handshake must pick one of the offered subprotocols, or the browser drops it.
+            offered = websocket.scope.get("subprotocols", [])
+            await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
             await websocket_transport.serve_websocket(websocket, admission.session)
 
     app.include_router(calls_router(runtime))

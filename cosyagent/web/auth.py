@@ -1,5 +1,7 @@
 """Optional API keys: with keys configured, every ``/v1`` route and socket, and ``/metrics``, needs
-``Authorization: Bearer <key>``.
+``Authorization: Bearer <key>``. Browsers cannot set headers on a WebSocket, so the realtime
+socket also takes the key as the subprotocol ``openai-insecure-api-key.<key>``, as OpenAI's
+browser SDKs send it (``insecure``: a key in a web page is visible to its user).
 
 A pure ASGI middleware, so it covers HTTP routes and the realtime WebSocket alike, and
 routes added later too (a refused handshake gets an HTTP 401: :mod:`cosyagent.web.refusals`).
@@ -35,7 +37,10 @@ class ApiKeyMiddleware:
         if scope["type"] == "http" and scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
-        problem = self._check(Headers(scope=scope).get("authorization"))
+        authorization = Headers(scope=scope).get("authorization")
+        if authorization is None and scope["type"] == "websocket":
+            authorization = _subprotocol_key(scope.get("subprotocols", ()))
+        problem = self._check(authorization)
         if problem is None:
             await self.app(scope, receive, send)
             return
@@ -47,7 +52,8 @@ class ApiKeyMiddleware:
         """None if the header carries a valid key, else (message, code)."""
         if not authorization:
             return (
-                "You didn't provide an API key. Send it in the Authorization header: 'Authorization: Bearer KEY'.",
+                "You didn't provide an API key. Send it in the Authorization header: 'Authorization: Bearer KEY'"
+                " (on a WebSocket from a browser: the subprotocol 'openai-insecure-api-key.KEY').",
                 None,
             )
         scheme, _, token = authorization.partition(" ")
@@ -59,6 +65,17 @@ class ApiKeyMiddleware:
         if not any(matched):
             return "Incorrect API key provided.", "invalid_api_key"
         return None
+
+
+SUBPROTOCOL_KEY_PREFIX = "openai-insecure-api-key."
+
+
+def _subprotocol_key(subprotocols: Iterable[str]) -> str | None:
+    """The key a browser sent as a WebSocket subprotocol, as an Authorization value."""
+    for protocol in subprotocols:
+        if protocol.startswith(SUBPROTOCOL_KEY_PREFIX):
+            return "Bearer " + protocol.removeprefix(SUBPROTOCOL_KEY_PREFIX)
+    return None
 
 
 def _protected(path: str) -> bool:

@@ -114,3 +114,10 @@ async def test_a_conversation_and_errors_show_in_the_metrics(live_server: LiveSe
     assert value(after, errors, **voice_not_found) - value(after_close, errors, **voice_not_found) == 1
     for engine in ("asr", "tts"):
         assert ("cosyagent_engine_queue_depth", (("engine", engine),)) in after
+    # Every transcript and clause waited for the CPU in the deadline scheduler, and says how long.
+    for engine in ("asr", "tts"):
+        for histogram in ("cosyagent_engine_job_wait_seconds_count", "cosyagent_engine_job_late_seconds_count"):
+            assert value(during, histogram, engine=engine) - value(before, histogram, engine=engine) >= 1, (
+                histogram,
+                engine,
+            )

@@ -6,6 +6,7 @@ lets the client in (and the last tests that its absence keeps it out).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
+import websockets
 from openai import AsyncOpenAI
 
 from tests.audio_formats import CONTAINERS, encode_as
@@ -192,3 +194,19 @@ async def test_without_the_key_the_api_and_the_socket_are_closed(server: LiveSer
             await conn.recv()
     async with sdk(server).realtime.connect(model="cosyagent-realtime") as conn:
         assert (await conn.recv()).type == "session.created"
+
+
+async def test_a_browser_sends_the_key_as_a_websocket_subprotocol(server: LiveServer) -> None:
+    """As OpenAI's browser SDK does (browsers cannot set headers on a WebSocket): the server
+    must pick "realtime" from the offered subprotocols, or the browser drops the socket."""
+    url = f"ws://127.0.0.1:{server.port}/v1/realtime?model=cosyagent-realtime"
+    offered = ["realtime", f"openai-insecure-api-key.{KEY}", "openai-beta.realtime-v1"]
+    async with websockets.connect(url, subprotocols=offered) as socket:
+        assert socket.subprotocol == "realtime"
+        assert json.loads(await socket.recv())["type"] == "session.created"
+    wrong = ["realtime", "openai-insecure-api-key.wrong"]
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(url, subprotocols=wrong):
+            pass
+    assert refused.value.response.status_code == 401
+    assert json.loads(refused.value.response.body or b"{}")["error"]["code"] == "invalid_api_key"

@@ -108,3 +108,17 @@ async def test_events_for_the_client_leave_at_real_time_plus_the_lead() -> None:
     assert source.pending <= 2
     runner.cancel()
     await asyncio.gather(runner, return_exceptions=True)
+
+
+def test_audio_ahead_is_what_the_listener_can_still_hear_the_deadline_of_the_next_clause() -> None:
+    source, track = Source(chunks=5), Track()
+    playout = Playout(source, track, "resp", lead_ms=300, release=source.release)
+    assert playout.audio_ahead_ms() == 500  # nothing sent: all of it is still to hear
+    source.release()
+    source.release()
+    track.played = 150.0
+    assert playout.audio_ahead_ms() == 300 + (200 - 150)
+    track.played = 400.0  # played past what was sent (a gap): nothing sent is still ahead
+    assert playout.audio_ahead_ms() == 300
+    source.held = True  # on hold the listener hears nothing: every sent chunk is still ahead
+    assert playout.audio_ahead_ms() == 500

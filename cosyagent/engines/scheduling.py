@@ -1,0 +1,167 @@
+"""Which engine job runs next: the one whose output is needed first, across every engine.
+
+The CPU is one resource shared by every engine of the process (ASR, TTS, the turn model each
+use all its threads), so engines do not run side by side in their own FIFO queues: each job
+waits for a *lane* of the process-wide :class:`DeadlineScheduler`, and a freed lane goes to
+the waiting job with the earliest deadline (equal deadlines in arrival order).
+
+A job's deadline is when its output is needed, in :func:`time.monotonic` seconds. The caller
+says so with :func:`needed_by` around the engine call: a reply's first clause is needed now,
+a later clause when the audio before it runs out, a speculative transcript when the silence
+wait can end the turn. Jobs nobody dated (``/v1/audio/speech``, a file transcription) are
+needed when they are submitted. Deadlines never move once a job waits, so every job runs
+before any job submitted after its deadline: no starvation. A running job is never
+preempted; a long one (a whole file's transcription) holds its lane until it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+Deadline = Callable[[], float]
+"""Returns, when a job is submitted, the monotonic time its output is needed by."""
+
+_deadline: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("engine_job_deadline", default=None)
+
+
+@contextmanager
+def needed_by(deadline: Deadline) -> Iterator[None]:
+    """Engine jobs submitted inside this block (in this task) are needed by ``deadline()``."""
+    token = _deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def job_deadline() -> float:
+    """The deadline of a job submitted now: the caller's :func:`needed_by`, else now."""
+    deadline = _deadline.get()
+    return deadline() if deadline is not None else time.monotonic()
+
+
+@dataclass(eq=False)
+class _Waiter:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+    granted: bool = False
+    abandoned: bool = False
+
+    def grant(self) -> None:  # on the waiter's own loop
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+@dataclass(order=True)
+class _Entry:
+    deadline: float
+    sequence: int
+    waiter: _Waiter = field(compare=False)
+
+
+class DeadlineScheduler:
+    """Grants ``lanes`` concurrent engine runs, earliest deadline first.
+
+    Thread-safe and loop-agnostic: the engines are shared by every event loop of the
+    process (tests run several), and lanes are released from worker threads.
+    """
+
+    def __init__(self, lanes: int = 1) -> None:
+        if lanes < 1:
+            raise ValueError("lanes must be >= 1")
+        self._lock = threading.Lock()
+        self._lanes = lanes
+        self._free = lanes
+        self._waiting: list[_Entry] = []
+        self._sequence = itertools.count()
+        # Told of each job as it starts: (engine, seconds it waited, seconds past its deadline).
+        self.observer: Callable[[str, float, float], None] | None = None
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
+    @property
+    def waiting(self) -> int:
+        """Jobs waiting for a lane (abandoned ones included until a release skips them)."""
+        return len(self._waiting)
+
+    def resize(self, lanes: int) -> None:
+        """Change the number of lanes; jobs running now keep theirs."""
+        if lanes < 1:
+            raise ValueError("lanes must be >= 1")
+        with self._lock:
+            self._free += lanes - self._lanes
+            self._lanes = lanes
+            grants = self._grant_free_lanes()
+        for grant in grants:
+            grant()
+
+    async def acquire(self, deadline: float) -> None:
+        """Wait for a lane; the caller must :meth:`release` it once its job has ended."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._free > 0 and not self._waiting:
+                self._free -= 1
+                return
+            waiter = _Waiter(loop, loop.create_future())
+            heapq.heappush(self._waiting, _Entry(deadline, next(self._sequence), waiter))
+        try:
+            await waiter.future
+        except asyncio.CancelledError:
+            with self._lock:
+                waiter.abandoned = True
+                granted = waiter.granted
+            if granted:  # the lane arrived as we were cancelled: pass it on
+                self.release()
+            raise
+
+    def started(self, engine: str, submitted: float, deadline: float) -> None:
+        """A job that waited since ``submitted`` (monotonic) got its lane: tell the observer."""
+        if self.observer is not None:
+            now = time.monotonic()
+            self.observer(engine, now - submitted, now - deadline)
+
+    def release(self) -> None:
+        """Give the lane to the most urgent waiting job, or free it."""
+        with self._lock:
+            self._free += 1
+            grants = self._grant_free_lanes()
+        for grant in grants:
+            grant()
+
+    def _grant_free_lanes(self) -> list[Callable[[], None]]:
+        """Under the lock: hand free lanes to waiters; returns what tells them (call unlocked)."""
+        grants: list[Callable[[], None]] = []
+        while self._free > 0 and self._waiting:
+            waiter = heapq.heappop(self._waiting).waiter
+            if waiter.abandoned or waiter.loop.is_closed():
+                continue
+            waiter.granted = True
+            self._free -= 1
+            grants.append(functools.partial(_tell, waiter, self))
+        return grants
+
+
+def _tell(waiter: _Waiter, scheduler: DeadlineScheduler) -> None:
+    try:
+        waiter.loop.call_soon_threadsafe(waiter.grant)
+    except RuntimeError:  # its loop closed after all: the lane goes to the next one
+        scheduler.release()
+
+
+_process_scheduler = DeadlineScheduler()
+
+
+def cpu_scheduler() -> DeadlineScheduler:
+    """The scheduler every engine of this process shares (see ``engines.lanes``)."""
+    return _process_scheduler

@@ -1,0 +1,188 @@
+"""The deadline scheduler: engine jobs run in the order their output is needed, across
+engines and event loops, and no lane is lost to a cancelled or failed job."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from cosyagent.engines.base import CancelToken, EngineCancelled, EngineExecutor
+from cosyagent.engines.scheduling import DeadlineScheduler, job_deadline, needed_by
+
+
+async def _hold_lane(scheduler: DeadlineScheduler) -> asyncio.Event:
+    """Occupy the only lane until the returned event is set."""
+    done = asyncio.Event()
+    started = asyncio.Event()
+
+    async def holder() -> None:
+        await scheduler.acquire(time.monotonic())
+        started.set()
+        await done.wait()
+        scheduler.release()
+
+    asyncio.get_running_loop().create_task(holder())
+    await started.wait()
+    return done
+
+
+async def test_a_freed_lane_goes_to_the_earliest_deadline_then_in_arrival_order() -> None:
+    scheduler = DeadlineScheduler(lanes=1)
+    release_first = await _hold_lane(scheduler)
+    order: list[str] = []
+    now = time.monotonic()
+
+    async def job(name: str, deadline: float) -> None:
+        await scheduler.acquire(deadline)
+        order.append(name)
+        scheduler.release()
+
+    jobs = [
+        asyncio.create_task(job("later clause", now + 2.0)),
+        asyncio.create_task(job("first clause A", now)),
+        asyncio.create_task(job("speculative asr", now + 0.3)),
+        asyncio.create_task(job("first clause B", now)),
+    ]
+    await asyncio.sleep(0.01)
+    assert order == [], "nothing runs while the lane is held"
+    release_first.set()
+    await asyncio.wait_for(asyncio.gather(*jobs), 2.0)
+    assert order == ["first clause A", "first clause B", "speculative asr", "later clause"]
+    assert scheduler.waiting == 0
+
+
+async def test_a_job_cancelled_while_waiting_loses_its_turn_but_no_lane() -> None:
+    scheduler = DeadlineScheduler(lanes=1)
+    release_first = await _hold_lane(scheduler)
+    cancelled = asyncio.create_task(scheduler.acquire(time.monotonic()))
+    await asyncio.sleep(0.01)
+    cancelled.cancel()
+    ran = asyncio.Event()
+
+    async def next_job() -> None:
+        await scheduler.acquire(time.monotonic())
+        ran.set()
+        scheduler.release()
+
+    waiting = asyncio.create_task(next_job())
+    release_first.set()
+    await asyncio.wait_for(ran.wait(), 1.0)
+    await waiting
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    # Both lanes' worth of acquires succeed at once again: the only lane is free.
+    await asyncio.wait_for(scheduler.acquire(time.monotonic()), 0.5)
+    scheduler.release()
+
+
+async def test_lanes_bound_how_many_run_at_once_and_resize_takes_effect() -> None:
+    scheduler = DeadlineScheduler(lanes=2)
+    running = 0
+    most = 0
+
+    async def job() -> None:
+        nonlocal running, most
+        await scheduler.acquire(time.monotonic())
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        scheduler.release()
+
+    await asyncio.wait_for(asyncio.gather(*(job() for _ in range(6))), 2.0)
+    assert most == 2
+    scheduler.resize(1)
+    most = 0
+    await asyncio.wait_for(asyncio.gather(*(job() for _ in range(4))), 2.0)
+    assert most == 1
+    with pytest.raises(ValueError):
+        scheduler.resize(0)
+
+
+async def test_a_lane_released_from_another_thread_wakes_this_loop() -> None:
+    scheduler = DeadlineScheduler(lanes=1)
+    await scheduler.acquire(time.monotonic())
+    releaser = threading.Timer(0.05, scheduler.release)
+    releaser.start()
+    await asyncio.wait_for(scheduler.acquire(time.monotonic()), 2.0)
+    scheduler.release()
+    releaser.join()
+
+
+async def test_needed_by_dates_the_jobs_of_its_task_only() -> None:
+    due = time.monotonic() + 5.0
+    inside = asyncio.Event()
+    leave = asyncio.Event()
+
+    async def dating_task() -> float:
+        with needed_by(lambda: due):
+            inside.set()
+            await leave.wait()
+            return job_deadline()
+
+    dating = asyncio.create_task(dating_task())
+    await inside.wait()
+    assert job_deadline() <= time.monotonic()  # this task's jobs are undated: needed now
+    leave.set()
+    assert await dating == due
+    assert job_deadline() < due
+
+
+async def test_engines_sharing_a_scheduler_serve_the_earliest_deadline_first() -> None:
+    """Two engines (as ASR and TTS are), one lane: a later clause queued first still waits
+    for another session's first clause and a transcript that is needed sooner."""
+    scheduler = DeadlineScheduler(lanes=1)
+    asr, tts = EngineExecutor("test-asr", scheduler), EngineExecutor("test-tts", scheduler)
+    gate = threading.Event()
+    order: list[str] = []
+
+    def work(name: str) -> str:
+        if name == "blocker":
+            gate.wait(2.0)
+        order.append(name)
+        return name
+
+    now = time.monotonic()
+
+    async def dated(executor: EngineExecutor, name: str, due: float) -> str:
+        with needed_by(lambda: due):
+            return await executor.run(lambda: work(name))
+
+    blocker = asyncio.create_task(dated(tts, "blocker", now))
+    await asyncio.sleep(0.02)
+    later = asyncio.create_task(dated(tts, "session A clause 2", now + 3.0))
+    await asyncio.sleep(0.01)
+    first = asyncio.create_task(dated(tts, "session B clause 1", now))
+    transcript = asyncio.create_task(dated(asr, "session C transcript", now + 0.1))
+    await asyncio.sleep(0.02)
+    assert tts.queue_depth == 3 and asr.queue_depth == 1
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(blocker, later, first, transcript), 3.0)
+    assert order == ["blocker", "session B clause 1", "session C transcript", "session A clause 2"]
+    assert tts.queue_depth == 0 and asr.queue_depth == 0
+    asr.shutdown()
+    tts.shutdown()
+
+
+async def test_a_cancelled_or_failing_job_frees_its_lane() -> None:
+    scheduler = DeadlineScheduler(lanes=1)
+    engine = EngineExecutor("test", scheduler)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(EngineCancelled):
+        await engine.run(lambda: "never runs", token)
+
+    def fail() -> None:
+        raise RuntimeError("model error")
+
+    with pytest.raises(RuntimeError):
+        await engine.run(fail)
+    assert await asyncio.wait_for(engine.run(lambda: "still served"), 1.0) == "still served"
+    engine.shutdown()
+    with pytest.raises(RuntimeError):  # a shut-down engine refuses, and gives its lane back
+        await engine.run(lambda: None)
+    await asyncio.wait_for(scheduler.acquire(time.monotonic()), 0.5)
+    scheduler.release()
