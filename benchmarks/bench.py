@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from benchmarks import harness
-from benchmarks.records import BARGE_METRICS, ROOT, TURN_METRICS, Plan, SessionRecord, utterances
+from benchmarks.records import BARGE_METRICS, CLIP_SETS, ROOT, TURN_METRICS, Plan, SessionRecord
 from benchmarks.webrtc_caller import loopback_candidates
 from cosyagent.talk import Clip
 
@@ -157,8 +157,8 @@ def server_for(target: str, args: argparse.Namespace) -> contextlib.AbstractCont
 def run_all(args: argparse.Namespace, save: Callable[[list[Run], dict[str, Any]], None]) -> None:
     """Every target at every session count; ``save`` gets the runs so far after each one, so an
     interrupted benchmark keeps what it measured."""
-    clips = utterances()
-    logger.info("%d utterances from tests/data", len(clips))
+    clips = CLIP_SETS[args.clips]()
+    logger.info("%d %s from tests/data", len(clips), args.clips)
     runs: list[Run] = []
     servers: dict[str, Any] = {}
     ours = [t for t in args.targets if t != "baseline"]
@@ -261,6 +261,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--targets", default="websocket,webrtc,baseline", help="any of websocket, webrtc, baseline (default all)"
     )
     parser.add_argument("--turns", type=int, default=6, help="turns per session (default 6)")
+    parser.add_argument(
+        "--clips",
+        choices=sorted(CLIP_SETS),
+        default="utterances",
+        help="what the sessions say: utterances cut from a lecture and a news clip at their pauses"
+        " (default), or the finished spoken questions",
+    )
     parser.add_argument("--barge-ins", type=int, default=2, help="barge-in trials per session (default 2)")
     parser.add_argument("--timeout", type=float, default=60.0, help="give up on a turn after this many quiet seconds")
     where = parser.add_mutually_exclusive_group()
@@ -302,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                     "targets": args.targets,
                     "turns": args.turns,
                     "barge_ins": args.barge_ins,
+                    "clips": args.clips,
                     "server_config": str(args.config) if args.config else None,
                 },
                 "metrics": TURN_METRICS | BARGE_METRICS,

@@ -86,6 +86,26 @@ def utterances(min_s: float = 1.0, max_s: float = 8.0, pad_s: float = 0.2) -> li
     return clips
 
 
+# Finished questions in real speech: (file, where the question ends, what is asked). Each cut
+# ends before the speaker's next word, so the turn is the question alone.
+QUESTIONS = (
+    ("en_dublin_q.wav", 2.7, "and says, how do I get to Dublin?"),
+    ("en_wealth_tax_q.wav", 3.5, "Who's going to implement a 4% global wealth tax?"),
+)
+
+
+def questions() -> list[Clip]:
+    """The finished questions of QUESTIONS, each as a turn of its own."""
+    clips: list[Clip] = []
+    for name, end_s, _ in QUESTIONS:
+        audio, rate = sf.read(DATA / name, dtype="float32", always_2d=True)
+        clips.append(Clip.from_audio(audio.mean(axis=1)[: int(end_s * rate)], int(rate), f"{name}@0.00"))
+    return clips
+
+
+CLIP_SETS = {"utterances": utterances, "questions": questions}
+
+
 def session_order(clips: list[Clip], index: int, plan: Plan) -> list[Clip]:
     """The clips session ``index`` speaks: turns first, then barge-in pairs (reply, interruption).
     Sessions start at different clips so concurrent sessions do not speak in unison."""
