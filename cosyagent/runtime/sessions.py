@@ -86,6 +86,14 @@ class SessionRegistry:
         self._live[transport] += 1
         return Admission(self._runtime, core, observer, lambda: self._free(transport))
 
+    def preview(self, model: str | None, session: dict[str, Any]) -> dict[str, Any]:
+        """The ``session`` object a session admitted with these settings would start with;
+        SessionConfigError when they are refused. Holds no slot."""
+        core = self._runtime.new_core(model)
+        if session:
+            _configure(core, session)
+        return core.config.to_dict(core.session_id)
+
     def _free(self, transport: str) -> None:
         self._live[transport] -= 1
 

@@ -15,6 +15,7 @@ from cosyagent.runtime.sessions import SessionRefused
 from cosyagent.transports import websocket as websocket_transport
 from cosyagent.web.auth import ApiKeyMiddleware
 from cosyagent.web.calls import calls_router
+from cosyagent.web.client_secrets import ClientSecret, ClientSecretStore, client_secrets_router
 from cosyagent.web.errors import install_error_handlers
 from cosyagent.web.local_guard import LocalGuardMiddleware
 from cosyagent.web.metrics import ErrorCountingMiddleware, metrics_router
@@ -41,7 +42,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="cosyagent", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
     install_error_handlers(app)  # OpenAI-style {"error": {...}} bodies on /v1
-    _install_middleware(app, runtime)
+    secrets = ClientSecretStore()
+    _install_middleware(app, runtime, secrets)
 
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:
@@ -60,8 +62,13 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket, model: str | None = None) -> None:
+        secret: ClientSecret | None = websocket.scope.get("state", {}).get("client_secret")
         try:
-            admission = runtime.sessions.admit(websocket_transport.TRANSPORT, model=model)
+            admission = runtime.sessions.admit(
+                websocket_transport.TRANSPORT,
+                model=secret.model if secret and secret.model else model,
+                session=secret.session if secret else None,
+            )
         except SessionRefused as refusal:
             await websocket_transport.refuse_websocket(websocket, refusal)
             runtime.telemetry.count_error("realtime", refusal.code)
@@ -74,6 +81,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             await websocket_transport.serve_websocket(websocket, admission.session)
 
     app.include_router(calls_router(runtime))
+    app.include_router(client_secrets_router(runtime, secrets))
     app.include_router(metrics_router(runtime.telemetry))
     app.include_router(pages_router())
     app.include_router(speech_router(runtime))
@@ -82,7 +90,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     return app
 
 
-def _install_middleware(app: FastAPI, runtime: Runtime) -> None:
+def _install_middleware(app: FastAPI, runtime: Runtime, secrets: ClientSecretStore) -> None:
     """Middleware added later wraps what was added before: the error counter (outermost), the
     local guard (Host, Origin), CORS, API keys, then body limits."""
     upload_bytes = int(runtime.config.limits.max_upload_mb * 2**20)
@@ -90,7 +98,7 @@ def _install_middleware(app: FastAPI, runtime: Runtime) -> None:
     voice_paths = ("/v1/voices", "/v1/voices/", "/v1/audio/voices", "/v1/audio/voices/")
     body_limits |= {path: upload_bytes for path in voice_paths}
     app.add_middleware(BodyLimitMiddleware, limits=body_limits)
-    app.add_middleware(ApiKeyMiddleware, keys=runtime.config.server.api_keys)
+    app.add_middleware(ApiKeyMiddleware, keys=runtime.config.server.api_keys, secrets=secrets)
     if runtime.config.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -28,6 +28,7 @@ from cosyagent.transports.webrtc_offer import (
     OfferError,
     limit_host_addresses,
 )
+from cosyagent.web.client_secrets import ClientSecret
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,10 @@ def calls_router(runtime: Runtime) -> APIRouter:
     async def create_call(request: Request, model: str | None = None) -> Response:
         try:
             offer, session = await _read_offer(request)
+            secret: ClientSecret | None = request.scope.get("state", {}).get("client_secret")
+            if secret is not None:  # its configuration first; the request's own settings on top
+                session = secret.session | (session or {})
+                model = secret.model or model
             call_id, answer = await _open(_admit(model or _model_of(session), session), offer)
         except CallError as exc:
             return _error_response(exc)
