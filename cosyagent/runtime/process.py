@@ -21,6 +21,8 @@ from cosyagent.engines.base import (
     TurnEndPredictor,
     VoiceActivityDetector,
 )
+from cosyagent.engines.kokoro_tts import KokoroTTS
+from cosyagent.engines.kokoro_voices import VOICE_SHA256
 from cosyagent.engines.llama_server import EmbeddedLlamaServer
 from cosyagent.engines.llm import OpenAICompatibleLLM
 from cosyagent.engines.scheduling import cpu_scheduler
@@ -108,7 +110,11 @@ class Runtime:
             await loop.run_in_executor(None, engine.load)
             self.load_seconds[name] = round(time.monotonic() - began, 2)
         if self.config.realtime.voice not in self.tts.voices():
-            raise ConfigError(f"realtime.voice {self.config.realtime.voice!r} is not one of {self.tts.voices()}")
+            missing = _missing_voices(self.tts).get("voices_missing", {}).get("reason")
+            raise ConfigError(
+                f"realtime.voice {self.config.realtime.voice!r} is not one of {self.tts.voices()}"
+                + (f" ({missing})" if missing else "")
+            )
         began = time.monotonic()
         await loop.run_in_executor(None, self.voices.open)  # logs which voices were warmed
         self.load_seconds["voices"] = round(time.monotonic() - began, 2)
@@ -222,7 +228,12 @@ class Runtime:
                     "base_url": self.llm.base_url if self.llm else None,
                     "loaded": self.llm is not None,
                 },
-                "tts": {"engine": self.tts.info.name, "loaded": self.tts.loaded, "voices": list(self.tts.voices())},
+                "tts": {
+                    "engine": self.tts.info.name,
+                    "loaded": self.tts.loaded,
+                    "voices": list(self.tts.voices()),
+                    **_missing_voices(self.tts),
+                },
                 "turn_model": {
                     "engine": self.config.vad.turn_model,
                     "loaded": bool(self.turn_end and self.turn_end.loaded),
@@ -231,6 +242,13 @@ class Runtime:
             "load_seconds": self.load_seconds,
             "versions": {name: _version(name) for name in _VERSIONED_PACKAGES},
         }
+
+
+def _missing_voices(tts: SpeechSynthesizer) -> dict[str, Any]:
+    """Kokoro without kokoro-js's English voices says which are absent, why, and how to get them."""
+    if isinstance(tts, KokoroTTS) and tts.missing_voices:
+        return {"voices_missing": {"voices": sorted(VOICE_SHA256), "reason": tts.missing_voices}}
+    return {}
 
 
 def _default_turn_detection(config: Config) -> TurnDetection:
