@@ -99,17 +99,20 @@ class RealtimeCore(ResponseOutput):
         try:
             event = parse_event(raw, self._limits.max_event_bytes)
             event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
-            handler = self._handlers.get(event.get("type"))  # type: ignore[arg-type]
+            event_type = event.get("type")
+            if not isinstance(event_type, str):
+                raise ProtocolError("'type' must be a string naming a client event", code="invalid_event", param="type")
+            handler = self._handlers.get(event_type)
             if handler is None:
                 raise ProtocolError(
-                    f"unknown or unsupported event type {event.get('type')!r}", code="invalid_event", param="type"
+                    f"unknown or unsupported event type {event_type!r}", code="invalid_event", param="type"
                 )
             return handler(self, event)
         except ProtocolError as exc:
             exc.event_id = exc.event_id or event_id
             return [Send(exc.to_event())]
         except InvalidSessionValue as exc:
-            return [Send(ProtocolError(str(exc), code="invalid_value", param=exc.param, event_id=event_id).to_event())]
+            return [Send(ProtocolError(str(exc), code=exc.code, param=exc.param, event_id=event_id).to_event())]
 
     def transcription_done(self, job_id: str, text: str, duration_s: float) -> list[Action]:
         job = self._jobs.get(job_id)

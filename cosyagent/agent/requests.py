@@ -108,6 +108,8 @@ def parse_event(raw: str | bytes | dict[str, Any], max_bytes: int) -> dict[str, 
         event = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"event is not valid JSON: {exc}", code="invalid_json") from exc
+    except RecursionError as exc:
+        raise ProtocolError("event is nested too deeply to parse", code="invalid_json") from exc
     if not isinstance(event, dict):
         raise ProtocolError("event must be a JSON object", code="invalid_event")
     return event

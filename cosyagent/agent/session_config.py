@@ -15,9 +15,28 @@ Modality = Literal["text", "audio"]
 class InvalidSessionValue(ValueError):
     """A session field has a value we cannot accept. ``param`` is its dotted path."""
 
-    def __init__(self, param: str, message: str) -> None:
+    def __init__(self, param: str, message: str, code: str = "invalid_value") -> None:
         super().__init__(message)
         self.param = param
+        self.code = code
+
+
+# The GA session object's fields (openai-python types/realtime/realtime_session_create_request);
+# clients often send back the session they were given, so its read-only fields pass too.
+SESSION_KEYS = frozenset(
+    {"type", "model", "instructions", "output_modalities", "max_output_tokens", "audio", "include", "prompt",
+     "tool_choice", "tools", "tracing", "truncation", "id", "object", "expires_at"}
+)  # fmt: skip
+AUDIO_INPUT_KEYS = frozenset({"format", "noise_reduction", "transcription", "turn_detection"})
+AUDIO_OUTPUT_KEYS = frozenset({"format", "speed", "voice"})
+
+
+def refuse_unknown(fields: Mapping[str, Any], known: frozenset[str], where: str) -> None:
+    """InvalidSessionValue ``unknown_parameter`` for the first field not in ``known``."""
+    unknown = sorted(str(key) for key in fields if key not in known)
+    if unknown:
+        param = f"{where}.{unknown[0]}"
+        raise InvalidSessionValue(param, f"Unknown parameter: '{param}'.", code="unknown_parameter")
 
 
 TurnDetectionType = Literal["server_vad", "semantic_vad"]
@@ -122,6 +141,7 @@ class SessionConfig:
         kind = session.get("type", "realtime")
         if kind != "realtime":
             raise InvalidSessionValue("session.type", f"session type {kind!r} is not supported; use 'realtime'")
+        refuse_unknown(session, SESSION_KEYS, "session")
         changes: dict[str, Any] = {}
         if "instructions" in session:
             changes["instructions"] = _string(session["instructions"], "session.instructions")
@@ -132,6 +152,9 @@ class SessionConfig:
         audio = _mapping(session.get("audio", {}), "session.audio")
         audio_in = _mapping(audio.get("input", {}), "session.audio.input")
         audio_out = _mapping(audio.get("output", {}), "session.audio.output")
+        refuse_unknown(audio, frozenset({"input", "output"}), "session.audio")
+        refuse_unknown(audio_in, AUDIO_INPUT_KEYS, "session.audio.input")
+        refuse_unknown(audio_out, AUDIO_OUTPUT_KEYS, "session.audio.output")
         if "format" in audio_in:
             changes["input_format"] = parse_format(audio_in["format"], "session.audio.input.format")
         if "turn_detection" in audio_in:

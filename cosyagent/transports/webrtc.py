@@ -49,8 +49,8 @@ class DataChannelEvents(Serializer):
     def deserialize(self, message: str | bytes) -> Inbound:
         try:
             event = json.loads(message)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return ClientEvent(message)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            return ClientEvent(message)  # the core answers it with a precise error
         if isinstance(event, dict) and event.get("type") == "output_audio_buffer.clear":
             return ClearPlayback()
         return ClientEvent(message)

@@ -8,6 +8,7 @@ media), so the checks that give a caller a useful 400 live here.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 
 import aioice.ice
@@ -46,6 +47,9 @@ class CallNotFound(CallError):
     code = "call_not_found"
 
 
+_SDP_LINE = re.compile(r"[a-z]=.*")  # one letter, "=", the value
+
+
 def check_offer(text: str) -> sdp.SessionDescription:
     """Parse an SDP offer and make sure it can carry a voice call; raise OfferError saying why not."""
     if not text.strip():
@@ -54,10 +58,15 @@ def check_offer(text: str) -> sdp.SessionDescription:
         raise OfferError(f"the SDP offer is over {MAX_OFFER_BYTES} bytes", code="offer_too_large", status=413)
     if not text.lstrip().startswith("v=0"):
         raise OfferError("not an SDP offer: it must start with 'v=0'")
+    for number, line in enumerate(text.strip().splitlines(), start=1):
+        if not _SDP_LINE.match(line.strip()):
+            shown = line.strip()[:60]
+            raise OfferError(f"line {number} of the SDP offer is not '<type>=<value>' (RFC 8866 5): {shown!r}")
     try:
         description = sdp.SessionDescription.parse(text)
     except Exception as exc:  # aiortc's parser raises anything from AssertionError to IndexError
-        raise OfferError(f"the SDP offer could not be parsed: {exc!r}") from exc
+        detail = f": {exc}" if str(exc) else ""
+        raise OfferError(f"the SDP offer could not be parsed ({type(exc).__name__}{detail})") from exc
     audio = [m for m in description.media if m.kind == "audio"]
     if not audio:
         raise OfferError("the SDP offer has no audio section (m=audio): a call needs a microphone track")

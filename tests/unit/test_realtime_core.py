@@ -119,6 +119,14 @@ def test_session_update_applies_and_echoes_changes(vad: SileroVAD) -> None:
     assert core.config.instructions == "Speak like a pirate."
 
 
+def test_a_session_sent_back_as_received_is_accepted_and_unknown_keys_are_named(vad: SileroVAD) -> None:
+    core = make_core(vad)
+    created = sent(core.start())[0]["session"]
+    assert types(core.receive({"type": "session.update", "session": created})) == ["session.updated"]
+    error = error_of(core.receive({"type": "session.update", "session": {"audio": {"input": {"vad": {}}}}}))
+    assert (error["code"], error["param"]) == ("unknown_parameter", "session.audio.input.vad")
+
+
 @pytest.mark.parametrize(
     ("session", "param"),
     [
@@ -161,6 +169,12 @@ def test_session_update_rejects_bad_values_and_keeps_the_old_config(
             "item_not_found",
         ),
         ('{"type": "response.create", "response": {"conversation": "none"}}', "unsupported_parameter"),
+        ('{"type": ["session.update"]}', "invalid_event"),  # unhashable: once an unhandled exception
+        ('{"type": {"a": 1}}', "invalid_event"),
+        ('{"type": null}', "invalid_event"),
+        ("[" * 100_000 + "]" * 100_000, "invalid_json"),  # deeper than the parser's recursion limit
+        ('{"type": "session.update", "session": {"voise": "x"}}', "unknown_parameter"),
+        ('{"type": "session.update", "session": {"audio": {"output": {"volume": 2}}}}', "unknown_parameter"),
     ],
 )
 def test_bad_client_events_become_error_events(vad: SileroVAD, raw: str, code: str) -> None:

@@ -155,6 +155,8 @@ async def test_a_good_offer_passes() -> None:
             "fingerprint",
         ),
         (lambda sdp: sdp + "a=x" * 70000, "bytes"),
+        (lambda sdp: "v=0\r\ngarbage\r\n" + sdp[5:], "line 2 of the SDP offer is not '<type>=<value>'"),
+        (lambda sdp: "v=0\r\nm=audio x", "could not be parsed ("),  # aiortc's own refusal, named
     ],
 )
 async def test_bad_offers_are_refused_with_a_reason(mangle: Any, reason: str) -> None:
