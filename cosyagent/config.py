@@ -80,6 +80,12 @@ class RealtimeConfig:
     max_append_bytes: int = 512 * 1024
     max_buffer_seconds: float = 120.0
     max_context_items: int = 20
+    # Per-connection budgets (cosyagent/agent/budget.py): no client may load the server more
+    # than a conversation does. The excess is refused with an error event.
+    max_input_audio_speed: float = 1.5  # times real time, after a burst of input_audio_burst_seconds
+    input_audio_burst_seconds: float = 60.0
+    max_events_per_second: float = 100.0  # after a burst of twice as many; 2 s of excess ends the session
+    max_pending_transcripts: int = 4  # manual commits still being transcribed
 
     def __post_init__(self) -> None:
         if not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in self.voice_aliases.items()):

@@ -10,10 +10,12 @@ and is driven by tests with plain dicts. Not thread-safe: one event loop owns ea
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from cosyagent.agent.budget import TokenBucket
 from cosyagent.agent.conversation import ConversationItem
 from cosyagent.agent.events import (
     Action,
@@ -63,6 +65,12 @@ class CoreLimits:
     max_append_bytes: int = 512 * 1024  # decoded audio in one input_audio_buffer.append
     max_buffer_seconds: float = 120.0  # uncommitted input audio kept
     max_context_items: int = 20  # conversation items the LLM sees
+    # Input audio may arrive at most this many times faster than real time, after a burst of
+    # this many seconds (a recorded utterance sent at once); the excess is refused.
+    max_input_audio_speed: float = 1.5
+    input_audio_burst_seconds: float = 60.0
+    max_pending_transcripts: int = 4  # manual commits still being transcribed
+    max_events_per_second: float = 100.0  # client events, after a burst of twice as many
 
 
 class RealtimeCore(ResponseOutput):
@@ -75,15 +83,17 @@ class RealtimeCore(ResponseOutput):
         voice_exists: Callable[[str], bool],
         limits: CoreLimits = CoreLimits(),
         audio_on_media_tracks: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # Audio on media tracks (WebRTC): the ``format`` fields of session.update and
         # response.create do not apply, and reply audio leaves as PlayAudio, not delta events.
         super().__init__(config, tts_sample_rate, limits.max_context_items, audio_on_media_tracks)
         self.session_id = new_id("sess")
         self._voice_exists = voice_exists
-        self._limits = limits
+        self.limits = limits
         self._decoder = InputDecoder(config.input_format, ASR_RATE)
         self._input = InputBuffer(vad, config.turn_detection, ASR_RATE, limits.max_buffer_seconds)
+        self._audio_budget = TokenBucket(limits.max_input_audio_speed, limits.input_audio_burst_seconds, clock)
         self._speech_item_id: str | None = None  # the user item the current speech will become
         self._jobs = TranscriptJobs()
         self._barge_in = BargeInPolicy()
@@ -97,7 +107,7 @@ class RealtimeCore(ResponseOutput):
         """Handle one client event. Bad input becomes an ``error`` event, never an exception."""
         event_id: str | None = None
         try:
-            event = parse_event(raw, self._limits.max_event_bytes)
+            event = parse_event(raw, self.limits.max_event_bytes)
             event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
             event_type = event.get("type")
             if not isinstance(event_type, str):
@@ -172,7 +182,7 @@ class RealtimeCore(ResponseOutput):
         return [self._send("session.updated", session=self.config.to_dict(self.session_id))]
 
     def _on_append(self, event: dict[str, Any]) -> list[Action]:
-        return self._append_decoded(decode_appended_audio(event.get("audio"), self._limits.max_append_bytes))
+        return self._append_decoded(decode_appended_audio(event.get("audio"), self.limits.max_append_bytes))
 
     def append_audio(self, data: bytes) -> list[Action]:
         """Raw input audio in the session's input format, from a media stream (not base64 events).
@@ -184,7 +194,20 @@ class RealtimeCore(ResponseOutput):
 
     def append_samples(self, samples: AudioF32) -> list[Action]:
         """Input audio already at the ASR rate (16 kHz floats): a media track resamples the
-        caller's audio once, straight to this rate."""
+        caller's audio once, straight to this rate. Audio past the input budget is refused."""
+        if not self._audio_budget.spend(samples.size / ASR_RATE):
+            limits = self.limits
+            return [
+                Send(
+                    ProtocolError(
+                        f"input audio is arriving faster than {limits.max_input_audio_speed:g}x real time"
+                        f" (after a {limits.input_audio_burst_seconds:g} s burst): this"
+                        f" {samples.size / ASR_RATE:.2f} s of audio was dropped; send audio as it is spoken",
+                        code="input_audio_rate_exceeded",
+                        param="audio",
+                    ).to_event()
+                )
+            ]
         actions: list[Action] = []
         for turn in self._input.push(samples):
             actions.extend(self._on_turn_event(turn))
@@ -198,6 +221,12 @@ class RealtimeCore(ResponseOutput):
         return self.append_samples(samples)
 
     def _on_commit(self, event: dict[str, Any]) -> list[Action]:
+        if self._jobs.pending_committed() >= self.limits.max_pending_transcripts:
+            raise ProtocolError(
+                f"{self.limits.max_pending_transcripts} committed turns are still being transcribed:"
+                " wait for their transcripts before committing more",
+                code="transcription_backlog",
+            )
         self._input.push(self._decoder.flush())
         audio = self._input.take_all()
         if audio.size < ASR_RATE // 10:  # (speech over a reply, which holds it, is never this short)

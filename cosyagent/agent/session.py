@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from cosyagent.agent.budget import TokenBucket
 from cosyagent.agent.events import (
     Action,
     CancelResponse,
@@ -25,6 +26,7 @@ from cosyagent.agent.events import (
     HoldAudio,
     PlayAudio,
     PredictTurnEnd,
+    ProtocolError,
     ResumeAudio,
     Send,
     SinkAction,
@@ -61,6 +63,10 @@ class SessionEngines:
     llm: ChatLLM
     tts: SpeechSynthesizer
     turn_end: TurnEndPredictor | None = None  # semantic_vad's model; without it, silence alone ends turns
+
+
+class ClientTooFast(Exception):
+    """The client kept sending events past its budget: the session ends."""
 
 
 class RealtimeSession:
@@ -121,9 +127,29 @@ class RealtimeSession:
         self._wake_playouts()
 
     async def _read_loop(self, receive: Receive) -> None:
+        rate = self.core.limits.max_events_per_second
+        budget, refused = TokenBucket(rate, 2 * rate), 0
         while (message := await receive()) is not None:
+            if not budget.spend(1):
+                refused += 1
+                if refused == 1 or refused >= 2 * rate:  # told once; a client that keeps on is let go
+                    self._refuse_event_rate(rate, closing=refused >= 2 * rate)
+                if refused >= 2 * rate:
+                    await self._drain_outbox()  # the client learns why before the socket closes
+                    raise ClientTooFast(f"over {rate:g} events per second, {refused} events refused in a row")
+                continue  # dropped unread: the flood costs no parsing
+            refused = 0
             self._execute(self.core.receive(message))
             self._wake_playouts()  # a client event may have released held reply audio
+
+    async def _drain_outbox(self, timeout_s: float = 1.0) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._outbox.join(), timeout_s)
+
+    def _refuse_event_rate(self, rate: float, *, closing: bool) -> None:
+        what = "the session is closing" if closing else "events past the limit are dropped"
+        message = f"client events are arriving faster than {rate:g} per second: {what}"
+        self._execute([Send(ProtocolError(message, code="rate_limit_exceeded").to_event())])
 
     def _wake_playouts(self) -> None:
         for playout in self._playouts.values():
@@ -132,10 +158,13 @@ class RealtimeSession:
     async def _write_loop(self) -> None:
         while True:
             item = await self._outbox.get()
-            if isinstance(item, dict):
-                await self._send(item)
-            else:
-                self._instruct_sink(item)
+            try:
+                if isinstance(item, dict):
+                    await self._send(item)
+                else:
+                    self._instruct_sink(item)
+            finally:
+                self._outbox.task_done()
 
     def _instruct_sink(self, action: SinkAction) -> None:
         if isinstance(action, PlayAudio):

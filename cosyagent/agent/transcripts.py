@@ -51,6 +51,10 @@ class TranscriptJobs:
             self.speculative = None
         return self._jobs.pop(job_id, None)
 
+    def pending_committed(self) -> int:
+        """Committed turns whose transcript has not come yet."""
+        return sum(job.committed and job.result is None for job in self._jobs.values())
+
     def any_committed(self) -> bool:
         return any(job.committed for job in self._jobs.values())
 

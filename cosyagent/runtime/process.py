@@ -174,6 +174,10 @@ class Runtime:
             max_append_bytes=rt.max_append_bytes,
             max_buffer_seconds=rt.max_buffer_seconds,
             max_context_items=rt.max_context_items,
+            max_input_audio_speed=rt.max_input_audio_speed,
+            input_audio_burst_seconds=rt.input_audio_burst_seconds,
+            max_pending_transcripts=rt.max_pending_transcripts,
+            max_events_per_second=rt.max_events_per_second,
         )
         vad = self.vad.new_stream()
         core = RealtimeCore(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import threading
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 from openai import AsyncOpenAI
 
 from cosyagent.engines.llama_server import EmbeddedLlamaServer
@@ -183,3 +185,50 @@ async def test_binary_frames_are_refused_with_an_error(live_server: LiveServer) 
         await conn.send_raw(base64.b64decode("AAEC"))
         error = await next_event(conn, {"error"})
         assert error.error.code == "invalid_json"
+
+
+async def test_a_flooding_client_is_refused_then_let_go_and_others_are_served(live_server: LiveServer) -> None:
+    """1,000 malformed events at once: past the event budget (100/s after a burst of 200) they
+    are dropped unread, the client is told why and, as it keeps on, disconnected; another
+    session on the same server answers as usual throughout."""
+    sdk = client(live_server)
+    async with (
+        sdk.realtime.connect(model="cosyagent-realtime") as flooder,
+        sdk.realtime.connect(model="cosyagent-realtime") as bystander,
+    ):
+        await next_event(flooder, {"session.created"})
+        await next_event(bystander, {"session.created"})
+        with contextlib.suppress(websockets.ConnectionClosed):  # the server may hang up mid-flood
+            for _ in range(1000):
+                await flooder.send_raw("{not json")
+        codes: list[str] = []
+
+        async def read_until_closed() -> None:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                async for event in flooder:
+                    if event.type == "error":
+                        codes.append(event.error.code)
+
+        await asyncio.wait_for(read_until_closed(), 30)
+        assert codes.count("rate_limit_exceeded") == 2, codes[-5:]  # told once, then told it is let go
+        assert 150 <= codes.count("invalid_json") <= 400, len(codes)  # the burst, not the flood, was parsed
+        began = time.monotonic()
+        await bystander.session.update(session={"type": "realtime", "instructions": "still served?"})
+        assert (await next_event(bystander, {"session.updated"})).session.instructions == "still served?"
+        assert time.monotonic() - began < 5.0
+
+
+async def test_audio_sent_far_faster_than_real_time_is_refused(live_server: LiveServer) -> None:
+    """120 s of audio in 24 appends at once: the first 60 s (the burst) are taken, the rest is
+    refused with a precise error, and the session stays usable."""
+    five_seconds = base64.b64encode(bytes(5 * 24_000 * 2)).decode()  # pcm16 24 kHz silence
+    async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+        await next_event(conn, {"session.created"})
+        await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+        await next_event(conn, {"session.updated"})
+        for _ in range(24):
+            await conn.input_audio_buffer.append(audio=five_seconds)
+        error = await next_event(conn, {"error"})
+        assert error.error.code == "input_audio_rate_exceeded" and "real time" in error.error.message
+        await conn.input_audio_buffer.clear()
+        await next_event(conn, {"input_audio_buffer.cleared"})

@@ -512,3 +512,31 @@ def test_session_update_switches_to_semantic_vad(vad: SileroVAD) -> None:
     bad = {"type": "semantic_vad", "eagerness": "eager"}
     error = error_of(core.receive({"type": "session.update", "session": {"audio": {"input": {"turn_detection": bad}}}}))
     assert error["param"] == "session.audio.input.turn_detection.eagerness"
+
+
+def test_input_audio_faster_than_its_budget_is_refused_then_accepted_again(vad: SileroVAD) -> None:
+    now = [100.0]
+    config = SessionConfig(model="test", instructions="Be brief.", voice="jf_alpha", turn_detection=None)
+    limits = CoreLimits(max_input_audio_speed=1.5, input_audio_burst_seconds=2.0)
+    core = RealtimeCore(
+        config, vad=vad.new_stream(), tts_sample_rate=TTS_RATE, voice_exists=VOICES.__contains__,
+        limits=limits, clock=lambda: now[0],
+    )  # fmt: skip
+    second = np.zeros(16_000, dtype=np.float32)
+    assert core.append_samples(second) == [] and core.append_samples(second) == []  # the 2 s burst
+    error = error_of(core.append_samples(second))
+    assert error["code"] == "input_audio_rate_exceeded" and "1.5x real time" in error["message"]
+    now[0] += 1.0  # 1.5 s of audio earned back
+    assert core.append_samples(second) == []
+    assert error_of(core.append_samples(second))["code"] == "input_audio_rate_exceeded"
+
+
+def test_manual_commits_wait_for_their_transcripts_past_the_backlog_limit(vad: SileroVAD) -> None:
+    core = make_core(vad, max_pending_transcripts=2)
+    speech = pcm16(speech_24k()[:24_000])
+    commit = {"type": "input_audio_buffer.commit"}
+    for _ in range(2):
+        core.receive({"type": "input_audio_buffer.append", "audio": base64.b64encode(speech).decode()})
+        assert any(isinstance(a, Transcribe) for a in core.receive(commit))
+    core.receive({"type": "input_audio_buffer.append", "audio": base64.b64encode(speech).decode()})
+    assert error_of(core.receive(commit))["code"] == "transcription_backlog"
