@@ -142,10 +142,13 @@ class Runtime:
         ours to count) and size the capacity to ``server.latency_budget_ms``."""
         rt = self.config.realtime
         embedded_llm = self.llm if self.llm_server is not None else None
-        costs = await measure_turn_costs(self.asr, self.tts, rt.voice, embedded_llm, rt.instructions)
+        budget_s = self.config.server.latency_budget_ms / 1000
+        costs = await measure_turn_costs(
+            self.asr, self.tts, rt.voice, embedded_llm, rt.instructions, patience_s=budget_s
+        )
         estimate = estimate_capacity(
             costs,
-            budget_s=self.config.server.latency_budget_ms / 1000,
+            budget_s=budget_s,
             end_of_turn_s=rt.silence_duration_ms / 1000,
             reply_tokens=min(TYPICAL_REPLY_TOKENS, rt.max_output_tokens),
         )
