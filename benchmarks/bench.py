@@ -126,7 +126,8 @@ def measure(target: str, url: str, pid: int | None, count: int, clips: list[Clip
 @contextlib.contextmanager
 def cosyagent_server(args: argparse.Namespace) -> Iterator[tuple[str, int | None]]:
     """The server under test: ``--url``, or ``cosyagent serve`` on a free port (with ``--config``'s
-    settings, if given) with room for the largest session count, and a throwaway data directory."""
+    settings, if given) with room for the largest session count (its capacity too, unless the config
+    sets one), and a throwaway data directory."""
     if args.url:
         yield args.url, None
         return
@@ -136,6 +137,9 @@ def cosyagent_server(args: argparse.Namespace) -> Iterator[tuple[str, int | None
         server = settings.setdefault("server", {})
         server.setdefault("data_dir", f"{folder}/data")
         server["max_sessions"] = max(server.get("max_sessions", 16), most)
+        # Every session is admitted, to measure the engines past saturation; a --config with
+        # `capacity: auto` measures admission control instead (refused sessions count as errors).
+        server.setdefault("capacity", server["max_sessions"])
         webrtc = settings.setdefault("webrtc", {})
         webrtc["max_calls"] = max(webrtc.get("max_calls", 4), most)
         webrtc.setdefault("host_addresses", ["127.0.0.1"])  # loopback only, like the callers

@@ -27,6 +27,12 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8188
     max_sessions: int = 16
+    # Conversations served at once: "auto" = measured at startup (see cosyagent/runtime/capacity.py),
+    # or a number. Always capped by max_sessions; sessions past it are refused (server_at_capacity).
+    capacity: int | str = field(default="auto", metadata={"types": (int, str)})
+    # Voice-to-voice latency every admitted session should keep when all end their turns at once:
+    # 3000 ms, the p95 the 8-session target allows. ``auto`` capacity is sized to it.
+    latency_budget_ms: int = 3000
     cors_origins: tuple[str, ...] = ()
     # Host names (besides IP addresses and localhost) this server answers to, e.g. the public
     # name behind a reverse proxy; "*" turns the check off. Guards against DNS rebinding.
@@ -38,6 +44,12 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if any(not isinstance(key, str) or not key.strip() for key in self.api_keys):
             raise ConfigError("server.api_keys must be non-empty strings")
+        if self.capacity != "auto" and not (
+            isinstance(self.capacity, int) and not isinstance(self.capacity, bool) and self.capacity >= 1
+        ):
+            raise ConfigError(f"server.capacity must be 'auto' or a whole number >= 1, got {self.capacity!r}")
+        if self.latency_budget_ms <= 0:
+            raise ConfigError(f"server.latency_budget_ms must be positive, got {self.latency_budget_ms}")
 
 
 @dataclass(frozen=True)
@@ -248,6 +260,8 @@ def _build(cls: type[T], raw: Any, where: str) -> T:
             if isinstance(value, str | dict):  # tuple("key") would be its characters
                 raise ConfigError(f"{where}{name} must be a list")
             values[name] = tuple(value or ())
+        elif "types" in fields[name].metadata:  # a field of several types validates itself
+            values[name] = value
         else:
             values[name] = _coerce(value, default, f"{where}{name}")
     return cls(**values)

@@ -55,11 +55,22 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75
 _VAD_FRAMES_KEPT = 320
 
 QueueDepths = Callable[[], Mapping[str, int]]
+# The sessions admitted at once now, and the measured per-turn cost of each stage (seconds).
+CapacityReport = Callable[[], tuple[int, Mapping[str, float]]]
+# Why a session was refused at admission, on every transport: past server.capacity (measured
+# or set), past server.max_sessions. (WebRTC also counts "call_limit": past webrtc.max_calls.)
+REFUSAL_REASONS = ("server_at_capacity", "session_limit")
 Clock = Callable[[], float]
 
 
 class Telemetry:
-    def __init__(self, queue_depths: QueueDepths | None = None, *, process_metrics: bool = True) -> None:
+    def __init__(
+        self,
+        queue_depths: QueueDepths | None = None,
+        *,
+        capacity: CapacityReport | None = None,
+        process_metrics: bool = True,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.stage_seconds = Histogram(
             "cosyagent_stage_seconds",
@@ -97,12 +108,20 @@ class Telemetry:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.refused = Counter(
+            "cosyagent_sessions_refused",
+            "Realtime sessions refused at admission, by transport and reason",
+            ["transport", "reason"],
+            registry=self.registry,
+        )
         for stage in STAGES:  # present from the first scrape, so rate() and absent() behave
             self.stage_seconds.labels(stage)
         for status in RESPONSE_STATUSES:
             self.responses.labels(status)
         if queue_depths is not None:
             self.registry.register(_QueueDepthCollector(queue_depths))
+        if capacity is not None:
+            self.registry.register(_CapacityCollector(capacity))
         if process_metrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
@@ -120,6 +139,12 @@ class Telemetry:
         """A transport sessions can arrive on: its labels are present from the next scrape."""
         self.active_sessions.labels(transport)
         self.sessions.labels(transport)
+        for reason in REFUSAL_REASONS:
+            self.refused.labels(transport, reason)
+
+    def count_refusal(self, transport: str, reason: str) -> None:
+        """A session refused at admission (``reason``: its error code)."""
+        self.refused.labels(transport, reason).inc()
 
     def count_error(self, source: str, code: str) -> None:
         self.errors.labels(source, code).inc()
@@ -152,6 +177,38 @@ class _QueueDepthCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         # Describing must not call the engines: it runs at registration, before they exist.
         yield GaugeMetricFamily("cosyagent_engine_queue_depth", "", labels=["engine"])
+
+
+class _CapacityCollector(Collector):
+    """Reads the admission capacity and the measured turn costs when scraped."""
+
+    def __init__(self, report: CapacityReport) -> None:
+        self._report = report
+
+    def collect(self) -> Iterable[Metric]:
+        sessions, stages = self._report()
+        yield GaugeMetricFamily(
+            "cosyagent_capacity_sessions",
+            "Realtime sessions admitted at once (server.capacity, measured or set, capped by max_sessions)",
+            value=sessions,
+        )
+        costs = self._costs()
+        for stage, seconds in sorted(stages.items()):
+            costs.add_metric([stage], seconds)
+        yield costs
+
+    def describe(self) -> Iterable[Metric]:
+        # Describing must not call the runtime: it runs at registration, before it exists.
+        yield GaugeMetricFamily("cosyagent_capacity_sessions", "", value=0)
+        yield self._costs()
+
+    @staticmethod
+    def _costs() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "cosyagent_capacity_turn_cost_seconds",
+            "What one turn costs on this machine, by stage, measured at startup (turn: their sum for capacity)",
+            labels=["stage"],
+        )
 
 
 Frame = TypeVar("Frame", contravariant=True)

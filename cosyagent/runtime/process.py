@@ -28,6 +28,13 @@ from cosyagent.engines.llm import OpenAICompatibleLLM
 from cosyagent.engines.scheduling import cpu_scheduler
 from cosyagent.engines.smart_turn import SmartTurn
 from cosyagent.engines.vad import SileroVAD
+from cosyagent.runtime.capacity import (
+    TYPICAL_REPLY_TOKENS,
+    CapacityEstimate,
+    admission_limit,
+    estimate_capacity,
+    measure_turn_costs,
+)
 from cosyagent.runtime.engine_choice import build_asr, build_embedded_llm, build_tts
 from cosyagent.runtime.sessions import SessionRegistry
 from cosyagent.telemetry import SessionObserver, Telemetry
@@ -51,11 +58,12 @@ class Runtime:
     llm: OpenAICompatibleLLM | None = None
     turn_end: TurnEndPredictor | None = None  # vad.turn_model: semantic_vad's end-of-turn model
     load_seconds: dict[str, float] = field(default_factory=dict)
+    capacity_estimate: CapacityEstimate | None = None  # measured in start(): server.capacity "auto"
     telemetry: Telemetry = field(init=False)  # GET /metrics
     sessions: SessionRegistry = field(init=False)  # admits and builds every Realtime session
 
     def __post_init__(self) -> None:
-        self.telemetry = Telemetry(self.queue_depths)
+        self.telemetry = Telemetry(self.queue_depths, capacity=self.capacity_report)
         self.sessions = SessionRegistry(self)
 
     @property
@@ -131,6 +139,52 @@ class Runtime:
             )
         self.load_seconds["llm"] = round(time.monotonic() - began, 2)
         logger.info("engines ready in %s", self.load_seconds)
+        began = time.monotonic()
+        try:
+            self.capacity_estimate = await self._estimate_capacity()
+        except BaseException:
+            await self.stop()  # the LLM server is up: leave nothing running
+            raise
+        self.load_seconds["capacity"] = round(time.monotonic() - began, 2)
+
+    async def _estimate_capacity(self) -> CapacityEstimate:
+        """Time one turn on the warmed-up engines (the embedded LLM only: an external one is not
+        ours to count) and size the capacity to ``server.latency_budget_ms``."""
+        rt = self.config.realtime
+        embedded_llm = self.llm if self.llm_server is not None else None
+        budget_s = self.config.server.latency_budget_ms / 1000
+        costs = await measure_turn_costs(
+            self.asr, self.tts, rt.voice, embedded_llm, rt.instructions, patience_s=budget_s
+        )
+        estimate = estimate_capacity(
+            costs,
+            budget_s=budget_s,
+            end_of_turn_s=rt.silence_duration_ms / 1000,
+            reply_tokens=min(TYPICAL_REPLY_TOKENS, rt.max_output_tokens),
+        )
+        logger.info(
+            "capacity: %d sessions (one turn %.2f s: %s; latency bound %d, streaming bound %d)",
+            estimate.sessions,
+            estimate.turn_s,
+            {stage: round(s, 3) for stage, s in estimate.stage_seconds().items()},
+            estimate.latency_bound,
+            estimate.streaming_bound,
+        )
+        if not estimate.fits_budget:
+            logger.warning(
+                "one turn alone (%.2f s of engine time) exceeds server.latency_budget_ms %d after the %d ms "
+                "end-of-turn wait: admitting one session anyway",
+                estimate.turn_s,
+                self.config.server.latency_budget_ms,
+                rt.silence_duration_ms,
+            )
+        return estimate
+
+    def capacity_report(self) -> tuple[int, dict[str, float]]:
+        """The sessions admitted at once now, and the measured per-turn costs (``/metrics``)."""
+        server = self.config.server
+        limit = admission_limit(server.capacity, self.capacity_estimate, server.max_sessions)
+        return limit.sessions, self.capacity_estimate.stage_seconds() if self.capacity_estimate else {}
 
     async def stop(self) -> None:
         scheduler = cpu_scheduler()
@@ -219,6 +273,7 @@ class Runtime:
         return {
             "status": "ok" if self.llm is not None else "starting",
             "sessions": self.active_sessions,
+            "capacity": self._capacity_health(),
             "engines": {
                 "vad": {"engine": self.vad.info.name, "loaded": self.vad.loaded},
                 "asr": {
@@ -245,6 +300,18 @@ class Runtime:
             },
             "load_seconds": self.load_seconds,
             "versions": {name: _version(name) for name in _VERSIONED_PACKAGES},
+        }
+
+    def _capacity_health(self) -> dict[str, Any]:
+        sessions, stages = self.capacity_report()
+        estimate = self.capacity_estimate
+        return {
+            "sessions": sessions,
+            "setting": self.config.server.capacity,
+            "measured": estimate.sessions if estimate else None,
+            "latency_budget_ms": self.config.server.latency_budget_ms,
+            "turn_cost_seconds": {stage: round(seconds, 3) for stage, seconds in stages.items()},
+            "tts_rtf": round(estimate.costs.tts_rtf, 3) if estimate else None,
         }
 
 

@@ -3,7 +3,8 @@
 A transport registers its name once (its metrics are present from the first scrape),
 then asks :meth:`SessionRegistry.admit` for each connection: that builds the session's
 core with the server's defaults and the configuration the request brought, checks the
-server's ``max_sessions`` and holds a slot. The :class:`Admission` then builds the
+server's admission limit (``server.capacity``, measured or set, capped by ``max_sessions``:
+see :mod:`cosyagent.runtime.capacity`) and holds a slot. The :class:`Admission` then builds the
 :class:`~cosyagent.agent.session.RealtimeSession` around the transport's audio sink,
 and frees the slot once released. ``Runtime.active_sessions`` counts these slots.
 """
@@ -20,6 +21,7 @@ from cosyagent.agent.events import Send
 from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session import RealtimeSession, SendEvent
 from cosyagent.pipeline.playout import AudioSink, MediaAudioSink
+from cosyagent.runtime.capacity import admission_limit
 from cosyagent.telemetry import SessionObserver
 
 if TYPE_CHECKING:
@@ -30,14 +32,18 @@ logger = logging.getLogger(__name__)
 
 class SessionRefused(Exception):
     """The server is at its limit of sessions: a WebSocket gets an ``error`` event with
-    ``code`` and close 1013, an HTTP request 503 with ``Retry-After: retry_after_s``."""
+    ``code`` and close 1013, an HTTP request 503 with ``Retry-After: retry_after_s``.
 
-    code = "session_limit"
+    ``code`` is ``server_at_capacity`` (past ``server.capacity``) or ``session_limit``
+    (past ``server.max_sessions``); ``message`` names the limit and where it comes from.
+    """
+
     retry_after_s = 5
 
-    def __init__(self, limit: int) -> None:
-        self.message = f"the server is at its limit of {limit} sessions"
-        super().__init__(self.message)
+    def __init__(self, message: str, code: str = "session_limit") -> None:
+        self.message = message
+        self.code = code
+        super().__init__(message)
 
 
 class SessionConfigError(Exception):
@@ -80,9 +86,11 @@ class SessionRegistry:
         core = self._runtime.new_core(model, observer, audio_on_media_tracks=audio_on_media_tracks)
         if session:
             _configure(core, session)
-        limit = self._runtime.config.server.max_sessions
-        if len(self) >= limit:
-            raise SessionRefused(limit)
+        server = self._runtime.config.server
+        limit = admission_limit(server.capacity, self._runtime.capacity_estimate, server.max_sessions)
+        if len(self) >= limit.sessions:
+            self._runtime.telemetry.count_refusal(transport, limit.code)
+            raise SessionRefused(limit.message, limit.code)
         self._live[transport] += 1
         return Admission(self._runtime, core, observer, lambda: self._free(transport))
 

@@ -20,7 +20,7 @@ TRANSPORT = "websocket"  # its name in metrics and the session registry
 
 SessionFactory = Callable[[AudioSink, SendEvent], RealtimeSession]
 
-# Close code 1013 "try again later": the server is at its session limit.
+# Close code 1013 "try again later": the server is at its capacity or session limit.
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
@@ -70,7 +70,9 @@ async def serve_websocket(websocket: WebSocket, make_session: SessionFactory) ->
 
 
 async def refuse_websocket(websocket: WebSocket, refusal: SessionRefused) -> None:
-    """Accept, say why in an ``error`` event, and close (the SDK shows the event)."""
+    """Accept, say why in an ``error`` event, and close with 1013 "try again later" (the SDK
+    shows the event; the close reason is the error's code)."""
     await websocket.accept()
-    await websocket.send_text(json.dumps(server_error_event(refusal.message, refusal.code)))
+    message = f"{refusal.message}; try again later"
+    await websocket.send_text(json.dumps(server_error_event(message, refusal.code)))
     await websocket.close(code=CLOSE_TRY_AGAIN_LATER, reason=refusal.code)

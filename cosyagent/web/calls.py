@@ -80,8 +80,8 @@ def calls_router(runtime: Runtime) -> APIRouter:
             return runtime.sessions.admit(TRANSPORT, model=model, session=session, audio_on_media_tracks=True)
         except SessionConfigError as exc:
             raise CallError(exc.message, code=exc.code) from exc
-        except SessionRefused as exc:
-            raise CallLimitError(f"{exc.message}; try again later") from exc
+        except SessionRefused as exc:  # counted by the registry
+            raise CallLimitError(f"{exc.message}; try again later", code=exc.code) from exc
 
     async def _open(admission: Admission, offer: str) -> tuple[str, str]:
         """Answer the offer; the admission's slot is held until the call ends."""
@@ -93,6 +93,10 @@ def calls_router(runtime: Runtime) -> APIRouter:
 
         try:
             return await registry.open(offer, make_call, admission.release, max_calls=settings.max_calls)
+        except CallLimitError:
+            admission.release()
+            runtime.telemetry.count_refusal(TRANSPORT, CallLimitError.code)
+            raise
         except BaseException:
             admission.release()
             raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -68,5 +69,10 @@ async def serve_asgi(app: ASGIApp, port: int) -> AsyncIterator[None]:
 
 @pytest.fixture(scope="session")
 async def live_server() -> AsyncIterator[LiveServer]:
-    async with serve_in_process(Runtime.from_config(load_config()), free_port()) as server:
+    """The default configuration, but admitting up to ``max_sessions``: tests that hold several
+    sessions at once must not depend on what the shared CPU measured (``capacity: auto`` still
+    measures, in ``runtime.capacity_estimate``; test_admission sets the capacity it tests)."""
+    config = load_config()
+    config = dataclasses.replace(config, server=dataclasses.replace(config.server, capacity=config.server.max_sessions))
+    async with serve_in_process(Runtime.from_config(config), free_port()) as server:
         yield server

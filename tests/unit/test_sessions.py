@@ -11,6 +11,7 @@ import pytest
 
 from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session_config import SessionConfig
+from cosyagent.runtime.capacity import CapacityEstimate, TurnCosts, estimate_capacity
 from cosyagent.runtime.sessions import SessionConfigError, SessionRefused, SessionRegistry
 from cosyagent.telemetry import SessionObserver, Telemetry
 from cosyagent.transports.websocket import ClientPlayback
@@ -24,11 +25,13 @@ class SilentVAD:
 
 
 class FakeRuntime:
-    def __init__(self, max_sessions: int) -> None:
+    def __init__(self, max_sessions: int, capacity: int | str = "auto") -> None:
         self.telemetry = Telemetry(process_metrics=False)
         self.config = SimpleNamespace(
-            server=SimpleNamespace(max_sessions=max_sessions), realtime=SimpleNamespace(output_lead_ms=300.0)
+            server=SimpleNamespace(max_sessions=max_sessions, capacity=capacity),
+            realtime=SimpleNamespace(output_lead_ms=300.0),
         )
+        self.capacity_estimate: CapacityEstimate | None = None
 
     def new_core(
         self, model: str | None, observer: SessionObserver | None = None, *, audio_on_media_tracks: bool = False
@@ -45,8 +48,8 @@ class FakeRuntime:
         return SimpleNamespace()
 
 
-def registry(max_sessions: int = 2) -> tuple[SessionRegistry, FakeRuntime]:
-    runtime = FakeRuntime(max_sessions)
+def registry(max_sessions: int = 2, capacity: int | str = "auto") -> tuple[SessionRegistry, FakeRuntime]:
+    runtime = FakeRuntime(max_sessions, capacity)
     sessions = SessionRegistry(runtime)  # type: ignore[arg-type]
     sessions.register("websocket")
     sessions.register("webrtc")
@@ -61,13 +64,15 @@ def test_registered_transports_have_metric_labels_at_once() -> None:
 
 
 def test_the_limit_counts_every_transport_and_a_release_frees_one_slot_once() -> None:
-    sessions, _ = registry(max_sessions=2)
+    sessions, runtime = registry(max_sessions=2)
     first = sessions.admit("websocket", model=None)
     second = sessions.admit("webrtc", model=None, audio_on_media_tracks=True)
     assert len(sessions) == 2
     with pytest.raises(SessionRefused) as refused:
         sessions.admit("websocket", model=None)
     assert (refused.value.code, refused.value.message) == ("session_limit", "the server is at its limit of 2 sessions")
+    refusals = ("cosyagent_sessions_refused_total", {"transport": "websocket", "reason": "session_limit"})
+    assert runtime.telemetry.registry.get_sample_value(*refusals) == 1
     first.release()
     first.release()  # idempotent
     assert len(sessions) == 1
@@ -75,6 +80,24 @@ def test_the_limit_counts_every_transport_and_a_release_frees_one_slot_once() ->
         assert len(sessions) == 2
     assert len(sessions) == 1
     second.release()
+    assert len(sessions) == 0
+
+
+def test_past_the_measured_capacity_sessions_are_refused_with_their_own_code() -> None:
+    sessions, runtime = registry(max_sessions=4)
+    costs = TurnCosts(asr_s=0.5, tts_first_clause_s=0.5, tts_rtf=0.4, llm_first_token_s=0.1, llm_tokens_per_s=75.0)
+    runtime.capacity_estimate = estimate_capacity(costs, budget_s=3.0, end_of_turn_s=0.5)  # 1.5 s a turn: 1
+    kept = sessions.admit("websocket", model=None)
+    with pytest.raises(SessionRefused) as refused:
+        sessions.admit("webrtc", model=None, audio_on_media_tracks=True)
+    assert refused.value.code == "server_at_capacity"
+    assert "capacity of 1 conversation (measured at startup: one turn costs 1.50 s" in refused.value.message
+    refusals = ("cosyagent_sessions_refused_total", {"transport": "webrtc", "reason": "server_at_capacity"})
+    assert runtime.telemetry.registry.get_sample_value(*refusals) == 1
+    runtime.config.server.capacity = 2  # a number overrides the measurement
+    with sessions.admit("webrtc", model=None, audio_on_media_tracks=True):
+        assert len(sessions) == 2
+    kept.release()
     assert len(sessions) == 0
 
 
