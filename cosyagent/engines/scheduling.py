@@ -84,7 +84,7 @@ class DeadlineScheduler:
         self._waiting: list[_Entry] = []
         self._sequence = itertools.count()
         # Told of each job as it starts: (engine, seconds it waited, seconds past its deadline).
-        self.observer: Callable[[str, float, float], None] | None = None
+        self._observers: list[Callable[[str, float, float], None]] = []
 
     @property
     def lanes(self) -> int:
@@ -125,11 +125,24 @@ class DeadlineScheduler:
                 self.release()
             raise
 
+    def observe(self, observer: Callable[[str, float, float], None]) -> Callable[[], None]:
+        """Tell ``observer`` (engine, seconds waited, seconds past the deadline) of every job
+        as it starts, from any thread. Returns the function that stops it."""
+        with self._lock:
+            self._observers.append(observer)
+
+        def stop() -> None:
+            with self._lock:
+                if observer in self._observers:
+                    self._observers.remove(observer)
+
+        return stop
+
     def started(self, engine: str, submitted: float, deadline: float) -> None:
-        """A job that waited since ``submitted`` (monotonic) got its lane: tell the observer."""
-        if self.observer is not None:
-            now = time.monotonic()
-            self.observer(engine, now - submitted, now - deadline)
+        """A job that waited since ``submitted`` (monotonic) got its lane: tell the observers."""
+        now = time.monotonic()
+        for observer in list(self._observers):
+            observer(engine, now - submitted, now - deadline)
 
     def release(self) -> None:
         """Give the lane to the most urgent waiting job, or free it."""

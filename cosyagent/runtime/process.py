@@ -6,6 +6,7 @@ import asyncio
 import importlib.metadata
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ class Runtime:
     capacity_estimate: CapacityEstimate | None = None  # measured in start(): server.capacity "auto"
     telemetry: Telemetry = field(init=False)  # GET /metrics
     sessions: SessionRegistry = field(init=False)  # admits and builds every Realtime session
+    _stop_observing: Callable[[], None] = field(init=False, default=lambda: None)  # the scheduler's metrics
 
     def __post_init__(self) -> None:
         self.telemetry = Telemetry(self.queue_depths, capacity=self.capacity_report)
@@ -111,7 +113,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         scheduler = cpu_scheduler()
         scheduler.resize(self.config.scheduler.lanes)
-        scheduler.observer = self.telemetry.engine_job_started
+        self._stop_observing = scheduler.observe(self.telemetry.engine_job_started)
         engines: list[tuple[str, Engine]] = [("vad", self.vad), ("asr", self.asr), ("tts", self.tts)]
         for name, engine in engines + ([("turn_model", self.turn_end)] if self.turn_end else []):
             began = time.monotonic()
@@ -187,9 +189,7 @@ class Runtime:
         return limit.sessions, self.capacity_estimate.stage_seconds() if self.capacity_estimate else {}
 
     async def stop(self) -> None:
-        scheduler = cpu_scheduler()
-        if scheduler.observer == self.telemetry.engine_job_started:
-            scheduler.observer = None
+        self._stop_observing()
         if self.llm is not None:
             await self.llm.aclose()
         if self.llm_server is not None:

@@ -186,3 +186,18 @@ async def test_a_cancelled_or_failing_job_frees_its_lane() -> None:
         await engine.run(lambda: None)
     await asyncio.wait_for(scheduler.acquire(time.monotonic()), 0.5)
     scheduler.release()
+
+
+async def test_observers_hear_how_long_each_job_waited_and_how_late_it_started() -> None:
+    scheduler = DeadlineScheduler(lanes=1)
+    engine = EngineExecutor("tts", scheduler)
+    heard: list[tuple[str, float, float]] = []
+    stop = scheduler.observe(lambda name, waited, late: heard.append((name, waited, late)))
+    with needed_by(lambda: time.monotonic() + 10.0):
+        await engine.run(lambda: None)
+    assert len(heard) == 1 and heard[0][0] == "tts"
+    assert 0.0 <= heard[0][1] < 1.0 and heard[0][2] < -9.0  # started ~10 s before it was due
+    stop()
+    await engine.run(lambda: None)
+    assert len(heard) == 1
+    engine.shutdown()
