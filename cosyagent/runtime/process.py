@@ -278,6 +278,7 @@ class Runtime:
                 "vad": {"engine": self.vad.info.name, "loaded": self.vad.loaded},
                 "asr": {
                     "engine": self.asr.info.name,
+                    "model": self.asr.info.model,
                     "loaded": self.asr.loaded,
                     "languages": list(self.asr.info.languages),
                 },

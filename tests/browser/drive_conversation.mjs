@@ -83,6 +83,10 @@ export async function measureLayout(page) {
       statLines: [...document.querySelectorAll(".stat b")].map(lines),
       voice: voice ? rect(voice) : null,
       lang: document.documentElement.lang,
+      asrNote: (() => {
+        const note = document.querySelector("#asr-language-note");
+        return note && !note.hidden ? note.textContent : null;
+      })(),
     };
   });
 }

@@ -295,6 +295,10 @@ async def test_both_pages_fit_desktop_and_phone_widths_in_both_languages(pages: 
         voice = layout["voice"]
         assert voice["left"] >= 0 and voice["right"] <= width and voice["width"] >= 150, (name, layout)
     assert conversation["phoneZh"]["lang"] == "zh-CN"
+    # The embedded ASR is English-only: the Chinese page says so (with the model), the English one does not.
+    assert conversation["phoneZh"]["asrNote"] and "只听得懂英语" in conversation["phoneZh"]["asrNote"], conversation
+    assert "whisper-tiny.en" in conversation["phoneZh"]["asrNote"]
+    assert conversation["phone"]["asrNote"] is None
 
 
 async def _wait_for(condition: object, timeout: float = 15.0) -> None:

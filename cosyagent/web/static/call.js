@@ -282,6 +282,29 @@
 
   // --- page -----------------------------------------------------------------------------
 
+  // An English-only recognizer turns Chinese speech into invented English: say so up front
+  // to whoever reads the page in Chinese (GET /v1/health names what the ASR transcribes).
+  const asr = { model: "", languages: null };
+
+  async function loadAsrLanguages() {
+    try {
+      const response = await Cosy.api("v1/health");
+      if (!response.ok) return;
+      const engine = ((await response.json()).engines || {}).asr || {};
+      asr.model = engine.model || "";
+      asr.languages = engine.languages || null;
+    } catch {
+      return; /* the voices' loading reports an unreachable server */
+    }
+    showAsrLanguageNote();
+  }
+
+  function showAsrLanguageNote() {
+    const note = $("asr-language-note");
+    note.hidden = !(Cosy.lang === "zh" && asr.languages && !asr.languages.includes("zh"));
+    note.textContent = t("asr.english-only", asr.model);
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     setPhase("idle");
     $("call-button").addEventListener("click", () => {
@@ -299,8 +322,10 @@
     devices.bind(() => switchMicrophone().catch((error) => showError("err.mic-other", messageOf(error))));
     Cosy.onLanguage(() => {
       if (call.error) $("error-text").textContent = t(...call.error);
+      showAsrLanguageNote();
     });
     Cosy.loadVoices($("voice")).catch(() => showError("err.unreachable"));
+    loadAsrLanguages();
   });
 
   window.addEventListener("pagehide", () => LIVE.includes(call.phase) && endCall());
