@@ -283,6 +283,12 @@ class TwilioCall:
         for text in messages:
             self._outgoing.put_nowait(text)
         if truncate is not None:
+            logger.info(
+                "twilio stream %s: reply cleared; item %s truncated to the %d ms heard",
+                self._serializer.stream_sid,
+                truncate["item_id"],
+                truncate["audio_end_ms"],
+            )
             self._inbox.put_nowait(json.dumps(truncate))
 
     async def _write(self) -> None:
