@@ -183,6 +183,22 @@ class WebRTCConfig:
 
 
 @dataclass(frozen=True)
+class TelephonyConfig:
+    """Phone calls through a carrier's media stream (Twilio): README "Phone calls: Twilio"."""
+
+    # The public host name (and port) carriers reach this server at, e.g. "agent.example.com"; it
+    # goes into the stream URL of the TwiML answer and the signed URL. Empty: X-Forwarded-Host, else Host.
+    public_host: str = ""
+    # Twilio's auth token: when set, every webhook and media-stream request must carry a valid
+    # X-Twilio-Signature, and the telephony routes need no API key.
+    twilio_auth_token: str = ""
+
+    def __post_init__(self) -> None:
+        if "/" in self.public_host or " " in self.public_host:
+            raise ConfigError(f"telephony.public_host must be a host name (and port): {self.public_host!r}")
+
+
+@dataclass(frozen=True)
 class SchedulerConfig:
     """How the in-process engines (ASR, TTS, turn model) share the CPU: ``lanes`` jobs run at
     once, the one needed first goes next (cosyagent/engines/scheduling.py)."""
@@ -205,6 +221,7 @@ class Config:
     webrtc: WebRTCConfig = field(default_factory=WebRTCConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    telephony: TelephonyConfig = field(default_factory=TelephonyConfig)
 
 
 T = TypeVar("T")
@@ -214,6 +231,7 @@ ENV_OVERRIDES = {
     "COSYAGENT_LLM_MODEL": ("llm", "model"),
     "COSYAGENT_LLM_API_KEY": ("llm", "api_key"),
     "COSYAGENT_DATA_DIR": ("server", "data_dir"),
+    "COSYAGENT_TWILIO_AUTH_TOKEN": ("telephony", "twilio_auth_token"),
 }
 LIST_ENV_OVERRIDES = {  # comma-separated
     "COSYAGENT_API_KEYS": ("server", "api_keys"),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from cosyagent.agent.events import Event
 from cosyagent.pipeline.playout import AudioSink, MediaAudioSink
@@ -52,24 +53,30 @@ class ClearPlayback:
 
 
 Inbound = ClientEvent | ClearPlayback
+InboundT = TypeVar("InboundT", covariant=True)
 
 
-class Serializer(ABC):
+class Serializer(ABC, Generic[InboundT]):
+    """A wire format. ``InboundT`` is what a wire message from the client becomes: the
+    Realtime formats give :data:`Inbound`; a carrier's media stream (Twilio) its own
+    commands (audio, marks, keys, hang-up)."""
+
     @abstractmethod
-    def serialize(self, event: Event) -> str:
-        """One of the session's events as a wire message."""
+    def serialize(self, event: Event) -> list[str]:
+        """One of the session's events as wire messages: one, several (reply audio cut into
+        a carrier's frames) or none (an event the wire has no place for)."""
 
     @abstractmethod
-    def deserialize(self, message: str | bytes) -> Inbound:
+    def deserialize(self, message: str | bytes) -> InboundT:
         """One wire message from the client."""
 
 
-class JsonEvents(Serializer):
+class JsonEvents(Serializer[ClientEvent]):
     """The Realtime API's own wire format: one JSON event per text message, every one of
     them for the session's core."""
 
-    def serialize(self, event: Event) -> str:
-        return json_event(event)
+    def serialize(self, event: Event) -> list[str]:
+        return [json_event(event)]
 
     def deserialize(self, message: str | bytes) -> ClientEvent:
         return ClientEvent(message)

@@ -40,11 +40,11 @@ _EARLY_EVENTS = 256  # events kept for a data channel that has not opened yet
 SessionFactory = Callable[[MediaAudioSink, SendEvent], RealtimeSession]
 
 
-class DataChannelEvents(Serializer):
+class DataChannelEvents(Serializer[Inbound]):
     """JSON events on ``oai-events``, where ``output_audio_buffer.clear`` is the call's own."""
 
-    def serialize(self, event: Event) -> str:
-        return json_event(event)
+    def serialize(self, event: Event) -> list[str]:
+        return [json_event(event)]
 
     def deserialize(self, message: str | bytes) -> Inbound:
         try:
@@ -185,7 +185,7 @@ class WebRTCCall:
         self._emit(event)
 
     def _emit(self, event: Event) -> None:
-        text = self._serializer.serialize(event)
+        (text,) = self._serializer.serialize(event)
         channel = self._channel
         if channel is None or channel.readyState == "connecting":
             self._early.append(text)

@@ -48,7 +48,8 @@ async def serve_websocket(websocket: WebSocket, make_session: SessionFactory) ->
     serializer = JsonEvents()
 
     async def send(event: Event) -> None:
-        await websocket.send_text(serializer.serialize(event))
+        for text in serializer.serialize(event):
+            await websocket.send_text(text)
 
     async def receive() -> str | bytes | None:
         try:

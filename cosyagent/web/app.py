@@ -21,6 +21,7 @@ from cosyagent.web.local_guard import LocalGuardMiddleware
 from cosyagent.web.metrics import ErrorCountingMiddleware, metrics_router
 from cosyagent.web.pages import pages_router
 from cosyagent.web.speech import speech_router
+from cosyagent.web.telephony import telephony_router
 from cosyagent.web.transcriptions import transcriptions_router
 from cosyagent.web.uploads import BodyLimitMiddleware
 from cosyagent.web.voices import voices_router
@@ -85,6 +86,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(metrics_router(runtime.telemetry))
     app.include_router(pages_router())
     app.include_router(speech_router(runtime))
+    app.include_router(telephony_router(runtime))
     app.include_router(transcriptions_router(runtime))
     app.include_router(voices_router(runtime))
     return app
@@ -98,7 +100,12 @@ def _install_middleware(app: FastAPI, runtime: Runtime, secrets: ClientSecretSto
     voice_paths = ("/v1/voices", "/v1/voices/", "/v1/audio/voices", "/v1/audio/voices/")
     body_limits |= {path: upload_bytes for path in voice_paths}
     app.add_middleware(BodyLimitMiddleware, limits=body_limits)
-    app.add_middleware(ApiKeyMiddleware, keys=runtime.config.server.api_keys, secrets=secrets)
+    telephony = runtime.config.telephony
+    # A carrier cannot send an API key: with its auth token set, its signature checks it instead.
+    open_prefixes = ("/v1/telephony/twilio/",) if telephony.twilio_auth_token else ()
+    app.add_middleware(
+        ApiKeyMiddleware, keys=runtime.config.server.api_keys, secrets=secrets, open_prefixes=open_prefixes
+    )
     if runtime.config.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -107,9 +114,10 @@ def _install_middleware(app: FastAPI, runtime: Runtime, secrets: ClientSecretSto
             allow_headers=["*"],
         )
     server = runtime.config.server
+    public_host = (telephony.public_host,) if telephony.public_host else ()
     app.add_middleware(
         LocalGuardMiddleware,
-        allowed_hosts=server.allowed_hosts,
+        allowed_hosts=(*server.allowed_hosts, *public_host),
         cors_origins=server.cors_origins,
         check_origin=not server.api_keys,
     )

@@ -32,13 +32,21 @@ class ApiKeyMiddleware:
     """Checks API keys, and client secrets where a session starts: a valid secret goes to the
     route as ``scope["state"]["client_secret"]`` (with or without API keys configured)."""
 
-    def __init__(self, app: ASGIApp, keys: Iterable[str], secrets: ClientSecretStore | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: Iterable[str],
+        secrets: ClientSecretStore | None = None,
+        open_prefixes: Iterable[str] = (),
+    ) -> None:
         self.app = app
+        self._open_prefixes = tuple(open_prefixes)  # paths that check their own credentials
         self._keys = [key.encode() for key in keys]
         self._secrets = secrets
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or not _protected(scope["path"]):
+        path = str(scope.get("path", ""))
+        if scope["type"] not in ("http", "websocket") or not _protected(path) or path.startswith(self._open_prefixes):
             await self.app(scope, receive, send)
             return
         if scope["type"] == "http" and scope["method"] == "OPTIONS":
