@@ -160,6 +160,7 @@ class EngineInfo:
     speed_range: tuple[float, float] | None = None  # TTS: the speeds synthesize() accepts
     streams_text: bool = False  # TTS: takes the text as a stream (synthesize_stream)
     can_clone: bool = False  # TTS: speaks a voice derived from a clip
+    times_words: bool = False  # TTS: synthesize_timed() gives word and phoneme times from the model's durations
 
     def check_speed(self, speed: float) -> None:
         """EngineError unless ``speed`` is in :attr:`speed_range`."""

