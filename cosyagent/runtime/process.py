@@ -21,7 +21,7 @@ from cosyagent.engines.base import (
     TurnEndPredictor,
     VoiceActivityDetector,
 )
-from cosyagent.engines.llama_server import EmbeddedLlamaServer
+from cosyagent.engines.llama_process import LlamaServerProcess
 from cosyagent.engines.llm import OpenAICompatibleLLM
 from cosyagent.engines.smart_turn import SmartTurn
 from cosyagent.engines.vad import SileroVAD
@@ -42,7 +42,7 @@ class Runtime:
     vad: VoiceActivityDetector
     asr: SpeechRecognizer  # asr.engine: whisper (embedded) | funasr
     tts: SpeechSynthesizer  # tts.engine: kokoro (embedded) | cosyvoice
-    llm_server: EmbeddedLlamaServer | None
+    llm_server: LlamaServerProcess | None
     voices: VoiceLibrary  # built-in and user voices, their speaker features
     speech: LibrarySynthesizer  # the TTS engine speaking any voice of the library
     llm: OpenAICompatibleLLM | None = None
