@@ -17,6 +17,7 @@ LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAM
 # built from the llama.cpp source vendored in the llama-cpp-python sdist (the same llama.cpp as the
 # library above). No network code (no curl, no OpenSSL), no web UI (none is fetched), static.
 LLAMA_CPP_PYTHON := 0.3.36
+LLAMA_CPP_PYTHON_SHA256 := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 LLAMA_SERVER := $(BIN)/llama-server
 LLAMA_SERVER_STAMP := $(VENV)/.llama-server-$(LLAMA_CPP_PYTHON)
 LLAMA_SERVER_BUILD := $(VENV)/.llama-server-build
@@ -54,6 +55,7 @@ $(LLAMA_SERVER_STAMP): | $(STAMP)
 	rm -rf $(LLAMA_SERVER_BUILD) && mkdir -p $(LLAMA_SERVER_BUILD)
 	$(BIN)/pip download -q --no-input --no-deps --no-binary llama-cpp-python \
 	  "llama-cpp-python==$(LLAMA_CPP_PYTHON)" -d $(LLAMA_SERVER_BUILD)
+	echo "$(LLAMA_CPP_PYTHON_SHA256)  $(LLAMA_SERVER_BUILD)/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz" | sha256sum -c --quiet
 	tar -xzf $(LLAMA_SERVER_BUILD)/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz -C $(LLAMA_SERVER_BUILD)
 	cmake -S $(LLAMA_SERVER_BUILD)/llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp \
 	  -B $(LLAMA_SERVER_BUILD)/build $(LLAMA_SERVER_CMAKE_ARGS) >$(LLAMA_SERVER_BUILD)/configure.log

@@ -145,4 +145,5 @@ if __name__ == "__main__":
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness poll otherwise
     asyncio.run(main(args.requests, args.max_tokens, args.threads))

@@ -86,6 +86,9 @@ class LlamaServerProcess(abc.ABC):
     ready_path = "/models"
     """Polled (under :attr:`base_url`) until it answers 200: the model is loaded."""
 
+    second_sigterm_after_s: float | None = None
+    """Still running this long after SIGTERM: send another (a server that exits at once on the second)."""
+
     def __init__(
         self,
         model_path: str | Path | Callable[[], Path] | None = None,
@@ -242,6 +245,11 @@ class LlamaServerProcess(abc.ABC):
         try:
             if proc.poll() is None:
                 proc.terminate()
+                if self.second_sigterm_after_s is not None:
+                    try:
+                        await asyncio.to_thread(proc.wait, self.second_sigterm_after_s)
+                    except subprocess.TimeoutExpired:
+                        proc.terminate()
                 try:
                     await asyncio.to_thread(proc.wait, self.stop_timeout_s)
                 except subprocess.TimeoutExpired:

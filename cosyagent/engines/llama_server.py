@@ -43,6 +43,9 @@ class EmbeddedLlamaServer(LlamaServerProcess):
     """
 
     ready_path = "/health"  # 503 while the model loads, 200 once requests are served
+    # On SIGTERM llama-server stops decoding but waits for open streams, which never end;
+    # a second SIGTERM makes it exit at once.
+    second_sigterm_after_s = 0.5
 
     def __init__(
         self,
@@ -100,6 +103,7 @@ class EmbeddedLlamaServer(LlamaServerProcess):
             "--cache-ram", "256",  # prompt cache across requests, bounded (the default is 8 GiB)
             "--threads-http", str(self.parallel + 2),
             "--no-webui",
+            "--cors-origins", "localhost",  # only the agent calls it: no web page elsewhere may
             "--offline",
             "--host", self.host,
             "--port", str(port),

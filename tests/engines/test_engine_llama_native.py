@@ -62,10 +62,10 @@ async def test_qwen_answers_through_its_own_chat_template() -> None:
     async with server:
         llm = OpenAICompatibleLLM(server.base_url, server.model, timeout_s=60.0)
         try:
+            assert server.model == "qwen2.5-coder-0.5b-instruct-q4_k_m"
             answer = "".join([d async for d in llm.stream_chat(QUESTION, max_tokens=32, temperature=0.0)])
         finally:
             await llm.aclose()
-    assert server.model == "qwen2.5-coder-0.5b-instruct-q4_k_m"
     assert "paris" in answer.lower(), answer
     assert "<|im_" not in answer, answer  # no template tokens leak into the text
 
