@@ -88,11 +88,15 @@ async def test_closing_the_stream_stops_generation(server: EmbeddedLlamaServer, 
         if got == 3:
             break
     await stream.aclose()
-    deadline = time.monotonic() + 10.0  # the server notices at its next token (slow on a busy CPU)
-    while "cancel task" not in server.stderr_tail() and time.monotonic() < deadline:
+
+    def slot_released() -> bool:  # llama-server noticed the closed stream and freed the slot
+        tail = server.stderr_tail()
+        return "cancel task" in tail and "stop processing" in tail.rsplit("cancel task", 1)[1]
+
+    deadline = time.monotonic() + 10.0  # at its next batch step (slow on a busy CPU)
+    while not slot_released() and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    assert "cancel task" in server.stderr_tail()  # llama-server noticed the closed stream
-    await asyncio.sleep(0.2)
+    assert slot_released(), server.stderr_tail()
     before = cpu_seconds(pid)
     await asyncio.sleep(1.0)
     # Generating burns ~1.8 CPU-seconds a second on 2 threads; idle is ~0.
