@@ -36,6 +36,22 @@ RUN CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES
     && cosyagent models kokoro-voices --tarball /tmp/kokoro-js-1.2.1.tgz \
     && rm /tmp/kokoro-js-1.2.1.tgz
 
+# The embedded LLM's server: llama.cpp's native llama-server (parallel slots), built from the
+# llama.cpp source vendored in the llama-cpp-python sdist, as `make install` does. Portable CPU
+# flags (GGML_NATIVE=OFF: AVX2, FMA, F16C, not -march=native, since the image runs on other machines).
+ARG LLAMA_CPP_PYTHON=0.3.36
+ARG LLAMA_CPP_PYTHON_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+RUN pip download --no-deps --no-binary llama-cpp-python "llama-cpp-python==${LLAMA_CPP_PYTHON}" -d /tmp/llama \
+    && echo "${LLAMA_CPP_PYTHON_SHA256}  /tmp/llama/llama_cpp_python-${LLAMA_CPP_PYTHON}.tar.gz" | sha256sum -c --quiet \
+    && tar -xzf "/tmp/llama/llama_cpp_python-${LLAMA_CPP_PYTHON}.tar.gz" -C /tmp/llama \
+    && cmake -S "/tmp/llama/llama_cpp_python-${LLAMA_CPP_PYTHON}/vendor/llama.cpp" -B /tmp/llama/build \
+       -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+       -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+       -DGGML_NATIVE=OFF \
+    && cmake --build /tmp/llama/build --target llama-server -j"$(nproc)" \
+    && install -m 755 /tmp/llama/build/bin/llama-server /usr/local/bin/llama-server \
+    && rm -rf /tmp/llama
+
 # /opt/cosyagent stays writable for a model assembled at first use (llm.embedded_model).
 RUN useradd --create-home --uid 1000 cosyagent && mkdir -p /data && chown cosyagent /data /opt/cosyagent
 USER 1000

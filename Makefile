@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_STAMP := $(VENV)/.apt-installed
-# Debian packages: a compiler and cmake to build llama-cpp-python (it has no wheel).
+# Debian packages: a compiler and cmake to build llama-cpp-python (it has no wheel) and llama-server.
 APT_PACKAGES := build-essential cmake
 PORT ?= 8188
 HOST ?=
@@ -13,15 +13,26 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 # Build only the llama.cpp library (4 min on 2 cores instead of 11).
 LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF
+# The embedded LLM's server: llama.cpp's native llama-server (parallel slots, continuous batching),
+# built from the llama.cpp source vendored in the llama-cpp-python sdist (the same llama.cpp as the
+# library above). No network code (no curl, no OpenSSL), no web UI (none is fetched), static.
+LLAMA_CPP_PYTHON := 0.3.36
+LLAMA_CPP_PYTHON_SHA256 := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+LLAMA_SERVER := $(BIN)/llama-server
+LLAMA_SERVER_STAMP := $(VENV)/.llama-server-$(LLAMA_CPP_PYTHON)
+LLAMA_SERVER_BUILD := $(VENV)/.llama-server-build
+LLAMA_SERVER_JOBS ?= 2
+LLAMA_SERVER_CMAKE_ARGS := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+  -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 
-.PHONY: install serve test lint unit clean browser-deps funasr-venv
+.PHONY: install serve test lint unit clean browser-deps funasr-venv llama-server
 
 # Kokoro's English voices (af_heart, bf_emma...): the npm package kokoro-js@1.2.1 (Apache-2.0), its
 # tarball and each voice checked by sha256, into $COSYAGENT_CACHE_DIR (default ~/.cache/cosyagent),
 # where the engine finds them offline. npm comes from Debian when it is not on the PATH.
 KOKORO_VOICES_STAMP := $(or $(COSYAGENT_CACHE_DIR),$(HOME)/.cache/cosyagent)/kokoro-js-1.2.1/.installed.json
 
-install: $(STAMP) $(KOKORO_VOICES_STAMP)
+install: $(STAMP) $(LLAMA_SERVER_STAMP) $(KOKORO_VOICES_STAMP)
 
 $(APT_STAMP):
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -48,6 +59,22 @@ $(KOKORO_VOICES_STAMP): | $(STAMP)
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq npm; }
 	$(BIN)/cosyagent models kokoro-voices
+
+llama-server: $(LLAMA_SERVER_STAMP)
+
+# ~76 MB sdist download; the build takes most of the time (see README). The build folder is removed after.
+$(LLAMA_SERVER_STAMP): | $(STAMP)
+	rm -rf $(LLAMA_SERVER_BUILD) && mkdir -p $(LLAMA_SERVER_BUILD)
+	$(BIN)/pip download -q --no-input --no-deps --no-binary llama-cpp-python \
+	  "llama-cpp-python==$(LLAMA_CPP_PYTHON)" -d $(LLAMA_SERVER_BUILD)
+	echo "$(LLAMA_CPP_PYTHON_SHA256)  $(LLAMA_SERVER_BUILD)/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz" | sha256sum -c --quiet
+	tar -xzf $(LLAMA_SERVER_BUILD)/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz -C $(LLAMA_SERVER_BUILD)
+	cmake -S $(LLAMA_SERVER_BUILD)/llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp \
+	  -B $(LLAMA_SERVER_BUILD)/build $(LLAMA_SERVER_CMAKE_ARGS) >$(LLAMA_SERVER_BUILD)/configure.log
+	cmake --build $(LLAMA_SERVER_BUILD)/build --config Release --target llama-server -j$(LLAMA_SERVER_JOBS)
+	install -m 755 $(LLAMA_SERVER_BUILD)/build/bin/llama-server $(LLAMA_SERVER).tmp && mv $(LLAMA_SERVER).tmp $(LLAMA_SERVER)
+	rm -rf $(LLAMA_SERVER_BUILD)
+	@touch $@
 
 serve: install
 	$(BIN)/cosyagent serve --port $(PORT) $(if $(HOST),--host $(HOST))

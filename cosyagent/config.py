@@ -131,9 +131,20 @@ class LLMConfig:
     model: str | None = None
     api_key: str | None = None
     threads: int = 2
-    context_tokens: int = 2048
+    context_tokens: int = 2048  # embedded: per slot (each concurrent reply)
     nice: int = 0  # lowers the embedded server's CPU priority below the engines (0 = the same)
     timeout_s: float = 30.0
+    # embedded: "native" (llama.cpp's llama-server, `parallel` replies decoded together) or
+    # "python" (llama-cpp-python's server: one reply at a time)
+    server: str = "native"
+    parallel: int = 4  # embedded native: slots (replies generated at once); more wait for a free one
+    server_binary: str | None = None  # embedded native: a llama-server of your own (default: .venv/bin, PATH)
+
+    def __post_init__(self) -> None:
+        if self.server not in ("native", "python"):
+            raise ConfigError(f"llm.server must be 'native' or 'python', not {self.server!r}")
+        if self.parallel < 1:
+            raise ConfigError(f"llm.parallel must be >= 1, not {self.parallel}")
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,11 @@ second). An external LLM (``llm.engine: openai``) is not timed: its cost is not 
 - ``capacity = max(1, min(latency_bound, streaming_bound))``: never below one (a server that
   refuses everyone serves no one; a warning says when one turn alone exceeds the budget).
 
-It is conservative for engines that batch (CosyVoice with ``max_concurrency``, a vLLM or
-llama-server with parallel slots): there, set ``server.capacity`` to a number.
+An embedded LLM that decodes replies together (the native llama-server, ``llm.parallel`` > 1)
+does not make the next session wait for a whole reply, only for the share of the CPU the
+replies take together: ``reply_tokens`` is then the first clause's (the caller passes
+``FIRST_CLAUSE_TOKENS``). Still conservative for engines that batch on a GPU (CosyVoice with
+``max_concurrency``, vLLM): there, set ``server.capacity`` to a number.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ REPLY_TEXT = "Sure, I can help. It looks sunny tomorrow."
 QUESTION = "What is a good name for a puppy?"
 LLM_SAMPLE_TOKENS = 16  # tokens generated to time the LLM (its speed, not a whole reply)
 TYPICAL_REPLY_TOKENS = 30  # ~20 words: one or two short sentences, what a voice reply is
+FIRST_CLAUSE_TOKENS = 6  # the first clause (up to 3 words) and its punctuation
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from cosyagent.engines.cosyvoice_tts import CosyVoiceTTS
 from cosyagent.engines.funasr_asr import FunASRNano
 from cosyagent.engines.gguf_parts import QWEN25_CODER_05B_Q4KM, assemble
 from cosyagent.engines.kokoro_tts import KokoroTTS
-from cosyagent.engines.llama_server import EmbeddedLlamaServer
+from cosyagent.engines.llama_process import LlamaServerProcess
+from cosyagent.engines.llama_server import EmbeddedLlamaServer, PythonLlamaServer
 from cosyagent.engines.piper_tts import PiperTTS
 from cosyagent.engines.whisper_asr import WhisperASR
 from cosyagent.voices.cosyvoice_features import CosyVoiceVoiceFeatures
@@ -66,9 +67,18 @@ _EMBEDDED_LLMS: dict[str, Callable[[], Path] | None] = {
 }
 
 
-def build_embedded_llm(config: LLMConfig) -> EmbeddedLlamaServer:
+def build_embedded_llm(config: LLMConfig) -> LlamaServerProcess:
+    """The native llama-server (``llm.server: native``) or llama-cpp-python's (``python``)."""
     if config.embedded_model not in _EMBEDDED_LLMS:
         raise ConfigError(f"llm.embedded_model must be one of {sorted(_EMBEDDED_LLMS)}, not {config.embedded_model!r}")
+    model = _EMBEDDED_LLMS[config.embedded_model]
+    if config.server == "python":
+        return PythonLlamaServer(model, n_threads=config.threads, n_ctx=config.context_tokens, nice=config.nice)
     return EmbeddedLlamaServer(
-        _EMBEDDED_LLMS[config.embedded_model], n_threads=config.threads, n_ctx=config.context_tokens, nice=config.nice
+        model,
+        n_threads=config.threads,
+        n_ctx=config.context_tokens,
+        nice=config.nice,
+        parallel=config.parallel,
+        binary=config.server_binary,
     )

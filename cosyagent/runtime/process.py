@@ -24,12 +24,13 @@ from cosyagent.engines.base import (
 )
 from cosyagent.engines.kokoro_tts import KokoroTTS
 from cosyagent.engines.kokoro_voices import VOICE_SHA256
-from cosyagent.engines.llama_server import EmbeddedLlamaServer
+from cosyagent.engines.llama_process import LlamaServerProcess
 from cosyagent.engines.llm import OpenAICompatibleLLM
 from cosyagent.engines.scheduling import cpu_scheduler
 from cosyagent.engines.smart_turn import SmartTurn
 from cosyagent.engines.vad import SileroVAD
 from cosyagent.runtime.capacity import (
+    FIRST_CLAUSE_TOKENS,
     TYPICAL_REPLY_TOKENS,
     CapacityEstimate,
     admission_limit,
@@ -53,7 +54,7 @@ class Runtime:
     vad: VoiceActivityDetector
     asr: SpeechRecognizer  # asr.engine: whisper (embedded) | funasr
     tts: SpeechSynthesizer  # tts.engine: kokoro (embedded) | cosyvoice
-    llm_server: EmbeddedLlamaServer | None
+    llm_server: LlamaServerProcess | None
     voices: VoiceLibrary  # built-in and user voices, their speaker features
     speech: LibrarySynthesizer  # the TTS engine speaking any voice of the library
     llm: OpenAICompatibleLLM | None = None
@@ -149,6 +150,12 @@ class Runtime:
             raise
         self.load_seconds["capacity"] = round(time.monotonic() - began, 2)
 
+    def _llm_tokens_per_turn(self) -> int:
+        """The tokens of one reply the next session waits for: all of them when the embedded
+        server answers one request at a time, the first clause's when it decodes in parallel."""
+        llm = self.config.llm
+        return FIRST_CLAUSE_TOKENS if llm.server == "native" and llm.parallel > 1 else TYPICAL_REPLY_TOKENS
+
     async def _estimate_capacity(self) -> CapacityEstimate:
         """Time one turn on the warmed-up engines (the embedded LLM only: an external one is not
         ours to count) and size the capacity to ``server.latency_budget_ms``."""
@@ -162,7 +169,7 @@ class Runtime:
             costs,
             budget_s=budget_s,
             end_of_turn_s=rt.silence_duration_ms / 1000,
-            reply_tokens=min(TYPICAL_REPLY_TOKENS, rt.max_output_tokens),
+            reply_tokens=min(self._llm_tokens_per_turn(), rt.max_output_tokens),
         )
         logger.info(
             "capacity: %d sessions (one turn %.2f s: %s; latency bound %d, streaming bound %d)",

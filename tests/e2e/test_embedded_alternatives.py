@@ -50,4 +50,5 @@ async def test_a_question_is_answered_by_qwen_in_piper_s_voice(server: LiveServe
     heard = await server.runtime.asr.transcribe(resample(audio, 24000, 16000))
     # Intelligible: the answer's words come back. A short reply makes WER coarse (Whisper once heard
     # "Paris is" as "parishes": 2 errors in 6 words), so the bound is looser than for long speech.
-    assert "france" in heard.text.lower() and word_error_rate(reply, heard.text) <= 0.5, (reply, heard.text)
+    # The reply may be the bare answer ("Paris."), so the word checked is the answer's.
+    assert "paris" in heard.text.lower() and word_error_rate(reply, heard.text) <= 0.5, (reply, heard.text)

@@ -75,6 +75,8 @@ async def test_llama_server_ignores_a_port_and_host_meant_for_the_agent(monkeypa
     monkeypatch.setenv("PORT", str(agent_port))
     monkeypatch.setenv("HOST", "0.0.0.0")
     monkeypatch.setenv("MODEL", "/nonexistent.gguf")
+    monkeypatch.setenv("LLAMA_ARG_PORT", str(agent_port))  # llama-server's own environment settings
+    monkeypatch.setenv("LLAMA_ARG_HOST", "0.0.0.0")
     server = EmbeddedLlamaServer(n_threads=1)
     await server.start()
     try:
@@ -82,6 +84,6 @@ async def test_llama_server_ignores_a_port_and_host_meant_for_the_agent(monkeypa
         with socket.socket() as probe:  # the agent's port is still free for the agent
             probe.bind(("127.0.0.1", agent_port))
         environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")  # noqa: ASYNC240  (procfs)
-        assert not [v for v in environ if v.startswith((b"PORT=", b"HOST=", b"MODEL="))]
+        assert not [v for v in environ if v.startswith((b"PORT=", b"HOST=", b"MODEL=", b"LLAMA_ARG_"))]
     finally:
         await server.stop()

@@ -88,12 +88,19 @@ async def test_closing_the_stream_stops_generation(server: EmbeddedLlamaServer, 
         if got == 3:
             break
     await stream.aclose()
-    await asyncio.sleep(0.3)  # the server notices at its next token
+
+    def slot_released() -> bool:  # llama-server noticed the closed stream and freed the slot
+        tail = server.stderr_tail()
+        return "cancel task" in tail and "stop processing" in tail.rsplit("cancel task", 1)[1]
+
+    deadline = time.monotonic() + 10.0  # at its next batch step (slow on a busy CPU)
+    while not slot_released() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert slot_released(), server.stderr_tail()
     before = cpu_seconds(pid)
     await asyncio.sleep(1.0)
     # Generating burns ~1.8 CPU-seconds a second on 2 threads; idle is ~0.
     assert cpu_seconds(pid) - before < 0.3
-    assert "Disconnected from client" in server.stderr_tail()
 
 
 async def test_closed_port_is_unavailable_quickly() -> None:
@@ -129,7 +136,7 @@ async def test_stop_mid_stream_leaves_no_child_process() -> None:
     try:
         await asyncio.wait_for(first_delta.wait(), 10.0)
         started = time.perf_counter()
-        await srv.stop()  # uvicorn shuts down even with a stream open
+        await srv.stop()  # the server exits even with a stream open
         assert time.perf_counter() - started < 3.0
         with pytest.raises(EngineUnavailableError):
             await consumer
