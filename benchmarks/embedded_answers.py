@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import logging
 import statistics
 import time
@@ -216,8 +217,18 @@ async def run(runs: int, threads: int, nice: int) -> dict[str, Any]:
     }
 
 
+def rescore(path: Path) -> None:
+    """Apply the prompt set's current checks to the replies a result file holds; print the new counts."""
+    report = json.loads(path.read_text(encoding="utf-8"))
+    questions = {q.ask: q for q in load_questions()}
+    for llm, replies in report["answers"].items():
+        correct = sum(questions[a["question"]].accepts(a["reply"]) for a in replies)
+        print(f"{llm}: {correct}/{len(replies)} correct ({path.name} said {sum(a['correct'] for a in replies)})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rescore", type=Path, help="a result file: re-check its replies, run nothing")
     parser.add_argument("--runs", type=int, default=1, help="times the whole prompt set is asked")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -228,6 +239,9 @@ def main() -> None:
         "where a niced server gets almost no CPU",
     )
     args = parser.parse_args()
+    if args.rescore:
+        rescore(args.rescore)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     started = dt.datetime.now(dt.UTC)
     machine = machine_info()

@@ -16,8 +16,12 @@ class Question:
     ask: str
     expect: tuple[tuple[re.Pattern[str], ...], ...]
     """Groups of patterns: a reply must match at least one pattern of every group."""
+    reject: tuple[re.Pattern[str], ...] = ()
+    """A reply matching any of these is wrong (it also states a wrong answer)."""
 
     def accepts(self, reply: str) -> bool:
+        if any(pattern.search(reply) for pattern in self.reject):
+            return False
         return all(any(pattern.search(reply) for pattern in group) for group in self.expect)
 
 
@@ -27,6 +31,7 @@ def load_questions(path: Path = QUESTIONS_FILE) -> list[Question]:
         Question(
             item["ask"],
             tuple(tuple(re.compile(str(p), re.IGNORECASE) for p in group) for group in item["expect"]),
+            tuple(re.compile(str(p), re.IGNORECASE) for p in item.get("reject", ())),
         )
         for item in raw
     ]

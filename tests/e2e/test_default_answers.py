@@ -19,6 +19,8 @@ from tests.e2e.realtime_client import Transcript, collect
 from tests.prompt_set import load_questions
 from tests.support import word_error_rate
 
+pytestmark = pytest.mark.timeout(1800)  # 16 replies from a niced LLM; minutes each when others load the CPU
+
 QUESTIONS = load_questions()
 SPOKEN = ("What is the capital of France?", "How do I boil an egg?", "Can you give me a tip for sleeping better?")
 
@@ -48,12 +50,19 @@ async def test_the_default_model_answers_everyday_questions(live_server: LiveSer
     assert len(wrong) <= len(QUESTIONS) // 4, wrong  # at least 75% correct
 
 
-@pytest.mark.parametrize("question", SPOKEN)
-async def test_the_default_voice_is_understood_by_the_product_s_asr(live_server: LiveServer, question: str) -> None:
-    """The round trip: the spoken reply, transcribed by the server's own Whisper, matches the reply's text."""
-    seen = await ask(live_server, question, "audio")
-    reply = seen.of_type("response.output_audio_transcript.done")[0].transcript
-    audio = pcm16_to_float(seen.audio())  # delivered as the session's pcm16 at 24 kHz
-    assert audio.size / 24000 >= 0.5, reply
-    heard = await live_server.runtime.asr.transcribe(resample(audio, 24000, live_server.runtime.asr.sample_rate))
-    assert word_error_rate(reply, heard.text) <= 0.10, (reply, heard.text)
+async def test_the_default_voice_is_understood_by_the_product_s_asr(live_server: LiveServer) -> None:
+    """The round trip: spoken replies, transcribed by the server's own Whisper, match the replies' text.
+
+    The word error rate is pooled over the replies (one short reply makes a coarse WER: "nine"
+    heard as "9" alone is one error in ten words). Checked by hand: the same audio with noise at
+    0 dB SNR, half of it silenced or every third 100 ms dropped comes back at 27-50% WER."""
+    replies, heard = [], []
+    for question in SPOKEN:
+        seen = await ask(live_server, question, "audio")
+        reply = seen.of_type("response.output_audio_transcript.done")[0].transcript
+        audio = pcm16_to_float(seen.audio())  # delivered as the session's pcm16 at 24 kHz
+        assert audio.size / 24000 >= 0.5, reply
+        asr = live_server.runtime.asr
+        replies.append(reply)
+        heard.append((await asr.transcribe(resample(audio, 24000, asr.sample_rate))).text)
+    assert word_error_rate(" ".join(replies), " ".join(heard)) <= 0.10, list(zip(replies, heard, strict=True))
