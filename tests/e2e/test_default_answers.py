@@ -3,7 +3,9 @@
 The server is the shared ``live_server``: configs/default.yaml as shipped (Qwen2.5-Coder-0.5B,
 Piper joe, the configured instructions and max_output_tokens). Each question is a new
 conversation, asked over the Realtime API with the official openai SDK. The checks are
-generous (tests/data/everyday_questions.yaml), and the bar is 75% of the prompt set.
+generous (tests/data/everyday_questions.yaml), and the bar is 75% of the prompt set: Qwen
+passed it on the shared 2-core CPU (13/16 in benchmarks.embedded_answers); SmolLM2-135M, the
+previous default, run through this same test got 9/16 and failed.
 The embedded LLM runs niced (``llm.nice``): on a machine other jobs keep busy a reply can
 take minutes, hence the long timeouts.
 """
@@ -22,7 +24,14 @@ from tests.support import word_error_rate
 pytestmark = pytest.mark.timeout(1800)  # 16 replies from a niced LLM; minutes each when others load the CPU
 
 QUESTIONS = load_questions()
-SPOKEN = ("What is the capital of France?", "How do I boil an egg?", "Can you give me a tip for sleeping better?")
+SPOKEN = (
+    "What is the capital of France?",
+    "How do I boil an egg?",
+    "Can you give me a tip for sleeping better?",
+    "What should I drink when I'm thirsty?",
+    "What do bees make?",
+    "What day comes after Monday?",
+)
 
 
 async def ask(server: LiveServer, question: str, modality: str) -> Transcript:
@@ -53,9 +62,10 @@ async def test_the_default_model_answers_everyday_questions(live_server: LiveSer
 async def test_the_default_voice_is_understood_by_the_product_s_asr(live_server: LiveServer) -> None:
     """The round trip: spoken replies, transcribed by the server's own Whisper, match the replies' text.
 
-    The word error rate is pooled over the replies (one short reply makes a coarse WER: "nine"
-    heard as "9" alone is one error in ten words). Checked by hand: the same audio with noise at
-    0 dB SNR, half of it silenced or every third 100 ms dropped comes back at 27-50% WER."""
+    The word error rate is pooled over six replies: one short reply makes a coarse WER ("France
+    is" heard as "Francis" is two errors in six words; pooled over three replies a run measured
+    10.4%). Checked by hand: the same kind of audio with noise at 0 dB SNR, half of it silenced
+    or every third 100 ms dropped comes back at 27-50% WER."""
     replies, heard = [], []
     for question in SPOKEN:
         seen = await ask(live_server, question, "audio")
