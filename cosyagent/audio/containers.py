@@ -227,6 +227,16 @@ class _Sink:
         return out
 
 
+def _codec_rate(codec: str, sample_rate: int) -> int:
+    """``sample_rate`` if the encoder takes it, else the lowest rate above it that it takes (else its highest)."""
+    import av
+
+    rates = av.codec.Codec(codec, "w").audio_rates
+    if not rates or sample_rate in rates:
+        return sample_rate
+    return min((r for r in rates if r > sample_rate), default=max(rates))
+
+
 class _AvEncoder(StreamEncoder):
     def __init__(self, spec: SpeechFormat, sample_rate: int) -> None:
         import av
@@ -238,12 +248,11 @@ class _AvEncoder(StreamEncoder):
             self._sink, mode="w", format=spec.container, options=dict(spec.options)
         )
         try:
-            self._stream = cast(Any, self._container.add_stream(spec.codec, rate=sample_rate, layout="mono"))
+            rate = _codec_rate(spec.codec, sample_rate)  # Opus takes 8/12/16/24/48 kHz, not Piper's 22.05
+            self._stream = cast(Any, self._container.add_stream(spec.codec, rate=rate, layout="mono"))
             if spec.bit_rate is not None:
                 self._stream.codec_context.bit_rate = spec.bit_rate
-            self._resampler = av.AudioResampler(
-                format=self._stream.codec_context.format.name, layout="mono", rate=sample_rate
-            )
+            self._resampler = av.AudioResampler(format=self._stream.codec_context.format.name, layout="mono", rate=rate)
         except Exception:
             self.close()
             raise
