@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from cosyagent.audio.pcm import AudioF32, float_to_pcm16
+from cosyagent.audio.pcm import AudioF32, StreamResampler, float_to_pcm16
+
+RAW_PCM_RATE = 24_000  # response_format pcm: OpenAI's raw 16-bit mono at 24 kHz
 
 if TYPE_CHECKING:
     import av.container
@@ -196,18 +198,22 @@ class StreamEncoder(ABC):
 
 
 class _PcmEncoder(StreamEncoder):
-    """Raw 16-bit little-endian mono, optionally after a WAV header for a stream of unknown length."""
+    """Raw 16-bit little-endian mono, optionally after a WAV header for a stream of unknown length.
+
+    Without a header nothing says the rate, so raw PCM is always OpenAI's 24 kHz (Piper's 22.05 kHz
+    is resampled); a WAV keeps the engine's rate and says so."""
 
     def __init__(self, sample_rate: int, media_type: str, header: bool) -> None:
         self.media_type = media_type
         self._header = _wav_header(sample_rate, None) if header else b""
+        self._resampler = StreamResampler(sample_rate, sample_rate if header else RAW_PCM_RATE)
 
     def encode(self, audio: AudioF32) -> bytes:
-        out, self._header = self._header + float_to_pcm16(audio), b""
+        out, self._header = self._header + float_to_pcm16(self._resampler.process(audio)), b""
         return out
 
     def finish(self) -> bytes:
-        out, self._header = self._header, b""
+        out, self._header = self._header + float_to_pcm16(self._resampler.flush()), b""
         return out
 
 
