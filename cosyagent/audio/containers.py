@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from cosyagent.audio.pcm import AudioF32, float_to_pcm16
+from cosyagent.audio.pcm import AudioF32, StreamResampler, float_to_pcm16
+
+RAW_PCM_RATE = 24_000  # response_format pcm: OpenAI's raw 16-bit mono at 24 kHz
 
 if TYPE_CHECKING:
     import av.container
@@ -196,18 +198,22 @@ class StreamEncoder(ABC):
 
 
 class _PcmEncoder(StreamEncoder):
-    """Raw 16-bit little-endian mono, optionally after a WAV header for a stream of unknown length."""
+    """Raw 16-bit little-endian mono, optionally after a WAV header for a stream of unknown length.
+
+    Without a header nothing says the rate, so raw PCM is always OpenAI's 24 kHz (Piper's 22.05 kHz
+    is resampled); a WAV keeps the engine's rate and says so."""
 
     def __init__(self, sample_rate: int, media_type: str, header: bool) -> None:
         self.media_type = media_type
         self._header = _wav_header(sample_rate, None) if header else b""
+        self._resampler = StreamResampler(sample_rate, sample_rate if header else RAW_PCM_RATE)
 
     def encode(self, audio: AudioF32) -> bytes:
-        out, self._header = self._header + float_to_pcm16(audio), b""
+        out, self._header = self._header + float_to_pcm16(self._resampler.process(audio)), b""
         return out
 
     def finish(self) -> bytes:
-        out, self._header = self._header, b""
+        out, self._header = self._header + float_to_pcm16(self._resampler.flush()), b""
         return out
 
 
@@ -227,6 +233,16 @@ class _Sink:
         return out
 
 
+def _codec_rate(codec: str, sample_rate: int) -> int:
+    """``sample_rate`` if the encoder takes it, else the lowest rate above it that it takes (else its highest)."""
+    import av
+
+    rates = av.codec.Codec(codec, "w").audio_rates
+    if not rates or sample_rate in rates:
+        return sample_rate
+    return min((r for r in rates if r > sample_rate), default=max(rates))
+
+
 class _AvEncoder(StreamEncoder):
     def __init__(self, spec: SpeechFormat, sample_rate: int) -> None:
         import av
@@ -238,12 +254,11 @@ class _AvEncoder(StreamEncoder):
             self._sink, mode="w", format=spec.container, options=dict(spec.options)
         )
         try:
-            self._stream = cast(Any, self._container.add_stream(spec.codec, rate=sample_rate, layout="mono"))
+            rate = _codec_rate(spec.codec, sample_rate)  # Opus takes 8/12/16/24/48 kHz, not Piper's 22.05
+            self._stream = cast(Any, self._container.add_stream(spec.codec, rate=rate, layout="mono"))
             if spec.bit_rate is not None:
                 self._stream.codec_context.bit_rate = spec.bit_rate
-            self._resampler = av.AudioResampler(
-                format=self._stream.codec_context.format.name, layout="mono", rate=sample_rate
-            )
+            self._resampler = av.AudioResampler(format=self._stream.codec_context.format.name, layout="mono", rate=rate)
         except Exception:
             self.close()
             raise

@@ -1,5 +1,6 @@
-"""The selectable embedded engines end to end: Piper (`tts.engine: piper`) and Qwen2.5-Coder-0.5B
-(`llm.embedded_model`), behind the same Realtime API, driven by the official openai SDK."""
+"""The selectable embedded engines end to end: Kokoro (`tts.engine: kokoro`, voice jf_alpha) and
+SmolLM2-135M (`llm.embedded_model: smollm2`), the defaults until Piper and Qwen2.5-Coder-0.5B
+measured better (docs/benchmarks.md), behind the same Realtime API, driven by the official openai SDK."""
 
 from __future__ import annotations
 
@@ -18,17 +19,19 @@ from tests.support import word_error_rate
 @pytest.fixture(scope="module")
 async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveServer]:
     sections = {
-        "tts": {"engine": "piper"},
-        "llm": {"embedded_model": "qwen2.5-coder-0.5b"},
-        "realtime": {"voice": "joe", "max_output_tokens": 40},
+        "tts": {"engine": "kokoro"},
+        "llm": {"embedded_model": "smollm2"},
+        "realtime": {"voice": "jf_alpha", "max_output_tokens": 40},
     }
     async with in_process_server(write_config(tmp_path_factory.mktemp("alt"), sections)) as live:
         yield live
 
 
-async def test_a_question_is_answered_by_qwen_in_piper_s_voice(server: LiveServer) -> None:
+async def test_a_question_is_answered_by_smollm2_in_a_kokoro_voice(server: LiveServer) -> None:
     health = server.runtime.health()
-    assert health["engines"]["tts"]["voices"] == ["joe"]
+    assert {"jf_alpha", "jm_kumo"} <= set(health["engines"]["tts"]["voices"])
+    assert health["engines"]["llm"]["model"].startswith("SmolLM2-135M")
+    assert "kokoro-82m" in server.runtime.model_ids()
     client = AsyncOpenAI(base_url=server.base_url, api_key="unused")
     async with client.realtime.connect(model="cosyagent-realtime") as conn:
         await conn.session.update(session={"type": "realtime", "instructions": "Answer in one short sentence."})
@@ -44,11 +47,10 @@ async def test_a_question_is_answered_by_qwen_in_piper_s_voice(server: LiveServe
     (done,) = seen.of_type("response.done")
     assert done.response.status == "completed"
     reply = seen.of_type("response.output_audio_transcript.done")[0].transcript
-    assert "paris" in reply.lower(), reply
-    audio = pcm16_to_float(seen.audio())  # Piper's 22.05 kHz, delivered as the session's pcm16 at 24 kHz
+    assert len(reply.split()) >= 2, reply  # SmolLM2's answers are weak: what it says is not checked
+    audio = pcm16_to_float(seen.audio())  # Kokoro's 24 kHz, the session's pcm16 rate
     assert audio.size / 24000 >= 0.3
     heard = await server.runtime.asr.transcribe(resample(audio, 24000, 16000))
-    # Intelligible: the answer's words come back. A short reply makes WER coarse (Whisper once heard
-    # "Paris is" as "parishes": 2 errors in 6 words), so the bound is looser than for long speech.
-    # The reply may be the bare answer ("Paris."), so the word checked is the answer's.
-    assert "paris" in heard.text.lower() and word_error_rate(reply, heard.text) <= 0.5, (reply, heard.text)
+    # Intelligible: jf_alpha's Japanese-accented English costs Whisper ~10% of the words, and a
+    # short reply makes WER coarse, so the bound is loose; a silent or garbled reply still fails it.
+    assert word_error_rate(reply, heard.text) <= 0.5, (reply, heard.text)

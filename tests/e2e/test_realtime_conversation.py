@@ -1,5 +1,5 @@
 """Voice conversations over a real socket: the official openai SDK against the real server
-and the real embedded models (Silero, Whisper tiny.en, SmolLM2, Kokoro), on real speech."""
+and the real embedded models (Silero, Whisper tiny.en, Qwen2.5-Coder-0.5B, Piper), on real speech."""
 
 from __future__ import annotations
 

@@ -172,11 +172,11 @@ async def test_health_and_models(live_server: LiveServer) -> None:
         health = (await http.get(f"{live_server.base_url}/health")).json()
     assert health["status"] == "ok"
     assert all(engine["loaded"] for engine in health["engines"].values())
-    assert "jf_alpha" in health["engines"]["tts"]["voices"]
+    assert health["engines"]["tts"]["voices"] == ["joe"]
     assert health["versions"]["faster-whisper"]
     models = await client(live_server).models.list()
     ids = [model.id for model in models.data]
-    assert "cosyagent-realtime" in ids and "whisper-tiny.en" in ids and "kokoro-82m" in ids
+    assert "cosyagent-realtime" in ids and "whisper-tiny.en" in ids and "piper-en_US-joe-medium" in ids
 
 
 async def test_binary_frames_are_refused_with_an_error(live_server: LiveServer) -> None:

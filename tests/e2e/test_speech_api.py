@@ -68,7 +68,7 @@ async def heard(server: LiveServer, data: bytes, fmt: str) -> tuple[float, str]:
 async def test_each_format_is_a_valid_intelligible_file(server: LiveServer, fmt: str) -> None:
     async with sdk(server).audio.speech.with_streaming_response.create(
         model="tts-1",
-        voice="jf_alpha",
+        voice="joe",
         input=SENTENCE,
         response_format=fmt,  # type: ignore[arg-type]
     ) as response:
@@ -89,7 +89,7 @@ async def test_long_input_streams_its_first_bytes_well_before_the_end(server: Li
     first_at = None
     pieces: list[bytes] = []
     async with sdk(server).audio.speech.with_streaming_response.create(
-        model="tts-1", voice="jm_kumo", input=LONG, response_format="wav"
+        model="tts-1", voice="joe", input=LONG, response_format="wav"
     ) as response:
         assert response.headers.get("transfer-encoding") == "chunked"
         assert "content-length" not in response.headers
@@ -113,7 +113,7 @@ async def test_sse_sends_audio_deltas_then_done(server: LiveServer) -> None:
         http.stream(
             "POST",
             f"{server.base_url}/audio/speech",
-            json={"input": SENTENCE, "voice": "jf_alpha", "response_format": "pcm", "stream_format": "sse"},
+            json={"input": SENTENCE, "voice": "joe", "response_format": "pcm", "stream_format": "sse"},
         ) as response,
     ):
         assert response.status_code == 200
@@ -149,7 +149,7 @@ async def test_a_client_that_leaves_stops_the_synthesis(server: LiveServer) -> N
 
 async def test_instructions_are_accepted_and_the_voice_may_be_an_object(server: LiveServer) -> None:
     response = await sdk(server).audio.speech.create(
-        model="gpt-4o-mini-tts", voice={"id": "jm_kumo"}, input="Hello.", instructions="Speak cheerfully.",
+        model="gpt-4o-mini-tts", voice={"id": "joe"}, input="Hello.", instructions="Speak cheerfully.",
         response_format="wav",
     )  # fmt: skip
     assert response.content.startswith(b"RIFF")
@@ -167,7 +167,7 @@ BAD_REQUESTS = [
     ({"input": "Hi.", "speed": 3.0}, "speed", "invalid_value"),
     ({"input": "Hi.", "speed": 0.1}, "speed", "invalid_value"),
     ({"input": "Hi.", "stream_format": "websocket"}, "stream_format", "invalid_value"),
-    ({"voice": "jf_alpha"}, "input", "missing_required_parameter"),
+    ({"voice": "joe"}, "input", "missing_required_parameter"),
     ({"input": 42}, "input", "invalid_value"),
 ]
 

@@ -30,7 +30,14 @@ SPOKEN = "Hello, this voice is a mix of two voices."
 
 @pytest.fixture(scope="module")
 async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveServer]:
-    config = write_config(tmp_path_factory.mktemp("voices"), {"limits": {"max_upload_mb": 3}})
+    # Kokoro, selected explicitly: its voices blend (Piper, the default, has one voice and cannot).
+    sections = {
+        "limits": {"max_upload_mb": 3},
+        "tts": {"engine": "kokoro"},
+        "realtime": {"voice": "jf_alpha"},
+        "llm": {"embedded_model": "smollm2"},  # no conversation here: the lightest model
+    }
+    config = write_config(tmp_path_factory.mktemp("voices"), sections)
     async with in_process_server(config) as live:
         yield live
 

@@ -151,3 +151,25 @@ def test_subtitles() -> None:
     assert to_vtt(segments) == (
         "WEBVTT\n\n00:00:00.000 --> 00:00:02.500\nHello there.\n\n00:00:02.500 --> 01:01:01.250\nA long one.\n"
     )
+
+
+@pytest.mark.parametrize("fmt", ["opus", "mp3", "aac", "flac"])
+def test_piper_s_rate_is_encoded_in_every_container(fmt: str) -> None:
+    """22.05 kHz (Piper, the default voice): Opus takes only 8-48 kHz steps, so it is resampled to 24 kHz."""
+    tone = (0.3 * np.sin(np.arange(22_050) * 2 * np.pi * 440 / 22_050)).astype(np.float32)
+    encoder = new_encoder(fmt, 22_050)
+    data = encoder.encode(tone) + encoder.finish()
+    decoded = decode_audio(data, sample_rate=16_000).samples
+    assert abs(decoded.size / 16_000 - 1.0) < 0.1
+    assert float(np.sqrt(np.mean(decoded**2))) > 0.1
+
+
+def test_raw_pcm_is_24_khz_whatever_the_engine_s_rate() -> None:
+    """pcm has no header: a 22.05 kHz second (Piper) comes out as 24000 samples; a WAV keeps 22.05 kHz."""
+    second = (0.3 * np.sin(np.arange(22_050) * 2 * np.pi * 440 / 22_050)).astype(np.float32)
+    pcm = new_encoder("pcm", 22_050)
+    raw = pcm.encode(second[:10_000]) + pcm.encode(second[10_000:]) + pcm.finish()
+    assert abs(len(raw) // 2 - 24_000) <= 2
+    wav = new_encoder("wav", 22_050)
+    audio, rate = sf.read(io.BytesIO(wav.encode(second) + wav.finish()), dtype="float32")
+    assert rate == 22_050 and audio.size == 22_050
