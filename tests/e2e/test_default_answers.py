@@ -6,8 +6,8 @@ conversation, asked over the Realtime API with the official openai SDK. The chec
 generous (tests/data/everyday_questions.yaml), and the bar is 75% of the prompt set: Qwen
 passed it on the shared 2-core CPU (13/16 in benchmarks.embedded_answers); SmolLM2-135M, the
 previous default, run through this same test got 9/16 and failed.
-The embedded LLM runs niced (``llm.nice``): on a machine other jobs keep busy a reply can
-take minutes, hence the long timeouts.
+On an idle machine a reply takes seconds; on one that other jobs keep busy it can take
+minutes, hence the long timeouts (a bound on a hang, not a latency check).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tests.e2e.realtime_client import Transcript, collect
 from tests.prompt_set import load_questions
 from tests.support import word_error_rate
 
-pytestmark = pytest.mark.timeout(1800)  # 16 replies from a niced LLM; minutes each when others load the CPU
+pytestmark = pytest.mark.timeout(1800)  # 16 replies; minutes each when other jobs load the CPU
 
 QUESTIONS = load_questions()
 SPOKEN = (
