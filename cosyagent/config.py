@@ -133,7 +133,7 @@ class LLMConfig:
     api_key: str | None = None
     threads: int = 2
     context_tokens: int = 2048  # embedded: per slot (each concurrent reply)
-    nice: int = 0  # lowers the embedded server's CPU priority below the engines (0 = the same)
+    nice: int = 10  # the embedded server below the speech engines' CPU priority (0 = the same)
     timeout_s: float = 30.0
     # embedded: "native" (llama.cpp's llama-server, `parallel` replies decoded together) or
     # "python" (llama-cpp-python's server: one reply at a time)
