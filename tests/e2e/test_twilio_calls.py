@@ -31,6 +31,9 @@ def ulaw_clip(name: str) -> bytes:
     return ulaw_encode(np.frombuffer(float_to_pcm16(read_clip(name, 8000)), dtype="<i2"))
 
 
+PLAYOUT_DELAY_S = 0.6  # media reaches the caller's ear this long after it reaches Twilio
+
+
 class TwilioCaller:
     """Twilio's side of one stream: sends the caller's frames, plays ours at real time."""
 
@@ -81,7 +84,8 @@ class TwilioCaller:
                 self.heard += audio
                 self.first_media_at = self.first_media_at or now
                 self.last_media_at = now
-                self._play_end = max(self._play_end, now) + len(audio) / 8000
+                # Played after the carrier's and the handset's buffers, as on a real line.
+                self._play_end = max(self._play_end, now + PLAYOUT_DELAY_S) + len(audio) / 8000
             elif data["event"] == "mark":
                 self._pending.append((self._play_end, data["mark"]["name"]))
             elif data["event"] == "clear":

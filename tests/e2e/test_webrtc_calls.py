@@ -50,7 +50,7 @@ async def caller(live_server: LiveServer) -> AsyncIterator[Caller]:
             "type": "realtime",
             "instructions": "Answer in one short sentence.",
             "max_output_tokens": 24,  # short replies keep the test short (they are played in real time)
-            "audio": {"output": {"voice": "jm_kumo"}},
+            "audio": {"output": {"voice": "joe"}},
         },
     )
     assert response.status_code == 201
@@ -81,7 +81,7 @@ async def test_a_call_transcribes_real_speech_and_answers_on_the_audio_track(
 ) -> None:
     runtime = live_server.runtime
     created = caller.of_type("session.created")[0]["session"]
-    assert created["audio"]["output"]["voice"] == "jm_kumo"
+    assert created["audio"]["output"]["voice"] == "joe"
     assert created["instructions"] == "Answer in one short sentence."
     assert created["max_output_tokens"] == 24
     assert live_server.runtime.active_sessions == 1
