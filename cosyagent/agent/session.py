@@ -283,8 +283,10 @@ class RealtimeSession:
             await pacing
             self._execute(self.core.response_finished(response_id, timings.as_dict()))
         except EngineUnavailableError as exc:
+            logger.warning("response %s failed: engine unavailable: %s", response_id, exc)
             self._execute(self.core.response_failed(response_id, str(exc), "engine_unavailable"))
         except EngineError as exc:
+            logger.warning("response %s failed: %s", response_id, exc)
             self._execute(self.core.response_failed(response_id, str(exc), "engine_error"))
         except asyncio.CancelledError:
             raise
