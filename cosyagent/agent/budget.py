@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from cosyagent.agent.events import ProtocolError
+
 
 class TokenBucket:
     def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -31,3 +33,21 @@ class TokenBucket:
             return False
         self._tokens -= cost
         return True
+
+
+class InputAudioBudget:
+    """Input audio at most ``speed`` times real time, after a burst of ``burst_s`` seconds."""
+
+    def __init__(self, speed: float, burst_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._bucket = TokenBucket(speed, burst_s, clock)
+
+    def refusal(self, seconds: float) -> ProtocolError | None:
+        """None if ``seconds`` of audio fit the budget (and spend them), else why they are dropped."""
+        if self._bucket.spend(seconds):
+            return None
+        return ProtocolError(
+            f"input audio is arriving faster than {self._bucket.rate:g}x real time (after a"
+            f" {self._bucket.burst:g} s burst): this {seconds:.2f} s of audio was dropped; send audio as it is spoken",
+            code="input_audio_rate_exceeded",
+            param="audio",
+        )

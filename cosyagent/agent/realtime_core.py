@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from cosyagent.agent.budget import TokenBucket
+from cosyagent.agent.budget import InputAudioBudget
 from cosyagent.agent.conversation import ConversationItem
 from cosyagent.agent.events import (
     Action,
@@ -93,7 +93,7 @@ class RealtimeCore(ResponseOutput):
         self.limits = limits
         self._decoder = InputDecoder(config.input_format, ASR_RATE)
         self._input = InputBuffer(vad, config.turn_detection, ASR_RATE, limits.max_buffer_seconds)
-        self._audio_budget = TokenBucket(limits.max_input_audio_speed, limits.input_audio_burst_seconds, clock)
+        self._audio_budget = InputAudioBudget(limits.max_input_audio_speed, limits.input_audio_burst_seconds, clock)
         self._speech_item_id: str | None = None  # the user item the current speech will become
         self._jobs = TranscriptJobs()
         self._barge_in = BargeInPolicy()
@@ -195,19 +195,8 @@ class RealtimeCore(ResponseOutput):
     def append_samples(self, samples: AudioF32) -> list[Action]:
         """Input audio already at the ASR rate (16 kHz floats): a media track resamples the
         caller's audio once, straight to this rate. Audio past the input budget is refused."""
-        if not self._audio_budget.spend(samples.size / ASR_RATE):
-            limits = self.limits
-            return [
-                Send(
-                    ProtocolError(
-                        f"input audio is arriving faster than {limits.max_input_audio_speed:g}x real time"
-                        f" (after a {limits.input_audio_burst_seconds:g} s burst): this"
-                        f" {samples.size / ASR_RATE:.2f} s of audio was dropped; send audio as it is spoken",
-                        code="input_audio_rate_exceeded",
-                        param="audio",
-                    ).to_event()
-                )
-            ]
+        if (refused := self._audio_budget.refusal(samples.size / ASR_RATE)) is not None:
+            return [Send(refused.to_event())]
         actions: list[Action] = []
         for turn in self._input.push(samples):
             actions.extend(self._on_turn_event(turn))
