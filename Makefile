@@ -109,7 +109,7 @@ FUNASR_VENV := .venv-funasr
 FUNASR_STAMP := $(FUNASR_VENV)/.installed
 FUNASR_TESTS := tests/engines/test_funasr_engine.py tests/engines/test_cosyvoice_engine.py tests/e2e/test_production_stack.py
 
-funasr-venv: $(FUNASR_STAMP)
+funasr-venv: $(FUNASR_STAMP) $(FUNASR_VENV)/bin/llama-server
 
 $(FUNASR_STAMP): constraints/funasr.txt | $(STAMP)
 	$(PYTHON) -m venv $(FUNASR_VENV)
@@ -119,7 +119,11 @@ $(FUNASR_STAMP): constraints/funasr.txt | $(STAMP)
 	echo "import site; site.addsitedir('$$base')" > "$$own/zz-cosyagent-base.pth"
 	@touch $@
 
-test: install lint browser-deps $(FUNASR_STAMP)
+# The production stack's embedded LLM finds llama-server beside its Python, as in .venv.
+$(FUNASR_VENV)/bin/llama-server: $(LLAMA_SERVER_STAMP) | $(FUNASR_STAMP)
+	ln -sf $(abspath $(LLAMA_SERVER)) $@
+
+test: install lint browser-deps funasr-venv
 	$(BIN)/python -m pytest -q
 	$(FUNASR_VENV)/bin/python -m pytest -q $(FUNASR_TESTS)
 
