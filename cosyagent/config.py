@@ -122,6 +122,8 @@ class ASRConfig:
     language: str | None = None  # funasr: "zh", "en", "ja" or None (the model decides)
     hotwords: tuple[str, ...] = ()  # funasr: words to favour (names, jargon)
     itn: bool = True  # funasr: inverse text normalization ("二十" -> "20")
+    # whisper: refuse speech in another language (Whisper base's language ID) instead of inventing English
+    language_check: bool = True
 
 
 @dataclass(frozen=True)

@@ -142,17 +142,18 @@ class RealtimeCore(ResponseOutput):
             actions += self._on_turn_event(turn)
         return actions
 
-    def transcription_failed(self, job_id: str, message: str) -> list[Action]:
+    def transcription_failed(self, job_id: str, message: str, code: str | None = None) -> list[Action]:
+        """``code``: the client's audio could not be transcribed (``invalid_request_error``);
+        None: the recognizer failed (``server_error``)."""
         job = self._jobs.pop(job_id)
         if job is None:
             return []
         self._jobs.waiting = None
+        kind = "invalid_request_error" if code else "server_error"
+        error = {"type": kind, "code": code or "transcription_failed", "message": message}
         return [
             self._send(
-                "conversation.item.input_audio_transcription.failed",
-                item_id=job.item_id,
-                content_index=0,
-                error={"type": "server_error", "code": "transcription_failed", "message": message},
+                "conversation.item.input_audio_transcription.failed", item_id=job.item_id, content_index=0, error=error
             )
         ]
 

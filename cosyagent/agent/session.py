@@ -44,6 +44,7 @@ from cosyagent.engines.base import (
     SpeechRecognizer,
     SpeechSynthesizer,
     TurnEndPredictor,
+    UnsupportedLanguageError,
 )
 from cosyagent.engines.scheduling import needed_by
 from cosyagent.pipeline.playout import SYNTHESIS_AHEAD_MS, AudioSink, MediaAudioSink, Playout
@@ -235,6 +236,9 @@ class RealtimeSession:
             with needed_by(lambda: due):
                 transcript = await self._engines.asr.transcribe(job.audio, language=job.language, cancel=token)
         except EngineCancelled:
+            return
+        except UnsupportedLanguageError as exc:  # the client's mistake, not the server's: no reply to it
+            self._execute(self.core.transcription_failed(job.job_id, str(exc), code=exc.code))
             return
         except EngineError as exc:
             self._execute(self.core.transcription_failed(job.job_id, str(exc)))

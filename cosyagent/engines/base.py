@@ -31,6 +31,16 @@ class EngineUnavailableError(EngineError):
     """The engine cannot serve at all right now (model missing, endpoint down)."""
 
 
+class UnsupportedLanguageError(EngineError):
+    """The audio is speech in a language the recognizer cannot transcribe (it would invent text)."""
+
+    code = "unsupported_language"
+
+    def __init__(self, message: str, language: str) -> None:
+        super().__init__(message)
+        self.language = language
+
+
 class EngineCancelled(Exception):
     """Raised inside any engine's worker (ASR, TTS, turn model) when its :class:`CancelToken` fires."""
 

@@ -12,6 +12,8 @@ from cosyagent.engines.cosyvoice_tts import CosyVoiceTTS
 from cosyagent.engines.funasr_asr import FunASRNano
 from cosyagent.engines.gguf_parts import QWEN25_CODER_05B_Q4KM, assemble
 from cosyagent.engines.kokoro_tts import KokoroTTS
+from cosyagent.engines.language_guard import LanguageCheckedASR
+from cosyagent.engines.language_id import SpokenLanguageID
 from cosyagent.engines.llama_process import LlamaServerProcess
 from cosyagent.engines.llama_server import EmbeddedLlamaServer, PythonLlamaServer
 from cosyagent.engines.piper_tts import PiperTTS
@@ -22,7 +24,10 @@ from cosyagent.voices.features import KokoroVoiceFeatures, PiperVoiceFeatures, S
 
 def build_asr(config: ASRConfig) -> SpeechRecognizer:
     if config.engine == "whisper":
-        return WhisperASR(cpu_threads=config.threads, beam_size=config.beam_size)
+        whisper = WhisperASR(cpu_threads=config.threads, beam_size=config.beam_size)
+        if not config.language_check:
+            return whisper
+        return LanguageCheckedASR(whisper, SpokenLanguageID(cpu_threads=config.threads))
     if config.engine == "funasr":
         if not config.model_dir:
             raise ConfigError("asr.engine 'funasr' needs asr.model_dir (a Fun-ASR-Nano-2512 directory)")

@@ -24,6 +24,7 @@ from cosyagent.engines.base import (
 )
 from cosyagent.engines.kokoro_tts import KokoroTTS
 from cosyagent.engines.kokoro_voices import VOICE_SHA256
+from cosyagent.engines.language_guard import LanguageCheckedASR
 from cosyagent.engines.llama_process import LlamaServerProcess
 from cosyagent.engines.llm import OpenAICompatibleLLM
 from cosyagent.engines.scheduling import cpu_scheduler
@@ -288,6 +289,8 @@ class Runtime:
                     "model": self.asr.info.model,
                     "loaded": self.asr.loaded,
                     "languages": list(self.asr.info.languages),
+                    # other languages are refused (not transcribed into invented English)
+                    "language_check": isinstance(self.asr, LanguageCheckedASR),
                 },
                 "llm": {
                     "engine": self.config.llm.engine,

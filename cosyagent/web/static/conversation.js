@@ -90,7 +90,8 @@
     },
     "conversation.item.input_audio_transcription.completed": (event, now) =>
       onTranscript(event.item_id, event.transcript, now),
-    "conversation.item.input_audio_transcription.failed": (event, now) => onTranscript(event.item_id, null, now),
+    "conversation.item.input_audio_transcription.failed": (event, now) =>
+      onTranscript(event.item_id, null, now, event.error && event.error.code),
     "response.created": onResponseCreated,
     "response.output_audio_transcript.delta": onReplyDelta,
     "response.output_text.delta": onReplyDelta,
@@ -128,10 +129,10 @@
     if (!state.active) state.awaiting = true;
   }
 
-  function onTranscript(itemId, words, now) {
+  function onTranscript(itemId, words, now, failure) {
     const item = state.users.get(itemId) || view.userTurn();
     state.users.set(itemId, item);
-    view.finishUserTurn(item, words);
+    view.finishUserTurn(item, words, failure);
     state.transcribing.delete(itemId);
     const clock = state.clocks.get(itemId);
     if (clock) clock.transcribedAt = now;

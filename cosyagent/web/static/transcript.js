@@ -78,13 +78,16 @@
 
   // The recognized words, null when recognition failed. An empty transcript (a cough, a click)
   // removes the bubble: nothing was said.
-  function finishUserTurn(item, transcript) {
+  // transcript null: not recognized; failure: the server's error code (unsupported_language...).
+  function finishUserTurn(item, transcript, failure) {
     if (transcript !== null && !transcript.trim()) {
       item.remove();
       return;
     }
     item.classList.remove("pending");
-    if (transcript === null) setText(item, null, "turn.unheard");
+    if (transcript === null) {
+      setText(item, null, failure === "unsupported_language" ? "turn.other-language" : "turn.unheard");
+    }
     else setText(item, transcript);
   }
 

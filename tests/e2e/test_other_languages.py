@@ -1,0 +1,57 @@
+"""Speech the embedded English-only recognizer cannot transcribe (real Mandarin) is refused with
+a precise error, in a Realtime session and over HTTP, instead of coming back as invented English."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from openai import AsyncOpenAI, BadRequestError
+
+from tests.e2e.conftest import LiveServer
+from tests.e2e.realtime_client import Transcript, collect, stream_pcm24
+from tests.support import DATA, read_clip
+
+
+def client(server: LiveServer) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+
+
+async def test_mandarin_turn_is_refused_and_the_next_english_one_answered(live_server: LiveServer) -> None:
+    async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "instructions": "Answer in one short sentence."})
+        seen = Transcript()
+        await stream_pcm24(conn, read_clip("zh_asr_example.wav", 24000))
+        await collect(conn, seen, until="conversation.item.input_audio_transcription.failed", timeout=60)
+        # No reply is made of a refused turn (the server would otherwise start one at once).
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(collect(conn, seen, until="response.created"), timeout=2.0)
+        question = read_clip("en_wealth_tax_q.wav", 24000)[: int(3.5 * 24000)]  # the question alone
+        await stream_pcm24(conn, question)
+        await collect(conn, seen, until="response.done", timeout=90)
+
+    failed = seen.of_type("conversation.item.input_audio_transcription.failed")
+    assert failed[0].error.code == "unsupported_language" and failed[0].error.type == "invalid_request_error"
+    assert "Chinese" in failed[0].error.message and "English only" in failed[0].error.message
+    (transcribed,) = seen.of_type("conversation.item.input_audio_transcription.completed")
+    assert "wealth tax" in transcribed.transcript.lower()
+    (done,) = seen.of_type("response.done")
+    assert done.response.status == "completed"
+
+
+async def test_mandarin_upload_is_refused_over_http(live_server: LiveServer) -> None:
+    sdk = client(live_server)
+    with (DATA / "zh_sample_6s.wav").open("rb") as wav, pytest.raises(BadRequestError) as refused:
+        await sdk.audio.transcriptions.create(model="whisper-1", file=wav)
+    error = refused.value.body
+    assert isinstance(error, dict)
+    assert error["code"] == "unsupported_language" and error["param"] == "file"
+    assert "Chinese" in error["message"]
+    # Naming the language skips the check: the caller asked for English.
+    with (DATA / "en_dublin_q.wav").open("rb") as wav:
+        english = await sdk.audio.transcriptions.create(model="whisper-1", file=wav, language="en")
+    assert "dublin" in english.text.lower()
+    async with httpx.AsyncClient(timeout=30) as http:
+        health = (await http.get(f"{live_server.base_url}/health")).json()
+    assert health["engines"]["asr"]["language_check"] is True
