@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 from cosyagent.config import load_config
 from cosyagent.runtime import Runtime
 from cosyagent.web.app import create_app
+from tests.e2e.conformance import mismatches, record_server_events
 
 
 @dataclass
@@ -76,3 +77,14 @@ async def live_server() -> AsyncIterator[LiveServer]:
     config = dataclasses.replace(config, server=dataclasses.replace(config.server, capacity=config.server.max_sessions))
     async with serve_in_process(Runtime.from_config(config), free_port()) as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def server_events_follow_the_sdk(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every Realtime event an in-process server sends during a test must validate against
+    openai-python's own models (tests/e2e/conformance.py); a mismatch fails that test."""
+    with record_server_events(monkeypatch) as events:
+        yield
+    problems = mismatches(events)
+    if problems:
+        pytest.fail(f"{len(problems)} server event(s) the openai SDK's models reject:\n" + "\n".join(problems[:10]))
