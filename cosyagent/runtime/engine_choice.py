@@ -14,6 +14,7 @@ from cosyagent.engines.gguf_parts import QWEN25_CODER_05B_Q4KM, assemble
 from cosyagent.engines.kokoro_tts import KokoroTTS
 from cosyagent.engines.llama_process import LlamaServerProcess
 from cosyagent.engines.llama_server import EmbeddedLlamaServer, PythonLlamaServer
+from cosyagent.engines.moonshine_asr import MoonshineASR
 from cosyagent.engines.piper_tts import PiperTTS
 from cosyagent.engines.whisper_asr import WhisperASR
 from cosyagent.voices.cosyvoice_features import CosyVoiceVoiceFeatures
@@ -23,13 +24,18 @@ from cosyagent.voices.features import KokoroVoiceFeatures, PiperVoiceFeatures, S
 def build_asr(config: ASRConfig) -> SpeechRecognizer:
     if config.engine == "whisper":
         return WhisperASR(cpu_threads=config.threads, beam_size=config.beam_size)
+    if config.engine == "moonshine":
+        try:
+            return MoonshineASR(cpu_threads=config.threads, max_window_s=config.max_window_s)
+        except ValueError as exc:
+            raise ConfigError(f"asr: {exc}") from exc
     if config.engine == "funasr":
         if not config.model_dir:
             raise ConfigError("asr.engine 'funasr' needs asr.model_dir (a Fun-ASR-Nano-2512 directory)")
         return FunASRNano(
             config.model_dir, device=config.device, language=config.language, hotwords=config.hotwords, itn=config.itn
         )
-    raise ConfigError(f"asr.engine must be 'whisper' or 'funasr', not {config.engine!r}")
+    raise ConfigError(f"asr.engine must be 'whisper', 'moonshine' or 'funasr', not {config.engine!r}")
 
 
 def build_tts(config: TTSConfig) -> tuple[SpeechSynthesizer, SpeakerFeatureEngine]:
