@@ -171,13 +171,14 @@ class MoonshineASR:
         try:
             for start, end in split_at_pauses(audio, _SAMPLE_RATE, self.max_window_s):
                 text = self._decode_window(audio[start:end], options, cancel)
-                segments.append(TranscriptSegment(start / _SAMPLE_RATE, end / _SAMPLE_RATE, text))
+                spoken = f" {text}" if text else ""  # as Whisper's segments: each begins with its space
+                segments.append(TranscriptSegment(start / _SAMPLE_RATE, end / _SAMPLE_RATE, spoken))
         finally:
             if unregister is not None:
                 unregister()
         duration_s = audio.size / _SAMPLE_RATE
         logger.debug("transcribed %.2f s of audio in %.3f s", duration_s, time.perf_counter() - started)
-        text = " ".join(s.text for s in segments if s.text)
+        text = "".join(s.text for s in segments).strip()
         return Transcript(text=text, language="en", duration_s=duration_s, segments=tuple(segments))
 
     def _decode_window(self, audio: AudioF32, options: ort.RunOptions, cancel: CancelToken | None) -> str:
