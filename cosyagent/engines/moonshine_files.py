@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 PACKAGE = "moonshine-cpp"
 _VERSION = "0.1.4"
+_WHERE = f" (pip install {PACKAGE}=={_VERSION}; its only wheel is for Linux x86_64)"
 _MODULE = "moonshine_cpp"
 _MODEL_DIR = "models/base-en"
 CACHE_ENV = "COSYAGENT_CACHE_DIR"  # the same convention as engines.gguf_parts and engines.onnx_outputs
@@ -73,10 +74,10 @@ def package_dir() -> Path:
     try:
         spec = importlib.util.find_spec(_MODULE)
     except (ImportError, ValueError) as exc:
-        raise EngineUnavailableError(f"Moonshine model not found: {PACKAGE} is not installed ({exc})") from exc
+        raise EngineUnavailableError(f"Moonshine model not found: {PACKAGE} is not installed ({exc}){_WHERE}") from exc
     locations = list(spec.submodule_search_locations or ()) if spec is not None else []
     if not locations:
-        raise EngineUnavailableError(f"Moonshine model not found: {PACKAGE} is not installed")
+        raise EngineUnavailableError(f"Moonshine model not found: {PACKAGE} is not installed{_WHERE}")
     return Path(locations[0]) / _MODEL_DIR
 
 
