@@ -89,7 +89,7 @@ async def test_cancel_stops_a_running_decode(moonshine: MoonshineASR) -> None:
     cancelled_at = time.perf_counter()
     with pytest.raises(EngineCancelled):
         await job
-    assert time.perf_counter() - cancelled_at < 1.0
+    assert time.perf_counter() - cancelled_at < 2.0  # the whole decode takes several times longer
     after = await moonshine.transcribe(read_clip("en_dublin_q.wav", 16_000))  # the engine still works
     assert "dublin" in after.text.lower()
 
