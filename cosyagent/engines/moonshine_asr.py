@@ -213,7 +213,9 @@ class MoonshineASR:
             feed["use_cache_branch"] = np.array([True])
             fetch = self._cached_outputs
         else:
-            logger.info("Moonshine stopped at its bound of %d tokens for %.1f s of audio", limit, audio.size / 16e3)
+            logger.info(
+                "Moonshine stopped at its bound of %d tokens for %.1f s of audio", limit, audio.size / _SAMPLE_RATE
+            )
         return tokenizer.decode(tokens)
 
     def close(self) -> None:
