@@ -114,9 +114,10 @@ class VADConfig:
 
 @dataclass(frozen=True)
 class ASRConfig:
-    engine: str = "whisper"  # "whisper" (embedded) or "funasr" (Fun-ASR-Nano, extra [funasr])
+    engine: str = "whisper"  # "whisper" or "moonshine" (embedded), or "funasr" (Fun-ASR-Nano, extra [funasr])
     threads: int = 2
-    beam_size: int = 1
+    beam_size: int = 1  # whisper
+    max_window_s: float = 20.0  # moonshine: longer audio is cut at its pauses into windows of at most this
     model_dir: str | None = None  # funasr: a Fun-ASR-Nano-2512 directory (`cosyagent models download`)
     device: str = "auto"  # funasr: "auto" (cuda if available, else cpu), "cuda:0", "cpu"
     language: str | None = None  # funasr: "zh", "en", "ja" or None (the model decides)

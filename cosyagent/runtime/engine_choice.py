@@ -16,6 +16,7 @@ from cosyagent.engines.language_guard import LanguageCheckedASR
 from cosyagent.engines.language_id import SpokenLanguageID
 from cosyagent.engines.llama_process import LlamaServerProcess
 from cosyagent.engines.llama_server import EmbeddedLlamaServer, PythonLlamaServer
+from cosyagent.engines.moonshine_asr import MoonshineASR
 from cosyagent.engines.piper_tts import PiperTTS
 from cosyagent.engines.whisper_asr import WhisperASR
 from cosyagent.voices.cosyvoice_features import CosyVoiceVoiceFeatures
@@ -24,17 +25,27 @@ from cosyagent.voices.features import KokoroVoiceFeatures, PiperVoiceFeatures, S
 
 def build_asr(config: ASRConfig) -> SpeechRecognizer:
     if config.engine == "whisper":
-        whisper = WhisperASR(cpu_threads=config.threads, beam_size=config.beam_size)
-        if not config.language_check:
-            return whisper
-        return LanguageCheckedASR(whisper, SpokenLanguageID(cpu_threads=config.threads))
+        return _language_checked(WhisperASR(cpu_threads=config.threads, beam_size=config.beam_size), config)
+    if config.engine == "moonshine":
+        try:
+            moonshine = MoonshineASR(cpu_threads=config.threads, max_window_s=config.max_window_s)
+        except ValueError as exc:
+            raise ConfigError(f"asr: {exc}") from exc
+        return _language_checked(moonshine, config)
     if config.engine == "funasr":
         if not config.model_dir:
             raise ConfigError("asr.engine 'funasr' needs asr.model_dir (a Fun-ASR-Nano-2512 directory)")
         return FunASRNano(
             config.model_dir, device=config.device, language=config.language, hotwords=config.hotwords, itn=config.itn
         )
-    raise ConfigError(f"asr.engine must be 'whisper' or 'funasr', not {config.engine!r}")
+    raise ConfigError(f"asr.engine must be 'whisper', 'moonshine' or 'funasr', not {config.engine!r}")
+
+
+def _language_checked(asr: SpeechRecognizer, config: ASRConfig) -> SpeechRecognizer:
+    """An English-only recognizer behind the language check (``asr.language_check``)."""
+    if not config.language_check:
+        return asr
+    return LanguageCheckedASR(asr, SpokenLanguageID(cpu_threads=config.threads))
 
 
 def build_tts(config: TTSConfig) -> tuple[SpeechSynthesizer, SpeakerFeatureEngine]:

@@ -18,11 +18,11 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from cosyagent.audio.containers import DecodedAudio, decode_audio
+from cosyagent.audio.pauses import split_at_pauses as cut_at_pauses
 from cosyagent.engines.base import (
     AudioF32,
     CancelToken,
@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 _LANGUAGE_NAMES = {"en": "english", "zh": "chinese"}
 WINDOW_S = 28.0  # under Whisper's 30 s window
-_PAUSE_SEARCH_S = 8.0
 
 
 def transcriptions_router(runtime: Runtime) -> APIRouter:
@@ -171,22 +170,8 @@ def to_vtt(segments: Sequence[TranscriptSegment]) -> str:
 
 
 def split_at_pauses(audio: AudioF32, rate: int, window_s: float = WINDOW_S) -> list[tuple[int, int]]:
-    """Cut ``audio`` into spans of at most ``window_s``, each cut at the quietest 200 ms
-    of the last ``_PAUSE_SEARCH_S`` before the limit (a pause between words, usually)."""
-    frame = max(1, rate // 50)  # 20 ms
-    spans: list[tuple[int, int]] = []
-    start = 0
-    while audio.size - start > window_s * rate:
-        low = start + int((window_s - _PAUSE_SEARCH_S) * rate)
-        high = start + int(window_s * rate)
-        frames = (high - low) // frame
-        energy = np.square(audio[low : low + frames * frame].reshape(frames, frame)).mean(axis=1)
-        smooth = np.convolve(energy, np.ones(10) / 10, mode="same")
-        cut = low + int(np.argmin(smooth)) * frame + frame // 2
-        spans.append((start, cut))
-        start = cut
-    spans.append((start, audio.size))
-    return spans
+    """Spans of at most one Whisper window, cut in pauses (:func:`cosyagent.audio.pauses.split_at_pauses`)."""
+    return cut_at_pauses(audio, rate, window_s)
 
 
 async def _stream_events(

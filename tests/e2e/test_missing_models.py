@@ -17,12 +17,12 @@ from tests.e2e.conftest import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def serve(tmp_path: Path, shadow: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """`cosyagent serve` with ``shadow`` first on the import path, run until it exits."""
+def serve(tmp_path: Path, shadow: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`cosyagent serve ARGS` with ``shadow`` first on the import path, run until it exits."""
     environ = {**os.environ, "PYTHONPATH": os.pathsep.join((str(shadow), str(ROOT))), "HF_HUB_OFFLINE": "1", **env}
     environ.pop("COSYAGENT_LLM_BASE_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", "cosyagent.cli", "serve", "--port", str(free_port())],
+        [sys.executable, "-m", "cosyagent.cli", "serve", "--port", str(free_port()), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -57,3 +57,16 @@ def test_an_altered_qwen_part_stops_startup_naming_its_package(tmp_path: Path) -
     # No half-built model left behind (Piper's patched graph, onnx-outputs/, is a finished file of its own).
     leftovers = [p.name for p in (tmp_path / "cache").rglob("*") if "qwen" in p.name.lower() or ".partial" in p.name]
     assert not leftovers, leftovers
+
+
+def test_an_altered_moonshine_file_stops_startup_naming_its_package(tmp_path: Path) -> None:
+    default = (ROOT / "configs" / "default.yaml").read_text(encoding="utf-8")
+    config = tmp_path / "moonshine.yaml"
+    config.write_text(default.replace("engine: whisper ", "engine: moonshine"), encoding="utf-8")
+    assert "engine: moonshine" in config.read_text(encoding="utf-8")
+    broken_package(tmp_path / "shadow", "moonshine_cpp", {"models/base-en/encoder_model.ort": b"not the encoder"})
+    done = serve(tmp_path, tmp_path / "shadow", "--config", str(config), COSYAGENT_CACHE_DIR=str(tmp_path / "cache"))
+    assert done.returncode != 0, done.stderr[-3000:]
+    assert "encoder_model.ort fails its checksum" in done.stderr, done.stderr[-3000:]
+    assert "reinstall moonshine-cpp==0.1.4" in done.stderr, done.stderr[-3000:]
+    assert "engines ready" not in done.stderr
