@@ -127,7 +127,7 @@ async def wait_until_released(server: LiveServer, before: int) -> None:
 
 
 async def test_a_phone_call_is_heard_and_answered(live_server: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="cosyagent.transports.twilio")
+    caplog.set_level(logging.INFO, logger="cosyagent.transports")
     before = live_server.runtime.active_sessions
     async with call(live_server) as caller:
         # Bad input first: each is logged and ignored, and the call goes on.
@@ -162,7 +162,7 @@ async def test_a_phone_call_is_heard_and_answered(live_server: LiveServer, caplo
 
 
 async def test_speaking_over_the_reply_clears_it(live_server: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="cosyagent.transports.twilio")
+    caplog.set_level(logging.INFO, logger="cosyagent.transports")
     before = live_server.runtime.active_sessions
     async with call(live_server) as caller:
         await caller.start()

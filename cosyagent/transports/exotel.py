@@ -1,0 +1,53 @@
+"""`WS /v1/telephony/exotel/media`: a phone call over Exotel's Voicebot applet (AgentStream,
+bidirectional).
+
+Exotel sends ``connected``, ``start`` (``stream_sid`` beside and inside it, ``call_sid``,
+``account_sid``, ``from``, ``to``, ``custom_parameters`` and ``media_format``: ``encoding``
+``audio/x-raw``, ``sample_rate`` "8000" (or "16000"/"24000" with ``?sample-rate=`` on the
+applet's URL), ``bit_rate`` "16"), then ``media`` (base64 raw 16-bit little-endian PCM, about
+100 ms a message), ``dtmf``, ``mark`` and ``stop``. We send ``media`` (whole 20 ms frames:
+multiples of 320 bytes at 8 kHz), ``mark`` and ``clear``, each with the ``stream_sid``.
+The session runs in ``audio/pcm``; the audio is resampled between its 24 kHz and the call's rate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cosyagent.audio.carrier import CarrierAudio
+from cosyagent.transports.media_stream import CallStarted, Dialect, Ignored, Unservable
+
+TRANSPORT = "exotel"
+
+
+class ExotelDialect(Dialect):
+    name = TRANSPORT
+
+    def start(self, data: dict[str, Any]) -> CallStarted | Ignored | Unservable:
+        body = data.get("start")
+        if not isinstance(body, dict):
+            return Ignored("event 'start' without its 'start' object")
+        stream_sid = body.get("stream_sid", data.get("stream_sid"))
+        if not isinstance(stream_sid, str) or not stream_sid:
+            return Ignored("start without a stream_sid")
+        media_format = body.get("media_format", {})
+        if not isinstance(media_format, dict):
+            return Unservable("media_format is not an object")
+        encoding = media_format.get("encoding", "audio/x-raw")
+        if encoding != "audio/x-raw" or str(media_format.get("bit_rate", "16")) != "16":
+            return Unservable(f"media format {media_format} is not 16-bit audio/x-raw")
+        rate = str(media_format.get("sample_rate", "8000"))
+        if not rate.isdigit():
+            return Unservable(f"sample_rate {rate!r} is not a number of Hz")
+        parameters = body.get("custom_parameters")
+        custom = parameters if isinstance(parameters, dict) else {}
+        return CallStarted(stream_sid, str(body.get("call_sid", "")), CarrierAudio("l16-le", int(rate)), custom)
+
+    def media(self, stream_id: str, audio: CarrierAudio, payload: str) -> dict[str, Any]:
+        return {"event": "media", "stream_sid": stream_id, "media": {"payload": payload}}
+
+    def mark(self, stream_id: str, name: str) -> dict[str, Any]:
+        return {"event": "mark", "stream_sid": stream_id, "mark": {"name": name}}
+
+    def clear(self, stream_id: str) -> dict[str, Any]:
+        return {"event": "clear", "stream_sid": stream_id}
