@@ -89,18 +89,33 @@ class CarrierCodec:
             pcm = np.frombuffer(data, dtype=">i2").astype("<i2").tobytes()
         else:
             pcm = data
+        if self._to_session.from_rate == SESSION_PCM_RATE:
+            return pcm
         return float_to_pcm16(self._to_session.process(pcm16_to_float(pcm)))
 
     def encode(self, data: bytes) -> bytes:
         """Reply audio in the session's format -> the carrier's codec."""
         if self._passthrough:
             return data
-        pcm = float_to_pcm16(self._to_wire.process(pcm16_to_float(data)))
+        if self._to_wire.to_rate == SESSION_PCM_RATE:
+            pcm = data
+        else:
+            pcm = float_to_pcm16(self._to_wire.process(pcm16_to_float(data)))
         if self._g722 is not None:
             return self._g722.encode(pcm)
         if self.audio.encoding == "l16-be":
             return np.frombuffer(pcm, dtype="<i2").astype(">i2").tobytes()
         return pcm
+
+    def finish(self) -> bytes:
+        """The end of a reply: what the encoder still holds, in the carrier's codec (a partial
+        G.722 frame padded with silence). The next reply starts afresh."""
+        if self._passthrough or (self._to_wire.to_rate == SESSION_PCM_RATE and self._g722 is None):
+            return b""
+        pcm = float_to_pcm16(self._to_wire.flush())
+        if self._g722 is not None:
+            return self._g722.encode(pcm, pad=True)
+        return np.frombuffer(pcm, dtype="<i2").astype(">i2").tobytes() if self.audio.encoding == "l16-be" else pcm
 
 
 class _G722:
@@ -125,8 +140,10 @@ class _G722:
         frames = self._decoder.decode(self._av.Packet(data)) if data else []
         return b"".join(frame.to_ndarray().astype("<i2").tobytes() for frame in frames)
 
-    def encode(self, pcm: bytes) -> bytes:
+    def encode(self, pcm: bytes, pad: bool = False) -> bytes:
         self._pending += pcm
+        if pad:
+            self._pending += bytes(-len(self._pending) % (2 * self.FRAME_SAMPLES))
         whole = len(self._pending) // (2 * self.FRAME_SAMPLES) * 2 * self.FRAME_SAMPLES
         samples, self._pending = np.frombuffer(self._pending[:whole], dtype="<i2"), self._pending[whole:]
         out = bytearray()

@@ -73,9 +73,11 @@ class CarrierCall:
     def stream_id(self) -> str | None:
         return self._serializer.stream_id
 
-    async def wait_for_start(self, timeout_s: float = START_TIMEOUT_S) -> CallStarted | None:
-        """The stream's ``start``; None when the stream ended or was closed first (a stream
-        that cannot be served is closed with the reason). Cancel-safe."""
+    async def wait_for_start(self, timeout_s: float | None = None) -> CallStarted | None:
+        """The stream's ``start`` (within ``timeout_s``, default :data:`START_TIMEOUT_S`); None
+        when the stream ended or was closed first (a stream that cannot be served is closed
+        with the reason). Cancel-safe."""
+        timeout_s = START_TIMEOUT_S if timeout_s is None else timeout_s
         try:
             async with asyncio.timeout(timeout_s):
                 while True:

@@ -15,21 +15,16 @@ from __future__ import annotations
 from typing import Any
 
 from cosyagent.audio.carrier import CarrierAudio
-from cosyagent.transports.media_stream import CallStarted, Dialect, Ignored, Unservable
+from cosyagent.transports.media_stream import CallStarted, Dialect, Unservable, json_object
 
 TRANSPORT = "exotel"
 
 
 class ExotelDialect(Dialect):
     name = TRANSPORT
+    stream_key = "stream_sid"
 
-    def start(self, data: dict[str, Any]) -> CallStarted | Ignored | Unservable:
-        body = data.get("start")
-        if not isinstance(body, dict):
-            return Ignored("event 'start' without its 'start' object")
-        stream_sid = body.get("stream_sid", data.get("stream_sid"))
-        if not isinstance(stream_sid, str) or not stream_sid:
-            return Ignored("start without a stream_sid")
+    def started(self, stream_id: str, body: dict[str, Any], data: dict[str, Any]) -> CallStarted | Unservable:
         media_format = body.get("media_format", {})
         if not isinstance(media_format, dict):
             return Unservable("media_format is not an object")
@@ -39,9 +34,8 @@ class ExotelDialect(Dialect):
         rate = str(media_format.get("sample_rate", "8000"))
         if not rate.isdigit():
             return Unservable(f"sample_rate {rate!r} is not a number of Hz")
-        parameters = body.get("custom_parameters")
-        custom = parameters if isinstance(parameters, dict) else {}
-        return CallStarted(stream_sid, str(body.get("call_sid", "")), CarrierAudio("l16-le", int(rate)), custom)
+        custom = json_object(body.get("custom_parameters"))
+        return CallStarted(stream_id, str(body.get("call_sid", "")), CarrierAudio("l16-le", int(rate)), custom)
 
     def media(self, stream_id: str, audio: CarrierAudio, payload: str) -> dict[str, Any]:
         return {"event": "media", "stream_sid": stream_id, "media": {"payload": payload}}

@@ -93,14 +93,25 @@ class Dialect(ABC):
     defaults are the Twilio-like shape (``{"event": "dtmf", "dtmf": {"digit": "5"}}``)."""
 
     name: str  # the transport's name in metrics, logs and the session registry
+    stream_key: str  # the stream id's field, in ``start`` or beside it
     stop_event = "stop"
     mark_event = "mark"  # the echo of one of our marks
     quiet_events: frozenset[str] = frozenset({"connected"})  # nothing to do, nothing wrong
     one_frame_per_message = False  # True: each 20 ms frame its own media message
 
-    @abstractmethod
     def start(self, data: dict[str, Any]) -> CallStarted | Ignored | Unservable:
         """The ``start`` message: ids and codec, or why the stream cannot be served."""
+        body = data.get("start")
+        if not isinstance(body, dict):
+            return Ignored("event 'start' without its 'start' object")
+        stream_id = body.get(self.stream_key, data.get(self.stream_key))
+        if not isinstance(stream_id, str) or not stream_id:
+            return Ignored(f"start without a {self.stream_key}")
+        return self.started(stream_id, body, data)
+
+    @abstractmethod
+    def started(self, stream_id: str, body: dict[str, Any], data: dict[str, Any]) -> CallStarted | Unservable:
+        """The call ``start`` describes (``body``: its ``start`` object), or why it cannot be served."""
 
     @abstractmethod
     def media(self, stream_id: str, audio: CarrierAudio, payload: str) -> dict[str, Any]:
@@ -147,9 +158,10 @@ class MediaStreamSerializer(Serializer[CarrierInbound]):
             item_id = str(event["item_id"])
             if item_id != self._item:
                 self._item, self._sent_ms, self._heard_ms, self._unsent = item_id, 0.0, 0.0, b""
-            return self._send_audio(self.stream_id, self.codec, item_id, base64.b64decode(event["delta"]), last=False)
+            wire = self.codec.encode(base64.b64decode(event["delta"]))
+            return self._send_audio(self.stream_id, self.codec.audio, item_id, wire, last=False)
         if kind == "response.output_audio.done" and self._item is not None and event.get("item_id") == self._item:
-            return self._send_audio(self.stream_id, self.codec, self._item, b"", last=True) if self._unsent else []
+            return self._send_audio(self.stream_id, self.codec.audio, self._item, self.codec.finish(), last=True)
         return []  # a phone has no place for the session's other events
 
     def deserialize(self, message: str | bytes) -> CarrierInbound:
@@ -196,14 +208,15 @@ class MediaStreamSerializer(Serializer[CarrierInbound]):
                 "audio_end_ms": int(self._heard_ms),
             }
         self._item, self._sent_ms, self._heard_ms, self._unsent = None, 0.0, 0.0, b""
+        if self.codec is not None:
+            self.codec.finish()  # the cut reply's tail is not played
         return [self._json(self.dialect.clear(self.stream_id))], truncate
 
-    def _send_audio(self, stream_id: str, codec: CarrierCodec, item_id: str, audio_in: bytes, last: bool) -> list[str]:
-        """Reply audio (session format) as whole frames, then a mark; a partial frame waits
-        for the next delta, or is padded with silence at the end of the item's audio."""
-        audio = codec.audio
+    def _send_audio(self, stream_id: str, audio: CarrierAudio, item_id: str, wire: bytes, last: bool) -> list[str]:
+        """Reply audio (in the carrier's codec) as whole frames, then a mark; a partial frame
+        waits for the next delta, or is padded with silence at the end of the item's audio."""
         frame = audio.frame_bytes()
-        buffered = self._unsent + codec.encode(audio_in)
+        buffered = self._unsent + wire
         if last:
             buffered += audio.silence * ((-len(buffered) % frame) // len(audio.silence))
         whole = len(buffered) // frame * frame
@@ -270,6 +283,11 @@ class MediaStreamSerializer(Serializer[CarrierInbound]):
     @staticmethod
     def _json(message: dict[str, Any]) -> str:
         return json.dumps(message, separators=(",", ":"))
+
+
+def json_object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (for optional fields)."""
+    return value if isinstance(value, dict) else {}
 
 
 def session_config(audio: CarrierAudio) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from cosyagent.audio.carrier import CarrierAudio
-from cosyagent.transports.media_stream import CallStarted, Dialect, Ignored, Unservable
+from cosyagent.transports.media_stream import CallStarted, Dialect, Unservable
 
 TRANSPORT = "plivo"
 CONTENT_TYPES = {"audio/x-mulaw": "pcmu", "audio/x-l16": "l16-le"}
@@ -26,16 +26,11 @@ CONTENT_TYPES = {"audio/x-mulaw": "pcmu", "audio/x-l16": "l16-le"}
 
 class PlivoDialect(Dialect):
     name = TRANSPORT
+    stream_key = "streamId"
     mark_event = "playedStream"
     quiet_events = frozenset({"connected", "clearedAudio"})
 
-    def start(self, data: dict[str, Any]) -> CallStarted | Ignored | Unservable:
-        body = data.get("start")
-        if not isinstance(body, dict):
-            return Ignored("event 'start' without its 'start' object")
-        stream_id = body.get("streamId", data.get("streamId"))
-        if not isinstance(stream_id, str) or not stream_id:
-            return Ignored("start without a streamId")
+    def started(self, stream_id: str, body: dict[str, Any], data: dict[str, Any]) -> CallStarted | Unservable:
         media_format = body.get("mediaFormat", {})
         if not isinstance(media_format, dict):
             return Unservable("mediaFormat is not an object")

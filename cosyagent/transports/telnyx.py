@@ -21,7 +21,7 @@ import logging
 from typing import Any
 
 from cosyagent.audio.carrier import CarrierAudio
-from cosyagent.transports.media_stream import CallStarted, Dialect, Ignored, Unservable
+from cosyagent.transports.media_stream import CallStarted, Dialect, Ignored, Unservable, json_object
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +31,9 @@ ENCODINGS = {"PCMU": "pcmu", "PCMA": "pcma", "L16": "l16-be", "G722": "g722"}
 
 class TelnyxDialect(Dialect):
     name = TRANSPORT
+    stream_key = "stream_id"
 
-    def start(self, data: dict[str, Any]) -> CallStarted | Ignored | Unservable:
-        body = data.get("start")
-        if not isinstance(body, dict):
-            return Ignored("event 'start' without its 'start' object")
-        stream_id = data.get("stream_id", body.get("stream_id"))
-        if not isinstance(stream_id, str) or not stream_id:
-            return Ignored("start without a stream_id")
+    def started(self, stream_id: str, body: dict[str, Any], data: dict[str, Any]) -> CallStarted | Unservable:
         media_format = body.get("media_format")
         if not isinstance(media_format, dict):
             return Unservable("start without a media_format object")
@@ -51,8 +46,7 @@ class TelnyxDialect(Dialect):
             return Unservable(f"sample_rate {rate!r} is not a number of Hz")
         if encoding == "G722" and rate == 8000:
             rate = 16000  # G.722's RTP clock is 8000; its audio is 16 kHz
-        parameters = body.get("custom_parameters")
-        custom = parameters if isinstance(parameters, dict) else {}
+        custom = json_object(body.get("custom_parameters"))
         audio = CarrierAudio(ENCODINGS[encoding], rate)  # type: ignore[arg-type]
         return CallStarted(stream_id, str(body.get("call_control_id", "")), audio, custom)
 

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from cosyagent.audio.carrier import CarrierAudio
-from cosyagent.transports.media_stream import CallStarted, Dialect, Ignored, Unservable
+from cosyagent.transports.media_stream import CallStarted, Dialect, Unservable, json_object
 
 logger = logging.getLogger(__name__)
 
@@ -26,24 +26,18 @@ MULAW_8K = CarrierAudio("pcmu", 8000)
 
 class TwilioDialect(Dialect):
     name = TRANSPORT
+    stream_key = "streamSid"
     one_frame_per_message = True
 
-    def start(self, data: dict[str, Any]) -> CallStarted | Ignored | Unservable:
-        body = data.get("start")
-        if not isinstance(body, dict):
-            return Ignored("event 'start' without its 'start' object")
-        stream_sid = body.get("streamSid", data.get("streamSid"))
-        if not isinstance(stream_sid, str) or not stream_sid:
-            return Ignored("start without a streamSid")
+    def started(self, stream_id: str, body: dict[str, Any], data: dict[str, Any]) -> CallStarted | Unservable:
         media_format = body.get("mediaFormat")
         if isinstance(media_format, dict) and (
             media_format.get("encoding", "audio/x-mulaw") != "audio/x-mulaw"
             or media_format.get("sampleRate", 8000) != 8000
         ):
             return Unservable(f"media format {media_format} is not audio/x-mulaw at 8000 Hz")
-        parameters = body.get("customParameters")
-        custom = parameters if isinstance(parameters, dict) else {}
-        return CallStarted(stream_sid, str(body.get("callSid", "")), MULAW_8K, custom)
+        custom = json_object(body.get("customParameters"))
+        return CallStarted(stream_id, str(body.get("callSid", "")), MULAW_8K, custom)
 
     def media(self, stream_id: str, audio: CarrierAudio, payload: str) -> dict[str, Any]:
         return {"event": "media", "streamSid": stream_id, "media": {"payload": payload}}
