@@ -285,6 +285,13 @@ class MediaStreamSerializer(Serializer[CarrierInbound]):
         return json.dumps(message, separators=(",", ":"))
 
 
+def hertz(value: Any) -> int | None:
+    """A sample rate as carriers write it (8000 or "8000"); None when it is not one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return int(value) if isinstance(value, str) and value.isdigit() else None
+
+
 def json_object(value: Any) -> dict[str, Any]:
     """``value`` if it is a JSON object, else an empty one (for optional fields)."""
     return value if isinstance(value, dict) else {}

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from cosyagent.audio.carrier import CarrierAudio
-from cosyagent.transports.media_stream import CallStarted, Dialect, Unservable
+from cosyagent.transports.media_stream import CallStarted, Dialect, Unservable, hertz
 
 TRANSPORT = "plivo"
 CONTENT_TYPES = {"audio/x-mulaw": "pcmu", "audio/x-l16": "l16-le"}
@@ -34,11 +34,11 @@ class PlivoDialect(Dialect):
         media_format = body.get("mediaFormat", {})
         if not isinstance(media_format, dict):
             return Unservable("mediaFormat is not an object")
-        encoding, rate = media_format.get("encoding", "audio/x-mulaw"), media_format.get("sampleRate", 8000)
+        encoding, rate = media_format.get("encoding", "audio/x-mulaw"), hertz(media_format.get("sampleRate", 8000))
         if encoding not in CONTENT_TYPES:
             return Unservable(f"encoding {encoding!r} is not supported (only audio/x-mulaw, audio/x-l16)")
-        if not isinstance(rate, int) or rate not in (8000, 16000):
-            return Unservable(f"sampleRate {rate!r} is not supported (only 8000, 16000)")
+        if rate not in (8000, 16000):
+            return Unservable(f"sampleRate {media_format.get('sampleRate')!r} is not supported (only 8000, 16000)")
         headers = data.get("extra_headers")
         custom = {"extra_headers": headers} if isinstance(headers, str) else {}
         audio = CarrierAudio(CONTENT_TYPES[encoding], rate)  # type: ignore[arg-type]

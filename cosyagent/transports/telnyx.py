@@ -21,7 +21,7 @@ import logging
 from typing import Any
 
 from cosyagent.audio.carrier import CarrierAudio
-from cosyagent.transports.media_stream import CallStarted, Dialect, Ignored, Unservable, json_object
+from cosyagent.transports.media_stream import CallStarted, Dialect, Ignored, Unservable, hertz, json_object
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +37,13 @@ class TelnyxDialect(Dialect):
         media_format = body.get("media_format")
         if not isinstance(media_format, dict):
             return Unservable("start without a media_format object")
-        encoding, rate = media_format.get("encoding"), media_format.get("sample_rate", 8000)
+        encoding, rate = media_format.get("encoding"), hertz(media_format.get("sample_rate", 8000))
         if encoding not in ENCODINGS:
             return Unservable(f"encoding {encoding!r} is not supported (only PCMU, PCMA, L16, G722)")
         if media_format.get("channels", 1) != 1:
             return Unservable(f"{media_format.get('channels')!r} channels: only mono is supported")
-        if not isinstance(rate, int):
-            return Unservable(f"sample_rate {rate!r} is not a number of Hz")
+        if rate is None:
+            return Unservable(f"sample_rate {media_format.get('sample_rate')!r} is not a number of Hz")
         if encoding == "G722" and rate == 8000:
             rate = 16000  # G.722's RTP clock is 8000; its audio is 16 kHz
         custom = json_object(body.get("custom_parameters"))

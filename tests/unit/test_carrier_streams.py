@@ -186,10 +186,12 @@ def test_exotel_pcm_in_whole_320_byte_frames_and_padded_at_the_end() -> None:
     assert [json.loads(m) for m in serializer.clear()[0]] == [{"event": "clear", "stream_sid": "MZ1"}]
     refused = serializer.deserialize(with_format(EXOTEL_START, "media_format", {"encoding": "audio/x-mulaw"}))
     assert isinstance(refused, Ignored) and "second start" in refused.reason
-    refused = MediaStreamSerializer(ExotelDialect()).deserialize(
-        with_format(EXOTEL_START, "media_format", {"encoding": "audio/x-mulaw"})
-    )
-    assert isinstance(refused, Unservable) and "not 16-bit audio/x-raw" in refused.reason
+    mulaw = {"encoding": "audio/x-mulaw", "sample_rate": "8000"}
+    started = MediaStreamSerializer(ExotelDialect()).deserialize(with_format(EXOTEL_START, "media_format", mulaw))
+    assert isinstance(started, CallStarted) and started.audio == CarrierAudio("pcmu", 8000)
+    eight_bit = {"encoding": "audio/x-raw", "sample_rate": "8000", "bit_rate": "8"}
+    refused = MediaStreamSerializer(ExotelDialect()).deserialize(with_format(EXOTEL_START, "media_format", eight_bit))
+    assert isinstance(refused, Unservable) and "neither 16-bit audio/x-raw nor audio/x-mulaw" in refused.reason
 
 
 def test_plivo_play_audio_checkpoints_and_clear_audio() -> None:
@@ -257,9 +259,9 @@ def test_streams_that_cannot_be_served_are_closed_with_the_reason(
     opus = with_format(TELNYX_START, "media_format", {"encoding": "OPUS", "sample_rate": 16000, "channels": 1})
     code, reason = closed_with(client, "/v1/telephony/telnyx/media", [json.dumps({"event": "connected"}), opus])
     assert code == 1003 and "'OPUS' is not supported" in reason
-    mulaw = with_format(EXOTEL_START, "media_format", {"encoding": "audio/x-mulaw"})
-    code, reason = closed_with(client, "/v1/telephony/exotel/media", ["{not json", mulaw])
-    assert code == 1003 and "not 16-bit audio/x-raw" in reason
+    alaw = with_format(EXOTEL_START, "media_format", {"encoding": "audio/x-alaw"})
+    code, reason = closed_with(client, "/v1/telephony/exotel/media", ["{not json", alaw])
+    assert code == 1003 and "neither 16-bit audio/x-raw nor audio/x-mulaw" in reason
     code, reason = closed_with(client, "/v1/telephony/plivo/media", [json.dumps({"event": "stop"})])
     assert (code, reason) == (1000, "stopped before start")
     monkeypatch.setattr(carrier_call, "START_TIMEOUT_S", 0.3)
