@@ -30,6 +30,7 @@ from cosyagent.transports.media_stream import (
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 10.0  # a stream that names no codec by then is closed
+MAX_MALFORMED_IN_A_ROW = 50  # one bad frame is logged and skipped; a stream of them is closed
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
@@ -68,6 +69,7 @@ class CarrierCall:
         self._outgoing: asyncio.Queue[str] = asyncio.Queue()
         self._inbox: asyncio.Queue[str | None] = asyncio.Queue()  # client events for the session's core
         self._session: RealtimeSession | None = None
+        self._malformed = 0  # malformed messages in a row
 
     @property
     def stream_id(self) -> str | None:
@@ -94,6 +96,9 @@ class CarrierCall:
                         await self.close(1000, "stopped before start")
                         return None
                     self._log_ignored(inbound if isinstance(inbound, Ignored) else Ignored("before start"))
+                    if (too_many := self._too_many_malformed(inbound)) is not None:
+                        await self.close(CLOSE_POLICY_VIOLATION, too_many)
+                        return None
         except TimeoutError:
             await self.close(CLOSE_POLICY_VIOLATION, f"no start message within {timeout_s:g} s")
             return None
@@ -157,7 +162,11 @@ class CarrierCall:
     async def _read(self, session: RealtimeSession) -> None:
         try:
             while (message := await self._receive()) is not None:
-                if not self._handle(session, self._serializer.deserialize(message)):
+                inbound = self._serializer.deserialize(message)
+                if not self._handle(session, inbound):
+                    return
+                if (too_many := self._too_many_malformed(inbound)) is not None:
+                    await self.close(CLOSE_POLICY_VIOLATION, too_many)
                     return
         finally:
             self._inbox.put_nowait(None)  # the session ends with the stream
@@ -175,6 +184,16 @@ class CarrierCall:
         elif isinstance(inbound, Ignored):
             self._log_ignored(inbound)
         return True
+
+    def _too_many_malformed(self, inbound: CarrierInbound) -> str | None:
+        """Why to close the stream: :data:`MAX_MALFORMED_IN_A_ROW` malformed messages in a row."""
+        if not (isinstance(inbound, Ignored) and inbound.malformed):
+            self._malformed = 0
+            return None
+        self._malformed += 1
+        if self._malformed < MAX_MALFORMED_IN_A_ROW:
+            return None
+        return f"{self._malformed} malformed messages in a row, the last: {inbound.reason}"
 
     def _log_ignored(self, inbound: Ignored) -> None:
         level = logging.INFO if inbound.malformed else logging.DEBUG

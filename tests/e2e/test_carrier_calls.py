@@ -7,6 +7,8 @@ in that codec."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -14,6 +16,7 @@ import time
 from typing import Any
 
 import pytest
+import websockets
 
 from cosyagent.audio.pcm import resample
 from tests.e2e.carrier_caller import CarrierCaller, Wire, answer_after, call, wait_until_released
@@ -158,8 +161,24 @@ async def test_a_telnyx_call_in_g722_is_answered(live_server: LiveServer, caplog
     assert all(set(m) == {"event", "media"} for m in caller.media_messages)
 
 
+async def garbage_call(server: LiveServer) -> tuple[int | None, str | None]:
+    """A second stream that starts, then sends only malformed messages: closed, with the reason."""
+    async with websockets.connect(f"ws://127.0.0.1:{server.port}{EXOTEL.path}") as ws:
+        await ws.send(json.dumps({**EXOTEL.start, "stream_sid": "MZgarbage"}))
+        await asyncio.sleep(2.0)
+        for _ in range(60):
+            await ws.send(json.dumps({"event": "media", "media": {"payload": "!!"}}))
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for _ in ws:
+                pass
+        return ws.close_code, ws.close_reason
+
+
 async def test_an_exotel_call_in_pcm_is_answered(live_server: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
+    garbage = asyncio.create_task(garbage_call(live_server))  # at the same time, on its own socket
     caller = await a_call_with_bad_input(live_server, EXOTEL, caplog)
+    code, reason = await garbage
+    assert code == 1008 and reason == "50 malformed messages in a row, the last: media payload is not valid base64"
     # Reply frames are whole 20 ms frames (multiples of 320 bytes), as Exotel requires.
     assert all(size % 320 == 0 for size in caller.payload_sizes), caller.payload_sizes
     assert all(m["stream_sid"] == EXOTEL_STREAM for m in caller.media_messages)

@@ -267,3 +267,13 @@ def test_streams_that_cannot_be_served_are_closed_with_the_reason(
     monkeypatch.setattr(carrier_call, "START_TIMEOUT_S", 0.3)
     code, reason = closed_with(client, "/v1/telephony/telnyx/media", [json.dumps({"event": "media", "media": {}})])
     assert code == 1008 and reason == "no start message within 0.3 s"
+
+
+def test_a_stream_of_malformed_messages_is_closed_with_the_last_reason(tmp_path: Path) -> None:
+    client = make_client(tmp_path)
+    garbage = ["{not json"] * (carrier_call.MAX_MALFORMED_IN_A_ROW - 1) + [json.dumps({"event": 7})]
+    code, reason = closed_with(client, "/v1/telephony/plivo/media", garbage)
+    assert (code, reason) == (
+        1008,
+        f"{carrier_call.MAX_MALFORMED_IN_A_ROW} malformed messages in a row, the last: no event name",
+    )
