@@ -199,10 +199,12 @@ class WebRTCConfig:
 
 @dataclass(frozen=True)
 class TelephonyConfig:
-    """Phone calls through a carrier's media stream (Twilio): README "Phone calls: Twilio"."""
+    """Phone calls through a carrier's media stream (Twilio, Telnyx, Exotel, Plivo): README
+    "Phone calls: Twilio" and "Phone calls: Telnyx, Exotel, Plivo"."""
 
     # The public host name (and port) carriers reach this server at, e.g. "agent.example.com"; it
-    # goes into the stream URL of the TwiML answer and the signed URL. Empty: X-Forwarded-Host, else Host.
+    # goes into the stream URL of the TwiML and Plivo XML answers and the signed URL.
+    # Empty: X-Forwarded-Host, else Host.
     public_host: str = ""
     # Twilio's auth token: when set, every webhook and media-stream request must carry a valid
     # X-Twilio-Signature, and the telephony routes need no API key.

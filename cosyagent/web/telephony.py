@@ -1,10 +1,13 @@
-"""Telephony webhooks and media streams: Twilio's ``<Connect><Stream>`` answer and its socket.
+"""Telephony webhooks and media streams: Twilio, Telnyx, Exotel and Plivo.
 
 ``POST /v1/telephony/twilio/voice`` is the number's voice webhook: it answers with TwiML
 that connects the call to ``WS /v1/telephony/twilio/media`` on the host Twilio reached
 (``telephony.public_host``, else ``X-Forwarded-Host``/``-Proto``, else ``Host``). With
 ``telephony.twilio_auth_token`` set, both requests must carry a valid ``X-Twilio-Signature``
 (HMAC-SHA1 of the URL and the sorted POST parameters, base64), else 403.
+``POST /v1/telephony/plivo/answer`` is Plivo's answer URL, with the ``<Stream>`` XML for
+``WS /v1/telephony/plivo/media``. Telnyx (``WS /v1/telephony/telnyx/media``) and Exotel
+(``WS /v1/telephony/exotel/media``) are given the socket's URL in their own call control.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import hashlib
 import hmac
 import logging
 from urllib.parse import parse_qsl
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 from fastapi import APIRouter, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
@@ -23,13 +26,17 @@ from starlette.datastructures import Headers
 from cosyagent.config import TelephonyConfig
 from cosyagent.runtime import Runtime
 from cosyagent.runtime.sessions import SessionRefused
-from cosyagent.transports import twilio
+from cosyagent.transports import exotel, plivo, telnyx, twilio
+from cosyagent.transports.carrier_call import CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, CarrierCall
+from cosyagent.transports.media_stream import Dialect, session_config
 from cosyagent.web.errors import error_body
 
 logger = logging.getLogger(__name__)
 
 VOICE_PATH = "/v1/telephony/twilio/voice"
 MEDIA_PATH = "/v1/telephony/twilio/media"
+PLIVO_ANSWER_PATH = "/v1/telephony/plivo/answer"
+PLIVO_MEDIA_PATH = "/v1/telephony/plivo/media"
 
 
 def twilio_signature(auth_token: str, url: str, params: list[tuple[str, str]]) -> str:
@@ -62,7 +69,26 @@ def _signed(config: TelephonyConfig, signature: str | None, urls: list[str], par
 def telephony_router(runtime: Runtime) -> APIRouter:
     router = APIRouter()
     config = runtime.config.telephony
-    runtime.sessions.register(twilio.TRANSPORT)
+    for transport in (twilio.TRANSPORT, telnyx.TRANSPORT, exotel.TRANSPORT, plivo.TRANSPORT):
+        runtime.sessions.register(transport)
+
+    async def serve_stream(websocket: WebSocket, dialect: Dialect) -> None:
+        """Accept, wait for the stream's start (its codec), admit a session in that codec, run it."""
+        await websocket.accept()
+        call = CarrierCall(websocket, dialect)
+        started = await call.wait_for_start()
+        if started is None:
+            return
+        logger.info("%s stream %s started: call %s", dialect.name, started.stream_id, started.call_id or "?")
+        try:
+            admission = runtime.sessions.admit(dialect.name, model=None, session=session_config(started.audio))
+        except SessionRefused as refusal:
+            logger.warning("refused a %s call: %s", dialect.name, refusal.message)
+            runtime.telemetry.count_error("telephony", refusal.code)
+            await call.close(CLOSE_TRY_AGAIN_LATER, refusal.code)  # the carrier ends the stream
+            return
+        with admission:
+            await call.run(admission.session)
 
     @router.post(VOICE_PATH)
     async def twilio_voice(request: Request) -> Response:
@@ -91,17 +117,32 @@ def telephony_router(runtime: Runtime) -> APIRouter:
         urls = [f"{scheme}://{host}{MEDIA_PATH}" for scheme in (("wss", "https") if secure else ("ws", "http"))]
         if not _signed(config, websocket.headers.get("x-twilio-signature"), urls, []):
             logger.warning("refused a Twilio media stream: X-Twilio-Signature missing or wrong")
-            await websocket.close(code=twilio.CLOSE_POLICY_VIOLATION)  # before accepting: a 403
+            await websocket.close(code=CLOSE_POLICY_VIOLATION)  # before accepting: a 403
             return
-        try:
-            admission = runtime.sessions.admit(twilio.TRANSPORT, model=None, session=twilio.SESSION)
-        except SessionRefused as refusal:
-            logger.warning("refused a Twilio call: %s", refusal.message)
-            runtime.telemetry.count_error("telephony", refusal.code)
-            await twilio.refuse_call(websocket, refusal)
-            return
-        with admission:
-            await websocket.accept()
-            await twilio.TwilioCall(websocket, admission.session).run()
+        await serve_stream(websocket, twilio.TwilioDialect())
+
+    @router.websocket("/v1/telephony/telnyx/media")
+    async def telnyx_media(websocket: WebSocket) -> None:
+        await serve_stream(websocket, telnyx.TelnyxDialect())
+
+    @router.websocket("/v1/telephony/exotel/media")
+    async def exotel_media(websocket: WebSocket) -> None:
+        await serve_stream(websocket, exotel.ExotelDialect())
+
+    @router.post(PLIVO_ANSWER_PATH)
+    async def plivo_answer(request: Request) -> Response:
+        secure, host = public_origin(config, request.headers, request.url.scheme)
+        stream = f"{'wss' if secure else 'ws'}://{host}{PLIVO_MEDIA_PATH}"
+        logger.info("plivo call: answering with a media stream to %s", host)
+        xml = (
+            '<?xml version="1.0" encoding="UTF-8"?><Response>'
+            '<Stream bidirectional="true" keepCallAlive="true" contentType="audio/x-mulaw;rate=8000">'
+            f"{escape(stream)}</Stream></Response>"
+        )
+        return Response(xml, media_type="application/xml")
+
+    @router.websocket(PLIVO_MEDIA_PATH)
+    async def plivo_media(websocket: WebSocket) -> None:
+        await serve_stream(websocket, plivo.PlivoDialect())
 
     return router

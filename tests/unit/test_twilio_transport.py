@@ -15,8 +15,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from cosyagent.config import load_config
 from cosyagent.runtime import Runtime
-from cosyagent.transports.twilio import (
-    FRAME_BYTES,
+from cosyagent.transports.media_stream import (
     CallerAudio,
     CallStarted,
     CallStopped,
@@ -25,6 +24,7 @@ from cosyagent.transports.twilio import (
     MarkPlayed,
     MediaStreamSerializer,
 )
+from cosyagent.transports.twilio import FRAME_BYTES, TwilioDialect
 from cosyagent.web.app import create_app
 from cosyagent.web.telephony import twilio_signature
 
@@ -52,7 +52,7 @@ def delta(item_id: str, n_bytes: int) -> dict[str, Any]:
 
 
 def test_reply_audio_leaves_in_20_ms_frames_followed_by_a_mark() -> None:
-    serializer = MediaStreamSerializer()
+    serializer = MediaStreamSerializer(TwilioDialect())
     assert serializer.serialize(delta("item_a", 800)) == []  # no stream yet
     start(serializer)
     messages = [json.loads(m) for m in serializer.serialize(delta("item_a", 800))]
@@ -64,7 +64,7 @@ def test_reply_audio_leaves_in_20_ms_frames_followed_by_a_mark() -> None:
 
 
 def test_marks_say_what_was_heard_and_a_clear_truncates_to_it() -> None:
-    serializer = MediaStreamSerializer()
+    serializer = MediaStreamSerializer(TwilioDialect())
     start(serializer)
     marks = [json.loads(serializer.serialize(delta("item_a", 800))[-1])["mark"]["name"] for _ in range(3)]
     assert isinstance(serializer.deserialize(json.dumps({"event": "mark", "mark": {"name": marks[0]}})), MarkPlayed)
@@ -84,7 +84,7 @@ def test_marks_say_what_was_heard_and_a_clear_truncates_to_it() -> None:
 
 
 def test_a_clear_after_everything_was_heard_truncates_nothing() -> None:
-    serializer = MediaStreamSerializer()
+    serializer = MediaStreamSerializer(TwilioDialect())
     start(serializer)
     name = json.loads(serializer.serialize(delta("item_a", 800))[-1])["mark"]["name"]
     serializer.deserialize(json.dumps({"event": "mark", "mark": {"name": name}}))
@@ -92,7 +92,7 @@ def test_a_clear_after_everything_was_heard_truncates_nothing() -> None:
 
 
 def test_inbound_messages_and_bad_ones() -> None:
-    serializer = MediaStreamSerializer()
+    serializer = MediaStreamSerializer(TwilioDialect())
     frame = base64.b64encode(b"\xff" * FRAME_BYTES).decode()
     media = json.dumps({"event": "media", "media": {"track": "inbound", "payload": frame}})
     assert isinstance(serializer.deserialize(media), Ignored)  # before start

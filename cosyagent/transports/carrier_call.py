@@ -1,0 +1,200 @@
+"""One phone call over a carrier's media-stream socket: wait for ``start``, then the socket's
+reader and writer tasks around the session (the wire format: :mod:`.media_stream`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from cosyagent.agent.events import Event
+from cosyagent.agent.session import RealtimeSession, SendEvent
+from cosyagent.transports.base import AudioSink
+from cosyagent.transports.media_stream import (
+    CallerAudio,
+    CallStarted,
+    CallStopped,
+    CarrierInbound,
+    Dialect,
+    Ignored,
+    KeyPressed,
+    MediaStreamSerializer,
+    Unservable,
+    dtmf_item,
+)
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 10.0  # a stream that names no codec by then is closed
+MAX_MALFORMED_IN_A_ROW = 50  # one bad frame is logged and skipped; a stream of them is closed
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
+
+SessionFactory = Callable[[AudioSink, SendEvent], RealtimeSession]
+
+
+class CarrierPlayback(AudioSink):
+    """The carrier plays the reply from its own buffer: the sink only has to empty it on a
+    barge-in (hold needs nothing: the session stops sending, the buffer runs out)."""
+
+    def __init__(self, on_clear: Callable[[], None]) -> None:
+        self._on_clear = on_clear
+
+    def finish(self, response_id: str) -> None:
+        pass
+
+    def clear(self) -> None:
+        self._on_clear()
+
+    def hold(self) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
+
+
+class CarrierCall:
+    """One carrier stream: :meth:`wait_for_start` on the accepted socket, then :meth:`run`
+    the session it was admitted with."""
+
+    def __init__(self, websocket: WebSocket, dialect: Dialect) -> None:
+        self._websocket = websocket
+        self._name = dialect.name
+        self._serializer = MediaStreamSerializer(dialect)
+        self._outgoing: asyncio.Queue[str] = asyncio.Queue()
+        self._inbox: asyncio.Queue[str | None] = asyncio.Queue()  # client events for the session's core
+        self._session: RealtimeSession | None = None
+        self._malformed = 0  # malformed messages in a row
+
+    @property
+    def stream_id(self) -> str | None:
+        return self._serializer.stream_id
+
+    async def wait_for_start(self, timeout_s: float | None = None) -> CallStarted | None:
+        """The stream's ``start`` (within ``timeout_s``, default :data:`START_TIMEOUT_S`); None
+        when the stream ended or was closed first (a stream that cannot be served is closed
+        with the reason). Cancel-safe."""
+        timeout_s = START_TIMEOUT_S if timeout_s is None else timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    message = await self._receive()
+                    if message is None:
+                        return None
+                    inbound = self._serializer.deserialize(message)
+                    if isinstance(inbound, CallStarted):
+                        return inbound
+                    if isinstance(inbound, Unservable):
+                        await self.close(CLOSE_UNSUPPORTED_DATA, inbound.reason)
+                        return None
+                    if isinstance(inbound, CallStopped):
+                        await self.close(1000, "stopped before start")
+                        return None
+                    self._log_ignored(inbound if isinstance(inbound, Ignored) else Ignored("before start"))
+                    if (too_many := self._too_many_malformed(inbound)) is not None:
+                        await self.close(CLOSE_POLICY_VIOLATION, too_many)
+                        return None
+        except TimeoutError:
+            await self.close(CLOSE_POLICY_VIOLATION, f"no start message within {timeout_s:g} s")
+            return None
+
+    async def run(self, make_session: SessionFactory) -> None:
+        """Serve the call until the carrier stops it or the socket goes. Cancel-safe."""
+        session = self._session = make_session(CarrierPlayback(self._clear), self._send)
+        sid = session.core.session_id
+        reader = asyncio.create_task(self._read(session), name=f"{sid}-{self._name}-reader")
+        writer = asyncio.create_task(self._write(), name=f"{sid}-{self._name}-writer")
+        try:
+            await session.run(self._inbox.get)
+        finally:
+            for task in (reader, writer):
+                task.cancel()
+            await asyncio.gather(reader, writer, return_exceptions=True)
+            await self.close(1000, "")
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the socket (once) with ``code`` and ``reason`` (cut to what a close frame holds)."""
+        if reason:
+            logger.warning("%s stream %s closed: %s", self._name, self.stream_id, reason)
+        if self._websocket.client_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # the peer closed at the same moment
+                await self._websocket.close(code=code, reason=reason.encode()[:123].decode("utf-8", "ignore"))
+
+    async def _receive(self) -> str | bytes | None:
+        try:
+            message = await self._websocket.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            return None
+        if message["type"] == "websocket.disconnect":
+            return None
+        text = message.get("text")
+        return str(text) if text is not None else bytes(message.get("bytes") or b"")
+
+    async def _send(self, event: Event) -> None:
+        for text in self._serializer.serialize(event):
+            self._outgoing.put_nowait(text)
+
+    def _clear(self) -> None:
+        messages, truncate = self._serializer.clear()
+        for text in messages:
+            self._outgoing.put_nowait(text)
+        if truncate is not None:
+            logger.info(
+                "%s stream %s: reply cleared; item %s truncated to the %d ms heard",
+                self._name,
+                self.stream_id,
+                truncate["item_id"],
+                truncate["audio_end_ms"],
+            )
+            self._inbox.put_nowait(json.dumps(truncate))
+
+    async def _write(self) -> None:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            while True:
+                await self._websocket.send_text(await self._outgoing.get())
+        self._inbox.put_nowait(None)  # the socket is gone: the session ends
+
+    async def _read(self, session: RealtimeSession) -> None:
+        try:
+            while (message := await self._receive()) is not None:
+                inbound = self._serializer.deserialize(message)
+                if not self._handle(session, inbound):
+                    return
+                if (too_many := self._too_many_malformed(inbound)) is not None:
+                    await self.close(CLOSE_POLICY_VIOLATION, too_many)
+                    return
+        finally:
+            self._inbox.put_nowait(None)  # the session ends with the stream
+
+    def _handle(self, session: RealtimeSession, inbound: CarrierInbound) -> bool:
+        """Carry out one message; False once the stream has stopped."""
+        if isinstance(inbound, CallerAudio):
+            session.append_audio(inbound.data)
+        elif isinstance(inbound, KeyPressed):
+            logger.info("%s stream %s: key %s", self._name, self.stream_id, inbound.digit)
+            self._inbox.put_nowait(json.dumps(dtmf_item(inbound.digit)))
+        elif isinstance(inbound, CallStopped):
+            logger.info("%s stream %s stopped", self._name, self.stream_id)
+            return False
+        elif isinstance(inbound, Ignored):
+            self._log_ignored(inbound)
+        return True
+
+    def _too_many_malformed(self, inbound: CarrierInbound) -> str | None:
+        """Why to close the stream: :data:`MAX_MALFORMED_IN_A_ROW` malformed messages in a row."""
+        if not (isinstance(inbound, Ignored) and inbound.malformed):
+            self._malformed = 0
+            return None
+        self._malformed += 1
+        if self._malformed < MAX_MALFORMED_IN_A_ROW:
+            return None
+        return f"{self._malformed} malformed messages in a row, the last: {inbound.reason}"
+
+    def _log_ignored(self, inbound: Ignored) -> None:
+        level = logging.INFO if inbound.malformed else logging.DEBUG
+        logger.log(level, "%s stream %s: ignored a message: %s", self._name, self.stream_id, inbound.reason)
