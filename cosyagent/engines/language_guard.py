@@ -33,6 +33,11 @@ class LanguageCheckedASR:
         return self._asr.info
 
     @property
+    def recognizer(self) -> SpeechRecognizer:
+        """The recognizer behind the check."""
+        return self._asr
+
+    @property
     def identifier(self) -> SpokenLanguageID:
         return self._identifier
 

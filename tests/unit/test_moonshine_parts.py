@@ -8,6 +8,7 @@ import pytest
 
 from cosyagent.config import ASRConfig, ConfigError
 from cosyagent.engines.base import EngineUnavailableError
+from cosyagent.engines.language_guard import LanguageCheckedASR
 from cosyagent.engines.moonshine_asr import MIN_TOKENS, MoonshineASR, max_new_tokens
 from cosyagent.engines.moonshine_files import Tokenizer
 from cosyagent.runtime.engine_choice import build_asr
@@ -58,8 +59,11 @@ def test_the_token_bound_grows_with_the_audio() -> None:
 
 
 def test_moonshine_is_selectable_and_its_window_is_checked() -> None:
-    asr = build_asr(ASRConfig(engine="moonshine", threads=1, max_window_s=12))
+    checked = build_asr(ASRConfig(engine="moonshine", threads=1, max_window_s=12))
+    assert isinstance(checked, LanguageCheckedASR)  # English only: behind the language check
+    asr = checked.recognizer
     assert isinstance(asr, MoonshineASR) and not asr.loaded  # built, nothing loaded
+    assert isinstance(build_asr(ASRConfig(engine="moonshine", language_check=False)), MoonshineASR)
     assert (asr.cpu_threads, asr.max_window_s, asr.info.name) == (1, 12.0, "moonshine")
     with pytest.raises(ConfigError, match="max_window_s must be between 1 and 60"):
         build_asr(ASRConfig(engine="moonshine", max_window_s=0.5))
