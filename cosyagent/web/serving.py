@@ -9,8 +9,8 @@
    then are cancelled.
 4. The app's lifespan ends: the engines stop, the embedded LLM server (llama.cpp) with them.
 
-The process then exits with status 0 (uvicorn would re-raise the SIGTERM it caught, and
-die by it: a drained shutdown is a clean exit).
+The process then exits with status 0 (uvicorn would re-raise the SIGTERM or SIGINT it caught,
+and die by it or with a KeyboardInterrupt: a drained shutdown is a clean exit).
 """
 
 from __future__ import annotations
@@ -44,12 +44,14 @@ class DrainingServer(uvicorn.Server):
             with super().capture_signals():
                 yield
             return
-        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # what uvicorn re-raises at the end: ignored
+        # What uvicorn re-raises once it has shut down is ignored: the drain was the answer.
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             with super().capture_signals():
                 yield
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         began = time.monotonic()

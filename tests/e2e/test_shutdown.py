@@ -1,4 +1,4 @@
-"""SIGTERM to `cosyagent serve` (a real child process) with sessions open and a reply in flight:
+"""SIGTERM (or Ctrl-C's SIGINT) to `cosyagent serve` (a real child process) with sessions open and a reply in flight:
 each client is told (an ``error`` with ``server_shutting_down``, the reply ``failed``) and its
 socket closes with 1001; a speech request in flight finishes; the llama.cpp child is stopped;
 the process exits 0 within a bounded time."""
@@ -68,8 +68,9 @@ async def events_until_closed(ws: Any, timeout: float) -> tuple[list[dict[str, A
     return events, ws.close_code
 
 
-async def test_sigterm_tells_every_session_stops_the_llm_and_exits_0(
-    serve: tuple[subprocess.Popen[bytes], int, Path],
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_stop_signal_tells_every_session_stops_the_llm_and_exits_0(
+    serve: tuple[subprocess.Popen[bytes], int, Path], stop_signal: signal.Signals
 ) -> None:
     process, port, log_path = serve
     async with httpx.AsyncClient() as http:
@@ -99,7 +100,7 @@ async def test_sigterm_tells_every_session_stops_the_llm_and_exits_0(
             }
             async with http.stream("POST", f"http://127.0.0.1:{port}/v1/audio/speech", json=body) as speech:
                 assert speech.status_code == 200
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(stop_signal)
                 signalled = time.monotonic()
                 audio = b"".join([chunk async for chunk in speech.aiter_bytes()])
         talked, talking_code = await events_until_closed(talking, timeout=15)
