@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import math
 import socket
 import sys
 from collections.abc import Sequence
@@ -94,6 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from cosyagent.runtime import Runtime
     from cosyagent.web.app import create_app
+    from cosyagent.web.serving import DrainingServer
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -105,7 +107,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"cosyagent: {exc}", file=sys.stderr)
         return 2
-    server = uvicorn.Server(
+    drain_s = config.server.drain_timeout_s
+    server = DrainingServer(
         uvicorn.Config(
             create_app(runtime),
             host=host,
@@ -113,7 +116,10 @@ def _serve(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             ws_max_size=_WS_MAX_BYTES,
             ws_ping_interval=None,  # the Realtime API has no keepalive; don't drop idle clients
-        )
+            timeout_graceful_shutdown=math.ceil(drain_s),  # HTTP requests in flight at SIGTERM
+        ),
+        runtime.sessions,
+        drain_s,
     )
     with listener:
         server.run(sockets=[listener])

@@ -40,6 +40,9 @@ class ServerConfig:
     # Bearer keys accepted on every /v1 route and the realtime socket; none: no auth.
     api_keys: tuple[str, ...] = ()
     data_dir: str = "~/.local/share/cosyagent"  # user voices and their cached speaker features
+    # On SIGTERM/SIGINT: sessions are told and closed at once (1001); HTTP requests in flight get
+    # this long to finish before they are cancelled; then the engines stop.
+    drain_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         if any(not isinstance(key, str) or not key.strip() for key in self.api_keys):
@@ -50,6 +53,8 @@ class ServerConfig:
             raise ConfigError(f"server.capacity must be 'auto' or a whole number >= 1, got {self.capacity!r}")
         if self.latency_budget_ms <= 0:
             raise ConfigError(f"server.latency_budget_ms must be positive, got {self.latency_budget_ms}")
+        if self.drain_timeout_s < 0:
+            raise ConfigError(f"server.drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
 
 
 @dataclass(frozen=True)
@@ -137,7 +142,12 @@ class LLMConfig:
     threads: int = 2
     context_tokens: int = 2048  # embedded: per slot (each concurrent reply)
     nice: int = 10  # the embedded server below the speech engines' CPU priority (0 = the same)
+    # The longest wait on the endpoint: for the response to start, then for each streamed chunk.
+    # An endpoint that accepts and never answers fails the reply (an `error` event) after this.
     timeout_s: float = 30.0
+    connect_timeout_s: float = 5.0  # the longest wait for the TCP connection to the endpoint
+    # embedded: restarts of a server that died, at most this many in any 10 minutes; then it stays down
+    max_restarts: int = 5
     # embedded: "native" (llama.cpp's llama-server, `parallel` replies decoded together) or
     # "python" (llama-cpp-python's server: one reply at a time)
     server: str = "native"
@@ -149,6 +159,10 @@ class LLMConfig:
             raise ConfigError(f"llm.server must be 'native' or 'python', not {self.server!r}")
         if self.parallel < 1:
             raise ConfigError(f"llm.parallel must be >= 1, not {self.parallel}")
+        if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
+            raise ConfigError("llm.timeout_s and llm.connect_timeout_s must be positive")
+        if self.max_restarts < 0:
+            raise ConfigError(f"llm.max_restarts must be >= 0, not {self.max_restarts}")
 
 
 @dataclass(frozen=True)

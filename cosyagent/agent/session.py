@@ -32,6 +32,7 @@ from cosyagent.agent.events import (
     SinkAction,
     StartResponse,
     Transcribe,
+    server_error_event,
 )
 from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.engines.base import (
@@ -93,26 +94,53 @@ class RealtimeSession:
         self._turn_end_jobs: dict[str, tuple[asyncio.Task[None], CancelToken]] = {}
         self._responses: dict[str, asyncio.Task[None]] = {}
         self._playouts: dict[str, Playout] = {}
+        self._ending = asyncio.Event()
+        self.ended_by_server: str | None = None  # the error code :meth:`end` was given
 
     async def run(self, receive: Receive) -> None:
-        """Serve until the client leaves or a send fails. Cancel-safe: cleans up either way."""
+        """Serve until the client leaves, a send fails or :meth:`end` is called. Cancel-safe:
+        cleans up either way."""
         writer = asyncio.create_task(self._write_loop(), name=f"{self.core.session_id}-writer")
         if self._observer is not None:
             self._observer.opened()
         try:
             self._execute(self.core.start())
             reader = asyncio.create_task(self._read_loop(receive), name=f"{self.core.session_id}-reader")
-            self._tasks.add(reader)
-            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            ending = asyncio.create_task(self._until_ended(), name=f"{self.core.session_id}-ending")
+            self._tasks.update((reader, ending))
+            done, _ = await asyncio.wait({reader, writer, ending}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if not task.cancelled() and (exc := task.exception()) is not None:
                     logger.info("session %s ended: %r", self.core.session_id, exc)
+            if ending in done:
+                await self._drain_outbox()  # the client learns why before the socket closes
         finally:
             if self._observer is not None:
                 self._observer.closed()
             self._execute(self.core.close())
             writer.cancel()
             await self._cancel_all(writer)
+
+    async def _until_ended(self) -> None:
+        await self._ending.wait()
+
+    def end(self, message: str, code: str) -> None:
+        """End the session from the server's side (it is shutting down): a reply in progress
+        fails with this error (``response.done`` status ``failed``) and stops; with none, an
+        ``error`` event says why. :meth:`run` then returns once those events are sent (at
+        most 1 s). Idempotent."""
+        if self.ended_by_server is not None:
+            return
+        self.ended_by_server = code
+        told = False
+        for response_id, task in list(self._responses.items()):
+            actions = self.core.response_failed(response_id, message, code)
+            told = told or bool(actions)
+            self._execute(actions)
+            task.cancel()
+        if not told:
+            self._execute([Send(server_error_event(message, code))])
+        self._ending.set()
 
     def append_audio(self, data: bytes) -> None:
         """Raw input audio in the session's input format, from a media stream rather than

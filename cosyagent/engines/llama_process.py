@@ -155,6 +155,55 @@ class LlamaServerProcess(abc.ABC):
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def exit_description(self) -> str | None:
+        """How the child ended (``killed by signal 9 (SIGKILL)``, ``exited with code 1``), or None while it runs."""
+        code = self._proc.poll() if self._proc is not None else None
+        return None if code is None else describe_exit(code)
+
+    async def wait_exit(self) -> int:
+        """Wait until the child ends (for whatever reason) and return its exit code (-N: signal N).
+
+        Watches a pidfd where Linux has one (no thread, no polling), else polls every 0.2 s.
+        Cancel-safe; does not stop the child.
+        """
+        proc = self._proc
+        if proc is None:
+            raise RuntimeError(f"{type(self).__name__} has not been started")
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):  # not Linux >= 5.3, or already reaped
+            pidfd = None
+        if pidfd is not None:
+            loop = asyncio.get_running_loop()
+            exited: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(pidfd, _resolve, exited)
+            try:
+                if proc.poll() is None:
+                    await exited
+            finally:
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
+        while (code := proc.poll()) is None:  # noqa: ASYNC110  # no pidfd: nothing to await but the clock
+            await asyncio.sleep(0.2)
+        return code
+
+    async def restart(self) -> None:
+        """Reap the (dead or alive) child and start a new one, on the same port when it is free again,
+        else (with no port requested) on a fresh one: then :attr:`base_url` changes."""
+        previous, requested = self.port, self._requested_port
+        await self.stop()
+        self._requested_port = requested or previous
+        try:
+            await self.start()
+        except EngineUnavailableError:
+            if requested is not None or previous is None:
+                raise
+            logger.warning("llama.cpp server could not restart on port %d; trying a fresh port", previous)
+            self._requested_port = None
+            await self.start()
+        finally:
+            self._requested_port = requested
+
     def stderr_tail(self) -> str:
         return "\n".join(self._tail)
 
@@ -272,6 +321,24 @@ class LlamaServerProcess(abc.ABC):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def describe_exit(code: int) -> str:
+    """A child's exit code in words: ``exited with code 1``, ``killed by signal 9 (SIGKILL)``."""
+    import signal
+
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = "unknown signal"
+    return f"killed by signal {-code} ({name})"
 
 
 def _prepare_child(nice: int) -> None:

@@ -21,9 +21,13 @@ class OpenAICompatibleLLM:
     """Chat completions over HTTP with ``openai.AsyncOpenAI``, streamed as text deltas.
 
     Foreign errors are translated at the boundary: an unreachable endpoint, a timeout,
-    a 5xx or a 429 become :class:`EngineUnavailableError`; anything else the server
-    refuses becomes :class:`EngineError`. ``max_retries`` defaults to 0: in a live
-    conversation a fast failure beats a retry the user waits through.
+    a stream broken off mid-reply, a 5xx or a 429 become :class:`EngineUnavailableError`;
+    anything else the server refuses becomes :class:`EngineError`. ``max_retries``
+    defaults to 0: in a live conversation a fast failure beats a retry the user waits through.
+
+    ``timeout_s`` bounds every wait on the endpoint (the response's headers, then each
+    streamed chunk), ``connect_timeout_s`` the TCP connection: an endpoint that accepts
+    and never answers fails the reply after ``timeout_s``.
     """
 
     def __init__(
@@ -33,17 +37,29 @@ class OpenAICompatibleLLM:
         api_key: str | None = None,
         timeout_s: float = 30.0,
         *,
+        connect_timeout_s: float = 5.0,
         max_retries: int = 0,
     ) -> None:
+        if timeout_s <= 0 or connect_timeout_s <= 0:
+            raise ValueError("timeout_s and connect_timeout_s must be positive")
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.timeout_s = timeout_s
-        self._client = openai.AsyncOpenAI(
-            base_url=self.base_url,
-            api_key=api_key or "no-key",  # local servers ignore it; the SDK insists on one
-            timeout=timeout_s,
-            max_retries=max_retries,
+        self._api_key = api_key or "no-key"  # local servers ignore it; the SDK insists on one
+        self._timeout = openai.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
+        self._max_retries = max_retries
+        self._client = self._new_client()
+
+    def _new_client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=self._api_key, timeout=self._timeout, max_retries=self._max_retries
         )
+
+    async def retarget(self, base_url: str) -> None:
+        """Send later requests to ``base_url`` (the embedded server restarted on another port)."""
+        old, self.base_url = self._client, base_url.rstrip("/")
+        self._client = self._new_client()
+        await old.close()
 
     @property
     def info(self) -> EngineInfo:
@@ -90,14 +106,22 @@ class OpenAICompatibleLLM:
                     logger.debug("LLM first token after %.3f s", time.perf_counter() - started)
                 yield delta
         except openai.OpenAIError as exc:
-            raise self._translate(exc) from exc
+            raise self._translate(exc, mid_reply=True) from exc
         finally:
             await stream.close()
 
-    def _translate(self, exc: openai.OpenAIError) -> EngineError:
-        where = f"LLM endpoint {self.base_url} (model {self.model!r})"
-        if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
-            return EngineUnavailableError(f"{where} is unreachable: {exc}")
+    def _where(self) -> str:
+        return f"LLM endpoint {self.base_url} (model {self.model!r})"
+
+    def _translate(self, exc: openai.OpenAIError, *, mid_reply: bool = False) -> EngineError:
+        where = self._where()
+        if isinstance(exc, openai.APITimeoutError):
+            when = "stopped answering mid-reply" if mid_reply else "did not answer"
+            return EngineUnavailableError(f"{where} {when}: nothing for {self.timeout_s:g} s (llm.timeout_s)")
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc
+            what = "broke off the reply" if mid_reply else "is unreachable"
+            return EngineUnavailableError(f"{where} {what}: {cause!r}")
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             if status >= 500 or status == 429:

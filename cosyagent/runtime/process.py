@@ -16,6 +16,7 @@ from cosyagent.agent.session import SessionEngines
 from cosyagent.agent.session_config import InvalidSessionValue, SessionConfig, TurnDetection
 from cosyagent.config import Config, ConfigError
 from cosyagent.engines.base import (
+    ChatLLM,
     Engine,
     SpeechRecognizer,
     SpeechSynthesizer,
@@ -39,6 +40,7 @@ from cosyagent.runtime.capacity import (
     measure_turn_costs,
 )
 from cosyagent.runtime.engine_choice import build_asr, build_embedded_llm, build_tts
+from cosyagent.runtime.llm_supervisor import LLMSupervisor, SupervisedLLM
 from cosyagent.runtime.sessions import SessionRegistry
 from cosyagent.telemetry import SessionObserver, Telemetry
 from cosyagent.voices.library import ClipLimits, VoiceLibrary
@@ -59,6 +61,7 @@ class Runtime:
     voices: VoiceLibrary  # built-in and user voices, their speaker features
     speech: LibrarySynthesizer  # the TTS engine speaking any voice of the library
     llm: OpenAICompatibleLLM | None = None
+    llm_supervisor: LLMSupervisor | None = None  # restarts the embedded LLM server when it dies
     turn_end: TurnEndPredictor | None = None  # vad.turn_model: semantic_vad's end-of-turn model
     load_seconds: dict[str, float] = field(default_factory=dict)
     capacity_estimate: CapacityEstimate | None = None  # measured in start(): server.capacity "auto"
@@ -131,15 +134,21 @@ class Runtime:
         await loop.run_in_executor(None, self.voices.open)  # logs which voices were warmed
         self.load_seconds["voices"] = round(time.monotonic() - began, 2)
         began = time.monotonic()
+        llm = self.config.llm
         if self.llm_server is not None:
             await self.llm_server.start()
             self.llm = OpenAICompatibleLLM(
-                self.llm_server.base_url, self.llm_server.model, timeout_s=self.config.llm.timeout_s
+                self.llm_server.base_url,
+                self.llm_server.model,
+                timeout_s=llm.timeout_s,
+                connect_timeout_s=llm.connect_timeout_s,
             )
+            self.llm_supervisor = LLMSupervisor(self.llm_server, self.llm, max_restarts=llm.max_restarts)
+            self.llm_supervisor.start()
         else:
-            assert self.config.llm.base_url and self.config.llm.model  # checked in from_config
+            assert llm.base_url and llm.model  # checked in from_config
             self.llm = OpenAICompatibleLLM(
-                self.config.llm.base_url, self.config.llm.model, self.config.llm.api_key, self.config.llm.timeout_s
+                llm.base_url, llm.model, llm.api_key, llm.timeout_s, connect_timeout_s=llm.connect_timeout_s
             )
         self.load_seconds["llm"] = round(time.monotonic() - began, 2)
         logger.info("engines ready in %s", self.load_seconds)
@@ -198,6 +207,8 @@ class Runtime:
 
     async def stop(self) -> None:
         self._stop_observing()
+        if self.llm_supervisor is not None:
+            await self.llm_supervisor.stop()  # before the server stops: that is no crash
         if self.llm is not None:
             await self.llm.aclose()
         if self.llm_server is not None:
@@ -211,7 +222,10 @@ class Runtime:
     def session_engines(self) -> SessionEngines:
         if self.llm is None:
             raise RuntimeError("Runtime.start() has not run")
-        return SessionEngines(asr=self.asr, llm=self.llm, tts=self.speech, turn_end=self.turn_end)
+        llm: ChatLLM = self.llm
+        if self.llm_supervisor is not None:
+            llm = SupervisedLLM(self.llm, self.llm_supervisor, wait_s=self.config.llm.timeout_s)
+        return SessionEngines(asr=self.asr, llm=llm, tts=self.speech, turn_end=self.turn_end)
 
     def voice_exists(self, voice: str) -> bool:
         """Any voice of the library: built-in, or a user voice by id or name."""
@@ -278,8 +292,12 @@ class Runtime:
 
     def health(self) -> dict[str, Any]:
         llm_model = self.llm.model if self.llm else None
+        supervisor = self.llm_supervisor.health() if self.llm_supervisor is not None else {}
+        status = "starting" if self.llm is None else "ok"
+        if supervisor and supervisor["state"] != "running":
+            status = "degraded"  # the embedded LLM is restarting (or has failed): replies fail meanwhile
         return {
-            "status": "ok" if self.llm is not None else "starting",
+            "status": status,
             "sessions": self.active_sessions,
             "capacity": self._capacity_health(),
             "engines": {
@@ -297,6 +315,7 @@ class Runtime:
                     "model": llm_model,
                     "base_url": self.llm.base_url if self.llm else None,
                     "loaded": self.llm is not None,
+                    **supervisor,
                 },
                 "tts": {
                     "engine": self.tts.info.name,

@@ -7,13 +7,17 @@ server's admission limit (``server.capacity``, measured or set, capped by ``max_
 see :mod:`cosyagent.runtime.capacity`) and holds a slot. The :class:`Admission` then builds the
 :class:`~cosyagent.agent.session.RealtimeSession` around the transport's audio sink,
 and frees the slot once released. ``Runtime.active_sessions`` counts these slots.
+
+On shutdown :meth:`SessionRegistry.drain` refuses new sessions and ends the live ones
+(each client is told why; see :meth:`RealtimeSession.end`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -55,12 +59,18 @@ class SessionConfigError(Exception):
         self.code = code
 
 
+SHUTTING_DOWN = "server_shutting_down"  # the error code of sessions ended (or refused) by a shutdown
+
+
 class SessionRegistry:
     """The live sessions of one process, counted per transport."""
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._live: Counter[str] = Counter()
+        self._sessions: set[RealtimeSession] = set()
+        self._closing = False
+        self._emptied = asyncio.Event()  # set whenever the last slot is freed
 
     def register(self, transport: str) -> None:
         """A transport sessions can arrive on; its metric labels are present from now on."""
@@ -86,13 +96,16 @@ class SessionRegistry:
         core = self._runtime.new_core(model, observer, audio_on_media_tracks=audio_on_media_tracks)
         if session:
             _configure(core, session)
+        if self._closing:
+            self._runtime.telemetry.count_refusal(transport, SHUTTING_DOWN)
+            raise SessionRefused("the server is shutting down", SHUTTING_DOWN)
         server = self._runtime.config.server
         limit = admission_limit(server.capacity, self._runtime.capacity_estimate, server.max_sessions)
         if len(self) >= limit.sessions:
             self._runtime.telemetry.count_refusal(transport, limit.code)
             raise SessionRefused(limit.message, limit.code)
         self._live[transport] += 1
-        return Admission(self._runtime, core, observer, lambda: self._free(transport))
+        return Admission(self._runtime, core, observer, self, transport)
 
     def preview(self, model: str | None, session: dict[str, Any]) -> dict[str, Any]:
         """The ``session`` object a session admitted with these settings would start with;
@@ -102,20 +115,45 @@ class SessionRegistry:
             _configure(core, session)
         return core.config.to_dict(core.session_id)
 
-    def _free(self, transport: str) -> None:
+    async def drain(self, timeout_s: float) -> int:
+        """Refuse new sessions (``server_shutting_down``), end every live one (a reply in
+        progress fails, the client gets an ``error`` saying the server is shutting down, a
+        WebSocket then closes with 1001) and wait at most ``timeout_s`` for them to be gone.
+        Returns how many slots were still held at the deadline."""
+        self._closing = True
+        for session in list(self._sessions):
+            session.end("the server is shutting down: this session is closing", SHUTTING_DOWN)
+        if len(self):
+            self._emptied.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._emptied.wait(), timeout_s)
+        if len(self):
+            logger.warning("%d session(s) still open %g s into the shutdown", len(self), timeout_s)
+        return len(self)
+
+    def _track(self, session: RealtimeSession) -> None:
+        self._sessions.add(session)
+
+    def _free(self, transport: str, session: RealtimeSession | None) -> None:
         self._live[transport] -= 1
+        if session is not None:
+            self._sessions.discard(session)
+        if not len(self):
+            self._emptied.set()
 
 
 class Admission:
     """One admitted session's slot: builds its session, frees the slot on release."""
 
     def __init__(
-        self, runtime: Runtime, core: RealtimeCore, observer: SessionObserver, free: Callable[[], None]
+        self, runtime: Runtime, core: RealtimeCore, observer: SessionObserver, registry: SessionRegistry, transport: str
     ) -> None:
         self._runtime = runtime
         self._core = core
         self._observer = observer
-        self._free = free
+        self._registry = registry
+        self._transport = transport
+        self._session: RealtimeSession | None = None
         self._released = False
 
     def session(self, sink: AudioSink, send: SendEvent) -> RealtimeSession:
@@ -124,13 +162,17 @@ class Admission:
             raise TypeError("a media sink needs a core admitted with audio_on_media_tracks, and only it")
         engines = self._runtime.session_engines()
         lead_ms = self._runtime.config.realtime.output_lead_ms
-        return RealtimeSession(self._core, engines, send, lead_ms, self._observer, sink=sink)
+        session = RealtimeSession(self._core, engines, send, lead_ms, self._observer, sink=sink)
+        if not self._released:
+            self._session = session
+            self._registry._track(session)
+        return session
 
     def release(self) -> None:
         """The session has ended (or never started): free its slot. Idempotent."""
         if not self._released:
             self._released = True
-            self._free()
+            self._registry._free(self._transport, self._session)
 
     def __enter__(self) -> Admission:
         return self

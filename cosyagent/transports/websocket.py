@@ -22,6 +22,8 @@ SessionFactory = Callable[[AudioSink, SendEvent], RealtimeSession]
 
 # Close code 1013 "try again later": the server is at its capacity or session limit.
 CLOSE_TRY_AGAIN_LATER = 1013
+# Close code 1001 "going away": the server is shutting down (the session was ended by it).
+CLOSE_GOING_AWAY = 1001
 
 
 class ClientPlayback(AudioSink):
@@ -66,8 +68,9 @@ async def serve_websocket(websocket: WebSocket, make_session: SessionFactory) ->
         await session.run(receive)
     finally:
         if websocket.client_state == WebSocketState.CONNECTED:
+            code, reason = (CLOSE_GOING_AWAY, session.ended_by_server) if session.ended_by_server else (1000, "")
             with contextlib.suppress(RuntimeError):  # the peer closed at the same moment
-                await websocket.close()
+                await websocket.close(code=code, reason=reason or None)
 
 
 async def refuse_websocket(websocket: WebSocket, refusal: SessionRefused) -> None:
