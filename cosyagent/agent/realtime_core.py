@@ -41,7 +41,6 @@ from cosyagent.agent.requests import (
 from cosyagent.agent.response_state import CancelReason
 from cosyagent.agent.responses import ResponseOutput, end_actions
 from cosyagent.agent.session_config import InvalidSessionValue, SessionConfig
-from cosyagent.agent.tools import check_call_item
 from cosyagent.agent.transcripts import TranscriptJobs, WaitingResponse
 from cosyagent.audio.wire import AudioFormatError, InputDecoder
 from cosyagent.engines.base import AudioF32, VADStream
@@ -234,8 +233,7 @@ class RealtimeCore(ResponseOutput):
         return actions + [self._send("input_audio_buffer.cleared")]
 
     def _on_item_create(self, event: dict[str, Any]) -> list[Action]:
-        item = parse_user_item(event.get("item"))
-        check_call_item(self.conversation, item)
+        item = parse_user_item(event.get("item"), self.conversation)
         try:
             previous = self.conversation.add(item, event.get("previous_item_id"))
         except KeyError as exc:
@@ -288,9 +286,7 @@ class RealtimeCore(ResponseOutput):
                 code="conversation_already_has_active_response",
             )
         body = event.get("response")
-        params = parse_response_params(
-            self._applicable(body), self._voice_exists, self.config.tools, self.config.tool_choice
-        )
+        params = parse_response_params(self._applicable(body), self._voice_exists, self.config)
         if self._jobs.any_committed():
             self._jobs.waiting = WaitingResponse(params, automatic=False)
             return []
