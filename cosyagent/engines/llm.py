@@ -103,7 +103,8 @@ class OpenAICompatibleLLM:
         except openai.OpenAIError as exc:
             raise self._translate(exc) from exc
         first = True
-        text_calls = TextToolCalls(t["function"]["name"] for t in tools) if tools else None
+        recover = tools and tool_choice != "none"
+        text_calls = TextToolCalls(t["function"]["name"] for t in tools) if recover else None
         calls_seen = 0
         try:
             async for chunk in stream:

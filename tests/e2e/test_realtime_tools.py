@@ -261,7 +261,9 @@ async def test_the_embedded_llm_calls_a_tool_and_speaks_its_result(live_server: 
         calls = await collect(conn, Transcript(), until="response.done", timeout=300)
         (done,) = done_responses(calls)
         assert done.status == "completed", done
-        call = next(o for o in done.output if o.type == "function_call")
+        found = [o for o in done.output if o.type == "function_call"]
+        assert found, done.output  # what the model said instead
+        call = found[0]
         assert call.name == "get_weather" and "paris" in json.loads(call.arguments)["city"].lower()
         await answer(conn, call.call_id, {"city": "Paris", "sky": "sunny", "celsius": 21})
         await conn.response.create(response={"tool_choice": "none"})
