@@ -246,28 +246,30 @@ async def test_invalid_tools_get_precise_errors_and_the_session_survives(agent: 
 
 
 async def test_the_embedded_llm_calls_a_tool_and_speaks_its_result(live_server: LiveServer) -> None:
-    """The real default stack: Qwen2.5-Coder-0.5B gets the tool through its own chat template."""
-    async with connect(live_server) as conn:
-        await conn.session.update(
-            session={
-                "type": "realtime",
-                "tools": [WEATHER],
-                "tool_choice": {"type": "function", "name": "get_weather"},
-                "max_output_tokens": 60,
-            }
-        )
-        await say(conn, "What's the weather like in Paris?")
-        await conn.response.create()
-        calls = await collect(conn, Transcript(), until="response.done", timeout=300)
-        (done,) = done_responses(calls)
-        assert done.status == "completed", done
-        found = [o for o in done.output if o.type == "function_call"]
-        assert found, done.output  # what the model said instead
-        call = found[0]
-        assert call.name == "get_weather" and "paris" in json.loads(call.arguments)["city"].lower()
-        await answer(conn, call.call_id, {"city": "Paris", "sky": "sunny", "celsius": 21})
-        await conn.response.create(response={"tool_choice": "none"})
-        spoken = await collect(conn, Transcript(), until="response.done", timeout=300)
+    """The real default stack: Qwen2.5-Coder-0.5B gets the tool through its own chat template.
+    It samples, and does not always call (README: measured rate), so it gets a second try, in
+    a new session; it then speaks the result, though often by reading out JSON (README)."""
+    for attempt in range(2):
+        async with connect(live_server) as conn:
+            forced = {"type": "function", "name": "get_weather"}
+            await conn.session.update(
+                session={"type": "realtime", "tools": [WEATHER], "tool_choice": forced, "max_output_tokens": 60}
+            )
+            await say(conn, "What's the weather like in Paris?")
+            await conn.response.create()
+            calls = await collect(conn, Transcript(), until="response.done", timeout=300)
+            (done,) = done_responses(calls)
+            assert done.status == "completed", done
+            found = [o for o in done.output if o.type == "function_call" and o.name == "get_weather"]
+            if not found and attempt == 0:
+                continue
+            assert found, done.output  # what the model said instead
+            assert "paris" in json.loads(found[0].arguments)["city"].lower()
+            assert not calls.of_type("response.output_audio.delta")
+            await answer(conn, found[0].call_id, {"city": "Paris", "sky": "sunny", "celsius": 21})
+            await conn.response.create(response={"tool_choice": "none"})
+            spoken = await collect(conn, Transcript(), until="response.done", timeout=300)
+            break
     (reply,) = done_responses(spoken)
     assert reply.status == "completed" and reply.output[0].type == "message"
     transcript = reply.output[0].content[0].transcript.lower()
