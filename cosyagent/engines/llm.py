@@ -93,15 +93,24 @@ class OpenAICompatibleLLM:
             options["tools"] = list(tools)
             options["tool_choice"] = tool_choice
         started = time.perf_counter()
-        try:
-            stream = await self._client.chat.completions.create(
-                model=self.model,
-                messages=cast("list[ChatCompletionMessageParam]", list(messages)),
-                stream=True,
-                **options,
-            )
-        except openai.OpenAIError as exc:
-            raise self._translate(exc) from exc
+        for attempt in (1, 2):
+            try:
+                stream = await self._client.chat.completions.create(
+                    model=self.model,
+                    messages=cast("list[ChatCompletionMessageParam]", list(messages)),
+                    stream=True,
+                    **options,
+                )
+                break
+            except openai.APIConnectionError as exc:
+                # Dropped before any answer (not a timeout): most often a pooled keep-alive
+                # connection the server had just closed (llama-server does, right after some
+                # streams). Nothing was processed, so one immediate retry is safe.
+                if attempt == 2 or isinstance(exc, openai.APITimeoutError):
+                    raise self._translate(exc) from exc
+                logger.info("LLM endpoint dropped the connection before answering; retrying once: %s", exc)
+            except openai.OpenAIError as exc:
+                raise self._translate(exc) from exc
         first = True
         recover = tools and tool_choice != "none"
         text_calls = TextToolCalls(t["function"]["name"] for t in tools) if recover else None
