@@ -3,11 +3,12 @@
 Small models offered tools often answer with the call's JSON as plain content,
 ``{"name": "get_weather", "arguments": {"city": "Paris"}}``, without the ``<tool_call>`` tags
 their chat template asks for, so the server does not parse it as a call (Qwen2.5-Coder-0.5B
-under llama.cpp does this). A reply whose text starts with ``{`` or ``<tool_call>`` is held
-back until it ends; if it then starts with such calls, each naming an offered tool, it becomes
-those calls, and any text after them is dropped: a small model goes on to invent the call's
-result ("The weather in Paris is sunny..."), which must not be spoken. Otherwise the held text
-is released unchanged. Any other reply streams through untouched.
+under llama.cpp does this, sometimes inside a markdown code fence). A reply whose text starts
+with ``{``, ``<tool_call>`` or a code fence is held back until it ends; if it then starts with
+such calls, each naming an offered tool, it becomes those calls, and any text after them is
+dropped: a small model goes on to invent the call's result ("The weather in Paris is
+sunny..."), which must not be spoken. Otherwise the held text is released unchanged. Any
+other reply streams through untouched.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from cosyagent.engines.base import ToolCallDelta
 
 _OPEN, _CLOSE = "<tool_call>", "</tool_call>"
+_FENCE = "```"
 
 
 class TextToolCalls:
@@ -31,7 +33,9 @@ class TextToolCalls:
             return [text]
         self._held.append(text)
         start = "".join(self._held).lstrip()
-        if not start or start.startswith("{") or _OPEN.startswith(start[: len(_OPEN)]):
+        if not start or start.startswith(("{", _FENCE)) or _OPEN.startswith(start[: len(_OPEN)]):
+            return []
+        if _FENCE.startswith(start):
             return []
         return self._release()
 
@@ -52,6 +56,9 @@ class TextToolCalls:
 
     def _calls(self, text: str, first_index: int) -> list[ToolCallDelta] | None:
         body = text.replace(_OPEN, " ").replace(_CLOSE, " ").strip()
+        if body.startswith(_FENCE):  # ```json ... ```
+            body = body.split("\n", 1)[1] if "\n" in body else ""
+            body = body.replace(_FENCE, " ").strip()
         decoder = json.JSONDecoder()
         calls: list[ToolCallDelta] = []
         position = 0

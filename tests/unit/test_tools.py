@@ -394,6 +394,16 @@ def test_calls_written_as_text_are_recovered_and_other_text_streams_through() ->
     tagged.push('call>\n{"name": "get_time", "arguments": {}}\n</tool_call>\n<tool_call>' + rome + "</tool_call>")
     assert names(tagged.flush(first_index=1)) == [("get_time", {}), ("get_weather", {"city": "Rome"})]
 
+    fenced = TextToolCalls(["get_weather"])
+    assert (
+        fenced.push("``") == []
+        and fenced.push('`json\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n```') == []
+    )
+    assert names(fenced.flush()) == [("get_weather", {"city": "Oslo"})]
+    code = TextToolCalls(["get_weather"])
+    code.push("```python\nprint(1)\n```")
+    assert code.flush() == ["```python\nprint(1)\n```"]
+
     plain = TextToolCalls(["get_weather"])
     assert plain.push("Sure") == ["Sure"] and plain.push(", here.") == [", here."] and plain.flush() == []
     unknown = TextToolCalls(["get_weather"])
