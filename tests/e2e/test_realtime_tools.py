@@ -276,3 +276,18 @@ async def test_the_embedded_llm_calls_a_tool_and_speaks_its_result(live_server: 
     transcript = reply.output[0].content[0].transcript.lower()
     assert any(word in transcript for word in ("sun", "21", "twenty")), transcript
     assert len(spoken.audio()) / 48000 > 0.5
+
+
+async def test_without_tools_the_llm_gets_none_and_the_reply_is_spoken_as_before(
+    agent: LiveServer, fake: FakeChatLLM
+) -> None:
+    fake.replies.append(Reply(text="Hello there, nice to meet you."))
+    async with connect(agent) as conn:
+        await say(conn, "Hi!")
+        await conn.response.create()
+        seen = await collect(conn, Transcript(), until="response.done", timeout=60)
+    (reply,) = done_responses(seen)
+    assert reply.status == "completed" and [o.type for o in reply.output] == ["message"]
+    assert reply.output[0].content[0].transcript == "Hello there, nice to meet you."
+    assert seen.of_type("response.output_item.added")[0].output_index == 0 and len(seen.audio()) > 0
+    assert "tools" not in fake.requests[0] and "tool_choice" not in fake.requests[0]
