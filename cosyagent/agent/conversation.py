@@ -4,18 +4,24 @@ Assistant replies keep an audio-aligned transcript: each spoken clause with the 
 of output audio it occupies. Truncating at an audio offset keeps only the words that
 were actually sent (or played), so after a barge-in the model does not "remember"
 saying what the user never heard.
+
+Function calls and their outputs are items too; the LLM sees each completed call as an
+assistant ``tool_calls`` message followed by its ``tool`` message (:mod:`cosyagent.agent.tool_history`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+from cosyagent.agent.tool_history import with_tool_messages
 
 Role = Literal["user", "assistant", "system"]
 # Sums of chunk durations drift by fractions of a millisecond; don't cut a word for that.
 _TOLERANCE_MS = 1.0
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
+ItemType = Literal["message", "function_call", "function_call_output"]
 
 
 @dataclass
@@ -73,7 +79,9 @@ def join_clauses(parts: Iterator[str] | Sequence[str]) -> str:
 
 @dataclass
 class ConversationItem:
-    """A message item. ``text`` is typed text; ``audio_transcript`` is set for audio content."""
+    """A message item. ``text`` is typed text; ``audio_transcript`` is set for audio content.
+    A ``function_call`` item has ``call_id``, ``name`` and ``arguments`` (JSON text); a
+    ``function_call_output`` item has ``call_id`` and ``output``."""
 
     id: str
     role: Role
@@ -82,14 +90,36 @@ class ConversationItem:
     text: str = ""
     transcript: str | None = None
     spoken: AlignedTranscript | None = None
+    type: ItemType = "message"
+    call_id: str = ""
+    name: str = ""
+    arguments: str = ""
+    output: str = ""
+
+    @classmethod
+    def function_call(cls, item_id: str, call_id: str, name: str, arguments: str = "", **kw: Any) -> ConversationItem:
+        return cls(
+            item_id, "assistant", "text", type="function_call", call_id=call_id, name=name, arguments=arguments, **kw
+        )
+
+    @classmethod
+    def function_call_output(cls, item_id: str, call_id: str, output: str) -> ConversationItem:
+        return cls(item_id, "user", "text", type="function_call_output", call_id=call_id, output=output)
 
     def visible_text(self) -> str:
+        if self.type != "message":
+            return ""
         if self.spoken is not None:
             return self.spoken.text
         return self.transcript if self.transcript is not None else self.text
 
     def to_event_dict(self) -> dict[str, object]:
         """The item as the Realtime API shows it (`realtime.item`)."""
+        common: dict[str, object] = {"id": self.id, "object": "realtime.item", "type": self.type, "status": self.status}
+        if self.type == "function_call":
+            return {**common, "name": self.name, "call_id": self.call_id, "arguments": self.arguments}
+        if self.type == "function_call_output":
+            return {**common, "call_id": self.call_id, "output": self.output}
         part: dict[str, object] = {"type": self.content_type}
         if self.content_type in ("input_text", "output_text", "text"):
             part["text"] = self.text
@@ -140,22 +170,32 @@ class Conversation:
             index -= 1
         return self._items[index - 1].id if index > 0 else None
 
+    def previous_id(self, item_id: str) -> str | None:
+        """The id of the item before ``item_id`` (None for the first, or an unknown id)."""
+        index = next((i for i, it in enumerate(self._items) if it.id == item_id), 0)
+        return self._items[index - 1].id if index > 0 else None
+
     def delete(self, item_id: str) -> bool:
         before = len(self._items)
         self._items = [it for it in self._items if it.id != item_id]
         return len(self._items) != before
 
-    def chat_messages(self, instructions: str, max_items: int) -> list[dict[str, str]]:
+    def chat_messages(self, instructions: str, max_items: int) -> list[dict[str, Any]]:
         """The LLM's view: the instructions, then at most ``max_items`` recent non-empty messages.
 
         The window moves in jumps of half its size rather than one item per turn: the
         prompt's beginning then stays the same for several turns, so the LLM server can
         reuse its cached prefix instead of re-reading the whole history every turn.
         """
-        messages = [{"role": "system", "content": instructions}] if instructions else []
-        visible = [it for it in self._items if it.visible_text().strip()]
+        messages: list[dict[str, Any]] = [{"role": "system", "content": instructions}] if instructions else []
+        visible = [it for it in self._items if it.visible_text().strip() or _completed_call(it)]
         step = max(1, max_items // 2)
         overflow = len(visible) - max_items
         start = -(-overflow // step) * step if overflow > 0 else 0  # overflow rounded up to a step
-        messages.extend({"role": it.role, "content": it.visible_text()} for it in visible[start:])
+        outputs = {it.call_id: it.output for it in self._items if it.type == "function_call_output"}
+        messages.extend(with_tool_messages(visible[start:], outputs))
         return messages
+
+
+def _completed_call(item: ConversationItem) -> bool:
+    return item.type == "function_call" and item.status == "completed"

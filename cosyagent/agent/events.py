@@ -88,11 +88,13 @@ class StartResponse:
     and end it with ``response_finished`` or ``response_failed``."""
 
     response_id: str
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     voice: str
     speed: float
     max_tokens: int | None
     audio: bool
+    tools: tuple[dict[str, Any], ...] = ()  # chat-completions tools the LLM is offered
+    tool_choice: str = "auto"  # auto, none or required
 
 
 @dataclass(frozen=True)

@@ -234,7 +234,7 @@ class RealtimeCore(ResponseOutput):
         return actions + [self._send("input_audio_buffer.cleared")]
 
     def _on_item_create(self, event: dict[str, Any]) -> list[Action]:
-        item = parse_user_item(event.get("item"))
+        item = parse_user_item(event.get("item"), self.conversation)
         try:
             previous = self.conversation.add(item, event.get("previous_item_id"))
         except KeyError as exc:
@@ -287,7 +287,7 @@ class RealtimeCore(ResponseOutput):
                 code="conversation_already_has_active_response",
             )
         body = event.get("response")
-        params = parse_response_params(self._applicable(body), self._voice_exists)
+        params = parse_response_params(self._applicable(body), self._voice_exists, self.config)
         if self._jobs.any_committed():
             self._jobs.waiting = WaitingResponse(params, automatic=False)
             return []

@@ -9,9 +9,16 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from cosyagent.agent.conversation import ConversationItem, Role
+from cosyagent.agent.conversation import Conversation, ConversationItem, Role
 from cosyagent.agent.events import ProtocolError, new_id
-from cosyagent.agent.session_config import parse_format, parse_max_tokens, parse_modalities, parse_voice
+from cosyagent.agent.session_config import (
+    SessionConfig,
+    parse_format,
+    parse_max_tokens,
+    parse_modalities,
+    parse_voice,
+)
+from cosyagent.agent.tools import check_call_item, parse_call_item, tool_settings
 
 _TEXT_PARTS = {"input_text", "output_text", "text"}
 _ROLE_PART: dict[str, Literal["input_text", "output_text"]] = {
@@ -21,13 +28,19 @@ _ROLE_PART: dict[str, Literal["input_text", "output_text"]] = {
 }
 
 
-def parse_user_item(raw: Any) -> ConversationItem:
-    """A text message item from a client (user, system or assistant role)."""
+def parse_user_item(raw: Any, conversation: Conversation) -> ConversationItem:
+    """A text message item from a client (user, system or assistant role), or a
+    ``function_call`` / ``function_call_output`` item that fits ``conversation``."""
     if not isinstance(raw, Mapping):
         raise ProtocolError("'item' must be an object", code="invalid_value", param="item")
+    if raw.get("type") in ("function_call", "function_call_output"):
+        item = parse_call_item(raw)
+        check_call_item(conversation, item)
+        return item
     if raw.get("type", "message") != "message":
         raise ProtocolError(
-            f"item type {raw.get('type')!r} is not supported; only 'message' items are",
+            f"item type {raw.get('type')!r} is not supported; only 'message', 'function_call' and"
+            " 'function_call_output' items are",
             code="unsupported_item",
             param="item.type",
         )
@@ -61,13 +74,14 @@ def parse_user_item(raw: Any) -> ConversationItem:
     )
 
 
-def parse_response_params(raw: Any, voice_exists: Callable[[str], bool]) -> dict[str, Any]:
-    """response.create's ``response`` object -> SessionConfig overrides for that response."""
+def parse_response_params(raw: Any, voice_exists: Callable[[str], bool], session: SessionConfig) -> dict[str, Any]:
+    """response.create's ``response`` object -> SessionConfig overrides for that response
+    (its tools combine with the ``session``'s tool_choice, and its tool_choice with their tools)."""
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
         raise ProtocolError("'response' must be an object", code="invalid_value", param="response")
-    for unsupported in ("input", "tools", "prompt"):
+    for unsupported in ("input", "prompt"):
         if raw.get(unsupported):
             raise ProtocolError(
                 f"response.{unsupported} is not supported by this server",
@@ -80,7 +94,7 @@ def parse_response_params(raw: Any, voice_exists: Callable[[str], bool]) -> dict
             code="unsupported_parameter",
             param="response.conversation",
         )
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = tool_settings(raw, session.tools, session.tool_choice, "response")
     if "instructions" in raw:
         if not isinstance(raw["instructions"], str):
             raise ProtocolError("instructions must be a string", code="invalid_value", param="response.instructions")

@@ -6,6 +6,10 @@ response keeps exactly the words whose audio reached the client. Popped audio is
 ``response.output_audio.delta`` event in the session's output format, or, when it
 travels on a media track, a :class:`~cosyagent.agent.events.PlayAudio` of the
 synthesizer's own samples (the track resamples it once).
+
+A response offered tools may answer with function calls alone (:mod:`cosyagent.agent.response_calls`):
+its message item is then announced only once it has content, so a response of calls
+alone has the calls as its only output items, as OpenAI's does.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cosyagent.agent.conversation import AlignedTranscript, ConversationItem
+from cosyagent.agent.conversation import AlignedTranscript, Conversation, ConversationItem
 from cosyagent.agent.events import Action, Event, PlayAudio, Send, new_id
+from cosyagent.agent.response_calls import ResponseCalls
 from cosyagent.agent.session_config import format_dict
 from cosyagent.audio.wire import OutputEncoder
-from cosyagent.engines.base import AudioF32
+from cosyagent.engines.base import AudioF32, ToolCallDelta
 
 DELTA_MS = 100  # audio per response.output_audio.delta
 _EMPTY: AudioF32 = np.zeros(0, dtype=np.float32)
@@ -48,6 +53,21 @@ class ResponseState:
     sent_ms: float = 0.0
     sent_text: str = ""
     timings: dict[str, Any] = field(default_factory=dict)
+    # Set when tools are offered: the message item is placed here at once but announced only
+    # once it has content, and function calls become items of their own.
+    conversation: Conversation | None = None
+    outputs: list[ConversationItem] = field(default_factory=list)  # announced output items, in order
+    calls: ResponseCalls | None = None
+
+    def __post_init__(self) -> None:
+        if self.conversation is None:
+            self.outputs.append(self.item)
+        else:
+            self.calls = ResponseCalls(self.id, self.conversation.add)
+
+    @property
+    def announced(self) -> bool:
+        return self.item in self.outputs
 
     @property
     def audio(self) -> bool:
@@ -59,7 +79,8 @@ class ResponseState:
         return self.item.spoken
 
     def _ids(self) -> dict[str, Any]:
-        return {"response_id": self.id, "item_id": self.item.id, "output_index": 0, "content_index": 0}
+        index = self.outputs.index(self.item) if self.announced else len(self.outputs)
+        return {"response_id": self.id, "item_id": self.item.id, "output_index": index, "content_index": 0}
 
     def response_object(self, status: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -70,7 +91,7 @@ class ResponseState:
             "conversation_id": "conv_default",
             "output_modalities": ["audio"] if self.audio else ["text"],
             "max_output_tokens": self.max_output_tokens if self.max_output_tokens is not None else "inf",
-            "output": [self.item.to_event_dict()] if status != "in_progress" else [],
+            "output": [item.to_event_dict() for item in self.outputs] if status != "in_progress" else [],
             "usage": None,
         }
         if self.encoder is not None:
@@ -78,16 +99,31 @@ class ResponseState:
         return body
 
     def start_events(self, previous_item_id: str | None) -> list[Event]:
+        created: Event = {
+            "type": "response.created",
+            "event_id": new_id("event"),
+            "response": self.response_object("in_progress"),
+        }
+        return [created] if self.conversation is not None else [created, *self._item_events(previous_item_id)]
+
+    def _announce(self) -> list[Event]:
+        """The message item's opening events, the first time it has content to show."""
+        if self.announced or self.conversation is None:
+            return []
+        events = self._item_events(self.conversation.previous_id(self.item.id))
+        self.outputs.append(self.item)
+        return events
+
+    def _item_events(self, previous_item_id: str | None) -> list[Event]:
         part_type = "audio" if self.audio else "text"
         empty_part = {"type": part_type, "transcript": ""} if self.audio else {"type": part_type, "text": ""}
         item = self.item.to_event_dict()
         return [
-            {"type": "response.created", "event_id": new_id("event"), "response": self.response_object("in_progress")},
             {
                 "type": "response.output_item.added",
                 "event_id": new_id("event"),
                 "response_id": self.id,
-                "output_index": 0,
+                "output_index": self._ids()["output_index"],
                 "item": item,
             },
             {
@@ -99,9 +135,25 @@ class ResponseState:
             {"type": "response.content_part.added", "event_id": new_id("event"), **self._ids(), "part": empty_part},
         ]
 
-    def text_delta(self, delta: str) -> Event:
+    def text_delta(self, delta: str) -> list[Event]:
+        announced = self._announce()
         self.item.text += delta
-        return {"type": "response.output_text.delta", "event_id": new_id("event"), **self._ids(), "delta": delta}
+        return [
+            *announced,
+            {"type": "response.output_text.delta", "event_id": new_id("event"), **self._ids(), "delta": delta},
+        ]
+
+    def tool_call(self, piece: ToolCallDelta | None) -> list[Event]:
+        """A piece of a function call, or None once the LLM has finished: its calls are done."""
+        if self.calls is None:
+            return []  # no tools were offered: a server's stray call is not ours to show
+        if piece is None:
+            return self.calls.finish()
+        events = self._announce() if self.outbox or self.sent_ms or self.item.text else []
+        more, opened = self.calls.delta(piece, len(self.outputs))
+        if opened is not None:
+            self.outputs.append(opened)
+        return events + more
 
     @property
     def pending_ms(self) -> float:
@@ -141,7 +193,7 @@ class ResponseState:
         if not self.outbox:
             return []
         planned = self.outbox.popleft()
-        actions: list[Action] = []
+        actions: list[Action] = [Send(event) for event in self._announce()]
         if planned.clause is not None:
             delta = (" " if self.sent_text else "") + planned.clause
             self.sent_text += delta
@@ -165,10 +217,25 @@ class ResponseState:
             self.spoken.truncate(self.sent_ms)
         self.item.status = "completed" if status == "completed" else "incomplete"
         details: dict[str, Any] | None = None
+        calls_done = self.calls.finish("completed" if status == "completed" else "incomplete") if self.calls else []
         if status == "cancelled":
             details = {"type": "cancelled", "reason": reason}
         elif status == "failed":
             details = {"type": "failed", "error": {"type": "server_error", "code": error}}
+        done: Event = {
+            "type": "response.done",
+            "event_id": new_id("event"),
+            "response": self.response_object(status, details),
+        }
+        if self.timings:
+            done["x_cosyagent_timings_ms"] = self.timings
+        if not self.announced:  # the message never had content: it was never shown
+            assert self.conversation is not None
+            self.conversation.delete(self.item.id)
+            return [*calls_done, done]
+        return [*self._message_end_events(), *calls_done, done]
+
+    def _message_end_events(self) -> list[Event]:
         item = self.item.to_event_dict()
         ids = self._ids()
         events: list[Event] = []
@@ -195,17 +262,9 @@ class ResponseState:
                 "type": "response.output_item.done",
                 "event_id": new_id("event"),
                 "response_id": self.id,
-                "output_index": 0,
+                "output_index": ids["output_index"],
                 "item": item,
             }
         )
         events.append({"type": "conversation.item.done", "event_id": new_id("event"), "item": item})
-        done: Event = {
-            "type": "response.done",
-            "event_id": new_id("event"),
-            "response": self.response_object(status, details),
-        }
-        if self.timings:
-            done["x_cosyagent_timings_ms"] = self.timings
-        events.append(done)
         return events

@@ -25,8 +25,9 @@ from cosyagent.agent.events import (
 )
 from cosyagent.agent.response_state import ResponseState
 from cosyagent.agent.session_config import SessionConfig
+from cosyagent.agent.tools import chat_tools
 from cosyagent.audio.wire import OutputEncoder
-from cosyagent.engines.base import AudioF32
+from cosyagent.engines.base import AudioF32, ToolCallDelta
 
 
 class ResponseOutput:
@@ -44,7 +45,12 @@ class ResponseOutput:
 
     def response_text(self, response_id: str, delta: str) -> list[Action]:
         response = self._current(response_id)
-        return [Send(response.text_delta(delta))] if response and not response.audio else []
+        return _sends(response.text_delta(delta)) if response and not response.audio else []
+
+    def response_tool_call(self, response_id: str, piece: ToolCallDelta | None) -> list[Action]:
+        """A piece of a function call the LLM is making; None: the LLM is done, so are its calls."""
+        response = self._current(response_id)
+        return _sends(response.tool_call(piece)) if response else []
 
     def response_audio(self, response_id: str, samples: AudioF32, clause: str | None) -> None:
         """Plan synthesized audio for sending; :meth:`pop_audio` releases it."""
@@ -91,6 +97,7 @@ class ResponseOutput:
         config = replace(self.config, **params)
         messages = self.conversation.chat_messages(config.instructions, self._max_context_items)
         audio = "audio" in config.output_modalities
+        tools, tool_choice = chat_tools(config.tools, config.tool_choice)
         response = ResponseState(
             id=new_id("resp"),
             item=ConversationItem(
@@ -104,10 +111,13 @@ class ResponseOutput:
             voice=config.voice,
             max_output_tokens=config.max_output_tokens,
             media_rate=self._tts_rate if self.audio_on_media_tracks else None,
+            conversation=self.conversation if tools else None,
         )
         previous = self.conversation.add(response.item)
         self._response = response
-        start = StartResponse(response.id, messages, config.voice, config.speed, config.max_output_tokens, audio)
+        start = StartResponse(
+            response.id, messages, config.voice, config.speed, config.max_output_tokens, audio, tools, tool_choice
+        )
         return _sends(response.start_events(previous)) + [start]
 
     def _current(self, response_id: str) -> ResponseState | None:

@@ -293,7 +293,16 @@ class RealtimeSession:
     async def _respond(self, start: StartResponse) -> None:
         response_id = start.response_id
         timings = ReplyTimings()
-        request = ReplyRequest(start.messages, start.voice, start.speed, start.max_tokens, start.audio)
+        request = ReplyRequest(
+            start.messages,
+            start.voice,
+            start.speed,
+            start.max_tokens,
+            start.audio,
+            start.tools,
+            start.tool_choice,
+            on_tool_call=lambda piece: self._execute(self.core.response_tool_call(response_id, piece)),
+        )
         playout = self._playouts[response_id] = Playout(
             self.core, self._sink, response_id, self._lead_ms, lambda: self._execute(self.core.pop_audio(response_id))
         )

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from cosyagent.agent.tools import FunctionTool, ToolChoice, choice_to_dict, tool_settings
 from cosyagent.audio.wire import FORMAT_RATES, AudioFormat
 
 Modality = Literal["text", "audio"]
@@ -110,6 +111,8 @@ class SessionConfig:
     transcription_model: str = "whisper-tiny.en"  # the ASR engine's model id
     transcription_language: str | None = None
     transcription_languages: tuple[str, ...] = ("en",)  # what the ASR engine transcribes: not sent to clients
+    tools: tuple[FunctionTool, ...] = ()
+    tool_choice: ToolChoice = "auto"
 
     def to_dict(self, session_id: str) -> dict[str, Any]:
         """The `session` object of session.created / session.updated."""
@@ -132,6 +135,8 @@ class SessionConfig:
                 },
                 "output": {"format": format_dict(self.output_format), "voice": self.voice, "speed": self.speed},
             },
+            "tools": [tool.to_dict() for tool in self.tools],
+            "tool_choice": choice_to_dict(self.tool_choice),
         }
 
     def updated(self, session: Mapping[str, Any], voice_exists: Callable[[str], bool]) -> SessionConfig:
@@ -142,7 +147,7 @@ class SessionConfig:
         if kind != "realtime":
             raise InvalidSessionValue("session.type", f"session type {kind!r} is not supported; use 'realtime'")
         refuse_unknown(session, SESSION_KEYS, "session")
-        changes: dict[str, Any] = {}
+        changes: dict[str, Any] = tool_settings(session, self.tools, self.tool_choice, "session")
         if "instructions" in session:
             changes["instructions"] = _string(session["instructions"], "session.instructions")
         if "output_modalities" in session:

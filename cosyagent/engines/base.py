@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from cosyagent.audio.pcm import AudioF32 as AudioF32  # re-exported: the engines' sample type
 from cosyagent.engines.scheduling import DeadlineScheduler, cpu_scheduler, job_deadline
@@ -276,8 +276,20 @@ class SpeechSynthesizer(QueuedEngine, Protocol):
         ...
 
 
-ChatMessage = dict[str, str]
-"""``{"role": "system" | "user" | "assistant", "content": str}``."""
+ChatMessage = dict[str, Any]
+"""A chat-completions message: ``{"role": "system" | "user" | "assistant", "content": str}``; an
+assistant message may carry ``tool_calls``, a ``{"role": "tool", "tool_call_id": ...}`` answers one."""
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a tool call the LLM is making, as chat-completions streams them: the call at
+    ``index`` gets its ``id`` and ``name`` in its first piece, its JSON ``arguments`` in pieces."""
+
+    index: int
+    arguments: str = ""
+    call_id: str | None = None
+    name: str | None = None
 
 
 @runtime_checkable
@@ -295,6 +307,19 @@ class ChatLLM(Protocol):
         temperature: float | None = None,
     ) -> AsyncIterator[str]:
         """Yield text deltas. Closing the iterator aborts the HTTP stream."""
+        ...
+
+    def stream_chat_events(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[dict[str, Any]] = (),
+        tool_choice: str = "auto",
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncIterator[str | ToolCallDelta]:
+        """Yield text deltas and the pieces of any calls of ``tools`` (chat-completions tool
+        objects; ``tool_choice``: auto, none or required). Closing the iterator aborts the stream."""
         ...
 
     async def aclose(self) -> None: ...

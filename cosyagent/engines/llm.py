@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import openai
 
-from cosyagent.engines.base import ChatMessage, EngineError, EngineInfo, EngineUnavailableError
+from cosyagent.engines.base import ChatMessage, EngineError, EngineInfo, EngineUnavailableError, ToolCallDelta
+from cosyagent.engines.tool_text import TextToolCalls
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
@@ -18,7 +19,8 @@ logger = logging.getLogger(__name__)
 
 
 class OpenAICompatibleLLM:
-    """Chat completions over HTTP with ``openai.AsyncOpenAI``, streamed as text deltas.
+    """Chat completions over HTTP with ``openai.AsyncOpenAI``, streamed as text deltas (and the
+    pieces of tool calls, when tools are offered).
 
     Foreign errors are translated at the boundary: an unreachable endpoint, a timeout,
     a stream broken off mid-reply, a 5xx or a 429 become :class:`EngineUnavailableError`;
@@ -78,33 +80,79 @@ class OpenAICompatibleLLM:
         closes the HTTP response, so the server sees the disconnect and stops
         generating.
         """
+        events = self.stream_chat_events(messages, max_tokens=max_tokens, temperature=temperature)
+        try:
+            async for event in events:
+                if isinstance(event, str):
+                    yield event
+        finally:
+            await events.aclose()
+
+    async def stream_chat_events(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[dict[str, Any]] = (),
+        tool_choice: str = "auto",
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncGenerator[str | ToolCallDelta, None]:
+        """Yield text deltas and :class:`ToolCallDelta` pieces (``choices[0].delta.tool_calls``) as
+        they arrive; with tools, a reply that is a call written as text becomes that call
+        (:mod:`cosyagent.engines.tool_text`). Cancel-safe as :meth:`stream_chat`."""
         options: dict[str, Any] = {}
         if max_tokens is not None:
             options["max_tokens"] = max_tokens
         if temperature is not None:
             options["temperature"] = temperature
+        if tools:
+            options["tools"] = list(tools)
+            options["tool_choice"] = tool_choice
         started = time.perf_counter()
-        try:
-            stream = await self._client.chat.completions.create(
-                model=self.model,
-                messages=cast("list[ChatCompletionMessageParam]", list(messages)),
-                stream=True,
-                **options,
-            )
-        except openai.OpenAIError as exc:
-            raise self._translate(exc) from exc
+        for attempt in (1, 2):
+            try:
+                stream = await self._client.chat.completions.create(
+                    model=self.model,
+                    messages=cast("list[ChatCompletionMessageParam]", list(messages)),
+                    stream=True,
+                    **options,
+                )
+                break
+            except openai.APIConnectionError as exc:
+                # Dropped before any answer (not a timeout): most often a pooled keep-alive
+                # connection the server had just closed (llama-server does, right after some
+                # streams). Nothing was processed, so one immediate retry is safe.
+                if attempt == 2 or isinstance(exc, openai.APITimeoutError):
+                    raise self._translate(exc) from exc
+                logger.info("LLM endpoint dropped the connection before answering; retrying once: %s", exc)
+            except openai.OpenAIError as exc:
+                raise self._translate(exc) from exc
         first = True
+        recover = tools and tool_choice != "none"
+        text_calls = TextToolCalls(t["function"]["name"] for t in tools) if recover else None
+        calls_seen = 0
         try:
             async for chunk in stream:
                 if not chunk.choices:
                     continue
-                delta = chunk.choices[0].delta.content
-                if not delta:
-                    continue
-                if first:
+                delta = chunk.choices[0].delta
+                if first and (delta.content or delta.tool_calls):
                     first = False
                     logger.debug("LLM first token after %.3f s", time.perf_counter() - started)
-                yield delta
+                if delta.content:
+                    for piece in text_calls.push(delta.content) if text_calls else [delta.content]:
+                        yield piece
+                for call in delta.tool_calls or ():
+                    calls_seen = max(calls_seen, call.index + 1)
+                    function = call.function
+                    yield ToolCallDelta(
+                        index=call.index,
+                        arguments=(function.arguments if function else None) or "",
+                        call_id=call.id or None,
+                        name=(function.name if function else None) or None,
+                    )
+            for piece in text_calls.flush(calls_seen) if text_calls else []:
+                yield piece
         except openai.OpenAIError as exc:
             raise self._translate(exc, mid_reply=True) from exc
         finally:

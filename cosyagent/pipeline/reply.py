@@ -1,5 +1,8 @@
 """One assistant reply: LLM tokens -> synthesized audio (through the one speak path), as one async stream.
 
+With tools offered, the LLM's tool-call pieces go to the request's ``on_tool_call`` the moment
+they arrive (then None, once the LLM has finished), while its text is being spoken.
+
 Closing the stream (or cancelling its consumer) closes the LLM's HTTP stream and fires
 the synthesizer's cancel token, so both really stop.
 """
@@ -8,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from cosyagent.engines.base import AudioF32, ChatLLM, ChatMessage, SpeechSynthesizer
+from cosyagent.engines.base import AudioF32, ChatLLM, ChatMessage, SpeechSynthesizer, ToolCallDelta
 from cosyagent.pipeline.speak import speak
 
 logger = logging.getLogger(__name__)
@@ -63,6 +67,11 @@ class ReplyRequest:
     speed: float = 1.0
     max_tokens: int | None = None
     audio: bool = True
+    tools: Sequence[dict[str, Any]] = ()  # chat-completions tools
+    tool_choice: str = "auto"
+    # Told each piece of a tool call as it comes, then None once the LLM is done. Called on the
+    # event loop, from the task reading the LLM.
+    on_tool_call: Callable[[ToolCallDelta | None], None] | None = None
 
 
 _ONE_MS_SILENCE = np.zeros(24, dtype=np.float32)  # 1 ms at 24 kHz: carries text known only once the audio ended
@@ -98,6 +107,10 @@ async def stream_reply(
 
 
 async def _llm_text(request: ReplyRequest, llm: ChatLLM, timings: ReplyTimings) -> AsyncIterator[str]:
+    if request.tools:
+        async for delta in _llm_text_and_calls(request, llm, timings):
+            yield delta
+        return
     stream = llm.stream_chat(request.messages, max_tokens=request.max_tokens)
     try:
         async for delta in stream:
@@ -105,3 +118,20 @@ async def _llm_text(request: ReplyRequest, llm: ChatLLM, timings: ReplyTimings) 
             yield delta
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def _llm_text_and_calls(request: ReplyRequest, llm: ChatLLM, timings: ReplyTimings) -> AsyncIterator[str]:
+    tell = request.on_tool_call or (lambda _piece: None)
+    events = llm.stream_chat_events(
+        request.messages, tools=request.tools, tool_choice=request.tool_choice, max_tokens=request.max_tokens
+    )
+    try:
+        async for event in events:
+            timings.mark("llm_first_token")
+            if isinstance(event, str):
+                yield event
+            else:
+                tell(event)
+        tell(None)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]

@@ -163,7 +163,8 @@ def test_session_update_rejects_bad_values_and_keeps_the_old_config(
         ('{"type": "input_audio_buffer.append", "audio": "AAEC"}', "invalid_audio"),  # 3 bytes: not 16-bit
         ('{"type": "input_audio_buffer.commit"}', "input_audio_buffer_commit_empty"),
         ('{"type": "response.cancel"}', "response_cancel_not_active"),
-        ('{"type": "conversation.item.create", "item": {"type": "function_call"}}', "unsupported_item"),
+        ('{"type": "conversation.item.create", "item": {"type": "mcp_call"}}', "unsupported_item"),
+        ('{"type": "conversation.item.create", "item": {"type": "function_call"}}', "invalid_value"),
         (
             '{"type": "conversation.item.truncate", "item_id": "nope", "content_index": 0, "audio_end_ms": 1}',
             "item_not_found",

@@ -1,0 +1,89 @@
+"""Tool calls a model wrote as text, recovered.
+
+Small models offered tools often answer with the call's JSON as plain content,
+``{"name": "get_weather", "arguments": {"city": "Paris"}}``, without the ``<tool_call>`` tags
+their chat template asks for, so the server does not parse it as a call (Qwen2.5-Coder-0.5B
+under llama.cpp does this, sometimes inside a markdown code fence). A reply whose text starts
+with ``{``, ``<tool_call>`` or a code fence is held back until it ends; if it then starts with
+such calls, each naming an offered tool, it becomes those calls, and any text after them is
+dropped: a small model goes on to invent the call's result ("The weather in Paris is
+sunny..."), which must not be spoken. Otherwise the held text is released unchanged. Any
+other reply streams through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from cosyagent.engines.base import ToolCallDelta
+
+_OPEN, _CLOSE = "<tool_call>", "</tool_call>"
+_FENCE = "```"
+
+
+class TextToolCalls:
+    def __init__(self, tool_names: Iterable[str]) -> None:
+        self._names = set(tool_names)
+        self._held: list[str] | None = []  # None: the reply is text, passed through
+
+    def push(self, text: str) -> list[str | ToolCallDelta]:
+        if self._held is None:
+            return [text]
+        self._held.append(text)
+        start = "".join(self._held).lstrip()
+        if not start or start.startswith(("{", _FENCE)) or _OPEN.startswith(start[: len(_OPEN)]):
+            return []
+        if _FENCE.startswith(start):
+            return []
+        return self._release()
+
+    def flush(self, first_index: int = 0) -> list[str | ToolCallDelta]:
+        """The reply ended: the held text as calls (numbered from ``first_index``), or as the
+        text it was."""
+        if not self._held:
+            return []
+        calls = self._calls("".join(self._held), first_index)
+        if calls is None:
+            return self._release()
+        self._held = None
+        return list(calls)
+
+    def _release(self) -> list[str | ToolCallDelta]:
+        held, self._held = "".join(self._held or ()), None
+        return [held] if held else []
+
+    def _calls(self, text: str, first_index: int) -> list[ToolCallDelta] | None:
+        body = text.replace(_OPEN, " ").replace(_CLOSE, " ").strip()
+        if body.startswith(_FENCE):  # ```json ... ```
+            body = body.split("\n", 1)[1] if "\n" in body else ""
+            body = body.replace(_FENCE, " ").strip()
+        decoder = json.JSONDecoder()
+        calls: list[ToolCallDelta] = []
+        position = 0
+        while position < len(body) and body[position] == "{":
+            try:
+                value, end = decoder.raw_decode(body, position)
+            except json.JSONDecodeError:
+                break
+            call = self._call(value, first_index + len(calls))
+            if call is None:
+                break
+            calls.append(call)
+            position = end
+            while position < len(body) and body[position].isspace():
+                position += 1
+        return calls or None
+
+    def _call(self, value: Any, index: int) -> ToolCallDelta | None:
+        if not isinstance(value, dict) or value.get("name") not in self._names:
+            return None
+        arguments = value.get("arguments", value.get("parameters", {}))
+        if isinstance(arguments, str):
+            arguments_text = arguments
+        elif isinstance(arguments, dict):
+            arguments_text = json.dumps(arguments, ensure_ascii=False)
+        else:
+            return None
+        return ToolCallDelta(index=index, arguments=arguments_text, name=str(value["name"]))
