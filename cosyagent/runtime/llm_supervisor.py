@@ -18,10 +18,10 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any, Literal
 
-from cosyagent.engines.base import ChatMessage, EngineInfo, EngineUnavailableError
+from cosyagent.engines.base import ChatMessage, EngineInfo, EngineUnavailableError, ToolCallDelta
 from cosyagent.engines.llama_process import LlamaServerProcess, describe_exit
 from cosyagent.engines.llm import OpenAICompatibleLLM
 
@@ -182,11 +182,31 @@ class SupervisedLLM:
     async def stream_chat(
         self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, temperature: float | None = None
     ) -> AsyncIterator[str]:
-        await self._supervisor.wait_running(self._wait_s)
-        stream = self._llm.stream_chat(messages, max_tokens=max_tokens, temperature=temperature)
+        events = self.stream_chat_events(messages, max_tokens=max_tokens, temperature=temperature)
         try:
-            async for delta in stream:
-                yield delta
+            async for event in events:
+                if isinstance(event, str):
+                    yield event
+        finally:
+            await events.aclose()
+
+    async def stream_chat_events(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[dict[str, Any]] = (),
+        tool_choice: str = "auto",
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncGenerator[str | ToolCallDelta, None]:
+        """The server's reply (text and tool-call pieces), once it runs; a death mid-reply is explained."""
+        await self._supervisor.wait_running(self._wait_s)
+        stream = self._llm.stream_chat_events(
+            messages, tools=tools, tool_choice=tool_choice, max_tokens=max_tokens, temperature=temperature
+        )
+        try:
+            async for event in stream:
+                yield event
         except EngineUnavailableError as exc:
             raise await self._supervisor.explain(exc) from exc
         finally:
