@@ -93,6 +93,7 @@ class StartResponse:
     speed: float
     max_tokens: int | None
     audio: bool
+    timestamps: bool = False  # synthesize with word and phoneme timings (feed them to ``response_audio``)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from cosyagent.agent.budget import InputAudioBudget
@@ -31,6 +30,7 @@ from cosyagent.agent.events import (
     new_id,
 )
 from cosyagent.agent.input_buffer import InputBuffer
+from cosyagent.agent.limits import DEFAULT_LIMITS, CoreLimits
 from cosyagent.agent.requests import (
     decode_appended_audio,
     parse_event,
@@ -59,20 +59,6 @@ logger = logging.getLogger(__name__)
 ASR_RATE = 16000
 
 
-@dataclass(frozen=True)
-class CoreLimits:
-    max_event_bytes: int = 1 << 20  # one client event; larger ones are refused
-    max_append_bytes: int = 512 * 1024  # decoded audio in one input_audio_buffer.append
-    max_buffer_seconds: float = 120.0  # uncommitted input audio kept
-    max_context_items: int = 20  # conversation items the LLM sees
-    # Input audio may arrive at most this many times faster than real time, after a burst of
-    # this many seconds (a recorded utterance sent at once); the excess is refused.
-    max_input_audio_speed: float = 1.5
-    input_audio_burst_seconds: float = 60.0
-    max_pending_transcripts: int = 4  # manual commits still being transcribed
-    max_events_per_second: float = 100.0  # client events, after a burst of twice as many
-
-
 class RealtimeCore(ResponseOutput):
     def __init__(
         self,
@@ -81,13 +67,15 @@ class RealtimeCore(ResponseOutput):
         vad: VADStream,
         tts_sample_rate: int,
         voice_exists: Callable[[str], bool],
-        limits: CoreLimits = CoreLimits(),
+        limits: CoreLimits = DEFAULT_LIMITS,
         audio_on_media_tracks: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        times_words: bool = False,
     ) -> None:
         # Audio on media tracks (WebRTC): the ``format`` fields of session.update and
         # response.create do not apply, and reply audio leaves as PlayAudio, not delta events.
-        super().__init__(config, tts_sample_rate, limits.max_context_items, audio_on_media_tracks)
+        # times_words: the TTS engine can time its words, so timestamps can be sent.
+        super().__init__(config, tts_sample_rate, limits.max_context_items, audio_on_media_tracks, times_words)
         self.session_id = new_id("sess")
         self._voice_exists = voice_exists
         self.limits = limits
@@ -179,7 +167,7 @@ class RealtimeCore(ResponseOutput):
             self._decoder = InputDecoder(self.config.input_format, ASR_RATE)
         if self.config.turn_detection != old.turn_detection:
             self._input.set_turn_detection(self.config.turn_detection)
-        return [self._send("session.updated", session=self.config.to_dict(self.session_id))]
+        return [self._send("session.updated", session=self.config.to_dict(self.session_id)), *self.timestamps_notice()]
 
     def _on_append(self, event: dict[str, Any]) -> list[Action]:
         return self._append_decoded(decode_appended_audio(event.get("audio"), self.limits.max_append_bytes))
@@ -415,7 +403,3 @@ class RealtimeCore(ResponseOutput):
     def _send(event_type: str, **fields: Any) -> Send:
         event: Event = {"type": event_type, "event_id": new_id("event"), **fields}
         return Send(event)
-
-
-def _sends(events: list[Event]) -> list[Action]:
-    return [Send(e) for e in events]

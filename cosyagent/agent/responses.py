@@ -17,6 +17,7 @@ from cosyagent.agent.events import (
     ClearAudio,
     Event,
     FinishAudio,
+    ProtocolError,
     Send,
     SinkAction,
     StartResponse,
@@ -27,14 +28,21 @@ from cosyagent.agent.response_state import ResponseState
 from cosyagent.agent.session_config import SessionConfig
 from cosyagent.audio.wire import OutputEncoder
 from cosyagent.engines.base import AudioF32
+from cosyagent.pipeline.timestamps import MarkQueue, SpeechTimings
+
+TIMESTAMPS_PARAM = "session.audio.output.timestamps"
 
 
 class ResponseOutput:
     """The core's responses; :class:`~cosyagent.agent.realtime_core.RealtimeCore` adds the
     client events and turn taking that start and cancel them."""
 
-    def __init__(self, config: SessionConfig, tts_sample_rate: int, max_context_items: int, media: bool) -> None:
+    def __init__(
+        self, config: SessionConfig, tts_sample_rate: int, max_context_items: int, media: bool, times_words: bool
+    ) -> None:
         self.config = config
+        self._times_words = times_words  # the TTS engine can time its words (timestamps are possible)
+        self._told_untimed = False
         self.conversation = Conversation()
         self._tts_rate = tts_sample_rate
         self._max_context_items = max_context_items
@@ -46,11 +54,27 @@ class ResponseOutput:
         response = self._current(response_id)
         return [Send(response.text_delta(delta))] if response and not response.audio else []
 
-    def response_audio(self, response_id: str, samples: AudioF32, clause: str | None) -> None:
-        """Plan synthesized audio for sending; :meth:`pop_audio` releases it."""
+    def response_audio(
+        self, response_id: str, samples: AudioF32, clause: str | None, timings: SpeechTimings | None = None
+    ) -> None:
+        """Plan synthesized audio (and its timings) for sending; :meth:`pop_audio` releases it."""
         response = self._current(response_id)
         if response is not None and response.audio:
-            response.plan_audio(samples, clause)
+            response.plan_audio(samples, clause, timings)
+
+    def timestamps_notice(self) -> list[Action]:
+        """Timestamps asked for from an engine that cannot time its words: say so, once a session
+        (an ``error`` event that ends nothing: the audio still plays, without timestamps)."""
+        if not self.config.timestamps or self._times_words or self._told_untimed:
+            return []
+        self._told_untimed = True
+        refusal = ProtocolError(
+            "this server's voice engine cannot time its words: replies will have audio but no"
+            " response.output_audio_timestamps.delta events (the Piper engine can)",
+            code="timestamps_unavailable",
+            param=TIMESTAMPS_PARAM,
+        )
+        return [Send(refusal.to_event())]
 
     def pending_audio_ms(self, response_id: str) -> float:
         response = self._current(response_id)
@@ -91,6 +115,7 @@ class ResponseOutput:
         config = replace(self.config, **params)
         messages = self.conversation.chat_messages(config.instructions, self._max_context_items)
         audio = "audio" in config.output_modalities
+        timed = audio and bool(config.timestamps) and self._times_words
         response = ResponseState(
             id=new_id("resp"),
             item=ConversationItem(
@@ -104,10 +129,13 @@ class ResponseOutput:
             voice=config.voice,
             max_output_tokens=config.max_output_tokens,
             media_rate=self._tts_rate if self.audio_on_media_tracks else None,
+            marks=MarkQueue(config.timestamps, self._tts_rate) if timed else None,
         )
         previous = self.conversation.add(response.item)
         self._response = response
-        start = StartResponse(response.id, messages, config.voice, config.speed, config.max_output_tokens, audio)
+        start = StartResponse(
+            response.id, messages, config.voice, config.speed, config.max_output_tokens, audio, timestamps=timed
+        )
         return _sends(response.start_events(previous)) + [start]
 
     def _current(self, response_id: str) -> ResponseState | None:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import difflib
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-from cosyagent.engines.base import AudioF32
+from cosyagent.engines.base import AudioF32, CancelToken, EngineInfo
 
 STRESS_MARKS = frozenset("ˈˌ")
 """Written before the syllable they stress: their time joins the next sound."""
@@ -65,6 +66,25 @@ class TimedAudio:
     audio: AudioF32
     phonemes: tuple[PhonemeTiming, ...]
     words: tuple[WordTiming, ...]
+
+
+@runtime_checkable
+class TimedSynthesizer(Protocol):
+    """A synthesizer that can say when each word and phoneme of its audio is heard (``info.times_words``)."""
+
+    @property
+    def info(self) -> EngineInfo: ...
+
+    def synthesize_timed(
+        self, text: str, *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
+    ) -> AsyncIterator[TimedAudio]:
+        """Like ``synthesize``, each chunk with its phonemes and words (ms from the chunk's first sample)."""
+        ...
+
+
+def can_time_words(tts: object) -> bool:
+    """Whether ``tts`` gives timed audio: it has ``synthesize_timed`` and its model exposed durations."""
+    return isinstance(tts, TimedSynthesizer) and tts.info.times_words
 
 
 @dataclass(frozen=True)
