@@ -5,9 +5,10 @@ measured better (docs/benchmarks.md), behind the same Realtime API, driven by th
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, BadRequestError
 
 from cosyagent.audio.pcm import pcm16_to_float, resample
 from tests.e2e.audio_server import in_process_server, write_config
@@ -54,3 +55,30 @@ async def test_a_question_is_answered_by_smollm2_in_a_kokoro_voice(server: LiveS
     # Intelligible: jf_alpha's Japanese-accented English costs Whisper ~10% of the words, and a
     # short reply makes WER coarse, so the bound is loose; a silent or garbled reply still fails it.
     assert word_error_rate(reply, heard.text) <= 0.5, (reply, heard.text)
+
+
+async def test_kokoro_cannot_time_words_says_so_once_and_still_speaks(server: LiveServer) -> None:
+    client = AsyncOpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+    async with client.realtime.connect(model="cosyagent-realtime") as conn:
+        timestamps: Any = {"timestamps": ["word", "viseme"]}  # ours: not in the SDK's types
+        brief = "Answer in one short sentence."
+        await conn.session.update(session={"type": "realtime", "instructions": brief, "audio": {"output": timestamps}})
+        await conn.session.update(session={"type": "realtime", "audio": {"output": timestamps}})
+        await conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello."}]}
+        )
+        await conn.response.create()
+        seen = await collect(conn, Transcript(), until="response.done", timeout=120)
+    (error,) = seen.of_type("error")  # once a session, however often it is asked
+    assert error.error.code == "timestamps_unavailable" and error.error.param == "session.audio.output.timestamps"
+    assert "cannot time" in error.error.message
+    assert len(seen.of_type("session.updated")) == 2
+    assert seen.of_type("response.done")[0].response.status == "completed"
+    assert pcm16_to_float(seen.audio()).size / 24000 >= 0.3  # the audio still plays
+    assert not seen.of_type("response.output_audio_timestamps.delta")
+    # The speech route refuses outright: an explicit request it cannot serve.
+    with pytest.raises(BadRequestError) as refused:
+        await client.audio.speech.create(
+            model="tts-1", input="Hello.", voice="jf_alpha", stream_format="sse", extra_body=timestamps
+        )
+    assert isinstance(refused.value.body, dict) and refused.value.body["code"] == "timestamps_unavailable"
