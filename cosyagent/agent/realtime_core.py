@@ -35,6 +35,7 @@ from cosyagent.agent.requests import (
     decode_appended_audio,
     parse_event,
     parse_response_params,
+    parse_truncate,
     parse_user_item,
     without_audio_formats,
 )
@@ -243,16 +244,8 @@ class RealtimeCore(ResponseOutput):
         return [self._send("conversation.item.deleted", item_id=item_id)]
 
     def _on_item_truncate(self, event: dict[str, Any]) -> list[Action]:
-        item_id, audio_end_ms = event.get("item_id"), event.get("audio_end_ms")
-        item = self.conversation.get(item_id) if isinstance(item_id, str) else None
-        if item is None or item.spoken is None:
-            raise ProtocolError(
-                f"item {item_id!r} is not an assistant audio message", code="item_not_found", param="item_id"
-            )
-        if isinstance(audio_end_ms, bool) or not isinstance(audio_end_ms, int) or audio_end_ms < 0:
-            raise ProtocolError(
-                "audio_end_ms must be a non-negative integer", code="invalid_value", param="audio_end_ms"
-            )
+        item, audio_end_ms = parse_truncate(event, self.conversation)
+        assert item.spoken is not None
         actions: list[Action] = []
         if self._response is not None and self._response.item is item:
             actions += self._cancel_response("client_cancelled")

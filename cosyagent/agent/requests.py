@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from cosyagent.agent.conversation import ConversationItem, Role
+from cosyagent.agent.conversation import Conversation, ConversationItem, Role
 from cosyagent.agent.events import ProtocolError, new_id
 from cosyagent.agent.session_config import parse_format, parse_max_tokens, parse_modalities, parse_voice
 
@@ -96,6 +96,19 @@ def parse_response_params(raw: Any, voice_exists: Callable[[str], bool]) -> dict
         if "format" in output:
             params["output_format"] = parse_format(output["format"], "response.audio.output.format")
     return params
+
+
+def parse_truncate(event: Mapping[str, Any], conversation: Conversation) -> tuple[ConversationItem, int]:
+    """conversation.item.truncate's assistant audio item and ``audio_end_ms`` (not yet checked against its audio)."""
+    item_id, audio_end_ms = event.get("item_id"), event.get("audio_end_ms")
+    item = conversation.get(item_id) if isinstance(item_id, str) else None
+    if item is None or item.spoken is None:
+        raise ProtocolError(
+            f"item {item_id!r} is not an assistant audio message", code="item_not_found", param="item_id"
+        )
+    if isinstance(audio_end_ms, bool) or not isinstance(audio_end_ms, int) or audio_end_ms < 0:
+        raise ProtocolError("audio_end_ms must be a non-negative integer", code="invalid_value", param="audio_end_ms")
+    return item, audio_end_ms
 
 
 def parse_event(raw: str | bytes | dict[str, Any], max_bytes: int) -> dict[str, Any]:
