@@ -24,6 +24,12 @@ STRESS_MARKS = frozenset("ˈˌ")
 MODIFIERS = frozenset("ːˑʰʲ˞ˤ↓")
 """Length marks, secondary articulations, tone: their time joins the sound before."""
 WORD_BREAK = " "
+_WORD_EDGE_PUNCTUATION = "\"'“”‘’()[]{},.;:!?…-–—"
+
+
+def written_words(text: str) -> list[str]:
+    """The words of ``text`` as written, without the punctuation around them."""
+    return [word for token in text.split() if (word := token.strip(_WORD_EDGE_PUNCTUATION))]
 
 
 def is_modifier(symbol: str) -> bool:
