@@ -24,7 +24,7 @@ def durations_model(source: Path) -> Path | None:
     """``source`` with its durations exposed, or None (logged) when that cannot be done."""
     try:
         return exposed(source, single_op_output("Clip"), DURATIONS_OUTPUT)
-    except EngineUnavailableError as exc:
+    except (EngineUnavailableError, OSError) as exc:  # OSError: a cache folder it cannot write
         logger.warning("Kokoro will not time its words: %s", exc)
         return None
 
