@@ -70,7 +70,7 @@ class ResponseOutput:
         self._told_untimed = True
         refusal = ProtocolError(
             "this server's voice engine cannot time its words: replies will have audio but no"
-            " response.output_audio_timestamps.delta events (the Piper engine can)",
+            " response.output_audio_timestamps.delta events (Piper and Kokoro can)",
             code="timestamps_unavailable",
             param=TIMESTAMPS_PARAM,
         )
