@@ -90,7 +90,8 @@ class RealtimeCore(ResponseOutput):
     # --- inputs ----------------------------------------------------------------------
 
     def start(self) -> list[Action]:
-        return [self._send("session.created", session=self.config.to_dict(self.session_id))]
+        created = self._send("session.created", session=self.config.to_dict(self.session_id))
+        return [created, *self.timestamps_notice(session_start=True)]
 
     def receive(self, raw: str | bytes | dict[str, Any]) -> list[Action]:
         """Handle one client event. Bad input becomes an ``error`` event, never an exception."""

@@ -43,6 +43,7 @@ class ResponseOutput:
         self.config = config
         self._times_words = times_words  # the TTS engine can time its words (timestamps are possible)
         self._told_untimed = False
+        self._started = False  # session.created has gone: a session configured before it is told then
         self.conversation = Conversation()
         self._tts_rate = tts_sample_rate
         self._max_context_items = max_context_items
@@ -62,10 +63,12 @@ class ResponseOutput:
         if response is not None and response.audio:
             response.plan_audio(samples, clause, timings)
 
-    def timestamps_notice(self) -> list[Action]:
+    def timestamps_notice(self, *, session_start: bool = False) -> list[Action]:
         """Timestamps asked for from an engine that cannot time its words: say so, once a session
-        (an ``error`` event that ends nothing: the audio still plays, without timestamps)."""
-        if not self.config.timestamps or self._times_words or self._told_untimed:
+        (an ``error`` event that ends nothing: the audio still plays, without timestamps), after
+        ``session.created`` (``session_start``: it has just been sent)."""
+        self._started = self._started or session_start
+        if not self._started or not self.config.timestamps or self._times_words or self._told_untimed:
             return []
         self._told_untimed = True
         refusal = ProtocolError(

@@ -198,6 +198,7 @@ def test_media_track_timestamps_go_before_the_samples(
 
 def test_an_engine_that_cannot_time_words_says_so_once(vad: SileroVAD, piper: PiperTTS) -> None:
     core = make_core(vad, piper, times_words=False)
+    core.start()
     first = opt_in(core, ["word", "viseme"])
     assert [e["type"] for e in first] == ["session.updated", "error"]
     assert first[1]["error"]["code"] == "timestamps_unavailable"
@@ -207,6 +208,16 @@ def test_an_engine_that_cannot_time_words_says_so_once(vad: SileroVAD, piper: Pi
     assert not begun.timestamps  # the audio still plays, untimed
     core.response_audio(begun.response_id, np.full(22050, 0.1, dtype=np.float32), "Hi.")
     assert "response.output_audio.delta" in [a.event["type"] for a in drain(core, begun.response_id)]
+
+
+def test_a_session_configured_before_it_starts_is_told_after_session_created(vad: SileroVAD, piper: PiperTTS) -> None:
+    """As a WebRTC call's session (POST /v1/realtime/calls) is: the notice is not a refusal of it."""
+    core = make_core(vad, piper, times_words=False)
+    assert [e["type"] for e in opt_in(core, ["viseme"])] == ["session.updated"]
+    started = [a.event for a in core.start() if isinstance(a, Send)]
+    assert [e["type"] for e in started] == ["session.created", "error"]
+    assert started[1]["error"]["code"] == "timestamps_unavailable"
+    assert [e["type"] for e in opt_in(core, ["viseme"])] == ["session.updated"]
 
 
 async def test_speak_times_each_clause_only_when_asked(piper: PiperTTS) -> None:
