@@ -6,7 +6,9 @@ token, the graph's only ``Clip`` node. The shipped int8 ONNX file returns only t
 ``duration`` (once, cached, as for Piper: :mod:`cosyagent.engines.onnx_outputs`), the name
 kokoro-onnx looks for: its
 ``create_timed`` then reports each phoneme's span of the audio it returns, after its trimming and
-the pauses it adds at punctuation. The audio is the same as without the output. Words are timed
+the pauses it would add at punctuation (set to 0 here). The audio is the same as without the
+output: plain synthesis runs with kokoro-onnx's ``has_timings`` off, as if the output were absent
+(with it on, kokoro-onnx lengthens pauses, and its audio differs). Words are timed
 as Piper's are (:func:`~cosyagent.engines.timings.word_timings`): each word phonemized alone and
 matched to the sentence's phonemes. English only: Mandarin pieces have no timings.
 """
@@ -29,7 +31,15 @@ def timed_english(
     kokoro: Kokoro, piece: str, style: np.ndarray, speed: float, lang: str, phonemize: Callable[[str], str]
 ) -> TimedAudio:
     """One English piece: kokoro-onnx's audio and phoneme spans, and its words matched to them."""
-    audio, rate, spoken = kokoro.create_timed(piece, voice=style, speed=speed, lang=lang)
+    # kokoro-onnx places pauses at punctuation when it has timings; with them at 0 the audio is what
+    # create() makes without timings (the engine keeps has_timings off for that: see load()).
+    kokoro.has_timings = True
+    try:
+        audio, rate, spoken = kokoro.create_timed(
+            piece, voice=style, speed=speed, lang=lang, sentence_pause=0.0, clause_pause=0.0
+        )
+    finally:
+        kokoro.has_timings = False
     samples: AudioF32 = np.asarray(audio, dtype=np.float32).reshape(-1)
     spans = [SymbolSpan(t.phoneme, round(t.start * rate), round(t.end * rate)) for t in spoken]
     spans = [span for span in spans if span.end >= span.start]

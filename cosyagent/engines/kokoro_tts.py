@@ -165,6 +165,7 @@ class KokoroTTS:
         loaded_s = time.perf_counter() - started
         self._kokoro = kokoro
         self.info = dataclasses.replace(self.info, times_words=kokoro.has_timings)
+        kokoro.has_timings = False  # plain synthesis as without the output; timed_english turns it on
         self._styles = {**styles, **self._styles}  # blends added before load() survive
         first = styles.get(self.default_voice, next(iter(styles.values())))
         self._create("Hello.", first, 1.0, Script.ENGLISH, english_lang(self.default_voice))
