@@ -95,6 +95,7 @@ class StartResponse:
     audio: bool
     tools: tuple[dict[str, Any], ...] = ()  # chat-completions tools the LLM is offered
     tool_choice: str = "auto"  # auto, none or required
+    timestamps: bool = False  # synthesize with word and phoneme timings (feed them to ``response_audio``)
 
 
 @dataclass(frozen=True)

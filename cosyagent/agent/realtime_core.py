@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from cosyagent.agent.budget import InputAudioBudget
@@ -31,10 +30,12 @@ from cosyagent.agent.events import (
     new_id,
 )
 from cosyagent.agent.input_buffer import InputBuffer
+from cosyagent.agent.limits import DEFAULT_LIMITS, CoreLimits
 from cosyagent.agent.requests import (
     decode_appended_audio,
     parse_event,
     parse_response_params,
+    parse_truncate,
     parse_user_item,
     without_audio_formats,
 )
@@ -59,20 +60,6 @@ logger = logging.getLogger(__name__)
 ASR_RATE = 16000
 
 
-@dataclass(frozen=True)
-class CoreLimits:
-    max_event_bytes: int = 1 << 20  # one client event; larger ones are refused
-    max_append_bytes: int = 512 * 1024  # decoded audio in one input_audio_buffer.append
-    max_buffer_seconds: float = 120.0  # uncommitted input audio kept
-    max_context_items: int = 20  # conversation items the LLM sees
-    # Input audio may arrive at most this many times faster than real time, after a burst of
-    # this many seconds (a recorded utterance sent at once); the excess is refused.
-    max_input_audio_speed: float = 1.5
-    input_audio_burst_seconds: float = 60.0
-    max_pending_transcripts: int = 4  # manual commits still being transcribed
-    max_events_per_second: float = 100.0  # client events, after a burst of twice as many
-
-
 class RealtimeCore(ResponseOutput):
     def __init__(
         self,
@@ -81,13 +68,15 @@ class RealtimeCore(ResponseOutput):
         vad: VADStream,
         tts_sample_rate: int,
         voice_exists: Callable[[str], bool],
-        limits: CoreLimits = CoreLimits(),
+        limits: CoreLimits = DEFAULT_LIMITS,
         audio_on_media_tracks: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        times_words: bool = False,
     ) -> None:
         # Audio on media tracks (WebRTC): the ``format`` fields of session.update and
         # response.create do not apply, and reply audio leaves as PlayAudio, not delta events.
-        super().__init__(config, tts_sample_rate, limits.max_context_items, audio_on_media_tracks)
+        # times_words: the TTS engine can time its words, so timestamps can be sent.
+        super().__init__(config, tts_sample_rate, limits.max_context_items, audio_on_media_tracks, times_words)
         self.session_id = new_id("sess")
         self._voice_exists = voice_exists
         self.limits = limits
@@ -101,7 +90,8 @@ class RealtimeCore(ResponseOutput):
     # --- inputs ----------------------------------------------------------------------
 
     def start(self) -> list[Action]:
-        return [self._send("session.created", session=self.config.to_dict(self.session_id))]
+        created = self._send("session.created", session=self.config.to_dict(self.session_id))
+        return [created, *self.timestamps_notice(session_start=True)]
 
     def receive(self, raw: str | bytes | dict[str, Any]) -> list[Action]:
         """Handle one client event. Bad input becomes an ``error`` event, never an exception."""
@@ -180,7 +170,7 @@ class RealtimeCore(ResponseOutput):
             self._decoder = InputDecoder(self.config.input_format, ASR_RATE)
         if self.config.turn_detection != old.turn_detection:
             self._input.set_turn_detection(self.config.turn_detection)
-        return [self._send("session.updated", session=self.config.to_dict(self.session_id))]
+        return [self._send("session.updated", session=self.config.to_dict(self.session_id)), *self.timestamps_notice()]
 
     def _on_append(self, event: dict[str, Any]) -> list[Action]:
         return self._append_decoded(decode_appended_audio(event.get("audio"), self.limits.max_append_bytes))
@@ -256,16 +246,8 @@ class RealtimeCore(ResponseOutput):
         return [self._send("conversation.item.deleted", item_id=item_id)]
 
     def _on_item_truncate(self, event: dict[str, Any]) -> list[Action]:
-        item_id, audio_end_ms = event.get("item_id"), event.get("audio_end_ms")
-        item = self.conversation.get(item_id) if isinstance(item_id, str) else None
-        if item is None or item.spoken is None:
-            raise ProtocolError(
-                f"item {item_id!r} is not an assistant audio message", code="item_not_found", param="item_id"
-            )
-        if isinstance(audio_end_ms, bool) or not isinstance(audio_end_ms, int) or audio_end_ms < 0:
-            raise ProtocolError(
-                "audio_end_ms must be a non-negative integer", code="invalid_value", param="audio_end_ms"
-            )
+        item, audio_end_ms = parse_truncate(event, self.conversation)
+        assert item.spoken is not None
         actions: list[Action] = []
         if self._response is not None and self._response.item is item:
             actions += self._cancel_response("client_cancelled")
@@ -416,7 +398,3 @@ class RealtimeCore(ResponseOutput):
     def _send(event_type: str, **fields: Any) -> Send:
         event: Event = {"type": event_type, "event_id": new_id("event"), **fields}
         return Send(event)
-
-
-def _sends(events: list[Event]) -> list[Action]:
-    return [Send(e) for e in events]

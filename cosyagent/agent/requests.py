@@ -112,6 +112,19 @@ def parse_response_params(raw: Any, voice_exists: Callable[[str], bool], session
     return params
 
 
+def parse_truncate(event: Mapping[str, Any], conversation: Conversation) -> tuple[ConversationItem, int]:
+    """conversation.item.truncate's assistant audio item and ``audio_end_ms`` (not yet checked against its audio)."""
+    item_id, audio_end_ms = event.get("item_id"), event.get("audio_end_ms")
+    item = conversation.get(item_id) if isinstance(item_id, str) else None
+    if item is None or item.spoken is None:
+        raise ProtocolError(
+            f"item {item_id!r} is not an assistant audio message", code="item_not_found", param="item_id"
+        )
+    if isinstance(audio_end_ms, bool) or not isinstance(audio_end_ms, int) or audio_end_ms < 0:
+        raise ProtocolError("audio_end_ms must be a non-negative integer", code="invalid_value", param="audio_end_ms")
+    return item, audio_end_ms
+
+
 def parse_event(raw: str | bytes | dict[str, Any], max_bytes: int) -> dict[str, Any]:
     """One client event as a dict; refuses oversized, malformed and non-object events."""
     if isinstance(raw, dict):

@@ -10,6 +10,11 @@ synthesizer's own samples (the track resamples it once).
 A response offered tools may answer with function calls alone (:mod:`cosyagent.agent.response_calls`):
 its message item is then announced only once it has content, so a response of calls
 alone has the calls as its only output items, as OpenAI's does.
+
+When the session asked for timestamps, each piece of audio takes the word and viseme
+marks that start in it (:class:`~cosyagent.pipeline.timestamps.MarkQueue`): popped, they
+leave as a ``response.output_audio_timestamps.delta`` event just before the audio (on
+the data channel, for a media track), and a cancelled response drops them with it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from cosyagent.agent.response_calls import ResponseCalls
 from cosyagent.agent.session_config import format_dict
 from cosyagent.audio.wire import OutputEncoder
 from cosyagent.engines.base import AudioF32, ToolCallDelta
+from cosyagent.pipeline.timestamps import Mark, MarkQueue, SpeechTimings, payload
 
 DELTA_MS = 100  # audio per response.output_audio.delta
 _EMPTY: AudioF32 = np.zeros(0, dtype=np.float32)
@@ -39,6 +45,7 @@ class _PlannedDelta:
     audio: bytes | AudioF32  # bytes in the output format; floats at the TTS rate for a media track
     duration_ms: float
     clause: str | None  # set on the first delta of a clause: its transcript delta goes with it
+    marks: list[Mark] = field(default_factory=list)  # the words and visemes that start in it
 
 
 @dataclass
@@ -49,9 +56,11 @@ class ResponseState:
     voice: str
     max_output_tokens: int | None
     media_rate: int | None = None  # set: the audio goes to a media track, as floats at this rate
+    marks: MarkQueue | None = None  # set: timestamps were asked for
     outbox: deque[_PlannedDelta] = field(default_factory=deque)
     sent_ms: float = 0.0
     sent_text: str = ""
+    planned_ms: float = 0.0
     timings: dict[str, Any] = field(default_factory=dict)
     # Set when tools are offered: the message item is placed here at once but announced only
     # once it has content, and function calls become items of their own.
@@ -159,7 +168,9 @@ class ResponseState:
     def pending_ms(self) -> float:
         return sum(planned.duration_ms for planned in self.outbox)
 
-    def plan_audio(self, samples: AudioF32, clause: str | None) -> None:
+    def plan_audio(self, samples: AudioF32, clause: str | None, timings: SpeechTimings | None = None) -> None:
+        if self.marks is not None:
+            self.marks.add(samples.size, timings)
         if self.media_rate is not None:
             self._plan_samples(samples, self.media_rate, clause)
         else:
@@ -170,13 +181,15 @@ class ResponseState:
         """Plan what the resampler still holds (call once the synthesizer is done)."""
         if self.encoder is not None and self.media_rate is None:
             self._plan_bytes(self.encoder.encode(samples=_EMPTY, last=True), None)
+        if self.marks is not None and self.outbox:  # the marks at the very end go with the last piece
+            self.outbox[-1].marks.extend(self.marks.rest())
 
     def _plan_bytes(self, data: bytes, clause: str | None) -> None:
         assert self.encoder is not None
         step = int(DELTA_MS * self.encoder.rate / 1000) * (2 if self.encoder.format == "audio/pcm" else 1)
         for offset in range(0, len(data), step):
             piece = data[offset : offset + step]
-            self.outbox.append(_PlannedDelta(piece, self.encoder.duration_ms(piece), clause if offset == 0 else None))
+            self._plan_piece(piece, self.encoder.duration_ms(piece), clause if offset == 0 else None)
         if clause is not None or data:
             self.spoken.add_audio(clause, self.encoder.duration_ms(data))
 
@@ -184,9 +197,14 @@ class ResponseState:
         step = DELTA_MS * rate // 1000
         for offset in range(0, samples.size, step):
             piece = samples[offset : offset + step]
-            self.outbox.append(_PlannedDelta(piece, 1000.0 * piece.size / rate, clause if offset == 0 else None))
+            self._plan_piece(piece, 1000.0 * piece.size / rate, clause if offset == 0 else None)
         if clause is not None or samples.size:
             self.spoken.add_audio(clause, 1000.0 * samples.size / rate)
+
+    def _plan_piece(self, audio: bytes | AudioF32, duration_ms: float, clause: str | None) -> None:
+        self.planned_ms += duration_ms
+        marks = self.marks.until(self.planned_ms) if self.marks is not None else []
+        self.outbox.append(_PlannedDelta(audio, duration_ms, clause, marks))
 
     def pop_audio(self) -> list[Action]:
         """Send the next planned delta (with its clause's transcript delta, if it opens one)."""
@@ -198,6 +216,8 @@ class ResponseState:
             delta = (" " if self.sent_text else "") + planned.clause
             self.sent_text += delta
             actions.append(Send(self._event("response.output_audio_transcript.delta", delta=delta)))
+        if planned.marks:
+            actions.append(Send(self._event("response.output_audio_timestamps.delta", **payload(planned.marks))))
         self.sent_ms += planned.duration_ms
         if isinstance(planned.audio, bytes):
             audio_b64 = base64.b64encode(planned.audio).decode("ascii")
@@ -233,12 +253,15 @@ class ResponseState:
             assert self.conversation is not None
             self.conversation.delete(self.item.id)
             return [*calls_done, done]
-        return [*self._message_end_events(), *calls_done, done]
+        return [*self._message_end_events(status), *calls_done, done]
 
-    def _message_end_events(self) -> list[Event]:
+    def _message_end_events(self, status: str) -> list[Event]:
         item = self.item.to_event_dict()
         ids = self._ids()
         events: list[Event] = []
+        if status == "completed" and self.marks is not None and (rest := self.marks.rest()):
+            # All the audio has gone already: what is left marks its very end (the closing ``sil``).
+            events.append(self._event("response.output_audio_timestamps.delta", **payload(rest)))
         if self.audio:
             transcript = self.item.visible_text()
             events.append({"type": "response.output_audio.done", "event_id": new_id("event"), **ids})

@@ -17,6 +17,7 @@ from cosyagent.agent.events import (
     ClearAudio,
     Event,
     FinishAudio,
+    ProtocolError,
     Send,
     SinkAction,
     StartResponse,
@@ -28,14 +29,22 @@ from cosyagent.agent.session_config import SessionConfig
 from cosyagent.agent.tools import chat_tools
 from cosyagent.audio.wire import OutputEncoder
 from cosyagent.engines.base import AudioF32, ToolCallDelta
+from cosyagent.pipeline.timestamps import MarkQueue, SpeechTimings
+
+TIMESTAMPS_PARAM = "session.audio.output.timestamps"
 
 
 class ResponseOutput:
     """The core's responses; :class:`~cosyagent.agent.realtime_core.RealtimeCore` adds the
     client events and turn taking that start and cancel them."""
 
-    def __init__(self, config: SessionConfig, tts_sample_rate: int, max_context_items: int, media: bool) -> None:
+    def __init__(
+        self, config: SessionConfig, tts_sample_rate: int, max_context_items: int, media: bool, times_words: bool
+    ) -> None:
         self.config = config
+        self._times_words = times_words  # the TTS engine can time its words (timestamps are possible)
+        self._told_untimed = False
+        self._started = False  # session.created has gone: a session configured before it is told then
         self.conversation = Conversation()
         self._tts_rate = tts_sample_rate
         self._max_context_items = max_context_items
@@ -52,11 +61,29 @@ class ResponseOutput:
         response = self._current(response_id)
         return _sends(response.tool_call(piece)) if response else []
 
-    def response_audio(self, response_id: str, samples: AudioF32, clause: str | None) -> None:
-        """Plan synthesized audio for sending; :meth:`pop_audio` releases it."""
+    def response_audio(
+        self, response_id: str, samples: AudioF32, clause: str | None, timings: SpeechTimings | None = None
+    ) -> None:
+        """Plan synthesized audio (and its timings) for sending; :meth:`pop_audio` releases it."""
         response = self._current(response_id)
         if response is not None and response.audio:
-            response.plan_audio(samples, clause)
+            response.plan_audio(samples, clause, timings)
+
+    def timestamps_notice(self, *, session_start: bool = False) -> list[Action]:
+        """Timestamps asked for from an engine that cannot time its words: say so, once a session
+        (an ``error`` event that ends nothing: the audio still plays, without timestamps), after
+        ``session.created`` (``session_start``: it has just been sent)."""
+        self._started = self._started or session_start
+        if not self._started or not self.config.timestamps or self._times_words or self._told_untimed:
+            return []
+        self._told_untimed = True
+        refusal = ProtocolError(
+            "this server's voice engine cannot time its words: replies will have audio but no"
+            " response.output_audio_timestamps.delta events (Piper and Kokoro can)",
+            code="timestamps_unavailable",
+            param=TIMESTAMPS_PARAM,
+        )
+        return [Send(refusal.to_event())]
 
     def pending_audio_ms(self, response_id: str) -> float:
         response = self._current(response_id)
@@ -98,6 +125,7 @@ class ResponseOutput:
         messages = self.conversation.chat_messages(config.instructions, self._max_context_items)
         audio = "audio" in config.output_modalities
         tools, tool_choice = chat_tools(config.tools, config.tool_choice)
+        timed = audio and bool(config.timestamps) and self._times_words
         response = ResponseState(
             id=new_id("resp"),
             item=ConversationItem(
@@ -112,11 +140,20 @@ class ResponseOutput:
             max_output_tokens=config.max_output_tokens,
             media_rate=self._tts_rate if self.audio_on_media_tracks else None,
             conversation=self.conversation if tools else None,
+            marks=MarkQueue(config.timestamps, self._tts_rate) if timed else None,
         )
         previous = self.conversation.add(response.item)
         self._response = response
         start = StartResponse(
-            response.id, messages, config.voice, config.speed, config.max_output_tokens, audio, tools, tool_choice
+            response.id,
+            messages,
+            config.voice,
+            config.speed,
+            config.max_output_tokens,
+            audio,
+            tools,
+            tool_choice,
+            timestamps=timed,
         )
         return _sends(response.start_events(previous)) + [start]
 

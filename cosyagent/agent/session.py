@@ -302,6 +302,7 @@ class RealtimeSession:
             start.tools,
             start.tool_choice,
             on_tool_call=lambda piece: self._execute(self.core.response_tool_call(response_id, piece)),
+            timed=start.timestamps,
         )
         playout = self._playouts[response_id] = Playout(
             self.core, self._sink, response_id, self._lead_ms, lambda: self._execute(self.core.pop_audio(response_id))
@@ -315,7 +316,7 @@ class RealtimeSession:
                     if isinstance(event, TextDelta):
                         self._execute(self.core.response_text(response_id, event.text))
                     elif isinstance(event, AudioChunk):
-                        self.core.response_audio(response_id, event.samples, event.clause)
+                        self.core.response_audio(response_id, event.samples, event.clause, event.timings)
                         playout.wake()
                         # The reply's generator (and so the synthesizer) waits here; the LLM goes on.
                         await playout.until_unsent_at_most(SYNTHESIS_AHEAD_MS)

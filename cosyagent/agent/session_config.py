@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from cosyagent.agent.tools import FunctionTool, ToolChoice, choice_to_dict, tool_settings
 from cosyagent.audio.wire import FORMAT_RATES, AudioFormat
+from cosyagent.pipeline.timestamps import InvalidTimestampKinds, TimestampKind, parse_kinds
 
 Modality = Literal["text", "audio"]
 
@@ -29,7 +30,7 @@ SESSION_KEYS = frozenset(
      "tool_choice", "tools", "tracing", "truncation", "id", "object", "expires_at"}
 )  # fmt: skip
 AUDIO_INPUT_KEYS = frozenset({"format", "noise_reduction", "transcription", "turn_detection"})
-AUDIO_OUTPUT_KEYS = frozenset({"format", "speed", "voice"})
+AUDIO_OUTPUT_KEYS = frozenset({"format", "speed", "voice", "timestamps"})  # timestamps: ours, opt-in
 
 
 def refuse_unknown(fields: Mapping[str, Any], known: frozenset[str], where: str) -> None:
@@ -113,9 +114,13 @@ class SessionConfig:
     transcription_languages: tuple[str, ...] = ("en",)  # what the ASR engine transcribes: not sent to clients
     tools: tuple[FunctionTool, ...] = ()
     tool_choice: ToolChoice = "auto"
+    timestamps: tuple[TimestampKind, ...] = ()  # response.output_audio_timestamps.delta: words, visemes
 
     def to_dict(self, session_id: str) -> dict[str, Any]:
         """The `session` object of session.created / session.updated."""
+        output: dict[str, Any] = {"format": format_dict(self.output_format), "voice": self.voice, "speed": self.speed}
+        if self.timestamps:  # only once asked for: OpenAI's clients never see the field
+            output["timestamps"] = list(self.timestamps)
         return {
             "type": "realtime",
             "object": "realtime.session",
@@ -133,7 +138,7 @@ class SessionConfig:
                     },
                     "turn_detection": self.turn_detection.to_dict() if self.turn_detection else None,
                 },
-                "output": {"format": format_dict(self.output_format), "voice": self.voice, "speed": self.speed},
+                "output": output,
             },
             "tools": [tool.to_dict() for tool in self.tools],
             "tool_choice": choice_to_dict(self.tool_choice),
@@ -175,6 +180,8 @@ class SessionConfig:
             changes["voice"] = parse_voice(audio_out["voice"], voice_exists, "session.audio.output.voice")
         if "speed" in audio_out:
             changes["speed"] = parse_speed(audio_out["speed"], "session.audio.output.speed")
+        if "timestamps" in audio_out:
+            changes["timestamps"] = parse_timestamps(audio_out["timestamps"], "session.audio.output.timestamps")
         return replace(self, **changes)
 
     def _transcription_language(self, language: Any) -> str | None:
@@ -238,6 +245,16 @@ def parse_voice(value: Any, voice_exists: Callable[[str], bool], param: str) -> 
     if not voice_exists(voice):
         raise InvalidSessionValue(param, f"unknown voice {voice!r}; GET /v1/voices lists the available ones")
     return voice
+
+
+def parse_timestamps(value: Any, param: str) -> tuple[TimestampKind, ...]:
+    """``["word", "viseme"]``, either, or none (``[]`` or null: off)."""
+    if value is None:
+        return ()
+    try:
+        return parse_kinds(value)
+    except InvalidTimestampKinds as exc:
+        raise InvalidSessionValue(param + exc.where, str(exc)) from exc
 
 
 def parse_speed(value: Any, param: str) -> float:

@@ -10,14 +10,14 @@ feed short clauses to keep the first audio early.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import functools
 import importlib.resources
 import logging
 import time
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -31,7 +31,9 @@ from cosyagent.engines.base import (
     EngineInfo,
     EngineUnavailableError,
 )
+from cosyagent.engines.kokoro_session import InterruptibleSession, durations_model, interruptible
 from cosyagent.engines.kokoro_text import MandarinPhonemizer, Script, detect_script, split_text
+from cosyagent.engines.kokoro_timed import timed_english
 from cosyagent.engines.kokoro_voices import (
     INSTALL_HINT,
     SPEC,
@@ -40,11 +42,13 @@ from cosyagent.engines.kokoro_voices import (
     english_lang,
     load_voices,
 )
+from cosyagent.engines.timings import TimedAudio
 
 if TYPE_CHECKING:
     from kokoro_onnx import Kokoro
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 StyleArray = npt.NDArray[np.float32]
 """A Kokoro voice: one 256-wide style vector per phoneme count, shape (510, 1, 256)."""
@@ -143,13 +147,15 @@ class KokoroTTS:
         logging.getLogger("phonemizer").addFilter(_PHONEMIZER_FILTER)  # a set: adding twice is a no-op
         started = time.perf_counter()
         model_path = self._model_path or default_model_path()
+        timed_path = durations_model(model_path)
         voices_path = self._voices_path or default_voices_path()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         try:
-            session = ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
-            kokoro = Kokoro.from_session(_InterruptibleSession(session), str(voices_path))
+            graph = timed_path or model_path  # the same audio, plus each token's frames when exposed
+            session = ort.InferenceSession(str(graph), sess_options=opts, providers=["CPUExecutionProvider"])
+            kokoro = Kokoro.from_session(InterruptibleSession(session), str(voices_path))
             styles = {name: np.asarray(kokoro.voices[name], dtype=np.float32) for name in kokoro.get_voices()}
         except Exception as exc:  # onnxruntime/numpy raise assorted errors for bad files
             raise EngineUnavailableError(f"cannot load Kokoro from {model_path}: {exc}") from exc
@@ -158,6 +164,8 @@ class KokoroTTS:
         styles.update(self._english_voices())
         loaded_s = time.perf_counter() - started
         self._kokoro = kokoro
+        self.info = dataclasses.replace(self.info, times_words=kokoro.has_timings)
+        kokoro.has_timings = False  # plain synthesis as without the output; timed_english turns it on
         self._styles = {**styles, **self._styles}  # blends added before load() survive
         first = styles.get(self.default_voice, next(iter(styles.values())))
         self._create("Hello.", first, 1.0, Script.ENGLISH, english_lang(self.default_voice))
@@ -239,6 +247,29 @@ class KokoroTTS:
         finished after the cancel is dropped. Closing the iterator (``aclose``)
         leaves nothing running but a sentence already in the worker thread.
         """
+        async for audio in self._each_piece(text, voice, speed, cancel, self._create):
+            if audio.size:
+                yield audio
+
+    async def synthesize_timed(
+        self, text: str, *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
+    ) -> AsyncGenerator[TimedAudio, None]:
+        """Like :meth:`synthesize`, each sentence with its phonemes and words (ms from its start;
+        English only: a Mandarin sentence comes without). EngineError when ``info.times_words`` is off."""
+        if not self.info.times_words:
+            raise EngineError("this Kokoro model cannot time words (its duration output is unavailable)")
+        async for timed in self._each_piece(text, voice, speed, cancel, self._create_timed):
+            if timed.audio.size:
+                yield timed
+
+    async def _each_piece(
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        cancel: CancelToken | None,
+        render: Callable[[str, StyleArray, float, Script, str, CancelToken | None], T],
+    ) -> AsyncGenerator[T, None]:
         style = self._style(voice)
         lang = english_lang(voice)
         self.info.check_speed(speed)
@@ -252,15 +283,29 @@ class KokoroTTS:
             if cancel is not None and cancel.cancelled:
                 return
             try:
-                audio = await self._executor.run(
-                    functools.partial(self._create, piece, style, speed, script, lang, cancel), cancel
+                made = await self._executor.run(
+                    functools.partial(render, piece, style, speed, script, lang, cancel), cancel
                 )
             except EngineCancelled:
                 return  # the token fired while the piece waited in the queue
             if cancel is not None and cancel.cancelled:
                 return  # fired while the piece was being made: it is stale
-            if audio.size:
-                yield audio
+            yield made
+
+    def _create_timed(
+        self, piece: str, style: StyleArray, speed: float, script: Script, lang: str, cancel: CancelToken | None
+    ) -> TimedAudio:
+        kokoro = self._kokoro
+        if kokoro is None:
+            raise EngineUnavailableError("KokoroTTS is closed")
+        if script is Script.MANDARIN:
+            return TimedAudio(self._create(piece, style, speed, script, lang, cancel), (), ())
+        with interruptible(kokoro, cancel):
+            try:
+                timed = timed_english(kokoro, piece, style, speed, lang, self._english_phonemes)
+            except ValueError as exc:  # kokoro-onnx: no phonemes, text too long...
+                raise EngineError(f"Kokoro cannot synthesize this text: {exc}") from exc
+        return dataclasses.replace(timed, audio=limit_peak(timed.audio))
 
     def _create(
         self,
@@ -276,7 +321,7 @@ class KokoroTTS:
         if kokoro is None:
             raise EngineUnavailableError("KokoroTTS is closed")
         started = time.perf_counter()
-        with _interruptible(kokoro, cancel):
+        with interruptible(kokoro, cancel):
             return self._create_now(kokoro, piece, style, speed, script, lang, started)
 
     def _create_now(
@@ -321,41 +366,3 @@ class KokoroTTS:
     def close(self) -> None:
         self._executor.shutdown()
         self._kokoro = None
-
-
-class _InterruptibleSession:
-    """Wraps kokoro-onnx's InferenceSession so that each ``run`` gets RunOptions that a
-    cancel token can flip to ``terminate``: a barge-in stops a clause mid-inference
-    instead of leaving the CPU busy for the rest of it (up to seconds on 2 cores)."""
-
-    def __init__(self, session: Any) -> None:
-        self._session = session
-        self.run_options: Any = None  # set per call, on the engine's single worker thread
-
-    def run(self, output_names: Any, inputs: Any) -> Any:
-        return self._session.run(output_names, inputs, run_options=self.run_options)
-
-    def __getattr__(self, name: str) -> Any:  # get_inputs(), get_outputs()... as the real session
-        return getattr(self._session, name)
-
-
-@contextlib.contextmanager
-def _interruptible(kokoro: Kokoro, cancel: CancelToken | None) -> Iterator[None]:
-    session = kokoro.sess
-    if cancel is None or not isinstance(session, _InterruptibleSession):
-        yield
-        return
-    import onnxruntime as ort
-
-    options = ort.RunOptions()
-    unregister = cancel.on_cancel(lambda: setattr(options, "terminate", True))
-    session.run_options = options
-    try:
-        yield
-    except Exception as exc:  # onnxruntime raises a generic Fail when terminated
-        if cancel.cancelled:
-            raise EngineCancelled() from exc
-        raise
-    finally:
-        session.run_options = None
-        unregister()

@@ -39,7 +39,14 @@ from cosyagent.engines.base import (
 from cosyagent.engines.kokoro_text import Script, detect_script, split_text
 from cosyagent.engines.kokoro_tts import limit_peak
 from cosyagent.engines.onnx_outputs import exposed, single_op_output
-from cosyagent.engines.timings import SymbolSpan, TimedAudio, phoneme_timings, symbol_spans, word_timings
+from cosyagent.engines.timings import (
+    SymbolSpan,
+    TimedAudio,
+    phoneme_timings,
+    symbol_spans,
+    word_timings,
+    written_words,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable
@@ -55,7 +62,6 @@ _AUDIO_OUTPUT = "output"
 _CLAUSE_BREAK = re.compile(r"(?<=[,;:])\s+")
 _MIN_CLAUSE_WORDS = 3  # shorter clauses ride with their neighbour: a lone "Sure," sounds clipped
 DURATIONS_OUTPUT = "phoneme_frames"  # the exposed w_ceil: frames per phoneme id, shape [1, 1, ids]
-_WORD_EDGE_PUNCTUATION = "\"'“”‘’()[]{},.;:!?…-–—"
 _BOS, _EOS, _PAD = "^", "$", "_"
 T = TypeVar("T")
 
@@ -252,7 +258,7 @@ class PiperTTS:
             offset += audio.size
             pieces.append(audio)
         out = limit_peak(np.concatenate(pieces)) if pieces else np.zeros(0, dtype=np.float32)
-        words = [(word, [s for sentence in voice.phonemize(word) for s in sentence]) for word in _words(clause)]
+        words = [(word, [s for sentence in voice.phonemize(word) for s in sentence]) for word in written_words(clause)]
         return TimedAudio(
             out,
             tuple(phoneme_timings(spans, self.sample_rate)),
@@ -314,11 +320,6 @@ def _require_english(clauses: list[str]) -> None:
         raise EngineError(f"Piper's voice speaks English only: {exc}") from exc
     if Script.MANDARIN in scripts:
         raise EngineError("Piper's voice speaks English only, not Chinese")
-
-
-def _words(clause: str) -> list[str]:
-    """The clause's words as written, without the punctuation around them."""
-    return [word for token in clause.split() if (word := token.strip(_WORD_EDGE_PUNCTUATION))]
 
 
 def _load_voice(model_path: Path, threads: int, graph_path: Path | None = None) -> PiperVoice:

@@ -13,16 +13,23 @@ from __future__ import annotations
 
 import difflib
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-from cosyagent.engines.base import AudioF32
+from cosyagent.engines.base import AudioF32, CancelToken, EngineInfo
 
 STRESS_MARKS = frozenset("ˈˌ")
 """Written before the syllable they stress: their time joins the next sound."""
 MODIFIERS = frozenset("ːˑʰʲ˞ˤ↓")
 """Length marks, secondary articulations, tone: their time joins the sound before."""
 WORD_BREAK = " "
+_WORD_EDGE_PUNCTUATION = "\"'“”‘’()[]{},.;:!?…-–—"
+
+
+def written_words(text: str) -> list[str]:
+    """The words of ``text`` as written, without the punctuation around them."""
+    return [word for token in text.split() if (word := token.strip(_WORD_EDGE_PUNCTUATION))]
 
 
 def is_modifier(symbol: str) -> bool:
@@ -65,6 +72,25 @@ class TimedAudio:
     audio: AudioF32
     phonemes: tuple[PhonemeTiming, ...]
     words: tuple[WordTiming, ...]
+
+
+@runtime_checkable
+class TimedSynthesizer(Protocol):
+    """A synthesizer that can say when each word and phoneme of its audio is heard (``info.times_words``)."""
+
+    @property
+    def info(self) -> EngineInfo: ...
+
+    def synthesize_timed(
+        self, text: str, *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
+    ) -> AsyncIterator[TimedAudio]:
+        """Like ``synthesize``, each chunk with its phonemes and words (ms from the chunk's first sample)."""
+        ...
+
+
+def can_time_words(tts: object) -> bool:
+    """Whether ``tts`` gives timed audio: it has ``synthesize_timed`` and its model exposed durations."""
+    return isinstance(tts, TimedSynthesizer) and tts.info.times_words
 
 
 @dataclass(frozen=True)

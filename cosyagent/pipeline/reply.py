@@ -20,6 +20,7 @@ import numpy as np
 
 from cosyagent.engines.base import AudioF32, ChatLLM, ChatMessage, SpeechSynthesizer, ToolCallDelta
 from cosyagent.pipeline.speak import speak
+from cosyagent.pipeline.timestamps import SpeechTimings
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class AudioChunk:
 
     samples: AudioF32
     clause: str | None
+    timings: SpeechTimings | None = None  # when its words and visemes are heard (a timed request)
 
 
 ReplyEvent = TextDelta | AudioChunk
@@ -72,6 +74,7 @@ class ReplyRequest:
     # Told each piece of a tool call as it comes, then None once the LLM is done. Called on the
     # event loop, from the task reading the LLM.
     on_tool_call: Callable[[ToolCallDelta | None], None] | None = None
+    timed: bool = False  # audio chunks carry their word and viseme timings (engines that time words)
 
 
 _ONE_MS_SILENCE = np.zeros(24, dtype=np.float32)  # 1 ms at 24 kHz: carries text known only once the audio ended
@@ -99,11 +102,12 @@ async def stream_reply(
         voice=request.voice,
         speed=request.speed,
         on_clause=lambda _clause: timings.mark("first_clause"),
+        timed=request.timed,
     )
     async with aclosing(spoken):  # type: ignore[type-var]  # speak is an async generator
         async for chunk in spoken:
             timings.mark("tts_first_audio")
-            yield AudioChunk(chunk.samples if chunk.samples.size else _ONE_MS_SILENCE, chunk.text)
+            yield AudioChunk(chunk.samples if chunk.samples.size else _ONE_MS_SILENCE, chunk.text, chunk.timings)
 
 
 async def _llm_text(request: ReplyRequest, llm: ChatLLM, timings: ReplyTimings) -> AsyncIterator[str]:

@@ -17,7 +17,9 @@ import numpy as np
 
 from cosyagent.engines.base import AudioF32, CancelToken, SpeechSynthesizer
 from cosyagent.engines.streaming import TextStreamSynthesizer
+from cosyagent.engines.timings import TimedSynthesizer, can_time_words
 from cosyagent.pipeline.clauses import ClauseSplitter
+from cosyagent.pipeline.timestamps import SpeechTimings
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class SpokenChunk:
 
     samples: AudioF32
     text: str | None
+    timings: SpeechTimings | None = None  # asked for (timed=True) and the engine times words
 
 
 def clauses_of(text: str) -> list[str]:
@@ -44,6 +47,7 @@ async def speak(
     speed: float = 1.0,
     cancel: CancelToken | None = None,
     on_clause: Callable[[str], None] | None = None,
+    timed: bool = False,
 ) -> AsyncIterator[SpokenChunk]:
     """Yield the speech of ``text`` as it is made; ``on_clause`` is told of each completed clause.
 
@@ -56,7 +60,7 @@ async def speak(
     chunks = (
         _streaming_text(streaming, deltas, voice, speed, cancel, on_clause)
         if streaming is not None
-        else _clause_by_clause(tts, deltas, voice, speed, cancel, on_clause)
+        else _clause_by_clause(tts, deltas, voice, speed, cancel, on_clause, timed)
     )
     try:
         async for chunk in chunks:
@@ -80,6 +84,7 @@ async def _clause_by_clause(
     speed: float,
     cancel: CancelToken,
     on_clause: Callable[[str], None] | None,
+    timed: bool,
 ) -> AsyncGenerator[SpokenChunk, None]:
     clauses: asyncio.Queue[object] = asyncio.Queue()
     producer = asyncio.create_task(_split(text, clauses, on_clause), name="speak-clauses")
@@ -89,14 +94,31 @@ async def _clause_by_clause(
                 raise item
             assert isinstance(item, str)
             clause: str | None = item
-            stream = tts.synthesize(item, voice=voice, speed=speed, cancel=cancel)
-            async with aclosing(stream):  # type: ignore[type-var]  # the engines' streams are async generators
-                async for samples in stream:
-                    yield SpokenChunk(samples, clause)
+            stream = _synthesized(tts, item, voice, speed, cancel, timed)
+            async with aclosing(stream):
+                async for chunk in stream:
+                    yield SpokenChunk(chunk.samples, clause, chunk.timings)
                     clause = None
     finally:
         producer.cancel()
         await asyncio.wait({producer})  # the producer's own cancellation is not ours to raise
+
+
+async def _synthesized(
+    tts: SpeechSynthesizer, text: str, voice: str, speed: float, cancel: CancelToken, timed: bool
+) -> AsyncGenerator[SpokenChunk, None]:
+    """One clause's chunks, timed when asked and the engine can."""
+    if timed and can_time_words(tts):
+        assert isinstance(tts, TimedSynthesizer)
+        timed_stream = tts.synthesize_timed(text, voice=voice, speed=speed, cancel=cancel)
+        async with aclosing(timed_stream):  # type: ignore[type-var]  # the engines' streams are async generators
+            async for made in timed_stream:
+                yield SpokenChunk(made.audio, None, SpeechTimings.of(made))
+        return
+    stream = tts.synthesize(text, voice=voice, speed=speed, cancel=cancel)
+    async with aclosing(stream):  # type: ignore[type-var]
+        async for samples in stream:
+            yield SpokenChunk(samples, None)
 
 
 async def _split(text: AsyncIterator[str], out: asyncio.Queue[object], on_clause: Callable[[str], None] | None) -> None:

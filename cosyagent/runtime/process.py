@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cosyagent.agent.realtime_core import CoreLimits, RealtimeCore
+from cosyagent.agent.limits import CoreLimits
+from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session import SessionEngines
 from cosyagent.agent.session_config import InvalidSessionValue, SessionConfig, TurnDetection
 from cosyagent.config import Config, ConfigError
@@ -30,6 +31,7 @@ from cosyagent.engines.llama_process import LlamaServerProcess
 from cosyagent.engines.llm import OpenAICompatibleLLM
 from cosyagent.engines.scheduling import cpu_scheduler
 from cosyagent.engines.smart_turn import SmartTurn
+from cosyagent.engines.timings import can_time_words
 from cosyagent.engines.vad import SileroVAD
 from cosyagent.runtime.capacity import (
     FIRST_CLAUSE_TOKENS,
@@ -263,6 +265,7 @@ class Runtime:
             voice_exists=self.voice_exists,
             limits=limits,
             audio_on_media_tracks=audio_on_media_tracks,
+            times_words=can_time_words(self.tts),
         )
         if observer is not None:
             observer.vad_threshold = lambda: (

@@ -7,6 +7,7 @@ from contextlib import aclosing
 
 from cosyagent.engines.base import AudioF32, CancelToken, EngineError, EngineInfo, SpeechSynthesizer
 from cosyagent.engines.streaming import TextStreamSynthesizer
+from cosyagent.engines.timings import TimedAudio, TimedSynthesizer
 from cosyagent.voices.library import VoiceLibrary, VoiceLibraryError
 
 
@@ -55,6 +56,17 @@ class LibrarySynthesizer:
     ) -> AsyncIterator[AudioF32]:
         stream = self._tts.synthesize(text, voice=self._engine_voice(voice), speed=speed, cancel=cancel)
         async with aclosing(stream):  # type: ignore[type-var]  # the engines' streams are async generators
+            async for chunk in stream:
+                yield chunk
+
+    async def synthesize_timed(
+        self, text: str, *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
+    ) -> AsyncIterator[TimedAudio]:
+        """Audio with its word and phoneme times (engines with ``info.times_words`` only)."""
+        if not isinstance(self._tts, TimedSynthesizer) or not self._tts.info.times_words:
+            raise EngineError(f"the {self.name} engine cannot time words")
+        stream = self._tts.synthesize_timed(text, voice=self._engine_voice(voice), speed=speed, cancel=cancel)
+        async with aclosing(stream):  # type: ignore[type-var]
             async for chunk in stream:
                 yield chunk
 

@@ -6,7 +6,9 @@ streaming text), in any voice of the library, and each chunk is encoded and sent
 as it exists: the first bytes leave after the first clause, whatever the length of the input.
 WAV is streamed with "unknown length" sizes, as streaming players expect;
 ``stream_format: "sse"`` sends ``speech.audio.delta`` / ``speech.audio.done`` events
-whose base64 pieces concatenate to the same file. Everything that can be refused is
+whose base64 pieces concatenate to the same file; with ``timestamps: ["word", "viseme"]``
+(either or both; engines that time their words) a ``speech.audio.timestamps`` event goes
+before the deltas of the audio it describes. Everything that can be refused is
 checked, and the first chunk made, before the response starts: errors get a real status.
 """
 
@@ -27,7 +29,9 @@ from pydantic import BaseModel, ConfigDict
 
 from cosyagent.audio.containers import SPEECH_FORMATS, StreamEncoder, available_speech_formats, new_encoder
 from cosyagent.engines.base import AudioF32, CancelToken, EngineError
+from cosyagent.engines.timings import can_time_words
 from cosyagent.pipeline.speak import SpokenChunk, speak
+from cosyagent.pipeline.timestamps import InvalidTimestampKinds, MarkQueue, TimestampKind, parse_kinds, payload
 from cosyagent.runtime import Runtime
 from cosyagent.web.errors import ApiError, error_event_body
 
@@ -52,6 +56,7 @@ class SpeechRequest(BaseModel):
     response_format: str = "mp3"
     speed: float = 1.0
     stream_format: str = "audio"
+    timestamps: Any = None  # ours: ["word", "viseme"] (either or both) adds speech.audio.timestamps events (sse)
 
 
 def speech_router(runtime: Runtime) -> APIRouter:
@@ -60,16 +65,19 @@ def speech_router(runtime: Runtime) -> APIRouter:
     @router.post("/v1/audio/speech", response_class=StreamingResponse)
     async def create_speech(request: SpeechRequest) -> StreamingResponse:
         text, voice = _validate(request, runtime)
+        kinds = _timestamp_kinds(request, runtime)
+        marks = MarkQueue(kinds, runtime.tts.sample_rate) if kinds else None
         if request.instructions:
             logger.debug("speech instructions ignored: the %s engine cannot follow them", runtime.tts.info.name)
         cancel = CancelToken()
         started = time.monotonic()
-        chunks = _samples(speak(runtime.speech, text, voice=voice, speed=request.speed, cancel=cancel))
+        spoken = speak(runtime.speech, text, voice=voice, speed=request.speed, cancel=cancel, timed=bool(kinds))
+        chunks = _samples(spoken, marks)
         first = await _first_chunk(chunks, cancel)
         stats = _Stats(started, time.monotonic() - started, len(text), request.response_format, runtime.tts.sample_rate)
         audio = _encoded(first, chunks, cancel, request.response_format, stats)
         if request.stream_format == "sse":
-            return StreamingResponse(_sse(audio), media_type="text/event-stream", headers=_NO_BUFFERING)
+            return StreamingResponse(_sse(audio, marks), media_type="text/event-stream", headers=_NO_BUFFERING)
         media_type = SPEECH_FORMATS[request.response_format].media_type
         return StreamingResponse(audio, media_type=media_type, headers=_NO_BUFFERING)
 
@@ -117,11 +125,34 @@ def _validate(request: SpeechRequest, runtime: Runtime) -> tuple[str, str]:
     return text, voice or runtime.config.realtime.voice
 
 
-async def _samples(spoken: AsyncIterator[SpokenChunk]) -> AsyncIterator[AudioF32]:
-    """The audio alone (a chunk that only carries text has none)."""
+def _timestamp_kinds(request: SpeechRequest, runtime: Runtime) -> tuple[TimestampKind, ...]:
+    if request.timestamps is None:
+        return ()
+    try:
+        kinds = parse_kinds(request.timestamps)
+    except InvalidTimestampKinds as exc:
+        raise ApiError(400, str(exc), param="timestamps" + exc.where, code="invalid_value") from exc
+    if kinds and request.stream_format != "sse":
+        raise ApiError(
+            400, "timestamps need stream_format 'sse' (they are events)", param="timestamps", code="invalid_value"
+        )
+    if kinds and not can_time_words(runtime.tts):
+        raise ApiError(
+            400,
+            f"the {runtime.tts.info.name} engine cannot time its words; ask without timestamps (Piper and Kokoro can)",
+            param="timestamps",
+            code="timestamps_unavailable",
+        )
+    return kinds
+
+
+async def _samples(spoken: AsyncIterator[SpokenChunk], marks: MarkQueue | None) -> AsyncIterator[AudioF32]:
+    """The audio alone (a chunk that only carries text has none); its timings go to ``marks``."""
     async with aclosing(spoken):  # type: ignore[type-var]  # speak is an async generator
         async for chunk in spoken:
             if chunk.samples.size:
+                if marks is not None:
+                    marks.add(chunk.samples.size, chunk.timings)
                 yield chunk.samples
 
 
@@ -207,9 +238,12 @@ def _close_after(job: asyncio.Future[bytes], encoder: StreamEncoder) -> None:
     encoder.close()
 
 
-async def _sse(audio: AsyncIterator[bytes]) -> AsyncIterator[str]:
+async def _sse(audio: AsyncIterator[bytes], marks: MarkQueue | None) -> AsyncIterator[str]:
+    """Audio deltas; with ``marks``, the timings of each chunk just before its first delta."""
     try:
         async for data in audio:
+            if marks is not None and (batch := marks.rest()):
+                yield _event({"type": "speech.audio.timestamps", **payload(batch)})
             if data:
                 yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")})
     except EngineError as exc:

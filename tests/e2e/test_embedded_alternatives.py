@@ -5,6 +5,7 @@ measured better (docs/benchmarks.md), behind the same Realtime API, driven by th
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from openai import AsyncOpenAI
@@ -54,3 +55,30 @@ async def test_a_question_is_answered_by_smollm2_in_a_kokoro_voice(server: LiveS
     # Intelligible: jf_alpha's Japanese-accented English costs Whisper ~10% of the words, and a
     # short reply makes WER coarse, so the bound is loose; a silent or garbled reply still fails it.
     assert word_error_rate(reply, heard.text) <= 0.5, (reply, heard.text)
+
+
+async def test_kokoro_times_its_words_for_realtime_and_speech(server: LiveServer) -> None:
+    """Kokoro's durations (its graph's exposed output) give the same timestamps events as Piper's."""
+    client = AsyncOpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+    async with client.realtime.connect(model="cosyagent-realtime") as conn:
+        output: Any = {"timestamps": ["word", "viseme"]}  # ours: not in the SDK's types
+        brief = "Answer in one short sentence."
+        await conn.session.update(session={"type": "realtime", "instructions": brief, "audio": {"output": output}})
+        await conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello."}]}
+        )
+        await conn.response.create()
+        seen = await collect(conn, Transcript(), until="response.done", timeout=180)
+    assert not seen.of_type("error")
+    assert seen.of_type("response.done")[0].response.status == "completed"
+    events = seen.of_type("response.output_audio_timestamps.delta")
+    words = [w["text"] for e in events for w in e.words]
+    transcript = seen.of_type("response.output_audio_transcript.done")[0].transcript
+    assert words and [w.strip(".,!?").lower() for w in words] == [
+        t.strip(".,!?\"'").lower() for t in transcript.split() if t.strip(".,!?\"'")
+    ], (words, transcript)
+    assert {v["viseme"] for e in events for v in e.visemes} - {"sil"}
+    speech = await client.audio.speech.with_raw_response.create(
+        model="tts-1", input="Hello there.", voice="jf_alpha", stream_format="sse", extra_body=output
+    )
+    assert '"type":"speech.audio.timestamps"' in speech.text

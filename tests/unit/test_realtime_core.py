@@ -22,7 +22,8 @@ from cosyagent.agent.events import (
     StartResponse,
     Transcribe,
 )
-from cosyagent.agent.realtime_core import CoreLimits, RealtimeCore
+from cosyagent.agent.limits import CoreLimits
+from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session_config import SessionConfig, TurnDetection
 from cosyagent.audio.pcm import alaw_encode, ulaw_encode
 from cosyagent.engines.smart_turn import SmartTurn

@@ -223,6 +223,7 @@
     }
     eventLog.add("server", event);
     conversation.onEvent(event);
+    document.dispatchEvent(new CustomEvent("cosy:server-event", { detail: event })); // for the avatar
     if (event.type === "error") showError("err.server-event", event.error.message);
     if (call.phase === "connecting" && event.type.startsWith("session.")) setPhase(conversation.livePhase());
     updatePhase();

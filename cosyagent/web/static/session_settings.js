@@ -40,6 +40,9 @@
     const session = { type: "realtime", instructions: $("instructions").value };
     const audio = {};
     if ($("voice").value) audio.output = { voice: $("voice").value };
+    // A page that shows the agent's face (data-timestamps="word,viseme") asks for its timings.
+    const timestamps = document.body.dataset.timestamps;
+    if (timestamps) audio.output = { ...audio.output, timestamps: timestamps.split(",") };
     if (chosen) audio.input = { turn_detection: chosen };
     if (Object.keys(audio).length) session.audio = audio;
     return session;

@@ -1,0 +1,135 @@
+// The avatar page: the voice chat page with a face whose mouth follows the agent's visemes.
+// The session asks for timestamps (response.output_audio_timestamps.delta, data channel); each
+// viseme's start_ms is on the clock of the reply's audio, which starts playing at
+// output_audio_buffer.started. Audio can stall between clauses on a busy server (a gap in the
+// media track): marks then arrive just as their audio plays, so a mark that arrives later than
+// the clock says it should play moves the clock on. No external assets: inline SVG.
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const PLAYOUT_DELAY_MS = 60; // the receiver's jitter buffer, roughly: audio is heard this much after it arrives
+  // Mouth shapes of the 15 Oculus visemes: [width, opening, roundness 0..1], in face units.
+  const SHAPES = {
+    sil: [40, 2, 0], PP: [36, 0, 0], FF: [42, 5, 0], TH: [44, 8, 0], DD: [44, 12, 0.1],
+    kk: [44, 15, 0.1], CH: [32, 14, 0.6], SS: [50, 5, 0], nn: [44, 10, 0], RR: [34, 13, 0.5],
+    aa: [46, 32, 0.2], E: [50, 20, 0.1], ih: [52, 12, 0], oh: [32, 26, 0.8], ou: [24, 18, 1],
+  };
+  const face = {
+    response: null, // the response whose audio is playing
+    anchor: null, // performance.now() when its audio's ms 0 is heard
+    visemes: [], // [{viseme, start_ms}] of the response, in order
+    words: [], // [{text, start_ms, end_ms}]
+    shown: "sil",
+    samples: [], // for tests: [{at, viseme}] of every change
+  };
+
+  function buildFace() {
+    const wrap = document.createElement("figure");
+    wrap.className = "avatar";
+    wrap.innerHTML = `
+      <svg id="avatar-face" viewBox="0 0 200 200" role="img" data-viseme="sil">
+        <title data-i18n="avatar.label">The agent's face</title>
+        <circle cx="100" cy="100" r="88" class="avatar-skin"/>
+        <ellipse cx="70" cy="82" rx="9" ry="11" class="avatar-eye"/>
+        <ellipse cx="130" cy="82" rx="9" ry="11" class="avatar-eye"/>
+        <path d="M56 62 q14 -10 28 0 M116 62 q14 -10 28 0" class="avatar-brow"/>
+        <path id="avatar-mouth" class="avatar-mouth" d=""/>
+        <path id="avatar-teeth" class="avatar-teeth" d=""/>
+      </svg>
+      <figcaption id="avatar-word" class="avatar-word">&nbsp;</figcaption>`;
+    const panel = document.querySelector(".panel.call");
+    panel.insertBefore(wrap, panel.querySelector(".meters"));
+    drawMouth("sil");
+  }
+
+  // A mouth as two lip curves around (100, 140): wider or rounder, more or less open.
+  function drawMouth(viseme) {
+    const [width, open, round] = SHAPES[viseme] || SHAPES.sil;
+    const half = width / 2;
+    const bulge = open / 2 + 2 + round * 4;
+    const x0 = 100 - half;
+    const x1 = 100 + half;
+    const y = 140;
+    const upper = `M${x0} ${y} C${x0 + half * 0.4} ${y - bulge} ${x1 - half * 0.4} ${y - bulge} ${x1} ${y}`;
+    const lower = `C${x1 - half * 0.4} ${y + bulge + open / 2} ${x0 + half * 0.4} ${y + bulge + open / 2} ${x0} ${y}Z`;
+    $("avatar-mouth").setAttribute("d", open > 0 ? `${upper} ${lower}` : `M${x0} ${y} L${x1} ${y}`);
+    const teeth = viseme === "FF" || viseme === "SS" || viseme === "TH" || viseme === "E" || viseme === "ih";
+    $("avatar-teeth").setAttribute("d", teeth ? `M${x0 + 6} ${y - 1} L${x1 - 6} ${y - 1}` : "");
+    $("avatar-face").dataset.viseme = viseme;
+  }
+
+  function reset(responseId) {
+    face.response = responseId;
+    face.anchor = null;
+    face.visemes = [];
+    face.words = [];
+  }
+
+  function onServerEvent(event) {
+    const now = performance.now();
+    switch (event.type) {
+      case "response.created":
+        reset(event.response.id);
+        break;
+      case "response.output_audio_timestamps.delta": {
+        if (event.response_id !== face.response) reset(event.response_id);
+        face.visemes.push(...event.visemes);
+        face.words.push(...event.words);
+        const first = [...event.visemes, ...event.words].map((m) => m.start_ms).sort((a, b) => a - b)[0];
+        // A stall: this mark's audio cannot be heard before it arrived.
+        if (face.anchor !== null && first !== undefined && face.anchor + first < now) {
+          face.anchor = now + PLAYOUT_DELAY_MS - first;
+        }
+        break;
+      }
+      case "output_audio_buffer.started":
+        if (event.response_id === face.response) face.anchor = now + PLAYOUT_DELAY_MS;
+        break;
+      case "output_audio_buffer.stopped":
+      case "output_audio_buffer.cleared":
+        if (event.response_id === face.response) reset(null);
+        break;
+    }
+  }
+
+  function current(marks, t) {
+    let found = null;
+    for (const mark of marks) {
+      if (mark.start_ms > t) break;
+      found = mark;
+    }
+    return found;
+  }
+
+  function frame() {
+    let viseme = "sil";
+    let word = "";
+    if (face.anchor !== null) {
+      const t = performance.now() - face.anchor;
+      const mark = current(face.visemes, t);
+      if (mark) viseme = mark.viseme;
+      const spoken = current(face.words, t);
+      if (spoken && t <= spoken.end_ms + 150) word = spoken.text;
+    }
+    if (viseme !== face.shown) {
+      face.shown = viseme;
+      drawMouth(viseme);
+      face.samples.push({ at: Math.round(performance.now()), viseme });
+      if (face.samples.length > 5000) face.samples.splice(0, 1000);
+    }
+    const caption = $("avatar-word");
+    if (caption.dataset.word !== word) {
+      caption.dataset.word = word;
+      caption.textContent = word || "\u00a0";
+    }
+    requestAnimationFrame(frame);
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    buildFace();
+    document.addEventListener("cosy:server-event", (event) => onServerEvent(event.detail));
+    requestAnimationFrame(frame);
+  });
+  window.cosyAvatar = face;
+})();

@@ -1,0 +1,111 @@
+"""The avatar page in a real Chromium (Debian's, driven by playwright-core) against the real server:
+a call, a typed question, and the face while the agent answers with Piper's voice over WebRTC.
+
+The driver samples, every 20 ms, the mouth's viseme and the level of the agent's audio as the page
+plays it. In step means: the mouth is at rest before the reply and after it, moves through many
+shapes while it plays, and is open while the voice is loud. The screenshot goes to
+docs/screenshots/avatar.png (written when missing, refreshed with COSYAGENT_UPDATE_SCREENSHOTS=1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.browser.test_pages import ARTIFACTS, CHROMIUM, DOCS_SCREENSHOTS, PLAYWRIGHT, ROOT
+from tests.e2e.conftest import LiveServer
+from tests.e2e.webrtc_client import loopback_candidates
+
+DRIVER = Path(__file__).resolve().parent / "drive_avatar.mjs"
+LOUD_RMS = 0.03
+
+pytestmark = [
+    pytest.mark.skipif(
+        not (CHROMIUM.exists() and PLAYWRIGHT.exists() and shutil.which("node")),
+        reason="needs /usr/bin/chromium, node and node_modules/playwright-core (make test installs them)",
+    ),
+    pytest.mark.timeout(900),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _loopback() -> Iterator[None]:
+    with loopback_candidates():
+        yield
+
+
+async def drive(base_url: str) -> dict[str, Any]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    silence = ARTIFACTS / "silence-16k.wav"  # the microphone says nothing: the question is typed
+    sf.write(silence, np.zeros(16000 * 5, np.float32), 16000, subtype="PCM_16")
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        str(DRIVER),
+        base_url,
+        str(silence),
+        str(ARTIFACTS),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=800)
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    sys.stderr.write(stderr.decode(errors="replace"))
+    assert process.returncode == 0, stderr.decode(errors="replace")[-3000:]
+    result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
+    (ARTIFACTS / "avatar-result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+async def test_the_mouth_follows_the_agents_voice(live_server: LiveServer) -> None:
+    result = await drive(f"http://127.0.0.1:{live_server.port}")
+    assert "failure" not in result, result.get("failure")
+    assert not result["pageErrors"], result["pageErrors"]
+    assert result["title"] == "Avatar · cosyagent" and result["idleViseme"] == "sil"
+    assert result["timestampEvents"] > 5
+
+    log = result["log"]
+    started = next(e["at"] for e in log if e["type"] == "output_audio_buffer.started")
+    stopped = next(e["at"] for e in log if e["type"] == "output_audio_buffer.stopped")
+    samples = result["samples"]
+    before = [s for s in samples if s["at"] < started]
+    during = [s for s in samples if started <= s["at"] <= stopped]
+    after = [s for s in samples if s["at"] > stopped + 300]
+    assert before and after and len(during) > 50
+    assert {s["viseme"] for s in before} == {"sil"}  # at rest until the voice starts
+    assert {s["viseme"] for s in after} == {"sil"}  # and again once it stops
+    assert len({s["viseme"] for s in during}) >= 6  # it moves through many shapes
+    changes = [c for c in result["changes"] if started <= c["at"] <= stopped]
+    assert len(changes) >= 10
+    # In step: while the voice is loud the mouth is open (not at rest); a face that ran ahead of
+    # or behind the audio would be at rest through much of it.
+    loud = [s for s in during if s["rms"] > LOUD_RMS]
+    assert len(loud) > 20, "the agent's voice was not heard"
+    open_when_loud = sum(s["viseme"] != "sil" for s in loud) / len(loud)
+    quiet = [s for s in during if s["rms"] < 0.002]
+    open_when_quiet = sum(s["viseme"] != "sil" for s in quiet) / len(quiet) if quiet else 0.0
+    print(f"mouth open: {open_when_loud:.0%} of loud frames, {open_when_quiet:.0%} of silent ones")
+    assert open_when_loud >= 0.75, open_when_loud  # measured 90%
+    assert open_when_quiet <= 0.4, open_when_quiet  # measured 2%: at rest in the pauses
+
+    screenshot = ARTIFACTS / "avatar.png"
+    assert screenshot.exists()
+    if not (DOCS_SCREENSHOTS / "avatar.png").exists() or os.environ.get("COSYAGENT_UPDATE_SCREENSHOTS"):
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(screenshot, DOCS_SCREENSHOTS / "avatar.png")
