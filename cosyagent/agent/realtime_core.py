@@ -33,6 +33,7 @@ from cosyagent.agent.input_buffer import InputBuffer
 from cosyagent.agent.limits import DEFAULT_LIMITS, CoreLimits
 from cosyagent.agent.requests import (
     decode_appended_audio,
+    existing_item,
     parse_event,
     parse_response_params,
     parse_truncate,
@@ -240,10 +241,13 @@ class RealtimeCore(ResponseOutput):
         ]
 
     def _on_item_delete(self, event: dict[str, Any]) -> list[Action]:
-        item_id = event.get("item_id")
-        if not isinstance(item_id, str) or not self.conversation.delete(item_id):
-            raise ProtocolError(f"item {item_id!r} does not exist", code="item_not_found", param="item_id")
-        return [self._send("conversation.item.deleted", item_id=item_id)]
+        item = existing_item(event, self.conversation)
+        self.conversation.delete(item.id)
+        return [self._send("conversation.item.deleted", item_id=item.id)]
+
+    def _on_item_retrieve(self, event: dict[str, Any]) -> list[Action]:
+        item = existing_item(event, self.conversation)
+        return [self._send("conversation.item.retrieved", item=item.to_event_dict())]
 
     def _on_item_truncate(self, event: dict[str, Any]) -> list[Action]:
         item, audio_end_ms = parse_truncate(event, self.conversation)
@@ -291,6 +295,7 @@ class RealtimeCore(ResponseOutput):
         "input_audio_buffer.clear": _on_clear,
         "conversation.item.create": _on_item_create,
         "conversation.item.delete": _on_item_delete,
+        "conversation.item.retrieve": _on_item_retrieve,
         "conversation.item.truncate": _on_item_truncate,
         "response.create": _on_response_create,
         "response.cancel": _on_response_cancel,

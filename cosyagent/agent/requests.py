@@ -112,6 +112,15 @@ def parse_response_params(raw: Any, voice_exists: Callable[[str], bool], session
     return params
 
 
+def existing_item(event: Mapping[str, Any], conversation: Conversation) -> ConversationItem:
+    """The conversation item an event's ``item_id`` names (item_not_found otherwise)."""
+    item_id = event.get("item_id")
+    item = conversation.get(item_id) if isinstance(item_id, str) else None
+    if item is None:
+        raise ProtocolError(f"item {item_id!r} does not exist", code="item_not_found", param="item_id")
+    return item
+
+
 def parse_truncate(event: Mapping[str, Any], conversation: Conversation) -> tuple[ConversationItem, int]:
     """conversation.item.truncate's assistant audio item and ``audio_end_ms`` (not yet checked against its audio)."""
     item_id, audio_end_ms = event.get("item_id"), event.get("audio_end_ms")

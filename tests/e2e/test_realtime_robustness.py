@@ -234,3 +234,23 @@ async def test_audio_sent_far_faster_than_real_time_is_refused(live_server: Live
         assert error.error.code == "input_audio_rate_exceeded" and "real time" in error.error.message
         await conn.input_audio_buffer.clear()
         await next_event(conn, {"input_audio_buffer.cleared"})
+
+
+async def test_an_item_can_be_retrieved_and_an_unknown_one_is_not_found(live_server: LiveServer) -> None:
+    async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+        await conn.conversation.item.create(
+            item={
+                "id": "item_kept",
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "Remember me."}],
+            }
+        )
+        await next_event(conn, {"conversation.item.added"})
+        await conn.conversation.item.retrieve(item_id="item_kept")
+        retrieved = await next_event(conn, {"conversation.item.retrieved"})
+        assert retrieved.item.id == "item_kept" and retrieved.item.content[0].text == "Remember me."
+        await conn.conversation.item.retrieve(item_id="item_gone", event_id="evt_gone")
+        error = await next_event(conn, {"error"})
+        assert (error.error.code, error.error.param, error.error.event_id) == ("item_not_found", "item_id", "evt_gone")
