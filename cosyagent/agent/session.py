@@ -54,6 +54,9 @@ from cosyagent.telemetry import SessionObserver
 
 logger = logging.getLogger(__name__)
 
+SURE_ENGLISH = 0.8  # P(English) from the language check that counts a turn as surely English
+TRUSTED_AFTER_TURNS = 2  # such turns after which the session's speech is no longer checked
+
 Receive = Callable[[], Awaitable[str | bytes | None]]
 """Next client message, or None once the client is gone."""
 SendEvent = Callable[[Event], Awaitable[None]]
@@ -92,6 +95,7 @@ class RealtimeSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._transcribe_jobs: dict[str, tuple[asyncio.Task[None], CancelToken]] = {}
         self._turn_end_jobs: dict[str, tuple[asyncio.Task[None], CancelToken]] = {}
+        self._sure_english_turns = 0  # turns a language check found English beyond doubt
         self._responses: dict[str, asyncio.Task[None]] = {}
         self._playouts: dict[str, Playout] = {}
         self._ending = asyncio.Event()
@@ -262,7 +266,7 @@ class RealtimeSession:
         try:
             due = time.monotonic() + job.due_in_ms / 1000.0
             with needed_by(lambda: due):
-                transcript = await self._engines.asr.transcribe(job.audio, language=job.language, cancel=token)
+                transcript = await self._engines.asr.transcribe(job.audio, language=self._language(job), cancel=token)
         except EngineCancelled:
             return
         except UnsupportedLanguageError as exc:  # the client's mistake, not the server's: no reply to it
@@ -273,7 +277,17 @@ class RealtimeSession:
             return
         finally:
             self._transcribe_jobs.pop(job.job_id, None)
+        if transcript.language == "en" and (transcript.language_probability or 0.0) >= SURE_ENGLISH:
+            self._sure_english_turns += 1
         self._execute(self.core.transcription_done(job.job_id, transcript.text, transcript.duration_s))
+
+    def _language(self, job: Transcribe) -> str | None:
+        """The language to transcribe as: the session's; else English once the language check
+        has found this speaker's first turns English beyond doubt (it costs ~a fifth of the
+        recognition, and a speaker rarely changes language mid-call); else None (checked)."""
+        if job.language is None and self._sure_english_turns >= TRUSTED_AFTER_TURNS:
+            return "en"
+        return job.language
 
     async def _predict_turn_end(self, job: PredictTurnEnd, token: CancelToken) -> None:
         model = self._engines.turn_end

@@ -152,6 +152,7 @@ class Transcript:
     language: str
     duration_s: float
     segments: Sequence[TranscriptSegment] = field(default_factory=tuple)
+    language_probability: float | None = None  # how sure a language check was of ``language`` (None: unchecked)
 
 
 @dataclass(frozen=True)

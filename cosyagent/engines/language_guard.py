@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from cosyagent.engines.base import (
     AudioF32,
     CancelToken,
@@ -18,8 +20,9 @@ class LanguageCheckedASR:
     :class:`UnsupportedLanguageError` before it is transcribed.
 
     A caller that names the language (``transcribe(language="en")``) is taken at its word:
-    no check, no cost. Otherwise every utterance pays one Whisper base encoder pass on its own
-    length (see :mod:`cosyagent.engines.language_id`), queued like any engine job.
+    no check, no cost. Otherwise every utterance pays one Whisper base encoder pass on its
+    first seconds (see :mod:`cosyagent.engines.language_id`), queued like any engine job, and
+    the transcript carries P(English) as ``language_probability``.
     """
 
     def __init__(self, asr: SpeechRecognizer, identifier: SpokenLanguageID) -> None:
@@ -61,6 +64,7 @@ class LanguageCheckedASR:
         prompt: str | None = None,
         cancel: CancelToken | None = None,
     ) -> Transcript:
+        guess = None
         if language is None and self._identifier.sample_rate == self.sample_rate:
             guess = await self._identifier.identify(audio, cancel=cancel)
             if guess is not None and guess.not_english:
@@ -71,7 +75,8 @@ class LanguageCheckedASR:
                     "(a multilingual recognizer is asr.engine: funasr)",
                     guess.language,
                 )
-        return await self._asr.transcribe(audio, language=language, prompt=prompt, cancel=cancel)
+        transcript = await self._asr.transcribe(audio, language=language, prompt=prompt, cancel=cancel)
+        return transcript if guess is None else replace(transcript, language_probability=guess.english)
 
     def close(self) -> None:
         self._asr.close()

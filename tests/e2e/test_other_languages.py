@@ -4,6 +4,7 @@ a precise error, in a Realtime session and over HTTP, instead of coming back as 
 from __future__ import annotations
 
 import asyncio
+import base64
 
 import httpx
 import pytest
@@ -11,7 +12,7 @@ from openai import AsyncOpenAI, BadRequestError
 
 from tests.e2e.conftest import LiveServer
 from tests.e2e.realtime_client import Transcript, collect, stream_pcm24
-from tests.support import DATA, read_clip
+from tests.support import DATA, pcm16, read_clip
 
 
 def client(server: LiveServer) -> AsyncOpenAI:
@@ -55,3 +56,19 @@ async def test_mandarin_upload_is_refused_over_http(live_server: LiveServer) -> 
     async with httpx.AsyncClient(timeout=30) as http:
         health = (await http.get(f"{live_server.base_url}/health")).json()
     assert health["engines"]["asr"]["language_check"] is True
+
+
+async def test_a_session_surely_english_twice_is_no_longer_checked(live_server: LiveServer) -> None:
+    """The check costs ~a fifth of the recognition, so a session whose first two turns were
+    English beyond doubt (P >= 0.8) is trusted: a later Mandarin turn is transcribed, as documented."""
+    async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+        seen = Transcript()
+        for clip in ("en_dublin_q.wav", "en_philosophy_22s.wav", "zh_asr_example.wav"):
+            audio = read_clip(clip, 24000)[: 6 * 24000]
+            await conn.input_audio_buffer.append(audio=base64.b64encode(pcm16(audio)).decode())
+            await conn.input_audio_buffer.commit()
+            await collect(conn, seen, until=lambda e: e.type.startswith("conversation.item.input_audio_transcription."))
+    outcomes = [r.type.rsplit(".", 1)[1] for r in seen.events if r.type.startswith("conversation.item.input_audio_")]
+    assert outcomes == ["completed", "completed", "completed"]
+    assert not seen.of_type("response.created")

@@ -89,6 +89,7 @@ async def test_the_guard_refuses_mandarin_and_passes_english(identifier: SpokenL
     assert "sounds like Chinese" in str(refused.value) and "understands English only" in str(refused.value)
     english = await guarded.transcribe(read_clip("en_dublin_q.wav", 16_000))
     assert "dublin" in english.text.lower()
+    assert english.language_probability is not None and english.language_probability >= 0.8
     # A caller that names the language is believed: no check, tiny.en's invented English comes back.
     invented = await guarded.transcribe(read_clip("zh_asr_example.wav", 16_000), language="en")
     assert invented.language == "en"
