@@ -93,6 +93,7 @@ class SipMedia:
         self.bad_packets = 0
         self.packets_sent = 0
         self.packets_received = 0
+        self.replies_done = 0  # responses the session finished (their audio may still be sending)
 
     async def run(self, make_session: SessionFactory) -> None:
         loop = asyncio.get_running_loop()
@@ -118,6 +119,11 @@ class SipMedia:
                 self.foreign_packets,
                 self.bad_packets,
             )
+
+    @property
+    def sending(self) -> bool:
+        """Reply audio is waiting to be sent."""
+        return bool(self._unsent)
 
     def hang_up(self) -> None:
         """End the session (idempotent)."""
@@ -166,6 +172,8 @@ class SipMedia:
         kind = event.get("type")
         if kind == "error":
             logger.warning("sip call %s: session error: %s", self.call_id, event.get("error"))
+        elif kind == "response.done":
+            self.replies_done += 1
         elif kind == "response.output_audio.delta":
             item_id = str(event["item_id"])
             if item_id != self._item:

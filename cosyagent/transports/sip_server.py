@@ -112,8 +112,9 @@ class SipServer:
         return int(self._transport.get_extra_info("sockname")[1])
 
     @property
-    def calls(self) -> int:
-        return len(self._dialogs)
+    def calls(self) -> list[SipMedia]:
+        """The calls answered and not yet ended."""
+        return [dialog.media for dialog in self._dialogs.values()]
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

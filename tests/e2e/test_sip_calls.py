@@ -1,0 +1,195 @@
+"""Phone calls over the native SIP endpoint, against the real server and the real embedded
+models, on 127.0.0.1 only: Debian's baresip (tests/e2e/baresip_caller.py) dials in, plays a
+real 8 kHz speech clip as its microphone and records what the agent says; Whisper listens to
+the recording. A raw-socket SIP test peer (real UDP, here) sends what no phone would: garbage,
+malformed and oversized messages, retransmissions, an offer without a common codec, a call
+that never sends audio."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import re
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cosyagent.audio.pcm import resample
+from cosyagent.config import SipConfig, load_config
+from cosyagent.runtime import Runtime
+from cosyagent.transports.sip_message import SipMessage, parse
+from cosyagent.transports.sip_server import SipServer
+from cosyagent.web.app import create_app
+from tests.e2e.baresip_caller import BARESIP, baresip_phone, free_udp_port, microphone_wav
+from tests.e2e.conftest import LiveServer, free_port, serve_asgi
+
+RTP_RANGE = (31000, 31999)
+RTP_TIMEOUT_S = 4.0
+
+
+@dataclasses.dataclass
+class SipLive:
+    server: LiveServer
+    sip: SipServer
+
+
+@pytest.fixture(scope="module")
+async def sip_live() -> AsyncIterator[SipLive]:
+    config = load_config()
+    server = dataclasses.replace(config.server, capacity=config.server.max_sessions)
+    sip = SipConfig(
+        enabled=True,
+        port=free_udp_port(),
+        rtp_port_min=RTP_RANGE[0],
+        rtp_port_max=RTP_RANGE[1],
+        rtp_timeout_s=RTP_TIMEOUT_S,
+    )
+    runtime = Runtime.from_config(dataclasses.replace(config, server=server, sip=sip))
+    app = create_app(runtime)
+    port = free_port()
+    async with serve_asgi(app, port):
+        yield SipLive(LiveServer(runtime, port), app.state.sip_server)
+
+
+class SipTestPeer:
+    """A SIP peer of our own on a real UDP socket: sends raw datagrams, reads answers."""
+
+    def __init__(self, server_port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = int(self.sock.getsockname()[1])
+        self.server = ("127.0.0.1", server_port)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendto(data, self.server)
+
+    async def receive(self, timeout_s: float = 5.0) -> SipMessage | None:
+        loop = asyncio.get_running_loop()
+        try:
+            data = await asyncio.wait_for(loop.sock_recv(self.sock, 65536), timeout_s)
+        except TimeoutError:
+            return None
+        return parse(data)
+
+    async def final(self, timeout_s: float = 5.0) -> SipMessage:
+        """The next final (>= 200) response or request."""
+        while True:
+            message = await self.receive(timeout_s)
+            assert message is not None, "no answer"
+            if message.is_request or message.status >= 200:
+                return message
+
+    def request(self, method: str, call_id: str, cseq: int, branch: str, body: str = "", **extra: str) -> bytes:
+        headers = {
+            "Via": f"SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{branch};rport",
+            "Max-Forwards": "70",
+            "From": "<sip:peer@127.0.0.1>;tag=peer1",
+            "To": "<sip:agent@127.0.0.1>",
+            "Call-ID": call_id,
+            "CSeq": f"{cseq} {method}",
+            "Contact": f"<sip:peer@127.0.0.1:{self.port}>",
+        }
+        if body:
+            headers["Content-Type"] = "application/sdp"
+        headers.update(extra)
+        lines = [f"{method} sip:agent@127.0.0.1 SIP/2.0", *(f"{k}: {v}" for k, v in headers.items())]
+        lines.append(f"Content-Length: {len(body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def offer(rtp_port: int, formats: str = "0 8 101") -> str:
+    return (
+        f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {rtp_port} RTP/AVP {formats}\r\na=rtpmap:101 telephone-event/8000\r\n"
+    )
+
+
+async def wait_until_free(live: SipLive, before: int) -> None:
+    for _ in range(100):
+        if live.server.runtime.active_sessions == before and not live.sip.calls:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{live.server.runtime.active_sessions} sessions, {len(live.sip.calls)} calls still live")
+
+
+def rtp_port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def malformed_datagrams_are_answered_or_dropped(live: SipLive) -> None:
+    """Each bad datagram is answered with a precise 400/513 or dropped; none disturbs a call."""
+    peer = SipTestPeer(live.sip.port)
+    try:
+        dropped = live.sip.dropped
+        peer.send(b"\x00\xff\xfe\x00 not SIP at all")
+        peer.send(peer.request("OPTIONS", "bad-1", 1, "b1").replace(b"Call-ID: bad-1\r\n", b""))
+        peer.send(b"x" * 65000)
+        peer.send(peer.request("OPTIONS", "bad-2", 1, "b2", **{"CSeq": "1 INVITE"}))
+        mismatch = await peer.final()
+        assert (mismatch.status, mismatch.reason) == (400, "CSeq method does not match the request")
+        assert mismatch.call_id == "bad-2"
+        peer.send(peer.request("OPTIONS", "bad-3", 1, "b3", Subject="y" * 9000))
+        too_large = await peer.final()
+        assert (too_large.status, too_large.call_id) == (513, "bad-3")
+        peer.send(peer.request("FROB", "bad-4", 1, "b4"))
+        assert (await peer.final()).status == 501
+        peer.send(peer.request("REGISTER", "bad-5", 1, "b5"))
+        assert (await peer.final()).status == 405
+        peer.send(peer.request("OPTIONS", "ok-1", 1, "o1"))
+        options = await peer.final()
+        assert options.status == 200 and "INVITE" in (options.header("Allow") or "")
+        assert options.header("Accept") == "application/sdp"
+        assert live.sip.dropped == dropped + 3  # garbage, no Call-ID, 65 kB
+    finally:
+        peer.close()
+
+
+@pytest.mark.skipif(BARESIP is None, reason="baresip is not installed (make test installs baresip-core)")
+async def test_baresip_calls_and_hears_the_agent(
+    sip_live: SipLive, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="cosyagent.transports")
+    before = sip_live.server.runtime.active_sessions
+    microphone = tmp_path / "mic.wav"
+    microphone_wav(microphone, "en_dublin_q.wav", trailing_silence_s=60)
+    home = tmp_path / "baresip"
+    home.mkdir()
+    async with baresip_phone(home, microphone) as phone:
+        await phone.command("dial", f"sip:agent@127.0.0.1:{sip_live.sip.port}")
+        await phone.wait_for("CALL_ESTABLISHED", 20)
+        assert len(sip_live.sip.calls) == 1
+        call = sip_live.sip.calls[0]
+        await malformed_datagrams_are_answered_or_dropped(sip_live)
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and not (call.replies_done and not call.sending):
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)  # the last packets reach baresip
+        assert call.packets_sent > 25, f"no reply audio sent: {phone.log()[-3000:]}"
+        assert call.packets_received > 100 and call.foreign_packets == 0
+        port = call.port
+        await phone.command("hangup")
+        await phone.wait_for("CALL_CLOSED", 10)
+    await wait_until_free(sip_live, before)
+    assert rtp_port_is_free(port)
+
+    assert any("the caller hung up" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if "session error" in r.getMessage()]
+    reply = phone.recording()
+    voiced = np.abs(reply) > 0.02
+    assert voiced.sum() / 8000 >= 0.3, f"recording of {reply.size / 8000:.1f} s is silent"
+    heard = await sip_live.server.runtime.asr.transcribe(resample(reply, 8000, 16000))
+    assert re.findall(r"[A-Za-z]{2,}", heard.text), heard.text
