@@ -22,7 +22,8 @@ import pytest
 from cosyagent.audio.pcm import resample
 from cosyagent.config import SipConfig, load_config
 from cosyagent.runtime import Runtime
-from cosyagent.transports.sip_message import SipMessage, parse
+from cosyagent.transports.rtp import RtpPacket
+from cosyagent.transports.sip_message import SipMessage, parse, response
 from cosyagent.transports.sip_server import SipServer
 from cosyagent.web.app import create_app
 from tests.e2e.baresip_caller import BARESIP, baresip_phone, free_udp_port, microphone_wav
@@ -193,3 +194,74 @@ async def test_baresip_calls_and_hears_the_agent(
     assert voiced.sum() / 8000 >= 0.3, f"recording of {reply.size / 8000:.1f} s is silent"
     heard = await sip_live.server.runtime.asr.transcribe(resample(reply, 8000, 16000))
     assert re.findall(r"[A-Za-z]{2,}", heard.text), heard.text
+
+
+def dtmf_packet(sequence: int, timestamp: int, digit: int, end: bool) -> bytes:
+    payload = bytes([digit, 0x8A if end else 0x0A, 0x01, 0x40])
+    return RtpPacket(101, sequence, timestamp, 0x5EED, payload).to_bytes()
+
+
+async def test_the_dialog_rules_and_a_silent_caller_is_hung_up_with_bye(
+    sip_live: SipLive, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="cosyagent.transports")
+    before = sip_live.server.runtime.active_sessions
+    peer = SipTestPeer(sip_live.sip.port)
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.1", 0))
+    rtp_port = int(rtp.getsockname()[1])
+    try:
+        # No common codec: 488 with the reason, and no session.
+        peer.send(peer.request("INVITE", "peer-488", 1, "i0", offer(rtp_port, "9 101")))
+        refused = await peer.final()
+        assert (refused.status, refused.reason) == (488, "No common codec: only PCMU and PCMA over RTP/AVP")
+        assert sip_live.server.runtime.active_sessions == before
+
+        invite = peer.request("INVITE", "peer-1", 1, "i1", offer(rtp_port, "8 101"))
+        peer.send(invite)
+        trying = await peer.receive()
+        assert trying is not None and trying.status == 100
+        ok = await peer.final()
+        assert ok.status == 200 and ok.header("Content-Type") == "application/sdp"
+        assert "a=rtpmap:8 PCMA/8000" in ok.body.decode() and "telephone-event/8000" in ok.body.decode()
+        server_rtp = int(re.findall(r"m=audio (\d+)", ok.body.decode())[0])
+        peer.send(invite)  # a retransmission: answered again, no second session
+        again = await peer.final()
+        assert again.to_bytes() == ok.to_bytes()
+        assert len(sip_live.sip.calls) == 1
+        to_header = ok.header("To") or ""
+        peer.send(peer.request("ACK", "peer-1", 1, "a1", To=to_header))
+        peer.send(peer.request("CANCEL", "peer-1", 1, "i1"))  # after the answer: 200, nothing changes
+        assert (await peer.final()).status == 200
+        peer.send(peer.request("BYE", "peer-1", 2, "b1", To="<sip:agent@127.0.0.1>;tag=wrong"))
+        assert (await peer.final()).status == 481
+        peer.send(peer.request("INVITE", "peer-1", 3, "i3", offer(rtp_port, "0"), To=to_header))
+        assert (await peer.final()).status == 488  # re-INVITE
+
+        call = sip_live.sip.calls[0]
+        stranger.sendto(RtpPacket(8, 1, 160, 1, b"\xd5" * 160).to_bytes(), ("127.0.0.1", server_rtp))
+        for sequence in range(3):
+            rtp.sendto(
+                RtpPacket(8, sequence, sequence * 160, 0x5EED, b"\xd5" * 160).to_bytes(), ("127.0.0.1", server_rtp)
+            )
+            await asyncio.sleep(0.02)
+        for sequence, end in [(3, False), (4, False), (5, True), (6, True), (7, True)]:
+            rtp.sendto(dtmf_packet(sequence, 480, 5, end), ("127.0.0.1", server_rtp))
+        # Then silence on the line: the server hangs up after sip.rtp_timeout_s, with a BYE.
+        bye = await peer.final(RTP_TIMEOUT_S + 5)
+        assert bye.method == "BYE" and bye.call_id == "peer-1" and bye.cseq == (1, "BYE")
+        assert "tag=peer1" in (bye.header("To") or "") and to_header.split(";tag=")[1] in (bye.header("From") or "")
+        peer.send(response(bye, 200).to_bytes())
+        await wait_until_free(sip_live, before)
+        assert rtp_port_is_free(server_rtp)
+        assert call.foreign_packets == 1 and call.packets_received == 8
+    finally:
+        for sock in (rtp, stranger):
+            sock.close()
+        peer.close()
+    keys = [r.getMessage() for r in caplog.records if ": key " in r.getMessage()]
+    assert keys == ["sip call peer-1: key 5"]
+    assert not [r for r in caplog.records if "session error" in r.getMessage()]  # the [DTMF 5] item was taken
+    assert any("no RTP for" in r.getMessage() for r in caplog.records)
