@@ -3,8 +3,11 @@ jitter buffer and RFC 4733 digits."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from cosyagent.config import ConfigError, SipConfig, load_config
 from cosyagent.transports.rtp import DtmfReceiver, JitterBuffer, RtpError, RtpPacket, parse_rtp
 from cosyagent.transports.sdp import SdpError, answer, negotiate, parse_offer
 from cosyagent.transports.sip_message import MAX_MESSAGE_BYTES, SipParseError, parse, response, tag_of, uri_of
@@ -155,3 +158,19 @@ def test_a_key_press_is_one_digit_however_many_packets_carry_it() -> None:
     assert digits == ["5", None, None, None, "#", None]
     with pytest.raises(RtpError):
         receiver.receive(RtpPacket(101, 7, 3200, 1, b"\x01"))
+
+
+def test_the_sip_section_is_checked(tmp_path: Path) -> None:
+    config_file = tmp_path / "sip.yaml"
+    config_file.write_text("sip:\n  enabled: true\n  port: 5062\n  rtp_port_min: 20000\n  rtp_port_max: 20099\n")
+    sip = load_config(config_file).sip
+    assert (sip.enabled, sip.host, sip.port, sip.transports) == (True, "127.0.0.1", 5062, ("udp",))
+    assert load_config().sip.enabled is False
+    for bad, message in [
+        ({"transports": ("udp", "tcp")}, "only udp"),
+        ({"host": "localhost"}, "IP address"),
+        ({"rtp_port_min": 20000, "rtp_port_max": 20000}, "rtp_port_min"),
+        ({"port": 70000}, "0-65535"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            SipConfig(**bad)  # type: ignore[arg-type]
