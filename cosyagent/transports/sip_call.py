@@ -93,23 +93,29 @@ class SipMedia:
         self.bad_packets = 0
         self.packets_sent = 0
         self.packets_received = 0
+        self.cleared_at: list[float] = []  # when each barge-in cleared the reply (monotonic)
         self.replies_done = 0  # responses the session finished (their audio may still be sending)
 
     async def run(self, make_session: SessionFactory) -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _RtpProtocol(self), sock=self._sock)
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _RtpProtocol(self), sock=self._sock)
+        except BaseException:
+            self._sock.close()
+            raise
         self._transport = transport
         self._last_rtp = time.monotonic()
-        session = self._session = make_session(SipPlayback(self._clear), self._send)
-        sid = session.core.session_id
-        pacer = asyncio.create_task(self._pace(), name=f"{sid}-sip-rtp-sender")
-        watchdog = asyncio.create_task(self._watch(), name=f"{sid}-sip-rtp-watchdog")
+        tasks: list[asyncio.Task[None]] = []
         try:
+            session = self._session = make_session(SipPlayback(self._clear), self._send)
+            sid = session.core.session_id
+            tasks.append(asyncio.create_task(self._pace(), name=f"{sid}-sip-rtp-sender"))
+            tasks.append(asyncio.create_task(self._watch(), name=f"{sid}-sip-rtp-watchdog"))
             await session.run(self._inbox.get)
         finally:
-            for task in (pacer, watchdog):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(pacer, watchdog, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             transport.close()  # closes the socket: the port is free again
             logger.info(
                 "sip call %s ended: %d RTP packets in, %d out, %d from a foreign source, %d malformed",
@@ -184,7 +190,10 @@ class SipMedia:
 
     def _clear(self) -> None:
         """Barge-in: nothing more of the reply is sent; the item keeps what was."""
+        self.cleared_at.append(time.monotonic())
+        dropped_ms = len(self._unsent) / self._audio.bytes_per_ms
         self._unsent.clear()
+        logger.info("sip call %s: reply cleared (%d ms of it unsent)", self.call_id, dropped_ms)
         if self._item is not None and self._sent_ms < self._received_ms:
             truncate = {
                 "type": "conversation.item.truncate",
@@ -192,12 +201,7 @@ class SipMedia:
                 "content_index": 0,
                 "audio_end_ms": int(self._sent_ms),
             }
-            logger.info(
-                "sip call %s: reply cleared; item %s truncated to the %d ms sent",
-                self.call_id,
-                self._item,
-                self._sent_ms,
-            )
+            logger.info("sip call %s: item %s truncated to the %d ms sent", self.call_id, self._item, self._sent_ms)
             self._inbox.put_nowait(json.dumps(truncate))
         self._item, self._received_ms, self._sent_ms = None, 0.0, 0.0
 

@@ -130,6 +130,8 @@ class SipServer:
         tasks = [task for dialog in self._dialogs.values() for task in dialog.tasks]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10.0)
+        if self._tasks:  # the BYEs those calls sent: a moment for their 200 OK
+            await asyncio.wait(list(self._tasks), timeout=2.0)
         for task in [*tasks, *self._tasks]:
             task.cancel()
         await asyncio.gather(*tasks, *self._tasks, return_exceptions=True)
@@ -293,6 +295,8 @@ class SipServer:
         try:
             with admission:
                 await dialog.media.run(admission.session)
+        except Exception:
+            logger.exception("sip call %s failed", dialog.call_id)
         finally:
             for task in dialog.tasks:
                 if task is not asyncio.current_task():

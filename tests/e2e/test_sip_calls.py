@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import re
 import socket
@@ -19,15 +20,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosyagent.audio.pcm import resample
+from cosyagent.audio.pcm import float_to_pcm16, resample, ulaw_encode
 from cosyagent.config import SipConfig, load_config
 from cosyagent.runtime import Runtime
-from cosyagent.transports.rtp import RtpPacket
+from cosyagent.transports.rtp import RtpPacket, parse_rtp
 from cosyagent.transports.sip_message import SipMessage, parse, response
 from cosyagent.transports.sip_server import SipServer
 from cosyagent.web.app import create_app
 from tests.e2e.baresip_caller import BARESIP, baresip_phone, free_udp_port, microphone_wav
 from tests.e2e.conftest import LiveServer, free_port, serve_asgi
+from tests.support import read_clip
 
 RTP_RANGE = (31000, 31999)
 RTP_TIMEOUT_S = 4.0
@@ -265,3 +267,84 @@ async def test_the_dialog_rules_and_a_silent_caller_is_hung_up_with_bye(
     assert keys == ["sip call peer-1: key 5"]
     assert not [r for r in caplog.records if "session error" in r.getMessage()]  # the [DTMF 5] item was taken
     assert any("no RTP for" in r.getMessage() for r in caplog.records)
+
+
+class RtpPeer:
+    """The test peer's RTP: sends 20 ms μ-law packets in real time, keeps every packet heard."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = int(self.sock.getsockname()[1])
+        self.heard: list[tuple[float, RtpPacket]] = []
+        self.server: tuple[str, int] | None = None
+        self._sequence = 0
+
+    async def listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            data = await loop.sock_recv(self.sock, 2048)
+            self.heard.append((time.monotonic(), parse_rtp(data)))
+
+    async def speak(self, mulaw: bytes) -> None:
+        assert self.server is not None
+        start = time.monotonic()
+        for index in range(0, len(mulaw), 160):
+            packet = RtpPacket(0, self._sequence, self._sequence * 160, 0xCA11, mulaw[index : index + 160])
+            self.sock.sendto(packet.to_bytes(), self.server)
+            self._sequence += 1
+            await asyncio.sleep(max(0.0, start + (index // 160 + 1) * 0.02 - time.monotonic()))
+
+
+def mulaw_clip(name: str) -> bytes:
+    return ulaw_encode(np.frombuffer(float_to_pcm16(read_clip(name, 8000)), dtype="<i2"))
+
+
+async def test_speaking_over_the_reply_stops_its_rtp(sip_live: SipLive, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="cosyagent.transports")
+    before = sip_live.server.runtime.active_sessions
+    peer, rtp = SipTestPeer(sip_live.sip.port), RtpPeer()
+    listener = asyncio.create_task(rtp.listen())
+    silence = b"\xff" * 160
+    try:
+        peer.send(peer.request("INVITE", "peer-barge", 1, "j1", offer(rtp.port, "0")))
+        ok = await peer.final()
+        assert ok.status == 200
+        rtp.server = ("127.0.0.1", int(re.findall(r"m=audio (\d+)", ok.body.decode())[0]))
+        peer.send(peer.request("ACK", "peer-barge", 1, "k1", To=ok.header("To") or ""))
+        await rtp.speak(mulaw_clip("en_dublin_q.wav") + silence * 25)
+        deadline = time.monotonic() + 150
+        while not rtp.heard and time.monotonic() < deadline:
+            await rtp.speak(silence * 5)
+        assert rtp.heard, "no reply audio"
+        call = sip_live.sip.calls[0]
+        await rtp.speak(silence * 20)  # some of the reply plays
+        interrupted_at = time.monotonic()
+        await rtp.speak(mulaw_clip("en_news_movement_8k.wav")[: 8000 * 3] + silence * 50)
+        peer.send(peer.request("BYE", "peer-barge", 2, "l1", To=ok.header("To") or ""))
+        assert (await peer.final()).status == 200
+        await wait_until_free(sip_live, before)
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        rtp.sock.close()
+        peer.close()
+
+    assert call.cleared_at, "speaking over the reply did not clear it"
+    cleared_at = call.cleared_at[0]
+    # Sanity bound only (a shared 2-core CPU); latency is measured in benchmarks/.
+    assert cleared_at - interrupted_at < 3.0
+    # The reply stops at once: the first packet after the clear (loopback) starts a new talkspurt.
+    later = [p for at, p in rtp.heard if at > cleared_at + 0.06]
+    assert not later or later[0].marker
+    # The reply's packets: one stream (SSRC), consecutive sequence numbers, 160 samples apart
+    # within a talkspurt, the marker bit on the first packet; paced at about 20 ms.
+    first_reply = [at for at, _ in rtp.heard if at < cleared_at]
+    gaps = [b - a for a, b in itertools.pairwise(first_reply)]
+    packets = [p for _, p in rtp.heard]
+    assert len({p.ssrc for p in packets}) == 1 and packets[0].marker
+    assert all((b.sequence - a.sequence) & 0xFFFF == 1 for a, b in itertools.pairwise(packets))
+    assert all(b.timestamp - a.timestamp == 160 for a, b in itertools.pairwise(packets) if not b.marker)
+    assert sorted(gaps)[len(gaps) // 2] == pytest.approx(0.02, abs=0.01)
+    assert not [r for r in caplog.records if "session error" in r.getMessage()]
