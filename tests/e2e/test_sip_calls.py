@@ -23,6 +23,7 @@ import pytest
 from cosyagent.audio.pcm import float_to_pcm16, resample, ulaw_encode
 from cosyagent.config import SipConfig, load_config
 from cosyagent.runtime import Runtime
+from cosyagent.runtime.sessions import SessionRefused
 from cosyagent.transports.rtp import RtpPacket, parse_rtp
 from cosyagent.transports.sip_message import SipMessage, parse, response
 from cosyagent.transports.sip_server import SipServer
@@ -348,3 +349,26 @@ async def test_speaking_over_the_reply_stops_its_rtp(sip_live: SipLive, caplog: 
     assert all(b.timestamp - a.timestamp == 160 for a, b in itertools.pairwise(packets) if not b.marker)
     assert sorted(gaps)[len(gaps) // 2] == pytest.approx(0.02, abs=0.01)
     assert not [r for r in caplog.records if "session error" in r.getMessage()]
+
+
+async def test_a_call_past_capacity_gets_503_and_no_rtp_port(sip_live: SipLive) -> None:
+    runtime = sip_live.server.runtime
+    held = []
+    try:
+        while True:  # take every slot the server admits, as live calls would
+            try:
+                held.append(runtime.sessions.admit("sip", model=None))
+            except SessionRefused:
+                break
+        peer = SipTestPeer(sip_live.sip.port)
+        try:
+            peer.send(peer.request("INVITE", "peer-full", 1, "f1", offer(4000, "0")))
+            busy = await peer.final()
+        finally:
+            peer.close()
+    finally:
+        for admission in held:
+            admission.release()
+    assert busy.status == 503 and busy.header("Retry-After") == "5"
+    assert busy.reason == f"the server is at its limit of {len(held)} sessions"
+    assert not sip_live.sip.calls and rtp_port_is_free(RTP_RANGE[0])
