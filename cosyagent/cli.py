@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--config", help="YAML config file (default: the embedded CPU stack)")
     serve.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default from config: 8188)")
-    serve.add_argument("--sip-port", type=int, help="enable the SIP endpoint (udp) on this port (config: sip)")
+    serve.add_argument("--sip-port", type=int, help="enable the SIP endpoint on this port (config: sip)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     talk = commands.add_parser(
@@ -106,7 +106,7 @@ def _serve(args: argparse.Namespace) -> int:
         port = args.port or config.server.port
         listener = _listen(host, port)  # before the models load: a busy port is reported at once
         if config.sip.enabled:
-            _check_sip_port(config.sip.host, config.sip.port)
+            _check_sip_port(config.sip.host, config.sip.port, config.sip.transports)
         runtime = Runtime.from_config(config)
     except ConfigError as exc:
         print(f"cosyagent: {exc}", file=sys.stderr)
@@ -142,15 +142,21 @@ def _listen(host: str, port: int) -> socket.socket:
     return listener
 
 
-def _check_sip_port(host: str, port: int) -> None:
-    """ConfigError now, before the models load, when the SIP endpoint's UDP port is taken."""
+def _check_sip_port(host: str, port: int, transports: tuple[str, ...]) -> None:
+    """ConfigError now, before the models load, when the SIP endpoint's port is taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
-            raise ConfigError(f"SIP port {port} (udp) on {host} {reason}; choose another with --sip-port N") from exc
+    for transport in transports:
+        kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+        with socket.socket(family, kind) as probe:
+            if kind == socket.SOCK_STREAM:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+                raise ConfigError(
+                    f"SIP port {port} ({transport}) on {host} {reason}; choose another with --sip-port N"
+                ) from exc
 
 
 def _models(args: argparse.Namespace) -> int:

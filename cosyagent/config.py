@@ -222,7 +222,7 @@ class SipConfig:
     enabled: bool = False  # also turned on by `cosyagent serve --sip-port N`
     host: str = "127.0.0.1"  # the address SIP and RTP bind to, and the one the SDP answer names
     port: int = 5060
-    transports: tuple[str, ...] = ("udp",)  # udp only for now
+    transports: tuple[str, ...] = ("udp",)  # udp, tcp: both on the same port
     rtp_port_min: int = 10000  # each call takes one even port of this range for its RTP
     rtp_port_max: int = 10999
     rtp_timeout_s: float = 30.0  # a call with no RTP from the caller for this long is hung up (BYE)
@@ -234,9 +234,8 @@ class SipConfig:
             raise ConfigError(f"sip.host must be an IP address to bind to: {self.host!r}") from exc
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"sip.port must be 0-65535, got {self.port}")
-        unsupported = set(self.transports) - {"udp"}
-        if unsupported or not self.transports:
-            raise ConfigError(f"sip.transports: only udp is supported, got {list(self.transports)}")
+        if not self.transports or set(self.transports) - {"udp", "tcp"}:
+            raise ConfigError(f"sip.transports must be a list of udp and/or tcp, got {list(self.transports)}")
         if not 1024 <= self.rtp_port_min < self.rtp_port_max <= 65535:
             raise ConfigError("sip.rtp_port_min/rtp_port_max must be a range within 1024-65535, min below max")
         if self.rtp_timeout_s <= 0:

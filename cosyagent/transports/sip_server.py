@@ -42,6 +42,7 @@ from cosyagent.transports.sip_message import (
     tag_of,
     uri_of,
 )
+from cosyagent.transports.sip_tcp import Address, serve_stream
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ KNOWN_UNSERVED = frozenset(
 T1 = 0.5
 TRANSACTION_S = 64 * T1  # timer B/F/H/J: 32 s
 MAX_CACHED = 4096
-Address = tuple[str, int]
 Admit = Callable[[dict[str, Any]], Admission]
 
 
@@ -64,6 +64,7 @@ class SipSettings:
     rtp_port_min: int
     rtp_port_max: int
     rtp_timeout_s: float
+    transports: tuple[str, ...] = ("udp",)
     user_agent: str = "cosyagent"
 
 
@@ -86,7 +87,7 @@ class _Protocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, ...]) -> None:
         try:
-            self._server.datagram_received(data, (str(addr[0]), int(addr[1])))
+            self._server.message_received(data, Address(str(addr[0]), int(addr[1]), "udp"))
         except Exception:  # one datagram must never take the endpoint down
             logger.exception("sip: failed to handle a datagram from %s:%s", addr[0], addr[1])
 
@@ -99,6 +100,8 @@ class SipServer:
         self.settings = settings
         self._admit = admit
         self._transport: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._streams: dict[Address, asyncio.StreamWriter] = {}  # open TCP connections, by peer
         self._dialogs: dict[str, Dialog] = {}
         self._answered: OrderedDict[tuple[str, str, str], tuple[float, bytes]] = OrderedDict()
         self._byes: dict[str, asyncio.Event] = {}  # call id -> our BYE's 200 arrived
@@ -122,7 +125,15 @@ class SipServer:
             lambda: _Protocol(self), local_addr=(self.settings.host, self.settings.port)
         )
         self._transport = transport
-        logger.info("SIP endpoint on udp %s:%d", self.settings.host, self.port)
+        if "tcp" in self.settings.transports:
+            try:
+                self._tcp = await asyncio.start_server(
+                    self._serve_tcp, self.settings.host, self.port, limit=MAX_MESSAGE_BYTES
+                )
+            except OSError:
+                transport.close()
+                raise
+        logger.info("SIP endpoint on %s %s:%d", "/".join(self.settings.transports), self.settings.host, self.port)
 
     async def stop(self) -> None:
         for dialog in list(self._dialogs.values()):
@@ -135,13 +146,20 @@ class SipServer:
         for task in [*tasks, *self._tasks]:
             task.cancel()
         await asyncio.gather(*tasks, *self._tasks, return_exceptions=True)
+        if self._tcp is not None:
+            self._tcp.close()
+            for writer in list(self._streams.values()):
+                writer.close()
+            await self._tcp.wait_closed()
+            self._tcp = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None
 
     # --- receiving -----------------------------------------------------------------------
 
-    def datagram_received(self, data: bytes, addr: Address) -> None:
+    def message_received(self, data: bytes, addr: Address) -> None:
+        """One message, from a datagram or a TCP stream (already framed by Content-Length)."""
         if not data.strip():
             return  # a CRLF keep-alive (RFC 5626)
         if len(data) > 8 * MAX_MESSAGE_BYTES:
@@ -152,7 +170,7 @@ class SipServer:
         except SipParseError as exc:
             if exc.answerable and exc.partial is not None:
                 status = 513 if exc.reason == "Message Too Large" else 400
-                logger.info("sip: %d to %s:%d: %s", status, *addr, exc.reason)
+                logger.info("sip: %d to %s: %s", status, addr, exc.reason)
                 self._send(response(exc.partial, status, exc.reason).to_bytes(), addr)
             else:
                 self._drop(addr, exc.reason)
@@ -167,9 +185,19 @@ class SipServer:
             return
         self._request(message, addr)
 
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port = writer.get_extra_info("peername")[:2]
+        addr = Address(str(host), int(port), "tcp")
+        self._streams[addr] = writer
+        try:
+            await serve_stream(reader, addr, self.message_received)
+        finally:
+            self._streams.pop(addr, None)
+            writer.close()
+
     def _drop(self, addr: Address, reason: str) -> None:
         self.dropped += 1
-        logger.info("sip: dropped a datagram from %s:%d that cannot be answered: %s", *addr, reason)
+        logger.info("sip: dropped a message from %s that cannot be answered: %s", addr, reason)
 
     def _request(self, request: SipMessage, addr: Address) -> None:
         method = request.method
@@ -248,7 +276,7 @@ class SipServer:
         local_tag = new_tag()
         ok = response(request, 200, to_tag=local_tag)
         ok.headers += [
-            ("Contact", f"<sip:{self._hostport()}>"),
+            ("Contact", f"<sip:{self._hostport()}{';transport=tcp' if addr.transport == 'tcp' else ''}>"),
             ("Allow", ALLOW),
             ("Server", settings.user_agent),
             ("Content-Type", "application/sdp"),
@@ -258,10 +286,10 @@ class SipServer:
         self._dialogs[request.call_id] = dialog
         self._answer(request, ok, addr)
         logger.info(
-            "sip call %s answered: %s from %s:%d, RTP port %d",
+            "sip call %s answered: %s from %s, RTP port %d",
             request.call_id,
             negotiated.audio.encoding.upper(),
-            *addr,
+            addr,
             media.port,
         )
         dialog.tasks = [
@@ -326,7 +354,7 @@ class SipServer:
             method="BYE",
             uri=target,
             headers=[
-                ("Via", f"SIP/2.0/UDP {self._hostport()};branch={new_branch()};rport"),
+                ("Via", f"SIP/2.0/{dialog.remote.transport.upper()} {self._hostport()};branch={new_branch()};rport"),
                 ("Max-Forwards", "70"),
                 ("From", f"{to_header};tag={dialog.local_tag}"),
                 ("To", invite.header("From") or ""),
@@ -364,8 +392,12 @@ class SipServer:
         self._send(data, addr)
 
     def _send(self, data: bytes, addr: Address) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.sendto(data, addr)
+        if addr.transport == "tcp":
+            writer = self._streams.get(addr)
+            if writer is not None and not writer.is_closing():
+                writer.write(data)
+        elif self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(data, (addr.host, addr.port))
 
     def _hostport(self) -> str:
         host = self.settings.host

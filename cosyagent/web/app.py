@@ -108,7 +108,7 @@ async def _start_sip(runtime: Runtime) -> sip_server.SipServer | None:
     if not config.enabled:
         return None
     settings = sip_server.SipSettings(
-        config.host, config.port, config.rtp_port_min, config.rtp_port_max, config.rtp_timeout_s
+        config.host, config.port, config.rtp_port_min, config.rtp_port_max, config.rtp_timeout_s, config.transports
     )
     server = sip_server.SipServer(
         settings, lambda session: runtime.sessions.admit(sip_server.TRANSPORT, model=None, session=session)
@@ -117,7 +117,7 @@ async def _start_sip(runtime: Runtime) -> sip_server.SipServer | None:
         await server.start()
     except OSError as exc:
         raise ConfigError(
-            f"SIP port {config.port} (udp) on {config.host} cannot be used ({exc.strerror}); "
+            f"SIP port {config.port} ({'/'.join(config.transports)}) on {config.host} cannot be used ({exc.strerror}); "
             "choose another with --sip-port N or sip.port"
         ) from exc
     return server

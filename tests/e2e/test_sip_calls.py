@@ -52,6 +52,7 @@ async def sip_live() -> AsyncIterator[SipLive]:
         rtp_port_min=RTP_RANGE[0],
         rtp_port_max=RTP_RANGE[1],
         rtp_timeout_s=RTP_TIMEOUT_S,
+        transports=("udp", "tcp"),
     )
     runtime = Runtime.from_config(dataclasses.replace(config, server=server, sip=sip))
     app = create_app(runtime)
@@ -163,8 +164,9 @@ async def malformed_datagrams_are_answered_or_dropped(live: SipLive) -> None:
 
 
 @pytest.mark.skipif(BARESIP is None, reason="baresip is not installed (make test installs baresip-core)")
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_baresip_calls_and_hears_the_agent(
-    sip_live: SipLive, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    sip_live: SipLive, tmp_path: Path, caplog: pytest.LogCaptureFixture, transport: str
 ) -> None:
     caplog.set_level(logging.INFO, logger="cosyagent.transports")
     before = sip_live.server.runtime.active_sessions
@@ -173,11 +175,12 @@ async def test_baresip_calls_and_hears_the_agent(
     home = tmp_path / "baresip"
     home.mkdir()
     async with baresip_phone(home, microphone) as phone:
-        await phone.command("dial", f"sip:agent@127.0.0.1:{sip_live.sip.port}")
+        await phone.command("dial", f"sip:agent@127.0.0.1:{sip_live.sip.port};transport={transport}")
         await phone.wait_for("CALL_ESTABLISHED", 20)
         assert len(sip_live.sip.calls) == 1
         call = sip_live.sip.calls[0]
-        await malformed_datagrams_are_answered_or_dropped(sip_live)
+        if transport == "udp":
+            await malformed_datagrams_are_answered_or_dropped(sip_live)
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and not (call.replies_done and not call.sending):
             await asyncio.sleep(0.2)
@@ -191,6 +194,7 @@ async def test_baresip_calls_and_hears_the_agent(
     assert rtp_port_is_free(port)
 
     assert any("the caller hung up" in r.getMessage() for r in caplog.records)
+    assert any(f"answered: PCMU from {transport} 127.0.0.1" in r.getMessage() for r in caplog.records)
     assert not [r for r in caplog.records if "session error" in r.getMessage()]
     reply = phone.recording()
     voiced = np.abs(reply) > 0.02
@@ -372,3 +376,25 @@ async def test_a_call_past_capacity_gets_503_and_no_rtp_port(sip_live: SipLive) 
     assert busy.status == 503 and busy.header("Retry-After") == "5"
     assert busy.reason == f"the server is at its limit of {len(held)} sessions"
     assert not sip_live.sip.calls and rtp_port_is_free(RTP_RANGE[0])
+
+
+async def test_sip_over_tcp_frames_by_content_length_and_closes_on_oversized_messages(sip_live: SipLive) -> None:
+    peer = SipTestPeer(sip_live.sip.port)  # for its request builder; the messages go over TCP
+    reader, writer = await asyncio.open_connection("127.0.0.1", sip_live.sip.port)
+    try:
+        options = peer.request("OPTIONS", "tcp-1", 1, "t1").replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+        bad = peer.request("OPTIONS", "tcp-2", 1, "t2", CSeq="1 BYE")
+        writer.write(b"\r\n\r\n" + options + bad)  # a keep-alive, then two messages in one segment
+        await writer.drain()
+        answers = []
+        for _ in range(2):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            answers.append(parse(head))
+        assert [(a.call_id, a.status) for a in answers] == [("tcp-1", 200), ("tcp-2", 400)]
+        assert answers[0].header("Via") == parse(options).header("Via")  # copied exactly
+        writer.write(peer.request("OPTIONS", "tcp-3", 1, "t3", Subject="z" * 9000))
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed: the stream cannot be resynchronized
+    finally:
+        writer.close()
+        peer.close()

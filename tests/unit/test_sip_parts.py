@@ -167,7 +167,8 @@ def test_the_sip_section_is_checked(tmp_path: Path) -> None:
     assert (sip.enabled, sip.host, sip.port, sip.transports) == (True, "127.0.0.1", 5062, ("udp",))
     assert load_config().sip.enabled is False
     for bad, message in [
-        ({"transports": ("udp", "tcp")}, "only udp"),
+        ({"transports": ("udp", "tls")}, "udp and/or tcp"),
+        ({"transports": ()}, "udp and/or tcp"),
         ({"host": "localhost"}, "IP address"),
         ({"rtp_port_min": 20000, "rtp_port_max": 20000}, "rtp_port_min"),
         ({"port": 70000}, "0-65535"),
