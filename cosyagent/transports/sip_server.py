@@ -1,9 +1,10 @@
-"""A SIP user agent server over UDP (RFC 3261): every answered INVITE is one Realtime session.
+"""A SIP user agent server over UDP and TCP (RFC 3261): every answered INVITE is one Realtime session.
 
 What it answers: OPTIONS (200, with Allow and Accept); INVITE with an SDP offer (100 Trying,
 then 200 OK with the SDP answer, PCMU or PCMA; 488 without a common codec; 503 when the
 server is at capacity or has no RTP port free); ACK; BYE (200; the session ends); CANCEL
-(200, and 487 for an INVITE not yet answered); a method it knows but does not serve, 405;
+(200: an INVITE is answered at once, so a CANCEL always comes too late to change it); a
+re-INVITE, 488; a method it knows but does not serve, 405;
 any other, 501. A message that breaks RFC 3261 gets 400 with the reason as its phrase when
 it names enough to be answered (Via, From, To, Call-ID, CSeq), else it is dropped and logged.
 
@@ -12,7 +13,7 @@ Transactions: the last response to each request (by Call-ID, Via branch and meth
 200 OK to an INVITE is resent (0.5 s, doubling to 4 s) until its ACK; with no ACK in 32 s
 the call ends. When a session ends on the server's side (the server stops, the caller sent
 no RTP for ``sip.rtp_timeout_s``), the server sends BYE. Responses go to the address the
-request came from (as with ``rport``).
+request came from (as with ``rport``), or back on its TCP connection (:mod:`.sip_tcp`).
 """
 
 from __future__ import annotations
