@@ -229,9 +229,11 @@ class SipConfig:
 
     def __post_init__(self) -> None:
         try:
-            ipaddress.ip_address(self.host)
+            address = ipaddress.ip_address(self.host)
         except ValueError as exc:
             raise ConfigError(f"sip.host must be an IP address to bind to: {self.host!r}") from exc
+        if address.is_unspecified:
+            raise ConfigError(f"sip.host {self.host} cannot be named in the SDP answer: set the machine's own address")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"sip.port must be 0-65535, got {self.port}")
         if not self.transports or set(self.transports) - {"udp", "tcp"}:

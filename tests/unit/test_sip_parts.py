@@ -170,6 +170,7 @@ def test_the_sip_section_is_checked(tmp_path: Path) -> None:
         ({"transports": ("udp", "tls")}, "udp and/or tcp"),
         ({"transports": ()}, "udp and/or tcp"),
         ({"host": "localhost"}, "IP address"),
+        ({"host": "0.0.0.0"}, "own address"),
         ({"rtp_port_min": 20000, "rtp_port_max": 20000}, "rtp_port_min"),
         ({"port": 70000}, "0-65535"),
     ]:
