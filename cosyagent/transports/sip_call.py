@@ -33,6 +33,7 @@ from cosyagent.transports.sdp import Negotiated
 logger = logging.getLogger(__name__)
 
 FRAME_S = 0.020
+MAX_CATCH_UP_S = 0.1  # a burst after a stall of the event loop is at most this much audio
 SessionFactory = Callable[[AudioSink, SendEvent], RealtimeSession]
 
 
@@ -206,13 +207,19 @@ class SipMedia:
         self._item, self._received_ms, self._sent_ms = None, 0.0, 0.0
 
     async def _pace(self) -> None:
-        """Send one 20 ms packet of reply audio per 20 ms of wall clock, while there is some."""
+        """Send one 20 ms packet of reply audio per 20 ms of wall clock, while there is some.
+        After a stall of the event loop, at most :data:`MAX_CATCH_UP_S` of packets go out at
+        once; the clock skips the rest (the receiver sees a gap, then a new talkspurt)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         tick = 0
         frame = self._audio.frame_bytes()
         while True:
             tick += 1
+            late = loop.time() - (start + tick * FRAME_S)
+            if late > MAX_CATCH_UP_S:
+                tick += int(late / FRAME_S)
+                self._talking = False
             await asyncio.sleep(max(0.0, start + tick * FRAME_S - loop.time()))
             if not self._unsent:
                 self._talking = False

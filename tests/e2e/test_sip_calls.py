@@ -25,6 +25,7 @@ from cosyagent.config import SipConfig, load_config
 from cosyagent.runtime import Runtime
 from cosyagent.runtime.sessions import SessionRefused
 from cosyagent.transports.rtp import RtpPacket, parse_rtp
+from cosyagent.transports.sip_call import MAX_CATCH_UP_S
 from cosyagent.transports.sip_message import SipMessage, parse, response
 from cosyagent.transports.sip_server import SipServer
 from cosyagent.web.app import create_app
@@ -344,14 +345,15 @@ async def test_speaking_over_the_reply_stops_its_rtp(sip_live: SipLive, caplog: 
     later = [p for at, p in rtp.heard if at > cleared_at + 0.06]
     assert not later or later[0].marker
     # The reply's packets: one stream (SSRC), consecutive sequence numbers, 160 samples apart
-    # within a talkspurt, the marker bit on the first packet; paced at about 20 ms.
+    # within a talkspurt, the marker bit on the first packet.
     first_reply = [at for at, _ in rtp.heard if at < cleared_at]
-    gaps = [b - a for a, b in itertools.pairwise(first_reply)]
     packets = [p for _, p in rtp.heard]
     assert len({p.ssrc for p in packets}) == 1 and packets[0].marker
     assert all((b.sequence - a.sequence) & 0xFFFF == 1 for a, b in itertools.pairwise(packets))
     assert all(b.timestamp - a.timestamp == 160 for a, b in itertools.pairwise(packets) if not b.marker)
-    assert sorted(gaps)[len(gaps) // 2] == pytest.approx(0.02, abs=0.01)
+    # Real time, not faster: a packet may leave late (a stalled event loop on a shared CPU;
+    # the first one up to MAX_CATCH_UP_S late), never early.
+    assert first_reply[-1] - first_reply[0] >= 0.02 * (len(first_reply) - 1) - MAX_CATCH_UP_S - 0.02
     assert not [r for r in caplog.records if "session error" in r.getMessage()]
 
 
