@@ -25,7 +25,7 @@ LLAMA_SERVER_JOBS ?= 2
 LLAMA_SERVER_CMAKE_ARGS := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
   -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 
-.PHONY: install serve test lint unit clean browser-deps funasr-venv llama-server
+.PHONY: install serve test lint unit clean browser-deps phone-deps funasr-venv llama-server
 
 # Kokoro's English voices (af_heart, bf_emma...): the npm package kokoro-js@1.2.1 (Apache-2.0), its
 # tarball and each voice checked by sha256, into $COSYAGENT_CACHE_DIR (default ~/.cache/cosyagent),
@@ -101,6 +101,18 @@ browser-deps:
 	fi
 	@[ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
 
+# tests/e2e/test_sip_calls.py: Debian's baresip (its core modules: g711, aufile, sndfile, menu, ctrl_tcp)
+# is the real SIP phone that calls the server over 127.0.0.1. Skipped when already there.
+PHONE_APT_PACKAGES := baresip-core
+
+phone-deps:
+	@missing=""; for p in $(PHONE_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
 # The production engines' tests need torch + funasr. torch 2.13 requires setuptools>=77, which would
 # change .venv, so they get a venv of their own: .venv-funasr holds only torch, funasr and their
 # dependencies (exact pins in constraints/funasr.txt) and sees everything else of .venv through a
@@ -123,7 +135,7 @@ $(FUNASR_STAMP): constraints/funasr.txt | $(STAMP)
 $(FUNASR_VENV)/bin/llama-server: $(LLAMA_SERVER_STAMP) | $(FUNASR_STAMP)
 	ln -sf $(abspath $(LLAMA_SERVER)) $@
 
-test: install lint browser-deps funasr-venv
+test: install lint browser-deps phone-deps funasr-venv
 	$(BIN)/python -m pytest -q
 	$(FUNASR_VENV)/bin/python -m pytest -q $(FUNASR_TESTS)
 

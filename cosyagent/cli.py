@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import logging
 import math
@@ -30,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--config", help="YAML config file (default: the embedded CPU stack)")
     serve.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default from config: 8188)")
+    serve.add_argument("--sip-port", type=int, help="enable the SIP endpoint on this port (config: sip)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     talk = commands.add_parser(
@@ -100,9 +102,13 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config)
+        if args.sip_port is not None:
+            config = dataclasses.replace(config, sip=dataclasses.replace(config.sip, enabled=True, port=args.sip_port))
         host = args.host or config.server.host
         port = args.port or config.server.port
         listener = _listen(host, port)  # before the models load: a busy port is reported at once
+        if config.sip.enabled:
+            _check_sip_port(config.sip.host, config.sip.port, config.sip.transports)
         runtime = Runtime.from_config(config)
     except ConfigError as exc:
         print(f"cosyagent: {exc}", file=sys.stderr)
@@ -140,6 +146,23 @@ def _listen(host: str, port: int) -> socket.socket:
             f"port {port} on {host} {reason}; choose another with --port N (make serve: PORT=N make serve)"
         ) from exc
     return listener
+
+
+def _check_sip_port(host: str, port: int, transports: tuple[str, ...]) -> None:
+    """ConfigError now, before the models load, when the SIP endpoint's port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for transport in transports:
+        kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+        with socket.socket(family, kind) as probe:
+            if kind == socket.SOCK_STREAM:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+                raise ConfigError(
+                    f"SIP port {port} ({transport}) on {host} {reason}; choose another with --sip-port N"
+                ) from exc
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -230,6 +230,35 @@ class TelephonyConfig:
 
 
 @dataclass(frozen=True)
+class SipConfig:
+    """The native SIP endpoint (docs/phone.md "SIP"): a PBX or SIP trunk calls it directly."""
+
+    enabled: bool = False  # also turned on by `cosyagent serve --sip-port N`
+    host: str = "127.0.0.1"  # the address SIP and RTP bind to, and the one the SDP answer names
+    port: int = 5060
+    transports: tuple[str, ...] = ("udp",)  # udp, tcp: both on the same port
+    rtp_port_min: int = 10000  # each call takes one even port of this range for its RTP
+    rtp_port_max: int = 10999
+    rtp_timeout_s: float = 30.0  # a call with no RTP from the caller for this long is hung up (BYE)
+
+    def __post_init__(self) -> None:
+        try:
+            address = ipaddress.ip_address(self.host)
+        except ValueError as exc:
+            raise ConfigError(f"sip.host must be an IP address to bind to: {self.host!r}") from exc
+        if address.is_unspecified:
+            raise ConfigError(f"sip.host {self.host} cannot be named in the SDP answer: set the machine's own address")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"sip.port must be 0-65535, got {self.port}")
+        if not self.transports or set(self.transports) - {"udp", "tcp"}:
+            raise ConfigError(f"sip.transports must be a list of udp and/or tcp, got {list(self.transports)}")
+        if not 1024 <= self.rtp_port_min < self.rtp_port_max <= 65535:
+            raise ConfigError("sip.rtp_port_min/rtp_port_max must be a range within 1024-65535, min below max")
+        if self.rtp_timeout_s <= 0:
+            raise ConfigError("sip.rtp_timeout_s must be positive")
+
+
+@dataclass(frozen=True)
 class SchedulerConfig:
     """How the in-process engines (ASR, TTS, turn model) share the CPU: ``lanes`` jobs run at
     once, the one needed first goes next (cosyagent/engines/scheduling.py)."""
@@ -253,6 +282,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     telephony: TelephonyConfig = field(default_factory=TelephonyConfig)
+    sip: SipConfig = field(default_factory=SipConfig)
 
 
 T = TypeVar("T")

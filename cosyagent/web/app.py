@@ -10,8 +10,10 @@ from typing import Any
 from fastapi import FastAPI, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
 
+from cosyagent.config import ConfigError
 from cosyagent.runtime import Runtime
 from cosyagent.runtime.sessions import SessionRefused
+from cosyagent.transports import sip_server
 from cosyagent.transports import websocket as websocket_transport
 from cosyagent.web.auth import ApiKeyMiddleware
 from cosyagent.web.calls import calls_router
@@ -34,7 +36,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
         try:
-            yield
+            sip = app.state.sip_server = await _start_sip(runtime)
+            try:
+                yield
+            finally:
+                if sip is not None:
+                    await sip.stop()
         finally:
             await runtime.stop()
 
@@ -60,6 +67,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         }
 
     runtime.sessions.register(websocket_transport.TRANSPORT)
+    if runtime.config.sip.enabled:
+        runtime.sessions.register(sip_server.TRANSPORT)
+    app.state.sip_server = None
 
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket, model: str | None = None) -> None:
@@ -90,6 +100,27 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(transcriptions_router(runtime))
     app.include_router(voices_router(runtime))
     return app
+
+
+async def _start_sip(runtime: Runtime) -> sip_server.SipServer | None:
+    """The SIP endpoint when ``sip.enabled``: bound now, or a ConfigError saying why not."""
+    config = runtime.config.sip
+    if not config.enabled:
+        return None
+    settings = sip_server.SipSettings(
+        config.host, config.port, config.rtp_port_min, config.rtp_port_max, config.rtp_timeout_s, config.transports
+    )
+    server = sip_server.SipServer(
+        settings, lambda session: runtime.sessions.admit(sip_server.TRANSPORT, model=None, session=session)
+    )
+    try:
+        await server.start()
+    except OSError as exc:
+        raise ConfigError(
+            f"SIP port {config.port} ({'/'.join(config.transports)}) on {config.host} cannot be used ({exc.strerror}); "
+            "choose another with --sip-port N or sip.port"
+        ) from exc
+    return server
 
 
 def _install_middleware(app: FastAPI, runtime: Runtime, secrets: ClientSecretStore) -> None:

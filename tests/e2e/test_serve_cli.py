@@ -67,3 +67,21 @@ def test_port_and_host_in_the_environment_do_not_reach_the_embedded_llm(tmp_path
         finally:
             server.terminate()
             server.wait(timeout=30)
+
+
+def test_a_busy_sip_port_is_reported_before_any_model_loads() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        sip_port = taken.getsockname()[1]
+        done = subprocess.run(
+            [COSYAGENT, "serve", "--port", str(free_port()), "--sip-port", str(sip_port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        )
+    assert done.returncode == 2, done.stderr
+    assert f"SIP port {sip_port} (udp) on 127.0.0.1 is already in use" in done.stderr
+    assert "--sip-port" in done.stderr
+    assert "engines ready" not in done.stderr

@@ -1,0 +1,170 @@
+"""SDP offer/answer for a SIP call (RFC 4566, RFC 3264), sans-I/O: read the caller's offer,
+choose G.711 (PCMU or PCMA, in the caller's order of preference) and RFC 4733
+telephone-event when offered, and write the answer. Every media line of the offer gets one
+in the answer; all but the first usable audio line are refused (port 0)."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from dataclasses import dataclass
+
+from cosyagent.audio.carrier import CarrierAudio, Encoding
+
+STATIC_PAYLOADS: dict[int, Encoding] = {0: "pcmu", 8: "pcma"}  # RFC 3551 static payload types
+CODEC_NAMES = {"pcmu": "PCMU", "pcma": "PCMA"}
+
+
+class SdpError(ValueError):
+    """An offer that cannot be answered: ``reason`` is the 488's reason phrase."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class MediaLine:
+    kind: str
+    port: int
+    proto: str
+    formats: tuple[str, ...]
+    rtpmap: dict[int, str]  # payload type -> "name/rate" (lower case)
+    address: str | None  # its own c= line
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    """What a call sends and receives: G.711 ``audio`` as ``payload_type``, DTMF as
+    ``dtmf_payload_type`` (None: not offered), to the caller's ``address``:``port``."""
+
+    audio: CarrierAudio
+    payload_type: int
+    dtmf_payload_type: int | None
+    address: str
+    port: int
+    offer_media: tuple[MediaLine, ...]
+    audio_index: int
+
+
+def parse_offer(body: bytes) -> tuple[str | None, list[MediaLine]]:
+    """(session-level connection address, media lines) of an SDP body; SdpError when it is not SDP."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SdpError("SDP is not UTF-8") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines or lines[0] != "v=0":
+        raise SdpError("SDP does not start with v=0")
+    session_address: str | None = None
+    media: list[dict[str, object]] = []
+    for line in lines:
+        if len(line) < 2 or line[1] != "=":
+            raise SdpError("Malformed SDP line")
+        key, value = line[0], line[2:]
+        if key == "m":
+            media.append(_media_line(value))
+        elif key == "c":
+            address = _connection(value)
+            if media:
+                media[-1]["address"] = address
+            else:
+                session_address = address
+        elif key == "a" and media and value.startswith("rtpmap:"):
+            pt_text, _, encoding = value[len("rtpmap:") :].partition(" ")
+            if pt_text.isdigit():
+                rtpmap = media[-1]["rtpmap"]
+                assert isinstance(rtpmap, dict)
+                rtpmap[int(pt_text)] = encoding.strip().lower()
+    return session_address, [MediaLine(**m) for m in media]  # type: ignore[arg-type]
+
+
+def _media_line(value: str) -> dict[str, object]:
+    parts = value.split()
+    if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+        raise SdpError("Malformed SDP m= line")
+    port = int(parts[1].split("/")[0])
+    if port > 65535:
+        raise SdpError("SDP media port out of range")
+    return {
+        "kind": parts[0],
+        "port": port,
+        "proto": parts[2],
+        "formats": tuple(parts[3:]),
+        "rtpmap": {},
+        "address": None,
+    }
+
+
+def _connection(value: str) -> str:
+    parts = value.split()
+    if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
+        raise SdpError("Malformed SDP c= line")
+    address = parts[2].split("/")[0]
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise SdpError("SDP c= address is not an IP address") from None
+    return address
+
+
+def negotiate(body: bytes) -> Negotiated:
+    """Choose the call's codec from an offer; SdpError (488) when no audio line offers
+    PCMU or PCMA over RTP/AVP at 8 kHz."""
+    session_address, media = parse_offer(body)
+    for index, line in enumerate(media):
+        if line.kind != "audio" or line.port == 0 or line.proto != "RTP/AVP":
+            continue
+        chosen = _codec(line)
+        if chosen is None:
+            continue
+        address = line.address or session_address
+        if address is None:
+            raise SdpError("SDP offer has no c= address")
+        encoding, payload_type = chosen
+        dtmf = next(
+            (pt for pt in _payload_types(line) if line.rtpmap.get(pt) == "telephone-event/8000"),
+            None,
+        )
+        return Negotiated(CarrierAudio(encoding, 8000), payload_type, dtmf, address, line.port, tuple(media), index)
+    raise SdpError("No common codec: only PCMU and PCMA over RTP/AVP")
+
+
+def _payload_types(line: MediaLine) -> list[int]:
+    return [int(f) for f in line.formats if f.isdigit() and int(f) < 128]
+
+
+def _codec(line: MediaLine) -> tuple[Encoding, int] | None:
+    for pt in _payload_types(line):
+        mapped = line.rtpmap.get(pt)
+        if mapped is None and pt in STATIC_PAYLOADS:
+            return STATIC_PAYLOADS[pt], pt
+        if mapped in ("pcmu/8000", "pcmu/8000/1"):
+            return "pcmu", pt
+        if mapped in ("pcma/8000", "pcma/8000/1"):
+            return "pcma", pt
+    return None
+
+
+def answer(negotiated: Negotiated, host: str, port: int) -> bytes:
+    """The SDP answer: our ``host``:``port`` for the chosen codec (and telephone-event)."""
+    family = "IP6" if ":" in host else "IP4"
+    session_id = secrets.randbelow(2**31)
+    lines = [
+        "v=0",
+        f"o=cosyagent {session_id} {session_id} IN {family} {host}",
+        "s=cosyagent",
+        f"c=IN {family} {host}",
+        "t=0 0",
+    ]
+    for index, offered in enumerate(negotiated.offer_media):
+        if index != negotiated.audio_index:
+            lines.append(f"m={offered.kind} 0 {offered.proto} {' '.join(offered.formats)}")
+            continue
+        pt, dtmf = negotiated.payload_type, negotiated.dtmf_payload_type
+        formats = f"{pt}" if dtmf is None else f"{pt} {dtmf}"
+        lines += [f"m=audio {port} RTP/AVP {formats}", f"a=rtpmap:{pt} {CODEC_NAMES[negotiated.audio.encoding]}/8000"]
+        if dtmf is not None:
+            lines += [f"a=rtpmap:{dtmf} telephone-event/8000", f"a=fmtp:{dtmf} 0-15"]
+        lines += ["a=ptime:20", "a=sendrecv"]
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
