@@ -187,7 +187,9 @@ async def measure_turn_costs(
     rtf = tts_s / (audio.size / tts.sample_rate)
     clip = resample(audio, tts.sample_rate, asr.sample_rate)
     began = time.perf_counter()
-    await asr.transcribe(clip)
+    # language="en": the clip is our own English, and a language check may take a synthetic voice
+    # (Kokoro's Japanese-accented jf_alpha) for another language and refuse it, failing startup.
+    await asr.transcribe(clip, language="en")
     asr_s = time.perf_counter() - began
     if llm is None:
         return TurnCosts(asr_s=asr_s, tts_first_clause_s=first_clause_s, tts_rtf=rtf)
