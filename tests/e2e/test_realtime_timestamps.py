@@ -92,13 +92,12 @@ async def test_websocket_reply_has_word_and_viseme_times_that_match_its_audio(li
     )
     heard = [(_norm(w.word), w.start * 1000) for s in segments for w in (s.words or [])]
     diffs: list[float] = []
-    position = 0
-    for word in words:
-        for k in range(position, len(heard)):
-            if heard[k][0] == _norm(word["text"]):
-                diffs.append(abs(heard[k][1] - word["start_ms"]))
-                position = k + 1
-                break
+    for word in words:  # the nearest heard word of the same spelling within 600 ms (an in-order match
+        # derailed once: "A" matched a later "a" and every word after it was lost)
+        near = [abs(at - word["start_ms"]) for text, at in heard if text == _norm(word["text"])]
+        near = [d for d in near if d <= 600]
+        if near:
+            diffs.append(min(near))
     assert len(diffs) >= 0.7 * len(words), (words, heard)
     median, p90 = statistics.median(diffs), float(np.percentile(diffs, 90))
     print(f"realtime word starts vs Whisper: {len(diffs)}/{len(words)} words, median {median:.0f} ms, p90 {p90:.0f} ms")
