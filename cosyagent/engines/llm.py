@@ -80,13 +80,10 @@ class OpenAICompatibleLLM:
         closes the HTTP response, so the server sees the disconnect and stops
         generating.
         """
-        events = self.stream_chat_events(messages, max_tokens=max_tokens, temperature=temperature)
-        try:
-            async for event in events:
-                if isinstance(event, str):
-                    yield event
-        finally:
-            await events.aclose()
+        async for delta in text_deltas(
+            self.stream_chat_events(messages, max_tokens=max_tokens, temperature=temperature)
+        ):
+            yield delta
 
     async def stream_chat_events(
         self,
@@ -179,3 +176,13 @@ class OpenAICompatibleLLM:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+async def text_deltas(events: AsyncGenerator[str | ToolCallDelta, None]) -> AsyncGenerator[str, None]:
+    """The text of a :meth:`~OpenAICompatibleLLM.stream_chat_events` stream; closing this closes it."""
+    try:
+        async for event in events:
+            if isinstance(event, str):
+                yield event
+    finally:
+        await events.aclose()

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from cosyagent.engines.base import ChatMessage, EngineInfo, EngineUnavailableError, ToolCallDelta
 from cosyagent.engines.llama_process import LlamaServerProcess, describe_exit
-from cosyagent.engines.llm import OpenAICompatibleLLM
+from cosyagent.engines.llm import OpenAICompatibleLLM, text_deltas
 
 logger = logging.getLogger(__name__)
 
@@ -182,13 +182,10 @@ class SupervisedLLM:
     async def stream_chat(
         self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None, temperature: float | None = None
     ) -> AsyncIterator[str]:
-        events = self.stream_chat_events(messages, max_tokens=max_tokens, temperature=temperature)
-        try:
-            async for event in events:
-                if isinstance(event, str):
-                    yield event
-        finally:
-            await events.aclose()
+        async for delta in text_deltas(
+            self.stream_chat_events(messages, max_tokens=max_tokens, temperature=temperature)
+        ):
+            yield delta
 
     async def stream_chat_events(
         self,
