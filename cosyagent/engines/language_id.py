@@ -38,6 +38,7 @@ from cosyagent.engines.base import (
     EngineUnavailableError,
 )
 from cosyagent.engines.gguf_parts import ModelPart, PartedModel, assemble, cache_dir, installed_part
+from cosyagent.engines.whisper_asr import load_ctranslate2_whisper
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -161,15 +162,7 @@ class SpokenLanguageID:
             return
         started = time.perf_counter()
         directory = model_directory(self._model_dir)
-        from faster_whisper import WhisperModel  # deferred: it imports ctranslate2 and av
-
-        try:
-            model = WhisperModel(
-                str(directory), device="cpu", compute_type="int8", cpu_threads=self.cpu_threads, local_files_only=True
-            )
-        except Exception as exc:  # ctranslate2 raises RuntimeError/ValueError variants
-            raise EngineUnavailableError(f"cannot load Whisper base from {directory}: {exc}") from exc
-        self._model = model
+        self._model = load_ctranslate2_whisper(directory, self.cpu_threads, "Whisper base")
         self._guess(np.zeros(_SAMPLE_RATE, dtype=np.float32))
         logger.info("language identification (Whisper base) ready in %.2f s", time.perf_counter() - started)
 

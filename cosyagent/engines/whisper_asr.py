@@ -47,6 +47,18 @@ def _base_language(tag: str) -> str:
     return tag.strip().lower().replace("_", "-").split("-")[0]
 
 
+def load_ctranslate2_whisper(path: Path, cpu_threads: int, label: str) -> WhisperModel:
+    """A CTranslate2 Whisper model on the CPU, int8, offline; EngineUnavailableError if it cannot load."""
+    from faster_whisper import WhisperModel  # deferred: it imports ctranslate2 and av
+
+    try:
+        return WhisperModel(
+            str(path), device="cpu", compute_type="int8", cpu_threads=cpu_threads, local_files_only=True
+        )
+    except Exception as exc:  # ctranslate2 raises RuntimeError/ValueError variants
+        raise EngineUnavailableError(f"cannot load {label} from {path}: {exc}") from exc
+
+
 class WhisperASR:
     """faster-whisper on the CPU: int8, greedy by default, one worker thread.
 
@@ -91,18 +103,7 @@ class WhisperASR:
         if not (path / "model.bin").is_file():
             raise EngineUnavailableError(f"no CTranslate2 Whisper model in {path}")
         started = time.perf_counter()
-        from faster_whisper import WhisperModel  # deferred: it imports ctranslate2 and av
-
-        try:
-            model = WhisperModel(
-                str(path),
-                device="cpu",
-                compute_type="int8",
-                cpu_threads=self.cpu_threads,
-                local_files_only=True,
-            )
-        except Exception as exc:  # ctranslate2 raises RuntimeError/ValueError variants
-            raise EngineUnavailableError(f"cannot load Whisper from {path}: {exc}") from exc
+        model = load_ctranslate2_whisper(path, self.cpu_threads, "Whisper")
         loaded_s = time.perf_counter() - started
         noise = np.random.default_rng(0).normal(0.0, 0.01, _SAMPLE_RATE).astype(np.float32)
         self._model = model
