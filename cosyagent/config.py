@@ -240,6 +240,12 @@ class SipConfig:
     rtp_port_min: int = 10000  # each call takes one even port of this range for its RTP
     rtp_port_max: int = 10999
     rtp_timeout_s: float = 30.0  # a call with no RTP from the caller for this long is hung up (BYE)
+    # Call control (docs/phone.md "Call control"): with a webhook URL, each INVITE rings (180),
+    # a realtime.call.incoming event is POSTed there, and the call waits for
+    # POST /v1/realtime/calls/{id}/accept or /reject; without one, every call is answered at once.
+    webhook_url: str = ""
+    webhook_secret: str = ""  # signs the event (Standard Webhooks, as OpenAI's: "whsec_<base64>" or any text)
+    accept_timeout_s: float = 10.0  # no accept/reject in this long (from the INVITE): 480
 
     def __post_init__(self) -> None:
         try:
@@ -256,6 +262,10 @@ class SipConfig:
             raise ConfigError("sip.rtp_port_min/rtp_port_max must be a range within 1024-65535, min below max")
         if self.rtp_timeout_s <= 0:
             raise ConfigError("sip.rtp_timeout_s must be positive")
+        if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
+            raise ConfigError(f"sip.webhook_url must be an http:// or https:// URL, got {self.webhook_url!r}")
+        if not 0 < self.accept_timeout_s <= 300:
+            raise ConfigError("sip.accept_timeout_s must be within 0-300 s")
 
 
 @dataclass(frozen=True)
@@ -293,6 +303,7 @@ ENV_OVERRIDES = {
     "COSYAGENT_LLM_API_KEY": ("llm", "api_key"),
     "COSYAGENT_DATA_DIR": ("server", "data_dir"),
     "COSYAGENT_TWILIO_AUTH_TOKEN": ("telephony", "twilio_auth_token"),
+    "COSYAGENT_SIP_WEBHOOK_SECRET": ("sip", "webhook_secret"),
 }
 LIST_ENV_OVERRIDES = {  # comma-separated
     "COSYAGENT_API_KEYS": ("server", "api_keys"),

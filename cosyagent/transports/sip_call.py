@@ -9,6 +9,10 @@ as 20 ms packets paced in real time, the marker bit set on the first packet of e
 talkspurt; nothing is sent between replies. A barge-in drops the unsent reply at once and
 truncates the assistant item to what was sent. A call with no RTP for ``rtp_timeout_s``
 ends (the server then sends BYE).
+
+A server-side client may follow the call (``WS /v1/realtime?call_id=...``, the sideband):
+:meth:`SipMedia.watch` gives it every event the session sends, :meth:`SipMedia.post` hands its
+client events to the session, as if the caller's own client had sent them.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 FRAME_S = 0.020
 MAX_CATCH_UP_S = 0.1  # a burst after a stall of the event loop is at most this much audio
+MAX_WATCHER_BACKLOG = 2048  # events a sideband client may fall behind before it is dropped
 SessionFactory = Callable[[AudioSink, SendEvent], RealtimeSession]
 
 
@@ -96,6 +101,8 @@ class SipMedia:
         self.packets_received = 0
         self.cleared_at: list[float] = []  # when each barge-in cleared the reply (monotonic)
         self.replies_done = 0  # responses the session finished (their audio may still be sending)
+        self._watchers: set[asyncio.Queue[Event | None]] = set()
+        self._ended = False
 
     async def run(self, make_session: SessionFactory) -> None:
         loop = asyncio.get_running_loop()
@@ -118,6 +125,9 @@ class SipMedia:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             transport.close()  # closes the socket: the port is free again
+            self._ended = True
+            for watcher in self._watchers:
+                watcher.put_nowait(None)
             logger.info(
                 "sip call %s ended: %d RTP packets in, %d out, %d from a foreign source, %d malformed",
                 self.call_id,
@@ -135,6 +145,29 @@ class SipMedia:
     def hang_up(self) -> None:
         """End the session (idempotent)."""
         self._inbox.put_nowait(None)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def watch(self) -> asyncio.Queue[Event | None]:
+        """A queue of every event the session sends from now on; None when the call has
+        ended, or when the watcher fell :data:`MAX_WATCHER_BACKLOG` events behind (it is then
+        dropped). :meth:`unwatch` it when done."""
+        watcher: asyncio.Queue[Event | None] = asyncio.Queue()
+        if self._ended:
+            watcher.put_nowait(None)
+        else:
+            self._watchers.add(watcher)
+        return watcher
+
+    def unwatch(self, watcher: asyncio.Queue[Event | None]) -> None:
+        self._watchers.discard(watcher)
+
+    def post(self, message: str | bytes) -> None:
+        """A client event for the session (from a sideband client), unparsed."""
+        if not self._ended:
+            self._inbox.put_nowait(message.decode("utf-8", "replace") if isinstance(message, bytes) else message)
 
     def close_unstarted(self) -> None:
         """Free the socket of a call whose session never ran."""
@@ -176,6 +209,13 @@ class SipMedia:
             self._inbox.put_nowait(json.dumps(dtmf_item(digit)))
 
     async def _send(self, event: Event) -> None:
+        for watcher in list(self._watchers):
+            if watcher.qsize() >= MAX_WATCHER_BACKLOG:
+                logger.warning("sip call %s: a sideband client fell behind: dropped", self.call_id)
+                self._watchers.discard(watcher)
+                watcher.put_nowait(None)
+            else:
+                watcher.put_nowait(event)
         kind = event.get("type")
         if kind == "error":
             logger.warning("sip call %s: session error: %s", self.call_id, event.get("error"))

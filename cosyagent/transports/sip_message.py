@@ -25,6 +25,9 @@ COMPACT = {
     "k": "Supported",
     "s": "Subject",
     "e": "Content-Encoding",
+    "o": "Event",
+    "r": "Refer-To",
+    "b": "Referred-By",
 }
 CANONICAL = {
     name.lower(): name
@@ -48,6 +51,10 @@ CANONICAL = {
         "Retry-After",
         "Require",
         "WWW-Authenticate",
+        "Event",
+        "Refer-To",
+        "Referred-By",
+        "Subscription-State",
     )
 }
 ANSWER_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")  # copied into every response
@@ -60,8 +67,13 @@ REASONS = {
     100: "Trying",
     180: "Ringing",
     200: "OK",
+    202: "Accepted",
     400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
+    480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist",
     486: "Busy Here",
     487: "Request Terminated",
@@ -70,6 +82,8 @@ REASONS = {
     501: "Not Implemented",
     503: "Service Unavailable",
     513: "Message Too Large",
+    600: "Busy Everywhere",
+    603: "Decline",
 }
 
 

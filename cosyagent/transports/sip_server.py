@@ -3,17 +3,20 @@
 What it answers: OPTIONS (200, with Allow and Accept); INVITE with an SDP offer (100 Trying,
 then 200 OK with the SDP answer, PCMU or PCMA; 488 without a common codec; 503 when the
 server is at capacity or has no RTP port free); ACK; BYE (200; the session ends); CANCEL
-(200: an INVITE is answered at once, so a CANCEL always comes too late to change it); a
-re-INVITE, 488; a method it knows but does not serve, 405;
-any other, 501. A message that breaks RFC 3261 gets 400 with the reason as its phrase when
-it names enough to be answered (Via, From, To, Call-ID, CSeq), else it is dropped and logged.
+(200, and 487 to a ringing INVITE); NOTIFY in a call (200: the progress of a transfer);
+a re-INVITE, 488; a method it knows but does not serve, 405; any other, 501. A message that
+breaks RFC 3261 gets 400 with the reason as its phrase when it names enough to be answered
+(Via, From, To, Call-ID, CSeq), else it is dropped and logged.
 
-Transactions: the last response to each request (by Call-ID, Via branch and method) is kept
-32 s, so a retransmitted request is answered again and never starts a second session. The
-200 OK to an INVITE is resent (0.5 s, doubling to 4 s) until its ACK; with no ACK in 32 s
-the call ends. When a session ends on the server's side (the server stops, the caller sent
-no RTP for ``sip.rtp_timeout_s``), the server sends BYE. Responses go to the address the
-request came from (as with ``rport``), or back on its TCP connection (:mod:`.sip_tcp`).
+With call control (``sip.webhook_url``, :mod:`.sip_calls`) an INVITE rings (180) until the
+webhook's client accepts or rejects it; without, it is answered at once with the default
+session. Every call has an id of the HTTP API (``rtc_...``), named in the log and the webhook.
+
+Transactions (:mod:`.sip_sender`): a retransmitted request is answered again and never starts
+a second session. The 200 OK to an INVITE is resent (0.5 s, doubling to 4 s) until its ACK;
+with no ACK in 32 s the call ends. When a session ends on the server's side (a hangup
+request, the server stops, the caller sent no RTP for ``sip.rtp_timeout_s``), the server
+sends BYE.
 """
 
 from __future__ import annotations
@@ -22,40 +25,37 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cosyagent.runtime.sessions import Admission, SessionConfigError, SessionRefused
 from cosyagent.transports.media_stream import session_config
 from cosyagent.transports.rtp import PortRangeExhausted, bind_rtp_socket
-from cosyagent.transports.sdp import SdpError, answer, negotiate
+from cosyagent.transports.sdp import Negotiated, SdpError, answer, negotiate
 from cosyagent.transports.sip_call import SipMedia
+from cosyagent.transports.sip_calls import CallControl, SipCalls
+from cosyagent.transports.sip_control import new_call_id
+from cosyagent.transports.sip_dialog import ClientTransactions, Dialog, sipfrag_status
 from cosyagent.transports.sip_message import (
     MAX_MESSAGE_BYTES,
     SipMessage,
     SipParseError,
-    new_branch,
     new_tag,
     parse,
     response,
     tag_of,
-    uri_of,
 )
+from cosyagent.transports.sip_sender import T1, TRANSACTION_S, SipSender
 from cosyagent.transports.sip_tcp import Address, serve_stream
 
 logger = logging.getLogger(__name__)
 
 TRANSPORT = "sip"
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
-KNOWN_UNSERVED = frozenset(
-    {"REGISTER", "SUBSCRIBE", "NOTIFY", "INFO", "UPDATE", "PRACK", "MESSAGE", "REFER", "PUBLISH"}
-)
-T1 = 0.5
-TRANSACTION_S = 64 * T1  # timer B/F/H/J: 32 s
-MAX_CACHED = 4096
-Admit = Callable[[dict[str, Any]], Admission]
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY"
+KNOWN_UNSERVED = frozenset({"REGISTER", "SUBSCRIBE", "INFO", "UPDATE", "PRACK", "MESSAGE", "REFER", "PUBLISH"})
+BYE_TIMEOUT_S = 11.5  # 0.5 + 1 + 2 + 4 + 4: five tries
+Admit = Callable[[str | None, dict[str, Any]], Admission]  # (model, session config) -> a held slot
 
 
 @dataclass(frozen=True)
@@ -67,19 +67,6 @@ class SipSettings:
     rtp_timeout_s: float
     transports: tuple[str, ...] = ("udp",)
     user_agent: str = "cosyagent"
-
-
-@dataclass
-class Dialog:
-    call_id: str
-    local_tag: str
-    invite: SipMessage
-    remote: Address
-    media: SipMedia
-    ok: bytes  # the 200 OK, resent until the ACK
-    acked: asyncio.Event = field(default_factory=asyncio.Event)
-    remote_ended: bool = False
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -95,37 +82,38 @@ class _Protocol(asyncio.DatagramProtocol):
 
 class SipServer:
     """The SIP endpoint of one process. :meth:`start` binds the UDP port (OSError when it
-    cannot be), :meth:`stop` hangs up every call (BYE) and unbinds."""
+    cannot be), :meth:`stop` hangs up every call (BYE) and unbinds. :attr:`control` is the
+    call-control API (accept, reject, refer, hangup, the sideband's lookup)."""
 
-    def __init__(self, settings: SipSettings, admit: Admit) -> None:
+    def __init__(self, settings: SipSettings, admit: Admit, control: CallControl | None = None) -> None:
         self.settings = settings
         self._admit = admit
-        self._transport: asyncio.DatagramTransport | None = None
+        self.sender = SipSender(settings.host)
+        self.transactions = ClientTransactions(self.sender)
         self._tcp: asyncio.Server | None = None
-        self._streams: dict[Address, asyncio.StreamWriter] = {}  # open TCP connections, by peer
-        self._dialogs: dict[str, Dialog] = {}
-        self._answered: OrderedDict[tuple[str, str, str], tuple[float, bytes]] = OrderedDict()
-        self._byes: dict[str, asyncio.Event] = {}  # call id -> our BYE's 200 arrived
+        self._dialogs: dict[str, Dialog] = {}  # by SIP Call-ID
         self._tasks: set[asyncio.Task[None]] = set()
+        self.control = SipCalls(self, control)
         self.dropped = 0  # datagrams that could not be answered
 
     @property
     def port(self) -> int:
-        if self._transport is None:
-            raise RuntimeError("the SIP server is not started")
-        return int(self._transport.get_extra_info("sockname")[1])
+        return self.sender.port
 
     @property
     def calls(self) -> list[SipMedia]:
         """The calls answered and not yet ended."""
         return [dialog.media for dialog in self._dialogs.values()]
 
+    def dialog(self, public_id: str) -> Dialog | None:
+        return next((dialog for dialog in self._dialogs.values() if dialog.public_id == public_id), None)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _Protocol(self), local_addr=(self.settings.host, self.settings.port)
         )
-        self._transport = transport
+        self.sender.transport = transport
         if "tcp" in self.settings.transports:
             try:
                 self._tcp = await asyncio.start_server(
@@ -137,6 +125,7 @@ class SipServer:
         logger.info("SIP endpoint on %s %s:%d", "/".join(self.settings.transports), self.settings.host, self.port)
 
     async def stop(self) -> None:
+        await self.control.close()
         for dialog in list(self._dialogs.values()):
             dialog.media.hang_up()
         tasks = [task for dialog in self._dialogs.values() for task in dialog.tasks]
@@ -149,13 +138,13 @@ class SipServer:
         await asyncio.gather(*tasks, *self._tasks, return_exceptions=True)
         if self._tcp is not None:
             self._tcp.close()
-            for writer in list(self._streams.values()):
+            for writer in list(self.sender.streams.values()):
                 writer.close()
             await self._tcp.wait_closed()
             self._tcp = None
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        if self.sender.transport is not None:
+            self.sender.transport.close()
+            self.sender.transport = None
 
     # --- receiving -----------------------------------------------------------------------
 
@@ -172,28 +161,27 @@ class SipServer:
             if exc.answerable and exc.partial is not None:
                 status = 513 if exc.reason == "Message Too Large" else 400
                 logger.info("sip: %d to %s: %s", status, addr, exc.reason)
-                self._send(response(exc.partial, status, exc.reason).to_bytes(), addr)
+                self.sender.send(response(exc.partial, status, exc.reason).to_bytes(), addr)
             else:
                 self._drop(addr, exc.reason)
             return
         if not message.is_request:
-            self._response(message)
+            self.transactions.response_received(message)
             return
-        key = (message.call_id, message.branch, message.method)
-        cached = self._answered.get(key)
+        cached = self.sender.answered(message)
         if cached is not None and message.method != "ACK":
-            self._send(cached[1], addr)  # a retransmission: the same answer, nothing new
+            self.sender.send(cached, addr)  # a retransmission: the same answer, nothing new
             return
         self._request(message, addr)
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port = writer.get_extra_info("peername")[:2]
         addr = Address(str(host), int(port), "tcp")
-        self._streams[addr] = writer
+        self.sender.streams[addr] = writer
         try:
             await serve_stream(reader, addr, self.message_received)
         finally:
-            self._streams.pop(addr, None)
+            self.sender.streams.pop(addr, None)
             writer.close()
 
     def _drop(self, addr: Address, reason: str) -> None:
@@ -212,24 +200,18 @@ class SipServer:
             self._bye(request, addr)
         elif method == "CANCEL":
             self._cancel(request, addr)
+        elif method == "NOTIFY":
+            self._notify(request, addr)
         elif method == "OPTIONS":
             ok = response(request, 200, to_tag=new_tag())
             ok.headers += [("Allow", ALLOW), ("Accept", "application/sdp"), ("Server", self.settings.user_agent)]
-            self._answer(request, ok, addr)
+            self.sender.answer(request, ok, addr)
         elif method in KNOWN_UNSERVED:
             refused = response(request, 405, to_tag=new_tag())
             refused.headers.append(("Allow", ALLOW))
-            self._answer(request, refused, addr)
+            self.sender.answer(request, refused, addr)
         else:
-            self._answer(request, response(request, 501, to_tag=new_tag()), addr)
-
-    def _response(self, message: SipMessage) -> None:
-        try:
-            _, method = message.cseq
-        except SipParseError:
-            return
-        if method == "BYE" and message.status >= 200 and message.call_id in self._byes:
-            self._byes[message.call_id].set()
+            self.sender.answer(request, response(request, 501, to_tag=new_tag()), addr)
 
     # --- requests ------------------------------------------------------------------------
 
@@ -237,86 +219,134 @@ class SipServer:
         if tag_of(request.header("To")):
             known = request.call_id in self._dialogs
             status, reason = (488, "re-INVITE is not supported") if known else (481, None)
-            self._answer(request, response(request, status, reason), addr)
+            self.sender.answer(request, response(request, status, reason), addr)
             return
+        if self.control.ringing_again(request, addr):
+            return  # a retransmission of a ringing INVITE: it rang again
         if request.call_id in self._dialogs:
-            self._answer(request, response(request, 400, "Call-ID already in use", new_tag()), addr)
+            self.sender.answer(request, response(request, 400, "Call-ID already in use", new_tag()), addr)
             return
         if (request.header("Content-Type") or "").split(";")[
             0
         ].strip().lower() != "application/sdp" or not request.body:
-            self._answer(request, response(request, 488, "An INVITE needs an SDP offer", new_tag()), addr)
+            self.sender.answer(request, response(request, 488, "An INVITE needs an SDP offer", new_tag()), addr)
             return
         try:
             negotiated = negotiate(request.body)
         except SdpError as exc:
             logger.info("sip call %s: 488: %s", request.call_id, exc.reason)
-            self._answer(request, response(request, 488, exc.reason, new_tag()), addr)
+            self.sender.answer(request, response(request, 488, exc.reason, new_tag()), addr)
             return
-        self._send(response(request, 100).to_bytes(), addr)
+        self.sender.send(response(request, 100).to_bytes(), addr)
+        if self.control.enabled:
+            self.control.ring(request, addr, negotiated)
+            return
+        with contextlib.suppress(SessionRefused, SessionConfigError, PortRangeExhausted, OSError):
+            self.answer_call(new_call_id(), request, addr, negotiated, new_tag(), None, None)  # or a refusal
+
+    def answer_call(
+        self,
+        public_id: str,
+        request: SipMessage,
+        addr: Address,
+        negotiated: Negotiated,
+        local_tag: str,
+        model: str | None,
+        session: dict[str, Any] | None,
+    ) -> Dialog:
+        """Admit the session, take an RTP port, send 200 OK and run the call. On a refusal the
+        INVITE is answered (503, 500) and the exception raised: SessionRefused,
+        SessionConfigError (only for a ``session`` of the webhook's client), PortRangeExhausted."""
+        config = _phone_session(session, negotiated)
         try:
-            admission = self._admit(session_config(negotiated.audio))
+            admission = self._admit(model, config)
         except SessionRefused as refusal:
-            logger.warning("sip call %s refused: %s", request.call_id, refusal.message)
-            busy = response(request, 503, refusal.message, new_tag())
+            logger.warning("sip call %s refused: %s", public_id, refusal.message)
+            busy = response(request, 503, refusal.message, local_tag)
             busy.headers.append(("Retry-After", str(refusal.retry_after_s)))
-            self._answer(request, busy, addr)
-            return
+            self.sender.answer(request, busy, addr)
+            raise
         except SessionConfigError as exc:
-            self._answer(request, response(request, 500, exc.message, new_tag()), addr)
-            return
+            if session is None:  # the server's own defaults: the call cannot be served
+                self.sender.answer(request, response(request, 500, exc.message, local_tag), addr)
+            raise
         settings = self.settings
         try:
             sock = bind_rtp_socket(settings.host, settings.rtp_port_min, settings.rtp_port_max)
         except (PortRangeExhausted, OSError) as exc:
             admission.release()
-            logger.warning("sip call %s refused: %s", request.call_id, exc)
-            self._answer(request, response(request, 503, "No RTP port free", new_tag()), addr)
-            return
+            logger.warning("sip call %s refused: %s", public_id, exc)
+            self.sender.answer(request, response(request, 503, "No RTP port free", local_tag), addr)
+            raise
         media = SipMedia(request.call_id, sock, negotiated, settings.rtp_timeout_s)
-        local_tag = new_tag()
         ok = response(request, 200, to_tag=local_tag)
         ok.headers += [
-            ("Contact", f"<sip:{self._hostport()}{';transport=tcp' if addr.transport == 'tcp' else ''}>"),
+            ("Contact", f"<sip:{self.sender.hostport()}{';transport=tcp' if addr.transport == 'tcp' else ''}>"),
             ("Allow", ALLOW),
             ("Server", settings.user_agent),
             ("Content-Type", "application/sdp"),
         ]
         ok.body = answer(negotiated, settings.host, media.port)
-        dialog = Dialog(request.call_id, local_tag, request, addr, media, ok.to_bytes())
+        dialog = Dialog(request.call_id, public_id, local_tag, request, addr, media, ok.to_bytes())
         self._dialogs[request.call_id] = dialog
-        self._answer(request, ok, addr)
+        self.sender.answer(request, ok, addr)
         logger.info(
-            "sip call %s answered: %s from %s, RTP port %d",
+            "sip call %s (SIP Call-ID %s) answered: %s from %s, RTP port %d",
+            public_id,
             request.call_id,
             negotiated.audio.encoding.upper(),
             addr,
             media.port,
         )
         dialog.tasks = [
-            asyncio.create_task(self._run(dialog, admission), name=f"sip-{request.call_id}-call"),
-            asyncio.create_task(self._resend_ok(dialog), name=f"sip-{request.call_id}-200"),
+            asyncio.create_task(self._run(dialog, admission), name=f"sip-{public_id}-call"),
+            asyncio.create_task(self._resend_ok(dialog), name=f"sip-{public_id}-200"),
         ]
+        return dialog
 
     def _bye(self, request: SipMessage, addr: Address) -> None:
         dialog = self._dialogs.get(request.call_id)
         if dialog is None or tag_of(request.header("To")) != dialog.local_tag:
-            self._answer(request, response(request, 481), addr)
+            self.sender.answer(request, response(request, 481), addr)
             return
         dialog.remote_ended = True
         dialog.acked.set()  # a BYE confirms the dialog as well as an ACK would
-        self._answer(request, response(request, 200), addr)
-        logger.info("sip call %s: the caller hung up", request.call_id)
+        self.sender.answer(request, response(request, 200), addr)
+        logger.info("sip call %s: the caller hung up", dialog.public_id)
         dialog.media.hang_up()
 
     def _cancel(self, request: SipMessage, addr: Address) -> None:
+        if self.control.cancel(request, addr):
+            return  # a ringing call: 200 to the CANCEL, 487 to its INVITE
         dialog = self._dialogs.get(request.call_id)
         if dialog is None or dialog.invite.branch != request.branch:
-            self._answer(request, response(request, 481), addr)
+            self.sender.answer(request, response(request, 481), addr)
             return
-        # Every INVITE is answered at once, so a CANCEL always comes after the 200 OK: it
-        # changes nothing (RFC 3261 section 9.2); the caller ends the call with BYE.
-        self._answer(request, response(request, 200), addr)
+        # An answered INVITE: a CANCEL after the 200 OK changes nothing (RFC 3261 section
+        # 9.2); the caller ends the call with BYE.
+        self.sender.answer(request, response(request, 200), addr)
+
+    def _notify(self, request: SipMessage, addr: Address) -> None:
+        """The progress of a transfer the caller accepted (RFC 3515): logged; once the
+        target answered (2xx), the agent's leg is hung up."""
+        dialog = self._dialogs.get(request.call_id)
+        if dialog is None or tag_of(request.header("To")) != dialog.local_tag:
+            self.sender.answer(request, response(request, 481), addr)
+            return
+        self.sender.answer(request, response(request, 200), addr)
+        event = (request.header("Event") or "").split(";")[0].strip().lower()
+        status = sipfrag_status(request.body) if event == "refer" else None
+        if status is None:
+            logger.info("sip call %s: NOTIFY (%s) without a transfer status", dialog.public_id, event or "no Event")
+            return
+        code, line = status
+        state = request.header("Subscription-State") or "?"
+        logger.info("sip call %s: transfer to %s: %s (%s)", dialog.public_id, dialog.transfer_to or "?", line, state)
+        if 200 <= code < 300:
+            logger.info("sip call %s: transferred; hanging up the agent's leg", dialog.public_id)
+            dialog.media.hang_up()
+        elif code >= 300:
+            logger.warning("sip call %s: the transfer failed (%s); the call goes on", dialog.public_id, line)
 
     # --- the call's lifetime -------------------------------------------------------------
 
@@ -325,14 +355,14 @@ class SipServer:
             with admission:
                 await dialog.media.run(admission.session)
         except Exception:
-            logger.exception("sip call %s failed", dialog.call_id)
+            logger.exception("sip call %s failed", dialog.public_id)
         finally:
             for task in dialog.tasks:
                 if task is not asyncio.current_task():
                     task.cancel()
             self._dialogs.pop(dialog.call_id, None)
             if not dialog.remote_ended:
-                bye = asyncio.create_task(self._send_bye(dialog), name=f"sip-{dialog.call_id}-bye")
+                bye = asyncio.create_task(self._send_bye(dialog), name=f"sip-{dialog.public_id}-bye")
                 self._tasks.add(bye)
                 bye.add_done_callback(self._tasks.discard)
 
@@ -342,64 +372,29 @@ class SipServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(dialog.acked.wait(), interval)
                 return
-            self._send(dialog.ok, dialog.remote)
+            self.sender.send(dialog.ok, dialog.remote)
             interval = min(interval * 2, 4.0)
-        logger.warning("sip call %s: no ACK for the 200 OK in %g s: hanging up", dialog.call_id, TRANSACTION_S)
+        logger.warning("sip call %s: no ACK for the 200 OK in %g s: hanging up", dialog.public_id, TRANSACTION_S)
         dialog.media.hang_up()
 
     async def _send_bye(self, dialog: Dialog) -> None:
-        invite = dialog.invite
-        target = uri_of(invite.header("Contact") or invite.header("From") or "")
-        to_header = next(value for name, value in invite.headers if name == "To")
-        bye = SipMessage(
-            method="BYE",
-            uri=target,
-            headers=[
-                ("Via", f"SIP/2.0/{dialog.remote.transport.upper()} {self._hostport()};branch={new_branch()};rport"),
-                ("Max-Forwards", "70"),
-                ("From", f"{to_header};tag={dialog.local_tag}"),
-                ("To", invite.header("From") or ""),
-                ("Call-ID", dialog.call_id),
-                ("CSeq", "1 BYE"),
-                ("User-Agent", self.settings.user_agent),
-            ],
-        )
-        data = bye.to_bytes()
-        done = self._byes[dialog.call_id] = asyncio.Event()
-        logger.info("sip call %s: hanging up (BYE)", dialog.call_id)
-        try:
-            interval = T1
-            for _ in range(5):
-                self._send(data, dialog.remote)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done.wait(), interval)
-                    return
-                interval = min(interval * 2, 4.0)
-            logger.info("sip call %s: no answer to our BYE", dialog.call_id)
-        finally:
-            self._byes.pop(dialog.call_id, None)
+        logger.info("sip call %s: hanging up (BYE)", dialog.public_id)
+        bye = dialog.request("BYE", self.sender, self.settings.user_agent, [])
+        if await self.transactions.send(bye, dialog.remote, BYE_TIMEOUT_S) is None:
+            logger.info("sip call %s: no answer to our BYE", dialog.public_id)
 
-    # --- sending -------------------------------------------------------------------------
 
-    def _answer(self, request: SipMessage, answer: SipMessage, addr: Address) -> None:
-        """Send a final response and keep it for the request's retransmissions."""
-        data = answer.to_bytes()
-        now = time.monotonic()
-        self._answered[(request.call_id, request.branch, request.method)] = (now, data)
-        while self._answered and (
-            len(self._answered) > MAX_CACHED or next(iter(self._answered.values()))[0] < now - TRANSACTION_S
-        ):
-            self._answered.popitem(last=False)
-        self._send(data, addr)
-
-    def _send(self, data: bytes, addr: Address) -> None:
-        if addr.transport == "tcp":
-            writer = self._streams.get(addr)
-            if writer is not None and not writer.is_closing():
-                writer.write(data)
-        elif self._transport is not None and not self._transport.is_closing():
-            self._transport.sendto(data, (addr.host, addr.port))
-
-    def _hostport(self) -> str:
-        host = self.settings.host
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+def _phone_session(session: dict[str, Any] | None, negotiated: Negotiated) -> dict[str, Any]:
+    """The accepted session configuration with the phone leg's codec both ways (the codec is
+    the SDP's to choose, not the client's)."""
+    phone = session_config(negotiated.audio)
+    if not session:
+        return phone
+    merged = {key: value for key, value in session.items() if key != "model"}
+    given = merged.get("audio")
+    audio: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
+    for way in ("input", "output"):
+        part = audio.get(way)
+        audio[way] = {**(part if isinstance(part, dict) else {}), "format": phone["audio"][way]["format"]}
+    merged["audio"] = audio
+    return merged

@@ -13,15 +13,17 @@ from fastapi.middleware.cors import CORSMiddleware
 from cosyagent.config import ConfigError
 from cosyagent.runtime import Runtime
 from cosyagent.runtime.sessions import SessionRefused
-from cosyagent.transports import sip_server
+from cosyagent.transports import sideband, sip_calls, sip_server
 from cosyagent.transports import websocket as websocket_transport
+from cosyagent.transports.webrtc_offer import CallError, CallNotFound
 from cosyagent.web.auth import ApiKeyMiddleware
-from cosyagent.web.calls import calls_router
+from cosyagent.web.calls import call_error_response, calls_router
 from cosyagent.web.client_secrets import ClientSecret, ClientSecretStore, client_secrets_router
 from cosyagent.web.errors import install_error_handlers
 from cosyagent.web.local_guard import LocalGuardMiddleware
 from cosyagent.web.metrics import ErrorCountingMiddleware, metrics_router
 from cosyagent.web.pages import pages_router
+from cosyagent.web.sip_calls import sip_calls_router
 from cosyagent.web.speech import speech_router
 from cosyagent.web.telephony import telephony_router
 from cosyagent.web.transcriptions import transcriptions_router
@@ -72,7 +74,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.sip_server = None
 
     @app.websocket("/v1/realtime")
-    async def realtime(websocket: WebSocket, model: str | None = None) -> None:
+    async def realtime(websocket: WebSocket, model: str | None = None, call_id: str | None = None) -> None:
+        if call_id is not None:  # the sideband: follow a phone call's session
+            await _sideband(websocket, app.state.sip_server, call_id)
+            return
         secret: ClientSecret | None = websocket.scope.get("state", {}).get("client_secret")
         try:
             admission = runtime.sessions.admit(
@@ -92,6 +97,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             await websocket_transport.serve_websocket(websocket, admission.session)
 
     app.include_router(calls_router(runtime))
+    app.include_router(sip_calls_router())
     app.include_router(client_secrets_router(runtime, secrets))
     app.include_router(metrics_router(runtime.telemetry))
     app.include_router(pages_router())
@@ -110,8 +116,11 @@ async def _start_sip(runtime: Runtime) -> sip_server.SipServer | None:
     settings = sip_server.SipSettings(
         config.host, config.port, config.rtp_port_min, config.rtp_port_max, config.rtp_timeout_s, config.transports
     )
+    control = sip_calls.CallControl(config.webhook_url, config.webhook_secret, config.accept_timeout_s)
     server = sip_server.SipServer(
-        settings, lambda session: runtime.sessions.admit(sip_server.TRANSPORT, model=None, session=session)
+        settings,
+        lambda model, session: runtime.sessions.admit(sip_server.TRANSPORT, model=model, session=session),
+        control,
     )
     try:
         await server.start()
@@ -121,6 +130,20 @@ async def _start_sip(runtime: Runtime) -> sip_server.SipServer | None:
             "choose another with --sip-port N or sip.port"
         ) from exc
     return server
+
+
+async def _sideband(websocket: WebSocket, sip: sip_server.SipServer | None, call_id: str) -> None:
+    """``WS /v1/realtime?call_id=...``; an id of no answered phone call is refused before the
+    upgrade: HTTP 404 (409 while it still rings) with an OpenAI-style error body."""
+    try:
+        if sip is None:
+            raise CallNotFound(f"no call {call_id!r}: the SIP endpoint is off (sip.enabled)")
+        media = sip.control.media(call_id)
+    except CallError as exc:
+        await websocket.send_denial_response(call_error_response(exc))
+        return
+    await websocket.accept(subprotocol="realtime" if "realtime" in websocket.scope.get("subprotocols", []) else None)
+    await sideband.follow_call(websocket, media, call_id)
 
 
 def _install_middleware(app: FastAPI, runtime: Runtime, secrets: ClientSecretStore) -> None:

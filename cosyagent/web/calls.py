@@ -3,7 +3,8 @@
 ``POST /v1/realtime/calls`` takes an SDP offer (``application/sdp``, or the multipart
 form with ``sdp`` and ``session`` parts that openai-python's ``realtime.calls.create``
 sends) and answers 201 with the SDP answer and ``Location: /v1/realtime/calls/{id}``.
-``POST /v1/realtime/calls/{id}/hangup`` ends a call and frees everything.
+``POST /v1/realtime/calls/{id}/hangup`` ends a call and frees everything: a WebRTC call, or
+a phone call of the SIP endpoint (its other routes are in :mod:`cosyagent.web.sip_calls`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.datastructures import UploadFile
 
 from cosyagent.runtime import Runtime
 from cosyagent.runtime.sessions import Admission, SessionConfigError, SessionRefused
+from cosyagent.transports.sip_server import SipServer
 from cosyagent.transports.webrtc import TRANSPORT, CallRegistry, WebRTCCall, ice_servers_from_config
 from cosyagent.transports.webrtc_offer import (
     MAX_OFFER_BYTES,
@@ -58,7 +60,7 @@ def calls_router(runtime: Runtime) -> APIRouter:
                 model = secret.model or model
             call_id, answer = await _open(_admit(model or _model_of(session), session), offer)
         except CallError as exc:
-            return _error_response(exc)
+            return call_error_response(exc)
         logger.info("call %s started (%d active)", call_id, len(registry))
         return Response(
             answer,
@@ -68,11 +70,15 @@ def calls_router(runtime: Runtime) -> APIRouter:
         )
 
     @router.post("/v1/realtime/calls/{call_id}/hangup", response_class=Response)
-    async def hang_up(call_id: str) -> Response:
+    async def hang_up(request: Request, call_id: str) -> Response:
+        sip: SipServer | None = request.app.state.sip_server
         try:
-            await registry.hang_up(call_id)
+            if sip is not None and sip.control.knows(call_id):  # a phone call (web/sip_calls.py)
+                await sip.control.hang_up(call_id)
+            else:
+                await registry.hang_up(call_id)
         except CallError as exc:
-            return _error_response(exc)
+            return call_error_response(exc)
         return Response(status_code=200)
 
     def _admit(model: str | None, session: dict[str, Any] | None) -> Admission:
@@ -152,7 +158,7 @@ def _model_of(session: dict[str, Any] | None) -> str | None:
     return model if isinstance(model, str) and model else None
 
 
-def _error_response(exc: CallError) -> JSONResponse:
+def call_error_response(exc: CallError) -> JSONResponse:
     kind = "server_error" if exc.status >= 500 else "invalid_request_error"
     headers = {"Retry-After": str(SessionRefused.retry_after_s)} if isinstance(exc, CallLimitError) else None
     return JSONResponse(
