@@ -257,7 +257,7 @@ class SipServer:
         """Admit the session, take an RTP port, send 200 OK and run the call. On a refusal the
         INVITE is answered (503, 500) and the exception raised: SessionRefused,
         SessionConfigError (only for a ``session`` of the webhook's client), PortRangeExhausted."""
-        config = _phone_session(session, negotiated)
+        config = phone_session(session, negotiated)
         try:
             admission = self._admit(model, config)
         except SessionRefused as refusal:
@@ -384,7 +384,7 @@ class SipServer:
             logger.info("sip call %s: no answer to our BYE", dialog.public_id)
 
 
-def _phone_session(session: dict[str, Any] | None, negotiated: Negotiated) -> dict[str, Any]:
+def phone_session(session: dict[str, Any] | None, negotiated: Negotiated) -> dict[str, Any]:
     """The accepted session configuration with the phone leg's codec both ways (the codec is
     the SDP's to choose, not the client's)."""
     phone = session_config(negotiated.audio)
