@@ -135,6 +135,14 @@ async def test_reject_cancel_and_bad_requests_while_ringing(live: ControlLive) -
         call_id = await ring(live, peer, "cc-default", "d1")
         await sdk.realtime.calls.reject(call_id)  # no status_code: 603
         assert (await peer.final()).status == 603
+
+        call_id = await ring(live, peer, "cc-hangup", "h1")
+        with pytest.raises(websockets.InvalidStatus) as ringing:  # no session to follow yet
+            async with websockets.connect(f"ws://127.0.0.1:{live.server.port}/v1/realtime?call_id={call_id}"):
+                pass
+        assert ringing.value.response.status_code == 409
+        await sdk.realtime.calls.hangup(call_id)  # while it rings: 603
+        assert (await peer.final()).status == 603
     finally:
         peer.close()
     for route in ("accept", "reject", "refer", "hangup"):
