@@ -7,7 +7,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from openai import AsyncOpenAI
@@ -36,10 +36,11 @@ class Delivery:
 
 @dataclass
 class WebhookReceiver:
-    """Records every POST; answers ``status`` after ``delay_s``."""
+    """Records every POST; runs ``on_event`` (its body) and answers ``status`` after ``delay_s``."""
 
     status: int = 200
     delay_s: float = 0.0
+    on_event: Callable[[bytes], Awaitable[None]] | None = None
     deliveries: list[Delivery] = field(default_factory=list)
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -49,6 +50,8 @@ class WebhookReceiver:
     async def _hook(self, request: Request) -> Response:
         self.deliveries.append(Delivery(await request.body(), dict(request.headers)))
         self._arrived.set()
+        if self.on_event is not None:
+            await self.on_event(self.deliveries[-1].body)
         await asyncio.sleep(self.delay_s)
         return Response(status_code=self.status)
 

@@ -160,6 +160,36 @@ async def test_reject_cancel_and_bad_requests_while_ringing(live: ControlLive) -
     await wait_until_free(live, before)
 
 
+async def test_accept_from_inside_the_webhook_handler_answers_the_call(live: ControlLive) -> None:
+    """The backend accepts before it answers the webhook's POST (OpenAI's sample does)."""
+    before = live.server.runtime.active_sessions
+    sdk = live.sdk()
+    accepted: list[str] = []
+
+    async def accept(body: bytes) -> None:
+        call_id = json.loads(body)["data"]["call_id"]
+        await sdk.realtime.calls.accept(call_id, type="realtime", instructions=INSTRUCTIONS)
+        accepted.append(call_id)
+
+    live.hook.on_event = accept
+    peer = SipTestPeer(live.sip.port)
+    try:
+        peer.send(peer.request("INVITE", "cc-inline", 1, "n1", offer(4000, "8 101")))
+        ok = await peer.final()
+        assert ok.status == 200 and "a=rtpmap:8 PCMA/8000" in ok.body.decode()
+        ringing = live.hook.deliveries.pop()
+        assert json.loads(ringing.body)["data"]["call_id"] == accepted[0]
+        dialog = live.sip.dialog(accepted[0])
+        assert dialog is not None and dialog.local_tag in (ok.header("To") or "")  # the 180's tag
+        peer.send(peer.request("ACK", "cc-inline", 1, "n2", To=ok.header("To") or ""))
+        peer.send(peer.request("BYE", "cc-inline", 2, "n3", To=ok.header("To") or ""))
+        assert (await peer.final()).status == 200
+    finally:
+        live.hook.on_event = None
+        peer.close()
+    await wait_until_free(live, before)
+
+
 def silent_microphone(path: Path, seconds: float) -> None:
     sf.write(path, np.zeros(int(8000 * seconds), np.float32), 8000, subtype="PCM_16")
 
