@@ -13,6 +13,8 @@ from cosyagent.audio.carrier import CarrierAudio, Encoding
 
 STATIC_PAYLOADS: dict[int, Encoding] = {0: "pcmu", 8: "pcma"}  # RFC 3551 static payload types
 CODEC_NAMES = {"pcmu": "PCMU", "pcma": "PCMA"}
+# What an answer says to each offered direction (RFC 3264 section 6.1).
+ANSWER_DIRECTIONS = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
 
 
 class SdpError(ValueError):
@@ -146,13 +148,35 @@ def _codec(line: MediaLine) -> tuple[Encoding, int] | None:
     return None
 
 
-def answer(negotiated: Negotiated, host: str, port: int) -> bytes:
-    """The SDP answer: our ``host``:``port`` for the chosen codec (and telephone-event)."""
+def offered_direction(body: bytes, audio_index: int) -> str:
+    """The direction an offer asks for its audio line (RFC 3264 section 5.1): its own
+    ``a=sendonly|recvonly|inactive|sendrecv``, else the session-level one, else sendrecv. A
+    ``c=`` of 0.0.0.0 (the RFC 2543 way to hold) counts as sendonly."""
+    session, media, index = "sendrecv", None, -1
+    for raw in body.decode("utf-8", "replace").splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            index += 1
+        elif line.startswith("a=") and line[2:] in ANSWER_DIRECTIONS:
+            if index < 0:
+                session = line[2:]
+            elif index == audio_index:
+                media = line[2:]
+        elif line == "c=IN IP4 0.0.0.0" and index in (-1, audio_index):
+            media = media or "sendonly"
+    return media or session
+
+
+def answer(
+    negotiated: Negotiated, host: str, port: int, direction: str = "sendrecv", origin: tuple[int, int] | None = None
+) -> bytes:
+    """The SDP answer: our ``host``:``port`` for the chosen codec (and telephone-event), in
+    ``direction``; ``origin`` is the o= line's (session id, version), new when None."""
     family = "IP6" if ":" in host else "IP4"
-    session_id = secrets.randbelow(2**31)
+    session_id, version = origin or (secrets.randbelow(2**31), 1)
     lines = [
         "v=0",
-        f"o=cosyagent {session_id} {session_id} IN {family} {host}",
+        f"o=cosyagent {session_id} {version} IN {family} {host}",
         "s=cosyagent",
         f"c=IN {family} {host}",
         "t=0 0",
@@ -166,5 +190,5 @@ def answer(negotiated: Negotiated, host: str, port: int) -> bytes:
         lines += [f"m=audio {port} RTP/AVP {formats}", f"a=rtpmap:{pt} {CODEC_NAMES[negotiated.audio.encoding]}/8000"]
         if dtmf is not None:
             lines += [f"a=rtpmap:{dtmf} telephone-event/8000", f"a=fmtp:{dtmf} 0-15"]
-        lines += ["a=ptime:20", "a=sendrecv"]
+        lines += ["a=ptime:20", f"a={direction}"]
     return ("\r\n".join(lines) + "\r\n").encode("ascii")

@@ -102,6 +102,7 @@ class SipMedia:
         self.cleared_at: list[float] = []  # when each barge-in cleared the reply (monotonic)
         self.replies_done = 0  # responses the session finished (their audio may still be sending)
         self._watchers: set[asyncio.Queue[Event | None]] = set()
+        self._held = False
         self._ended = False
 
     async def run(self, make_session: SessionFactory) -> None:
@@ -150,6 +151,27 @@ class SipMedia:
     def ended(self) -> bool:
         return self._ended
 
+    @property
+    def audio(self) -> CarrierAudio:
+        return self._audio
+
+    @property
+    def on_hold(self) -> bool:
+        return self._held
+
+    def renegotiate(self, negotiated: Negotiated, held: bool) -> None:
+        """A re-INVITE with the same codec: the caller's RTP address and payload types may
+        change. ``held`` (it asked for sendonly or inactive): the agent sends no RTP and its
+        session hears nothing (no hold music taken for speech, no RTP timeout) until resumed;
+        a reply in progress waits and goes on after the resume."""
+        self._neg = negotiated
+        if negotiated.address not in ("0.0.0.0", "::"):
+            self._remote = (negotiated.address, negotiated.port)
+        if held != self._held:
+            logger.info("sip call %s: %s", self.call_id, "on hold: the agent stops sending" if held else "resumed")
+        self._held = held
+        self._last_rtp = time.monotonic()
+
     def watch(self) -> asyncio.Queue[Event | None]:
         """A queue of every event the session sends from now on; None when the call has
         ended, or when the watcher fell :data:`MAX_WATCHER_BACKLOG` events behind (it is then
@@ -189,6 +211,8 @@ class SipMedia:
             return
         self._last_rtp = time.monotonic()
         self.packets_received += 1
+        if self._held:
+            return
         if packet.payload_type == self._neg.dtmf_payload_type:
             self._key(packet)
         elif packet.payload_type == self._neg.payload_type and self._session is not None:
@@ -261,7 +285,7 @@ class SipMedia:
                 tick += int(late / FRAME_S)
                 self._talking = False
             await asyncio.sleep(max(0.0, start + tick * FRAME_S - loop.time()))
-            if not self._unsent:
+            if not self._unsent or self._held:
                 self._talking = False
                 continue
             payload = bytes(self._unsent[:frame])
@@ -285,7 +309,7 @@ class SipMedia:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            if time.monotonic() - self._last_rtp > self._timeout_s:
+            if not self._held and time.monotonic() - self._last_rtp > self._timeout_s:
                 logger.warning("sip call %s: no RTP for %g s: hanging up", self.call_id, self._timeout_s)
                 self.hang_up()
                 return

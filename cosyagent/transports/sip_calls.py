@@ -33,6 +33,7 @@ from cosyagent.transports.sip_control import (
     refer_target,
     reject_status,
 )
+from cosyagent.transports.sip_dialog import Dialog, sipfrag_status
 from cosyagent.transports.sip_message import SipMessage, new_tag, response
 from cosyagent.transports.sip_tcp import Address
 from cosyagent.transports.webrtc_offer import CallError, CallLimitError, CallNotFound
@@ -243,6 +244,23 @@ class SipCalls:
         dialog.media.hang_up()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(dialog.tasks[0]), HANGUP_WAIT_S)
+
+    def transfer_progress(self, dialog: Dialog, request: SipMessage) -> None:
+        """A NOTIFY in an answered call (RFC 3515): the transfer's progress, logged; once the
+        target answered (2xx), the agent's leg is hung up."""
+        event = (request.header("Event") or "").split(";")[0].strip().lower()
+        status = sipfrag_status(request.body) if event == "refer" else None
+        if status is None:
+            logger.info("sip call %s: NOTIFY (%s) without a transfer status", dialog.public_id, event or "no Event")
+            return
+        code, line = status
+        state = request.header("Subscription-State") or "?"
+        logger.info("sip call %s: transfer to %s: %s (%s)", dialog.public_id, dialog.transfer_to or "?", line, state)
+        if 200 <= code < 300:
+            logger.info("sip call %s: transferred; hanging up the agent's leg", dialog.public_id)
+            dialog.media.hang_up()
+        elif code >= 300:
+            logger.warning("sip call %s: the transfer failed (%s); the call goes on", dialog.public_id, line)
 
     def media(self, call_id: str) -> SipMedia:
         """The media of an answered call (for a sideband client)."""

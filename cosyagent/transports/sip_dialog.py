@@ -1,4 +1,5 @@
-"""An answered SIP call's dialog (RFC 3261 section 12), and the requests the agent sends in it.
+"""An answered SIP call's dialog (RFC 3261 section 12): the re-INVITEs it answers (hold,
+resume) and the requests the agent sends in it.
 
 The agent sends BYE (it hangs up) and REFER (a transfer, RFC 3515) inside the dialog the
 caller's INVITE set up: From is the INVITE's To with our tag, To is the caller's From, the
@@ -14,8 +15,9 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
+from cosyagent.transports.sdp import ANSWER_DIRECTIONS, SdpError, answer, negotiate, offered_direction
 from cosyagent.transports.sip_call import SipMedia
-from cosyagent.transports.sip_message import SipMessage, SipParseError, new_branch, uri_of
+from cosyagent.transports.sip_message import SipMessage, SipParseError, new_branch, response, uri_of
 from cosyagent.transports.sip_sender import T1, SipSender
 from cosyagent.transports.sip_tcp import Address
 
@@ -34,6 +36,7 @@ class Dialog:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     cseq: int = 0  # of the requests the agent sends in this dialog
     transfer_to: str = ""  # the target of a REFER the caller accepted
+    sdp_origin: tuple[int, int] = (0, 1)  # our SDP's session id and version (o= line)
 
     def request(self, method: str, sender: SipSender, user_agent: str, extra: list[tuple[str, str]]) -> SipMessage:
         """A new request of ours in this dialog (the next CSeq)."""
@@ -93,6 +96,27 @@ class ClientTransactions:
         answered = self._waiting.get((message.call_id, number, method))
         if answered is not None and not answered.done() and message.status >= 200:
             answered.set_result(message)
+
+
+def reinvite(dialog: Dialog, request: SipMessage, host: str, contact: str) -> SipMessage:
+    """The answer to a re-INVITE (RFC 3261 section 14): hold (the offer says sendonly or
+    inactive: the answer says recvonly or inactive and the agent stops sending), resume
+    (sendrecv), a new RTP address; 488 for a codec change or no SDP offer."""
+    if not request.body:
+        return response(request, 488, "A re-INVITE needs an SDP offer")
+    try:
+        negotiated = negotiate(request.body)
+    except SdpError as exc:
+        return response(request, 488, exc.reason)
+    if negotiated.audio != dialog.media.audio:
+        return response(request, 488, "A codec change is not supported")
+    direction = offered_direction(request.body, negotiated.audio_index)
+    dialog.media.renegotiate(negotiated, held=direction in ("sendonly", "inactive"))
+    dialog.sdp_origin = (dialog.sdp_origin[0], dialog.sdp_origin[1] + 1)
+    ok = response(request, 200)
+    ok.headers += [("Contact", contact), ("Content-Type", "application/sdp")]
+    ok.body = answer(negotiated, host, dialog.media.port, ANSWER_DIRECTIONS[direction], dialog.sdp_origin)
+    return ok
 
 
 def sipfrag_status(body: bytes) -> tuple[int, str] | None:

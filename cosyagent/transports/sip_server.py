@@ -4,7 +4,7 @@ What it answers: OPTIONS (200, with Allow and Accept); INVITE with an SDP offer 
 then 200 OK with the SDP answer, PCMU or PCMA; 488 without a common codec; 503 when the
 server is at capacity or has no RTP port free); ACK; BYE (200; the session ends); CANCEL
 (200, and 487 to a ringing INVITE); NOTIFY in a call (200: the progress of a transfer);
-a re-INVITE, 488; a method it knows but does not serve, 405; any other, 501. A message that
+a re-INVITE in the call (hold, resume: :func:`.sip_dialog.reinvite`); a method it knows but does not serve, 405; any other, 501. A message that
 breaks RFC 3261 gets 400 with the reason as its phrase when it names enough to be answered
 (Via, From, To, Call-ID, CSeq), else it is dropped and logged.
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from cosyagent.transports.sdp import Negotiated, SdpError, answer, negotiate
 from cosyagent.transports.sip_call import SipMedia
 from cosyagent.transports.sip_calls import CallControl, SipCalls
 from cosyagent.transports.sip_control import new_call_id
-from cosyagent.transports.sip_dialog import ClientTransactions, Dialog, sipfrag_status
+from cosyagent.transports.sip_dialog import ClientTransactions, Dialog, reinvite
 from cosyagent.transports.sip_message import (
     MAX_MESSAGE_BYTES,
     SipMessage,
@@ -216,10 +217,12 @@ class SipServer:
     # --- requests ------------------------------------------------------------------------
 
     def _invite(self, request: SipMessage, addr: Address) -> None:
-        if tag_of(request.header("To")):
-            known = request.call_id in self._dialogs
-            status, reason = (488, "re-INVITE is not supported") if known else (481, None)
-            self.sender.answer(request, response(request, status, reason), addr)
+        if tag_of(request.header("To")):  # a re-INVITE (hold, resume, a new RTP address)
+            dialog = self._dialogs.get(request.call_id)
+            if dialog is None or tag_of(request.header("To")) != dialog.local_tag:
+                self.sender.answer(request, response(request, 481), addr)
+                return
+            self.sender.answer(request, reinvite(dialog, request, self.settings.host, self._contact(addr)), addr)
             return
         if self.control.ringing_again(request, addr):
             return  # a retransmission of a ringing INVITE: it rang again
@@ -281,13 +284,14 @@ class SipServer:
         media = SipMedia(request.call_id, sock, negotiated, settings.rtp_timeout_s)
         ok = response(request, 200, to_tag=local_tag)
         ok.headers += [
-            ("Contact", f"<sip:{self.sender.hostport()}{';transport=tcp' if addr.transport == 'tcp' else ''}>"),
+            ("Contact", self._contact(addr)),
             ("Allow", ALLOW),
             ("Server", settings.user_agent),
             ("Content-Type", "application/sdp"),
         ]
-        ok.body = answer(negotiated, settings.host, media.port)
-        dialog = Dialog(request.call_id, public_id, local_tag, request, addr, media, ok.to_bytes())
+        origin = (secrets.randbelow(2**31), 1)
+        ok.body = answer(negotiated, settings.host, media.port, origin=origin)
+        dialog = Dialog(request.call_id, public_id, local_tag, request, addr, media, ok.to_bytes(), sdp_origin=origin)
         self._dialogs[request.call_id] = dialog
         self.sender.answer(request, ok, addr)
         logger.info(
@@ -303,6 +307,9 @@ class SipServer:
             asyncio.create_task(self._resend_ok(dialog), name=f"sip-{public_id}-200"),
         ]
         return dialog
+
+    def _contact(self, addr: Address) -> str:
+        return f"<sip:{self.sender.hostport()}{';transport=tcp' if addr.transport == 'tcp' else ''}>"
 
     def _bye(self, request: SipMessage, addr: Address) -> None:
         dialog = self._dialogs.get(request.call_id)
@@ -334,19 +341,7 @@ class SipServer:
             self.sender.answer(request, response(request, 481), addr)
             return
         self.sender.answer(request, response(request, 200), addr)
-        event = (request.header("Event") or "").split(";")[0].strip().lower()
-        status = sipfrag_status(request.body) if event == "refer" else None
-        if status is None:
-            logger.info("sip call %s: NOTIFY (%s) without a transfer status", dialog.public_id, event or "no Event")
-            return
-        code, line = status
-        state = request.header("Subscription-State") or "?"
-        logger.info("sip call %s: transfer to %s: %s (%s)", dialog.public_id, dialog.transfer_to or "?", line, state)
-        if 200 <= code < 300:
-            logger.info("sip call %s: transferred; hanging up the agent's leg", dialog.public_id)
-            dialog.media.hang_up()
-        elif code >= 300:
-            logger.warning("sip call %s: the transfer failed (%s); the call goes on", dialog.public_id, line)
+        self.control.transfer_progress(dialog, request)
 
     # --- the call's lifetime -------------------------------------------------------------
 
