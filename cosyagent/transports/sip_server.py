@@ -4,9 +4,10 @@ What it answers: OPTIONS (200, with Allow and Accept); INVITE with an SDP offer 
 then 200 OK with the SDP answer, PCMU or PCMA; 488 without a common codec; 503 when the
 server is at capacity or has no RTP port free); ACK; BYE (200; the session ends); CANCEL
 (200, and 487 to a ringing INVITE); NOTIFY in a call (200: the progress of a transfer);
-a re-INVITE in the call (hold, resume: :func:`.sip_dialog.reinvite`); a method it knows but does not serve, 405; any other, 501. A message that
-breaks RFC 3261 gets 400 with the reason as its phrase when it names enough to be answered
-(Via, From, To, Call-ID, CSeq), else it is dropped and logged.
+a re-INVITE in the call (hold, resume: :func:`.sip_dialog.reinvite`); a method it knows but
+does not serve, 405; any other, 501. A message that breaks RFC 3261 gets 400 with the
+reason as its phrase when it names enough to be answered (Via, From, To, Call-ID, CSeq),
+else it is dropped and logged.
 
 With call control (``sip.webhook_url``, :mod:`.sip_calls`) an INVITE rings (180) until the
 webhook's client accepts or rejects it; without, it is answered at once with the default
