@@ -150,7 +150,8 @@ async def test_reject_cancel_and_bad_requests_while_ringing(live: ControlLive) -
             await sdk.post(
                 f"/realtime/calls/rtc_nope/{route}", body={"type": "realtime", "target_uri": "sip:x@y"}, cast_to=object
             )
-        assert unknown.value.code in {"call_not_found"}, route
+        assert unknown.value.code == "call_not_found", route
+        assert unknown.value.response.headers["x-should-retry"] == "false"
     with pytest.raises(websockets.InvalidStatus) as denied:
         async with websockets.connect(f"ws://127.0.0.1:{live.server.port}/v1/realtime?call_id=rtc_nope"):
             pass

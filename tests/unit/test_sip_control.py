@@ -3,16 +3,29 @@ own verifier), the values a reject or refer request may carry, the accepted sess
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import time
+from typing import Any
 
+import httpx
 import pytest
 from openai import InvalidWebhookSignatureError, OpenAI
 
+from cosyagent.runtime.sessions import Admission
 from cosyagent.transports.sdp import negotiate
-from cosyagent.transports.sip_control import incoming_event, refer_target, reject_status, signature_headers
+from cosyagent.transports.sip_control import (
+    CallControl,
+    WebhookError,
+    incoming_event,
+    post_event,
+    refer_target,
+    reject_status,
+    signature_headers,
+)
 from cosyagent.transports.sip_message import parse
-from cosyagent.transports.sip_server import phone_session
+from cosyagent.transports.sip_server import SipServer, SipSettings, phone_session
 from cosyagent.transports.webrtc_offer import CallError
 
 INVITE = (
@@ -43,6 +56,18 @@ def test_the_event_is_signed_as_openai_signs_webhooks(secret: str) -> None:
         client.webhooks.unwrap(body.replace(b"rtc_1", b"rtc_2"), headers, secret=secret)
 
 
+async def test_a_webhook_nobody_listens_on_is_a_480_with_the_reason() -> None:
+    with socket.socket() as sock:  # a port just freed: nothing listens on it
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    control = CallControl(f"http://127.0.0.1:{port}/hook")
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(WebhookError) as refused:
+            await post_event(client, control, incoming_event("rtc_1", parse(INVITE)), 2.0)
+    assert refused.value.sip_status == 480
+    assert refused.value.reason.startswith("the webhook could not be reached: ConnectError(")
+
+
 def test_reject_and_refer_values() -> None:
     assert reject_status(None) == 603 and reject_status(486) == 486
     for bad in (200, 399, 700, True, "486"):
@@ -70,3 +95,44 @@ def test_the_phone_leg_chooses_the_codec_of_an_accepted_session() -> None:
         "input": {"format": {"type": "audio/pcma"}},
     }
     assert phone_session(None, negotiated)["audio"]["input"]["format"] == {"type": "audio/pcma"}
+
+
+async def test_a_ringing_call_gets_503_when_the_server_stops() -> None:
+    """Real sockets, no models: a webhook that never answers, an INVITE from a raw UDP peer."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # takes the POST and never answers
+        writer.close()
+
+    hook = await asyncio.start_server(silent, "127.0.0.1", 0)
+    hook_port = hook.sockets[0].getsockname()[1]
+
+    def admit(model: str | None, session: dict[str, Any]) -> Admission:
+        raise AssertionError("a ringing call admits nothing")
+
+    settings = SipSettings("127.0.0.1", 0, 30000, 30999, 5.0)
+    server = SipServer(settings, admit, CallControl(f"http://127.0.0.1:{hook_port}/hook", accept_timeout_s=30))
+    await server.start()
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        invite = (
+            "INVITE sip:agent@127.0.0.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{peer.getsockname()[1]};branch=z9hG4bKs\r\n"
+            "From: <sip:a@127.0.0.1>;tag=a\r\nTo: <sip:agent@127.0.0.1>\r\nCall-ID: stop-1\r\nCSeq: 1 INVITE\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(OFFER)}\r\n\r\n{OFFER}"
+        ).encode()
+        peer.sendto(invite, ("127.0.0.1", server.port))
+        statuses = [parse(await asyncio.wait_for(loop.sock_recv(peer, 4096), 5)).status for _ in range(2)]
+        assert statuses == [100, 180] and len(server.control.ringing) == 1
+        await server.stop()
+        final = parse(await asyncio.wait_for(loop.sock_recv(peer, 4096), 5))
+        assert (final.status, final.reason) == (503, "The server is shutting down")
+        assert not server.control.ringing
+        assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("sip-rtc_")]
+    finally:
+        peer.close()
+        hook.close()
+        await hook.wait_closed()
