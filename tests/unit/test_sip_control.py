@@ -141,7 +141,7 @@ async def test_a_ringing_call_gets_503_when_the_server_stops() -> None:
 
 def test_call_control_config_is_checked() -> None:
     assert SipConfig(webhook_url="https://backend.example/sip").accept_timeout_s == 10.0
-    with pytest.raises(ConfigError, match="sip.webhook_url must be an http:// or https:// URL, got 'ftp://x'"):
+    with pytest.raises(ConfigError, match=r"sip\.webhook_url must be an http:// or https:// URL, got 'ftp://x'"):
         SipConfig(webhook_url="ftp://x")
-    with pytest.raises(ConfigError, match="sip.accept_timeout_s must be within 0-300 s"):
+    with pytest.raises(ConfigError, match=r"sip\.accept_timeout_s must be within 0-300 s"):
         SipConfig(accept_timeout_s=0)
