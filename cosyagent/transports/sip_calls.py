@@ -87,7 +87,9 @@ class SipCalls:
         if self._control is None:
             raise RuntimeError("call control is off: the call is answered at once")
         local_tag = new_tag()
-        ringing = response(invite, 180, to_tag=local_tag).to_bytes()
+        ringing_response = response(invite, 180, to_tag=local_tag)
+        ringing_response.headers.append(("Contact", self._server.contact(addr)))  # an early dialog's
+        ringing = ringing_response.to_bytes()
         ring = RingingCall(new_call_id(), invite, addr, negotiated, local_tag, ringing)
         self._ringing[ring.public_id] = ring
         self._server.sender.send(ringing, addr)

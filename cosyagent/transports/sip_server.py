@@ -223,7 +223,7 @@ class SipServer:
             if dialog is None or tag_of(request.header("To")) != dialog.local_tag:
                 self.sender.answer(request, response(request, 481), addr)
                 return
-            self.sender.answer(request, reinvite(dialog, request, self.settings.host, self._contact(addr)), addr)
+            self.sender.answer(request, reinvite(dialog, request, self.settings.host, self.contact(addr)), addr)
             return
         if self.control.ringing_again(request, addr):
             return  # a retransmission of a ringing INVITE: it rang again
@@ -285,7 +285,7 @@ class SipServer:
         media = SipMedia(request.call_id, sock, negotiated, settings.rtp_timeout_s)
         ok = response(request, 200, to_tag=local_tag)
         ok.headers += [
-            ("Contact", self._contact(addr)),
+            ("Contact", self.contact(addr)),
             ("Allow", ALLOW),
             ("Server", settings.user_agent),
             ("Content-Type", "application/sdp"),
@@ -309,7 +309,7 @@ class SipServer:
         ]
         return dialog
 
-    def _contact(self, addr: Address) -> str:
+    def contact(self, addr: Address) -> str:
         return f"<sip:{self.sender.hostport()}{';transport=tcp' if addr.transport == 'tcp' else ''}>"
 
     def _bye(self, request: SipMessage, addr: Address) -> None:
