@@ -12,7 +12,8 @@ ends (the server then sends BYE).
 
 A server-side client may follow the call (``WS /v1/realtime?call_id=...``, the sideband):
 :meth:`SipMedia.watch` gives it every event the session sends, :meth:`SipMedia.post` hands its
-client events to the session, as if the caller's own client had sent them.
+client events to the session, as if the caller's own client had sent them; a key press also
+reaches it as OpenAI's SIP-only ``input_audio_buffer.dtmf_event_received``.
 """
 
 from __future__ import annotations
@@ -231,8 +232,11 @@ class SipMedia:
         if digit is not None:
             logger.info("sip call %s: key %s", self.call_id, digit)
             self._inbox.put_nowait(json.dumps(dtmf_item(digit)))
+            # OpenAI's SIP-only event, for sideband clients (the session itself reads the item)
+            dtmf = {"type": "input_audio_buffer.dtmf_event_received", "event": digit, "received_at": int(time.time())}
+            self._to_watchers(dtmf)
 
-    async def _send(self, event: Event) -> None:
+    def _to_watchers(self, event: Event) -> None:
         for watcher in list(self._watchers):
             if watcher.qsize() >= MAX_WATCHER_BACKLOG:
                 logger.warning("sip call %s: a sideband client fell behind: dropped", self.call_id)
@@ -240,6 +244,9 @@ class SipMedia:
                 watcher.put_nowait(None)
             else:
                 watcher.put_nowait(event)
+
+    async def _send(self, event: Event) -> None:
+        self._to_watchers(event)
         kind = event.get("type")
         if kind == "error":
             logger.warning("sip call %s: session error: %s", self.call_id, event.get("error"))

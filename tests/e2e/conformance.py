@@ -24,6 +24,7 @@ from openai.types.realtime.realtime_client_event import RealtimeClientEvent
 from openai.types.realtime.realtime_server_event import RealtimeServerEvent
 
 import cosyagent.transports.base as transport_base
+import cosyagent.transports.sideband as sideband_transport
 import cosyagent.transports.webrtc as webrtc_transport
 
 EXTENSION_EVENTS: dict[str, str] = {
@@ -64,6 +65,7 @@ def record_server_events(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[
 
     monkeypatch.setattr(transport_base, "json_event", recording)
     monkeypatch.setattr(webrtc_transport, "json_event", recording)
+    monkeypatch.setattr(sideband_transport, "json_event", recording)
     yield seen
 
 

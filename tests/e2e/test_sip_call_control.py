@@ -229,6 +229,9 @@ async def test_baresip_call_accepted_followed_over_the_sideband_and_hung_up_mid_
             assert updated.session.instructions == INSTRUCTIONS  # from the accept
             assert updated.session.max_output_tokens == 60  # from the sideband
             assert updated.session.audio.output.format.type == "audio/pcmu"  # the phone leg's codec
+            await phone.command("sndcode", "7")  # an RFC 4733 key press
+            key = await anext(e async for e in sideband if e.type == "input_audio_buffer.dtmf_event_received")
+            assert key.event == "7" and abs(key.received_at - time.time()) < 30
             await sideband.response.create()
             kinds = []
             async for server_event in sideband:
