@@ -25,6 +25,7 @@ from tests.e2e.call_control_peers import ACCEPT_TIMEOUT_S, SECRET, ControlLive, 
 from tests.e2e.test_sip_calls import SipTestPeer, offer, rtp_port_is_free
 
 INSTRUCTIONS = "You are the call-control test agent. Answer in one short sentence."
+GREETING = "Greet the caller warmly in two full sentences and ask how you can help today."
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +233,7 @@ async def test_baresip_call_accepted_followed_over_the_sideband_and_hung_up_mid_
             await phone.command("sndcode", "7")  # an RFC 4733 key press
             key = await anext(e async for e in sideband if e.type == "input_audio_buffer.dtmf_event_received")
             assert key.event == "7" and abs(key.received_at - time.time()) < 30
-            await sideband.response.create()
+            await sideband.response.create(response={"instructions": GREETING})
             kinds = []
             async for server_event in sideband:
                 kinds.append(server_event.type)
