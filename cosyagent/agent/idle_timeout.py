@@ -4,8 +4,10 @@ response's audio finished playing.
 Time is counted in input audio, as OpenAI's ``input_audio_buffer.timeout_triggered`` reports it
 (``audio_start_ms`` / ``audio_end_ms`` are offsets in the audio written to the input buffer): a
 client streaming its microphone sends audio in real time, and the core stays sans-I/O. The
-playback end is estimated in the same time: the input position when the response's first audio
-left, plus the duration of the audio sent (or the position at ``response.done``, if later).
+playback end is placed in the same time: the input position at ``response.done`` plus the audio
+the listener has still to hear then, by the session's playout (a media track's own clock, or
+real time from the first audio sent); without it, the input position when the response's first
+audio left plus the duration of the audio sent.
 """
 
 from __future__ import annotations
@@ -47,10 +49,15 @@ class IdleTimer:
         if self._first_audio_at is None:
             self._first_audio_at = self._heard
 
-    def response_ended(self, audio_sent_ms: float) -> None:
-        """The response is done: the silence counts from when its audio has finished playing."""
-        start = self._first_audio_at if self._first_audio_at is not None else self._heard
-        self._armed_at = max(self._heard, start + int(audio_sent_ms * self._rate / 1000))
+    def response_ended(self, audio_sent_ms: float, unplayed_ms: float | None = None) -> None:
+        """The response is done: the silence counts from when its audio has finished playing,
+        ``unplayed_ms`` from now when the I/O layer knows it (its playout's clock: the media
+        track's own), else estimated from when the audio began and how much was sent."""
+        if unplayed_ms is not None:
+            self._armed_at = self._heard + int(max(0.0, unplayed_ms) * self._rate / 1000)
+        else:
+            start = self._first_audio_at if self._first_audio_at is not None else self._heard
+            self._armed_at = max(self._heard, start + int(audio_sent_ms * self._rate / 1000))
         self._first_audio_at = None
 
     def disarm(self) -> None:

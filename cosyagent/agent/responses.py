@@ -116,14 +116,17 @@ class ResponseOutput:
             self.idle.audio_started()
         return response.pop_audio()
 
-    def response_finished(self, response_id: str, timings: dict[str, Any] | None = None) -> list[Action]:
-        """The generator is done; everything planned must have been popped already."""
+    def response_finished(
+        self, response_id: str, timings: dict[str, Any] | None = None, unplayed_ms: float | None = None
+    ) -> list[Action]:
+        """The generator is done; everything planned must have been popped already. ``unplayed_ms``:
+        how much of the sent audio the listener has still to hear, if the I/O layer knows."""
         response = self._current(response_id)
         if response is None:
             return []
         response.timings = timings or {}
         self._response = None
-        self.idle.response_ended(response.sent_ms)
+        self.idle.response_ended(response.sent_ms, unplayed_ms)
         return end_actions(response.end_events("completed"), FinishAudio(response.id))
 
     def response_failed(self, response_id: str, message: str, code: str) -> list[Action]:

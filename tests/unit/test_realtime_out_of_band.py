@@ -270,6 +270,21 @@ def test_silence_past_idle_timeout_after_the_reply_has_played_commits_and_respon
     assert "input_audio_buffer.timeout_triggered" in types(append(core, silence(5.1)))  # once per reply
 
 
+def test_the_idle_timeout_counts_from_the_end_of_playback_the_session_reports(vad: SileroVAD) -> None:
+    core = make_core(vad, turn_detection=TurnDetection(idle_timeout_ms=5000))
+    create(core, text_item("Tell me something."))
+    start = only(core.receive({"type": "response.create"}), StartResponse)
+    append(core, silence(1))
+    core.response_audio(start.response_id, np.full(24000 * 3, 0.1, dtype=np.float32), "Something.")
+    while core.pending_audio_ms(start.response_id):
+        core.pop_audio(start.response_id)
+    core.response_finished(start.response_id, unplayed_ms=2500)  # the listener hears 2.5 s more
+    assert append(core, silence(7.4)) == []  # 1 s + 2.5 s + 4.9 s
+    triggered = sent(append(core, silence(0.2)))[0]
+    assert triggered["type"] == "input_audio_buffer.timeout_triggered"
+    assert abs(triggered["audio_start_ms"] - 3500) < 60
+
+
 def test_speech_after_the_reply_stops_the_idle_timeout(vad: SileroVAD) -> None:
     core = make_core(vad, turn_detection=TurnDetection(idle_timeout_ms=5000, create_response=False))
     spoken_reply(core, 1.0)
