@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from cosyagent.agent.audio_items import has_audio_content, parse_audio_message
 from cosyagent.agent.budget import InputAudioBudget
 from cosyagent.agent.conversation import ConversationItem
 from cosyagent.agent.events import (
     Action,
     CancelResponse,
     ClearAudio,
-    Event,
     HoldAudio,
     PredictTurnEnd,
     ProtocolError,
@@ -30,18 +30,18 @@ from cosyagent.agent.events import (
     new_id,
 )
 from cosyagent.agent.input_buffer import InputBuffer
+from cosyagent.agent.item_events import ItemEvents, timeout_turn
 from cosyagent.agent.limits import DEFAULT_LIMITS, CoreLimits
+from cosyagent.agent.out_of_band import parse_response_context
 from cosyagent.agent.requests import (
     decode_appended_audio,
-    existing_item,
     parse_event,
     parse_response_params,
-    parse_truncate,
     parse_user_item,
     without_audio_formats,
 )
 from cosyagent.agent.response_state import CancelReason
-from cosyagent.agent.responses import ResponseOutput, end_actions
+from cosyagent.agent.responses import end_actions
 from cosyagent.agent.session_config import InvalidSessionValue, SessionConfig
 from cosyagent.agent.transcripts import TranscriptJobs, WaitingResponse
 from cosyagent.audio.wire import AudioFormatError, InputDecoder
@@ -61,7 +61,7 @@ logger = logging.getLogger(__name__)
 ASR_RATE = 16000
 
 
-class RealtimeCore(ResponseOutput):
+class RealtimeCore(ItemEvents):
     def __init__(
         self,
         config: SessionConfig,
@@ -77,7 +77,9 @@ class RealtimeCore(ResponseOutput):
         # Audio on media tracks (WebRTC): the ``format`` fields of session.update and
         # response.create do not apply, and reply audio leaves as PlayAudio, not delta events.
         # times_words: the TTS engine can time its words, so timestamps can be sent.
-        super().__init__(config, tts_sample_rate, limits.max_context_items, audio_on_media_tracks, times_words)
+        super().__init__(
+            config, tts_sample_rate, limits.max_context_items, audio_on_media_tracks, times_words, ASR_RATE
+        )
         self.session_id = new_id("sess")
         self._voice_exists = voice_exists
         self.limits = limits
@@ -190,8 +192,17 @@ class RealtimeCore(ResponseOutput):
         if (refused := self._audio_budget.refusal(samples.size / ASR_RATE)) is not None:
             return [Send(refused.to_event())]
         actions: list[Action] = []
+        self.idle.heard(samples.size)
         for turn in self._input.push(samples):
             actions.extend(self._on_turn_event(turn))
+        detection = self.config.turn_detection
+        if self._response is None and self._jobs.waiting is None and not self._jobs.any_committed():
+            span = self.idle.due(detection.idle_timeout_ms if detection is not None else None)
+            if span is not None:
+                item_id, self._speech_item_id = self._speech_item_id or new_id("item"), None
+                self._input.take_all()
+                actions += [*self._jobs.drop_speculation(), *timeout_turn(span, item_id, self.conversation)]
+                actions += self._start_response({})
         return actions
 
     def _append_decoded(self, data: bytes) -> list[Action]:
@@ -201,13 +212,16 @@ class RealtimeCore(ResponseOutput):
             raise ProtocolError(str(exc), code="invalid_audio", param="audio") from exc
         return self.append_samples(samples)
 
-    def _on_commit(self, event: dict[str, Any]) -> list[Action]:
+    def _check_backlog(self) -> None:
         if self._jobs.pending_committed() >= self.limits.max_pending_transcripts:
             raise ProtocolError(
                 f"{self.limits.max_pending_transcripts} committed turns are still being transcribed:"
                 " wait for their transcripts before committing more",
                 code="transcription_backlog",
             )
+
+    def _on_commit(self, event: dict[str, Any]) -> list[Action]:
+        self._check_backlog()
         self._input.push(self._decoder.flush())
         audio = self._input.take_all()
         if audio.size < ASR_RATE // 10:  # (speech over a reply, which holds it, is never this short)
@@ -225,7 +239,15 @@ class RealtimeCore(ResponseOutput):
         return actions + [self._send("input_audio_buffer.cleared")]
 
     def _on_item_create(self, event: dict[str, Any]) -> list[Action]:
-        item = parse_user_item(event.get("item"), self.conversation)
+        raw = event.get("item")
+        audio = None
+        if has_audio_content(raw):
+            self._check_backlog()
+            item, audio = parse_audio_message(event["item"], self.config.input_format, ASR_RATE, "item")
+            if (refused := self._audio_budget.refusal(audio.size / ASR_RATE)) is not None:
+                return [Send(refused.to_event())]
+        else:
+            item = parse_user_item(raw, self.conversation)
         try:
             previous = self.conversation.add(item, event.get("previous_item_id"))
         except KeyError as exc:
@@ -234,37 +256,11 @@ class RealtimeCore(ResponseOutput):
                 code="item_not_found",
                 param="previous_item_id",
             ) from exc
-        body = item.to_event_dict()
-        return [
-            self._send("conversation.item.added", previous_item_id=previous, item=body),
-            self._send("conversation.item.done", previous_item_id=previous, item=body),
-        ]
-
-    def _on_item_delete(self, event: dict[str, Any]) -> list[Action]:
-        item = existing_item(event, self.conversation)
-        self.conversation.delete(item.id)
-        return [self._send("conversation.item.deleted", item_id=item.id)]
-
-    def _on_item_retrieve(self, event: dict[str, Any]) -> list[Action]:
-        item = existing_item(event, self.conversation)
-        return [self._send("conversation.item.retrieved", item=item.to_event_dict())]
-
-    def _on_item_truncate(self, event: dict[str, Any]) -> list[Action]:
-        item, audio_end_ms = parse_truncate(event, self.conversation)
-        assert item.spoken is not None
-        actions: list[Action] = []
-        if self._response is not None and self._response.item is item:
-            actions += self._cancel_response("client_cancelled")
-        if audio_end_ms > item.spoken.audio_ms + 1:
-            raise ProtocolError(
-                f"audio_end_ms {audio_end_ms} is beyond the {int(item.spoken.audio_ms)} ms of audio sent",
-                code="invalid_value",
-                param="audio_end_ms",
-            )
-        item.spoken.truncate(audio_end_ms)
-        return actions + [
-            self._send("conversation.item.truncated", item_id=item.id, content_index=0, audio_end_ms=audio_end_ms)
-        ]
+        added = self._send("conversation.item.added", previous_item_id=previous, item=item.to_event_dict())
+        if audio is not None and item.transcript is None:  # the LLM reads its words once transcribed
+            job_id = self._jobs.start(item.id, speculative=False, committed=True)
+            return [added, Transcribe(item.id, job_id, audio, self.config.transcription_language)]
+        return [added, self._send("conversation.item.done", previous_item_id=previous, item=item.to_event_dict())]
 
     def _on_response_create(self, event: dict[str, Any]) -> list[Action]:
         if self._response is not None or self._jobs.waiting is not None:
@@ -274,10 +270,11 @@ class RealtimeCore(ResponseOutput):
             )
         body = event.get("response")
         params = parse_response_params(self._applicable(body), self._voice_exists, self.config)
+        context = parse_response_context(body, self.conversation, self.config.input_format, ASR_RATE)
         if self._jobs.any_committed():
-            self._jobs.waiting = WaitingResponse(params, automatic=False)
+            self._jobs.waiting = WaitingResponse(params, automatic=False, context=context)
             return []
-        return self._start_response(params)
+        return self._start_response(params, context)
 
     def _on_response_cancel(self, event: dict[str, Any]) -> list[Action]:
         wanted = event.get("response_id")
@@ -294,9 +291,9 @@ class RealtimeCore(ResponseOutput):
         "input_audio_buffer.commit": _on_commit,
         "input_audio_buffer.clear": _on_clear,
         "conversation.item.create": _on_item_create,
-        "conversation.item.delete": _on_item_delete,
-        "conversation.item.retrieve": _on_item_retrieve,
-        "conversation.item.truncate": _on_item_truncate,
+        "conversation.item.delete": ItemEvents._on_item_delete,
+        "conversation.item.retrieve": ItemEvents._on_item_retrieve,
+        "conversation.item.truncate": ItemEvents._on_item_truncate,
         "response.create": _on_response_create,
         "response.cancel": _on_response_cancel,
     }
@@ -309,6 +306,7 @@ class RealtimeCore(ResponseOutput):
         decision = self._barge_in.on_turn(turn, agent_speaking=speaking)
         actions = self._barge_in_actions(decision)
         if isinstance(turn, SpeechStarted):
+            self.idle.disarm()
             item_id = self._speech_item_id = new_id("item")
             start_ms = turn.audio_start_ms
             return [self._send("input_audio_buffer.speech_started", audio_start_ms=start_ms, item_id=item_id), *actions]
@@ -378,9 +376,9 @@ class RealtimeCore(ResponseOutput):
         if item is not None:
             item.transcript = transcript
             actions.append(self._send("conversation.item.done", item=item.to_event_dict()))
-        params = self._jobs.response_after(transcript)
-        if params is not None:
-            actions += self._start_response(params)
+        waiting = self._jobs.response_after(transcript)
+        if waiting is not None:
+            actions += self._start_response(waiting.params, waiting.context)
         return actions
 
     # --- responses ---------------------------------------------------------------------
@@ -390,6 +388,8 @@ class RealtimeCore(ResponseOutput):
         released = self._barge_in.release()
         if response is None:
             return self._barge_in_actions(released)
+        if reason == "client_cancelled":  # (after a barge-in the user is speaking: no idle timeout)
+            self.idle.response_ended(response.sent_ms)
         cancel: list[Action] = [CancelResponse(response.id)]  # its ClearAudio drops any hold too
         return cancel + end_actions(response.end_events("cancelled", reason=reason), ClearAudio())
 
@@ -398,8 +398,3 @@ class RealtimeCore(ResponseOutput):
     def _applicable(self, body: Any) -> Any:
         """A session or response body as it applies here: on media tracks, without formats."""
         return without_audio_formats(body) if self.audio_on_media_tracks else body
-
-    @staticmethod
-    def _send(event_type: str, **fields: Any) -> Send:
-        event: Event = {"type": event_type, "event_id": new_id("event"), **fields}
-        return Send(event)

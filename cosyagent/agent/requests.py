@@ -57,7 +57,7 @@ def parse_user_item(raw: Any, conversation: Conversation) -> ConversationItem:
         kind = part.get("type") if isinstance(part, Mapping) else None
         if kind not in _TEXT_PARTS or not isinstance(part.get("text"), str):
             raise ProtocolError(
-                f"content part {index} must be a text part (input_text with 'text'); got {kind!r}",
+                f"content part {index} must be a text part (input_text with 'text') or input_audio; got {kind!r}",
                 code="unsupported_content",
                 param=f"item.content[{index}]",
             )
@@ -76,23 +76,15 @@ def parse_user_item(raw: Any, conversation: Conversation) -> ConversationItem:
 
 def parse_response_params(raw: Any, voice_exists: Callable[[str], bool], session: SessionConfig) -> dict[str, Any]:
     """response.create's ``response`` object -> SessionConfig overrides for that response
-    (its tools combine with the ``session``'s tool_choice, and its tool_choice with their tools)."""
+    (its tools combine with the ``session``'s tool_choice, and its tool_choice with their tools).
+    Its ``conversation``, ``input`` and ``metadata``: :mod:`cosyagent.agent.out_of_band`."""
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
         raise ProtocolError("'response' must be an object", code="invalid_value", param="response")
-    for unsupported in ("input", "prompt"):
-        if raw.get(unsupported):
-            raise ProtocolError(
-                f"response.{unsupported} is not supported by this server",
-                code="unsupported_parameter",
-                param=f"response.{unsupported}",
-            )
-    if raw.get("conversation", "auto") not in ("auto", None):
+    if raw.get("prompt"):
         raise ProtocolError(
-            "only the default conversation is supported (conversation='auto')",
-            code="unsupported_parameter",
-            param="response.conversation",
+            "response.prompt is not supported by this server", code="unsupported_parameter", param="response.prompt"
         )
     params: dict[str, Any] = tool_settings(raw, session.tools, session.tool_choice, "response")
     if "instructions" in raw:

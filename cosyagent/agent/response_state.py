@@ -67,6 +67,10 @@ class ResponseState:
     conversation: Conversation | None = None
     outputs: list[ConversationItem] = field(default_factory=list)  # announced output items, in order
     calls: ResponseCalls | None = None
+    # Out of band (response.create with conversation "none"): its items stay out of the default
+    # conversation, so no conversation.item.* events are sent for them.
+    out_of_band: bool = False
+    metadata: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.conversation is None:
@@ -97,11 +101,12 @@ class ResponseState:
             "object": "realtime.response",
             "status": status,
             "status_details": details,
-            "conversation_id": "conv_default",
+            "conversation_id": None if self.out_of_band else "conv_default",
             "output_modalities": ["audio"] if self.audio else ["text"],
             "max_output_tokens": self.max_output_tokens if self.max_output_tokens is not None else "inf",
             "output": [item.to_event_dict() for item in self.outputs] if status != "in_progress" else [],
             "usage": None,
+            "metadata": self.metadata,
         }
         if self.encoder is not None:
             body["audio"] = {"output": {"format": format_dict(self.encoder.format), "voice": self.voice}}
@@ -113,7 +118,9 @@ class ResponseState:
             "event_id": new_id("event"),
             "response": self.response_object("in_progress"),
         }
-        return [created] if self.conversation is not None else [created, *self._item_events(previous_item_id)]
+        return (
+            [created] if self.conversation is not None else [created, *self._shown(self._item_events(previous_item_id))]
+        )
 
     def _announce(self) -> list[Event]:
         """The message item's opening events, the first time it has content to show."""
@@ -121,7 +128,13 @@ class ResponseState:
             return []
         events = self._item_events(self.conversation.previous_id(self.item.id))
         self.outputs.append(self.item)
-        return events
+        return self._shown(events)
+
+    def _shown(self, events: list[Event]) -> list[Event]:
+        """``events`` as the client sees them: an out-of-band response's items are not in the conversation."""
+        if not self.out_of_band:
+            return events
+        return [event for event in events if not str(event["type"]).startswith("conversation.item.")]
 
     def _item_events(self, previous_item_id: str | None) -> list[Event]:
         part_type = "audio" if self.audio else "text"
@@ -157,12 +170,12 @@ class ResponseState:
         if self.calls is None:
             return []  # no tools were offered: a server's stray call is not ours to show
         if piece is None:
-            return self.calls.finish()
+            return self._shown(self.calls.finish())
         events = self._announce() if self.outbox or self.sent_ms or self.item.text else []
         more, opened = self.calls.delta(piece, len(self.outputs))
         if opened is not None:
             self.outputs.append(opened)
-        return events + more
+        return events + self._shown(more)
 
     @property
     def pending_ms(self) -> float:
@@ -252,8 +265,8 @@ class ResponseState:
         if not self.announced:  # the message never had content: it was never shown
             assert self.conversation is not None
             self.conversation.delete(self.item.id)
-            return [*calls_done, done]
-        return [*self._message_end_events(status), *calls_done, done]
+            return [*self._shown(calls_done), done]
+        return [*self._shown([*self._message_end_events(status), *calls_done]), done]
 
     def _message_end_events(self, status: str) -> list[Event]:
         item = self.item.to_event_dict()

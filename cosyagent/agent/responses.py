@@ -24,6 +24,8 @@ from cosyagent.agent.events import (
     new_id,
     server_error_event,
 )
+from cosyagent.agent.idle_timeout import IdleTimer
+from cosyagent.agent.out_of_band import IN_CONVERSATION, ResponseContext, context_messages
 from cosyagent.agent.response_state import ResponseState
 from cosyagent.agent.session_config import SessionConfig
 from cosyagent.agent.tools import chat_tools
@@ -39,7 +41,13 @@ class ResponseOutput:
     client events and turn taking that start and cancel them."""
 
     def __init__(
-        self, config: SessionConfig, tts_sample_rate: int, max_context_items: int, media: bool, times_words: bool
+        self,
+        config: SessionConfig,
+        tts_sample_rate: int,
+        max_context_items: int,
+        media: bool,
+        times_words: bool,
+        input_rate: int,
     ) -> None:
         self.config = config
         self._times_words = times_words  # the TTS engine can time its words (timestamps are possible)
@@ -51,6 +59,7 @@ class ResponseOutput:
         # Audio on media tracks (WebRTC): reply audio leaves as PlayAudio, not delta events.
         self.audio_on_media_tracks = media
         self._response: ResponseState | None = None
+        self.idle = IdleTimer(input_rate)  # server_vad's idle_timeout_ms
 
     def response_text(self, response_id: str, delta: str) -> list[Action]:
         response = self._current(response_id)
@@ -101,15 +110,23 @@ class ResponseOutput:
 
     def pop_audio(self, response_id: str) -> list[Action]:
         response = self._current(response_id)
-        return response.pop_audio() if response else []
+        if response is None:
+            return []
+        if response.outbox:
+            self.idle.audio_started()
+        return response.pop_audio()
 
-    def response_finished(self, response_id: str, timings: dict[str, Any] | None = None) -> list[Action]:
-        """The generator is done; everything planned must have been popped already."""
+    def response_finished(
+        self, response_id: str, timings: dict[str, Any] | None = None, unplayed_ms: float | None = None
+    ) -> list[Action]:
+        """The generator is done; everything planned must have been popped already. ``unplayed_ms``:
+        how much of the sent audio the listener has still to hear, if the I/O layer knows."""
         response = self._current(response_id)
         if response is None:
             return []
         response.timings = timings or {}
         self._response = None
+        self.idle.response_ended(response.sent_ms, unplayed_ms)
         return end_actions(response.end_events("completed"), FinishAudio(response.id))
 
     def response_failed(self, response_id: str, message: str, code: str) -> list[Action]:
@@ -117,12 +134,19 @@ class ResponseOutput:
         if response is None:
             return []
         self._response = None
+        self.idle.response_ended(response.sent_ms)
         events: list[Action] = [Send(server_error_event(message, code))]
         return events + end_actions(response.end_events("failed", error=code), ClearAudio())
 
-    def _start_response(self, params: dict[str, Any]) -> list[Action]:
+    def _start_response(self, params: dict[str, Any], context: ResponseContext = IN_CONVERSATION) -> list[Action]:
+        """Start a response; ``context``: where it reads from and writes to (out of band, its own input)."""
         config = replace(self.config, **params)
-        messages = self.conversation.chat_messages(config.instructions, self._max_context_items)
+        if context.input is None:
+            messages = self.conversation.chat_messages(config.instructions, self._max_context_items)
+        else:
+            messages = context_messages(context.input, config.instructions)
+        # An out-of-band response's items live in a conversation of their own, never shown.
+        home = Conversation() if context.out_of_band else self.conversation
         audio = "audio" in config.output_modalities
         tools, tool_choice = chat_tools(config.tools, config.tool_choice)
         timed = audio and bool(config.timestamps) and self._times_words
@@ -139,11 +163,14 @@ class ResponseOutput:
             voice=config.voice,
             max_output_tokens=config.max_output_tokens,
             media_rate=self._tts_rate if self.audio_on_media_tracks else None,
-            conversation=self.conversation if tools else None,
+            conversation=home if tools else None,
             marks=MarkQueue(config.timestamps, self._tts_rate) if timed else None,
+            out_of_band=context.out_of_band,
+            metadata=context.metadata,
         )
-        previous = self.conversation.add(response.item)
+        previous = home.add(response.item)
         self._response = response
+        self.idle.response_started()
         start = StartResponse(
             response.id,
             messages,

@@ -337,7 +337,8 @@ class RealtimeSession:
             self.core.flush_audio(response_id)
             playout.finish()
             await pacing
-            self._execute(self.core.response_finished(response_id, timings.as_dict()))
+            unplayed_ms = playout.audio_ahead_ms()  # (from here the idle timeout counts, if any)
+            self._execute(self.core.response_finished(response_id, timings.as_dict(), unplayed_ms))
         except EngineUnavailableError as exc:
             logger.warning("response %s failed: engine unavailable: %s", response_id, exc)
             self._execute(self.core.response_failed(response_id, str(exc), "engine_unavailable"))

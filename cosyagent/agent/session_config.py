@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from cosyagent.agent.idle_timeout import MAX_IDLE_TIMEOUT_MS, MIN_IDLE_TIMEOUT_MS
 from cosyagent.agent.tools import FunctionTool, ToolChoice, choice_to_dict, tool_settings
 from cosyagent.audio.wire import FORMAT_RATES, AudioFormat
 from cosyagent.pipeline.timestamps import InvalidTimestampKinds, TimestampKind, parse_kinds
@@ -64,6 +65,9 @@ class TurnDetection:
     interrupt_response: bool = True
     # Not in the OpenAI schema: speech must last this long before it interrupts a reply.
     interrupt_min_speech_ms: int = 200
+    # server_vad only: silence this long after a response's audio has played triggers a response
+    # (cosyagent.agent.idle_timeout); None: off.
+    idle_timeout_ms: int | None = None
 
     def __post_init__(self) -> None:
         if self.type not in ("server_vad", "semantic_vad"):
@@ -76,6 +80,15 @@ class TurnDetection:
             raise InvalidSessionValue("prefix_padding_ms", "prefix_padding_ms must be 0-5000")
         if not 100 <= self.silence_duration_ms <= 10000:
             raise InvalidSessionValue("silence_duration_ms", "silence_duration_ms must be 100-10000")
+        if self.idle_timeout_ms is not None:
+            if self.semantic:
+                raise InvalidSessionValue("idle_timeout_ms", "idle_timeout_ms is only supported for server_vad")
+            if not MIN_IDLE_TIMEOUT_MS <= self.idle_timeout_ms <= MAX_IDLE_TIMEOUT_MS:
+                raise InvalidSessionValue(
+                    "idle_timeout_ms",
+                    f"idle_timeout_ms must be {MIN_IDLE_TIMEOUT_MS}-{MAX_IDLE_TIMEOUT_MS} (or null: off),"
+                    f" not {self.idle_timeout_ms}",
+                )
 
     @property
     def semantic(self) -> bool:
@@ -94,6 +107,7 @@ class TurnDetection:
             "threshold": self.threshold,
             "prefix_padding_ms": self.prefix_padding_ms,
             "silence_duration_ms": self.silence_duration_ms,
+            "idle_timeout_ms": self.idle_timeout_ms,
             **common,
         }
 
@@ -232,6 +246,13 @@ def parse_turn_detection(value: Any, current: TurnDetection | None, param: str) 
         expected: tuple[type, ...] = (bool,) if name in flags else (str,) if name == "eagerness" else (int, float)
         if not isinstance(val, expected) or (isinstance(val, bool) and expected != (bool,)):
             raise InvalidSessionValue(f"{param}.{name}", f"{name} has the wrong type: {val!r}")
+    idle = body.get("idle_timeout_ms")
+    if kind == "semantic_vad" and idle is not None:
+        raise InvalidSessionValue(f"{param}.idle_timeout_ms", "idle_timeout_ms is only supported for server_vad")
+    if idle is not None and (isinstance(idle, bool) or not isinstance(idle, int)):
+        raise InvalidSessionValue(f"{param}.idle_timeout_ms", f"idle_timeout_ms must be an integer of ms: {idle!r}")
+    if kind == "semantic_vad" or "idle_timeout_ms" in body:
+        changes["idle_timeout_ms"] = idle
     try:
         return replace(base, type=kind, **changes)
     except InvalidSessionValue as exc:

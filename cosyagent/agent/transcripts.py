@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from cosyagent.agent.events import CancelTranscribe, new_id
+from cosyagent.agent.out_of_band import IN_CONVERSATION, ResponseContext
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class WaitingResponse:
     params: dict[str, Any]
     automatic: bool  # from server VAD: skipped when every transcript is empty (a cough, a click)
     heard_words: bool = False  # some turn it waits for had words
+    context: ResponseContext = IN_CONVERSATION
 
 
 @dataclass
@@ -36,9 +38,9 @@ class TranscriptJobs:
         self.speculative: str | None = None  # the job started on the latest pause
         self.waiting: WaitingResponse | None = None
 
-    def start(self, item_id: str, *, speculative: bool) -> str:
+    def start(self, item_id: str, *, speculative: bool, committed: bool = False) -> str:
         job_id = new_id("asr")
-        self._jobs[job_id] = TranscriptJob(item_id)
+        self._jobs[job_id] = TranscriptJob(item_id, committed=committed)
         if speculative:
             self.speculative = job_id
         return job_id
@@ -75,8 +77,8 @@ class TranscriptJobs:
         self._jobs.clear()
         return cancels
 
-    def response_after(self, transcript: str) -> dict[str, Any] | None:
-        """A committed turn's transcript is known: the params of the waiting response to start
+    def response_after(self, transcript: str) -> WaitingResponse | None:
+        """A committed turn's transcript is known: the waiting response to start
         now, if any (it waits on while another committed turn is still being transcribed)."""
         waiting, self.waiting = self.waiting, None
         if waiting is None:
@@ -86,4 +88,4 @@ class TranscriptJobs:
         if self.any_committed():
             self.waiting = waiting
             return None
-        return waiting.params if waiting.heard_words or not waiting.automatic else None
+        return waiting if waiting.heard_words or not waiting.automatic else None

@@ -167,7 +167,8 @@ class EngineInfo:
     name: str
     model: str
     sample_rate: int | None = None
-    languages: tuple[str, ...] = ()  # ASR: base language codes it transcribes ("en", "zh"...)
+    # Base language codes ("en", "zh"...): ASR transcribes them, TTS speaks them (empty: not stated)
+    languages: tuple[str, ...] = ()
     speed_range: tuple[float, float] | None = None  # TTS: the speeds synthesize() accepts
     streams_text: bool = False  # TTS: takes the text as a stream (synthesize_stream)
     can_clone: bool = False  # TTS: speaks a voice derived from a clip

@@ -106,7 +106,7 @@ class KokoroTTS:
 
     name = "kokoro"
     sample_rate: int = _SAMPLE_RATE
-    info = EngineInfo(name, "kokoro-82m", _SAMPLE_RATE, speed_range=(0.5, 2.0))
+    info = EngineInfo(name, "kokoro-82m", _SAMPLE_RATE, languages=("en", "zh"), speed_range=(0.5, 2.0))
 
     def __init__(
         self,

@@ -13,12 +13,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from cosyagent.engines.base import AudioF32, ChatLLM, ChatMessage, SpeechSynthesizer, ToolCallDelta
+from cosyagent.engines.language_id import LANGUAGE_NAMES
 from cosyagent.pipeline.speak import speak
 from cosyagent.pipeline.timestamps import SpeechTimings
 
@@ -96,6 +97,7 @@ async def stream_reply(
         async for delta in _llm_text(request, llm, timings):
             yield TextDelta(delta)
         return
+    request = replace(request, messages=in_the_voice_language(request.messages, tts.info.languages))
     spoken = speak(
         tts,
         _llm_text(request, llm, timings),
@@ -108,6 +110,22 @@ async def stream_reply(
         async for chunk in spoken:
             timings.mark("tts_first_audio")
             yield AudioChunk(chunk.samples if chunk.samples.size else _ONE_MS_SILENCE, chunk.text, chunk.timings)
+
+
+def in_the_voice_language(messages: Sequence[ChatMessage], voice_languages: Sequence[str]) -> list[ChatMessage]:
+    """``messages`` with the system message told to answer in the voice's one language.
+
+    A small multilingual LLM (the embedded Qwen) sometimes answers an English question in
+    Chinese, which an English-only voice cannot speak: the whole reply would fail. Voices of
+    several languages (or that do not say) change nothing.
+    """
+    if len(voice_languages) != 1:
+        return list(messages)
+    name = LANGUAGE_NAMES.get(voice_languages[0], voice_languages[0])
+    rule = f"Always answer in {name}: your voice speaks {name} only."
+    if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):
+        return [{**messages[0], "content": f"{messages[0]['content']}\n{rule}"}, *messages[1:]]
+    return [{"role": "system", "content": rule}, *messages]
 
 
 async def _llm_text(request: ReplyRequest, llm: ChatLLM, timings: ReplyTimings) -> AsyncIterator[str]:

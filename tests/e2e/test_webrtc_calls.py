@@ -234,3 +234,29 @@ async def test_the_call_limit_answers_503(live_server: LiveServer) -> None:
         runtime.config = config
         await client.close()
     assert runtime.active_sessions == 0
+
+
+async def test_silence_after_the_reply_has_played_triggers_the_idle_timeout(caller: Caller) -> None:
+    """idle_timeout_ms over a media track: the microphone carries silence (as a real one does), and
+    5 s of it after the agent's voice has stopped playing starts a new response."""
+    detection = {"type": "server_vad", "idle_timeout_ms": 5000}
+    caller.send(
+        {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": detection}}}}
+    )
+    await caller.wait_for("session.updated", timeout=20)
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello."}]}
+    caller.send({"type": "conversation.item.create", "item": item})
+    caller.send({"type": "response.create"})
+    first = await caller.wait_for("response.done", timeout=120)
+    await caller.wait_for("output_audio_buffer.stopped", timeout=60)
+    triggered = await caller.wait_for("input_audio_buffer.timeout_triggered", timeout=30)
+    waited = caller.time_of("input_audio_buffer.timeout_triggered") - caller.time_of("output_audio_buffer.stopped")
+    print(f"idle timeout fired {waited:.2f} s after the voice stopped")
+    assert 4.5 <= waited <= 6.0, waited  # 5 s of microphone audio from the track's end of playback (5.01 s here)
+    assert 4900 <= triggered["audio_end_ms"] - triggered["audio_start_ms"] <= 5300
+    committed = await caller.wait_for("input_audio_buffer.committed", timeout=5)
+    assert committed["item_id"] == triggered["item_id"]
+    second = await caller.wait_for(
+        lambda e: e["type"] == "response.done" and e["response"]["id"] != first["response"]["id"], timeout=120
+    )
+    assert second["response"]["status"] == "completed"

@@ -36,3 +36,22 @@ def test_the_checker_rejects_what_the_sdk_rejects() -> None:
         "response.done",
         "response.output_audio.started",
     ]
+
+
+# Server event types the code builds from parts (f"output_audio_buffer.{kind}"), not as one literal.
+BUILT_FROM_PARTS = {"output_audio_buffer.started", "output_audio_buffer.stopped"}
+
+
+def test_the_table_says_yes_exactly_for_the_server_events_the_code_sends() -> None:
+    """A server event marked "no" is never named in cosyagent's code (so it cannot be sent), and
+    one marked served is: the table cannot fall behind a feature, or claim one that is gone."""
+    source = "\n".join(path.read_text(encoding="utf-8") for path in (README.parent / "cosyagent").rglob("*.py"))
+    rows = ROW.findall(README.read_text(encoding="utf-8"))
+    wrong = [
+        (name, here)
+        for name, side, here in rows
+        if side == "server" and (here != "no") != (f'"{name}"' in source or name in BUILT_FROM_PARTS)
+    ]
+    assert not wrong, f"README rows that disagree with the code: {wrong}"
+    served = {name for name, side, here in rows if here != "no"}
+    assert {"input_audio_buffer.timeout_triggered", "conversation.item.create", "response.create"} <= served

@@ -170,7 +170,8 @@ def test_session_update_rejects_bad_values_and_keeps_the_old_config(
             '{"type": "conversation.item.truncate", "item_id": "nope", "content_index": 0, "audio_end_ms": 1}',
             "item_not_found",
         ),
-        ('{"type": "response.create", "response": {"conversation": "none"}}', "unsupported_parameter"),
+        ('{"type": "response.create", "response": {"conversation": "conv_1"}}', "invalid_value"),
+        ('{"type": "response.create", "response": {"prompt": {"id": "p"}}}', "unsupported_parameter"),
         ('{"type": ["session.update"]}', "invalid_event"),  # unhashable: once an unhandled exception
         ('{"type": {"a": 1}}', "invalid_event"),
         ('{"type": null}', "invalid_event"),

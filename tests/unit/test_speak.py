@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from cosyagent.engines.base import AudioF32, CancelToken, EngineInfo
+from cosyagent.pipeline.reply import ReplyRequest, in_the_voice_language, stream_reply
 from cosyagent.pipeline.speak import SpokenChunk, clauses_of, speak
 
 TEXT = "Good morning, and welcome to the station. The next train leaves from platform four in ten minutes."
@@ -101,3 +102,42 @@ async def test_closing_the_stream_fires_the_cancel_token() -> None:
     await anext(spoken)
     await spoken.aclose()  # type: ignore[attr-defined]
     assert cancel.cancelled
+
+
+class EnglishOnlyEngine(ClauseEngine):
+    info = EngineInfo("english", "english-1", 24_000, languages=("en",))
+
+
+class RecordingLLM:
+    info = EngineInfo("recording", "recording-1")
+
+    def __init__(self) -> None:
+        self.seen: list[list[dict[str, object]]] = []
+
+    async def stream_chat(self, messages: list[dict[str, object]], **_: object) -> AsyncIterator[str]:
+        self.seen.append(list(messages))
+        yield "Hello there."
+
+
+async def test_an_english_only_voice_asks_the_llm_for_english_answers() -> None:
+    llm = RecordingLLM()
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    request = ReplyRequest(messages=messages, voice="v")
+    assert [e async for e in stream_reply(request, llm, EnglishOnlyEngine())]  # type: ignore[arg-type]
+    system = llm.seen[0][0]["content"]
+    assert system == "Be brief.\nAlways answer in English: your voice speaks English only."
+    assert llm.seen[0][1:] == messages[1:]
+    # A voice of several languages, or a text-only reply, leaves the instructions alone.
+    for tts, audio in ((ClauseEngine(), True), (EnglishOnlyEngine(), False)):
+        llm.seen.clear()
+        request = ReplyRequest(messages=messages, voice="v", audio=audio)
+        assert [e async for e in stream_reply(request, llm, tts)]  # type: ignore[arg-type]
+        assert llm.seen[0] == messages
+
+
+def test_without_instructions_the_language_rule_is_the_system_message() -> None:
+    user = {"role": "user", "content": "Hi"}
+    assert in_the_voice_language([user], ("en",)) == [
+        {"role": "system", "content": "Always answer in English: your voice speaks English only."},
+        user,
+    ]

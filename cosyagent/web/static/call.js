@@ -114,7 +114,8 @@
   function openEvents(pc) {
     const dc = (call.dc = pc.createDataChannel("oai-events"));
     dc.onopen = () => {
-      sendSessionUpdate();
+      // With a client secret, the session is the one its backend set up: the page leaves it as it is.
+      if (!Cosy.clientSecret()) sendSessionUpdate();
       $("say-text").disabled = $("say-send").disabled = false;
     };
     dc.onmessage = onMessage;
@@ -126,17 +127,17 @@
   async function connect(pc) {
     let response;
     try {
-      response = await Cosy.api("v1/realtime/calls", {
-        method: "POST",
-        body: pc.localDescription.sdp,
-        headers: { "Content-Type": "application/sdp" },
-      });
+      response = await Cosy.api(
+        "v1/realtime/calls",
+        { method: "POST", body: pc.localDescription.sdp, headers: { "Content-Type": "application/sdp" } },
+        true,
+      );
     } catch {
       return fail("err.unreachable");
     }
     if (!response.ok) {
       if (response.status === 503) return fail("err.call-limit");
-      if (response.status === 401) return fail("err.auth");
+      if (response.status === 401) return fail("err.auth", await Cosy.errorText(response));
       return fail("err.refused", await Cosy.errorText(response));
     }
     const location = response.headers.get("Location");
@@ -162,7 +163,7 @@
 
   function endCall() {
     if (call.callId) {
-      Cosy.api(`v1/realtime/calls/${call.callId}/hangup`, { method: "POST" }).catch(() => {});
+      Cosy.api(`v1/realtime/calls/${call.callId}/hangup`, { method: "POST" }, true).catch(() => {});
     }
     teardown();
     setPhase("ended");
@@ -325,7 +326,8 @@
       if (call.error) $("error-text").textContent = t(...call.error);
       showAsrLanguageNote();
     });
-    Cosy.loadVoices($("voice")).catch(() => showError("err.unreachable"));
+    // With only a client secret the voice list is closed to the page: the secret's session has its voice.
+    Cosy.loadVoices($("voice")).catch(() => Cosy.clientSecret() || showError("err.unreachable"));
     loadAsrLanguages();
   });
 

@@ -67,15 +67,52 @@
     return new URL(path.replace(/^\//, ""), document.baseURI).toString();
   }
 
-  function apiHeaders(extra) {
+  // A client secret (ek_...) from the page's own backend: it opens calls on a server with API
+  // keys, so no key is ever in the page. It arrives in the address's fragment
+  // (/#client_secret=ek_..., which is never sent to any server) or is pasted in Settings; it is
+  // kept for this tab only (sessionStorage) and the fragment is wiped from the address bar.
+  const SECRET_KEY = STORE + "clientSecret";
+  const SECRET_SHAPE = /^ek_[A-Za-z0-9_-]{32,64}$/;
+
+  function takeSecretFromAddress() {
+    const fragment = new URLSearchParams(location.hash.replace(/^#/, ""));
+    const secret = fragment.get("client_secret");
+    if (secret === null) return;
+    history.replaceState(null, "", location.pathname + location.search);
+    if (SECRET_SHAPE.test(secret)) setClientSecret(secret);
+  }
+
+  function clientSecret() {
+    try {
+      return sessionStorage.getItem(SECRET_KEY) || "";
+    } catch {
+      return memorySecret;
+    }
+  }
+
+  let memorySecret = "";
+  function setClientSecret(secret) {
+    memorySecret = secret;
+    try {
+      if (secret) sessionStorage.setItem(SECRET_KEY, secret);
+      else sessionStorage.removeItem(SECRET_KEY);
+    } catch {
+      /* private mode: kept in memory */
+    }
+  }
+
+  // session: the request opens or ends a call, where a client secret is accepted (and preferred);
+  // elsewhere (voices, health) only an API key typed into this browser is sent.
+  function apiHeaders(extra, session = false) {
     const headers = new Headers(extra || {});
     const key = stored("apiKey", "");
-    if (key) headers.set("Authorization", "Bearer " + key);
+    const secret = session ? clientSecret() : "";
+    if (secret || key) headers.set("Authorization", "Bearer " + (secret || key));
     return headers;
   }
 
-  async function api(path, options = {}) {
-    return fetch(apiUrl(path), { ...options, headers: apiHeaders(options.headers) });
+  async function api(path, options = {}, session = false) {
+    return fetch(apiUrl(path), { ...options, headers: apiHeaders(options.headers, session) });
   }
 
   // The message of an OpenAI-style error body, else the status line.
@@ -130,13 +167,19 @@
     if (langButton) langButton.addEventListener("click", () => setLanguage(lang === "zh" ? "en" : "zh"));
     const keyInput = document.getElementById("api-key");
     if (keyInput) {
-      keyInput.value = stored("apiKey", "");
-      keyInput.addEventListener("change", () => store("apiKey", keyInput.value.trim()));
+      keyInput.value = clientSecret() || stored("apiKey", "");
+      keyInput.addEventListener("change", () => {
+        const value = keyInput.value.trim();
+        const secret = SECRET_SHAPE.test(value); // a client secret: this tab only, never localStorage
+        setClientSecret(secret ? value : "");
+        store("apiKey", secret ? "" : value);
+      });
     }
     applyLanguage();
   }
 
   applyTheme();
+  takeSecretFromAddress();
   document.addEventListener("DOMContentLoaded", bindChrome);
 
   window.Cosy = {
@@ -145,6 +188,7 @@
     api,
     apiUrl,
     apiHeaders,
+    clientSecret,
     errorText,
     loadVoices,
     stored,

@@ -1,0 +1,66 @@
+"""The core's handlers of conversation.item.delete / retrieve / truncate, and the user turn an
+idle timeout commits (:mod:`cosyagent.agent.idle_timeout`). Sans-I/O, like the core they serve:
+:class:`~cosyagent.agent.realtime_core.RealtimeCore` extends :class:`ItemEvents`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from cosyagent.agent.conversation import Conversation, ConversationItem
+from cosyagent.agent.events import Action, Event, ProtocolError, Send, new_id
+from cosyagent.agent.idle_timeout import IdleSpan
+from cosyagent.agent.requests import existing_item, parse_truncate
+from cosyagent.agent.response_state import CancelReason
+from cosyagent.agent.responses import ResponseOutput
+
+
+class ItemEvents(ResponseOutput):
+    def _cancel_response(self, reason: CancelReason) -> list[Action]:
+        raise NotImplementedError  # the core's: it also releases held audio
+
+    def _on_item_delete(self, event: dict[str, Any]) -> list[Action]:
+        item = existing_item(event, self.conversation)
+        self.conversation.delete(item.id)
+        return [self._send("conversation.item.deleted", item_id=item.id)]
+
+    def _on_item_retrieve(self, event: dict[str, Any]) -> list[Action]:
+        item = existing_item(event, self.conversation)
+        return [self._send("conversation.item.retrieved", item=item.to_event_dict())]
+
+    def _on_item_truncate(self, event: dict[str, Any]) -> list[Action]:
+        item, audio_end_ms = parse_truncate(event, self.conversation)
+        assert item.spoken is not None
+        actions: list[Action] = []
+        if self._response is not None and self._response.item is item:
+            actions += self._cancel_response("client_cancelled")
+        if audio_end_ms > item.spoken.audio_ms + 1:
+            raise ProtocolError(
+                f"audio_end_ms {audio_end_ms} is beyond the {int(item.spoken.audio_ms)} ms of audio sent",
+                code="invalid_value",
+                param="audio_end_ms",
+            )
+        item.spoken.truncate(audio_end_ms)
+        return actions + [
+            self._send("conversation.item.truncated", item_id=item.id, content_index=0, audio_end_ms=audio_end_ms)
+        ]
+
+    @staticmethod
+    def _send(event_type: str, **fields: Any) -> Send:
+        event: Event = {"type": event_type, "event_id": new_id("event"), **fields}
+        return Send(event)
+
+
+def timeout_turn(span: IdleSpan, item_id: str, conversation: Conversation) -> list[Action]:
+    """The user stayed silent past idle_timeout_ms: the silence becomes a user item (not
+    transcribed: it holds no words), as OpenAI commits it; the caller then starts a response,
+    so the agent can prompt the user to go on."""
+    item = ConversationItem(id=item_id, role="user", content_type="input_audio", transcript="")
+    previous = conversation.add(item)
+    return [
+        ItemEvents._send("input_audio_buffer.timeout_triggered", item_id=item_id, **asdict(span)),
+        ItemEvents._send("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id),
+        ItemEvents._send("conversation.item.added", previous_item_id=previous, item=item.to_event_dict()),
+        ItemEvents._send("conversation.item.done", previous_item_id=previous, item=item.to_event_dict()),
+    ]
