@@ -2,18 +2,25 @@
 
 The server runs in this process (uvicorn in the same event loop, real engines from the
 config), so its asyncio tasks, threads and open file descriptors can be counted; the clients
-are the official openai SDK's Realtime connections to 127.0.0.1. ``--sessions`` workers each
-open a session, ask a question (text in, a spoken reply out, ``--max-tokens`` long), wait for
-the reply and close; every ``--vanish-every``-th session instead drops its socket at the
-reply's first audio. They go on for ``--minutes``.
+are the official openai SDK's Realtime connections to 127.0.0.1. Two phases, ``--sessions``
+at a time:
 
-Resources are read three times, each after the server has gone quiet (no session counted,
-engine queues empty): ``before`` (after one warm-up round at full concurrency, so that
-thread pools have grown to what the load needs), ``middle`` (half-way) and ``after``; the
-last two wait (at most a minute) for sockets being closed to go. Anything above ``before``
-then is left behind; a leak also shows as growth from middle to after.
+- **churn** (``--churn N``): N short sessions, each asking one question (text in, a spoken
+  reply ``--max-tokens`` long) and closing; every ``--vanish-every``-th drops its socket at the
+  reply's first audio.
+- **soak** (``--minutes``): sessions that *speak* real recorded questions (tests/data) in real
+  time, ``--turns`` turns and one barge-in each, then close and start again (``--talk text``:
+  the churn's text sessions instead).
 
-    python -m benchmarks.soak --sessions 4 --minutes 10
+Resources (and ``/metrics``) are read after each phase, once the server has gone quiet (no
+session counted, engine queues empty): ``before`` (after one warm-up round at full
+concurrency of both kinds, so that thread pools have grown to what the load needs), ``after churn``,
+``middle`` (half-way through the soak) and ``after``; all but the first wait (at most a
+minute) for sockets being closed to go. Anything above ``before`` then is left behind; a leak
+also shows as growth from middle to after. The exit status is 1 on a leak, a session still
+counted, an error, or RSS more than ``--max-rss-growth`` above ``before``.
+
+    python -m benchmarks.soak --sessions 4 --churn 200 --minutes 10
 """
 
 from __future__ import annotations
@@ -32,10 +39,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import uvicorn
 from openai import AsyncOpenAI, OpenAIError
 from websockets.exceptions import WebSocketException
 
+from benchmarks.records import Plan, questions
+from benchmarks.ws_driver import run_session
 from cosyagent.config import Config, load_config
 from cosyagent.runtime import Runtime
 from cosyagent.web.app import create_app
@@ -54,6 +64,8 @@ class Resources:
     tasks: int
     rss_mib: float
     active_sessions: int
+    metrics_sessions: float  # cosyagent_active_sessions summed over transports, as /metrics says
+    responses: str  # cosyagent_responses_total by status, from /metrics
 
 
 @dataclass
@@ -61,6 +73,7 @@ class SoakResult:
     served: int = 0
     vanished: int = 0
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     first_audio_ms: list[float] = field(default_factory=list)
     resources: dict[str, Resources] = field(default_factory=dict)
 
@@ -71,26 +84,46 @@ class SoakResult:
         return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
 
 
-def snapshot(runtime: Runtime) -> Resources:
-    rss_kib = next(
-        int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmRSS")
-    )
+async def scrape(base_url: str) -> tuple[float, str]:
+    """From /metrics: the active sessions (all transports) and the responses ended, by status."""
+    root = base_url.removesuffix("/v1")
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        text = (await http.get(f"{root}/metrics")).text
+    active, statuses = 0.0, []
+    for line in text.splitlines():
+        if line.startswith("cosyagent_active_sessions{"):
+            active += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("cosyagent_responses_total{"):
+            status = line.split('status="', 1)[1].split('"', 1)[0]
+            statuses.append(f"{status} {float(line.rsplit(' ', 1)[1]):.0f}")
+    return active, ", ".join(statuses)
+
+
+def rss_mib() -> float:
+    status = Path("/proc/self/status").read_text().splitlines()
+    return round(next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024, 1)
+
+
+async def snapshot(runtime: Runtime, base_url: str) -> Resources:
+    metrics_sessions, responses = await scrape(base_url)
     return Resources(
         fds=len(os.listdir("/proc/self/fd")),
         threads=threading.active_count(),
         tasks=len(asyncio.all_tasks()),
-        rss_mib=round(rss_kib / 1024, 1),
+        rss_mib=rss_mib(),
         active_sessions=runtime.active_sessions,
+        metrics_sessions=metrics_sessions,
+        responses=responses,
     )
 
 
-async def settled(runtime: Runtime, baseline: Resources | None = None) -> Resources:
+async def settled(runtime: Runtime, base_url: str, baseline: Resources | None = None) -> Resources:
     """The resources once the server is quiet: no session counted, the engine queues empty and,
     given a ``baseline``, no more tasks, threads or fds than it (a socket being closed takes a
     moment). Bounded: after ``QUIET_TIMEOUT_S`` it returns what it sees, excess included."""
     deadline = time.monotonic() + QUIET_TIMEOUT_S
     while True:
-        now = snapshot(runtime)
+        now = await snapshot(runtime, base_url)
         idle = now.active_sessions == 0 and not any(runtime.queue_depths().values())
         back = baseline is None or (
             now.tasks <= baseline.tasks and now.threads <= baseline.threads and now.fds <= baseline.fds
@@ -129,9 +162,16 @@ async def one_session(sdk: AsyncOpenAI, question: str, max_tokens: int, vanish: 
 
 
 async def churn(
-    base_url: str, sessions: int, seconds: float, max_tokens: int, vanish_every: int, result: SoakResult
+    base_url: str,
+    sessions: int,
+    seconds: float,
+    max_tokens: int,
+    vanish_every: int,
+    result: SoakResult,
+    count: int | None = None,
 ) -> None:
-    """``sessions`` workers opening sessions one after another until ``seconds`` have passed."""
+    """``sessions`` workers opening text sessions one after another until ``seconds`` have
+    passed or, given ``count``, until that many sessions have been opened."""
     deadline = time.monotonic() + seconds
     counter = itertools.count(1)
     sdk = AsyncOpenAI(base_url=base_url, api_key="soak", max_retries=0)
@@ -139,6 +179,8 @@ async def churn(
     async def worker() -> None:
         while time.monotonic() < deadline:
             number = next(counter)
+            if count is not None and number > count:
+                return
             vanish = vanish_every > 0 and number % vanish_every == 0
             try:
                 first = await one_session(sdk, QUESTIONS[number % len(QUESTIONS)], max_tokens, vanish)
@@ -156,17 +198,57 @@ async def churn(
         await sdk.close()
 
 
-async def soak(
-    runtime: Runtime, base_url: str, sessions: int, seconds: float, max_tokens: int, vanish_every: int
-) -> SoakResult:
+async def talk(base_url: str, sessions: int, seconds: float, turns: int, result: SoakResult) -> None:
+    """``sessions`` workers each speaking real questions, session after session, until ``seconds``
+    have passed: ``turns`` turns and one barge-in a session (benchmarks/ws_driver.py)."""
+    deadline = time.monotonic() + seconds
+    clips = questions()
+    counter = itertools.count()
+    plan = Plan(turns=turns, barge_ins=1, timeout_s=SESSION_TIMEOUT_S / 2)
+
+    async def worker() -> None:
+        while time.monotonic() < deadline:
+            record = await run_session(base_url, next(counter), clips, plan)
+            result.served += 1
+            for error in record.errors:
+                # The clients share the server's event loop: a late microphone chunk is the
+                # benchmark's own lag, worth a note, not a server fault.
+                late = error.startswith("the microphone fell")
+                (result.notes if late else result.errors).append(f"spoken session {record.index}: {error}")
+            turns_ok = [turn for turn in record.turns if turn.get("ok")]
+            if len(turns_ok) < turns:
+                result.errors.append(f"spoken session {record.index}: {len(turns_ok)} of {turns} turns answered")
+            result.first_audio_ms += [t["voice_to_voice_ms"] for t in turns_ok if t.get("voice_to_voice_ms")]
+
+    await asyncio.gather(*(worker() for _ in range(sessions)))
+
+
+async def soak(runtime: Runtime, base_url: str, args: argparse.Namespace) -> SoakResult:
     result = SoakResult()
     warm_up = SoakResult()
-    await churn(base_url, sessions, 0.1, max_tokens, 0, warm_up)  # one round at full concurrency
-    result.resources["before"] = before = await settled(runtime)
+    # One round of each kind at full concurrency, so that thread pools and model arenas have
+    # grown to what the load needs before the baseline is read.
+    await churn(base_url, args.sessions, 0.1, args.max_tokens, 0, warm_up)
+    if args.talk == "speech":
+        await talk(base_url, args.sessions, 0.1, args.turns, warm_up)
+    result.resources["before"] = before = await settled(runtime, base_url)
+    if args.churn:
+        await churn(base_url, args.sessions, 1e9, args.max_tokens, args.vanish_every, result, count=args.churn)
+        result.resources["after churn"] = await settled(runtime, base_url, before)
+    half = args.minutes * 60 / 2
     for phase in ("middle", "after"):
-        await churn(base_url, sessions, seconds / 2, max_tokens, vanish_every, result)
-        result.resources[phase] = await settled(runtime, before)
+        if args.talk == "speech":
+            await talk(base_url, args.sessions, half, args.turns, result)
+        else:
+            await churn(base_url, args.sessions, half, args.max_tokens, args.vanish_every, result)
+        result.resources[phase] = await settled(runtime, base_url, before)
     return result
+
+
+def rss_growth(result: SoakResult) -> float:
+    """How much RSS grew from ``before`` to ``after``, as a fraction of ``before``."""
+    before, after = result.resources["before"], result.resources["after"]
+    return after.rss_mib / before.rss_mib - 1.0
 
 
 @contextlib.asynccontextmanager
@@ -198,19 +280,25 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def table(result: SoakResult, sessions: int, seconds: float) -> str:
+def table(result: SoakResult, args: argparse.Namespace) -> str:
     p50, p95 = result.percentile(50), result.percentile(95)
+    kind = "voice-to-voice" if args.talk == "speech" else "first audio"
     lines = [
-        f"{sessions} concurrent sessions for {seconds:.0f} s: {result.served} served "
-        f"({result.vanished} vanished mid-reply), {len(result.errors)} errors; "
-        f"first audio p50 {_ms(p50)} ms, p95 {_ms(p95)} ms",
+        f"{args.sessions} at a time: {args.churn} churned, then {args.minutes * 60:.0f} s of {args.talk} sessions; "
+        f"{result.served} served ({result.vanished} vanished mid-reply), {len(result.errors)} errors; "
+        f"{kind} p50 {_ms(p50)} ms, p95 {_ms(p95)} ms; RSS {rss_growth(result):+.1%} before -> after",
         "",
-        "| when | open fds | threads | asyncio tasks | RSS MiB | active sessions |",
-        "|---|---|---|---|---|---|",
+        "| when | open fds | threads | asyncio tasks | RSS MiB | active sessions (runtime, /metrics) "
+        "| responses (/metrics) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for when, r in result.resources.items():
-        lines.append(f"| {when} | {r.fds} | {r.threads} | {r.tasks} | {r.rss_mib} | {r.active_sessions} |")
+        lines.append(
+            f"| {when} | {r.fds} | {r.threads} | {r.tasks} | {r.rss_mib} | "
+            f"{r.active_sessions}, {r.metrics_sessions:.0f} | {r.responses} |"
+        )
     lines += [f"error: {error}" for error in result.errors[:10]]
+    lines += [f"note: {note}" for note in result.notes[:5]]
     return "\n".join(lines)
 
 
@@ -221,7 +309,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help="server config file (default: the embedded stack)")
     parser.add_argument("--max-tokens", type=int, default=24, help="reply length (default 24 tokens)")
     parser.add_argument("--vanish-every", type=int, default=3, help="every Nth session leaves mid-reply (0: none)")
-    return parser.parse_args(argv)
+    parser.add_argument("--churn", type=int, default=0, help="short text sessions before the soak (default 0)")
+    parser.add_argument(
+        "--talk", choices=("speech", "text"), default="speech", help="soak sessions speak real clips (default) or text"
+    )
+    parser.add_argument("--turns", type=int, default=2, help="speech: turns a session before its barge-in (default 2)")
+    parser.add_argument(
+        "--max-rss-growth", type=float, default=0.05, help="fail above this RSS growth before -> after (default 0.05)"
+    )
+    args = parser.parse_args(argv)
+    if args.sessions < 1 or args.churn < 0 or args.minutes <= 0 or args.turns < 1:
+        parser.error("--sessions and --turns must be at least 1, --churn at least 0, --minutes above 0")
+    return args
 
 
 async def run(args: argparse.Namespace) -> SoakResult:
@@ -231,17 +330,18 @@ async def run(args: argparse.Namespace) -> SoakResult:
     admitted = 2 * args.sessions
     server = dataclasses.replace(config.server, capacity=admitted, max_sessions=admitted)
     async with in_process_server(dataclasses.replace(config, server=server)) as (runtime, url):
-        return await soak(runtime, url, args.sessions, args.minutes * 60, args.max_tokens, args.vanish_every)
+        return await soak(runtime, url, args)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = asyncio.run(run(args))
-    print(table(result, args.sessions, args.minutes * 60))
+    print(table(result, args))
     before, after = result.resources["before"], result.resources["after"]
     leaked = after.fds > before.fds or after.threads > before.threads or after.tasks > before.tasks
-    return 1 if leaked or after.active_sessions or result.errors else 0
+    counted = after.active_sessions or after.metrics_sessions
+    return 1 if leaked or counted or result.errors or rss_growth(result) > args.max_rss_growth else 0
 
 
 if __name__ == "__main__":

@@ -92,7 +92,10 @@ class Telemetry:
             registry=self.registry,
         )
         self.responses = Counter(
-            "cosyagent_responses", "Realtime responses ended, by status", ["status"], registry=self.registry
+            "cosyagent_responses",
+            "Realtime responses ended, by status (one whose client left: cancelled)",
+            ["status"],
+            registry=self.registry,
         )
         self.job_wait_seconds = Histogram(
             "cosyagent_engine_job_wait_seconds",
@@ -269,6 +272,9 @@ class SessionObserver:
         if self._open:
             self._open = False
             self._telemetry.active_sessions.labels(self._transport).dec()
+        if self._in_response:  # the client left mid-reply: no response.done went, the reply was cut
+            self._in_response = False
+            self._telemetry.responses.labels("cancelled").inc()
 
     def vad_frame(self, probability: float) -> None:
         self._frames.append((self._clock(), probability))

@@ -167,6 +167,15 @@ def test_barge_in_is_timed_from_speech_start_to_the_cancelled_response(telemetry
     assert telemetry.registry.get_sample_value("cosyagent_responses_total", {"status": "cancelled"}) == 1
 
 
+def test_a_reply_whose_client_left_counts_as_cancelled(telemetry: Telemetry, clock: Clock) -> None:
+    observer = telemetry.session_observer("websocket", clock)
+    observer.opened()
+    observer.sent(event("response.created", response={"status": "in_progress"}))
+    observer.closed()
+    observer.closed()  # closing twice counts once
+    assert telemetry.registry.get_sample_value("cosyagent_responses_total", {"status": "cancelled"}) == 1
+
+
 def test_a_cough_during_a_reply_is_no_barge_in(telemetry: Telemetry, clock: Clock) -> None:
     observer = telemetry.session_observer("websocket", clock)
     observer.sent(event("response.created", response={"status": "in_progress"}))
