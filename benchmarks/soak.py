@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import itertools
 import logging
 import os
@@ -123,6 +124,7 @@ async def settled(runtime: Runtime, base_url: str, baseline: Resources | None = 
     moment). Bounded: after ``QUIET_TIMEOUT_S`` it returns what it sees, excess included."""
     deadline = time.monotonic() + QUIET_TIMEOUT_S
     while True:
+        gc.collect()  # a closed client's objects (the clients live in this process) are not the server's
         now = await snapshot(runtime, base_url)
         idle = now.active_sessions == 0 and not any(runtime.queue_depths().values())
         back = baseline is None or (

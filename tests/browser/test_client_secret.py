@@ -125,7 +125,8 @@ async def test_the_page_calls_a_keyed_server_with_a_client_secret_and_never_hold
     assert "session.created" in with_secret["events"] and "response.done" in with_secret["events"]
     assert with_secret["agentSaid"].strip() == "Welcome to the Hotel Kestrel."
     # The session is the one the secret fixed: the page did not replace its instructions.
-    assert fake.requests[-1]["messages"][0] == {"role": "system", "content": INSTRUCTIONS}
+    system = fake.requests[-1]["messages"][0]  # the secret's instructions (then Piper's language rule)
+    assert system["role"] == "system" and system["content"].startswith(INSTRUCTIONS + "\n"), system
     assert fake.requests[-1]["messages"][-1] == {"role": "user", "content": "Hello there!"}
 
     # The key is nowhere in the page, its storage or its requests; the secret went only where calls start.

@@ -1,4 +1,4 @@
-"""The selectable embedded engines end to end: Kokoro (`tts.engine: kokoro`, voice jf_alpha) and
+"""The selectable embedded engines end to end: Kokoro (`tts.engine: kokoro`, voice af_heart) and
 SmolLM2-135M (`llm.embedded_model: smollm2`), the defaults until Piper and Qwen2.5-Coder-0.5B
 measured better (docs/benchmarks.md), behind the same Realtime API, driven by the official openai SDK."""
 
@@ -22,7 +22,7 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live
     sections = {
         "tts": {"engine": "kokoro"},
         "llm": {"embedded_model": "smollm2"},
-        "realtime": {"voice": "jf_alpha", "max_output_tokens": 40},
+        "realtime": {"voice": "af_heart", "max_output_tokens": 40},
     }
     async with in_process_server(write_config(tmp_path_factory.mktemp("alt"), sections)) as live:
         yield live
@@ -52,8 +52,9 @@ async def test_a_question_is_answered_by_smollm2_in_a_kokoro_voice(server: LiveS
     audio = pcm16_to_float(seen.audio())  # Kokoro's 24 kHz, the session's pcm16 rate
     assert audio.size / 24000 >= 0.3
     heard = await server.runtime.asr.transcribe(resample(audio, 24000, 16000))
-    # Intelligible: jf_alpha's Japanese-accented English costs Whisper ~10% of the words, and a
-    # short reply makes WER coarse, so the bound is loose; a silent or garbled reply still fails it.
+    # Intelligible: af_heart is an American English voice (jf_alpha's Japanese accent once made
+    # Whisper hear "The capital over, Francis Parisa."); a short reply makes WER coarse, so the
+    # bound is loose; a silent or garbled reply still fails it.
     assert word_error_rate(reply, heard.text) <= 0.5, (reply, heard.text)
 
 
