@@ -69,7 +69,7 @@ class Registration:
         self._call_id = f"{secrets.token_hex(10)}@cosyagent"
         self._tag = new_tag()
         self._cseq = 0
-        self._challenge: Challenge | None = None  # the last one answered, reused (nc + 1) on refresh
+        self.challenge: Challenge | None = None  # the last one answered, reused (nc + 1) on refresh
         self._proxy = False  # the challenge came in a 407
         self._nc = 0
         self._tcp: asyncio.Task[None] | None = None
@@ -147,7 +147,7 @@ class Registration:
                         f"{final.status} {final.reason}: the registrar refused the credentials of "
                         f"{self.settings.auth_username or self.settings.username!r} (wrong password or user name?)"
                     )
-                self._challenge, self._proxy, self._nc = challenge, final.status == 407, 0
+                self.challenge, self._proxy, self._nc = challenge, final.status == 407, 0
                 fresh_answered = True
             elif final.status == 423 and (final.header("Min-Expires") or "").isdigit():
                 expires = int(final.header("Min-Expires") or 0)
@@ -181,10 +181,10 @@ class Registration:
             ("Expires", str(expires)),
             ("User-Agent", self._user_agent),
         ]
-        if self._challenge is not None:
+        if self.challenge is not None:
             self._nc += 1
             credentials = authorization(
-                self._challenge,
+                self.challenge,
                 username=self.settings.auth_username or self.settings.username,
                 password=self.settings.password,
                 method="REGISTER",
