@@ -196,13 +196,14 @@ class Registration:
         return SipMessage(method="REGISTER", uri=self.request_uri, headers=headers)
 
     def _granted(self, ok: SipMessage, asked: int) -> int:
-        """Our binding's expires in the 200 (its Contact's parameter, else the Expires header)."""
-        for value in ok.headers_named("Contact"):
-            for contact in re.split(r",(?=\s*(?:<|sip:|\"))", value):
-                if uri_of(contact) == self.contact:
-                    match = re.search(r";\s*expires=(\d+)", contact.split(">")[-1], re.IGNORECASE)
-                    if match:
-                        return int(match.group(1))
+        """Our binding's expires in the 200: its Contact's parameter (ours, or the only one),
+        else the Expires header, else what we asked for."""
+        contacts = [c for value in ok.headers_named("Contact") for c in re.split(r",(?=\s*(?:<|sip:|\"))", value)]
+        for contact in contacts:
+            if uri_of(contact) == self.contact or len(contacts) == 1:
+                match = re.search(r";\s*expires=(\d+)", contact.split(">")[-1], re.IGNORECASE)
+                if match:
+                    return int(match.group(1))
         header = ok.header("Expires") or ""
         return int(header) if header.isdigit() else asked
 

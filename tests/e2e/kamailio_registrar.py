@@ -47,12 +47,13 @@ loadmodule "corex.so"
 loadmodule "ctl.so"
 modparam("ctl", "binrpc", "unix:{control}")
 modparam("usrloc", "db_mode", 0)
+modparam("registrar", "min_expires", 5)
 modparam("auth", "algorithm", "{algorithm}")
 modparam("auth", "nonce_expire", {nonce_expire})
 
 request_route {{
   if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
-  xlog("L_INFO", "request $rm $ru from $pr:$si:$sp\\n");
+  xlog("L_INFO", "request $rm $ru from $pr:$si:$sp user $fU\\n");
   if (is_method("CANCEL")) {{ if (t_check_trans()) t_relay(); exit; }}
   if (has_totag()) {{ if (is_method("ACK") && !t_check_trans()) exit; t_relay(); exit; }}
   if (is_method("REGISTER")) {{

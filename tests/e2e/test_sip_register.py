@@ -20,7 +20,7 @@ import pytest
 from cosyagent.audio.pcm import resample
 from cosyagent.config import SipConfig, SipRegistration, load_config
 from cosyagent.runtime import Runtime
-from cosyagent.transports.sip_register import Registration
+from cosyagent.transports.sip_register import Registration, Registrations
 from cosyagent.transports.sip_server import SipServer, SipSettings
 from cosyagent.web.app import create_app
 from tests.e2e.baresip_caller import BARESIP, baresip_phone, free_udp_port, microphone_wav
@@ -152,27 +152,43 @@ async def test_registers_takes_a_call_through_kamailio_and_unregisters(
         assert await registrar.contacts() == []  # shutdown sent Expires: 0 for both
         messages = [r.getMessage() for r in caplog.records]
         assert any(f"unregistered sip:agent@127.0.0.1 at sip:127.0.0.1:{registrar.port}" in m for m in messages)
+        # Retried (5 s, then 10 s...) all along, logged once: the reason did not change.
+        assert sum("sip register sip:agent2@127.0.0.1" in m for m in messages) == 1
+        assert registrar.log().count("user agent2\n") >= 4  # two tries or more, each challenged first
 
 
-async def test_sha256_digest_and_a_stale_nonce_with_kamailio(tmp_path: Path) -> None:
-    """SHA-256 challenges are answered; a refresh after the nonce expired gets stale=true and
-    is answered again with the new nonce, without counting as a refusal."""
+async def test_sha256_digest_refresh_with_a_stale_nonce_and_unregister(tmp_path: Path) -> None:
+    """SHA-256 challenges are answered; the refresh (at 85% of the 10 s granted) reuses the
+    nonce, which has expired: kamailio says stale=true, the new nonce is answered, and that is
+    no failure; stopping sends Expires: 0."""
     async with kamailio(tmp_path, PASSWORD, algorithm="SHA-256", nonce_expire=2) as registrar:
-        server = SipServer(SipSettings("127.0.0.1", 0, 33000, 33100, 5.0, ("udp",)), lambda model, session: None)  # type: ignore[arg-type,return-value]
+        settings = SipSettings("127.0.0.1", 0, 33000, 33100, 5.0, ("udp",))
+        server = SipServer(settings, lambda model, session: None)  # type: ignore[arg-type,return-value]
         await server.start()
+        registration = Registration(
+            entry(registrar.port, "agent", expires=10), server.sender, server.transactions, server.message_received
+        )
+        registrations = Registrations([registration])
         try:
-            registration = Registration(
-                entry(registrar.port, "agent"), server.sender, server.transactions, server.message_received
-            )
-            assert await registration.register(60) == 60
+            registrations.start()
+            for _ in range(50):
+                if registration.state == "registered":
+                    break
+                await asyncio.sleep(0.1)
+            assert registration.health()["state"] == "registered", registration.health()
+            first = registration.until
             assert registration.challenge is not None and registration.challenge.algorithm == "SHA-256"
             assert registration.challenge.qop == ("auth",) and not registration.challenge.stale
             assert await registrar.contacts() == [f"sip:agent@{server.sender.hostport()}"]
-            await asyncio.sleep(3)
-            assert await registration.register(60) == 60  # the cached nonce is stale now
-            assert registration.challenge.stale
-            registration.state = "registered"
-            await registration.unregister()
+            for _ in range(150):
+                if registration.until > first:
+                    break
+                await asyncio.sleep(0.1)
+            assert registration.until > first and registration.state == "registered"
+            assert registration.challenge.stale  # the refresh's cached nonce had expired
+            await registrations.stop()
+            assert registration.state == "unregistered"
             assert await registrar.contacts() == []
         finally:
+            await registrations.stop()
             await server.stop()
