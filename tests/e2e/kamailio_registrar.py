@@ -56,6 +56,13 @@ request_route {{
   xlog("L_INFO", "request $rm $ru from $pr:$si:$sp user $fU\\n");
   if (is_method("CANCEL")) {{ if (t_check_trans()) t_relay(); exit; }}
   if (has_totag()) {{ if (is_method("ACK") && !t_check_trans()) exit; t_relay(); exit; }}
+  if (is_method("REGISTER") && $fU == "viaproxy") {{  # challenged as a proxy would: 407
+    $var(rc) = pv_proxy_authenticate("$fd", "{password}", "0");
+    if ($var(rc) < 0) {{ proxy_challenge("$fd", "1"); exit; }}
+    consume_credentials();
+    if (!save("location")) sl_reply_error();
+    exit;
+  }}
   if (is_method("REGISTER")) {{
     $var(rc) = pv_www_authenticate("$td", "{password}", "0");
     if ($var(rc) == -2 && $au == "agent") {{ sl_send_reply("403", "Forbidden"); exit; }}

@@ -7,9 +7,11 @@ shutdown removes the bindings (Expires: 0)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import pytest
 from cosyagent.audio.pcm import resample
 from cosyagent.config import SipConfig, SipRegistration, load_config
 from cosyagent.runtime import Runtime
-from cosyagent.transports.sip_register import Registration, Registrations
+from cosyagent.transports.sip_register import RegisterFailed, Registration, Registrations
 from cosyagent.transports.sip_server import SipServer, SipSettings
 from cosyagent.web.app import create_app
 from tests.e2e.baresip_caller import BARESIP, baresip_phone, free_udp_port, microphone_wav
@@ -186,9 +188,45 @@ async def test_sha256_digest_refresh_with_a_stale_nonce_and_unregister(tmp_path:
                 await asyncio.sleep(0.1)
             assert registration.until > first and registration.state == "registered"
             assert registration.challenge.stale  # the refresh's cached nonce had expired
+            # A 407 (Proxy-Authenticate) is answered with Proxy-Authorization.
+            proxied = Registration(
+                entry(registrar.port, "viaproxy"), server.sender, server.transactions, server.message_received
+            )
+            assert await proxied.register(60) == 60
+            assert proxied.challenge is not None and proxied.challenge.algorithm == "SHA-256"
+            assert await proxied.register(0) == 0
             await registrations.stop()
             assert registration.state == "unregistered"
             assert await registrar.contacts() == []
         finally:
             await registrations.stop()
             await server.stop()
+
+
+async def test_a_registrar_that_never_answers_is_a_timeout(tmp_path: Path) -> None:
+    """REGISTERs to a UDP port that swallows them (a real socket that reads and never answers):
+    resent per RFC 3261's timer E, then a precise failure."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.setblocking(False)
+    port = int(silent.getsockname()[1])
+    server = SipServer(SipSettings("127.0.0.1", 0, 33200, 33300, 5.0, ("udp",)), lambda model, session: None)  # type: ignore[arg-type,return-value]
+    await server.start()
+    try:
+        registration = Registration(
+            entry(port, "agent", domain="example.test"), server.sender, server.transactions, server.message_received
+        )
+        with pytest.raises(RegisterFailed) as failed:
+            await registration.register(60, timeout_s=1.6)
+        assert str(failed.value) == f"no answer from udp 127.0.0.1:{port} in 1.6 s (timeout)"
+        received = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                received.append(silent.recv(65536).decode())
+        assert len(received) >= 3  # sent at 0, 0.5, 1.5 s
+        first = received[0]
+        assert first.startswith("REGISTER sip:example.test SIP/2.0\r\n")  # the domain is the Request-URI
+        assert "\r\nTo: <sip:agent@example.test>\r\n" in first and "\r\nExpires: 60\r\n" in first
+    finally:
+        silent.close()
+        await server.stop()
