@@ -239,7 +239,7 @@ class SipRegistration:
 
     registrar: str = ""  # sip:host[:port]: where REGISTERs go (port 5060 when not named)
     username: str = ""  # the user part of the address of record and of our Contact
-    password: str = ""  # none: from the variable named by password_env
+    password: str = field(default="", repr=False)  # none: from the variable named by password_env
     password_env: str = "COSYAGENT_SIP_PASSWORD"
     auth_username: str = ""  # the digest user name when not the username
     domain: str = ""  # the address of record's domain (and the REGISTER's Request-URI); none: the registrar's host

@@ -117,7 +117,7 @@ class Registration:
 
     async def unregister(self) -> None:
         """Remove our binding (Expires: 0), briefly: the server is stopping."""
-        if self.state == "registered":
+        if self.state == "registered" or self.until > time.time():  # a failed refresh's binding may live on
             try:
                 await self.register(0, UNREGISTER_TIMEOUT_S)
                 logger.info("sip: unregistered %s at %s", self.aor, self.settings.registrar)

@@ -127,6 +127,7 @@ def test_register_config(tmp_path: Path) -> None:
         300,
         "udp",
     )
+    assert "pw" not in repr(entry)  # a logged config never shows the password
     many = (
         "sip:\n  enabled: true\n  transports: [udp, tcp]\n  register:\n"
         "    - {registrar: 'sip:a', username: u1, password: p1, transport: tcp, expires: 60}\n"
