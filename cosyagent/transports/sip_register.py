@@ -101,6 +101,8 @@ class Registration:
                 self.state = "registering"
             try:
                 granted = await self.register(self.settings.expires)
+                if granted < 1:
+                    raise RegisterFailed("the registrar's 200 OK granted no time (expires=0)")
             except RegisterFailed as exc:
                 if self.state != "failing" or exc.args[0] != self.reason:
                     logger.error("sip register %s at %s failed: %s; retrying", self.aor, self.settings.registrar, exc)
