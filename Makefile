@@ -102,8 +102,10 @@ browser-deps:
 	@[ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
 
 # tests/e2e/test_sip_calls.py: Debian's baresip (its core modules: g711, aufile, sndfile, menu, ctrl_tcp)
-# is the real SIP phone that calls the server over 127.0.0.1. Skipped when already there.
-PHONE_APT_PACKAGES := baresip-core
+# is the real SIP phone that calls the server over 127.0.0.1. tests/e2e/test_sip_register.py: Debian's
+# kamailio is the real registrar (run by the test itself, in the foreground, with its own config; the
+# system service apt may start on a fresh install is stopped and disabled). Skipped when already there.
+PHONE_APT_PACKAGES := baresip-core kamailio
 
 phone-deps:
 	@missing=""; for p in $(PHONE_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -111,6 +113,10 @@ phone-deps:
 	  echo "Installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	  case "$$missing" in *kamailio*) \
+	    if systemctl is-enabled --quiet kamailio 2>/dev/null; then \
+	      $$SUDO systemctl disable --now kamailio 2>/dev/null || echo "note: the kamailio service could not be stopped"; fi;; \
+	  esac; \
 	fi
 
 # The production engines' tests need torch + funasr. torch 2.13 requires setuptools>=77, which would

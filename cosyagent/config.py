@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -229,6 +230,39 @@ class TelephonyConfig:
             raise ConfigError(f"telephony.public_host must be a host name (and port): {self.public_host!r}")
 
 
+_SIP_URI = re.compile(r"^sip:(?:[^@;\s]+@)?([\w.-]+|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?(?:;[^\s]*)?$")
+
+
+@dataclass(frozen=True)
+class SipRegistration:
+    """One REGISTER of the SIP endpoint to a PBX or SIP trunk (docs/phone.md "Registering")."""
+
+    registrar: str = ""  # sip:host[:port]: where REGISTERs go (port 5060 when not named)
+    username: str = ""  # the user part of the address of record and of our Contact
+    password: str = field(default="", repr=False)  # none: from the variable named by password_env
+    password_env: str = "COSYAGENT_SIP_PASSWORD"
+    auth_username: str = ""  # the digest user name when not the username
+    domain: str = ""  # the address of record's domain (and the REGISTER's Request-URI); none: the registrar's host
+    aor: str = ""  # the whole address of record, sip:user@domain, when it is not username@domain
+    expires: int = 300  # asked for; refreshed at 85% of what the registrar grants
+    transport: str = "udp"  # udp | tcp
+    contact: str = ""  # our Contact URI (e.g. a public address behind NAT); none: sip:username@sip.host:sip.port
+
+    def __post_init__(self) -> None:
+        where = f"sip.register ({self.registrar or 'no registrar'})"
+        if not _SIP_URI.match(self.registrar) or "@" in self.registrar:
+            raise ConfigError(f"{where}: registrar must be sip:host[:port], got {self.registrar!r}")
+        if not self.username or not self.password:
+            raise ConfigError(f"{where}: needs a username and a password (or ${self.password_env})")
+        if self.transport not in ("udp", "tcp"):
+            raise ConfigError(f"{where}: transport must be udp or tcp, got {self.transport!r}")
+        if not 10 <= self.expires <= 86400:
+            raise ConfigError(f"{where}: expires must be 10-86400 s, got {self.expires}")
+        for key in ("aor", "contact"):
+            if getattr(self, key) and not _SIP_URI.match(getattr(self, key)):
+                raise ConfigError(f"{where}: {key} must be a sip: URI, got {getattr(self, key)!r}")
+
+
 @dataclass(frozen=True)
 class SipConfig:
     """The native SIP endpoint (docs/phone.md "SIP"): a PBX or SIP trunk calls it directly."""
@@ -246,6 +280,8 @@ class SipConfig:
     webhook_url: str = ""
     webhook_secret: str = ""  # signs the event (Standard Webhooks, as OpenAI's: "whsec_<base64>" or any text)
     accept_timeout_s: float = 10.0  # no accept/reject in this long (from the INVITE): 480
+    # REGISTERs to PBXs or SIP trunks, kept up while the server runs (a list, or one mapping).
+    register: tuple[SipRegistration, ...] = field(default=(), metadata={"item": SipRegistration})
 
     def __post_init__(self) -> None:
         try:
@@ -266,6 +302,8 @@ class SipConfig:
             raise ConfigError(f"sip.webhook_url must be an http:// or https:// URL, got {self.webhook_url!r}")
         if not 0 < self.accept_timeout_s <= 300:
             raise ConfigError("sip.accept_timeout_s must be within 0-300 s")
+        if any(entry.transport not in self.transports for entry in self.register):
+            raise ConfigError("sip.register: each registration's transport must be one of sip.transports")
 
 
 @dataclass(frozen=True)
@@ -331,6 +369,10 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
             raw.setdefault(section, {})[key] = [item.strip() for item in env[variable].split(",") if item.strip()]
     if env.get("COSYAGENT_LLM_BASE_URL"):
         raw["llm"]["engine"] = "openai"
+    registrations = (raw.get("sip") or {}).get("register") if isinstance(raw.get("sip"), dict) else None
+    for entry in [registrations] if isinstance(registrations, dict) else registrations or ():
+        if isinstance(entry, dict) and not entry.get("password"):
+            entry["password"] = env.get(str(entry.get("password_env") or "COSYAGENT_SIP_PASSWORD"), "")
     return _build(Config, raw, "")
 
 
@@ -343,9 +385,16 @@ def _build(cls: type[T], raw: Any, where: str) -> T:
         raise ConfigError(f"unknown key(s) in {where or 'config'}: {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {}
     for name, value in raw.items():
-        default = getattr(cls(), name)
+        spec = fields[name]  # its default, without building cls() (which may need values)
+        default = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default  # type: ignore[operator]
         if dataclasses.is_dataclass(default):
             values[name] = _build(type(default), value, f"{where}{name}.")
+        elif "item" in fields[name].metadata:  # a list of sections (or one)
+            items = [value] if isinstance(value, dict) else value
+            if not isinstance(items, list):
+                raise ConfigError(f"{where}{name} must be a list of mappings")
+            item = fields[name].metadata["item"]
+            values[name] = tuple(_build(item, entry, f"{where}{name}[{i}].") for i, entry in enumerate(items))
         elif isinstance(default, tuple):
             if isinstance(value, str | dict):  # tuple("key") would be its characters
                 raise ConfigError(f"{where}{name} must be a list")

@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from cosyagent.config import ConfigError
 from cosyagent.runtime import Runtime
 from cosyagent.runtime.sessions import SessionRefused
-from cosyagent.transports import sideband, sip_calls, sip_server
+from cosyagent.transports import sideband, sip_calls, sip_register, sip_server
 from cosyagent.transports import websocket as websocket_transport
 from cosyagent.transports.webrtc_offer import CallError, CallNotFound
 from cosyagent.web.auth import ApiKeyMiddleware
@@ -39,9 +39,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         await runtime.start()
         try:
             sip = app.state.sip_server = await _start_sip(runtime)
+            registrations = app.state.sip_registrations = _registrations(runtime, sip)
             try:
                 yield
             finally:
+                await registrations.stop()  # Expires: 0 while the endpoint still answers
                 if sip is not None:
                     await sip.stop()
         finally:
@@ -57,7 +59,10 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:
-        return runtime.health()
+        registrations: sip_register.Registrations | None = getattr(app.state, "sip_registrations", None)
+        if registrations is None or not registrations.entries:
+            return runtime.health()
+        return runtime.health() | {"sip": {"registrations": registrations.health()}}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -130,6 +135,19 @@ async def _start_sip(runtime: Runtime) -> sip_server.SipServer | None:
             "choose another with --sip-port N or sip.port"
         ) from exc
     return server
+
+
+def _registrations(runtime: Runtime, sip: sip_server.SipServer | None) -> sip_register.Registrations:
+    """``sip.register``'s REGISTERs, started: they run until the server stops."""
+    entries = []
+    if sip is not None:
+        entries = [
+            sip_register.Registration(entry, sip.sender, sip.transactions, sip.message_received)
+            for entry in runtime.config.sip.register
+        ]
+    registrations = sip_register.Registrations(entries)
+    registrations.start()
+    return registrations
 
 
 async def _sideband(websocket: WebSocket, sip: sip_server.SipServer | None, call_id: str) -> None:
