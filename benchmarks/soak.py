@@ -9,7 +9,7 @@ at a time:
   reply ``--max-tokens`` long) and closing; every ``--vanish-every``-th drops its socket at the
   reply's first audio.
 - **soak** (``--minutes``): sessions that *speak* real recorded questions (tests/data) in real
-  time, ``--turns`` turns and one barge-in each, then close and start again (``--talk text``:
+  time, ``--turns`` turns and ``--barge-ins`` barge-ins each, then close and start again (``--talk text``:
   the churn's text sessions instead).
 
 Resources (and ``/metrics``) are read after each phase, once the server has gone quiet (no
@@ -200,13 +200,13 @@ async def churn(
         await sdk.close()
 
 
-async def talk(base_url: str, sessions: int, seconds: float, turns: int, result: SoakResult) -> None:
+async def talk(base_url: str, sessions: int, seconds: float, plan: Plan, result: SoakResult) -> None:
     """``sessions`` workers each speaking real questions, session after session, until ``seconds``
-    have passed: ``turns`` turns and one barge-in a session (benchmarks/ws_driver.py)."""
+    have passed: ``plan``'s turns and barge-ins a session (benchmarks/ws_driver.py)."""
     deadline = time.monotonic() + seconds
     clips = questions()
     counter = itertools.count()
-    plan = Plan(turns=turns, barge_ins=1, timeout_s=SESSION_TIMEOUT_S / 2)
+    turns = plan.turns
 
     async def worker() -> None:
         while time.monotonic() < deadline:
@@ -226,13 +226,14 @@ async def talk(base_url: str, sessions: int, seconds: float, turns: int, result:
 
 
 async def soak(runtime: Runtime, base_url: str, args: argparse.Namespace) -> SoakResult:
+    plan = Plan(turns=args.turns, barge_ins=args.barge_ins, timeout_s=SESSION_TIMEOUT_S / 2)
     result = SoakResult()
     warm_up = SoakResult()
     # One round of each kind at full concurrency, so that thread pools and model arenas have
     # grown to what the load needs before the baseline is read.
     await churn(base_url, args.sessions, 0.1, args.max_tokens, 0, warm_up)
     if args.talk == "speech":
-        await talk(base_url, args.sessions, 0.1, args.turns, warm_up)
+        await talk(base_url, args.sessions, 0.1, plan, warm_up)
     result.resources["before"] = before = await settled(runtime, base_url)
     if args.churn:
         await churn(base_url, args.sessions, 1e9, args.max_tokens, args.vanish_every, result, count=args.churn)
@@ -240,7 +241,7 @@ async def soak(runtime: Runtime, base_url: str, args: argparse.Namespace) -> Soa
     half = args.minutes * 60 / 2
     for phase in ("middle", "after"):
         if args.talk == "speech":
-            await talk(base_url, args.sessions, half, args.turns, result)
+            await talk(base_url, args.sessions, half, plan, result)
         else:
             await churn(base_url, args.sessions, half, args.max_tokens, args.vanish_every, result)
         result.resources[phase] = await settled(runtime, base_url, before)
@@ -315,13 +316,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--talk", choices=("speech", "text"), default="speech", help="soak sessions speak real clips (default) or text"
     )
-    parser.add_argument("--turns", type=int, default=2, help="speech: turns a session before its barge-in (default 2)")
+    parser.add_argument("--turns", type=int, default=2, help="speech: turns a session (default 2)")
+    parser.add_argument(
+        "--barge-ins", type=int, default=1, help="speech: barge-ins a session, after its turns (default 1)"
+    )
     parser.add_argument(
         "--max-rss-growth", type=float, default=0.05, help="fail above this RSS growth before -> after (default 0.05)"
     )
     args = parser.parse_args(argv)
-    if args.sessions < 1 or args.churn < 0 or args.minutes <= 0 or args.turns < 1:
-        parser.error("--sessions and --turns must be at least 1, --churn at least 0, --minutes above 0")
+    if args.sessions < 1 or args.churn < 0 or args.minutes <= 0 or args.turns < 1 or args.barge_ins < 0:
+        parser.error("--sessions and --turns must be at least 1, --churn and --barge-ins at least 0, --minutes above 0")
     return args
 
 

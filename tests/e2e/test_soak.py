@@ -1,5 +1,5 @@
 """A short run of benchmarks/soak.py: text sessions opened and closed (some vanishing mid-reply),
-then sessions speaking real questions (with a barge-in each) on a real in-process server;
+then sessions speaking a real question on a real in-process server;
 afterwards no session is counted (by the runtime and by /metrics) and no task, thread or file
 descriptor is left beyond the warmed-up baseline (waited for at most a minute: a closing
 socket takes a moment, a leak never goes). RSS is the benchmark's business: this CPU is shared."""
@@ -17,7 +17,7 @@ async def test_churn_returns_to_the_baseline(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"  # SmolLM2: the lightest LLM, so that a busy CPU still turns sessions over
     sections = {"server": {"data_dir": str(tmp_path / "data")}, "llm": {"embedded_model": "smollm2"}}
     config.write_text(yaml.safe_dump(sections), encoding="utf-8")
-    arguments = ["--sessions", "2", "--churn", "4", "--minutes", "0.1", "--turns", "1"]
+    arguments = ["--sessions", "2", "--churn", "4", "--minutes", "0.1", "--turns", "1", "--barge-ins", "0"]
     args = parse_args([*arguments, "--max-tokens", "8", "--vanish-every", "2", "--config", str(config)])
     result = await run(args)
     print(table(result, args))
