@@ -58,14 +58,14 @@ async def test_run_session_measures_turns_and_a_barge_in_over_webrtc(
     config = runtime.config  # shorter replies keep the test short (they are played in real time)
     runtime.config = dataclasses.replace(config, realtime=dataclasses.replace(config.realtime, max_output_tokens=24))
     try:
-        record = await run_session(live_server.base_url, SESSION, clips, Plan(turns=2, barge_ins=1, timeout_s=60.0))
+        record = await run_session(live_server.base_url, SESSION, clips, Plan(turns=1, barge_ins=1, timeout_s=60.0))
     finally:
         runtime.config = config
     if os.environ.get("WEBRTC_DRIVER_DUMP"):
         print(json.dumps(record.__dict__, indent=1, default=str))
 
     assert record.errors == []
-    assert [t["ok"] for t in record.turns] == [True, True]
+    assert [t["ok"] for t in record.turns] == [True]
     for turn in record.turns:
         assert set(TURN_METRICS) <= set(turn)
         assert 0 < turn["voice_to_voice_ms"] < V2V_BOUND_MS, turn
