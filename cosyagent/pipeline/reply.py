@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from cosyagent.engines.base import AudioF32, ChatLLM, ChatMessage, SpeechSynthesizer, ToolCallDelta
-from cosyagent.engines.language_id import LANGUAGE_NAMES
 from cosyagent.pipeline.speak import speak
 from cosyagent.pipeline.timestamps import SpeechTimings
+from cosyagent.pipeline.voice_language import firmer, in_the_voice_language, speakable_opening, speaks_no_chinese
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +97,15 @@ async def stream_reply(
         async for delta in _llm_text(request, llm, timings):
             yield TextDelta(delta)
         return
-    request = replace(request, messages=in_the_voice_language(request.messages, tts.info.languages))
+    languages = tts.info.languages
+    request = replace(request, messages=in_the_voice_language(request.messages, languages))
+    text = _llm_text(request, llm, timings)
+    if speaks_no_chinese(languages) and not request.tools:  # (a retry would repeat tool calls already told)
+        again = replace(request, messages=firmer(request.messages, languages))
+        text = speakable_opening(text, lambda: _llm_text(again, llm, timings))
     spoken = speak(
         tts,
-        _llm_text(request, llm, timings),
+        text,
         voice=request.voice,
         speed=request.speed,
         on_clause=lambda _clause: timings.mark("first_clause"),
@@ -110,22 +115,6 @@ async def stream_reply(
         async for chunk in spoken:
             timings.mark("tts_first_audio")
             yield AudioChunk(chunk.samples if chunk.samples.size else _ONE_MS_SILENCE, chunk.text, chunk.timings)
-
-
-def in_the_voice_language(messages: Sequence[ChatMessage], voice_languages: Sequence[str]) -> list[ChatMessage]:
-    """``messages`` with the system message told to answer in the voice's one language.
-
-    A small multilingual LLM (the embedded Qwen) sometimes answers an English question in
-    Chinese, which an English-only voice cannot speak: the whole reply would fail. Voices of
-    several languages (or that do not say) change nothing.
-    """
-    if len(voice_languages) != 1:
-        return list(messages)
-    name = LANGUAGE_NAMES.get(voice_languages[0], voice_languages[0])
-    rule = f"Always answer in {name}: your voice speaks {name} only."
-    if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):
-        return [{**messages[0], "content": f"{messages[0]['content']}\n{rule}"}, *messages[1:]]
-    return [{"role": "system", "content": rule}, *messages]
 
 
 async def _llm_text(request: ReplyRequest, llm: ChatLLM, timings: ReplyTimings) -> AsyncIterator[str]:

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from cosyagent.engines.base import AudioF32, CancelToken, EngineInfo
-from cosyagent.pipeline.reply import ReplyRequest, in_the_voice_language, stream_reply
+from cosyagent.pipeline.reply import ReplyRequest, stream_reply
 from cosyagent.pipeline.speak import SpokenChunk, clauses_of, speak
+from cosyagent.pipeline.voice_language import in_the_voice_language, speakable_opening
 
 TEXT = "Good morning, and welcome to the station. The next train leaves from platform four in ten minutes."
 
@@ -109,14 +110,23 @@ class EnglishOnlyEngine(ClauseEngine):
 
 
 class RecordingLLM:
+    """Answers each request with the next of ``answers`` (the last one again when they run out)."""
+
     info = EngineInfo("recording", "recording-1")
 
-    def __init__(self) -> None:
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers) or ["Hello there."]
         self.seen: list[list[dict[str, object]]] = []
+        self.closed = 0
 
     async def stream_chat(self, messages: list[dict[str, object]], **_: object) -> AsyncIterator[str]:
         self.seen.append(list(messages))
-        yield "Hello there."
+        answer = self.answers[min(len(self.seen), len(self.answers)) - 1]
+        try:
+            for word in answer.split(" "):
+                yield word + " "
+        finally:
+            self.closed += 1
 
 
 async def test_an_english_only_voice_asks_the_llm_for_english_answers() -> None:
@@ -141,3 +151,29 @@ def test_without_instructions_the_language_rule_is_the_system_message() -> None:
         {"role": "system", "content": "Always answer in English: your voice speaks English only."},
         user,
     ]
+
+
+async def test_a_reply_opening_in_chinese_is_asked_for_again_before_an_english_voice_speaks_it() -> None:
+    llm = RecordingLLM("巴黎是法国的首都 。 Paris.", "Paris is the capital of France.")
+    tts = EnglishOnlyEngine()
+    request = ReplyRequest(messages=[{"role": "user", "content": "What is the capital of France?"}], voice="v")
+    chunks = [e async for e in stream_reply(request, llm, tts)]  # type: ignore[arg-type]
+    assert " ".join(tts.calls) == "Paris is the capital of France."  # nothing of the first answer spoken
+    assert len(chunks) >= 1 and llm.closed == 2  # the first stream closed, not read to its end
+    assert llm.seen[1][-1] == {"role": "system", "content": "Reply in English only, never in Chinese."}
+    assert llm.seen[1][:-1] == llm.seen[0]
+
+
+async def test_only_the_opening_is_checked_and_only_once() -> None:
+    async def text(*pieces: str) -> AsyncIterator[str]:
+        for piece in pieces:
+            yield piece
+
+    def never() -> AsyncIterator[str]:
+        raise AssertionError("an English opening is not asked for again")
+
+    english = [d async for d in speakable_opening(text("Paris is ", "the capital, 巴黎."), never)]
+    assert "".join(english) == "Paris is the capital, 巴黎."  # later Chinese: the voice's own error
+    assert [d async for d in speakable_opening(text("Yes."), never)] == ["Yes."]  # short, held whole
+    twice = [d async for d in speakable_opening(text("巴黎"), lambda: text("还是巴黎"))]
+    assert twice == ["还是巴黎"]  # the second answer is passed on as it is

@@ -1,0 +1,77 @@
+"""Keeping a reply in the language its voice speaks.
+
+A small multilingual LLM (the embedded Qwen) now and then answers an English question in
+Chinese, which an English-only voice (Piper) cannot speak: the whole reply would fail. Two
+defences: the LLM is told the voice's language (:func:`in_the_voice_language`), and a reply
+that still opens in Chinese characters is asked for once more, more firmly, before anything of
+it is spoken (:func:`speakable_opening`): the first answer is dropped after a few tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
+
+from cosyagent.engines.base import ChatMessage
+from cosyagent.engines.language_id import LANGUAGE_NAMES
+
+logger = logging.getLogger(__name__)
+
+OPENING_CHARS = 12  # enough text to tell its script; a few tokens, tens of milliseconds
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def in_the_voice_language(messages: Sequence[ChatMessage], voice_languages: Sequence[str]) -> list[ChatMessage]:
+    """``messages`` with the system message told to answer in the voice's one language.
+    Voices of several languages (or that do not say) change nothing."""
+    if len(voice_languages) != 1:
+        return list(messages)
+    rule = _rule(voice_languages[0])
+    if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):
+        return [{**messages[0], "content": f"{messages[0]['content']}\n{rule}"}, *messages[1:]]
+    return [{"role": "system", "content": rule}, *messages]
+
+
+def speaks_no_chinese(voice_languages: Sequence[str]) -> bool:
+    """A voice that says what it speaks, and Chinese is not among it."""
+    return bool(voice_languages) and "zh" not in voice_languages
+
+
+def firmer(messages: Sequence[ChatMessage], voice_languages: Sequence[str]) -> list[ChatMessage]:
+    """The same request, ending with the language rule (the last word is the one a small model follows)."""
+    name = LANGUAGE_NAMES.get(voice_languages[0], voice_languages[0]) if voice_languages else "English"
+    return [*messages, {"role": "system", "content": f"Reply in {name} only, never in Chinese."}]
+
+
+async def speakable_opening(first: AsyncIterator[str], again: Callable[[], AsyncIterator[str]]) -> AsyncIterator[str]:
+    """The text of ``first``; if it opens with Chinese characters, ``first`` is closed and the
+    text of ``again()`` follows instead (once: a second Chinese answer is passed on, and the
+    voice refuses it with its own clear error)."""
+    held = ""
+    async with aclosing(first):  # type: ignore[type-var]  # the LLM streams are async generators
+        async for delta in first:
+            held += delta
+            opening = held.lstrip()[:OPENING_CHARS]
+            if _HAN.search(opening):
+                break
+            if len(opening) >= OPENING_CHARS:
+                yield held
+                async for rest in first:
+                    yield rest
+                return
+        else:  # a short answer, all of it held
+            if held:
+                yield held
+            return
+    logger.warning("the LLM answered in Chinese (%r), which the voice cannot speak: asked again", held[:40])
+    retry = again()
+    async with aclosing(retry):  # type: ignore[type-var]
+        async for delta in retry:
+            yield delta
+
+
+def _rule(language: str) -> str:
+    name = LANGUAGE_NAMES.get(language, language)
+    return f"Always answer in {name}: your voice speaks {name} only."
