@@ -12,18 +12,18 @@ peer (WebRTC). How reliably the real embedded LLM calls a tool: test_realtime_to
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from openai import AsyncOpenAI
 from openai.types.realtime import RealtimeFunctionToolParam
 
-from tests.e2e.audio_server import in_process_server, write_config
-from tests.e2e.conftest import LiveServer, free_port, serve_asgi
+from tests.e2e.conftest import LiveServer
 from tests.e2e.realtime_client import Transcript, collect, completed_response, stream_pcm24
+from tests.e2e.test_realtime_tools import agent, fake_llm
 from tests.e2e.webrtc_client import accept_answer, dublin_question, loopback_candidates, make_offer
-from tests.fakes.fake_chat_llm import MODEL, Call, FakeChatLLM, Reply
+from tests.fakes.fake_chat_llm import Call, FakeChatLLM, Reply
 
 DIRECTIONS: RealtimeFunctionToolParam = {
     "type": "function",
@@ -31,6 +31,8 @@ DIRECTIONS: RealtimeFunctionToolParam = {
     "description": "How to travel to a place.",
     "parameters": {"type": "object", "properties": {"to": {"type": "string"}}, "required": ["to"]},
 }
+__all__ = ["agent", "fake_llm"]  # the scripted LLM and the agent that uses it (test_realtime_tools)
+
 SPOKEN_RESULT = "Take the ferry from Holyhead, then the train to Dublin."
 TOOL_OUTPUT = {"route": "ferry from Holyhead, then train", "hours": 4}
 
@@ -39,26 +41,6 @@ TOOL_OUTPUT = {"route": "ferry from Holyhead, then train", "hours": 4}
 def _loopback() -> Iterator[None]:
     with loopback_candidates():
         yield
-
-
-@pytest.fixture(scope="module")
-async def fake_llm() -> AsyncIterator[tuple[FakeChatLLM, int]]:
-    fake, port = FakeChatLLM(), free_port()
-    async with serve_asgi(fake.app(), port):
-        yield fake, port
-
-
-@pytest.fixture(scope="module")
-async def agent(
-    fake_llm: tuple[FakeChatLLM, int], tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[LiveServer]:
-    _, port = fake_llm
-    sections: dict[str, dict[str, Any]] = {
-        "server": {"capacity": 4},
-        "llm": {"engine": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": MODEL},
-    }
-    async with in_process_server(write_config(tmp_path_factory.mktemp("spoken-tools"), sections)) as server:
-        yield server
 
 
 @pytest.fixture
