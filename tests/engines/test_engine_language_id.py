@@ -13,7 +13,6 @@ from cosyagent.engines.base import EngineUnavailableError, SpeechRecognizer, Uns
 from cosyagent.engines.gguf_parts import ModelPart, assemble
 from cosyagent.engines.language_guard import LanguageCheckedASR
 from cosyagent.engines.language_id import (
-    ENGLISH_FLOOR,
     WHISPER_BASE_CT2,
     SpokenLanguageID,
 )
@@ -62,8 +61,11 @@ async def test_short_synthesized_english_is_never_refused(
 ) -> None:
     guesses = [await identifier.identify(audio) for audio in piper_questions]
     assert all(guess is not None for guess in guesses)
-    # The lowest measured was 0.44 ("What day comes after Monday?"): three times the floor.
-    assert all(guess.english >= 2 * ENGLISH_FLOOR for guess in guesses if guess is not None), guesses
+    # Piper's synthesis is random (VITS noise), so each run speaks these differently: over 100
+    # syntheses here P(en) went as low as 0.40 (once "es" 0.48 came first) and CI saw one under
+    # 0.30. What the product relies on is that none is refused; most must still come out English.
+    assert not any(guess.not_english for guess in guesses if guess is not None), guesses
+    assert sum(guess.language == "en" for guess in guesses if guess is not None) >= 4, guesses
 
 
 @pytest.mark.parametrize("clip", MANDARIN_CLIPS)
