@@ -120,7 +120,9 @@ class VADConfig:
 
 @dataclass(frozen=True)
 class ASRConfig:
-    engine: str = "whisper"  # "whisper" or "moonshine" (embedded), or "funasr" (Fun-ASR-Nano, extra [funasr])
+    # "auto": moonshine where moonshine-cpp is installed (Linux x86_64), else whisper; or name one of
+    # "moonshine", "whisper" (embedded) or "funasr" (Fun-ASR-Nano, extra [funasr])
+    engine: str = "auto"
     threads: int = 2
     beam_size: int = 1  # whisper
     max_window_s: float = 20.0  # moonshine: longer audio is cut at its pauses into windows of at most this

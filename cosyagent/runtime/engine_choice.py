@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from cosyagent.config import ASRConfig, ConfigError, LLMConfig, TTSConfig
-from cosyagent.engines.base import SpeechRecognizer, SpeechSynthesizer
+from cosyagent.engines import moonshine_files
+from cosyagent.engines.base import EngineUnavailableError, SpeechRecognizer, SpeechSynthesizer
 from cosyagent.engines.cosyvoice_tts import CosyVoiceTTS
 from cosyagent.engines.funasr_asr import FunASRNano
 from cosyagent.engines.gguf_parts import QWEN25_CODER_05B_Q4KM, assemble
@@ -22,8 +25,12 @@ from cosyagent.engines.whisper_asr import WhisperASR
 from cosyagent.voices.cosyvoice_features import CosyVoiceVoiceFeatures
 from cosyagent.voices.features import KokoroVoiceFeatures, PiperVoiceFeatures, SpeakerFeatureEngine
 
+logger = logging.getLogger(__name__)
+
 
 def build_asr(config: ASRConfig) -> SpeechRecognizer:
+    if config.engine == "auto":
+        return build_asr(replace(config, engine=_fastest_embedded_asr()))
     if config.engine == "whisper":
         return _language_checked(WhisperASR(cpu_threads=config.threads, beam_size=config.beam_size), config)
     if config.engine == "moonshine":
@@ -38,7 +45,18 @@ def build_asr(config: ASRConfig) -> SpeechRecognizer:
         return FunASRNano(
             config.model_dir, device=config.device, language=config.language, hotwords=config.hotwords, itn=config.itn
         )
-    raise ConfigError(f"asr.engine must be 'whisper', 'moonshine' or 'funasr', not {config.engine!r}")
+    raise ConfigError(f"asr.engine must be 'auto', 'moonshine', 'whisper' or 'funasr', not {config.engine!r}")
+
+
+def _fastest_embedded_asr() -> str:
+    """Moonshine answers a spoken question in about a third of Whisper's time (docs/benchmarks.md),
+    but its package has a wheel for Linux x86_64 only: elsewhere Whisper."""
+    try:
+        moonshine_files.package_dir()
+    except EngineUnavailableError as exc:
+        logger.info("asr.engine auto: Whisper tiny.en (%s)", exc)
+        return "whisper"
+    return "moonshine"
 
 
 def _language_checked(asr: SpeechRecognizer, config: ASRConfig) -> SpeechRecognizer:

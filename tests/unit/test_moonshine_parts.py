@@ -11,6 +11,7 @@ from cosyagent.engines.base import EngineUnavailableError
 from cosyagent.engines.language_guard import LanguageCheckedASR
 from cosyagent.engines.moonshine_asr import MIN_TOKENS, MoonshineASR, max_new_tokens
 from cosyagent.engines.moonshine_files import Tokenizer
+from cosyagent.engines.whisper_asr import WhisperASR
 from cosyagent.runtime.engine_choice import build_asr
 
 
@@ -67,5 +68,17 @@ def test_moonshine_is_selectable_and_its_window_is_checked() -> None:
     assert (asr.cpu_threads, asr.max_window_s, asr.info.name) == (1, 12.0, "moonshine")
     with pytest.raises(ConfigError, match="max_window_s must be between 1 and 60"):
         build_asr(ASRConfig(engine="moonshine", max_window_s=0.5))
-    with pytest.raises(ConfigError, match="'whisper', 'moonshine' or 'funasr'"):
+    with pytest.raises(ConfigError, match="'auto', 'moonshine', 'whisper' or 'funasr', not 'vosk'"):
         build_asr(ASRConfig(engine="vosk"))
+
+
+def test_auto_picks_moonshine_where_its_package_is_installed_else_whisper(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ASRConfig().engine == "auto"
+    auto = build_asr(ASRConfig(language_check=False))
+    assert isinstance(auto, MoonshineASR)  # moonshine-cpp is installed on Linux x86_64 (pyproject)
+
+    def not_installed() -> Path:
+        raise EngineUnavailableError("Moonshine model not found: moonshine-cpp is not installed")
+
+    monkeypatch.setattr("cosyagent.engines.moonshine_files.package_dir", not_installed)
+    assert isinstance(build_asr(ASRConfig(language_check=False)), WhisperASR)
