@@ -5,9 +5,9 @@ autoregressive LLM, then into audio with flow matching: nothing in it says which
 which word. So the times here are an estimate, made after a piece of text is synthesized, from
 the audio and the text alone:
 
-1. **Where the speech is**: 10 ms frames' energy; frames within 35 dB of the loudest are speech.
+1. **Where the speech is**: 10 ms frames' energy; frames within 40 dB of the loudest are speech.
    Silence before and after is trimmed; silent runs of 120 ms or more inside are *pauses*.
-2. **How long each word should take**: its sounds, weighted (a vowel 1.5, a consonant 1.0).
+2. **How long each word should take**: the number of its sounds.
    English (any Latin-script word) is phonemized by espeak-ng, the one Piper ships (word by word,
    under a lock: espeak is not thread-safe); a Han character is one syllable, its sounds from
    its pinyin (pypinyin, when installed) or else a fixed onset + open vowel; kana and hangul are
@@ -34,15 +34,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from cosyagent.engines.base import AudioF32
-from cosyagent.engines.timings import PhonemeTiming, TimedAudio, WordTiming, is_sound
+from cosyagent.engines.timings import STRESS_MARKS, PhonemeTiming, TimedAudio, WordTiming, is_sound
 
 FRAME_S = 0.010
-SILENCE_DB = 35.0  # a frame this far below the loudest frame is silent
+SILENCE_DB = 40.0  # a frame this far below the loudest frame is silent
 MIN_PAUSE_S = 0.12
 MAX_PAUSES = 12  # the longest ones; shorter dips are left inside words
-VOWEL_WEIGHT, CONSONANT_WEIGHT = 1.5, 1.0
 PUNCTUATION_WEIGHT = {",": 1.0, ";": 1.5, ":": 1.5, ".": 2.0, "!": 2.0, "?": 2.0, "…": 2.0}
-_VOWELS = frozenset("aeiouyæɑɐɒɔəɘɚɛɜɞɤɨɪʊʌʏøœɶɵʉɯ")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _FULLWIDTH_PUNCTUATION = {"，": ",", "、": ",", "。": ".", "！": "!", "？": "?", "；": ";", "：": ":"}
@@ -61,11 +59,8 @@ class SpokenWord:
 
     @property
     def weight(self) -> float:
-        return sum(VOWEL_WEIGHT if _is_vowel(s) else CONSONANT_WEIGHT for s in self.sounds) or 1.0
-
-
-def _is_vowel(sound: str) -> bool:
-    return sound[:1] in _VOWELS
+        """Its expected length, in sounds (one each: weighting vowels more measured no better)."""
+        return float(len(self.sounds) or 1)
 
 
 def spoken_words(text: str, phonemize: Phonemize | None = None) -> list[SpokenWord]:
@@ -111,7 +106,7 @@ def _sounds_of(word: str, phonemize: Phonemize) -> list[str]:
     if _CJK.match(word):
         return ["k", "a"]  # kana / hangul: one syllable, consonant + vowel
     try:
-        sounds = [s for s in phonemize(word) if is_sound(s)]
+        sounds = [s for s in phonemize(word) if is_sound(s) and s not in STRESS_MARKS]
     except (RuntimeError, ValueError, OSError):
         sounds = []
     return sounds or letter_sounds(word)
@@ -270,7 +265,7 @@ def _share(
         timed.append(WordTiming(word.text, at * scale, word_end * scale))
         sound_at = at
         for sound in word.sounds:
-            sound_end = sound_at + (VOWEL_WEIGHT if _is_vowel(sound) else CONSONANT_WEIGHT) * per_unit
+            sound_end = sound_at + per_unit
             phonemes.append(PhonemeTiming(sound, sound_at * scale, min(sound_end, word_end) * scale))
             sound_at = sound_end
         at = word_end + pause * per_unit
