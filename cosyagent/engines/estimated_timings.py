@@ -7,19 +7,21 @@ the audio and the text alone:
 
 1. **Where the speech is**: 10 ms frames' energy; frames within 40 dB of the loudest are speech.
    Silence before and after is trimmed; silent runs of 120 ms or more inside are *pauses*.
-2. **How long each word should take**: the number of its sounds.
-   English (any Latin-script word) is phonemized by espeak-ng, the one Piper ships (word by word,
-   under a lock: espeak is not thread-safe); a Han character is one syllable, its sounds from
-   its pinyin (pypinyin, when installed) or else a fixed onset + open vowel; kana and hangul are
-   one syllable each. A comma or full stop adds a short pause weight.
+2. **How long each word should take**: the number of its sounds (weighting vowels more measured
+   no better). English (any Latin-script word) is phonemized by espeak-ng, the one Piper ships
+   (word by word, under a lock: espeak is not thread-safe; the letters if it cannot); a Han
+   character is one syllable, its sounds from its pinyin (pypinyin, when installed) or else a
+   fixed onset + open vowel; kana and hangul are one syllable each. A comma adds one sound's
+   worth of pause, a full stop two.
 3. **Which pauses fall between which words**: a small dynamic programme matches each pause to a
    word boundary (cheap at punctuation, dearer elsewhere) or leaves it inside a word, choosing
-   the matching whose stretches of speech best fit the words' expected lengths at one rate.
-4. Within each stretch the words share its time in proportion to their weights; a word's sounds
+   the matching whose stretches of speech best fit the words' expected lengths at one rate (each
+   pause is tried at the 10 boundaries nearest where it would fall at that rate).
+4. Within each stretch the words share its time in proportion to their lengths; a word's sounds
    share the word's time likewise, and a pause is a ``,`` phoneme (viseme ``sil``).
 
 All times lie within the audio (ms from its first sample). The estimate's error, measured on
-Piper speech whose true word times are known, is in docs/timestamps.md.
+Piper and Kokoro speech whose true word times are known, is in docs/timestamps.md.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _FULLWIDTH_PUNCTUATION = {"，": ",", "、": ",", "。": ".", "！": "!", "？": "?", "；": ";", "：": ":"}
 _EDGE = "\"'“”‘’()[]{},.;:!?…-–—«»《》「」『』（）"
+_STRIP = _EDGE + "".join(_FULLWIDTH_PUNCTUATION)
 
 Phonemize = Callable[[str], list[str]]
 
@@ -69,8 +72,8 @@ def spoken_words(text: str, phonemize: Phonemize | None = None) -> list[SpokenWo
     words: list[SpokenWord] = []
     for token in text.split():
         for part in _split_cjk(token):
-            trailing = part[len(part.rstrip(_EDGE + "".join(_FULLWIDTH_PUNCTUATION))) :]
-            word = part.strip(_EDGE + "".join(_FULLWIDTH_PUNCTUATION))
+            trailing = part[len(part.rstrip(_STRIP)) :]
+            word = part.strip(_STRIP)
             pause = max((PUNCTUATION_WEIGHT.get(_FULLWIDTH_PUNCTUATION.get(c, c), 0.0) for c in trailing), default=0.0)
             if not word:
                 if words and pause:
@@ -226,6 +229,7 @@ def find_speech(audio: AudioF32, sample_rate: int) -> Speech:
 _FIT = 4.0  # cost of a stretch of speech whose length is e (2.7) times what its words expect: 4
 _UNPUNCTUATED_BREAK = 1.0  # a pause between words with no punctuation between them
 _IGNORED_PAUSE = 0.5  # a pause left inside a word (a stop's closure): this, plus 4 per second of it
+_CANDIDATES = 10  # the word boundaries nearest where a pause would fall at one rate: the ones tried for it
 
 
 def estimate_timings(audio: AudioF32, sample_rate: int, text: str, phonemize: Phonemize | None = None) -> TimedAudio:
@@ -294,7 +298,7 @@ def _place_pauses(words: Sequence[SpokenWord], speech: Speech, sample_rate: int)
     # best[(pause, word)]: the least cost of speech up to ``pause``, which follows ``word``
     best: dict[tuple[int, int], tuple[float, tuple[int, int] | None]] = {(-1, -1): (0.0, None)}
     for pause in range(len(pauses)):
-        for word in range(count - 1):
+        for word in _nearby_boundaries(prefix, pauses, pause, speech.start, rate):
             boundary = 0.0 if words[word].pause_after else _UNPUNCTUATED_BREAK
             options = [
                 (cost + fit(w + 1, word + 1, pauses[pause][0] - after(p)) + ignored(p + 1, pause) + boundary, (p, w))
@@ -314,3 +318,12 @@ def _place_pauses(words: Sequence[SpokenWord], speech: Speech, sample_rate: int)
         cuts.append((step[1], pauses[step[0]]))
         step = best[step][1]
     return cuts[::-1]
+
+
+def _nearby_boundaries(
+    prefix: np.ndarray, pauses: Sequence[tuple[int, int]], pause: int, start: int, rate: float
+) -> list[int]:
+    """The boundaries (after word ``j``) a pause is tried at: those nearest where it falls at one rate."""
+    voiced_before = pauses[pause][0] - start - sum(end - begin for begin, end in pauses[:pause])
+    distance = np.abs(prefix[1:-1] - voiced_before / rate)
+    return sorted(int(j) for j in np.argsort(distance, kind="stable")[:_CANDIDATES])
