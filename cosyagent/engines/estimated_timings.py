@@ -239,14 +239,17 @@ def estimate_timings(audio: AudioF32, sample_rate: int, text: str, phonemize: Ph
     if not words:
         return TimedAudio(audio, (), ())
     cuts = _place_pauses(words, speech, sample_rate)
-    scale = 1000.0 / sample_rate
+
+    def ms(samples: float) -> float:  # never past the audio's end, on the clock 1000 * size / rate gives
+        return min(samples, audio.size) * 1000.0 / sample_rate
+
     phonemes: list[PhonemeTiming] = []
     timed: list[WordTiming] = []
     first, position = 0, speech.start
     for last, (pause_start, pause_end) in [*cuts, (len(words) - 1, (speech.end, speech.end))]:
-        _share(words[first : last + 1], position, pause_start, scale, timed, phonemes)
+        _share(words[first : last + 1], position, pause_start, ms, timed, phonemes)
         if pause_end > pause_start:
-            phonemes.append(PhonemeTiming(",", pause_start * scale, pause_end * scale))
+            phonemes.append(PhonemeTiming(",", ms(pause_start), ms(pause_end)))
         first, position = last + 1, pause_end
     return TimedAudio(audio, tuple(phonemes), tuple(timed))
 
@@ -255,7 +258,7 @@ def _share(
     words: Sequence[SpokenWord],
     start: int,
     end: int,
-    scale: float,
+    ms: Callable[[float], float],
     timed: list[WordTiming],
     phonemes: list[PhonemeTiming],
 ) -> None:
@@ -266,15 +269,15 @@ def _share(
     at = float(start)
     for word, weight, pause in units:
         word_end = at + weight * per_unit
-        timed.append(WordTiming(word.text, at * scale, word_end * scale))
+        timed.append(WordTiming(word.text, ms(at), ms(word_end)))
         sound_at = at
         for sound in word.sounds:
             sound_end = sound_at + per_unit
-            phonemes.append(PhonemeTiming(sound, sound_at * scale, min(sound_end, word_end) * scale))
+            phonemes.append(PhonemeTiming(sound, ms(sound_at), ms(min(sound_end, word_end))))
             sound_at = sound_end
         at = word_end + pause * per_unit
         if pause:
-            phonemes.append(PhonemeTiming(",", word_end * scale, at * scale))
+            phonemes.append(PhonemeTiming(",", ms(word_end), ms(at)))
 
 
 def _place_pauses(words: Sequence[SpokenWord], speech: Speech, sample_rate: int) -> list[tuple[int, tuple[int, int]]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
 from collections.abc import AsyncIterator
@@ -142,6 +143,19 @@ async def test_pipeline_feeds_llm_tokens_into_cosyvoice(stack: tuple[Runtime, st
     assert audio and sum(e.samples.size for e in audio) > 0
     spoken = " ".join(e.clause for e in audio if e.clause)
     assert spoken.strip()  # the LLM's words, streamed into CosyVoice, came out as speech
+    assert all(e.timings is None for e in audio)  # untimed unless asked
+
+    timed_request = dataclasses.replace(request, timed=True)  # a session that asked for timestamps
+    timed = [e async for e in stream_reply(timed_request, engines.llm, engines.tts) if isinstance(e, AudioChunk)]
+    assert timed and all(e.timings is not None and e.timings.words for e in timed)  # one chunk per clause
+    for chunk in timed:
+        if chunk.timings is not None:
+            duration_ms = 1000 * chunk.samples.size / engines.tts.sample_rate
+            assert all(0 <= w.start_ms <= w.end_ms <= duration_ms for w in chunk.timings.words), (
+                chunk.clause,
+                duration_ms,
+                chunk.timings.words,
+            )
 
 
 async def test_realtime_conversation_over_the_production_engines(stack: tuple[Runtime, str]) -> None:

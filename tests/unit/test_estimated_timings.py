@@ -74,6 +74,13 @@ def test_silent_or_wordless_audio_gets_no_marks_past_its_end() -> None:
     timed = estimate_timings(silent, 24_000, "Hello there")
     assert all(0 <= w.start_ms <= w.end_ms <= 200 for w in timed.words)
     assert estimate_timings(silent, 24_000, "...").words == ()
+    text = "It opens at nine in the morning, and closes at five."
+    for size in (5_760, 10_560, 14_400, 24_007):  # speech to the end: the last word ends there, not a float after
+        tone = np.sin(np.arange(size) / 7.0).astype(np.float32)
+        timed = estimate_timings(tone, 24_000, text)
+        duration_ms = 1000 * size / 24_000
+        assert duration_ms - 10 <= timed.words[-1].end_ms <= duration_ms
+        assert all(p.end_ms <= duration_ms for p in timed.phonemes)
 
 
 async def test_estimate_against_piper_durations(piper: PiperTTS) -> None:
