@@ -88,7 +88,7 @@ class ResponseOutput:
         self._told_untimed = True
         refusal = ProtocolError(
             "this server's voice engine cannot time its words: replies will have audio but no"
-            " response.output_audio_timestamps.delta events (Piper and Kokoro can)",
+            " response.output_audio_timestamps.delta events (its duration output is missing)",
             code="timestamps_unavailable",
             param=TIMESTAMPS_PARAM,
         )

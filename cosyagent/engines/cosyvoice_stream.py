@@ -16,7 +16,7 @@ import math
 import queue
 import threading
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +70,15 @@ class TextFeed:
                 return
             self.received += 1
             yield str(item)
+
+
+async def pump_text(text: AsyncIterator[str], feed: TextFeed) -> None:
+    """Hand text deltas to the model's LLM thread as the LLM produces them."""
+    try:
+        async for delta in text:
+            feed.put(delta)
+    finally:
+        feed.close()
 
 
 class _TokenSink(list[int]):

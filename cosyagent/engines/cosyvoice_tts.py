@@ -7,6 +7,7 @@ with ``add_zero_shot_spk`` and saved with ``save_spkinfo``; user voices come fro
 library, whose cached features are put back at startup. A request never extracts prompt
 features: it looks its speaker up. Each request runs :func:`stream_speech` in a worker
 thread of its own (at most ``max_concurrency`` at once, the rest queue, up to ``max_queue``).
+Word and viseme times are estimated, the model has no alignment (:meth:`CosyVoiceTTS.synthesize_timed`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from cosyagent.engines.base import (
     EngineInfo,
     EngineUnavailableError,
 )
-from cosyagent.engines.cosyvoice_stream import ChunkSchedule, TextFeed, stream_speech
+from cosyagent.engines.cosyvoice_stream import ChunkSchedule, TextFeed, pump_text, stream_speech
+from cosyagent.engines.estimated_timings import estimate_timings
+from cosyagent.engines.timings import TimedAudio
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +68,13 @@ class CosyVoiceTTS:
     name = "cosyvoice3"
     sample_rate: int = _SAMPLE_RATE
     info = EngineInfo(
-        name, "fun-cosyvoice3-0.5b-2512", _SAMPLE_RATE, speed_range=(0.5, 2.0), streams_text=True, can_clone=True
+        name,
+        "fun-cosyvoice3-0.5b-2512",
+        _SAMPLE_RATE,
+        speed_range=(0.5, 2.0),
+        streams_text=True,
+        can_clone=True,
+        times_words=True,  # estimated: see synthesize_timed
     )
 
     def __init__(
@@ -228,6 +237,21 @@ class CosyVoiceTTS:
             raise EngineError("nothing to synthesize")
         return self._generate(text, voice, speed, cancel, instruct)
 
+    async def synthesize_timed(
+        self, text: str, *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
+    ) -> AsyncGenerator[TimedAudio, None]:
+        """All of ``text``'s audio as one chunk, with *estimated* word and phoneme times.
+
+        The model has no alignment: the times are placed on the finished audio by its energy and
+        the words' expected lengths (:mod:`~cosyagent.engines.estimated_timings`), so nothing comes
+        out before the whole text is made: give it a clause at a time.
+        """
+        stream = self.synthesize(text, voice=voice, speed=speed, cancel=cancel)
+        async with contextlib.aclosing(stream):
+            chunks = [chunk async for chunk in stream]
+        if chunks and not (cancel is not None and cancel.cancelled):
+            yield await asyncio.to_thread(estimate_timings, np.concatenate(chunks), _SAMPLE_RATE, text)
+
     def synthesize_stream(
         self,
         text: AsyncIterator[str],
@@ -267,7 +291,7 @@ class CosyVoiceTTS:
             job.add_done_callback(self._release)
             if feed is not None:
                 assert not isinstance(source, str)
-                pump = asyncio.create_task(_pump(source, feed), name="cosyvoice-text")
+                pump = asyncio.create_task(pump_text(source, feed), name="cosyvoice-text")
             while (item := await out.get()) is not _DONE:
                 if isinstance(item, BaseException):
                     raise item
@@ -374,12 +398,3 @@ class CosyVoiceTTS:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._model = None
-
-
-async def _pump(text: AsyncIterator[str], feed: TextFeed) -> None:
-    """Hand text deltas to the model's LLM thread as the LLM produces them."""
-    try:
-        async for delta in text:
-            feed.put(delta)
-    finally:
-        feed.close()

@@ -3,7 +3,9 @@
 An engine that takes streaming text (``info.streams_text``: CosyVoice3) gets the text as it
 comes and starts speaking before a sentence is complete. Any other engine gets it clause by
 clause, the first clause short (:mod:`cosyagent.pipeline.clauses`), while the rest of the
-text is still being produced. The agent's replies and ``/v1/audio/speech`` both speak here.
+text is still being produced; so does a streaming-text engine when timings are asked for
+(``timed``): CosyVoice3 estimates them per clause, from each clause's whole audio.
+The agent's replies and ``/v1/audio/speech`` both speak here.
 """
 
 from __future__ import annotations
@@ -56,7 +58,9 @@ async def speak(
     """
     cancel = cancel or CancelToken()
     deltas = _deltas(text) if isinstance(text, str) else text
-    streaming = tts if tts.info.streams_text and isinstance(tts, TextStreamSynthesizer) else None
+    # Timed speech goes clause by clause even to a streaming-text engine: its times are per clause.
+    streams = tts.info.streams_text and not (timed and can_time_words(tts))
+    streaming = tts if streams and isinstance(tts, TextStreamSynthesizer) else None
     chunks = (
         _streaming_text(streaming, deltas, voice, speed, cancel, on_clause)
         if streaming is not None

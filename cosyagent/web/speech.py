@@ -139,7 +139,7 @@ def _timestamp_kinds(request: SpeechRequest, runtime: Runtime) -> tuple[Timestam
     if kinds and not can_time_words(runtime.tts):
         raise ApiError(
             400,
-            f"the {runtime.tts.info.name} engine cannot time its words; ask without timestamps (Piper and Kokoro can)",
+            f"the {runtime.tts.info.name} engine cannot time its words; ask without timestamps",
             param="timestamps",
             code="timestamps_unavailable",
         )

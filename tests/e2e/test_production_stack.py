@@ -8,8 +8,12 @@ LLM is the real embedded llama.cpp server. Runs in .venv-funasr (make test).
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import io
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -100,6 +104,35 @@ async def test_speech_route_streams_cosyvoice_audio(stack: tuple[Runtime, str]) 
     assert len(response.content) > 24000  # more than half a second of 24 kHz 16-bit audio
 
 
+async def test_speech_route_sends_estimated_cosyvoice_timestamps_before_their_audio(
+    stack: tuple[Runtime, str],
+) -> None:
+    _, base = stack
+    text = "Hello from the production stack. Its words are timed by estimate, clause by clause."
+    body = {"input": text, "voice": "default", "response_format": "pcm", "stream_format": "sse"}
+    events: list[dict[str, Any]] = []
+    async with (
+        httpx.AsyncClient(timeout=120) as client,
+        client.stream("POST", f"{base}/audio/speech", json={**body, "timestamps": ["word", "viseme"]}) as response,
+    ):
+        assert response.status_code == 200
+        events = [json.loads(line[6:]) async for line in response.aiter_lines() if line.startswith("data: ")]
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "speech.audio.timestamps" and kinds[-1] == "speech.audio.done"
+    assert kinds.count("speech.audio.timestamps") >= 2  # one per clause, between the deltas
+    audio_ms, words, visemes = 0.0, [], []
+    for event in events:
+        if event["type"] == "speech.audio.delta":
+            audio_ms += len(base64.b64decode(event["audio"])) / 2 / 24.0
+        elif event["type"] == "speech.audio.timestamps":
+            assert all(mark["start_ms"] >= audio_ms - 5 for mark in event["words"] + event["visemes"])
+            words += event["words"]
+            visemes += event["visemes"]
+    assert [w["text"] for w in words] == [w.strip(",.") for w in text.split()]
+    assert [w["start_ms"] for w in words] == sorted(w["start_ms"] for w in words)
+    assert words[-1]["end_ms"] <= audio_ms and visemes[-1]["viseme"] == "sil"
+
+
 async def test_pipeline_feeds_llm_tokens_into_cosyvoice(stack: tuple[Runtime, str]) -> None:
     runtime, _ = stack
     engines = runtime.session_engines()
@@ -110,6 +143,19 @@ async def test_pipeline_feeds_llm_tokens_into_cosyvoice(stack: tuple[Runtime, st
     assert audio and sum(e.samples.size for e in audio) > 0
     spoken = " ".join(e.clause for e in audio if e.clause)
     assert spoken.strip()  # the LLM's words, streamed into CosyVoice, came out as speech
+    assert all(e.timings is None for e in audio)  # untimed unless asked
+
+    timed_request = dataclasses.replace(request, timed=True)  # a session that asked for timestamps
+    timed = [e async for e in stream_reply(timed_request, engines.llm, engines.tts) if isinstance(e, AudioChunk)]
+    assert timed and all(e.timings is not None and e.timings.words for e in timed)  # one chunk per clause
+    for chunk in timed:
+        if chunk.timings is not None:
+            duration_ms = 1000 * chunk.samples.size / engines.tts.sample_rate
+            assert all(0 <= w.start_ms <= w.end_ms <= duration_ms for w in chunk.timings.words), (
+                chunk.clause,
+                duration_ms,
+                chunk.timings.words,
+            )
 
 
 async def test_realtime_conversation_over_the_production_engines(stack: tuple[Runtime, str]) -> None:

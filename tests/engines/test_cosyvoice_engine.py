@@ -14,8 +14,14 @@ import pytest
 
 pytest.importorskip("torch", reason="CosyVoice needs torch: these tests run in .venv-funasr (make test)")
 
+from cosyagent.agent.events import CancelResponse, Send
 from cosyagent.engines.base import CancelToken, EngineError, EngineUnavailableError
 from cosyagent.engines.cosyvoice_tts import CosyVoiceTTS
+from cosyagent.engines.timings import can_time_words
+from cosyagent.engines.vad import SileroVAD
+from cosyagent.engines.visemes import VISEME_NAMES
+from cosyagent.pipeline.speak import speak
+from cosyagent.pipeline.timestamps import SpeechTimings
 from cosyagent.voices.cosyvoice_features import CosyVoiceVoiceFeatures
 from cosyagent.voices.library import VoiceLibrary
 from tests.fakes.cosyvoice_support import PROMPT_TEXT, PROMPT_WAV, make_model_dir, use_fake_cosyvoice
@@ -96,6 +102,75 @@ async def test_barge_in_stops_generation_within_one_chunk(tts: CosyVoiceTTS) -> 
     assert time.monotonic() - started < 5
     inner = tts._model.model
     assert inner.tts_speech_token_dict == {} and inner.llm_end_dict == {} and inner.hift_cache_dict == {}
+
+
+async def test_timed_synthesis_estimates_words_and_visemes_within_its_audio(tts: CosyVoiceTTS) -> None:
+    text = "Hello there, this is a timed reply. 你好，世界。"
+    plain = np.concatenate([c async for c in tts.synthesize(text, voice="default")])
+    assert tts.info.times_words and can_time_words(tts)
+    (timed,) = [c async for c in tts.synthesize_timed(text, voice="default")]  # all of the text's audio at once
+    assert timed.audio.size == plain.size
+    duration_ms = 1000 * timed.audio.size / tts.sample_rate
+    texts = [w.text for w in timed.words]
+    assert texts == ["Hello", "there", "this", "is", "a", "timed", "reply", "你", "好", "世", "界"]
+    starts = [w.start_ms for w in timed.words]
+    assert starts == sorted(starts) and all(w.start_ms <= w.end_ms for w in timed.words)
+    # The fake's audio is a steady tone from the first sample to the last: the words fill it.
+    assert starts[0] < 20 and duration_ms - 20 <= timed.words[-1].end_ms <= duration_ms
+    assert all(p.end_ms <= duration_ms for p in timed.phonemes)
+    visemes = SpeechTimings.of(timed).visemes
+    assert {v.viseme for v in visemes} <= set(VISEME_NAMES) and len({v.viseme for v in visemes}) >= 6
+    assert visemes[-1].viseme == "sil" and visemes[-1].start_ms <= duration_ms
+    # The comma after "there" and the full stop after "reply" are short pauses (sil) between the words.
+    assert any(v.viseme == "sil" and 0 < v.start_ms < timed.words[-1].start_ms for v in visemes)
+
+
+async def test_timed_synthesis_cancelled_yields_nothing_and_stops(tts: CosyVoiceTTS) -> None:
+    cancel = CancelToken()
+    asyncio.get_running_loop().call_later(0.05, cancel.cancel)
+    made = [c async for c in tts.synthesize_timed("A long answer. " * 40, voice="default", cancel=cancel)]
+    assert made == []
+    await _wait_idle()
+    assert _llm_threads() == [] and fake_model.STATS["llm_jobs_running"] == 0
+
+
+async def test_speak_asks_for_timings_clause_by_clause_and_barge_in_cuts_them(tts: CosyVoiceTTS) -> None:
+    from tests.unit.test_realtime_core import append, only, speech_24k
+    from tests.unit.test_timestamps_core import TIMESTAMPS, make_core, opt_in, start
+
+    text = "The quick brown fox jumps over the lazy dog. Then it runs away into the forest, far from here."
+
+    async def llm() -> AsyncIterator[str]:
+        for word in text.split(" "):
+            yield word + " "
+
+    untimed = [c async for c in speak(tts, llm(), voice="default")]
+    assert all(c.timings is None for c in untimed)  # streaming text: no timings unless asked
+    timed = [c async for c in speak(tts, llm(), voice="default", timed=True)]
+    clauses = [c.text for c in timed if c.text]
+    assert len(clauses) >= 2 and " ".join(clauses) == text  # one synthesis per clause, each timed
+    assert all(c.timings is not None and c.timings.words for c in timed)
+    assert [w.text for c in timed if c.timings is not None for w in c.timings.words] == [
+        w.strip(",.") for w in text.split()
+    ]
+
+    vad = SileroVAD()
+    vad.load()
+    core = make_core(vad, tts)  # type: ignore[arg-type]  # it reads the engine's sample rate
+    opt_in(core, ["word", "viseme"])
+    begun = start(core)
+    for chunk in timed:
+        core.response_audio(begun.response_id, chunk.samples, chunk.text, chunk.timings)
+    popped = [core.pop_audio(begun.response_id) for _ in range(8)]
+    sent = [a.event for actions in popped for a in actions if isinstance(a, Send)]
+    sent_ms = 800.0  # eight pieces of 100 ms
+    actions = append(core, speech_24k())  # the user talks over the reply
+    only(actions, CancelResponse)
+    assert TIMESTAMPS not in {a.event["type"] for a in actions if isinstance(a, Send)}
+    words = [w for e in sent if e["type"] == TIMESTAMPS for w in e["words"]]
+    assert words and all(w["start_ms"] < sent_ms for w in words)
+    assert len(words) < sum(len(c.timings.words) for c in timed if c.timings is not None)
+    assert core.pop_audio(begun.response_id) == []
 
 
 async def test_closing_a_bistream_leaves_no_thread_waiting_for_text(tts: CosyVoiceTTS) -> None:
