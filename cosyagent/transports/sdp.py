@@ -17,7 +17,10 @@ from cosyagent.audio.carrier import CarrierAudio, Encoding
 
 STATIC_PAYLOADS: dict[int, Encoding] = {0: "pcmu", 8: "pcma", 9: "g722"}  # RFC 3551 static payload types
 CODEC_NAMES: dict[Encoding, str] = {"pcmu": "PCMU", "pcma": "PCMA", "g722": "G722"}
-RTPMAP_NAMES: dict[str, Encoding] = {f"{name.lower()}/8000{ch}": enc for enc, name in CODEC_NAMES.items() for ch in ("", "/1")}
+# an rtpmap's "name/clock[/channels]" (lower case) -> the codec; G.722's clock is 8000 too
+RTPMAP_NAMES: dict[str, Encoding] = {
+    f"{name.lower()}/8000{channels}": encoding for encoding, name in CODEC_NAMES.items() for channels in ("", "/1")
+}
 SIP_CODECS: tuple[Encoding, ...] = ("g722", "pcmu", "pcma")  # the default preference (sip.codecs)
 AUDIO_RATES: dict[Encoding, int] = {"pcmu": 8000, "pcma": 8000, "g722": 16000}
 # What an answer says to each offered direction (RFC 3264 section 6.1).
@@ -58,7 +61,7 @@ class Negotiated:
 
 def codec_preference(names: tuple[str, ...]) -> tuple[Encoding, ...]:
     """``sip.codecs`` as encodings (already checked by the config); ValueError for a name we lack."""
-    known = {encoding: encoding for encoding in SIP_CODECS}
+    known: dict[str, Encoding] = {encoding: encoding for encoding in SIP_CODECS}
     try:
         return tuple(known[name.lower()] for name in names)
     except KeyError as exc:
