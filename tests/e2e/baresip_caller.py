@@ -2,7 +2,8 @@
 config dir. Its ``aufile`` module plays a speech clip (16-bit, at the codec's rate: 8 kHz for
 G.711, 16 kHz for G.722) as the microphone, ``sndfile`` records what it decodes from the agent,
 and ``ctrl_tcp`` drives it (dial, hang up) and reports call events, as netstring-framed JSON.
-``codecs`` restricts what its account offers (e.g. ``"G722"``: the ``;audio_codecs=`` parameter)."""
+``codecs`` is what its account offers (the ``;audio_codecs=`` parameter): G.711 unless a test
+asks for ``"G722"`` (aufile cannot resample: an 8 kHz microphone file needs an 8 kHz codec)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ class Baresip:
         self._changed = asyncio.Event()
         self._token = 0
 
-    async def start(self, microphone: Path, codecs: str | None = None) -> None:
+    async def start(self, microphone: Path, codecs: str = "PCMU,PCMA") -> None:
         sip_port, ctrl_port = free_udp_port(), free_port()
         (self.home / "rec").mkdir()
         (self.home / "config").write_text(
@@ -78,8 +79,7 @@ class Baresip:
                 ]
             )
         )
-        only = f";audio_codecs={codecs}" if codecs else ""
-        (self.home / "accounts").write_text(f"<sip:caller@127.0.0.1>;regint=0{only}\n")
+        (self.home / "accounts").write_text(f"<sip:caller@127.0.0.1>;regint=0;audio_codecs={codecs}\n")
         (self.home / "contacts").write_text("")
         assert BARESIP is not None
         self._process = await asyncio.create_subprocess_exec(
@@ -160,7 +160,7 @@ class Baresip:
 
 
 @contextlib.asynccontextmanager
-async def baresip_phone(home: Path, microphone: Path, codecs: str | None = None) -> AsyncIterator[Baresip]:
+async def baresip_phone(home: Path, microphone: Path, codecs: str = "PCMU,PCMA") -> AsyncIterator[Baresip]:
     phone = Baresip(home)
     try:
         await phone.start(microphone, codecs)
