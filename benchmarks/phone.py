@@ -13,11 +13,12 @@ SIP endpoint on a free UDP port of 127.0.0.1) is called with the same real spoke
 Per turn: **voice-to-voice**, from the end of the question's speech (the wall-clock time its
 last spoken sample was sent) to the first 20 ms of the agent's audio louder than silence;
 then, 0.5 s into the reply, the caller speaks again (another clip): **barge-in** is the time
-from the start of that speech to Twilio's ``clear``, or for SIP to the last loud RTP packet of
-the reply before the stream stopped (counted when it stops within 3 s; the WebSocket row has
-no barge-in figure). Separately, **WER** of the server's own transcripts
-(``conversation.item.input_audio_transcription.completed``) of the clips sent as μ-law 8 kHz
-(what a G.711 call delivers; the session decodes it as a phone session does) and, for
+from the start of that speech to Twilio's ``clear``, or for SIP to the last RTP packet of the
+reply before the stream stopped (the agent sends no RTP between replies; counted when it stops
+0.1-3 s after the caller started: sooner is the reply's own end, later is no barge-in). The
+WebSocket row has no barge-in figure (``cosyagent bench`` measures it there). Separately,
+**WER** of the server's own transcripts (``conversation.item.input_audio_transcription.completed``)
+of the clips sent as μ-law 8 kHz (what a G.711 call delivers; the session decodes it as a phone session does) and, for
 comparison, as 24 kHz pcm16, against the reference texts of tests/data/README.md.
 
 The table: p50/p95 and the number of turns per transport, the gaps to the WebSocket p50, and
@@ -53,6 +54,8 @@ WER_CLIPS = ("en_dublin_q.wav", "en_wealth_tax_q.wav", "en_news_movement_8k.wav"
 TRANSPORTS = ("websocket", "twilio", "sip-pcmu", "sip-g722")
 BARGE_AFTER_S = 0.5  # into the reply
 STOP_WITHIN_S = 3.0  # a SIP reply that stops later than this after the caller spoke was not interrupted
+STOP_GAP_S = 0.2  # no RTP from the agent for this long: its stream stopped
+MIN_REACTION_S = 0.1  # a stop sooner than this after the caller spoke is the reply's own end
 REPLY_TIMEOUT_S = 90.0
 RESULTS = Path(__file__).parent / "results"
 
@@ -88,20 +91,23 @@ async def wait_for(check: Callable[[], float | None], timeout_s: float) -> float
 
 
 async def barge_in_ms(line: Line, transport: str, at: float) -> float | None:
-    """From ``at`` (the caller's speech start) to the clear (Twilio) or the reply's last loud
-    RTP packet before it stopped (SIP); None when it did not happen in time."""
+    """From ``at`` (the caller's speech start) to the clear (Twilio), or to the last RTP packet
+    of the reply before the stream stopped (SIP: the agent sends no packets between replies,
+    so a gap of :data:`STOP_GAP_S` is the stop). None when it did not happen in time, or when
+    the reply stopped sooner than :data:`MIN_REACTION_S` (it ended on its own)."""
     if transport == "twilio":
         cleared = await wait_for(lambda: next((t for t in line.heard.clears if t >= at), None), 10.0)
         return None if cleared is None else (cleared - at) * 1000
-    deadline = at + 10.0
-    while time.monotonic() < deadline:  # until 0.5 s without loud reply audio
-        last = line.heard.last_voice()
-        if last is not None and time.monotonic() - last > 0.5:
-            break
-        await asyncio.sleep(0.02)
-    last = line.heard.last_voice()
-    if last is None or last < at or last - at > STOP_WITHIN_S:
-        return None  # the reply had ended before the caller spoke, or went on
+    frames = line.heard.frames
+
+    def stopped() -> float | None:
+        now = time.monotonic()
+        last = frames[-1][0] if frames else at
+        return last if now - last > STOP_GAP_S and now > at + MIN_REACTION_S else None
+
+    last = await wait_for(stopped, 10.0)
+    if last is None or not MIN_REACTION_S <= last - at <= STOP_WITHIN_S:
+        return None
     return (last - at) * 1000
 
 
@@ -201,11 +207,8 @@ def phone_server() -> Iterator[tuple[str, int, int]]:
     sip_port, rtp = harness.free_port(range(8400, 8500)), harness.free_port(range(8500, 8900)) // 2 * 2
     with tempfile.TemporaryDirectory(prefix="cosyagent-phone-") as folder:
         config = Path(folder) / "config.yaml"
-        settings = {
-            "server": {"data_dir": f"{folder}/data"},
-            "sip": {"enabled": True, "host": "127.0.0.1", "port": sip_port, "rtp_port_min": rtp},
-        }
-        settings["sip"]["rtp_port_max"] = rtp + 99
+        sip = {"enabled": True, "host": "127.0.0.1", "port": sip_port, "rtp_port_min": rtp, "rtp_port_max": rtp + 99}
+        settings = {"server": {"data_dir": f"{folder}/data"}, "sip": sip}
         config.write_text(yaml.safe_dump(settings))
         with harness.spawned_server(extra_args=["--config", str(config)]) as (url, _pid):
             yield url, int(url.split(":")[2].split("/")[0]), sip_port

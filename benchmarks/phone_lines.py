@@ -117,6 +117,10 @@ class Line:
         self._sent = 0  # bytes of audio sent (speech and silence) from the queue
         self._tasks: list[asyncio.Task[None]] = []
 
+    async def open(self) -> None:
+        """Start the call (and the pump)."""
+        raise NotImplementedError
+
     async def _send_frame(self, frame: bytes) -> None:
         raise NotImplementedError
 
