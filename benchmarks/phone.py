@@ -2,7 +2,8 @@
 
 One server (``cosyagent serve``, the embedded default models, a throwaway data directory, the
 SIP endpoint on a free UDP port of 127.0.0.1) is called with the same real spoken questions
-(tests/data) over each transport, one fresh call per turn (benchmarks/phone_lines.py):
+over each transport (those of ``cosyagent bench --clips questions``: tests/data clips cut
+before the speaker's next word), one fresh call per turn (benchmarks/phone_lines.py):
 
 - ``websocket``: the Realtime WebSocket (openai SDK), pcm16 at 24 kHz: the reference figure;
 - ``twilio``: Twilio's media-stream protocol, μ-law 8 kHz frames replayed in real time;
@@ -35,7 +36,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +43,13 @@ import yaml
 
 from benchmarks import harness
 from benchmarks.phone_lines import Line, SipLine, TwilioLine, WsLine
-from cosyagent.talk import Clip
+from benchmarks.records import questions
+from cosyagent.audio.pcm import resample
+from cosyagent.talk import RATE, Clip
 from tests.support import REFERENCES, read_clip, word_error_rate
 
 logger = logging.getLogger(__name__)
 
-QUESTIONS = ("en_dublin_q.wav", "en_wealth_tax_q.wav")
 BARGE_IN_CLIP = "en_news_movement_8k.wav"
 WER_CLIPS = ("en_dublin_q.wav", "en_wealth_tax_q.wav", "en_news_movement_8k.wav")
 TRANSPORTS = ("websocket", "twilio", "sip-pcmu", "sip-g722")
@@ -60,18 +61,14 @@ REPLY_TIMEOUT_S = 90.0
 RESULTS = Path(__file__).parent / "results"
 
 
-@dataclass(frozen=True)
-class Speech:
-    """A clip in a line's codec and where its speech lies (seconds from its start)."""
-
-    name: str
-    start_s: float
-    end_s: float
+def in_codec(clip: Clip, line: Line) -> bytes:
+    """A 24 kHz clip in the line's codec (resampled to its rate)."""
+    rate = line.codec.rate
+    return line.codec.encode(clip.samples if rate == RATE else resample(clip.samples, RATE, rate))
 
 
-def speech(name: str) -> Speech:
-    clip = Clip.from_audio(read_clip(name, 24000), 24000, name)
-    return Speech(name, clip.speech_start_s, clip.speech_end_s)
+def barge_in_clip() -> Clip:
+    return Clip.from_audio(read_clip(BARGE_IN_CLIP, RATE), RATE, BARGE_IN_CLIP)
 
 
 def make_line(transport: str, url: str, port: int, sip_port: int) -> Line:
@@ -111,13 +108,12 @@ async def barge_in_ms(line: Line, transport: str, at: float) -> float | None:
     return (last - at) * 1000
 
 
-async def one_turn(line: Line, transport: str, question: Speech, barge: Speech) -> dict[str, Any]:
-    codec = line.codec
+async def one_turn(line: Line, transport: str, question: Clip, barge: Clip) -> dict[str, Any]:
     await line.open()
     try:
         await asyncio.sleep(0.5)  # the line is open: a moment of silence first, as on a call
-        asked_at = await line.say(codec.encode(read_clip(question.name, codec.rate)))
-        end_at = asked_at + question.end_s
+        asked_at = await line.say(in_codec(question, line))
+        end_at = asked_at + question.speech_end_s
         first = await wait_for(lambda: line.heard.first_voice_after(end_at), REPLY_TIMEOUT_S)
         turn: dict[str, Any] = {"transport": transport, "clip": question.name, "voice_to_voice_ms": None}
         if first is None:
@@ -126,8 +122,8 @@ async def one_turn(line: Line, transport: str, question: Speech, barge: Speech) 
         if transport == "websocket":
             return turn
         await asyncio.sleep(max(0.0, first + BARGE_AFTER_S - time.monotonic()))
-        spoke_at = await line.say(codec.encode(read_clip(barge.name, codec.rate)))
-        barge_ms = await barge_in_ms(line, transport, spoke_at + barge.start_s)
+        spoke_at = await line.say(in_codec(barge, line))
+        barge_ms = await barge_in_ms(line, transport, spoke_at + barge.speech_start_s)
         turn["barge_in_ms"] = None if barge_ms is None else round(barge_ms, 1)
         if isinstance(line, SipLine):
             turn["negotiated"] = line.negotiated
@@ -152,11 +148,11 @@ async def transcript(url: str, name: str, codec: str) -> dict[str, Any]:
 
 
 async def run(url: str, port: int, sip_port: int, turns: int, transports: tuple[str, ...]) -> dict[str, Any]:
-    questions, barge = [speech(name) for name in QUESTIONS], speech(BARGE_IN_CLIP)
+    asked, barge = questions(), barge_in_clip()
     records: list[dict[str, Any]] = []
     for index in range(turns):  # the transports take turns: a busy moment of the CPU hits them alike
         for transport in transports:
-            question = questions[index % len(questions)]
+            question = asked[index % len(asked)]
             try:
                 record = await one_turn(make_line(transport, url, port, sip_port), transport, question, barge)
             except (OSError, RuntimeError, TimeoutError) as exc:
