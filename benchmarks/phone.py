@@ -60,6 +60,9 @@ STOP_GAP_S = 0.2  # no RTP from the agent for this long: its stream stopped
 MIN_REACTION_S = 0.1  # a stop sooner than this after the caller spoke is the reply's own end
 REPLY_TIMEOUT_S = 90.0
 RESULTS = Path(__file__).parent / "results"
+IDLE_CORES = 0.15  # the server's process tree below this: idle
+SETTLE_MAX_S = 60.0
+Server = tuple[str, int, int, int]  # base URL, HTTP port, SIP port, pid
 
 
 def in_codec(clip: Clip, line: Line) -> bytes:
@@ -148,34 +151,42 @@ async def transcript(url: str, name: str, codec: str) -> dict[str, Any]:
     return {"clip": name, "codec": codec, "transcript": text, "wer": round(word_error_rate(REFERENCES[name], text), 3)}
 
 
-async def settle(url: str) -> None:
-    """Until the server has no session left (the last call's work is over), then a second more:
-    every call starts on a server with nothing else to do."""
+async def settle(url: str, pid: int) -> None:
+    """Until the server has no session left and its process tree (with the LLM server) uses
+    under :data:`IDLE_CORES` for a second (the last call's work is over, e.g. a reply to the
+    barge-in still decoding), at most :data:`SETTLE_MAX_S`: every call starts on an idle server."""
+    deadline = time.monotonic() + SETTLE_MAX_S
     async with httpx.AsyncClient(timeout=5.0) as client:
-        for _ in range(300):
-            if (await client.get(f"{url}/health")).json().get("sessions") == 0:
-                break
-            await asyncio.sleep(0.1)
-    await asyncio.sleep(1.0)
+        while time.monotonic() < deadline:
+            meter = harness.CpuMeter(pid)
+            await asyncio.sleep(1.0)
+            busy = meter.stop()["server_cores"] or 0.0
+            if (await client.get(f"{url}/health")).json().get("sessions") == 0 and busy < IDLE_CORES:
+                return
+    logger.warning("the server was still busy after %g s", SETTLE_MAX_S)
 
 
-async def run(url: str, port: int, sip_port: int, turns: int, transports: tuple[str, ...]) -> dict[str, Any]:
+async def run(server: Server, turns: int, transports: tuple[str, ...]) -> dict[str, Any]:
+    url, port, sip_port, pid = server
     asked, barge = questions(), barge_in_clip()
     records: list[dict[str, Any]] = []
     for index in range(turns):  # the transports take turns: a busy moment of the CPU hits them alike
         for transport in transports:
             question = asked[index % len(asked)]
-            await settle(url)
+            await settle(url, pid)
+            meter = harness.CpuMeter(pid)
             try:
                 record = await one_turn(make_line(transport, url, port, sip_port), transport, question, barge)
             except (OSError, RuntimeError, TimeoutError) as exc:
                 record = {"transport": transport, "clip": question.name, "error": f"{type(exc).__name__}: {exc}"}
+            cpu = meter.stop()  # the machine is shared: what else ran meanwhile
+            record |= {"server_cores": cpu["server_cores"], "other_cores": cpu["other_cores"]}
             logger.info("turn %d %s", index + 1, record)
             records.append(record)
     wer = []
     for name in WER_CLIPS:
         for codec in ("pcmu", "pcm24"):
-            await settle(url)
+            await settle(url, pid)
             wer.append(await transcript(url, name, codec))
     return {"turns": records, "wer": wer}
 
@@ -188,6 +199,8 @@ def summary(report: dict[str, Any], transports: tuple[str, ...]) -> dict[str, di
         for metric in ("voice_to_voice_ms", "barge_in_ms"):
             values = [float(t[metric]) for t in mine if t.get(metric) is not None]
             row[metric] = harness.summarize(values) if values else None
+        others = [float(t["other_cores"]) for t in mine if t.get("other_cores") is not None]
+        row["other_cores_mean"] = round(sum(others) / len(others), 2) if others else None
         rows[transport] = row
     return rows
 
@@ -198,8 +211,8 @@ def table(rows: dict[str, dict[str, Any]], wer: list[dict[str, Any]]) -> str:
 
     reference = rows.get("websocket", {}).get("voice_to_voice_ms")
     lines = [
-        "| transport | turns | voice-to-voice p50 | p95 | vs WebSocket p50 | barge-in p50 | p95 | n |",
-        "|---|---|---|---|---|---|---|---|",
+        "| transport | turns | voice-to-voice p50 | p95 | vs WebSocket p50 | barge-in p50 | p95 | n | other load (cores) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
         v2v, barge = row["voice_to_voice_ms"], row["barge_in_ms"]
@@ -207,7 +220,7 @@ def table(rows: dict[str, dict[str, Any]], wer: list[dict[str, Any]]) -> str:
         counted = "–" if barge is None else f"{barge['n']:.0f}"
         lines.append(
             f"| {name} | {row['turns']} ({row['errors']} failed) | {cell(v2v, 'p50')} | {cell(v2v, 'p95')} | {gap} | "
-            f"{cell(barge, 'p50')} | {cell(barge, 'p95')} | {counted} |"
+            f"{cell(barge, 'p50')} | {cell(barge, 'p95')} | {counted} | {row['other_cores_mean']} |"
         )
     lines += ["", "| clip | sent as | WER | the server's transcript |", "|---|---|---|---|"]
     lines += [f"| {w['clip']} | {w['codec']} | {w['wer']:.1%} | {w['transcript']} |" for w in wer]
@@ -215,8 +228,8 @@ def table(rows: dict[str, dict[str, Any]], wer: list[dict[str, Any]]) -> str:
 
 
 @contextmanager
-def phone_server() -> Iterator[tuple[str, int, int]]:
-    """``cosyagent serve`` with the SIP endpoint on 127.0.0.1: yields (base URL, HTTP port, SIP port)."""
+def phone_server() -> Iterator[Server]:
+    """``cosyagent serve`` with the SIP endpoint on 127.0.0.1: yields (base URL, HTTP port, SIP port, pid)."""
     sip_port, rtp = harness.free_port(range(8400, 8500)), harness.free_port(range(8500, 8900)) // 2 * 2
     with tempfile.TemporaryDirectory(prefix="cosyagent-phone-") as folder:
         config = Path(folder) / "config.yaml"
@@ -224,8 +237,8 @@ def phone_server() -> Iterator[tuple[str, int, int]]:
         # capacity 2: a call that starts while the last one's session is still closing is not refused
         settings = {"server": {"data_dir": f"{folder}/data", "capacity": 2}, "sip": sip}
         config.write_text(yaml.safe_dump(settings))
-        with harness.spawned_server(extra_args=["--config", str(config)]) as (url, _pid):
-            yield url, int(url.split(":")[2].split("/")[0]), sip_port
+        with harness.spawned_server(extra_args=["--config", str(config)]) as (url, pid):
+            yield url, int(url.split(":")[2].split("/")[0]), sip_port, pid
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -250,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
     started = dt.datetime.now(dt.UTC)
-    with phone_server() as (url, port, sip_port):
-        report = asyncio.run(run(url, port, sip_port, args.turns, args.transports))
+    with phone_server() as server:
+        report = asyncio.run(run(server, args.turns, args.transports))
     rows = summary(report, args.transports)
     report = {
         "benchmark": "phone",
