@@ -211,7 +211,7 @@ def table(rows: dict[str, dict[str, Any]], wer: list[dict[str, Any]]) -> str:
 
     reference = rows.get("websocket", {}).get("voice_to_voice_ms")
     lines = [
-        "| transport | turns | voice-to-voice p50 | p95 | vs WebSocket p50 | barge-in p50 | p95 | n | other load (cores) |",
+        "| transport | turns | voice-to-voice p50 | p95 | vs WebSocket p50 | barge-in p50 | p95 | n | other load |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
