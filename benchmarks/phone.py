@@ -129,8 +129,9 @@ async def one_turn(line: Line, transport: str, question: Clip, barge: Clip) -> d
         spoke_at = await line.say(in_codec(barge, line))
         barge_ms = await barge_in_ms(line, transport, spoke_at + barge.speech_start_s)
         turn["barge_in_ms"] = None if barge_ms is None else round(barge_ms, 1)
-        if isinstance(line, SipLine):
+        if isinstance(line, SipLine):  # the codec, and the RTP clock: 160 ticks a 20 ms packet
             turn["negotiated"] = line.negotiated
+            turn["rtp_timestamp_steps"], turn["rtp_payload_bytes"] = line.rtp_steps()
         return turn
     finally:
         await line.close()

@@ -256,6 +256,7 @@ class SipLine(Line):
         self._to = ""
         self._sequence, self._ssrc = 0, secrets.randbits(32)
         self.negotiated = ""
+        self.rtp: list[tuple[int, int, bool, int]] = []  # the agent's packets: (sequence, timestamp, marker, bytes)
 
     @staticmethod
     def _udp() -> socket.socket:
@@ -307,6 +308,15 @@ class SipLine(Line):
         self._sip.sendto(self._request("ACK", 1, to=self._to), self._server)
         self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self.pump())]
 
+    def rtp_steps(self) -> tuple[list[int], list[int]]:
+        """The timestamp steps between consecutive packets of a talkspurt, and the payload sizes."""
+        steps = {
+            (b[1] - a[1]) & 0xFFFFFFFF
+            for a, b in zip(self.rtp, self.rtp[1:], strict=False)
+            if (b[0] - a[0]) & 0xFFFF == 1 and not b[2]
+        }
+        return sorted(steps), sorted({size for *_, size in self.rtp})
+
     async def _send_frame(self, frame: bytes) -> None:
         assert self._remote is not None
         packet = RtpPacket(self.codec.payload_type, self._sequence, self._sequence * 160, self._ssrc, frame)
@@ -318,6 +328,7 @@ class SipLine(Line):
         while True:
             packet = parse_rtp(await loop.sock_recv(self._rtp, 2048))
             if packet.payload_type == self.codec.payload_type:
+                self.rtp.append((packet.sequence, packet.timestamp, packet.marker, len(packet.payload)))
                 self.heard.frames.append((time.monotonic(), self.codec.voiced(packet.payload)))
 
     async def close(self) -> None:

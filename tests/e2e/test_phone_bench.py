@@ -32,6 +32,10 @@ def test_one_turn_per_transport_fills_every_row(tmp_path: Path) -> None:
         assert 0 < row["voice_to_voice_ms"]["p50"] < 60_000, (transport, row)
     negotiated = {t["transport"]: t.get("negotiated") for t in report["turns"]}
     assert negotiated["sip-pcmu"] == "PCMU/8000" and negotiated["sip-g722"] == "G722/8000"
+    for turn in report["turns"]:
+        if turn["transport"].startswith("sip-"):
+            # G.722 too: an 8000/s RTP clock (RFC 3551 4.5.2), 160 ticks and 160 bytes per 20 ms
+            assert (turn["rtp_timestamp_steps"], turn["rtp_payload_bytes"]) == ([160], [160]), turn
     # The server understood the 8 kHz phone clip (a generous bound: tiny.en on a shared CPU).
     (news,) = [w for w in report["wer"] if w["clip"] == "en_news_movement_8k.wav" and w["codec"] == "pcmu"]
     assert news["wer"] < 0.5, news
