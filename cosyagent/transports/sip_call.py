@@ -5,8 +5,8 @@ Caller audio arrives as RTP (20 ms a packet), is put back in order by a small
 session runs in ``audio/pcmu`` or ``audio/pcma``), G.722 decoded to 16 kHz PCM by the carrier
 codec (:class:`~cosyagent.audio.carrier.CarrierCodec`; the session runs in ``audio/pcm``), and
 the reply encoded back. G.722's RTP clock runs at 8000 per second (RFC 3551 section 4.5.2),
-so its packets, like G.711's, are 160 bytes and 160 timestamp ticks apart. Packets from any address but the one
-the caller's SDP named are dropped. RFC 4733 key presses become the user message
+so its packets, like G.711's, are 160 bytes and 160 timestamp ticks apart. Packets from any
+address but the one the caller's SDP named are dropped. RFC 4733 key presses become the user message
 ``[DTMF 5]``. Reply audio (the session's ``response.output_audio.delta`` events) is sent
 as 20 ms packets paced in real time, the marker bit set on the first packet of each
 talkspurt; nothing is sent between replies. A barge-in drops the unsent reply at once and
