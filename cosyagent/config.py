@@ -265,6 +265,9 @@ class SipRegistration:
                 raise ConfigError(f"{where}: {key} must be a sip: URI, got {getattr(self, key)!r}")
 
 
+_SIP_CODECS = ("g722", "pcmu", "pcma")  # G.722 first: wideband audio, better recognition
+
+
 @dataclass(frozen=True)
 class SipConfig:
     """The native SIP endpoint (docs/phone.md "SIP"): a PBX or SIP trunk calls it directly."""
@@ -276,6 +279,7 @@ class SipConfig:
     rtp_port_min: int = 10000  # each call takes one even port of this range for its RTP
     rtp_port_max: int = 10999
     rtp_timeout_s: float = 30.0  # a call with no RTP from the caller for this long is hung up (BYE)
+    codecs: tuple[str, ...] = _SIP_CODECS  # our order of preference: the first one an offer has is chosen
     # Call control (docs/phone.md "Call control"): with a webhook URL, each INVITE rings (180),
     # a realtime.call.incoming event is POSTed there, and the call waits for
     # POST /v1/realtime/calls/{id}/accept or /reject; without one, every call is answered at once.
@@ -300,6 +304,14 @@ class SipConfig:
             raise ConfigError("sip.rtp_port_min/rtp_port_max must be a range within 1024-65535, min below max")
         if self.rtp_timeout_s <= 0:
             raise ConfigError("sip.rtp_timeout_s must be positive")
+        codecs, known = tuple(str(codec).lower() for codec in self.codecs), ", ".join(_SIP_CODECS)
+        if not codecs:
+            raise ConfigError(f"sip.codecs must name at least one codec of {known}")
+        for name in codecs:
+            if name not in _SIP_CODECS or codecs.count(name) > 1:
+                why = f"unknown codec {name!r} (known: {known})" if name not in _SIP_CODECS else f"names {name} twice"
+                raise ConfigError(f"sip.codecs: {why}")
+        object.__setattr__(self, "codecs", codecs)
         if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
             raise ConfigError(f"sip.webhook_url must be an http:// or https:// URL, got {self.webhook_url!r}")
         if not 0 < self.accept_timeout_s <= 300:

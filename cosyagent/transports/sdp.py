@@ -1,7 +1,11 @@
 """SDP offer/answer for a SIP call (RFC 4566, RFC 3264), sans-I/O: read the caller's offer,
-choose G.711 (PCMU or PCMA, in the caller's order of preference) and RFC 4733
-telephone-event when offered, and write the answer. Every media line of the offer gets one
-in the answer; all but the first usable audio line are refused (port 0)."""
+choose a codec (G.722, PCMU or PCMA: the first of the server's ``sip.codecs`` that the offer
+has, so a caller that offers G.722 gets wideband audio even when it lists G.711 first) and
+RFC 4733 telephone-event when offered, and write the answer. Every media line of the offer
+gets one in the answer; all but the first usable audio line are refused (port 0).
+
+G.722 is named ``G722/8000`` although it carries 16 kHz audio (RFC 3551 section 4.5.2: its RTP
+clock runs at 8000 per second, 160 ticks and 160 bytes per 20 ms packet, as for G.711)."""
 
 from __future__ import annotations
 
@@ -11,8 +15,14 @@ from dataclasses import dataclass
 
 from cosyagent.audio.carrier import CarrierAudio, Encoding
 
-STATIC_PAYLOADS: dict[int, Encoding] = {0: "pcmu", 8: "pcma"}  # RFC 3551 static payload types
-CODEC_NAMES = {"pcmu": "PCMU", "pcma": "PCMA"}
+STATIC_PAYLOADS: dict[int, Encoding] = {0: "pcmu", 8: "pcma", 9: "g722"}  # RFC 3551 static payload types
+CODEC_NAMES: dict[Encoding, str] = {"pcmu": "PCMU", "pcma": "PCMA", "g722": "G722"}
+# an rtpmap's "name/clock[/channels]" (lower case) -> the codec; G.722's clock is 8000 too
+RTPMAP_NAMES: dict[str, Encoding] = {
+    f"{name.lower()}/8000{channels}": encoding for encoding, name in CODEC_NAMES.items() for channels in ("", "/1")
+}
+SIP_CODECS: tuple[Encoding, ...] = ("g722", "pcmu", "pcma")  # the default preference (sip.codecs)
+AUDIO_RATES: dict[Encoding, int] = {"pcmu": 8000, "pcma": 8000, "g722": 16000}
 # What an answer says to each offered direction (RFC 3264 section 6.1).
 ANSWER_DIRECTIONS = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
 
@@ -37,7 +47,7 @@ class MediaLine:
 
 @dataclass(frozen=True)
 class Negotiated:
-    """What a call sends and receives: G.711 ``audio`` as ``payload_type``, DTMF as
+    """What a call sends and receives: ``audio`` (G.711 or G.722) as ``payload_type``, DTMF as
     ``dtmf_payload_type`` (None: not offered), to the caller's ``address``:``port``."""
 
     audio: CarrierAudio
@@ -47,6 +57,15 @@ class Negotiated:
     port: int
     offer_media: tuple[MediaLine, ...]
     audio_index: int
+
+
+def codec_preference(names: tuple[str, ...]) -> tuple[Encoding, ...]:
+    """``sip.codecs`` as encodings (already checked by the config); ValueError for a name we lack."""
+    known: dict[str, Encoding] = {encoding: encoding for encoding in SIP_CODECS}
+    try:
+        return tuple(known[name.lower()] for name in names)
+    except KeyError as exc:
+        raise ValueError(f"unknown SIP codec {exc.args[0]!r} (known: {', '.join(SIP_CODECS)})") from None
 
 
 def parse_offer(body: bytes) -> tuple[str | None, list[MediaLine]]:
@@ -110,14 +129,14 @@ def _connection(value: str) -> str:
     return address
 
 
-def negotiate(body: bytes) -> Negotiated:
-    """Choose the call's codec from an offer; SdpError (488) when no audio line offers
-    PCMU or PCMA over RTP/AVP at 8 kHz."""
+def negotiate(body: bytes, codecs: tuple[Encoding, ...] = SIP_CODECS) -> Negotiated:
+    """Choose the call's codec from an offer: the first of ``codecs`` (our order of preference)
+    that an audio line offers over RTP/AVP; SdpError (488) when none does."""
     session_address, media = parse_offer(body)
     for index, line in enumerate(media):
         if line.kind != "audio" or line.port == 0 or line.proto != "RTP/AVP":
             continue
-        chosen = _codec(line)
+        chosen = _codec(line, codecs)
         if chosen is None:
             continue
         address = line.address or session_address
@@ -128,24 +147,24 @@ def negotiate(body: bytes) -> Negotiated:
             (pt for pt in _payload_types(line) if line.rtpmap.get(pt) == "telephone-event/8000"),
             None,
         )
-        return Negotiated(CarrierAudio(encoding, 8000), payload_type, dtmf, address, line.port, tuple(media), index)
-    raise SdpError("No common codec: only PCMU and PCMA over RTP/AVP")
+        audio = CarrierAudio(encoding, AUDIO_RATES[encoding])
+        return Negotiated(audio, payload_type, dtmf, address, line.port, tuple(media), index)
+    names = ", ".join(CODEC_NAMES[codec] for codec in codecs)
+    raise SdpError(f"No common codec: only {names} over RTP/AVP")
 
 
 def _payload_types(line: MediaLine) -> list[int]:
     return [int(f) for f in line.formats if f.isdigit() and int(f) < 128]
 
 
-def _codec(line: MediaLine) -> tuple[Encoding, int] | None:
+def _codec(line: MediaLine, codecs: tuple[Encoding, ...]) -> tuple[Encoding, int] | None:
+    offered: dict[Encoding, int] = {}  # each codec's first payload type in the offer
     for pt in _payload_types(line):
         mapped = line.rtpmap.get(pt)
-        if mapped is None and pt in STATIC_PAYLOADS:
-            return STATIC_PAYLOADS[pt], pt
-        if mapped in ("pcmu/8000", "pcmu/8000/1"):
-            return "pcmu", pt
-        if mapped in ("pcma/8000", "pcma/8000/1"):
-            return "pcma", pt
-    return None
+        encoding = STATIC_PAYLOADS.get(pt) if mapped is None else RTPMAP_NAMES.get(mapped)
+        if encoding is not None:
+            offered.setdefault(encoding, pt)
+    return next(((codec, offered[codec]) for codec in codecs if codec in offered), None)
 
 
 def offered_direction(body: bytes, audio_index: int) -> str:

@@ -1,9 +1,12 @@
 """One SIP call's media: its RTP socket and the Realtime session it feeds.
 
-Caller audio arrives as RTP (G.711, 20 ms a packet), is put back in order by a small
-:class:`~cosyagent.transports.rtp.JitterBuffer` and goes to the session untouched (the
-session runs in ``audio/pcmu`` or ``audio/pcma``). Packets from any address but the one
-the caller's SDP named are dropped. RFC 4733 key presses become the user message
+Caller audio arrives as RTP (20 ms a packet), is put back in order by a small
+:class:`~cosyagent.transports.rtp.JitterBuffer` and goes to the session: G.711 untouched (the
+session runs in ``audio/pcmu`` or ``audio/pcma``), G.722 decoded to 16 kHz PCM by the carrier
+codec (:class:`~cosyagent.audio.carrier.CarrierCodec`; the session runs in ``audio/pcm``), and
+the reply encoded back. G.722's RTP clock runs at 8000 per second (RFC 3551 section 4.5.2),
+so its packets, like G.711's, are 160 bytes and 160 timestamp ticks apart. Packets from any
+address but the one the caller's SDP named are dropped. RFC 4733 key presses become the user message
 ``[DTMF 5]``. Reply audio (the session's ``response.output_audio.delta`` events) is sent
 as 20 ms packets paced in real time, the marker bit set on the first packet of each
 talkspurt; nothing is sent between replies. A barge-in drops the unsent reply at once and
@@ -29,7 +32,7 @@ from collections.abc import Callable
 
 from cosyagent.agent.events import Event
 from cosyagent.agent.session import RealtimeSession, SendEvent
-from cosyagent.audio.carrier import CarrierAudio
+from cosyagent.audio.carrier import CarrierAudio, CarrierCodec
 from cosyagent.transports.base import AudioSink
 from cosyagent.transports.media_stream import dtmf_item
 from cosyagent.transports.rtp import FRAME_SAMPLES, DtmfReceiver, JitterBuffer, RtpError, RtpPacket, parse_rtp
@@ -80,6 +83,7 @@ class SipMedia:
         self._sock = sock
         self._neg = negotiated
         self._audio: CarrierAudio = negotiated.audio
+        self._codec = CarrierCodec(negotiated.audio)  # G.711: passes through; G.722: transcodes
         self._remote = (negotiated.address, negotiated.port)
         self._timeout_s = rtp_timeout_s
         self._inbox: asyncio.Queue[str | None] = asyncio.Queue()
@@ -218,7 +222,7 @@ class SipMedia:
             self._key(packet)
         elif packet.payload_type == self._neg.payload_type and self._session is not None:
             for payload in self._jitter.push(packet.sequence, packet.payload, self._audio.silence):
-                self._session.append_audio(payload)
+                self._session.append_audio(self._codec.decode(payload))
         else:
             self.bad_packets += 1
 
@@ -256,15 +260,20 @@ class SipMedia:
             item_id = str(event["item_id"])
             if item_id != self._item:
                 self._item, self._received_ms, self._sent_ms = item_id, 0.0, 0.0
-            data = base64.b64decode(event["delta"])
-            self._unsent += data
-            self._received_ms += len(data) / self._audio.bytes_per_ms
+            self._queue(self._codec.encode(base64.b64decode(event["delta"])))
+        elif kind == "response.output_audio.done" and event.get("item_id") == self._item:
+            self._queue(self._codec.finish())  # what the encoder still held (G.722), padded to a packet
+
+    def _queue(self, wire: bytes) -> None:
+        self._unsent += wire
+        self._received_ms += len(wire) / self._audio.bytes_per_ms
 
     def _clear(self) -> None:
         """Barge-in: nothing more of the reply is sent; the item keeps what was."""
         self.cleared_at.append(time.monotonic())
         dropped_ms = len(self._unsent) / self._audio.bytes_per_ms
         self._unsent.clear()
+        self._codec.finish()  # the cut reply's tail is not played
         logger.info("sip call %s: reply cleared (%d ms of it unsent)", self.call_id, dropped_ms)
         if self._item is not None and self._sent_ms < self._received_ms:
             truncate = {
@@ -301,7 +310,8 @@ class SipMedia:
             packet = RtpPacket(
                 self._neg.payload_type,
                 self._sequence,
-                self._timestamp_base + tick * FRAME_SAMPLES,  # the sampling clock runs through silences
+                # the RTP clock (8000/s for G.711 and G.722 alike) runs through silences
+                self._timestamp_base + tick * FRAME_SAMPLES,
                 self._ssrc,
                 payload,
                 marker=not self._talking,

@@ -15,7 +15,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
-from cosyagent.transports.sdp import ANSWER_DIRECTIONS, SdpError, answer, negotiate, offered_direction
+from cosyagent.transports.sdp import ANSWER_DIRECTIONS, SIP_CODECS, SdpError, answer, negotiate, offered_direction
 from cosyagent.transports.sip_call import SipMedia
 from cosyagent.transports.sip_message import SipMessage, SipParseError, new_branch, response, uri_of
 from cosyagent.transports.sip_sender import T1, SipSender
@@ -104,8 +104,9 @@ def reinvite(dialog: Dialog, request: SipMessage, host: str, contact: str) -> Si
     (sendrecv), a new RTP address; 488 for a codec change or no SDP offer."""
     if not request.body:
         return response(request, 488, "A re-INVITE needs an SDP offer")
+    current = dialog.media.audio.encoding  # kept whenever the new offer still has it
     try:
-        negotiated = negotiate(request.body)
+        negotiated = negotiate(request.body, (current, *(codec for codec in SIP_CODECS if codec != current)))
     except SdpError as exc:
         return response(request, 488, exc.reason)
     if negotiated.audio != dialog.media.audio:

@@ -1,7 +1,7 @@
 """A SIP user agent server over UDP and TCP (RFC 3261): every answered INVITE is one Realtime session.
 
 What it answers: OPTIONS (200, with Allow and Accept); INVITE with an SDP offer (100 Trying,
-then 200 OK with the SDP answer, PCMU or PCMA; 488 without a common codec; 503 when the
+then 200 OK with the SDP answer, G.722, PCMU or PCMA (``sip.codecs``); 488 without a common codec; 503 when the
 server is at capacity or has no RTP port free); ACK; BYE (200; the session ends); CANCEL
 (200, and 487 to a ringing INVITE); NOTIFY in a call (200: the progress of a transfer);
 a re-INVITE in the call (hold, resume: :func:`.sip_dialog.reinvite`); a method it knows but
@@ -34,7 +34,7 @@ from typing import Any
 from cosyagent.runtime.sessions import Admission, SessionConfigError, SessionRefused
 from cosyagent.transports.media_stream import session_config
 from cosyagent.transports.rtp import PortRangeExhausted, bind_rtp_socket
-from cosyagent.transports.sdp import Negotiated, SdpError, answer, negotiate
+from cosyagent.transports.sdp import SIP_CODECS, Negotiated, SdpError, answer, codec_preference, negotiate
 from cosyagent.transports.sip_call import SipMedia
 from cosyagent.transports.sip_calls import CallControl, SipCalls
 from cosyagent.transports.sip_control import new_call_id
@@ -69,6 +69,7 @@ class SipSettings:
     rtp_timeout_s: float
     transports: tuple[str, ...] = ("udp",)
     user_agent: str = "cosyagent"
+    codecs: tuple[str, ...] = SIP_CODECS  # our order of preference (sip.codecs)
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -89,6 +90,7 @@ class SipServer:
 
     def __init__(self, settings: SipSettings, admit: Admit, control: CallControl | None = None) -> None:
         self.settings = settings
+        self.codecs = codec_preference(settings.codecs)
         self._admit = admit
         self.sender = SipSender(settings.host)
         self.transactions = ClientTransactions(self.sender)
@@ -236,7 +238,7 @@ class SipServer:
             self.sender.answer(request, response(request, 488, "An INVITE needs an SDP offer", new_tag()), addr)
             return
         try:
-            negotiated = negotiate(request.body)
+            negotiated = negotiate(request.body, self.codecs)
         except SdpError as exc:
             logger.info("sip call %s: 488: %s", request.call_id, exc.reason)
             self.sender.answer(request, response(request, 488, exc.reason, new_tag()), addr)

@@ -119,7 +119,13 @@ async def _start_sip(runtime: Runtime) -> sip_server.SipServer | None:
     if not config.enabled:
         return None
     settings = sip_server.SipSettings(
-        config.host, config.port, config.rtp_port_min, config.rtp_port_max, config.rtp_timeout_s, config.transports
+        config.host,
+        config.port,
+        config.rtp_port_min,
+        config.rtp_port_max,
+        config.rtp_timeout_s,
+        config.transports,
+        codecs=config.codecs,
     )
     control = sip_calls.CallControl(config.webhook_url, config.webhook_secret, config.accept_timeout_s)
     server = sip_server.SipServer(

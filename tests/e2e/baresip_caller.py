@@ -1,7 +1,9 @@
 """A real SIP phone for the SIP e2e tests: Debian's ``baresip`` on 127.0.0.1 only, with a temp
-config dir. Its ``aufile`` module plays a speech clip (8 kHz, 16-bit) as the microphone,
-``sndfile`` records what it decodes from the agent, and ``ctrl_tcp`` drives it (dial, hang up)
-and reports call events, as netstring-framed JSON."""
+config dir. Its ``aufile`` module plays a speech clip (16-bit, at the codec's rate: 8 kHz for
+G.711, 16 kHz for G.722) as the microphone, ``sndfile`` records what it decodes from the agent,
+and ``ctrl_tcp`` drives it (dial, hang up) and reports call events, as netstring-framed JSON.
+``codecs`` is what its account offers (the ``;audio_codecs=`` parameter): G.711 unless a test
+asks for ``"G722"`` (aufile cannot resample: an 8 kHz microphone file needs an 8 kHz codec)."""
 
 from __future__ import annotations
 
@@ -30,12 +32,13 @@ def free_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def microphone_wav(path: Path, clip: str, trailing_silence_s: float) -> None:
-    """``clip`` at 8 kHz mono S16LE (what aufile plays at G.711's rate), then silence: aufile
-    ends the call at the end of its file, so the silence keeps the line open for the reply."""
-    speech = read_clip(clip, 8000)
-    padded = np.concatenate([np.zeros(4000, np.float32), speech, np.zeros(int(8000 * trailing_silence_s), np.float32)])
-    sf.write(path, padded, 8000, subtype="PCM_16")
+def microphone_wav(path: Path, clip: str, trailing_silence_s: float, rate: int = 8000) -> None:
+    """``clip`` at ``rate`` mono S16LE (what aufile plays at the codec's rate: 8 kHz for G.711,
+    16 kHz for G.722), then silence: aufile ends the call at the end of its file, so the
+    silence keeps the line open for the reply."""
+    speech = read_clip(clip, rate)
+    lead, tail = np.zeros(rate // 2, np.float32), np.zeros(int(rate * trailing_silence_s), np.float32)
+    sf.write(path, np.concatenate([lead, speech, tail]), rate, subtype="PCM_16")
 
 
 class Baresip:
@@ -51,7 +54,7 @@ class Baresip:
         self._changed = asyncio.Event()
         self._token = 0
 
-    async def start(self, microphone: Path) -> None:
+    async def start(self, microphone: Path, codecs: str = "PCMU,PCMA") -> None:
         sip_port, ctrl_port = free_udp_port(), free_port()
         (self.home / "rec").mkdir()
         (self.home / "config").write_text(
@@ -64,6 +67,7 @@ class Baresip:
                     f"audio_alert aufile,{microphone}",
                     "module_path /usr/lib/baresip/modules",
                     "module g711.so",
+                    "module g722.so",
                     "module aufile.so",
                     "module sndfile.so",
                     f"snd_path {self.home / 'rec'}",
@@ -75,7 +79,7 @@ class Baresip:
                 ]
             )
         )
-        (self.home / "accounts").write_text("<sip:caller@127.0.0.1>;regint=0\n")
+        (self.home / "accounts").write_text(f"<sip:caller@127.0.0.1>;regint=0;audio_codecs={codecs}\n")
         (self.home / "contacts").write_text("")
         assert BARESIP is not None
         self._process = await asyncio.create_subprocess_exec(
@@ -116,13 +120,13 @@ class Baresip:
             log = self.log()[-3000:]
             raise AssertionError(f"no {event_type} in {timeout_s:g} s; events {self.events}; log:\n{log}") from None
 
-    def recording(self) -> AudioF32:
-        """What baresip decoded from the agent (sndfile's ``-dec`` dump), at 8 kHz."""
+    def recording(self, rate: int = 8000) -> AudioF32:
+        """What baresip decoded from the agent (sndfile's ``-dec`` dump), at the codec's ``rate``."""
         files = sorted((self.home / "rec").glob("*dec*.wav"))
         if not files:
             return np.zeros(0, np.float32)
-        audio, rate = sf.read(files[0], dtype="float32")
-        assert rate == 8000, rate
+        audio, found = sf.read(files[0], dtype="float32")
+        assert found == rate, found
         return np.asarray(audio, np.float32)
 
     def log(self) -> str:
@@ -156,10 +160,10 @@ class Baresip:
 
 
 @contextlib.asynccontextmanager
-async def baresip_phone(home: Path, microphone: Path) -> AsyncIterator[Baresip]:
+async def baresip_phone(home: Path, microphone: Path, codecs: str = "PCMU,PCMA") -> AsyncIterator[Baresip]:
     phone = Baresip(home)
     try:
-        await phone.start(microphone)
+        await phone.start(microphone, codecs)
         yield phone
     finally:
         await phone.stop()

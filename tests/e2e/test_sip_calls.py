@@ -222,9 +222,9 @@ async def test_the_dialog_rules_and_a_silent_caller_is_hung_up_with_bye(
     rtp_port = int(rtp.getsockname()[1])
     try:
         # No common codec: 488 with the reason, and no session.
-        peer.send(peer.request("INVITE", "peer-488", 1, "i0", offer(rtp_port, "9 101")))
+        peer.send(peer.request("INVITE", "peer-488", 1, "i0", offer(rtp_port, "18 3 101")))  # G.729, GSM
         refused = await peer.final()
-        assert (refused.status, refused.reason) == (488, "No common codec: only PCMU and PCMA over RTP/AVP")
+        assert (refused.status, refused.reason) == (488, "No common codec: only G722, PCMU, PCMA over RTP/AVP")
         assert sip_live.server.runtime.active_sessions == before
 
         invite = peer.request("INVITE", "peer-1", 1, "i1", offer(rtp_port, "8 101"))

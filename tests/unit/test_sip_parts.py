@@ -84,9 +84,11 @@ def test_a_response_copies_the_dialog_headers_exactly_and_adds_the_to_tag() -> N
     assert response(request, 488, "No\r\ncommon\tcodec").reason == "No common codec"
 
 
-def test_negotiation_keeps_the_callers_order_and_answers_every_media_line() -> None:
-    chosen = negotiate(SDP_OFFER.encode())
-    assert chosen.audio.encoding == "pcma" and chosen.payload_type == 8  # G722 first, but not ours
+def test_negotiation_follows_our_codec_order_and_answers_every_media_line() -> None:
+    chosen = negotiate(SDP_OFFER.encode(), ("pcmu", "pcma"))  # G.722 offered first, but not ours
+    assert chosen.audio.encoding == "pcmu" and chosen.payload_type == 0
+    chosen = negotiate(SDP_OFFER.encode(), ("pcma", "pcmu"))
+    assert chosen.audio.encoding == "pcma" and chosen.payload_type == 8
     assert chosen.dtmf_payload_type == 101
     assert (chosen.address, chosen.port) == ("127.0.0.1", 4000)
     sdp = answer(chosen, "127.0.0.1", 10002).decode()
@@ -94,6 +96,25 @@ def test_negotiation_keeps_the_callers_order_and_answers_every_media_line() -> N
     assert "m=video 0 RTP/AVP 96\r\n" in sdp  # refused, but answered (RFC 3264)
     _, media = parse_offer(sdp.encode())
     assert [m.kind for m in media] == ["audio", "video"]
+
+
+def test_g722_is_chosen_when_offered_even_after_g711_and_answered_as_g722_8000() -> None:
+    offer = SDP_OFFER.replace("9 8 0 101", "0 8 9 101")
+    chosen = negotiate(offer.encode())  # the default order: g722, pcmu, pcma
+    assert (chosen.audio.encoding, chosen.audio.rate, chosen.payload_type) == ("g722", 16000, 9)
+    assert chosen.dtmf_payload_type == 101
+    sdp = answer(chosen, "127.0.0.1", 10002).decode()
+    # RFC 3551 section 4.5.2: the RTP clock is 8000/s although the audio is 16 kHz
+    assert "m=audio 10002 RTP/AVP 9 101\r\n" in sdp and "a=rtpmap:9 G722/8000\r\n" in sdp
+    assert chosen.audio.frame_bytes() == 160  # 20 ms at 64 kbit/s
+    # A dynamic payload type named G722/8000 is G.722 too; static 9 needs no rtpmap.
+    dynamic = SDP_OFFER.replace("9 8 0 101", "0 110 101").replace("a=rtpmap:9 G722", "a=rtpmap:110 G722")
+    assert negotiate(dynamic.encode()).payload_type == 110
+    static = SDP_OFFER.replace("a=rtpmap:9 G722/8000\r\n", "")
+    assert negotiate(static.encode()).audio.encoding == "g722"
+    # A G.722-only offer to a server that does not list g722: 488 naming what it has.
+    with pytest.raises(SdpError, match="No common codec: only PCMU, PCMA over RTP/AVP"):
+        negotiate(SDP_OFFER.replace("9 8 0 101", "9 101").encode(), ("pcmu", "pcma"))
 
 
 def test_static_payload_types_need_no_rtpmap() -> None:
@@ -105,7 +126,7 @@ def test_static_payload_types_need_no_rtpmap() -> None:
 @pytest.mark.parametrize(
     ("offer", "reason"),
     [
-        (SDP_OFFER.replace("9 8 0 101", "9 101"), "No common codec"),
+        (SDP_OFFER.replace("9 8 0 101", "18 3 101"), "No common codec: only G722, PCMU, PCMA over RTP/AVP"),
         (SDP_OFFER.replace("RTP/AVP 9 8 0 101", "RTP/SAVP 0"), "No common codec"),
         (SDP_OFFER.replace("c=IN IP4 127.0.0.1", "c=IN IP4 not-an-ip"), "not an IP address"),
         ("hello", "v=0"),
@@ -165,6 +186,9 @@ def test_the_sip_section_is_checked(tmp_path: Path) -> None:
     config_file.write_text("sip:\n  enabled: true\n  port: 5062\n  rtp_port_min: 20000\n  rtp_port_max: 20099\n")
     sip = load_config(config_file).sip
     assert (sip.enabled, sip.host, sip.port, sip.transports) == (True, "127.0.0.1", 5062, ("udp",))
+    assert sip.codecs == ("g722", "pcmu", "pcma")
+    config_file.write_text("sip:\n  codecs: [PCMA, g722]\n")
+    assert load_config(config_file).sip.codecs == ("pcma", "g722")  # names in any case
     assert load_config().sip.enabled is False
     for bad, message in [
         ({"transports": ("udp", "tls")}, "udp and/or tcp"),
@@ -173,6 +197,9 @@ def test_the_sip_section_is_checked(tmp_path: Path) -> None:
         ({"host": "0.0.0.0"}, "own address"),
         ({"rtp_port_min": 20000, "rtp_port_max": 20000}, "rtp_port_min"),
         ({"port": 70000}, "0-65535"),
+        ({"codecs": ("g729",)}, r"sip.codecs: unknown codec 'g729' \(known: g722, pcmu, pcma\)"),
+        ({"codecs": ()}, "sip.codecs must name at least one codec"),
+        ({"codecs": ("pcmu", "pcmu")}, "sip.codecs: names pcmu twice"),
     ]:
         with pytest.raises(ConfigError, match=message):
             SipConfig(**bad)  # type: ignore[arg-type]

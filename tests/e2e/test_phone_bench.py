@@ -1,0 +1,41 @@
+"""``python -m benchmarks.phone`` end to end: it spawns a real server (real models) with the SIP
+endpoint on 127.0.0.1, calls it once per transport (the Realtime WebSocket, Twilio's media
+stream, SIP with PCMU and with G.722) with a real spoken question, and has the server transcribe
+the clips as μ-law 8 kHz. Numbers are only sanity-checked (speed is measured, not asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_one_turn_per_transport_fills_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "phone.json"
+    command = [sys.executable, "-m", "benchmarks.phone", "--turns", "1", "--out", str(out)]
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    table = done.stdout
+    for row in ("| websocket | 1 ", "| twilio | 1 ", "| sip-pcmu | 1 ", "| sip-g722 | 1 "):
+        assert row in table, table
+    for clip in ("en_dublin_q.wav", "en_wealth_tax_q.wav", "en_news_movement_8k.wav"):
+        assert f"| {clip} | pcmu |" in table and f"| {clip} | pcm24 |" in table, table
+    report = json.loads(out.read_text())
+    for transport, row in report["summary"].items():
+        assert row["errors"] == 0, (transport, report["turns"])
+        assert 0 < row["voice_to_voice_ms"]["p50"] < 60_000, (transport, row)
+    negotiated = {t["transport"]: t.get("negotiated") for t in report["turns"]}
+    assert negotiated["sip-pcmu"] == "PCMU/8000" and negotiated["sip-g722"] == "G722/8000"
+    for turn in report["turns"]:
+        if turn["transport"].startswith("sip-"):
+            # G.722 too: an 8000/s RTP clock (RFC 3551 4.5.2), 160 ticks and 160 bytes per 20 ms
+            assert (turn["rtp_timestamp_steps"], turn["rtp_payload_bytes"]) == ([160], [160]), turn
+    # The server understood the 8 kHz phone clip (a generous bound: tiny.en on a shared CPU).
+    (news,) = [w for w in report["wer"] if w["clip"] == "en_news_movement_8k.wav" and w["codec"] == "pcmu"]
+    assert news["wer"] < 0.5, news
