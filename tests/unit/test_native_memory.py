@@ -61,8 +61,8 @@ async def test_the_executor_trims_once_after_the_last_job_of_a_burst(monkeypatch
         results = await asyncio.gather(*(executor.run(lambda n=n: time.sleep(0.05) or n) for n in range(3)))
         assert results == [0, 1, 2]
         assert await asyncio.to_thread(trimmed.wait, 2.0)
-        await executor.run(lambda: None)  # runs after the trim on the same thread, so the trim has finished
         trimmed.clear()
+        await executor.run(lambda: None)  # queued behind that trim on the same thread
         assert await asyncio.to_thread(trimmed.wait, 2.0)
     finally:
         executor.shutdown()
