@@ -36,6 +36,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,7 @@ class Resources:
     threads: int
     tasks: int
     rss_mib: float
+    python_objects: int  # objects the garbage collector tracks, after a collection
     active_sessions: int
     metrics_sessions: float  # cosyagent_active_sessions summed over transports, as /metrics says
     responses: str  # cosyagent_responses_total by status, from /metrics
@@ -77,6 +79,7 @@ class SoakResult:
     notes: list[str] = field(default_factory=list)
     first_audio_ms: list[float] = field(default_factory=list)
     resources: dict[str, Resources] = field(default_factory=dict)
+    object_types: dict[str, Counter[str]] = field(default_factory=dict)  # gc-tracked objects by type, per phase
 
     def percentile(self, q: float) -> float | None:
         values = sorted(self.first_audio_ms)
@@ -112,6 +115,7 @@ async def snapshot(runtime: Runtime, base_url: str) -> Resources:
         threads=threading.active_count(),
         tasks=len(asyncio.all_tasks()),
         rss_mib=rss_mib(),
+        python_objects=len(gc.get_objects()),
         active_sessions=runtime.active_sessions,
         metrics_sessions=metrics_sessions,
         responses=responses,
@@ -235,6 +239,7 @@ async def soak(runtime: Runtime, base_url: str, args: argparse.Namespace) -> Soa
     if args.talk == "speech":
         await talk(base_url, args.sessions, 0.1, plan, warm_up)
     result.resources["before"] = before = await settled(runtime, base_url)
+    result.object_types["before"] = object_types()
     if args.churn:
         await churn(base_url, args.sessions, 1e9, args.max_tokens, args.vanish_every, result, count=args.churn)
         result.resources["after churn"] = await settled(runtime, base_url, before)
@@ -245,7 +250,19 @@ async def soak(runtime: Runtime, base_url: str, args: argparse.Namespace) -> Soa
         else:
             await churn(base_url, args.sessions, half, args.max_tokens, args.vanish_every, result)
         result.resources[phase] = await settled(runtime, base_url, before)
+        result.object_types[phase] = object_types()
     return result
+
+
+def object_types() -> Counter[str]:
+    """The garbage collector's objects by type name: what a Python-level leak would pile up."""
+    return Counter(type(item).__qualname__ for item in gc.get_objects())
+
+
+def object_growth(result: SoakResult, top: int = 5) -> str:
+    """The types whose count grew most from before to after, e.g. ``dict +12, Frame +3``."""
+    growth = result.object_types["after"] - result.object_types["before"]
+    return ", ".join(f"{name} +{count}" for name, count in growth.most_common(top)) or "none"
 
 
 def rss_growth(result: SoakResult) -> float:
@@ -291,15 +308,16 @@ def table(result: SoakResult, args: argparse.Namespace) -> str:
         f"{result.served} served ({result.vanished} vanished mid-reply), {len(result.errors)} errors; "
         f"{kind} p50 {_ms(p50)} ms, p95 {_ms(p95)} ms; RSS {rss_growth(result):+.1%} before -> after",
         "",
-        "| when | open fds | threads | asyncio tasks | RSS MiB | active sessions (runtime, /metrics) "
+        "| when | open fds | threads | asyncio tasks | RSS MiB | Python objects | active sessions (runtime, /metrics) "
         "| responses (/metrics) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for when, r in result.resources.items():
         lines.append(
-            f"| {when} | {r.fds} | {r.threads} | {r.tasks} | {r.rss_mib} | "
+            f"| {when} | {r.fds} | {r.threads} | {r.tasks} | {r.rss_mib} | {r.python_objects} | "
             f"{r.active_sessions}, {r.metrics_sessions:.0f} | {r.responses} |"
         )
+    lines.append(f"\nPython object types grown most, before -> after: {object_growth(result)}")
     lines += [f"error: {error}" for error in result.errors[:10]]
     lines += [f"note: {note}" for note in result.notes[:5]]
     return "\n".join(lines)

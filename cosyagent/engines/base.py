@@ -10,6 +10,7 @@ every session. Blocking inference runs on the engine's own single-thread executo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from cosyagent.audio.pcm import AudioF32 as AudioF32  # re-exported: the engines' sample type
+from cosyagent.engines.native_memory import trim_native_heap
 from cosyagent.engines.scheduling import DeadlineScheduler, cpu_scheduler, job_deadline
 
 T = TypeVar("T")
@@ -130,10 +132,16 @@ class EngineExecutor:
             except BaseException:
                 self._scheduler.release()
                 raise
-            job.add_done_callback(lambda _: self._scheduler.release())  # in the worker, when the call ends
+            job.add_done_callback(self._after_job)  # in the worker, when the call ends
             return await asyncio.wrap_future(job)
         finally:
             self._queued -= 1
+
+    def _after_job(self, _: object) -> None:
+        """Free the lane; if that leaves every engine idle, trim the heap behind the job (no caller waits)."""
+        if self._scheduler.release():
+            with contextlib.suppress(RuntimeError):  # shut down meanwhile: nothing more runs here
+                self._pool.submit(trim_native_heap)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -42,6 +42,7 @@ from cosyagent.engines.kokoro_voices import (
     english_lang,
     load_voices,
 )
+from cosyagent.engines.native_memory import lean_onnx_options
 from cosyagent.engines.timings import TimedAudio
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ class KokoroTTS:
         model_path = self._model_path or default_model_path()
         timed_path = durations_model(model_path)
         voices_path = self._voices_path or default_voices_path()
-        opts = ort.SessionOptions()
+        opts = lean_onnx_options(ort.SessionOptions())  # every clause has a new shape
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         try:

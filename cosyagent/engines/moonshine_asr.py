@@ -36,6 +36,7 @@ from cosyagent.engines.base import (
     TranscriptSegment,
 )
 from cosyagent.engines.moonshine_files import PACKAGE, Tokenizer, onnx_models
+from cosyagent.engines.native_memory import lean_onnx_options
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -107,7 +108,7 @@ class MoonshineASR:
 
         started = time.perf_counter()
         files = onnx_models(self._model_dir, self._cache_dir)
-        options = ort.SessionOptions()
+        options = lean_onnx_options(ort.SessionOptions())  # every utterance and decoder step has a new shape
         options.intra_op_num_threads = self.cpu_threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -38,6 +38,7 @@ from cosyagent.engines.base import (
 )
 from cosyagent.engines.kokoro_text import Script, detect_script, split_text
 from cosyagent.engines.kokoro_tts import limit_peak
+from cosyagent.engines.native_memory import lean_onnx_options
 from cosyagent.engines.onnx_outputs import exposed, single_op_output
 from cosyagent.engines.timings import (
     SymbolSpan,
@@ -328,7 +329,7 @@ def _load_voice(model_path: Path, threads: int, graph_path: Path | None = None) 
     from piper import PiperConfig, PiperVoice
 
     config_path = model_path.with_name(model_path.name + ".json")
-    options: ort.SessionOptions = ort.SessionOptions()
+    options: ort.SessionOptions = lean_onnx_options(ort.SessionOptions())  # every clause has a new shape
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     try:

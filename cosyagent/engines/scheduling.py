@@ -144,13 +144,15 @@ class DeadlineScheduler:
         for observer in list(self._observers):
             observer(engine, now - submitted, now - deadline)
 
-    def release(self) -> None:
-        """Give the lane to the most urgent waiting job, or free it."""
+    def release(self) -> bool:
+        """Give the lane to the most urgent waiting job, or free it; True when no job runs or waits now."""
         with self._lock:
             self._free += 1
             grants = self._grant_free_lanes()
+            idle = self._free == self._lanes and not self._waiting
         for grant in grants:
             grant()
+        return idle
 
     def _grant_free_lanes(self) -> list[Callable[[], None]]:
         """Under the lock: hand free lanes to waiters; returns what tells them (call unlocked)."""
