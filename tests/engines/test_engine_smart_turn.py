@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import numpy as np
 import pytest
 
 from cosyagent.agent.session_config import EAGERNESS_THRESHOLDS
 from cosyagent.engines.base import CancelToken, EngineCancelled
-from cosyagent.engines.scheduling import cpu_scheduler
 from cosyagent.engines.smart_turn import SAMPLE_RATE, SmartTurn
 from tests.support import read_clip
 
@@ -61,23 +57,3 @@ async def test_runs_off_the_event_loop_and_a_cancelled_call_is_skipped(smart_tur
     with pytest.raises(EngineCancelled):
         await smart_turn.probability(question, cancel=token)
     assert smart_turn.executor.queue_depth == 0
-
-
-async def test_a_verdict_does_not_wait_for_the_shared_engine_lane(smart_turn: SmartTurn) -> None:
-    """While transcripts hold the lanes every other engine shares, the end-of-turn model still
-    answers: the reply waits for the transcript, so the verdict must not queue behind it."""
-    shared = cpu_scheduler()
-    held = 0
-    while True:  # take every lane of the shared scheduler, as running engine jobs would
-        try:
-            await asyncio.wait_for(shared.acquire(time.monotonic()), 0.05)
-        except TimeoutError:
-            break
-        held += 1
-    try:
-        question = read_clip("en_dublin_q.wav", SAMPLE_RATE)[: int(2.6 * SAMPLE_RATE)]
-        probability = await asyncio.wait_for(smart_turn.probability(question), 10)
-        assert probability >= EAGERNESS_THRESHOLDS["auto"]
-    finally:
-        for _ in range(held):
-            shared.release()

@@ -504,6 +504,18 @@ def test_a_verdict_that_arrives_after_the_speaker_resumed_is_ignored(vad: Silero
     assert core.turn_end_predicted(predict.job_id, 0.99) == []
 
 
+def test_the_turn_model_is_asked_before_the_speculative_transcript_starts(vad: SileroVAD) -> None:
+    """The session starts its engine jobs in the order of the actions, and the first takes the
+    free CPU lane: Smart Turn (~0.1 s) must not wait behind the transcript (0.3-1 s), or the
+    silence wait ends the turn before its verdict comes."""
+    core = make_core(vad, turn_detection=TurnDetection(type="semantic_vad"))
+    lecture = read_clip("en_lecture_60s.wav", 24000)
+    actions = append(core, np.concatenate([lecture[int(2.5 * 24000) : int(4.5 * 24000)], np.zeros(6000, np.float32)]))
+    jobs = [a for a in actions if isinstance(a, (PredictTurnEnd, Transcribe))]
+    assert [type(job) for job in jobs] == [PredictTurnEnd, Transcribe]
+    assert jobs[0].job_id == jobs[1].job_id
+
+
 def test_session_update_switches_to_semantic_vad(vad: SileroVAD) -> None:
     core = make_core(vad, turn_detection=TurnDetection())
     detection = {"type": "semantic_vad", "eagerness": "high"}
