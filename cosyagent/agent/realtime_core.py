@@ -315,7 +315,7 @@ class RealtimeCore(ItemEvents):
             job_id = self._jobs.start(item_id, speculative=True)
             semantic = detection is not None and detection.semantic
             # Smart Turn may end the turn right away; else the silence wait ends it. Smart Turn
-            # goes first (~0.1 s): queued behind the transcript, its verdict came after the wait.
+            # goes first (~0.25 s here): queued behind the transcript, its verdict came after the wait.
             if semantic:
                 actions.append(PredictTurnEnd(job_id, turn.audio))
             wait_ms = 0 if semantic or detection is None else detection.silence_duration_ms - SPECULATE_AFTER_MS

@@ -25,7 +25,6 @@ import numpy as np
 import onnxruntime as ort
 
 from cosyagent.engines.base import AudioF32, CancelToken, EngineExecutor, EngineInfo, EngineUnavailableError
-from cosyagent.engines.scheduling import DeadlineScheduler
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +63,7 @@ class SmartTurn:
         self._threads = threads
         self._session: ort.InferenceSession | None = None
         self._features: Callable[..., Any] | None = None
-        # Its own lane, beside the shared one, so the speculative transcript does not wait for it: on
-        # 2 AVX2 cores a verdict takes ~0.25 s alone (~0.4 s beside the transcript), and the reply
-        # waits for the transcript, not the verdict. Measured with `cosyagent bench` (1 session):
-        # transcript 383 ms after the end of the turn with its own lane, 647 ms queued behind it.
-        self.executor = EngineExecutor("turn", DeadlineScheduler(lanes=1))
+        self.executor = EngineExecutor("turn")
 
     @property
     def loaded(self) -> bool:

@@ -506,7 +506,7 @@ def test_a_verdict_that_arrives_after_the_speaker_resumed_is_ignored(vad: Silero
 
 def test_the_turn_model_is_asked_before_the_speculative_transcript_starts(vad: SileroVAD) -> None:
     """The session starts its engine jobs in the order of the actions, and the first takes the
-    free CPU lane: Smart Turn (~0.1 s) must not wait behind the transcript (0.3-1 s), or the
+    free CPU lane: Smart Turn (~0.25 s) must not wait behind the transcript (0.3-1 s), or the
     silence wait ends the turn before its verdict comes."""
     core = make_core(vad, turn_detection=TurnDetection(type="semantic_vad"))
     lecture = read_clip("en_lecture_60s.wav", 24000)
