@@ -297,7 +297,7 @@ async def test_both_pages_fit_desktop_and_phone_widths_in_both_languages(pages: 
     assert conversation["phoneZh"]["lang"] == "zh-CN"
     # The embedded ASR is English-only: the Chinese page says so (with the model), the English one does not.
     assert conversation["phoneZh"]["asrNote"] and "只听得懂英语" in conversation["phoneZh"]["asrNote"], conversation
-    assert "whisper-tiny.en" in conversation["phoneZh"]["asrNote"]
+    assert "moonshine-base-en" in conversation["phoneZh"]["asrNote"]  # the default recognizer, named
     assert conversation["phone"]["asrNote"] is None
 
 

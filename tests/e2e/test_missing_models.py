@@ -62,7 +62,7 @@ def test_an_altered_qwen_part_stops_startup_naming_its_package(tmp_path: Path) -
 def test_an_altered_moonshine_file_stops_startup_naming_its_package(tmp_path: Path) -> None:
     default = (ROOT / "configs" / "default.yaml").read_text(encoding="utf-8")
     config = tmp_path / "moonshine.yaml"
-    config.write_text(default.replace("engine: whisper ", "engine: moonshine"), encoding="utf-8")
+    config.write_text(default.replace("engine: auto ", "engine: moonshine"), encoding="utf-8")
     assert "engine: moonshine" in config.read_text(encoding="utf-8")
     broken_package(tmp_path / "shadow", "moonshine_cpp", {"models/base-en/encoder_model.ort": b"not the encoder"})
     done = serve(tmp_path, tmp_path / "shadow", "--config", str(config), COSYAGENT_CACHE_DIR=str(tmp_path / "cache"))

@@ -176,7 +176,7 @@ async def test_health_and_models(live_server: LiveServer) -> None:
     assert health["versions"]["faster-whisper"]
     models = await client(live_server).models.list()
     ids = [model.id for model in models.data]
-    assert "cosyagent-realtime" in ids and "whisper-tiny.en" in ids and "piper-en_US-joe-medium" in ids
+    assert "cosyagent-realtime" in ids and "moonshine-base-en" in ids and "piper-en_US-joe-medium" in ids
 
 
 async def test_binary_frames_are_refused_with_an_error(live_server: LiveServer) -> None:
