@@ -6,6 +6,11 @@ chat endpoints refuse a ``tool_calls`` message that is not answered right after 
 whose ``function_call_output`` has not arrived (the client never answered, or the user spoke
 again first) is answered with :data:`NO_OUTPUT`; once its output arrives, later responses see
 that output in its place. An output whose call is gone (deleted, or past the window) is left out.
+
+When the history ends with tool answers, the response being made is the one that answers
+from them: a short system message (:data:`ANSWER_FROM_TOOLS`) asks for spoken words. Without
+it the embedded Qwen2.5-Coder-0.5B repeated the call as JSON text in 24 of 24 tries (and that
+JSON was spoken); with it, it said the result in words in 20 of 20 (README, Function calling).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ if TYPE_CHECKING:
     from cosyagent.agent.conversation import ConversationItem
 
 NO_OUTPUT = '{"error": "no output has been received for this call"}'
+ANSWER_FROM_TOOLS = "Answer the user from the tool results above, in plain spoken words (no JSON)."
 
 
 def with_tool_messages(items: Sequence[ConversationItem], outputs: Mapping[str, str]) -> Iterator[dict[str, Any]]:
@@ -30,7 +36,9 @@ def with_tool_messages(items: Sequence[ConversationItem], outputs: Mapping[str, 
         yield from _calls(calls, outputs)
         calls = []
         yield {"role": item.role, "content": item.visible_text()}
-    yield from _calls(calls, outputs)
+    if calls:
+        yield from _calls(calls, outputs)
+        yield {"role": "system", "content": ANSWER_FROM_TOOLS}
 
 
 def _calls(calls: list[ConversationItem], outputs: Mapping[str, str]) -> Iterator[dict[str, Any]]:

@@ -18,7 +18,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
-from cosyagent.agent.tool_history import NO_OUTPUT
+from cosyagent.agent.tool_history import ANSWER_FROM_TOOLS, NO_OUTPUT
 from tests.e2e.audio_server import in_process_server, write_config
 from tests.e2e.conftest import LiveServer, free_port, serve_asgi
 from tests.e2e.realtime_client import Transcript, collect, stream_pcm24
@@ -127,7 +127,7 @@ async def test_two_calls_in_one_response_then_the_agent_speaks_their_results(
     assert [t["function"]["name"] for t in first["tools"]] == ["get_weather", "get_time"]
     assert first["tool_choice"] == "auto"
     assert first["tools"][0]["function"]["parameters"] == WEATHER["parameters"]
-    assert second["messages"][-3:] == [
+    assert second["messages"][-4:] == [
         {
             "role": "assistant",
             "content": "",
@@ -142,6 +142,7 @@ async def test_two_calls_in_one_response_then_the_agent_speaks_their_results(
         },
         {"role": "tool", "tool_call_id": weather_id, "content": '{"sky": "sunny", "celsius": 21}'},
         {"role": "tool", "tool_call_id": time_id, "content": '{"time": "10:00"}'},
+        {"role": "system", "content": ANSWER_FROM_TOOLS},
     ]
 
 
@@ -249,7 +250,7 @@ async def test_invalid_tools_get_precise_errors_and_the_session_survives(agent: 
 async def test_the_embedded_llm_calls_a_tool_and_speaks_its_result(live_server: LiveServer) -> None:
     """The real default stack: Qwen2.5-Coder-0.5B gets the tool through its own chat template.
     It samples, and does not always call (README: measured rate), so it gets a second try, in
-    a new session; it then speaks the result, though often by reading out JSON (README)."""
+    a new session; asked to answer from the tool's result, it says it in words, not as JSON."""
     for attempt in range(2):
         async with connect(live_server) as conn:
             forced = {"type": "function", "name": "get_weather"}
@@ -274,7 +275,7 @@ async def test_the_embedded_llm_calls_a_tool_and_speaks_its_result(live_server: 
     (reply,) = done_responses(spoken)
     assert reply.status == "completed" and reply.output[0].type == "message"
     transcript = reply.output[0].content[0].transcript.lower()
-    assert any(word in transcript for word in ("sun", "21", "twenty")), transcript
+    assert any(word in transcript for word in ("sun", "21", "twenty")) and "{" not in transcript, transcript
     assert len(spoken.audio()) / 48000 > 0.5
 
 

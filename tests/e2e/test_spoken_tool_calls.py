@@ -19,6 +19,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.realtime import RealtimeFunctionToolParam
 
+from cosyagent.agent.tool_history import ANSWER_FROM_TOOLS
 from tests.e2e.conftest import LiveServer
 from tests.e2e.realtime_client import Transcript, collect, completed_response, stream_pcm24
 from tests.e2e.test_realtime_tools import agent, fake_llm
@@ -79,11 +80,10 @@ async def test_over_a_websocket_a_spoken_question_calls_the_tool_and_the_result_
     assert reply.output[0].content[0].transcript == SPOKEN_RESULT
     assert len(spoken.audio(reply.id)) / 48000 > 1.5  # Piper spoke it: 24 kHz pcm16
     assert "dublin" in heard_question(fake).lower()
-    assert fake.requests[1]["messages"][-1] == {
-        "role": "tool",
-        "tool_call_id": call.call_id,
-        "content": json.dumps(TOOL_OUTPUT),
-    }
+    assert fake.requests[1]["messages"][-2:] == [
+        {"role": "tool", "tool_call_id": call.call_id, "content": json.dumps(TOOL_OUTPUT)},
+        {"role": "system", "content": ANSWER_FROM_TOOLS},
+    ]
 
 
 async def test_over_webrtc_a_spoken_question_calls_the_tool_and_the_result_is_spoken(

@@ -16,7 +16,7 @@ from pydantic import TypeAdapter
 from cosyagent.agent.events import Action, CancelResponse, Send, StartResponse
 from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session_config import SessionConfig
-from cosyagent.agent.tool_history import NO_OUTPUT
+from cosyagent.agent.tool_history import ANSWER_FROM_TOOLS, NO_OUTPUT
 from cosyagent.engines.base import ToolCallDelta
 from cosyagent.engines.tool_text import TextToolCalls
 from cosyagent.engines.vad import SileroVAD
@@ -247,6 +247,7 @@ def test_two_calls_in_one_response_then_outputs_then_a_spoken_answer(vad: Silero
         },
         {"role": "tool", "tool_call_id": weather_id, "content": '{"sky": "sunny"}'},  # in call order
         {"role": "tool", "tool_call_id": time_id, "content": '{"time": "10:00"}'},
+        {"role": "system", "content": ANSWER_FROM_TOOLS},  # this response answers from them
     ]
     actions = core.response_text(follow_up.response_id, "It is sunny.")
     assert types(actions)[:3] == [
@@ -280,7 +281,7 @@ def test_an_unanswered_call_reaches_the_llm_marked_until_its_output_comes(vad: S
             ],
         },
         {"role": "tool", "tool_call_id": call_id, "content": NO_OUTPUT},
-        {"role": "user", "content": "Hello?"},
+        {"role": "user", "content": "Hello?"},  # no request to answer from the tools: the user spoke since
     ]
     core.response_text(waiting.response_id, "Still checking.")
     core.response_tool_call(waiting.response_id, None)
