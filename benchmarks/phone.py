@@ -167,7 +167,9 @@ async def settle(url: str, pid: int) -> None:
     logger.warning("the server was still busy after %g s", SETTLE_MAX_S)
 
 
-async def run(server: Server, turns: int, transports: tuple[str, ...]) -> dict[str, Any]:
+async def run(
+    server: Server, turns: int, transports: tuple[str, ...], wer_clips: tuple[str, ...] = WER_CLIPS
+) -> dict[str, Any]:
     url, port, sip_port, pid = server
     asked, barge = questions(), barge_in_clip()
     records: list[dict[str, Any]] = []
@@ -185,7 +187,7 @@ async def run(server: Server, turns: int, transports: tuple[str, ...]) -> dict[s
             logger.info("turn %d %s", index + 1, record)
             records.append(record)
     wer = []
-    for name in WER_CLIPS:
+    for name in wer_clips:
         for codec in ("pcmu", "pcm24"):
             await settle(url, pid)
             wer.append(await transcript(url, name, codec))
@@ -251,8 +253,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out", type=Path, default=None, help="the JSON report (default benchmarks/results/phone-DATE.json)"
     )
+    parser.add_argument(
+        "--wer-clips",
+        default=",".join(WER_CLIPS),
+        help="comma-separated test clips whose 8 kHz transcripts are scored (default: all of "
+        + ", ".join(WER_CLIPS)
+        + ")",
+    )
     args = parser.parse_args(argv)
     args.transports = tuple(t.strip() for t in args.transports.split(",") if t.strip())
+    args.wer_clips = tuple(c.strip() for c in args.wer_clips.split(",") if c.strip())
+    if not args.wer_clips or set(args.wer_clips) - set(WER_CLIPS):
+        parser.error(f"--wer-clips: choose from {', '.join(WER_CLIPS)}")
     if not args.transports or set(args.transports) - set(TRANSPORTS):
         parser.error(f"--transports: choose from {', '.join(TRANSPORTS)}")
     if not 1 <= args.turns <= 100:
@@ -265,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = dt.datetime.now(dt.UTC)
     with phone_server() as server:
-        report = asyncio.run(run(server, args.turns, args.transports))
+        report = asyncio.run(run(server, args.turns, args.transports, args.wer_clips))
     rows = summary(report, args.transports)
     report = {
         "benchmark": "phone",

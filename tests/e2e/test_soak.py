@@ -15,7 +15,11 @@ from benchmarks.soak import parse_args, run, table
 
 async def test_churn_returns_to_the_baseline(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"  # SmolLM2: the lightest LLM, so that a busy CPU still turns sessions over
-    sections = {"server": {"data_dir": str(tmp_path / "data")}, "llm": {"embedded_model": "smollm2"}}
+    sections = {
+        "server": {"data_dir": str(tmp_path / "data")},
+        "llm": {"embedded_model": "smollm2"},
+        "realtime": {"max_output_tokens": 12},  # short spoken replies: the driver listens to each to its end
+    }
     config.write_text(yaml.safe_dump(sections), encoding="utf-8")
     arguments = ["--sessions", "2", "--churn", "4", "--minutes", "0.1", "--turns", "1", "--barge-ins", "0"]
     args = parse_args([*arguments, "--max-tokens", "8", "--vanish-every", "2", "--config", str(config)])
