@@ -142,7 +142,7 @@ $(FUNASR_VENV)/bin/llama-server: $(LLAMA_SERVER_STAMP) | $(FUNASR_STAMP)
 	ln -sf $(abspath $(LLAMA_SERVER)) $@
 
 test: install lint browser-deps phone-deps funasr-venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=30
 	$(FUNASR_VENV)/bin/python -m pytest -q $(FUNASR_TESTS)
 
 clean:

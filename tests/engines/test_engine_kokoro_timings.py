@@ -37,8 +37,14 @@ def tts() -> Iterator[KokoroTTS]:
     engine.close()
 
 
+_SYNTHESIZED: dict[tuple[str, str], list[TimedAudio]] = {}
+
+
 async def timed(tts: KokoroTTS, text: str, voice: str = VOICE) -> list[TimedAudio]:
-    return [chunk async for chunk in tts.synthesize_timed(text, voice=voice)]
+    """Kokoro is deterministic (no noise in its graph), so each sentence is synthesized once per module."""
+    if (text, voice) not in _SYNTHESIZED:
+        _SYNTHESIZED[text, voice] = [chunk async for chunk in tts.synthesize_timed(text, voice=voice)]
+    return _SYNTHESIZED[text, voice]
 
 
 def _norm(word: str) -> str:
