@@ -1,0 +1,5 @@
+"""The one error a bad configuration raises."""
+
+
+class ConfigError(ValueError):
+    pass
