@@ -77,15 +77,17 @@ class SoakResult:
     vanished: int = 0
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    first_audio_ms: list[float] = field(default_factory=list)
+    text_first_audio_ms: list[float] = field(default_factory=list)  # text sessions: response.create -> audio
+    voice_to_voice_ms: list[float] = field(default_factory=list)  # spoken turns: end of speech -> reply audio
     resources: dict[str, Resources] = field(default_factory=dict)
     object_types: dict[str, Counter[str]] = field(default_factory=dict)  # gc-tracked objects by type, per phase
 
-    def percentile(self, q: float) -> float | None:
-        values = sorted(self.first_audio_ms)
-        if not values:
-            return None
-        return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
+
+def percentile(values: list[float], q: float) -> float | None:
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 async def scrape(base_url: str) -> tuple[float, str]:
@@ -196,7 +198,7 @@ async def churn(
             result.served += 1
             result.vanished += vanish
             if first is not None:
-                result.first_audio_ms.append(first)
+                result.text_first_audio_ms.append(first)
 
     try:
         await asyncio.gather(*(worker() for _ in range(sessions)))
@@ -224,7 +226,7 @@ async def talk(base_url: str, sessions: int, seconds: float, plan: Plan, result:
             turns_ok = [turn for turn in record.turns if turn.get("ok")]
             if len(turns_ok) < turns:
                 result.errors.append(f"spoken session {record.index}: {len(turns_ok)} of {turns} turns answered")
-            result.first_audio_ms += [t["voice_to_voice_ms"] for t in turns_ok if t.get("voice_to_voice_ms")]
+            result.voice_to_voice_ms += [t["voice_to_voice_ms"] for t in turns_ok if t.get("voice_to_voice_ms")]
 
     await asyncio.gather(*(worker() for _ in range(sessions)))
 
@@ -301,12 +303,15 @@ def _ms(value: float | None) -> str:
 
 
 def table(result: SoakResult, args: argparse.Namespace) -> str:
-    p50, p95 = result.percentile(50), result.percentile(95)
-    kind = "voice-to-voice" if args.talk == "speech" else "first audio"
+    def spread(values: list[float]) -> str:
+        return f"p50 {_ms(percentile(values, 50))} ms, p95 {_ms(percentile(values, 95))} ms"
+
     lines = [
         f"{args.sessions} at a time: {args.churn} churned, then {args.minutes * 60:.0f} s of {args.talk} sessions; "
         f"{result.served} served ({result.vanished} vanished mid-reply), {len(result.errors)} errors; "
-        f"{kind} p50 {_ms(p50)} ms, p95 {_ms(p95)} ms; RSS {rss_growth(result):+.1%} before -> after",
+        f"text sessions' first audio after response.create {spread(result.text_first_audio_ms)}; "
+        f"spoken turns' voice-to-voice {spread(result.voice_to_voice_ms)}; "
+        f"RSS {rss_growth(result):+.1%} before -> after",
         "",
         "| when | open fds | threads | asyncio tasks | RSS MiB | Python objects | active sessions (runtime, /metrics) "
         "| responses (/metrics) |",

@@ -27,7 +27,7 @@ async def test_churn_returns_to_the_baseline(tmp_path: Path) -> None:
     print(table(result, args))
     assert not result.errors, result.errors
     assert result.served >= 4 + 2 and result.vanished == 2
-    assert len(result.first_audio_ms) >= 2  # spoken turns answered: their voice-to-voice times
+    assert len(result.voice_to_voice_ms) >= 2 and len(result.text_first_audio_ms) >= 2  # both kinds timed
     before, churned, middle, after = (result.resources[w] for w in ("before", "after churn", "middle", "after"))
     for quiet in (churned, middle, after):
         assert quiet.active_sessions == 0 and quiet.metrics_sessions == 0, result.resources
