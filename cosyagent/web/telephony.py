@@ -83,14 +83,13 @@ def telephony_router(runtime: Runtime, phone_calls: PhoneCalls) -> APIRouter:
         started = await call.wait_for_start()
         if started is None:
             return
-        call_id = started.call_id
-        logger.info("%s stream %s started: call %s", dialect.name, started.stream_id, call_id or "? (no call control)")
+        call_id, names = started.call_id, (dialect.name, started.stream_id)
+        logger.info("%s stream %s started: call %s", *names, call_id or "? (none: no call control)")
         try:
             if call_id:
                 phone_calls.add(call_id, dialect.name, call)
-        except CallIdInUse as exc:
-            await call.close(CLOSE_POLICY_VIOLATION, f"{exc}: one stream per call")
-            return
+        except CallIdInUse as exc:  # served all the same: the caller's audio matters more
+            logger.warning("%s stream %s: %s: call control reaches the first stream only", *names, exc)
         try:
             try:
                 admission = runtime.sessions.admit(dialect.name, model=None, session=session_config(started.audio))
