@@ -87,17 +87,14 @@ class _Protocol(asyncio.DatagramProtocol):
 class SipServer:
     """The SIP endpoint of one process. :meth:`start` binds the UDP port (OSError when it
     cannot be), :meth:`stop` hangs up every call (BYE) and unbinds. :attr:`control` is the
-    call-control API (accept, reject, refer, hangup, the sideband's lookup)."""
+    call-control API (accept, reject, refer, hangup); answered calls are live calls of
+    ``phone_calls`` (shared with the carriers' streams) while their session runs."""
 
     def __init__(
-        self,
-        settings: SipSettings,
-        admit: Admit,
-        control: CallControl | None = None,
-        phone_calls: PhoneCalls | None = None,
+        self, settings: SipSettings, admit: Admit, control: CallControl | None = None, calls: PhoneCalls | None = None
     ) -> None:
         self.settings = settings
-        self.phone_calls = phone_calls if phone_calls is not None else PhoneCalls()  # shared with the carriers
+        self.phone_calls = calls if calls is not None else PhoneCalls()
         self.codecs = codec_preference(settings.codecs)
         self._admit = admit
         self.sender = SipSender(settings.host)
