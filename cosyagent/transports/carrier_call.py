@@ -1,5 +1,12 @@
 """One phone call over a carrier's media-stream socket: wait for ``start``, then the socket's
-reader and writer tasks around the session (the wire format: :mod:`.media_stream`)."""
+reader and writer tasks around the session (the wire format: :mod:`.media_stream`).
+
+Call control (:mod:`.phone_calls`): a sideband client may follow the call (:meth:`CarrierCall.watch`:
+every event the session sends; :meth:`CarrierCall.post`: client events for the session, as
+if the caller's own client had sent them; a key press also reaches it as
+``input_audio_buffer.dtmf_event_received``, as on a SIP call), and :meth:`CarrierCall.hang_up`
+ends the session: the socket is then closed with 1000, which ends the stream (and the call,
+where the stream was its last instruction: docs/phone.md)."""
 
 from __future__ import annotations
 
@@ -24,8 +31,10 @@ from cosyagent.transports.media_stream import (
     KeyPressed,
     MediaStreamSerializer,
     Unservable,
+    dtmf_event,
     dtmf_item,
 )
+from cosyagent.transports.phone_calls import Followers
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +79,28 @@ class CarrierCall:
         self._inbox: asyncio.Queue[str | None] = asyncio.Queue()  # client events for the session's core
         self._session: RealtimeSession | None = None
         self._malformed = 0  # malformed messages in a row
+        self._followers = Followers(f"{self._name} stream")  # the sideband's clients
+
+    @property
+    def ended(self) -> bool:
+        return self._followers.ended
+
+    def watch(self) -> asyncio.Queue[Event | None]:
+        """A queue of every event the session sends from now on; None when the call has
+        ended (or the follower fell too far behind). :meth:`unwatch` it when done."""
+        return self._followers.watch()
+
+    def unwatch(self, watcher: asyncio.Queue[Event | None]) -> None:
+        self._followers.unwatch(watcher)
+
+    def post(self, message: str | bytes) -> None:
+        """A client event for the session (from a sideband client), unparsed."""
+        if not self.ended:
+            self._inbox.put_nowait(message.decode("utf-8", "replace") if isinstance(message, bytes) else message)
+
+    def hang_up(self) -> None:
+        """End the session (idempotent): :meth:`run` then closes the socket with 1000."""
+        self._inbox.put_nowait(None)
 
     @property
     def stream_id(self) -> str | None:
@@ -88,6 +119,7 @@ class CarrierCall:
                         return None
                     inbound = self._serializer.deserialize(message)
                     if isinstance(inbound, CallStarted):
+                        self._followers.label = f"{self._name} call {inbound.call_id or inbound.stream_id}"
                         return inbound
                     if isinstance(inbound, Unservable):
                         await self.close(CLOSE_UNSUPPORTED_DATA, inbound.reason)
@@ -115,6 +147,7 @@ class CarrierCall:
             for task in (reader, writer):
                 task.cancel()
             await asyncio.gather(reader, writer, return_exceptions=True)
+            self._followers.end()
             await self.close(1000, "")
 
     async def close(self, code: int, reason: str) -> None:
@@ -136,6 +169,7 @@ class CarrierCall:
         return str(text) if text is not None else bytes(message.get("bytes") or b"")
 
     async def _send(self, event: Event) -> None:
+        self._followers.publish(event)
         for text in self._serializer.serialize(event):
             self._outgoing.put_nowait(text)
 
@@ -178,6 +212,7 @@ class CarrierCall:
         elif isinstance(inbound, KeyPressed):
             logger.info("%s stream %s: key %s", self._name, self.stream_id, inbound.digit)
             self._inbox.put_nowait(json.dumps(dtmf_item(inbound.digit)))
+            self._followers.publish(dtmf_event(inbound.digit))  # for sideband clients, as on a SIP call
         elif isinstance(inbound, CallStopped):
             logger.info("%s stream %s stopped", self._name, self.stream_id)
             return False

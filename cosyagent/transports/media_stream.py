@@ -26,6 +26,7 @@ import base64
 import binascii
 import json
 import logging
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -310,3 +311,8 @@ def dtmf_item(digit: str) -> Event:
         "type": "conversation.item.create",
         "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": f"[DTMF {digit}]"}]},
     }
+
+
+def dtmf_event(digit: str) -> Event:
+    """OpenAI's SIP-only server event for a key press: sent to sideband clients of any phone call."""
+    return {"type": "input_audio_buffer.dtmf_event_received", "event": digit, "received_at": int(time.time())}

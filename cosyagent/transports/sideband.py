@@ -1,4 +1,5 @@
-"""``WS /v1/realtime?call_id=...``: a server-side client follows and steers a phone call's session.
+"""``WS /v1/realtime?call_id=...``: a server-side client follows and steers a phone call's session,
+a SIP call's or a carrier stream's (:mod:`.phone_calls`).
 
 As OpenAI's sideband connection: the socket receives every event the call's session sends
 from the moment it attaches (transcripts, responses, their audio deltas) and may send any
@@ -18,17 +19,18 @@ import logging
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from cosyagent.transports.base import json_event
-from cosyagent.transports.sip_call import SipMedia
+from cosyagent.transports.phone_calls import LiveCall
 
 logger = logging.getLogger(__name__)
 
 CLOSE_POLICY = 1008
 
 
-async def follow_call(websocket: WebSocket, media: SipMedia, call_id: str) -> None:
+async def follow_call(websocket: WebSocket, call: LiveCall) -> None:
     """Serve one accepted sideband socket until the call or the socket ends."""
+    media = call.media
     events = media.watch()
-    logger.info("sip call %s: a sideband client attached", call_id)
+    logger.info("%s: a sideband client attached", call.label)
 
     async def forward() -> str:
         while (event := await events.get()) is not None:
@@ -58,7 +60,7 @@ async def follow_call(websocket: WebSocket, media: SipMedia, call_id: str) -> No
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    logger.info("sip call %s: the sideband client left (%s)", call_id, outcome)
+    logger.info("%s: the sideband client left (%s)", call.label, outcome)
     if websocket.client_state == WebSocketState.CONNECTED:
         code, reason = (
             (1000, "the call ended") if outcome == "ended" else (CLOSE_POLICY, "fell behind the call's events")

@@ -34,7 +34,8 @@ from cosyagent.agent.events import Event
 from cosyagent.agent.session import RealtimeSession, SendEvent
 from cosyagent.audio.carrier import CarrierAudio, CarrierCodec
 from cosyagent.transports.base import AudioSink
-from cosyagent.transports.media_stream import dtmf_item
+from cosyagent.transports.media_stream import dtmf_event, dtmf_item
+from cosyagent.transports.phone_calls import Followers
 from cosyagent.transports.rtp import FRAME_SAMPLES, DtmfReceiver, JitterBuffer, RtpError, RtpPacket, parse_rtp
 from cosyagent.transports.sdp import Negotiated
 
@@ -42,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 FRAME_S = 0.020
 MAX_CATCH_UP_S = 0.1  # a burst after a stall of the event loop is at most this much audio
-MAX_WATCHER_BACKLOG = 2048  # events a sideband client may fall behind before it is dropped
 SessionFactory = Callable[[AudioSink, SendEvent], RealtimeSession]
 
 
@@ -106,9 +106,8 @@ class SipMedia:
         self.packets_received = 0
         self.cleared_at: list[float] = []  # when each barge-in cleared the reply (monotonic)
         self.replies_done = 0  # responses the session finished (their audio may still be sending)
-        self._watchers: set[asyncio.Queue[Event | None]] = set()
+        self._followers = Followers(f"sip call {call_id}")  # the sideband's clients
         self._held = False
-        self._ended = False
 
     async def run(self, make_session: SessionFactory) -> None:
         loop = asyncio.get_running_loop()
@@ -131,9 +130,7 @@ class SipMedia:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             transport.close()  # closes the socket: the port is free again
-            self._ended = True
-            for watcher in self._watchers:
-                watcher.put_nowait(None)
+            self._followers.end()
             logger.info(
                 "sip call %s ended: %d RTP packets in, %d out, %d from a foreign source, %d malformed",
                 self.call_id,
@@ -154,7 +151,7 @@ class SipMedia:
 
     @property
     def ended(self) -> bool:
-        return self._ended
+        return self._followers.ended
 
     @property
     def audio(self) -> CarrierAudio:
@@ -179,21 +176,16 @@ class SipMedia:
 
     def watch(self) -> asyncio.Queue[Event | None]:
         """A queue of every event the session sends from now on; None when the call has
-        ended, or when the watcher fell :data:`MAX_WATCHER_BACKLOG` events behind (it is then
-        dropped). :meth:`unwatch` it when done."""
-        watcher: asyncio.Queue[Event | None] = asyncio.Queue()
-        if self._ended:
-            watcher.put_nowait(None)
-        else:
-            self._watchers.add(watcher)
-        return watcher
+        ended, or when the watcher fell too far behind (:class:`.phone_calls.Followers`).
+        :meth:`unwatch` it when done."""
+        return self._followers.watch()
 
     def unwatch(self, watcher: asyncio.Queue[Event | None]) -> None:
-        self._watchers.discard(watcher)
+        self._followers.unwatch(watcher)
 
     def post(self, message: str | bytes) -> None:
         """A client event for the session (from a sideband client), unparsed."""
-        if not self._ended:
+        if not self.ended:
             self._inbox.put_nowait(message.decode("utf-8", "replace") if isinstance(message, bytes) else message)
 
     def close_unstarted(self) -> None:
@@ -236,21 +228,10 @@ class SipMedia:
         if digit is not None:
             logger.info("sip call %s: key %s", self.call_id, digit)
             self._inbox.put_nowait(json.dumps(dtmf_item(digit)))
-            # OpenAI's SIP-only event, for sideband clients (the session itself reads the item)
-            dtmf = {"type": "input_audio_buffer.dtmf_event_received", "event": digit, "received_at": int(time.time())}
-            self._to_watchers(dtmf)
-
-    def _to_watchers(self, event: Event) -> None:
-        for watcher in list(self._watchers):
-            if watcher.qsize() >= MAX_WATCHER_BACKLOG:
-                logger.warning("sip call %s: a sideband client fell behind: dropped", self.call_id)
-                self._watchers.discard(watcher)
-                watcher.put_nowait(None)
-            else:
-                watcher.put_nowait(event)
+            self._followers.publish(dtmf_event(digit))  # for sideband clients (the session reads the item)
 
     async def _send(self, event: Event) -> None:
-        self._to_watchers(event)
+        self._followers.publish(event)
         kind = event.get("type")
         if kind == "error":
             logger.warning("sip call %s: session error: %s", self.call_id, event.get("error"))

@@ -1,10 +1,12 @@
-"""The call-control API of the SIP endpoint: accept, reject, refer, hangup, and the sideband's lookup.
+"""The call-control API of the SIP endpoint: accept, reject, refer and hangup.
 
 Ringing calls (call control on, :mod:`.sip_control`) wait here for the webhook's decision:
 :meth:`SipCalls.accept` answers one with a session configured by the request (the phone
 leg's codec always wins), :meth:`SipCalls.reject` refuses it (603 by default). An answered
 call can be transferred (:meth:`SipCalls.refer`: a REFER in the dialog, RFC 3515; the
-caller's NOTIFYs are logged by the server) or hung up (:meth:`SipCalls.hang_up`: BYE). Every
+caller's NOTIFYs are logged by the server) or hung up (:meth:`SipCalls.hang_up`: BYE); once
+answered, it is a live call of :class:`~cosyagent.transports.phone_calls.PhoneCalls` (the
+sideband finds it there). Every
 method raises a :class:`~cosyagent.transports.webrtc_offer.CallError` the HTTP layer turns
 into the error response: 404 ``call_not_found`` for an id no call has (or had, and ended).
 """
@@ -12,7 +14,6 @@ into the error response: 404 ``call_not_found`` for an id no call has (or had, a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,6 @@ import httpx
 from cosyagent.runtime.sessions import SessionConfigError, SessionRefused
 from cosyagent.transports.rtp import PortRangeExhausted
 from cosyagent.transports.sdp import Negotiated
-from cosyagent.transports.sip_call import SipMedia
 from cosyagent.transports.sip_control import (
     CallControl,
     CallStateError,
@@ -46,7 +46,6 @@ __all__ = ["CallControl", "SipCalls"]
 logger = logging.getLogger(__name__)
 
 REFER_TIMEOUT_S = 8.0
-HANGUP_WAIT_S = 10.0
 
 
 class SipCalls:
@@ -207,7 +206,7 @@ class SipCalls:
         target = refer_target(target_uri)
         dialog = self._server.dialog(call_id)
         if dialog is None:
-            raise self._not_answered(call_id, "transferred")
+            raise self.not_answered(call_id, "transferred")
         sender = self._server.sender
         contact = f"<sip:{sender.hostport()}>"
         refer = dialog.request(
@@ -233,19 +232,13 @@ class SipCalls:
         logger.info("sip call %s: the caller took the transfer (%d %s)", call_id, answer.status, answer.reason)
 
     async def hang_up(self, call_id: str) -> None:
-        """End a call: BYE when answered (returns once its session has ended), 603 when ringing."""
+        """End a call: 603 when ringing; when answered, BYE (returns once its session has ended)."""
         ring = self._ringing.get(call_id)
         if ring is not None:
             logger.info("sip call %s hung up by the API while it rang: 603", call_id)
             self._final(ring, 603, None)
             return
-        dialog = self._server.dialog(call_id)
-        if dialog is None:
-            raise CallNotFound(f"no call {call_id!r}: it ended or never existed")
-        logger.info("sip call %s hung up by the API", call_id)
-        dialog.media.hang_up()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(dialog.tasks[0]), HANGUP_WAIT_S)
+        await self._server.phone_calls.hang_up(call_id)  # its session ends: the server sends BYE
 
     def transfer_progress(self, dialog: Dialog, request: SipMessage) -> None:
         """A NOTIFY in an answered call (RFC 3515): the transfer's progress, logged; once the
@@ -264,13 +257,6 @@ class SipCalls:
         elif code >= 300:
             logger.warning("sip call %s: the transfer failed (%s); the call goes on", dialog.public_id, line)
 
-    def media(self, call_id: str) -> SipMedia:
-        """The media of an answered call (for a sideband client)."""
-        dialog = self._server.dialog(call_id)
-        if dialog is None:
-            raise self._not_answered(call_id, "followed")
-        return dialog.media
-
     def _decided(self, ring: RingingCall) -> None:
         ring.decided.set()
         self._ringing.pop(ring.public_id, None)
@@ -280,7 +266,8 @@ class SipCalls:
             return CallStateError(f"call {call_id!r} was already accepted", code="call_already_accepted")
         return CallNotFound(f"no ringing call {call_id!r}: it ended or never existed")
 
-    def _not_answered(self, call_id: str, what: str) -> CallError:
+    def not_answered(self, call_id: str, what: str) -> CallError:
+        """The error for a call that is not answered: 409 while it rings, else 404."""
         if call_id in self._ringing:
             return CallStateError(f"call {call_id!r} is still ringing: accept it before it can be {what}")
         return CallNotFound(f"no call {call_id!r}: it ended or never existed")

@@ -33,6 +33,7 @@ from typing import Any
 
 from cosyagent.runtime.sessions import Admission, SessionConfigError, SessionRefused
 from cosyagent.transports.media_stream import session_config
+from cosyagent.transports.phone_calls import SIP, PhoneCalls
 from cosyagent.transports.rtp import PortRangeExhausted, bind_rtp_socket
 from cosyagent.transports.sdp import SIP_CODECS, Negotiated, SdpError, answer, codec_preference, negotiate
 from cosyagent.transports.sip_call import SipMedia
@@ -86,10 +87,14 @@ class _Protocol(asyncio.DatagramProtocol):
 class SipServer:
     """The SIP endpoint of one process. :meth:`start` binds the UDP port (OSError when it
     cannot be), :meth:`stop` hangs up every call (BYE) and unbinds. :attr:`control` is the
-    call-control API (accept, reject, refer, hangup, the sideband's lookup)."""
+    call-control API (accept, reject, refer, hangup); answered calls are live calls of
+    ``phone_calls`` (shared with the carriers' streams) while their session runs."""
 
-    def __init__(self, settings: SipSettings, admit: Admit, control: CallControl | None = None) -> None:
+    def __init__(
+        self, settings: SipSettings, admit: Admit, control: CallControl | None = None, calls: PhoneCalls | None = None
+    ) -> None:
         self.settings = settings
+        self.phone_calls = calls if calls is not None else PhoneCalls()
         self.codecs = codec_preference(settings.codecs)
         self._admit = admit
         self.sender = SipSender(settings.host)
@@ -296,6 +301,7 @@ class SipServer:
         ok.body = answer(negotiated, settings.host, media.port, origin=origin)
         dialog = Dialog(request.call_id, public_id, local_tag, request, addr, media, ok.to_bytes(), sdp_origin=origin)
         self._dialogs[request.call_id] = dialog
+        self.phone_calls.add(public_id, SIP, media)  # a fresh random id: never in use
         self.sender.answer(request, ok, addr)
         logger.info(
             "sip call %s (SIP Call-ID %s) answered: %s from %s, RTP port %d",
@@ -359,6 +365,7 @@ class SipServer:
                 if task is not asyncio.current_task():
                     task.cancel()
             self._dialogs.pop(dialog.call_id, None)
+            self.phone_calls.remove(dialog.public_id, dialog.media)
             if not dialog.remote_ended:
                 bye = asyncio.create_task(self._send_bye(dialog), name=f"sip-{dialog.public_id}-bye")
                 self._tasks.add(bye)

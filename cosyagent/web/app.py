@@ -15,7 +15,8 @@ from cosyagent.runtime import Runtime
 from cosyagent.runtime.sessions import SessionRefused
 from cosyagent.transports import sideband, sip_calls, sip_register, sip_server
 from cosyagent.transports import websocket as websocket_transport
-from cosyagent.transports.webrtc_offer import CallError, CallNotFound
+from cosyagent.transports.phone_calls import PhoneCalls
+from cosyagent.transports.webrtc_offer import CallNotFound
 from cosyagent.web.auth import ApiKeyMiddleware
 from cosyagent.web.calls import call_error_response, calls_router
 from cosyagent.web.client_secrets import ClientSecret, ClientSecretStore, client_secrets_router
@@ -38,7 +39,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
         try:
-            sip = app.state.sip_server = await _start_sip(runtime)
+            sip = app.state.sip_server = await _start_sip(runtime, phone_calls)
             registrations = app.state.sip_registrations = _registrations(runtime, sip)
             try:
                 yield
@@ -53,6 +54,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     # The schema itself is served, at /openapi.json.
     app = FastAPI(title="cosyagent", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
+    phone_calls = app.state.phone_calls = PhoneCalls()  # SIP and carrier calls, for call control
     install_error_handlers(app)  # OpenAI-style {"error": {...}} bodies on /v1
     secrets = ClientSecretStore()
     _install_middleware(app, runtime, secrets)
@@ -81,7 +83,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket, model: str | None = None, call_id: str | None = None) -> None:
         if call_id is not None:  # the sideband: follow a phone call's session
-            await _sideband(websocket, app.state.sip_server, call_id)
+            await _sideband(websocket, phone_calls, app.state.sip_server, call_id)
             return
         secret: ClientSecret | None = websocket.scope.get("state", {}).get("client_secret")
         try:
@@ -107,13 +109,13 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(metrics_router(runtime.telemetry))
     app.include_router(pages_router())
     app.include_router(speech_router(runtime))
-    app.include_router(telephony_router(runtime))
+    app.include_router(telephony_router(runtime, phone_calls))
     app.include_router(transcriptions_router(runtime))
     app.include_router(voices_router(runtime))
     return app
 
 
-async def _start_sip(runtime: Runtime) -> sip_server.SipServer | None:
+async def _start_sip(runtime: Runtime, phone_calls: PhoneCalls) -> sip_server.SipServer | None:
     """The SIP endpoint when ``sip.enabled``: bound now, or a ConfigError saying why not."""
     config = runtime.config.sip
     if not config.enabled:
@@ -132,6 +134,7 @@ async def _start_sip(runtime: Runtime) -> sip_server.SipServer | None:
         settings,
         lambda model, session: runtime.sessions.admit(sip_server.TRANSPORT, model=model, session=session),
         control,
+        phone_calls,
     )
     try:
         await server.start()
@@ -156,18 +159,22 @@ def _registrations(runtime: Runtime, sip: sip_server.SipServer | None) -> sip_re
     return registrations
 
 
-async def _sideband(websocket: WebSocket, sip: sip_server.SipServer | None, call_id: str) -> None:
-    """``WS /v1/realtime?call_id=...``; an id of no answered phone call is refused before the
-    upgrade: HTTP 404 (409 while it still rings) with an OpenAI-style error body."""
-    try:
-        if sip is None:
-            raise CallNotFound(f"no call {call_id!r}: the SIP endpoint is off (sip.enabled)")
-        media = sip.control.media(call_id)
-    except CallError as exc:
-        await websocket.send_denial_response(call_error_response(exc))
+async def _sideband(
+    websocket: WebSocket, phone_calls: PhoneCalls, sip: sip_server.SipServer | None, call_id: str
+) -> None:
+    """``WS /v1/realtime?call_id=...``: a live phone call's session, SIP or carrier; any other
+    id is refused before the upgrade: HTTP 404 (409 while a SIP call still rings) with an
+    OpenAI-style error body."""
+    call = phone_calls.get(call_id)
+    if call is None:
+        if sip is not None:
+            error = sip.control.not_answered(call_id, "followed")
+        else:
+            error = CallNotFound(f"no call {call_id!r}: it ended or never existed")
+        await websocket.send_denial_response(call_error_response(error))
         return
     await websocket.accept(subprotocol="realtime" if "realtime" in websocket.scope.get("subprotocols", []) else None)
-    await sideband.follow_call(websocket, media, call_id)
+    await sideband.follow_call(websocket, call)
 
 
 def _install_middleware(app: FastAPI, runtime: Runtime, secrets: ClientSecretStore) -> None:

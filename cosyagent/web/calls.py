@@ -3,8 +3,9 @@
 ``POST /v1/realtime/calls`` takes an SDP offer (``application/sdp``, or the multipart
 form with ``sdp`` and ``session`` parts that openai-python's ``realtime.calls.create``
 sends) and answers 201 with the SDP answer and ``Location: /v1/realtime/calls/{id}``.
-``POST /v1/realtime/calls/{id}/hangup`` ends a call and frees everything: a WebRTC call, or
-a phone call of the SIP endpoint (its other routes are in :mod:`cosyagent.web.sip_calls`).
+``POST /v1/realtime/calls/{id}/hangup`` ends a call and frees everything: a WebRTC call, a
+phone call of the SIP endpoint (its other routes are in :mod:`cosyagent.web.sip_calls`), or a
+carrier's media-stream call (by the carrier's call id: the socket is closed with 1000).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from starlette.datastructures import UploadFile
 
 from cosyagent.runtime import Runtime
 from cosyagent.runtime.sessions import Admission, SessionConfigError, SessionRefused
+from cosyagent.transports.phone_calls import PhoneCalls
 from cosyagent.transports.sip_server import SipServer
 from cosyagent.transports.webrtc import TRANSPORT, CallRegistry, WebRTCCall, ice_servers_from_config
 from cosyagent.transports.webrtc_offer import (
@@ -72,8 +74,11 @@ def calls_router(runtime: Runtime) -> APIRouter:
     @router.post("/v1/realtime/calls/{call_id}/hangup", response_class=Response)
     async def hang_up(request: Request, call_id: str) -> Response:
         sip: SipServer | None = request.app.state.sip_server
+        phone_calls: PhoneCalls = request.app.state.phone_calls
         try:
-            if sip is not None and sip.control.knows(call_id):  # a phone call (web/sip_calls.py)
+            if phone_calls.get(call_id) is not None:  # a live phone call: SIP (BYE) or a carrier's stream
+                await phone_calls.hang_up(call_id)
+            elif sip is not None and sip.control.knows(call_id):  # a SIP call still ringing: 603
                 await sip.control.hang_up(call_id)
             else:
                 await registry.hang_up(call_id)

@@ -3,7 +3,10 @@
 ``POST /v1/realtime/calls/{call_id}/accept`` (a session configuration, as openai-python's
 ``realtime.calls.accept`` sends it), ``/reject`` (optional ``status_code``, default 603) and
 ``/refer`` (``target_uri``) act on the calls of :class:`~cosyagent.transports.sip_server.SipServer`;
-``/hangup`` is shared with WebRTC calls (:mod:`cosyagent.web.calls`). Success is 200 with an
+``/hangup`` is shared with WebRTC and carrier calls (:mod:`cosyagent.web.calls`). On a
+carrier's media-stream call (Twilio, Telnyx, Exotel, Plivo: the carrier answered it, and a
+transfer is the carrier's own API's job) the three answer 409 ``unsupported_for_carrier_call``.
+Success is 200 with an
 empty body. Errors are OpenAI-style ``{"error": {...}}`` with ``x-should-retry: false`` (the
 official SDKs would otherwise resend a 409 or 5xx, and none of these is cured by a resend):
 404 ``call_not_found``, 409 ``invalid_call_state`` / ``call_already_accepted``, 400 for a
@@ -18,6 +21,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from cosyagent.transports.phone_calls import PhoneCalls, not_for_carrier_calls
 from cosyagent.transports.sip_calls import SipCalls
 from cosyagent.transports.sip_server import SipServer
 from cosyagent.transports.webrtc_offer import CallError, CallNotFound
@@ -32,7 +36,7 @@ def sip_calls_router() -> APIRouter:
     @router.post("/v1/realtime/calls/{call_id}/accept", response_class=Response)
     async def accept(request: Request, call_id: str) -> Response:
         try:
-            _calls(request, call_id).accept(call_id, await _body(request, required=True))
+            _calls(request, call_id, "accept").accept(call_id, await _body(request, required=True))
         except CallError as exc:
             return _error(exc)
         return Response(status_code=200)
@@ -40,7 +44,7 @@ def sip_calls_router() -> APIRouter:
     @router.post("/v1/realtime/calls/{call_id}/reject", response_class=Response)
     async def reject(request: Request, call_id: str) -> Response:
         try:
-            calls = _calls(request, call_id)
+            calls = _calls(request, call_id, "reject")
             status_code = (await _body(request, required=False)).get("status_code")
             calls.reject(call_id, status_code)
         except CallError as exc:
@@ -50,7 +54,7 @@ def sip_calls_router() -> APIRouter:
     @router.post("/v1/realtime/calls/{call_id}/refer", response_class=Response)
     async def refer(request: Request, call_id: str) -> Response:
         try:
-            calls = _calls(request, call_id)
+            calls = _calls(request, call_id, "refer")
             body = await _body(request, required=True)
             if "target_uri" not in body:
                 raise CallError(
@@ -64,7 +68,12 @@ def sip_calls_router() -> APIRouter:
     return router
 
 
-def _calls(request: Request, call_id: str) -> SipCalls:
+def _calls(request: Request, call_id: str, action: str) -> SipCalls:
+    """The SIP endpoint's calls; the error for a carrier's call or when SIP is off."""
+    phone_calls: PhoneCalls = request.app.state.phone_calls
+    carrier = phone_calls.carrier_call(call_id)
+    if carrier is not None:
+        raise not_for_carrier_calls(carrier, action)
     sip: SipServer | None = request.app.state.sip_server
     if sip is None:
         raise CallNotFound(f"no call {call_id!r}: the SIP endpoint is off (sip.enabled)")

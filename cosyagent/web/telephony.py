@@ -8,6 +8,8 @@ that connects the call to ``WS /v1/telephony/twilio/media`` on the host Twilio r
 ``POST /v1/telephony/plivo/answer`` is Plivo's answer URL, with the ``<Stream>`` XML for
 ``WS /v1/telephony/plivo/media``. Telnyx (``WS /v1/telephony/telnyx/media``) and Exotel
 (``WS /v1/telephony/exotel/media``) are given the socket's URL in their own call control.
+Each stream's call is a live phone call under the carrier's call id (:mod:`cosyagent.transports.phone_calls`):
+``POST /v1/realtime/calls/{id}/hangup`` and the sideband reach it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from cosyagent.runtime.sessions import SessionRefused
 from cosyagent.transports import exotel, plivo, telnyx, twilio
 from cosyagent.transports.carrier_call import CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, CarrierCall
 from cosyagent.transports.media_stream import Dialect, session_config
+from cosyagent.transports.phone_calls import CallIdInUse, PhoneCalls
 from cosyagent.web.errors import error_body
 
 logger = logging.getLogger(__name__)
@@ -66,29 +69,39 @@ def _signed(config: TelephonyConfig, signature: str | None, urls: list[str], par
     return any(hmac.compare_digest(twilio_signature(config.twilio_auth_token, url, params), signature) for url in urls)
 
 
-def telephony_router(runtime: Runtime) -> APIRouter:
+def telephony_router(runtime: Runtime, phone_calls: PhoneCalls) -> APIRouter:
     router = APIRouter()
     config = runtime.config.telephony
     for transport in (twilio.TRANSPORT, telnyx.TRANSPORT, exotel.TRANSPORT, plivo.TRANSPORT):
         runtime.sessions.register(transport)
 
     async def serve_stream(websocket: WebSocket, dialect: Dialect) -> None:
-        """Accept, wait for the stream's start (its codec), admit a session in that codec, run it."""
+        """Accept, wait for the stream's start (its codec), admit a session in that codec, run it;
+        the call is a live phone call (call control) under the carrier's call id meanwhile."""
         await websocket.accept()
         call = CarrierCall(websocket, dialect)
         started = await call.wait_for_start()
         if started is None:
             return
-        logger.info("%s stream %s started: call %s", dialect.name, started.stream_id, started.call_id or "?")
+        call_id, names = started.call_id, (dialect.name, started.stream_id)
+        logger.info("%s stream %s started: call %s", *names, call_id or "? (none: no call control)")
         try:
-            admission = runtime.sessions.admit(dialect.name, model=None, session=session_config(started.audio))
-        except SessionRefused as refusal:
-            logger.warning("refused a %s call: %s", dialect.name, refusal.message)
-            runtime.telemetry.count_error("telephony", refusal.code)
-            await call.close(CLOSE_TRY_AGAIN_LATER, refusal.code)  # the carrier ends the stream
-            return
-        with admission:
-            await call.run(admission.session)
+            if call_id:
+                phone_calls.add(call_id, dialect.name, call)
+        except CallIdInUse as exc:  # served all the same: the caller's audio matters more
+            logger.warning("%s stream %s: %s: call control reaches the first stream only", *names, exc)
+        try:
+            try:
+                admission = runtime.sessions.admit(dialect.name, model=None, session=session_config(started.audio))
+            except SessionRefused as refusal:
+                logger.warning("refused a %s call: %s", dialect.name, refusal.message)
+                runtime.telemetry.count_error("telephony", refusal.code)
+                await call.close(CLOSE_TRY_AGAIN_LATER, refusal.code)  # the carrier ends the stream
+                return
+            with admission:
+                await call.run(admission.session)
+        finally:
+            phone_calls.remove(call_id, call)
 
     @router.post(VOICE_PATH)
     async def twilio_voice(request: Request) -> Response:
