@@ -22,6 +22,16 @@ WebSocket row has no barge-in figure (``cosyagent bench`` measures it there). Se
 of the clips sent as μ-law 8 kHz (what a G.711 call delivers; the session decodes it as a phone session does) and, for
 comparison, as 24 kHz pcm16, against the reference texts of tests/data/README.md.
 
+**The LLM's prompt cache is kept equal.** llama.cpp's server keeps each slot's prompt, so a
+question asked again is answered from its cache, its first token ~0.5 s sooner: with the
+transports always called in one order, every call after the first of a round found the
+question cached and the first transport (the WebSocket) alone paid for it (measured
+2026-12-02: the same WebSocket client, 24 kHz first then μ-law, 2286 vs 1571 ms, 0.7 s apart
+from ``response.created`` to the first audio delta). So each round begins with an unrecorded
+WebSocket call asking the round's question, and the transports' order rotates from round to
+round. Voice-to-voice here is therefore that of a question the LLM has cached: compare the
+transports with each other, and take a first-time question's figure from ``cosyagent bench``.
+
 The table: p50/p95 and the number of turns per transport, the gaps to the WebSocket p50, and
 the WER rows. A JSON report goes to benchmarks/results/phone-DATE.json.
 """
@@ -137,6 +147,15 @@ async def one_turn(line: Line, transport: str, question: Clip, barge: Clip) -> d
         await line.close()
 
 
+async def prime_llm_cache(url: str, question: Clip, barge: Clip) -> None:
+    """An unrecorded WebSocket call asking ``question``: afterwards every transport's call finds
+    it in the LLM's prompt cache alike (see the module docstring)."""
+    try:
+        await one_turn(WsLine(url, "pcm24"), "websocket", question, barge)
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        logger.warning("the call priming the LLM's cache failed: %s", exc)
+
+
 async def transcript(url: str, name: str, codec: str) -> dict[str, Any]:
     """The server's transcript of ``name`` sent as ``codec`` over the WebSocket, and its WER."""
     line = WsLine(url, codec)
@@ -174,8 +193,11 @@ async def run(
     asked, barge = questions(), barge_in_clip()
     records: list[dict[str, Any]] = []
     for index in range(turns):  # the transports take turns: a busy moment of the CPU hits them alike
-        for transport in transports:
-            question = asked[index % len(asked)]
+        question = asked[index % len(asked)]
+        await settle(url, pid)
+        await prime_llm_cache(url, question, barge)
+        shift = index % len(transports)
+        for transport in transports[shift:] + transports[:shift]:
             await settle(url, pid)
             meter = harness.CpuMeter(pid)
             try:

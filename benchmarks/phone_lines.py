@@ -52,6 +52,21 @@ class Heard:
         return next((t for t, voiced in reversed(self.frames) if voiced), None)
 
 
+def g722_encode(pcm: np.ndarray[Any, np.dtype[np.int16]]) -> bytes:
+    """16 kHz pcm16 as G.722 (PyAV's encoder), in 20 ms frames (the last one padded with silence)."""
+    encoder: Any = av.CodecContext.create("g722", "w")
+    encoder.sample_rate, encoder.layout, encoder.format = 16000, "mono", "s16"
+    encoder.open()
+    padded = np.concatenate([pcm, np.zeros(-pcm.size % 320, dtype=np.int16)])
+    out = bytearray()
+    for start in range(0, padded.size, 320):
+        frame = av.AudioFrame.from_ndarray(padded[None, start : start + 320], format="s16", layout="mono")
+        frame.sample_rate = 16000
+        for packet in encoder.encode(frame):
+            out += bytes(packet)
+    return bytes(out)
+
+
 class Codec:
     """The caller's codec: ``pcmu`` (8 kHz), ``g722`` (16 kHz audio, 8000 RTP clock) or
     ``pcm24`` (the Realtime API's default pcm16 at 24 kHz)."""
@@ -73,17 +88,7 @@ class Codec:
             return ulaw_encode(pcm)
         if self.name == "pcm24":
             return pcm.tobytes()
-        encoder: Any = av.CodecContext.create("g722", "w")
-        encoder.sample_rate, encoder.layout, encoder.format = 16000, "mono", "s16"
-        encoder.open()
-        padded = np.concatenate([pcm, np.zeros(-pcm.size % 320, dtype=np.int16)])
-        out = bytearray()
-        for start in range(0, padded.size, 320):
-            frame = av.AudioFrame.from_ndarray(padded[None, start : start + 320], format="s16", layout="mono")
-            frame.sample_rate = 16000
-            for packet in encoder.encode(frame):
-                out += bytes(packet)
-        return bytes(out)
+        return g722_encode(pcm)
 
     def voiced(self, payload: bytes) -> bool:
         if self.name == "pcmu":

@@ -23,6 +23,7 @@ import av
 import numpy as np
 import websockets
 
+from benchmarks.phone_lines import g722_encode
 from cosyagent.audio.pcm import AudioF32, alaw_decode, alaw_encode, float_to_pcm16, ulaw_decode, ulaw_encode
 from tests.e2e.conftest import LiveServer
 from tests.support import read_clip
@@ -58,7 +59,7 @@ class Wire:
         if self.codec == "pcma":
             return alaw_encode(pcm)
         if self.codec == "g722":
-            return _g722(pcm)
+            return g722_encode(pcm)
         return pcm.astype(">i2" if self.codec == "l16-be" else "<i2").tobytes()
 
     def decode(self, data: bytes) -> AudioF32:
@@ -78,20 +79,6 @@ class Wire:
 
     def silence(self, seconds: float) -> bytes:
         return self.encode(np.zeros(int(self.rate * seconds), dtype=np.float32))
-
-
-def _g722(pcm: np.ndarray[Any, np.dtype[np.int16]]) -> bytes:
-    encoder = av.CodecContext.create("g722", "w")
-    encoder.sample_rate, encoder.layout, encoder.format = 16000, "mono", "s16"
-    encoder.open()
-    padded = np.concatenate([pcm, np.zeros(-pcm.size % 320, dtype=np.int16)])
-    out = bytearray()
-    for start in range(0, padded.size, 320):
-        frame = av.AudioFrame.from_ndarray(padded[None, start : start + 320], format="s16", layout="mono")
-        frame.sample_rate = 16000
-        for packet in encoder.encode(frame):
-            out += bytes(packet)
-    return bytes(out)
 
 
 class CarrierCaller:
