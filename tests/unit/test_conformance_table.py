@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.e2e.conformance import CLIENT_EVENT_TYPES, SERVER_EVENT_TYPES
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-ROW = re.compile(r"^\| `([a-z_.]+)` \| (client|server) \| (yes|no|WebRTC|SIP sideband) \|", re.MULTILINE)
+ROW = re.compile(r"^\| `([a-z_.]+)` \| (client|server) \| (yes|no|WebRTC|phone sideband) \|", re.MULTILINE)
 
 
 def test_every_sdk_event_type_has_one_row() -> None:
