@@ -10,11 +10,6 @@ past the speech, so each window may produce at most :data:`TOKENS_PER_SECOND` to
 of audio (upstream's bound too). Audio longer than ``max_window_s`` is cut at its pauses and
 decoded window by window (one segment each): on long windows Moonshine loops and is slower
 than Whisper. Moonshine has no timestamps: a segment spans its window.
-
-Each window is decoded with :data:`EDGE_SILENCE_S` of silence added at both ends: speech
-that begins at the very first sample (a synthesized file, a clip cut tight) made Moonshine
-hear "But whether is lovely" for "The weather is lovely" in 4 of 20 Piper renderings; with
-0.1 s of silence added, in none (the real-speech test clips scored the same either way).
 """
 
 from __future__ import annotations
@@ -51,9 +46,7 @@ logger = logging.getLogger(__name__)
 _SAMPLE_RATE = 16_000
 TOKENS_PER_SECOND = 6.0
 MIN_TOKENS = 8  # a short "Okay, thank you." still fits
-EDGE_SILENCE_S = 0.1
-# 0.2 s in all: also what the encoder's convolutions need (~0.06 s) for the shortest audio.
-_EDGE = np.zeros(int(EDGE_SILENCE_S * _SAMPLE_RATE), dtype=np.float32)
+_MIN_SAMPLES = _SAMPLE_RATE // 10  # the encoder's convolutions need ~0.06 s; shorter audio is padded with silence
 _START, _END = 1, 2  # <s>, </s>
 _HEADS, _HEAD_SIZE = 8, 52  # base-en's decoder attention
 
@@ -194,7 +187,8 @@ class MoonshineASR:
         if encoder is None or decoder is None or tokenizer is None:
             raise EngineUnavailableError("MoonshineASR is closed")
         limit = max_new_tokens(audio.size / _SAMPLE_RATE)
-        audio = np.concatenate([_EDGE, audio, _EDGE])
+        if audio.size < _MIN_SAMPLES:
+            audio = np.pad(audio, (0, _MIN_SAMPLES - audio.size))
         hidden = _run_graph(encoder, None, {"input_values": audio[None, :]}, options, cancel)[0]
         empty = np.zeros((1, _HEADS, 0, _HEAD_SIZE), dtype=np.float32)
         feed: dict[str, NDArray[Any]] = {
