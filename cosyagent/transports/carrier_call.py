@@ -34,7 +34,7 @@ from cosyagent.transports.media_stream import (
     dtmf_event,
     dtmf_item,
 )
-from cosyagent.transports.phone_calls import Followers
+from cosyagent.transports.phone_calls import FollowedCall
 
 logger = logging.getLogger(__name__)
 
@@ -67,40 +67,18 @@ class CarrierPlayback(AudioSink):
         pass
 
 
-class CarrierCall:
+class CarrierCall(FollowedCall):
     """One carrier stream: :meth:`wait_for_start` on the accepted socket, then :meth:`run`
     the session it was admitted with."""
 
     def __init__(self, websocket: WebSocket, dialect: Dialect) -> None:
+        super().__init__(f"{dialect.name} stream")  # named by its call id once it has started
         self._websocket = websocket
         self._name = dialect.name
         self._serializer = MediaStreamSerializer(dialect)
         self._outgoing: asyncio.Queue[str] = asyncio.Queue()
-        self._inbox: asyncio.Queue[str | None] = asyncio.Queue()  # client events for the session's core
         self._session: RealtimeSession | None = None
         self._malformed = 0  # malformed messages in a row
-        self._followers = Followers(f"{self._name} stream")  # the sideband's clients
-
-    @property
-    def ended(self) -> bool:
-        return self._followers.ended
-
-    def watch(self) -> asyncio.Queue[Event | None]:
-        """A queue of every event the session sends from now on; None when the call has
-        ended (or the follower fell too far behind). :meth:`unwatch` it when done."""
-        return self._followers.watch()
-
-    def unwatch(self, watcher: asyncio.Queue[Event | None]) -> None:
-        self._followers.unwatch(watcher)
-
-    def post(self, message: str | bytes) -> None:
-        """A client event for the session (from a sideband client), unparsed."""
-        if not self.ended:
-            self._inbox.put_nowait(message.decode("utf-8", "replace") if isinstance(message, bytes) else message)
-
-    def hang_up(self) -> None:
-        """End the session (idempotent): :meth:`run` then closes the socket with 1000."""
-        self._inbox.put_nowait(None)
 
     @property
     def stream_id(self) -> str | None:

@@ -11,7 +11,8 @@ session yet (:mod:`.sip_calls` keeps them).
 
 :class:`Followers` is what every kind shares for the sideband: each follower is a queue of
 the events the call's session sends; one that falls :data:`MAX_FOLLOWER_BACKLOG` events
-behind is dropped.
+behind is dropped. :class:`FollowedCall` is the :class:`PhoneCall` side every transport's call
+inherits: the inbox its session reads client events from, and its followers.
 """
 
 from __future__ import annotations
@@ -90,6 +91,37 @@ class Followers:
         for queue in self._queues:
             queue.put_nowait(None)
         self._queues.clear()
+
+
+class FollowedCall:
+    """A call's inbox (client events for its session, None ends the session) and its sideband
+    followers: what call control reaches, the same for SIP and carrier calls. The subclass runs
+    the session on ``self._inbox.get``, publishes its events to ``self._followers`` and ends them."""
+
+    def __init__(self, label: str) -> None:
+        self._inbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self._followers = Followers(label)
+
+    @property
+    def ended(self) -> bool:
+        return self._followers.ended
+
+    def watch(self) -> asyncio.Queue[Event | None]:
+        """A queue of every event the session sends from now on; None when the call has
+        ended, or when the watcher fell too far behind. :meth:`unwatch` it when done."""
+        return self._followers.watch()
+
+    def unwatch(self, watcher: asyncio.Queue[Event | None]) -> None:
+        self._followers.unwatch(watcher)
+
+    def post(self, message: str | bytes) -> None:
+        """A client event for the session (from a sideband client), unparsed."""
+        if not self.ended:
+            self._inbox.put_nowait(message.decode("utf-8", "replace") if isinstance(message, bytes) else message)
+
+    def hang_up(self) -> None:
+        """End the session (idempotent); the transport then ends the call its own way."""
+        self._inbox.put_nowait(None)
 
 
 @dataclass

@@ -35,7 +35,7 @@ from cosyagent.agent.session import RealtimeSession, SendEvent
 from cosyagent.audio.carrier import CarrierAudio, CarrierCodec
 from cosyagent.transports.base import AudioSink
 from cosyagent.transports.media_stream import dtmf_event, dtmf_item
-from cosyagent.transports.phone_calls import Followers
+from cosyagent.transports.phone_calls import FollowedCall
 from cosyagent.transports.rtp import FRAME_SAMPLES, DtmfReceiver, JitterBuffer, RtpError, RtpPacket, parse_rtp
 from cosyagent.transports.sdp import Negotiated
 
@@ -73,11 +73,12 @@ class _RtpProtocol(asyncio.DatagramProtocol):
         self._call.rtp_received(data, (str(addr[0]), int(addr[1])))
 
 
-class SipMedia:
+class SipMedia(FollowedCall):
     """One call's RTP and session. :meth:`run` until the session ends; :meth:`hang_up`
     ends it from outside (the caller's BYE, the server stopping). Cancel-safe."""
 
     def __init__(self, call_id: str, sock: socket.socket, negotiated: Negotiated, rtp_timeout_s: float) -> None:
+        super().__init__(f"sip call {call_id}")
         self.call_id = call_id
         self.port = int(sock.getsockname()[1])
         self._sock = sock
@@ -86,7 +87,6 @@ class SipMedia:
         self._codec = CarrierCodec(negotiated.audio)  # G.711: passes through; G.722: transcodes
         self._remote = (negotiated.address, negotiated.port)
         self._timeout_s = rtp_timeout_s
-        self._inbox: asyncio.Queue[str | None] = asyncio.Queue()
         self._session: RealtimeSession | None = None
         self._jitter = JitterBuffer()
         self._dtmf = DtmfReceiver()
@@ -106,7 +106,6 @@ class SipMedia:
         self.packets_received = 0
         self.cleared_at: list[float] = []  # when each barge-in cleared the reply (monotonic)
         self.replies_done = 0  # responses the session finished (their audio may still be sending)
-        self._followers = Followers(f"sip call {call_id}")  # the sideband's clients
         self._held = False
 
     async def run(self, make_session: SessionFactory) -> None:
@@ -145,14 +144,6 @@ class SipMedia:
         """Reply audio is waiting to be sent."""
         return bool(self._unsent)
 
-    def hang_up(self) -> None:
-        """End the session (idempotent)."""
-        self._inbox.put_nowait(None)
-
-    @property
-    def ended(self) -> bool:
-        return self._followers.ended
-
     @property
     def audio(self) -> CarrierAudio:
         return self._audio
@@ -173,20 +164,6 @@ class SipMedia:
             logger.info("sip call %s: %s", self.call_id, "on hold: the agent stops sending" if held else "resumed")
         self._held = held
         self._last_rtp = time.monotonic()
-
-    def watch(self) -> asyncio.Queue[Event | None]:
-        """A queue of every event the session sends from now on; None when the call has
-        ended, or when the watcher fell too far behind (:class:`.phone_calls.Followers`).
-        :meth:`unwatch` it when done."""
-        return self._followers.watch()
-
-    def unwatch(self, watcher: asyncio.Queue[Event | None]) -> None:
-        self._followers.unwatch(watcher)
-
-    def post(self, message: str | bytes) -> None:
-        """A client event for the session (from a sideband client), unparsed."""
-        if not self.ended:
-            self._inbox.put_nowait(message.decode("utf-8", "replace") if isinstance(message, bytes) else message)
 
     def close_unstarted(self) -> None:
         """Free the socket of a call whose session never ran."""
