@@ -164,7 +164,14 @@ async def transcript(url: str, name: str, codec: str) -> dict[str, Any]:
         await asyncio.sleep(0.3)
         await line.say(line.codec.encode(read_clip(name, line.codec.rate)))
         await asyncio.wait_for(line.transcribed.wait(), REPLY_TIMEOUT_S)
-        await asyncio.sleep(1.0)  # a second utterance's transcript (a clip with a pause)
+        # A clip with a long pause is two turns: the second one's transcript may wait while the
+        # server answers the first. Collect until none has come for a while.
+        for _ in range(10):
+            line.transcribed.clear()
+            try:
+                await asyncio.wait_for(line.transcribed.wait(), 3.0)
+            except TimeoutError:
+                break
     finally:
         await line.close()
     text = " ".join(line.transcripts)

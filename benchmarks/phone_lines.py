@@ -4,7 +4,9 @@ as 20 ms frames in real time (silence between utterances, as a phone does) and s
 
 - :class:`WsLine`: the Realtime WebSocket through the ``openai`` SDK (the reference figure).
 - :class:`TwilioLine`: Twilio's bidirectional Media Streams protocol over a websockets client
-  (``connected``, ``start``, base64 μ-law ``media`` in; ``media``, ``mark``, ``clear`` out).
+  (``connected``, ``start``, base64 μ-law ``media`` in; ``media``, ``mark``, ``clear`` out). Like
+  Twilio, it plays the agent's audio from a buffer in real time and echoes each ``mark`` once the
+  audio before it has played; a ``clear`` empties the buffer and echoes the marks it dropped.
 - :class:`SipLine`: a real INVITE / 200 OK / ACK exchange on a UDP socket, then RTP (PCMU, or
   G.722 through PyAV, independently of the server's codec) from a socket of its own; BYE at the end.
 
@@ -205,6 +207,8 @@ class TwilioLine(Line):
         self._url = f"ws://127.0.0.1:{port}/v1/telephony/twilio/media"
         self._sid = "MZ" + secrets.token_hex(16)
         self._ws: websockets.ClientConnection | None = None
+        self._played_until = 0.0  # when the audio in Twilio's buffer will have played (monotonic)
+        self._marks: list[tuple[float, dict[str, Any]]] = []  # (when it is played, the mark) not yet echoed
 
     async def open(self) -> None:
         self._ws = await websockets.connect(self._url, max_size=1 << 22)
@@ -219,7 +223,11 @@ class TwilioLine(Line):
         await self._ws.send(
             json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": self._sid, "start": start})
         )
-        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self.pump())]
+        self._tasks = [
+            asyncio.create_task(self._listen()),
+            asyncio.create_task(self.pump()),
+            asyncio.create_task(self._echo_marks()),
+        ]
 
     async def _send_frame(self, frame: bytes) -> None:
         assert self._ws is not None
@@ -235,10 +243,23 @@ class TwilioLine(Line):
                 self.heard.frames += [
                     (now, self.codec.voiced(audio[i : i + FRAME_BYTES])) for i in range(0, len(audio), FRAME_BYTES)
                 ]
-            elif data["event"] == "mark":  # "played" at once: the benchmark times arrival, not a handset
-                await self._ws.send(json.dumps({"event": "mark", "streamSid": self._sid, "mark": data["mark"]}))
-            elif data["event"] == "clear":
+                self._played_until = max(now, self._played_until) + len(audio) / 8000  # μ-law: a byte a sample
+            elif data["event"] == "mark":  # echoed once the audio before it has played, as Twilio does
+                self._marks.append((max(now, self._played_until), data["mark"]))
+            elif data["event"] == "clear":  # the buffer is emptied; Twilio echoes the marks it dropped
                 self.heard.clears.append(now)
+                self._played_until = now
+                self._marks = [(now, mark) for _, mark in self._marks]
+
+    async def _echo_marks(self) -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            due = [mark for at, mark in self._marks if at <= now]
+            self._marks = [(at, mark) for at, mark in self._marks if at > now]
+            for mark in due:
+                assert self._ws is not None
+                await self._ws.send(json.dumps({"event": "mark", "streamSid": self._sid, "mark": mark}))
 
     async def close(self) -> None:
         await super().close()

@@ -44,6 +44,14 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(reference, hypothesis, reference_transform=_NORMALIZE, hypothesis_transform=_NORMALIZE))
 
 
+def words_heard(reference: str, hypothesis: str) -> float:
+    """The share of the reference's words the hypothesis has, in order (normalized as
+    :func:`word_error_rate`): words it adds do not count against it. For a clip whose reference
+    is not verbatim (``en_news_movement_8k.wav``: cut-off words at its edge, a stammer)."""
+    words = jiwer.process_words(reference, hypothesis, reference_transform=_NORMALIZE, hypothesis_transform=_NORMALIZE)
+    return words.hits / (words.hits + words.substitutions + words.deletions)
+
+
 def read_clip(name: str, rate: int) -> AudioF32:
     """A clip from tests/data as mono float32 at ``rate``."""
     audio, source_rate = sf.read(DATA / name, dtype="float32", always_2d=True)

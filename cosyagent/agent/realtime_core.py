@@ -49,10 +49,12 @@ from cosyagent.engines.base import AudioF32, VADStream
 from cosyagent.pipeline.barge_in import BargeInDecision, BargeInPolicy
 from cosyagent.pipeline.turns import (
     SPECULATE_AFTER_MS,
+    SpeechDismissed,
     SpeechPaused,
     SpeechResumed,
     SpeechStarted,
     SpeechStopped,
+    SpeechSuspected,
     TurnEvent,
 )
 
@@ -305,6 +307,8 @@ class RealtimeCore(ItemEvents):
         speaking = bool(detection and detection.interrupt_response and self._response is not None)
         decision = self._barge_in.on_turn(turn, agent_speaking=speaking)
         actions = self._barge_in_actions(decision)
+        if isinstance(turn, SpeechSuspected | SpeechDismissed):
+            return actions  # the reply's audio alone: no turn yet
         if isinstance(turn, SpeechStarted):
             self.idle.disarm()
             item_id = self._speech_item_id = new_id("item")

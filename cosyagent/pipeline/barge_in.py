@@ -2,16 +2,23 @@
 
 Feed it the turn detector's events and whether the agent is speaking (a reply is running
 and the session lets speech interrupt it); it answers with what the reply's audio should
-do. Speech that starts over a reply *holds* the audio until the policy can tell a word
-from a cough: confirmed speech *interrupts* the reply, speech that stops before that
-*resumes* it. It keeps one flag and never touches audio itself.
+do. Speech suspected over a reply (a frame before a turn starts) *holds* the audio until the
+policy can tell a word from a cough: confirmed speech *interrupts* the reply, speech that is
+dismissed or stops before that *resumes* it. It keeps one flag and never touches audio itself.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from cosyagent.pipeline.turns import SpeechConfirmed, SpeechStarted, SpeechStopped, TurnEvent
+from cosyagent.pipeline.turns import (
+    SpeechConfirmed,
+    SpeechDismissed,
+    SpeechStarted,
+    SpeechStopped,
+    SpeechSuspected,
+    TurnEvent,
+)
 
 BargeInDecision = Literal["hold", "resume", "interrupt"]
 
@@ -27,8 +34,12 @@ class BargeInPolicy:
 
     def on_turn(self, turn: TurnEvent, *, agent_speaking: bool) -> BargeInDecision | None:
         """What the reply's audio does after ``turn``; None: nothing changes."""
+        if isinstance(turn, SpeechSuspected):
+            return self._hold() if agent_speaking else None
         if isinstance(turn, SpeechStarted):
             return self._hold() if agent_speaking else self.release()
+        if isinstance(turn, SpeechDismissed):
+            return self.release()  # a click: the agent carries on
         if isinstance(turn, SpeechConfirmed):
             if agent_speaking:
                 self._holding = False

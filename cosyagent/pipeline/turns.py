@@ -19,6 +19,10 @@ from cosyagent.engines.base import AudioF32, VADStream
 # Frames above the threshold needed to call it speech: 3 x 32 ms rejects clicks and
 # breaths while keeping barge-in detection near 100 ms.
 MIN_SPEECH_FRAMES = 3
+# Frames above the threshold after which speech over a reply pauses the agent's voice: one
+# frame sooner than a turn starts (a caller hears the agent stop ~32 ms sooner), and undone
+# when the run stops short of MIN_SPEECH_FRAMES.
+HOLD_AFTER_FRAMES = 2
 # Below threshold minus this counts as silence (hysteresis, as Silero's own iterator does).
 SILENCE_HYSTERESIS = 0.15
 # A pause this long starts speculative ASR; well inside any silence_duration_ms.
@@ -26,6 +30,17 @@ SPECULATE_AFTER_MS = 160
 # Audio kept after the last speech frame, so word endings are not clipped.
 TAIL_MS = 160
 MAX_UTTERANCE_MS = 60_000
+
+
+@dataclass(frozen=True)
+class SpeechSuspected:
+    """Speech may be starting (:data:`HOLD_AFTER_FRAMES` frames above the threshold): enough to
+    pause the agent's voice, not yet to start a turn."""
+
+
+@dataclass(frozen=True)
+class SpeechDismissed:
+    """What was suspected stopped short of a turn (a click, a breath)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +73,9 @@ class SpeechStopped:
     audio: AudioF32
 
 
-TurnEvent = SpeechStarted | SpeechConfirmed | SpeechPaused | SpeechResumed | SpeechStopped
+TurnEvent = (
+    SpeechSuspected | SpeechDismissed | SpeechStarted | SpeechConfirmed | SpeechPaused | SpeechResumed | SpeechStopped
+)
 
 
 class TurnDetector:
@@ -91,6 +108,7 @@ class TurnDetector:
     def _reset_turn(self) -> None:
         self._in_speech = False
         self._speech_run = 0
+        self._suspected = False  # a SpeechSuspected not yet followed by SpeechStarted or SpeechDismissed
         self._speech_frames = 0  # frames above threshold in this turn
         self._confirmed = False
         self._silence_run = 0
@@ -135,7 +153,14 @@ class TurnDetector:
         self._prefix.append(frame)
         self._speech_run = self._speech_run + 1 if probability >= self._threshold else 0
         if self._speech_run < MIN_SPEECH_FRAMES:
+            if self._speech_run == 0 and self._suspected:
+                self._suspected = False
+                return [SpeechDismissed()]
+            if self._speech_run == HOLD_AFTER_FRAMES and not self._suspected:
+                self._suspected = True
+                return [SpeechSuspected()]
             return []
+        self._suspected = False
         self._in_speech = True
         self._utterance = list(self._prefix)
         self._prefix.clear()

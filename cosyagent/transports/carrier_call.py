@@ -34,7 +34,7 @@ from cosyagent.transports.media_stream import (
     dtmf_event,
     dtmf_item,
 )
-from cosyagent.transports.phone_calls import FollowedCall
+from cosyagent.transports.phone_calls import FollowedCall, PhonePlayback
 
 logger = logging.getLogger(__name__)
 
@@ -45,26 +45,6 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
 
 SessionFactory = Callable[[AudioSink, SendEvent], RealtimeSession]
-
-
-class CarrierPlayback(AudioSink):
-    """The carrier plays the reply from its own buffer: the sink only has to empty it on a
-    barge-in (hold needs nothing: the session stops sending, the buffer runs out)."""
-
-    def __init__(self, on_clear: Callable[[], None]) -> None:
-        self._on_clear = on_clear
-
-    def finish(self, response_id: str) -> None:
-        pass
-
-    def clear(self) -> None:
-        self._on_clear()
-
-    def hold(self) -> None:
-        pass
-
-    def resume(self) -> None:
-        pass
 
 
 class CarrierCall(FollowedCall):
@@ -115,7 +95,8 @@ class CarrierCall(FollowedCall):
 
     async def run(self, make_session: SessionFactory) -> None:
         """Serve the call until the carrier stops it or the socket goes. Cancel-safe."""
-        session = self._session = make_session(CarrierPlayback(self._clear), self._send)
+        playback = PhonePlayback(hold=self._pause, resume=self._resume, clear=self._clear)
+        session = self._session = make_session(playback, self._send)
         sid = session.core.session_id
         reader = asyncio.create_task(self._read(session), name=f"{sid}-{self._name}-reader")
         writer = asyncio.create_task(self._write(), name=f"{sid}-{self._name}-writer")
@@ -149,6 +130,14 @@ class CarrierCall(FollowedCall):
     async def _send(self, event: Event) -> None:
         self._followers.publish(event)
         for text in self._serializer.serialize(event):
+            self._outgoing.put_nowait(text)
+
+    def _pause(self) -> None:
+        for text in self._serializer.pause():
+            self._outgoing.put_nowait(text)
+
+    def _resume(self) -> None:
+        for text in self._serializer.resume():
             self._outgoing.put_nowait(text)
 
     def _clear(self) -> None:

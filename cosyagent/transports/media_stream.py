@@ -10,10 +10,14 @@ transcodes). Reply audio leaves as the session's ``response.output_audio.delta``
 each delta followed by a mark: the carrier echoes a mark when the caller has heard the audio
 before it, so the marks say how much of the reply was really played.
 
-Barge-in is the sink's :meth:`CarrierPlayback.clear`: the carrier's clear message empties its
-buffer, and the assistant item is truncated (``conversation.item.truncate``, as an OpenAI
-client does) to the audio up to the last echoed mark. Marks a clear dropped and the carrier
-echoes anyway are recognized and not counted as heard.
+Barge-in has two steps, because a carrier's buffer can be emptied but not paused. When speech
+starts over the reply (:meth:`MediaStreamSerializer.pause`), the carrier's clear message empties
+its buffer at once, so the caller hears the agent stop; the reply's audio is kept. If the speech
+is confirmed (:meth:`MediaStreamSerializer.clear`), the assistant item is truncated
+(``conversation.item.truncate``, as an OpenAI client does) to the audio up to the last echoed
+mark; if it was only a cough (:meth:`MediaStreamSerializer.resume`), the audio from that mark on
+is sent again (the caller may hear up to one 100 ms delta twice). Marks a clear dropped and the
+carrier echoes anyway are recognized and not counted as heard.
 
 A key press becomes a user message ``[DTMF 5]``: the model reads it with the caller's next
 turn. A malformed message is logged with its precise reason and ignored; a stream that cannot
@@ -148,6 +152,8 @@ class MediaStreamSerializer(Serializer[CarrierInbound]):
         self._sent_ms = 0.0  # of that item
         self._heard_ms = 0.0  # of that item, up to its latest echoed mark
         self._unsent = b""  # reply audio in the carrier's codec, short of a whole frame
+        self._played = bytearray()  # the item's whole frames so far, sent or held back by a pause
+        self._paused = False  # speech over the reply emptied the carrier's buffer: send nothing
 
     def serialize(self, event: Event) -> list[str]:
         kind = event.get("type")
@@ -158,7 +164,7 @@ class MediaStreamSerializer(Serializer[CarrierInbound]):
         if kind == "response.output_audio.delta":
             item_id = str(event["item_id"])
             if item_id != self._item:
-                self._item, self._sent_ms, self._heard_ms, self._unsent = item_id, 0.0, 0.0, b""
+                self._new_item(item_id)
             wire = self.codec.encode(base64.b64decode(event["delta"]))
             return self._send_audio(self.stream_id, self.codec.audio, item_id, wire, last=False)
         if kind == "response.output_audio.done" and self._item is not None and event.get("item_id") == self._item:
@@ -193,13 +199,35 @@ class MediaStreamSerializer(Serializer[CarrierInbound]):
             return self._mark(self.dialect.mark_name(data))
         return self.dialect.other(kind, data)
 
+    def pause(self) -> list[str]:
+        """Speech started over the reply: the message that empties the carrier's buffer now.
+        The reply's audio is kept for :meth:`resume`; nothing more is sent until then."""
+        if self.stream_id is None or self._paused or self._item is None or self._heard_ms >= self._sent_ms:
+            return []  # nothing is playing
+        self._paused = True
+        self._drop_marks()
+        return [self._json(self.dialect.clear(self.stream_id))]
+
+    def resume(self) -> list[str]:
+        """The speech was not a barge-in: the reply's audio again, from the last echoed mark."""
+        if self.stream_id is None or self.codec is None or not self._paused:
+            return []
+        self._paused = False
+        audio = self.codec.audio
+        heard = round(self._heard_ms * audio.bytes_per_ms)
+        heard -= heard % audio.frame_bytes()
+        unheard = bytes(self._played[heard:])
+        del self._played[heard:]
+        return self._frames_out(self.stream_id, audio, str(self._item), unheard) if unheard else []
+
     def clear(self) -> tuple[list[str], Event | None]:
-        """Barge-in: the message that empties the carrier's buffer, and the client event that
-        truncates the assistant item to what the caller heard (None: all of it was heard)."""
+        """Barge-in: the message that empties the carrier's buffer (unless a pause already
+        did), and the client event that truncates the assistant item to what the caller heard
+        (None: all of it was heard)."""
         if self.stream_id is None:
             return [], None
-        self._dropped |= set(self._marks)
-        self._marks.clear()
+        messages = [] if self._paused else [self._json(self.dialect.clear(self.stream_id))]
+        self._drop_marks()
         truncate: Event | None = None
         if self._item is not None and self._heard_ms < self._sent_ms:
             truncate = {
@@ -208,14 +236,24 @@ class MediaStreamSerializer(Serializer[CarrierInbound]):
                 "content_index": 0,
                 "audio_end_ms": int(self._heard_ms),
             }
-        self._item, self._sent_ms, self._heard_ms, self._unsent = None, 0.0, 0.0, b""
+        self._new_item(None)
         if self.codec is not None:
             self.codec.finish()  # the cut reply's tail is not played
-        return [self._json(self.dialect.clear(self.stream_id))], truncate
+        return messages, truncate
+
+    def _new_item(self, item_id: str | None) -> None:
+        self._item, self._sent_ms, self._heard_ms, self._unsent = item_id, 0.0, 0.0, b""
+        self._played.clear()
+        self._paused = False
+
+    def _drop_marks(self) -> None:
+        self._dropped |= set(self._marks)
+        self._marks.clear()
 
     def _send_audio(self, stream_id: str, audio: CarrierAudio, item_id: str, wire: bytes, last: bool) -> list[str]:
         """Reply audio (in the carrier's codec) as whole frames, then a mark; a partial frame
-        waits for the next delta, or is padded with silence at the end of the item's audio."""
+        waits for the next delta, or is padded with silence at the end of the item's audio.
+        While paused, the frames are only kept."""
         frame = audio.frame_bytes()
         buffered = self._unsent + wire
         if last:
@@ -224,12 +262,20 @@ class MediaStreamSerializer(Serializer[CarrierInbound]):
         ready, self._unsent = buffered[:whole], buffered[whole:]
         if not ready:
             return []
-        step = frame if self.dialect.one_frame_per_message else whole
+        if self._paused:
+            self._played += ready
+            return []
+        return self._frames_out(stream_id, audio, item_id, ready)
+
+    def _frames_out(self, stream_id: str, audio: CarrierAudio, item_id: str, ready: bytes) -> list[str]:
+        """Whole frames of ``item_id``'s audio as media messages, then a mark at their end."""
+        step = audio.frame_bytes() if self.dialect.one_frame_per_message else len(ready)
         messages = [
             self._json(self.dialect.media(stream_id, audio, base64.b64encode(ready[i : i + step]).decode("ascii")))
-            for i in range(0, whole, step)
+            for i in range(0, len(ready), step)
         ]
-        self._sent_ms += whole / audio.bytes_per_ms
+        self._played += ready
+        self._sent_ms = len(self._played) / audio.bytes_per_ms
         self._count += 1
         name = f"{item_id}:{self._count}"
         self._marks[name] = (item_id, self._sent_ms)

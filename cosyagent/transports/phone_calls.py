@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from cosyagent.agent.events import Event
+from cosyagent.pipeline.playout import AudioSink
 from cosyagent.transports.sip_control import CallStateError
 from cosyagent.transports.webrtc_offer import CallError, CallNotFound
 
@@ -32,6 +34,29 @@ logger = logging.getLogger(__name__)
 MAX_FOLLOWER_BACKLOG = 2048  # events a sideband client may fall behind before it is dropped
 HANGUP_WAIT_S = 10.0  # a hang-up request returns once the call's session has ended, or after this
 SIP = "sip"
+
+
+class PhonePlayback(AudioSink):
+    """A phone call plays the reply itself (the SIP call paces RTP; a carrier plays from its
+    own buffer): the session's sink only passes on barge-in. ``hold`` comes the moment speech
+    starts over the reply (the caller must hear the agent stop at once), ``resume`` when it
+    was not a word after all (a cough: the reply goes on from where it stopped), ``clear``
+    when it was (the reply is cut)."""
+
+    def __init__(self, *, hold: Callable[[], None], resume: Callable[[], None], clear: Callable[[], None]) -> None:
+        self._hold, self._resume, self._clear = hold, resume, clear
+
+    def finish(self, response_id: str) -> None:
+        pass
+
+    def clear(self) -> None:
+        self._clear()
+
+    def hold(self) -> None:
+        self._hold()
+
+    def resume(self) -> None:
+        self._resume()
 
 
 class PhoneCall(Protocol):

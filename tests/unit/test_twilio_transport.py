@@ -91,6 +91,51 @@ def test_a_clear_after_everything_was_heard_truncates_nothing() -> None:
     assert serializer.clear()[1] is None
 
 
+def payload_bytes(messages: list[str]) -> bytes:
+    return b"".join(base64.b64decode(m["media"]["payload"]) for m in map(json.loads, messages) if m["event"] == "media")
+
+
+def test_speech_over_the_reply_clears_at_once_and_a_cough_resends_what_was_not_heard() -> None:
+    serializer = MediaStreamSerializer(TwilioDialect())
+    start(serializer)
+    sent = [serializer.serialize(delta("item_a", 800)) for _ in range(3)]
+    first_mark = json.loads(sent[0][-1])["mark"]["name"]
+    serializer.deserialize(json.dumps({"event": "mark", "mark": {"name": first_mark}}))
+    # Speech starts: Twilio's buffer is emptied now, before the speech is confirmed.
+    assert [json.loads(m) for m in serializer.pause()] == [{"event": "clear", "streamSid": "MZ1"}]
+    assert serializer.pause() == []  # once
+    # Audio the session still hands over while paused is kept, not sent.
+    late = delta("item_a", 800)
+    assert serializer.serialize(late) == []
+    # Marks the clear dropped, echoed anyway, are not counted as heard.
+    second_mark = json.loads(sent[1][-1])["mark"]["name"]
+    dropped = serializer.deserialize(json.dumps({"event": "mark", "mark": {"name": second_mark}}))
+    assert isinstance(dropped, Ignored) and not dropped.malformed
+    # It was a cough: everything after the first echoed mark goes out again, in order, then a mark.
+    again = serializer.resume()
+    assert json.loads(again[-1])["event"] == "mark"
+    expected = payload_bytes(sent[1]) + payload_bytes(sent[2]) + base64.b64decode(late["delta"])
+    assert payload_bytes(again) == expected
+    assert serializer.resume() == []
+    # A later barge-in that is confirmed truncates to what was heard: the first 100 ms.
+    assert serializer.pause()
+    messages, truncate = serializer.clear()
+    assert messages == []  # the pause already cleared Twilio's buffer
+    assert truncate is not None and truncate["audio_end_ms"] == 100
+
+
+def test_a_pause_with_nothing_playing_sends_nothing() -> None:
+    serializer = MediaStreamSerializer(TwilioDialect())
+    assert serializer.pause() == []  # no stream
+    start(serializer)
+    assert serializer.pause() == [] and serializer.resume() == []  # no reply
+    name = json.loads(serializer.serialize(delta("item_a", 800))[-1])["mark"]["name"]
+    serializer.deserialize(json.dumps({"event": "mark", "mark": {"name": name}}))
+    assert serializer.pause() == []  # all of it heard: the buffer is already empty
+    messages = serializer.serialize(delta("item_a", 800))  # so the reply is not held back
+    assert [json.loads(m)["event"] for m in messages] == ["media"] * 5 + ["mark"]
+
+
 def test_inbound_messages_and_bad_ones() -> None:
     serializer = MediaStreamSerializer(TwilioDialect())
     frame = base64.b64encode(b"\xff" * FRAME_BYTES).decode()
