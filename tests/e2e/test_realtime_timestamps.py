@@ -4,7 +4,8 @@ timestamps come on the data channel while the voice plays on the media track.
 
 The SDK does not know ``response.output_audio_timestamps.delta``; it hands such events over
 unvalidated, with their fields, which is all these tests read. On the WebSocket, the word
-times are checked against Whisper's word timestamps of the audio the client received.
+times are checked against a forced alignment (Whisper tiny.en) of the reply's text to the audio
+the client received.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from openai import AsyncOpenAI
 
 from cosyagent.audio.pcm import pcm16_to_float, resample
 from cosyagent.engines.visemes import VISEME_NAMES
-from cosyagent.engines.whisper_asr import default_model_path as whisper_path
+from tests.alignment import forced_word_starts
 from tests.e2e.conftest import LiveServer
 from tests.e2e.realtime_client import Transcript, collect
 from tests.e2e.webrtc_client import Caller, accept_answer, loopback_candidates, make_offer
@@ -82,25 +83,22 @@ async def test_websocket_reply_has_word_and_viseme_times_that_match_its_audio(li
     starts = [w["start_ms"] for w in words]
     assert starts == sorted(starts) and starts[-1] < audio_ms
 
-    # On the wire's clock: the word starts agree with Whisper's word timestamps of the received audio.
-    from faster_whisper import WhisperModel
-
+    # On the wire's clock: the word starts agree with a forced alignment of the reply's text to the
+    # received audio (Whisper tiny.en's cross-attention given the true words: every word is timed, so
+    # a word Whisper would mishear, "live" for "lived", is not lost; two such losses failed a run).
     audio = resample(pcm16_to_float(seen.audio()), 24000, 16000)
-    whisper = WhisperModel(str(whisper_path()), device="cpu", compute_type="int8", cpu_threads=2)
-    segments, _ = whisper.transcribe(
-        audio, language="en", beam_size=5, temperature=0.0, word_timestamps=True, condition_on_previous_text=False
-    )
-    heard = [(_norm(w.word), w.start * 1000) for s in segments for w in (s.words or [])]
+    heard = forced_word_starts(audio, transcript)
     diffs: list[float] = []
-    for word in words:  # the nearest heard word of the same spelling within 600 ms (an in-order match
+    for word in words:  # the nearest aligned word of the same spelling within 600 ms (an in-order match
         # derailed once: "A" matched a later "a" and every word after it was lost)
         near = [abs(at - word["start_ms"]) for text, at in heard if text == _norm(word["text"])]
         near = [d for d in near if d <= 600]
         if near:
             diffs.append(min(near))
-    assert len(diffs) >= 0.7 * len(words), (words, heard)
+    assert len(diffs) >= 0.9 * len(words), (words, heard)  # every word is aligned: nearly all match
     median, p90 = statistics.median(diffs), float(np.percentile(diffs, 90))
-    print(f"realtime word starts vs Whisper: {len(diffs)}/{len(words)} words, median {median:.0f} ms, p90 {p90:.0f} ms")
+    matched = f"{len(diffs)}/{len(words)} words"
+    print(f"realtime word starts vs the alignment: {matched}, median {median:.0f} ms, p90 {p90:.0f} ms")
     # The 80 ms median target is the engine tests' (many words); a reply of five or six words makes a
     # coarse median (91 ms on 5 words in one full-suite run). What this test guards is the wire's clock:
     # an offset error (a clause's length, the lead of the pacing) would be hundreds of ms.

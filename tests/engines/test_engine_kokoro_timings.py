@@ -17,6 +17,7 @@ from cosyagent.engines.kokoro_tts import KokoroTTS
 from cosyagent.engines.timings import TimedAudio, can_time_words
 from cosyagent.engines.visemes import viseme_timings
 from cosyagent.engines.whisper_asr import default_model_path as whisper_path
+from tests.alignment import onsets_after_pauses
 
 VOICE = "af_heart"
 SENTENCES = (
@@ -107,21 +108,6 @@ async def test_word_starts_match_whisper_word_timestamps(tts: KokoroTTS) -> None
     # silent until 1280 ms and 2520 ms and our starts are 1323 and 2573 ms; the next test checks our
     # starts against such onsets of sound directly. This guard is looser than the target ON PURPOSE.
     assert p90 <= 350
-
-
-def onsets_after_pauses(audio: np.ndarray, rate: int, frame_ms: int = 20, pause_ms: int = 100) -> list[float]:
-    """Where sound starts again after at least ``pause_ms`` of near silence (ms; RMS over 20 ms frames)."""
-    step = rate * frame_ms // 1000
-    rms = [float(np.sqrt(np.mean(audio[i : i + step] ** 2))) for i in range(0, audio.size - step, step)]
-    onsets, quiet = [], 0
-    for index, level in enumerate(rms):
-        if level < 0.005:
-            quiet += 1
-        else:
-            if quiet * frame_ms >= pause_ms and index * frame_ms > pause_ms:
-                onsets.append(index * frame_ms)
-            quiet = 0
-    return onsets
 
 
 async def test_words_after_a_pause_start_where_the_sound_starts_again(tts: KokoroTTS) -> None:
