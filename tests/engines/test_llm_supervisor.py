@@ -60,6 +60,8 @@ async def test_a_killed_server_fails_the_reply_precisely_and_is_restarted(
             got.append(delta)
     message = str(failed.value)
     assert "embedded LLM server" in message and "killed by signal 9 (SIGKILL)" in message, message
+    # The supervisor's watcher notices the death on its own task, possibly after the reply failed.
+    await wait_until(lambda: supervisor.health()["last_exit"] is not None, timeout=10.0)
     assert supervisor.health()["last_exit"] == "killed by signal 9 (SIGKILL)"
 
     # The next reply waits for the restart and is answered, by a new child.
