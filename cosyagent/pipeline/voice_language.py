@@ -1,10 +1,11 @@
 """Keeping a reply in the language its voice speaks.
 
 A small multilingual LLM (the embedded Qwen) now and then answers an English question in
-Chinese, which an English-only voice (Piper) cannot speak: the whole reply would fail. Two
-defences: the LLM is told the voice's language (:func:`in_the_voice_language`), and a reply
-that still opens in Chinese characters is asked for once more, more firmly, before anything of
-it is spoken (:func:`speakable_opening`): the first answer is dropped after a few tokens.
+Chinese, which an English-only voice (Piper) cannot speak: the whole reply would fail. Three
+defences: the LLM is told the voice's language (:func:`in_the_voice_language`); a reply that
+still opens in Chinese characters is asked for once more, more firmly, before anything of it is
+spoken (:func:`speakable_opening`: the first answer is dropped after a few tokens); and a reply
+that turns to Chinese later ends where it does, with what was said in the voice's language.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def firmer(messages: Sequence[ChatMessage], voice_languages: Sequence[str]) -> l
 async def speakable_opening(first: AsyncIterator[str], again: Callable[[], AsyncIterator[str]]) -> AsyncIterator[str]:
     """The text of ``first``; if it opens with Chinese characters, ``first`` is closed and the
     text of ``again()`` follows instead (once: a second Chinese answer is passed on, and the
-    voice refuses it with its own clear error)."""
+    voice refuses it with its own clear error). An answer that turns to Chinese after its
+    opening ends there: ``first`` is closed and the reply is what came before."""
     held = ""
     async with aclosing(first):  # type: ignore[type-var]  # the LLM streams are async generators
         async for delta in first:
@@ -57,9 +59,8 @@ async def speakable_opening(first: AsyncIterator[str], again: Callable[[], Async
             if _HAN.search(opening):
                 break
             if len(opening) >= OPENING_CHARS:
-                yield held
-                async for rest in first:
-                    yield rest
+                async for piece in _until_chinese(held, first):
+                    yield piece
                 return
         else:  # a short answer, all of it held
             if held:
@@ -70,6 +71,22 @@ async def speakable_opening(first: AsyncIterator[str], again: Callable[[], Async
     async with aclosing(retry):  # type: ignore[type-var]
         async for delta in retry:
             yield delta
+
+
+async def _until_chinese(held: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    """``held``, then ``rest``, up to the first Chinese character."""
+    text: str | None = held
+    while text is not None:
+        cut = _HAN.search(text)
+        if cut is not None:
+            if text[: cut.start()]:
+                yield text[: cut.start()]
+            said = text[cut.start() :][:40]
+            logger.warning("the LLM turned to Chinese mid-reply (%r): the voice cannot speak it, the reply ends", said)
+            return
+        if text:
+            yield text
+        text = await anext(rest, None)
 
 
 def _rule(language: str) -> str:

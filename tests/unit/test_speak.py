@@ -172,8 +172,10 @@ async def test_only_the_opening_is_checked_and_only_once() -> None:
     def never() -> AsyncIterator[str]:
         raise AssertionError("an English opening is not asked for again")
 
-    english = [d async for d in speakable_opening(text("Paris is ", "the capital, 巴黎."), never)]
-    assert "".join(english) == "Paris is the capital, 巴黎."  # later Chinese: the voice's own error
+    english = [d async for d in speakable_opening(text("Paris is ", "the capital, 巴黎.", " More."), never)]
+    assert "".join(english) == "Paris is the capital, "  # later Chinese: the reply ends before it
+    held = [d async for d in speakable_opening(text("Paris is the capital 巴黎", " more."), never)]
+    assert "".join(held) == "Paris is the capital "  # also inside the opening's own deltas
     assert [d async for d in speakable_opening(text("Yes."), never)] == ["Yes."]  # short, held whole
     twice = [d async for d in speakable_opening(text("巴黎"), lambda: text("还是巴黎"))]
     assert twice == ["还是巴黎"]  # the second answer is passed on as it is
