@@ -129,21 +129,21 @@ class CarrierCall(FollowedCall):
 
     async def _send(self, event: Event) -> None:
         self._followers.publish(event)
-        for text in self._serializer.serialize(event):
-            self._outgoing.put_nowait(text)
+        self._put(self._serializer.serialize(event))
 
     def _pause(self) -> None:
-        for text in self._serializer.pause():
-            self._outgoing.put_nowait(text)
+        self._put(self._serializer.pause())
 
     def _resume(self) -> None:
-        for text in self._serializer.resume():
+        self._put(self._serializer.resume())
+
+    def _put(self, messages: list[str]) -> None:
+        for text in messages:
             self._outgoing.put_nowait(text)
 
     def _clear(self) -> None:
         messages, truncate = self._serializer.clear()
-        for text in messages:
-            self._outgoing.put_nowait(text)
+        self._put(messages)
         if truncate is not None:
             logger.info(
                 "%s stream %s: reply cleared; item %s truncated to the %d ms heard",

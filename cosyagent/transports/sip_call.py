@@ -101,7 +101,7 @@ class SipMedia(FollowedCall):
         self._last_rtp = time.monotonic()
         tasks: list[asyncio.Task[None]] = []
         try:
-            playback = PhonePlayback(hold=self._pause, resume=self._unpause, clear=self._clear)
+            playback = PhonePlayback(hold=self._pause, resume=self._resume, clear=self._clear)
             session = self._session = make_session(playback, self._send)
             sid = session.core.session_id
             tasks.append(asyncio.create_task(self._pace(), name=f"{sid}-sip-rtp-sender"))
@@ -210,11 +210,11 @@ class SipMedia(FollowedCall):
         self._received_ms += len(wire) / self._audio.bytes_per_ms
 
     def _pause(self) -> None:
-        """Speech started over the reply: no more of it is sent until :meth:`_unpause` or
+        """Speech started over the reply: no more of it is sent until :meth:`_resume` or
         :meth:`_clear` (the caller hears the agent stop within one packet)."""
         self._paused = True
 
-    def _unpause(self) -> None:
+    def _resume(self) -> None:
         self._paused = False
 
     def _clear(self) -> None:

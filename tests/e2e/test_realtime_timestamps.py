@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 import statistics
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +22,7 @@ from openai import AsyncOpenAI
 
 from cosyagent.audio.pcm import pcm16_to_float, resample
 from cosyagent.engines.visemes import VISEME_NAMES
-from tests.alignment import forced_word_starts
+from tests.alignment import forced_word_starts, normalized
 from tests.e2e.conftest import LiveServer
 from tests.e2e.realtime_client import Transcript, collect
 from tests.e2e.webrtc_client import Caller, accept_answer, loopback_candidates, make_offer
@@ -31,10 +30,6 @@ from tests.e2e.webrtc_client import Caller, accept_answer, loopback_candidates, 
 TIMESTAMPS = "response.output_audio_timestamps.delta"
 STORY = "You are a storyteller. Answer with two full sentences."
 QUESTION = "Tell me about a fox who lives near a river."
-
-
-def _norm(word: str) -> str:
-    return re.sub(r"[^a-z0-9']", "", word.lower())
 
 
 def _user_text(text: str) -> dict[str, Any]:
@@ -76,8 +71,8 @@ async def test_websocket_reply_has_word_and_viseme_times_that_match_its_audio(li
             words += event.words
             visemes += event.visemes
     transcript = seen.of_type("response.output_audio_transcript.done")[0].transcript
-    assert [_norm(w["text"]) for w in words if _norm(w["text"])] == [
-        _norm(t) for t in transcript.split() if _norm(t)
+    assert [normalized(w["text"]) for w in words if normalized(w["text"])] == [
+        normalized(t) for t in transcript.split() if normalized(t)
     ], (words, transcript)
     assert {v["viseme"] for v in visemes} <= set(VISEME_NAMES) and len({v["viseme"] for v in visemes}) >= 8
     starts = [w["start_ms"] for w in words]
@@ -91,7 +86,7 @@ async def test_websocket_reply_has_word_and_viseme_times_that_match_its_audio(li
     diffs: list[float] = []
     for word in words:  # the nearest aligned word of the same spelling within 600 ms (an in-order match
         # derailed once: "A" matched a later "a" and every word after it was lost)
-        near = [abs(at - word["start_ms"]) for text, at in heard if text == _norm(word["text"])]
+        near = [abs(at - word["start_ms"]) for text, at in heard if text == normalized(word["text"])]
         near = [d for d in near if d <= 600]
         if near:
             diffs.append(min(near))

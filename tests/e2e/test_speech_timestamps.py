@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import statistics
 from typing import Any
 
@@ -18,16 +17,13 @@ from openai import AsyncOpenAI, BadRequestError
 from cosyagent.audio.pcm import pcm16_to_float, resample
 from cosyagent.engines.visemes import VISEME_NAMES
 from cosyagent.engines.whisper_asr import default_model_path as whisper_path
+from tests.alignment import normalized
 from tests.e2e.conftest import LiveServer
 
 TEXT = (
     "Please remember to bring your umbrella, because it might rain this afternoon. "
     "My favourite breakfast is toast with butter and a cup of strong coffee."
 )
-
-
-def _norm(word: str) -> str:
-    return re.sub(r"[^a-z0-9']", "", word.lower())
 
 
 async def sse(server: LiveServer, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -60,8 +56,8 @@ async def test_sse_timestamps_come_between_the_deltas_before_their_audio(live_se
             assert all(mark["start_ms"] >= audio_ms - 5 for mark in event["words"] + event["visemes"])
             words += event["words"]
             visemes += event["visemes"]
-    assert [w["text"] for w in words] == TEXT.split() or [_norm(w["text"]) for w in words] == [
-        _norm(t) for t in TEXT.split()
+    assert [w["text"] for w in words] == TEXT.split() or [normalized(w["text"]) for w in words] == [
+        normalized(t) for t in TEXT.split()
     ]
     assert all(v["viseme"] in VISEME_NAMES for v in visemes) and visemes[-1]["viseme"] == "sil"
     assert words[-1]["end_ms"] <= audio_ms
@@ -78,12 +74,12 @@ async def test_sse_timestamps_come_between_the_deltas_before_their_audio(live_se
         word_timestamps=True,
         condition_on_previous_text=False,
     )
-    heard = [(_norm(w.word), w.start * 1000) for s in segments for w in (s.words or [])]
+    heard = [(normalized(w.word), w.start * 1000) for s in segments for w in (s.words or [])]
     diffs: list[float] = []
     position = 0
     for word in words:
         for k in range(position, len(heard)):
-            if heard[k][0] == _norm(word["text"]):
+            if heard[k][0] == normalized(word["text"]):
                 diffs.append(abs(heard[k][1] - word["start_ms"]))
                 position = k + 1
                 break

@@ -5,7 +5,6 @@ exposed), checked against Whisper tiny.en's word timestamps of the same audio, a
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections.abc import Iterator
 
@@ -17,7 +16,7 @@ from cosyagent.engines.kokoro_tts import KokoroTTS
 from cosyagent.engines.timings import TimedAudio, can_time_words
 from cosyagent.engines.visemes import viseme_timings
 from cosyagent.engines.whisper_asr import default_model_path as whisper_path
-from tests.alignment import onsets_after_pauses
+from tests.alignment import normalized, onsets_after_pauses
 
 VOICE = "af_heart"
 SENTENCES = (
@@ -46,10 +45,6 @@ async def timed(tts: KokoroTTS, text: str, voice: str = VOICE) -> list[TimedAudi
     if (text, voice) not in _SYNTHESIZED:
         _SYNTHESIZED[text, voice] = [chunk async for chunk in tts.synthesize_timed(text, voice=voice)]
     return _SYNTHESIZED[text, voice]
-
-
-def _norm(word: str) -> str:
-    return re.sub(r"[^a-z0-9']", "", word.lower())
 
 
 async def test_timed_audio_is_the_plain_audio_with_its_words(tts: KokoroTTS) -> None:
@@ -83,13 +78,13 @@ async def test_word_starts_match_whisper_word_timestamps(tts: KokoroTTS) -> None
         offset_ms = 0.0
         ours: list[tuple[str, float]] = []
         for chunk in chunks:
-            ours.extend((_norm(w.text), offset_ms + w.start_ms) for w in chunk.words)
+            ours.extend((normalized(w.text), offset_ms + w.start_ms) for w in chunk.words)
             offset_ms += chunk.audio.size * 1000 / tts.sample_rate
         audio = resample(np.concatenate([c.audio for c in chunks]), tts.sample_rate, 16_000)
         segments, _ = whisper.transcribe(
             audio, language="en", beam_size=5, temperature=0.0, word_timestamps=True, condition_on_previous_text=False
         )
-        heard = [(_norm(w.word), w.start * 1000) for s in segments for w in (s.words or [])]
+        heard = [(normalized(w.word), w.start * 1000) for s in segments for w in (s.words or [])]
         position = 0
         for text, start in ours:
             for k in range(position, len(heard)):

@@ -6,7 +6,6 @@ the same audio; the issue's target is word starts within 80 ms (median) and 150 
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from cosyagent.engines.piper_tts import DURATIONS_OUTPUT, PiperTTS, default_mode
 from cosyagent.engines.timings import TimedAudio
 from cosyagent.engines.visemes import viseme_timings
 from cosyagent.engines.whisper_asr import default_model_path as whisper_path
+from tests.alignment import normalized
 
 VOICE = "joe"
 SENTENCES = (
@@ -100,10 +100,6 @@ async def timed_voice(tts: PiperTTS, voice: str) -> None:
         pass
 
 
-def _norm(word: str) -> str:
-    return re.sub(r"[^a-z0-9']", "", word.lower())
-
-
 async def test_word_starts_match_whisper_word_timestamps(tts: PiperTTS) -> None:
     from faster_whisper import WhisperModel
 
@@ -114,13 +110,13 @@ async def test_word_starts_match_whisper_word_timestamps(tts: PiperTTS) -> None:
         offset_ms = 0.0
         ours: list[tuple[str, float]] = []
         for chunk in chunks:
-            ours.extend((_norm(w.text), offset_ms + w.start_ms) for w in chunk.words)
+            ours.extend((normalized(w.text), offset_ms + w.start_ms) for w in chunk.words)
             offset_ms += chunk.audio.size * 1000 / tts.sample_rate
         audio = resample(np.concatenate([c.audio for c in chunks]), tts.sample_rate, 16_000)
         segments, _ = whisper.transcribe(
             audio, language="en", beam_size=5, temperature=0.0, word_timestamps=True, condition_on_previous_text=False
         )
-        heard = [(_norm(w.word), w.start * 1000) for s in segments for w in (s.words or [])]
+        heard = [(normalized(w.word), w.start * 1000) for s in segments for w in (s.words or [])]
         # match in order: each of our words to the next heard word with the same spelling
         position = 0
         for text, start in ours:
