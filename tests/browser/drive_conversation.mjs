@@ -164,6 +164,9 @@ async function screenshots(page, c, io) {
 async function eventLog(page) {
   await page.click("#events summary");
   await page.click("#event-log li:first-child summary");
+  // Events keep arriving: by now the opened entry may no longer be the first, and its body
+  // is written on the (asynchronous) toggle event, so wait for it and read that entry.
+  await page.waitForSelector("#event-log details[open] pre", { timeout: 5000 });
   return page.evaluate(() => ({
     count: Number(document.querySelector("#event-count").textContent),
     entries: [...document.querySelectorAll("#event-log > li")].map((li) => ({
@@ -171,7 +174,10 @@ async function eventLog(page) {
       type: li.dataset.type,
       time: li.querySelector("time").textContent,
     })),
-    firstBody: (document.querySelector("#event-log li:first-child pre") || {}).textContent || null,
+    opened: (() => {
+      const li = document.querySelector("#event-log details[open] pre").closest("li");
+      return { type: li.dataset.type, body: li.querySelector("pre").textContent };
+    })(),
   }));
 }
 

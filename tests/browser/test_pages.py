@@ -263,7 +263,7 @@ async def test_event_log_timings_devices_turn_detection_and_connection_quality(p
         assert ("client", client) in seen, client
     for server in ("session.updated", "response.created", "response.done", "output_audio_buffer.started"):
         assert ("server", server) in seen, server
-    assert json.loads(log["firstBody"])["type"] == entries[0]["type"]
+    assert json.loads(log["opened"]["body"])["type"] == log["opened"]["type"]
 
     timings = dict(conversation["timings"])
     for stage in ("End of turn", "Speech recognition", "LLM first token", "TTS first audio", "Voice-to-voice"):

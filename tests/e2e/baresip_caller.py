@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,16 +19,10 @@ import numpy as np
 import soundfile as sf
 
 from cosyagent.audio.pcm import AudioF32
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import free_port, free_port_both
 from tests.support import read_clip
 
 BARESIP = shutil.which("baresip")
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def microphone_wav(path: Path, clip: str, trailing_silence_s: float, rate: int = 8000) -> None:
@@ -55,8 +48,21 @@ class Baresip:
         self._token = 0
 
     async def start(self, microphone: Path, codecs: str = "PCMU,PCMA") -> None:
-        sip_port, ctrl_port = free_udp_port(), free_port()
+        """Start baresip on fresh ports. A port found free can be taken (as some connection's
+        ephemeral port) before baresip binds it; baresip then exits, and is started again."""
         (self.home / "rec").mkdir()
+        (self.home / "accounts").write_text(f"<sip:caller@127.0.0.1>;regint=0;audio_codecs={codecs}\n")
+        (self.home / "contacts").write_text("")
+        for _ in range(3):
+            if await self._start_on_fresh_ports(microphone):
+                self._listener = asyncio.create_task(self._listen())
+                return
+            if "Address already in use" not in self.log():
+                break
+        raise RuntimeError(f"baresip's ctrl_tcp did not listen: {self.log()[-2000:]}")
+
+    async def _start_on_fresh_ports(self, microphone: Path) -> bool:
+        sip_port, ctrl_port = free_port_both(), free_port()
         (self.home / "config").write_text(
             "\n".join(
                 [
@@ -79,26 +85,21 @@ class Baresip:
                 ]
             )
         )
-        (self.home / "accounts").write_text(f"<sip:caller@127.0.0.1>;regint=0;audio_codecs={codecs}\n")
-        (self.home / "contacts").write_text("")
         assert BARESIP is not None
-        self._process = await asyncio.create_subprocess_exec(
-            BARESIP,
-            "-f",
-            str(self.home),
-            "-v",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=(self.home / "log").open("wb"),
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        with (self.home / "log").open("wb") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                BARESIP, "-f", str(self.home), "-v", stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+            )
         for _ in range(100):
             with contextlib.suppress(OSError):
                 self._reader, self._writer = await asyncio.open_connection("127.0.0.1", ctrl_port)
-                break
+                return True
+            if self._process.returncode is not None:
+                return False
             await asyncio.sleep(0.1)
-        else:
-            raise RuntimeError(f"baresip's ctrl_tcp did not listen: {self.log()[-2000:]}")
-        self._listener = asyncio.create_task(self._listen())
+        self._process.terminate()
+        await self._process.wait()
+        return False
 
     async def command(self, name: str, params: str = "") -> None:
         assert self._writer is not None

@@ -20,8 +20,7 @@ from cosyagent.config import SipConfig, load_config
 from cosyagent.runtime import Runtime
 from cosyagent.transports.sip_server import SipServer
 from cosyagent.web.app import create_app
-from tests.e2e.baresip_caller import free_udp_port
-from tests.e2e.conftest import LiveServer, free_port, serve_asgi
+from tests.e2e.conftest import LiveServer, free_port, free_port_both, serve_asgi
 
 SECRET = "whsec_" + base64.b64encode(b"a test secret of the call-control webhook").decode()
 ACCEPT_TIMEOUT_S = 4.0
@@ -82,7 +81,7 @@ async def control_live() -> AsyncIterator[ControlLive]:
     server = dataclasses.replace(config.server, capacity=config.server.max_sessions)
     sip = SipConfig(
         enabled=True,
-        port=free_udp_port(),
+        port=free_port_both(),
         rtp_port_min=RTP_RANGE[0],
         rtp_port_max=RTP_RANGE[1],
         rtp_timeout_s=8.0,

@@ -39,6 +39,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_both() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket() as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no port free for both UDP and TCP")
+
+
 @contextlib.asynccontextmanager
 async def serve_in_process(runtime: Runtime, port: int) -> AsyncIterator[LiveServer]:
     """The cosyagent app in the current event loop, on 127.0.0.1:``port``, until the block ends."""

@@ -29,8 +29,8 @@ from cosyagent.transports.sip_call import MAX_CATCH_UP_S
 from cosyagent.transports.sip_message import SipMessage, parse, response
 from cosyagent.transports.sip_server import SipServer
 from cosyagent.web.app import create_app
-from tests.e2e.baresip_caller import BARESIP, baresip_phone, free_udp_port, microphone_wav
-from tests.e2e.conftest import LiveServer, free_port, serve_asgi
+from tests.e2e.baresip_caller import BARESIP, baresip_phone, microphone_wav
+from tests.e2e.conftest import LiveServer, free_port, free_port_both, serve_asgi
 from tests.support import read_clip
 
 RTP_RANGE = (31000, 31999)
@@ -49,7 +49,7 @@ async def sip_live() -> AsyncIterator[SipLive]:
     server = dataclasses.replace(config.server, capacity=config.server.max_sessions)
     sip = SipConfig(
         enabled=True,
-        port=free_udp_port(),
+        port=free_port_both(),
         rtp_port_min=RTP_RANGE[0],
         rtp_port_max=RTP_RANGE[1],
         rtp_timeout_s=RTP_TIMEOUT_S,

@@ -25,9 +25,9 @@ from cosyagent.runtime import Runtime
 from cosyagent.transports.sip_register import RegisterFailed, Registration, Registrations
 from cosyagent.transports.sip_server import SipServer, SipSettings
 from cosyagent.web.app import create_app
-from tests.e2e.baresip_caller import BARESIP, baresip_phone, free_udp_port, microphone_wav
-from tests.e2e.conftest import free_port, serve_asgi
-from tests.e2e.kamailio_registrar import KAMAILIO, KAMCMD, free_port_both, kamailio
+from tests.e2e.baresip_caller import BARESIP, baresip_phone, microphone_wav
+from tests.e2e.conftest import free_port, free_port_both, serve_asgi
+from tests.e2e.kamailio_registrar import KAMAILIO, KAMCMD, kamailio
 
 pytestmark = pytest.mark.skipif(
     KAMAILIO is None or KAMCMD is None, reason="kamailio is not installed (make phone-deps installs it)"
@@ -71,7 +71,7 @@ async def test_registers_takes_a_call_through_kamailio_and_unregisters(
         closed = free_port_both()  # nothing listens there: TCP connections are refused
         sip = SipConfig(
             enabled=True,
-            port=free_udp_port(),
+            port=free_port_both(),
             rtp_port_min=32000,
             rtp_port_max=32999,
             transports=("udp", "tcp"),
