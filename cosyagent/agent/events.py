@@ -76,10 +76,17 @@ class CancelTranscribe:
 @dataclass(frozen=True)
 class PredictTurnEnd:
     """Ask the end-of-turn model whether the paused utterance is finished; report with
-    ``turn_end_predicted``. Cancelled together with the speculative transcript ``job_id``."""
+    ``turn_end_predicted``. Cancelled together with the speculative transcript ``job_id``,
+    and alone (:class:`CancelTurnEnd`) once the turn has ended without it."""
 
     job_id: str
     audio: AudioF32 = field(repr=False)
+    due_in_ms: int = 0  # after this the silence wait ends the turn anyway: the verdict is useless
+
+
+@dataclass(frozen=True)
+class CancelTurnEnd:
+    job_id: str
 
 
 @dataclass(frozen=True)
@@ -141,4 +148,6 @@ class FinishAudio:
 
 
 SinkAction = PlayAudio | HoldAudio | ResumeAudio | ClearAudio | FinishAudio
-Action = Send | Transcribe | CancelTranscribe | PredictTurnEnd | StartResponse | CancelResponse | SinkAction
+Action = (
+    Send | Transcribe | CancelTranscribe | PredictTurnEnd | CancelTurnEnd | StartResponse | CancelResponse | SinkAction
+)

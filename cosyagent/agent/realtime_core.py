@@ -20,6 +20,7 @@ from cosyagent.agent.conversation import ConversationItem
 from cosyagent.agent.events import (
     Action,
     CancelResponse,
+    CancelTurnEnd,
     ClearAudio,
     HoldAudio,
     PredictTurnEnd,
@@ -318,13 +319,15 @@ class RealtimeCore(ItemEvents):
         if isinstance(turn, SpeechPaused):
             job_id = self._jobs.start(item_id, speculative=True)
             semantic = detection is not None and detection.semantic
-            # Smart Turn may end the turn right away; else the silence wait ends it. Smart Turn
-            # goes first (~0.25 s here): queued behind the transcript, its verdict came after the wait.
-            if semantic:
-                actions.append(PredictTurnEnd(job_id, turn.audio))
-            wait_ms = 0 if semantic or detection is None else detection.silence_duration_ms - SPECULATE_AFTER_MS
+            wait_left_ms = max(0, detection.silence_duration_ms - SPECULATE_AFTER_MS) if detection else 0
+            # The reply waits for the transcript, whoever ends the turn, so the transcript takes the
+            # CPU lane first. Smart Turn (~0.25 s on a CPU) can only end the turn sooner than the
+            # silence wait: it runs after the transcript and is cancelled when the wait ends first.
             language = self.config.transcription_language
-            actions.append(Transcribe(item_id, job_id, turn.audio, language, due_in_ms=max(0, wait_ms)))
+            due_ms = 0 if semantic else wait_left_ms
+            actions.append(Transcribe(item_id, job_id, turn.audio, language, due_in_ms=due_ms))
+            if semantic:
+                actions.append(PredictTurnEnd(job_id, turn.audio, due_in_ms=wait_left_ms))
         elif isinstance(turn, SpeechResumed):
             actions += self._jobs.drop_speculation()
         elif isinstance(turn, SpeechStopped):
@@ -355,6 +358,8 @@ class RealtimeCore(ItemEvents):
         if job_id is None:
             job_id = self._jobs.start(item_id, speculative=False)
             actions.append(Transcribe(item_id, job_id, audio, self.config.transcription_language))
+        elif self.config.turn_detection is not None and self.config.turn_detection.semantic:
+            actions.append(CancelTurnEnd(job_id))  # the turn has ended: its verdict is not needed
         job = self._jobs.get(job_id)
         assert job is not None
         job.committed = True

@@ -20,6 +20,7 @@ from cosyagent.agent.events import (
     Action,
     CancelResponse,
     CancelTranscribe,
+    CancelTurnEnd,
     ClearAudio,
     Event,
     FinishAudio,
@@ -242,6 +243,11 @@ class RealtimeSession:
                 token = CancelToken()
                 task = self._spawn(self._predict_turn_end(action, token), f"turn-end-{action.job_id}")
                 self._turn_end_jobs[action.job_id] = (task, token)
+            elif isinstance(action, CancelTurnEnd):
+                turn_end = self._turn_end_jobs.pop(action.job_id, None)
+                if turn_end is not None:
+                    turn_end[1].cancel()
+                    turn_end[0].cancel()
             elif isinstance(action, CancelTranscribe):
                 for jobs in (self._transcribe_jobs, self._turn_end_jobs):
                     job = jobs.pop(action.job_id, None)
@@ -294,7 +300,9 @@ class RealtimeSession:
         try:
             if model is None:
                 return
-            probability = await model.probability(job.audio, cancel=token)
+            due = time.monotonic() + job.due_in_ms / 1000.0
+            with needed_by(lambda: due):
+                probability = await model.probability(job.audio, cancel=token)
         except EngineCancelled:
             return
         except EngineError as exc:  # the silence wait still ends the turn

@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from cosyagent.audio.pcm import AudioF32 as AudioF32  # re-exported: the engines' sample type
 from cosyagent.engines.native_memory import trim_native_heap
-from cosyagent.engines.scheduling import DeadlineScheduler, cpu_scheduler, job_deadline
+from cosyagent.engines.scheduling import DeadlineScheduler, cpu_scheduler, held_lane, job_deadline
 
 T = TypeVar("T")
 
@@ -124,7 +124,12 @@ class EngineExecutor:
 
         self._queued += 1
         submitted, deadline = time.monotonic(), job_deadline()
+        held = held_lane(self._scheduler)
         try:
+            if held is not None:  # the caller's lane (holding_lane): no wait, and the caller frees it
+                job = self._pool.submit(guarded)
+                held.last_job = job
+                return await asyncio.wrap_future(job)
             await self._scheduler.acquire(deadline)
             self._scheduler.started(self._name, submitted, deadline)
             try:

@@ -13,6 +13,7 @@ from cosyagent.engines.base import (
     UnsupportedLanguageError,
 )
 from cosyagent.engines.language_id import LANGUAGE_NAMES, SpokenLanguageID
+from cosyagent.engines.scheduling import holding_lane
 
 
 class LanguageCheckedASR:
@@ -64,8 +65,9 @@ class LanguageCheckedASR:
         prompt: str | None = None,
         cancel: CancelToken | None = None,
     ) -> Transcript:
-        guess = None
-        if language is None and self._identifier.sample_rate == self.sample_rate:
+        if language is not None or self._identifier.sample_rate != self.sample_rate:
+            return await self._asr.transcribe(audio, language=language, prompt=prompt, cancel=cancel)
+        async with holding_lane():  # the check and the transcript back to back, as one job
             guess = await self._identifier.identify(audio, cancel=cancel)
             if guess is not None and guess.not_english:
                 understood = ", ".join(LANGUAGE_NAMES.get(code, code) for code in self.info.languages)
@@ -75,7 +77,7 @@ class LanguageCheckedASR:
                     "(a multilingual recognizer is asr.engine: funasr)",
                     guess.language,
                 )
-        transcript = await self._asr.transcribe(audio, language=language, prompt=prompt, cancel=cancel)
+            transcript = await self._asr.transcribe(audio, language=language, prompt=prompt, cancel=cancel)
         return transcript if guess is None else replace(transcript, language_probability=guess.english)
 
     def close(self) -> None:

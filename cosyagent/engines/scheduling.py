@@ -23,9 +23,11 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 Deadline = Callable[[], float]
 """Returns, when a job is submitted, the monotonic time its output is needed by."""
@@ -47,6 +49,46 @@ def job_deadline() -> float:
     """The deadline of a job submitted now: the caller's :func:`needed_by`, else now."""
     deadline = _deadline.get()
     return deadline() if deadline is not None else time.monotonic()
+
+
+class HeldLane:
+    """A lane one caller keeps across several engine jobs (see :func:`holding_lane`)."""
+
+    def __init__(self, scheduler: DeadlineScheduler) -> None:
+        self.scheduler = scheduler
+        self.last_job: Future[Any] | None = None
+
+
+_held: contextvars.ContextVar[HeldLane | None] = contextvars.ContextVar("engine_lane_held", default=None)
+
+
+def held_lane(scheduler: DeadlineScheduler) -> HeldLane | None:
+    """The lane of ``scheduler`` that the calling task holds, if any."""
+    held = _held.get()
+    return held if held is not None and held.scheduler is scheduler else None
+
+
+@asynccontextmanager
+async def holding_lane(scheduler: DeadlineScheduler | None = None) -> AsyncIterator[None]:
+    """Run this block's engine jobs back to back on one lane, taken at the block's deadline:
+    a result that needs two engines (a language check, then the transcript) lets no other job
+    in between, where a lane freed after the first would go to whatever waits."""
+    scheduler = scheduler or cpu_scheduler()
+    if held_lane(scheduler) is not None:
+        yield
+        return
+    await scheduler.acquire(job_deadline())
+    held = HeldLane(scheduler)
+    token = _held.set(held)
+    try:
+        yield
+    finally:
+        _held.reset(token)
+        running = held.last_job
+        if running is None or running.done():
+            scheduler.release()
+        else:  # cancelled while a job still runs in its thread: the lane is busy until it ends
+            running.add_done_callback(lambda _: scheduler.release())
 
 
 @dataclass(eq=False)

@@ -17,6 +17,7 @@ from cosyagent.agent.events import (
     Action,
     CancelResponse,
     CancelTranscribe,
+    CancelTurnEnd,
     PredictTurnEnd,
     Send,
     StartResponse,
@@ -28,6 +29,7 @@ from cosyagent.agent.session_config import SessionConfig, TurnDetection
 from cosyagent.audio.pcm import alaw_encode, ulaw_encode
 from cosyagent.engines.smart_turn import SmartTurn
 from cosyagent.engines.vad import SileroVAD
+from cosyagent.pipeline.turns import SPECULATE_AFTER_MS
 from tests.support import pcm16, read_clip
 
 VOICES = {"jf_alpha", "jm_kumo"}
@@ -504,16 +506,23 @@ def test_a_verdict_that_arrives_after_the_speaker_resumed_is_ignored(vad: Silero
     assert core.turn_end_predicted(predict.job_id, 0.99) == []
 
 
-def test_the_turn_model_is_asked_before_the_speculative_transcript_starts(vad: SileroVAD) -> None:
+def test_the_speculative_transcript_takes_the_lane_before_the_turn_model(vad: SileroVAD) -> None:
     """The session starts its engine jobs in the order of the actions, and the first takes the
-    free CPU lane: Smart Turn (~0.25 s) must not wait behind the transcript (0.3-1 s), or the
-    silence wait ends the turn before its verdict comes."""
-    core = make_core(vad, turn_detection=TurnDetection(type="semantic_vad"))
+    free CPU lane. The reply needs the transcript however the turn ends, so it goes first, due
+    now; Smart Turn's verdict only helps until the silence wait would end the turn: due then."""
+    core = make_core(vad, turn_detection=TurnDetection(type="semantic_vad", eagerness="low"))
     lecture = read_clip("en_lecture_60s.wav", 24000)
     actions = append(core, np.concatenate([lecture[int(2.5 * 24000) : int(4.5 * 24000)], np.zeros(6000, np.float32)]))
     jobs = [a for a in actions if isinstance(a, (PredictTurnEnd, Transcribe))]
-    assert [type(job) for job in jobs] == [PredictTurnEnd, Transcribe]
-    assert jobs[0].job_id == jobs[1].job_id
+    assert [type(job) for job in jobs] == [Transcribe, PredictTurnEnd]
+    transcribe, predict = jobs
+    assert transcribe.job_id == predict.job_id and transcribe.due_in_ms == 0
+    assert predict.due_in_ms == 500 - SPECULATE_AFTER_MS
+    # The silence wait ends the turn before a verdict: the verdict is cancelled, the transcript kept.
+    actions = append(core, np.zeros(12000, np.float32))
+    assert any(e["type"] == "input_audio_buffer.speech_stopped" for e in sent(actions))
+    assert [a.job_id for a in actions if isinstance(a, CancelTurnEnd)] == [predict.job_id]
+    assert not [a for a in actions if isinstance(a, CancelTranscribe | Transcribe)]
 
 
 def test_session_update_switches_to_semantic_vad(vad: SileroVAD) -> None:

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from cosyagent.engines.base import CancelToken, EngineCancelled, EngineExecutor
-from cosyagent.engines.scheduling import DeadlineScheduler, job_deadline, needed_by
+from cosyagent.engines.scheduling import DeadlineScheduler, holding_lane, job_deadline, needed_by
 
 
 async def _hold_lane(scheduler: DeadlineScheduler) -> asyncio.Event:
@@ -200,4 +200,61 @@ async def test_observers_hear_how_long_each_job_waited_and_how_late_it_started()
     stop()
     await engine.run(lambda: None)
     assert len(heard) == 1
+    engine.shutdown()
+
+
+async def test_a_held_lane_runs_two_engines_back_to_back_and_lets_nothing_in_between() -> None:
+    """A language check, then the transcript: a turn-model job due sooner that arrives while the
+    check runs still waits for both, though the lane falls free between them."""
+    scheduler = DeadlineScheduler(lanes=1)
+    check, asr = EngineExecutor("test-lid", scheduler), EngineExecutor("test-asr", scheduler)
+    turn = EngineExecutor("test-turn", scheduler)
+    gate = threading.Event()
+    order: list[str] = []
+
+    def work(name: str) -> str:
+        if name == "language check":
+            gate.wait(2.0)
+        order.append(name)
+        return name
+
+    now = time.monotonic()
+
+    async def transcript() -> None:
+        with needed_by(lambda: now + 0.5):
+            async with holding_lane(scheduler):
+                await check.run(lambda: work("language check"))
+                await asr.run(lambda: work("transcript"))
+
+    held = asyncio.create_task(transcript())
+    await asyncio.sleep(0.02)
+    verdict = asyncio.create_task(turn.run(lambda: work("turn model")))  # due now: before the transcript
+    await asyncio.sleep(0.02)
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(held, verdict), 3.0)
+    assert order == ["language check", "transcript", "turn model"]
+    for engine in (check, asr, turn):
+        engine.shutdown()
+
+
+async def test_a_held_lane_cancelled_mid_job_is_freed_when_that_job_ends() -> None:
+    scheduler = DeadlineScheduler(lanes=1)
+    engine = EngineExecutor("test-asr", scheduler)
+    gate = threading.Event()
+
+    async def transcript() -> None:
+        async with holding_lane(scheduler):
+            await engine.run(lambda: gate.wait(2.0))
+
+    task = asyncio.create_task(transcript())
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    waiter = asyncio.create_task(scheduler.acquire(time.monotonic()))
+    await asyncio.sleep(0.05)
+    assert not waiter.done(), "the job still runs on the cores: its lane is not free yet"
+    gate.set()
+    await asyncio.wait_for(waiter, 1.0)
+    scheduler.release()
     engine.shutdown()
