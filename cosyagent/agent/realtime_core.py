@@ -23,7 +23,6 @@ from cosyagent.agent.events import (
     CancelTurnEnd,
     ClearAudio,
     HoldAudio,
-    PredictTurnEnd,
     ProtocolError,
     ResumeAudio,
     Send,
@@ -49,7 +48,6 @@ from cosyagent.audio.wire import AudioFormatError, InputDecoder
 from cosyagent.engines.base import AudioF32, VADStream
 from cosyagent.pipeline.barge_in import BargeInDecision, BargeInPolicy
 from cosyagent.pipeline.turns import (
-    SPECULATE_AFTER_MS,
     SpeechDismissed,
     SpeechPaused,
     SpeechResumed,
@@ -317,17 +315,7 @@ class RealtimeCore(ItemEvents):
             return [self._send("input_audio_buffer.speech_started", audio_start_ms=start_ms, item_id=item_id), *actions]
         item_id = self._speech_item_id or new_id("item")
         if isinstance(turn, SpeechPaused):
-            job_id = self._jobs.start(item_id, speculative=True)
-            semantic = detection is not None and detection.semantic
-            wait_left_ms = max(0, detection.silence_duration_ms - SPECULATE_AFTER_MS) if detection else 0
-            # The reply waits for the transcript, whoever ends the turn, so the transcript takes the
-            # CPU lane first. Smart Turn (~0.25 s on a CPU) can only end the turn sooner than the
-            # silence wait: it runs after the transcript and is cancelled when the wait ends first.
-            language = self.config.transcription_language
-            due_ms = 0 if semantic else wait_left_ms
-            actions.append(Transcribe(item_id, job_id, turn.audio, language, due_in_ms=due_ms))
-            if semantic:
-                actions.append(PredictTurnEnd(job_id, turn.audio, due_in_ms=wait_left_ms))
+            actions += self._jobs.speculate(item_id, turn.audio, detection, self.config.transcription_language)
         elif isinstance(turn, SpeechResumed):
             actions += self._jobs.drop_speculation()
         elif isinstance(turn, SpeechStopped):
