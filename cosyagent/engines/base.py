@@ -127,6 +127,7 @@ class EngineExecutor:
         held = held_lane(self._scheduler)
         try:
             if held is not None:  # the caller's lane (holding_lane): no wait, and the caller frees it
+                self._scheduler.started(self._name, submitted, deadline)
                 job = self._pool.submit(guarded)
                 held.last_job = job
                 return await asyncio.wrap_future(job)

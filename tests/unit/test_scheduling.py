@@ -226,6 +226,8 @@ async def test_a_held_lane_runs_two_engines_back_to_back_and_lets_nothing_in_bet
                 await check.run(lambda: work("language check"))
                 await asr.run(lambda: work("transcript"))
 
+    started: list[str] = []
+    stop = scheduler.observe(lambda name, waited, late: started.append(name))
     held = asyncio.create_task(transcript())
     await asyncio.sleep(0.02)
     verdict = asyncio.create_task(turn.run(lambda: work("turn model")))  # due now: before the transcript
@@ -233,6 +235,8 @@ async def test_a_held_lane_runs_two_engines_back_to_back_and_lets_nothing_in_bet
     gate.set()
     await asyncio.wait_for(asyncio.gather(held, verdict), 3.0)
     assert order == ["language check", "transcript", "turn model"]
+    assert started == ["test-lid", "test-asr", "test-turn"], "every job is observed, held lane or not"
+    stop()
     for engine in (check, asr, turn):
         engine.shutdown()
 
