@@ -44,6 +44,7 @@ from cosyagent.runtime.capacity import (
 from cosyagent.runtime.engine_choice import build_asr, build_embedded_llm, build_tts
 from cosyagent.runtime.llm_supervisor import LLMSupervisor, SupervisedLLM
 from cosyagent.runtime.sessions import SessionRegistry
+from cosyagent.runtime.slot_warmup import warm_llm_slots
 from cosyagent.telemetry import SessionObserver, Telemetry
 from cosyagent.voices.library import ClipLimits, VoiceLibrary
 from cosyagent.voices.synthesizer import LibrarySynthesizer
@@ -157,10 +158,15 @@ class Runtime:
         began = time.monotonic()
         try:
             self.capacity_estimate = await self._estimate_capacity()
+            self.load_seconds["capacity"] = round(time.monotonic() - began, 2)
+            if self.llm_server is not None and llm.server == "native" and llm.parallel > 1:
+                began, server = time.monotonic(), self.llm_server
+                instructions = self.config.realtime.instructions
+                await warm_llm_slots(server.base_url, server.model, instructions, llm.parallel, timeout_s=30.0)
+                self.load_seconds["llm_slots"] = round(time.monotonic() - began, 2)
         except BaseException:
             await self.stop()  # the LLM server is up: leave nothing running
             raise
-        self.load_seconds["capacity"] = round(time.monotonic() - began, 2)
 
     def _llm_tokens_per_turn(self) -> int:
         """The tokens of one reply the next session waits for: all of them when the embedded

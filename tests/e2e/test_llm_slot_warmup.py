@@ -1,0 +1,44 @@
+"""Every slot of the embedded llama.cpp server is warmed with the instructions at startup, so the
+first conversations after a start do not each evaluate the system prompt on their first turn."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from cosyagent.runtime.slot_warmup import warm_llm_slots
+from tests.e2e.conftest import LiveServer
+
+
+async def _slots(base_url: str) -> list[dict[str, Any]]:
+    root = base_url.rstrip("/").removesuffix("/v1")
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        response = await http.get(f"{root}/slots")
+    response.raise_for_status()
+    slots: list[dict[str, Any]] = response.json()
+    return slots
+
+
+async def test_startup_warms_every_slot_and_a_warm_up_reaches_each_slot_once(live_server: LiveServer) -> None:
+    runtime = live_server.runtime
+    server = runtime.llm_server
+    assert server is not None
+    parallel = runtime.config.llm.parallel
+    assert parallel > 1 and "llm_slots" in runtime.load_seconds  # start() warmed them
+    before = await _slots(server.base_url)
+    assert len(before) == parallel
+    assert all("id_task" in slot for slot in before), before  # every slot has served a request
+
+    # Unpinned, quick requests tend to land in the same free slot; pinned, each slot gets one.
+    last_task = max(int(slot["id_task"]) for slot in before)
+    instructions = "You are a test assistant who answers in exactly one word."
+    warmed = await warm_llm_slots(server.base_url, server.model, instructions, parallel, timeout_s=60.0)
+    assert warmed == parallel
+    after = await _slots(server.base_url)
+    assert all(int(slot["id_task"]) > last_task for slot in after), after
+
+
+async def test_a_server_that_is_not_there_costs_only_the_warm_up() -> None:
+    warmed = await warm_llm_slots("http://127.0.0.1:9/v1", "none", "Be brief.", 2, timeout_s=5.0)
+    assert warmed == 0
