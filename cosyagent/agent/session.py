@@ -244,16 +244,10 @@ class RealtimeSession:
                 task = self._spawn(self._predict_turn_end(action, token), f"turn-end-{action.job_id}")
                 self._turn_end_jobs[action.job_id] = (task, token)
             elif isinstance(action, CancelTurnEnd):
-                turn_end = self._turn_end_jobs.pop(action.job_id, None)
-                if turn_end is not None:
-                    turn_end[1].cancel()
-                    turn_end[0].cancel()
+                _cancel_job(self._turn_end_jobs, action.job_id)
             elif isinstance(action, CancelTranscribe):
-                for jobs in (self._transcribe_jobs, self._turn_end_jobs):
-                    job = jobs.pop(action.job_id, None)
-                    if job is not None:
-                        job[1].cancel()
-                        job[0].cancel()
+                _cancel_job(self._transcribe_jobs, action.job_id)
+                _cancel_job(self._turn_end_jobs, action.job_id)
             elif isinstance(action, StartResponse):
                 self._responses[action.response_id] = self._spawn(self._respond(action), action.response_id)
             elif isinstance(action, CancelResponse):
@@ -370,3 +364,12 @@ class RealtimeSession:
                 await pacing
             self._responses.pop(response_id, None)
             self._playouts.pop(response_id, None)
+
+
+def _cancel_job(jobs: dict[str, tuple[asyncio.Task[None], CancelToken]], job_id: str) -> None:
+    """Stop an engine job: its token skips or aborts the engine call, the task stops waiting."""
+    job = jobs.pop(job_id, None)
+    if job is not None:
+        task, token = job
+        token.cancel()
+        task.cancel()

@@ -131,20 +131,28 @@ async def test_needed_by_dates_the_jobs_of_its_task_only() -> None:
     assert job_deadline() < due
 
 
+class _Recorder:
+    """Engine work that records the order jobs ran in; the job named ``blocker`` waits for ``gate``."""
+
+    def __init__(self, blocker: str) -> None:
+        self.blocker = blocker
+        self.gate = threading.Event()
+        self.order: list[str] = []
+
+    def work(self, name: str) -> str:
+        if name == self.blocker:
+            self.gate.wait(2.0)
+        self.order.append(name)
+        return name
+
+
 async def test_engines_sharing_a_scheduler_serve_the_earliest_deadline_first() -> None:
     """Two engines (as ASR and TTS are), one lane: a later clause queued first still waits
     for another session's first clause and a transcript that is needed sooner."""
     scheduler = DeadlineScheduler(lanes=1)
     asr, tts = EngineExecutor("test-asr", scheduler), EngineExecutor("test-tts", scheduler)
-    gate = threading.Event()
-    order: list[str] = []
-
-    def work(name: str) -> str:
-        if name == "blocker":
-            gate.wait(2.0)
-        order.append(name)
-        return name
-
+    recorder = _Recorder("blocker")
+    work, gate, order = recorder.work, recorder.gate, recorder.order
     now = time.monotonic()
 
     async def dated(executor: EngineExecutor, name: str, due: float) -> str:
@@ -209,15 +217,8 @@ async def test_a_held_lane_runs_two_engines_back_to_back_and_lets_nothing_in_bet
     scheduler = DeadlineScheduler(lanes=1)
     check, asr = EngineExecutor("test-lid", scheduler), EngineExecutor("test-asr", scheduler)
     turn = EngineExecutor("test-turn", scheduler)
-    gate = threading.Event()
-    order: list[str] = []
-
-    def work(name: str) -> str:
-        if name == "language check":
-            gate.wait(2.0)
-        order.append(name)
-        return name
-
+    recorder = _Recorder("language check")
+    work, gate, order = recorder.work, recorder.gate, recorder.order
     now = time.monotonic()
 
     async def transcript() -> None:
