@@ -11,6 +11,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from cosyagent.audio.pcm import pcm16_to_float, resample
+from tests.alignment import normalized
 from tests.e2e.audio_server import in_process_server, write_config
 from tests.e2e.conftest import LiveServer
 from tests.e2e.realtime_client import Transcript, collect
@@ -75,8 +76,9 @@ async def test_kokoro_times_its_words_for_realtime_and_speech(server: LiveServer
     events = seen.of_type("response.output_audio_timestamps.delta")
     words = [w["text"] for e in events for w in e.words]
     transcript = seen.of_type("response.output_audio_transcript.done")[0].transcript
-    assert words and [w.strip(".,!?").lower() for w in words] == [
-        t.strip(".,!?\"'").lower() for t in transcript.split() if t.strip(".,!?\"'")
+    # Compared without punctuation: SmolLM2 may answer "Sender: Jessica", timed as the word "Sender".
+    assert words and [normalized(w) for w in words if normalized(w)] == [
+        normalized(t) for t in transcript.split() if normalized(t)
     ], (words, transcript)
     assert {v["viseme"] for e in events for v in e.visemes} - {"sil"}
     speech = await client.audio.speech.with_raw_response.create(
