@@ -15,7 +15,14 @@ from cosyagent.engines import moonshine_asr
 from cosyagent.engines.base import AudioF32, CancelToken, EngineCancelled, EngineError, SpeechRecognizer
 from cosyagent.engines.base import EngineUnavailableError as Unavailable
 from cosyagent.engines.moonshine_asr import MoonshineASR
-from cosyagent.engines.moonshine_files import SHA256, checked_sources, convert_ort_to_onnx, package_dir
+from cosyagent.engines.moonshine_files import (
+    SHA256,
+    checked_sources,
+    convert_ort_to_onnx,
+    onnx_models,
+    package_dir,
+    quantize_decoder,
+)
 from tests.support import REFERENCES, read_clip, word_error_rate
 
 Clip = Callable[[str], tuple[AudioF32, int]]
@@ -128,3 +135,21 @@ def test_the_conversion_is_deterministic(tmp_path: Path) -> None:
     convert_ort_to_onnx(source, second)
     assert first.read_bytes() == second.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "b.onnx"]  # no temporary files left
+
+
+def test_the_decoder_is_quantized_deterministically(tmp_path: Path) -> None:
+    import onnx
+
+    decoder = onnx_models(cache=tmp_path).decoder
+    (converted,) = (p for p in tmp_path.iterdir() if p.name.startswith("decoder_") and p != decoder)
+    again = tmp_path / "again.onnx"
+    quantize_decoder(converted, again)
+    assert decoder.name.endswith(".u8.onnx") and decoder.read_bytes() == again.read_bytes()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+    operators: list[str] = []
+    graphs = [onnx.load(decoder).graph]
+    while graphs:  # the layers are inside the merged decoder's If branches
+        graph = graphs.pop()
+        operators += [node.op_type for node in graph.node]
+        graphs += [a.g for node in graph.node for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+    assert operators.count("MatMulInteger") >= 100  # every weight MatMul of both branches (146)
