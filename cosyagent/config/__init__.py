@@ -220,10 +220,15 @@ class SchedulerConfig:
     once, the one needed first goes next (cosyagent/engines/scheduling.py)."""
 
     lanes: int = 1
+    # With the embedded LLM (on these cores): while a reply waits for its first clause, jobs
+    # needed more than this far ahead wait; 0: off.
+    yield_to_llm_ms: int = 1000
 
     def __post_init__(self) -> None:
         if not 1 <= self.lanes <= 64:
             raise ConfigError("scheduler.lanes must be 1-64")
+        if not 0 <= self.yield_to_llm_ms <= 10000:
+            raise ConfigError("scheduler.yield_to_llm_ms must be 0-10000")
 
 
 @dataclass(frozen=True)

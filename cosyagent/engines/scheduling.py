@@ -12,11 +12,18 @@ wait can end the turn. Jobs nobody dated (``/v1/audio/speech``, a file transcrip
 needed when they are submitted. Deadlines never move once a job waits, so every job runs
 before any job submitted after its deadline: no starvation. A running job is never
 preempted; a long one (a whole file's transcription) holds its lane until it ends.
+
+The embedded LLM runs outside the lanes, in its own process, on the same cores. While a reply
+waits for its first clause from it (:meth:`DeadlineScheduler.waiting_on_llm`), jobs needed more
+than ``yield_ahead_s`` from now (a later clause of another reply, with seconds of audio still
+to play) wait too, and run once their deadline comes that close or no reply waits: so no
+session synthesizes far ahead while another waits for its first clause.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import heapq
@@ -127,6 +134,9 @@ class DeadlineScheduler:
         self._sequence = itertools.count()
         # Told of each job as it starts: (engine, seconds it waited, seconds past its deadline).
         self._observers: list[Callable[[str, float, float], None]] = []
+        self.yield_ahead_s: float | None = None  # None: jobs never yield to the LLM
+        self._llm_waits = 0  # replies waiting for their first clause from the LLM
+        self._recheck_at: float | None = None  # when a held job's deadline comes close enough
 
     @property
     def lanes(self) -> int:
@@ -152,11 +162,14 @@ class DeadlineScheduler:
         """Wait for a lane; the caller must :meth:`release` it once its job has ended."""
         loop = asyncio.get_running_loop()
         with self._lock:
-            if self._free > 0 and not self._waiting:
+            if self._free > 0 and not self._waiting and not self._yields(deadline, time.monotonic()):
                 self._free -= 1
                 return
             waiter = _Waiter(loop, loop.create_future())
             heapq.heappush(self._waiting, _Entry(deadline, next(self._sequence), waiter))
+            grants = self._grant_free_lanes()  # a free lane, held back for the LLM: look again later
+        for grant in grants:
+            grant()
         try:
             await waiter.future
         except asyncio.CancelledError:
@@ -166,6 +179,26 @@ class DeadlineScheduler:
             if granted:  # the lane arrived as we were cancelled: pass it on
                 self.release()
             raise
+
+    def waiting_on_llm(self) -> Callable[[], None]:
+        """A reply now waits for its first clause from the LLM; returns the function that says it
+        no longer does (idempotent: call it at the first clause and again when the reply ends)."""
+        with self._lock:
+            self._llm_waits += 1
+        ended = False
+
+        def end() -> None:
+            nonlocal ended
+            if ended:
+                return
+            ended = True
+            with self._lock:
+                self._llm_waits -= 1
+                grants = self._grant_free_lanes()
+            for grant in grants:
+                grant()
+
+        return end
 
     def observe(self, observer: Callable[[str, float, float], None]) -> Callable[[], None]:
         """Tell ``observer`` (engine, seconds waited, seconds past the deadline) of every job
@@ -196,17 +229,44 @@ class DeadlineScheduler:
             grant()
         return idle
 
+    def _yields(self, deadline: float, now: float) -> bool:
+        """Under the lock: whether a job needed by ``deadline`` waits for the LLM's first clauses."""
+        return self._llm_waits > 0 and self.yield_ahead_s is not None and deadline - now > self.yield_ahead_s
+
     def _grant_free_lanes(self) -> list[Callable[[], None]]:
         """Under the lock: hand free lanes to waiters; returns what tells them (call unlocked)."""
         grants: list[Callable[[], None]] = []
+        now = time.monotonic()
         while self._free > 0 and self._waiting:
-            waiter = heapq.heappop(self._waiting).waiter
+            entry = self._waiting[0]
+            waiter = entry.waiter
+            if not (waiter.abandoned or waiter.loop.is_closed()) and self._yields(entry.deadline, now):
+                self._recheck_later(entry)  # the most urgent job yields, so every other one does too
+                break
+            heapq.heappop(self._waiting)
             if waiter.abandoned or waiter.loop.is_closed():
                 continue
             waiter.granted = True
             self._free -= 1
             grants.append(functools.partial(_tell, waiter, self))
         return grants
+
+    def _recheck_later(self, entry: _Entry) -> None:
+        """Under the lock: look again when ``entry``'s deadline is ``yield_ahead_s`` away."""
+        at = entry.deadline - (self.yield_ahead_s or 0.0)
+        if self._recheck_at is not None and self._recheck_at <= at:
+            return  # a look at or before then is already due
+        self._recheck_at = at
+        delay = max(0.0, at - time.monotonic())
+        with contextlib.suppress(RuntimeError):  # its loop closed: the job is gone with it
+            entry.waiter.loop.call_soon_threadsafe(entry.waiter.loop.call_later, delay, self._recheck)
+
+    def _recheck(self) -> None:
+        with self._lock:
+            self._recheck_at = None
+            grants = self._grant_free_lanes()
+        for grant in grants:
+            grant()
 
 
 def _tell(waiter: _Waiter, scheduler: DeadlineScheduler) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cosyagent.engines.base import AudioF32, ChatLLM, ChatMessage, SpeechSynthesizer, ToolCallDelta
+from cosyagent.engines.scheduling import cpu_scheduler
 from cosyagent.pipeline.speak import speak
 from cosyagent.pipeline.timestamps import SpeechTimings
 from cosyagent.pipeline.voice_language import firmer, in_the_voice_language, speakable_opening, speaks_no_chinese
@@ -93,8 +94,27 @@ async def stream_reply(
     while it synthesizes: the LLM keeps generating while earlier clauses are spoken.
     """
     timings = timings or ReplyTimings()
+    # Until the first clause, jobs needed later yield the cores to the LLM (engines.scheduling).
+    first_clause_came = cpu_scheduler().waiting_on_llm()
+    events = _reply_events(request, llm, tts, timings, first_clause_came)
+    try:
+        async with aclosing(events):  # type: ignore[type-var]  # an async generator
+            async for event in events:
+                yield event
+    finally:
+        first_clause_came()
+
+
+async def _reply_events(
+    request: ReplyRequest,
+    llm: ChatLLM,
+    tts: SpeechSynthesizer,
+    timings: ReplyTimings,
+    first_clause_came: Callable[[], None],
+) -> AsyncIterator[ReplyEvent]:
     if not request.audio:
         async for delta in _llm_text(request, llm, timings):
+            first_clause_came()
             yield TextDelta(delta)
         return
     languages = tts.info.languages
@@ -103,12 +123,17 @@ async def stream_reply(
     if speaks_no_chinese(languages) and not request.tools:  # (a retry would repeat tool calls already told)
         again = replace(request, messages=firmer(request.messages, languages))
         text = speakable_opening(text, lambda: _llm_text(again, llm, timings))
+
+    def clause_ready(_clause: str) -> None:
+        timings.mark("first_clause")
+        first_clause_came()
+
     spoken = speak(
         tts,
         text,
         voice=request.voice,
         speed=request.speed,
-        on_clause=lambda _clause: timings.mark("first_clause"),
+        on_clause=clause_ready,
         timed=request.timed,
     )
     async with aclosing(spoken):  # type: ignore[type-var]  # speak is an async generator

@@ -121,6 +121,8 @@ class Runtime:
         loop = asyncio.get_running_loop()
         scheduler = cpu_scheduler()
         scheduler.resize(self.config.scheduler.lanes)
+        yield_ms = self.config.scheduler.yield_to_llm_ms if self.llm_server is not None else 0
+        scheduler.yield_ahead_s = yield_ms / 1000 if yield_ms else None
         self._stop_observing = scheduler.observe(self.telemetry.engine_job_started)
         engines: list[tuple[str, Engine]] = [("vad", self.vad), ("asr", self.asr), ("tts", self.tts)]
         for name, engine in engines + ([("turn_model", self.turn_end)] if self.turn_end else []):
@@ -215,6 +217,7 @@ class Runtime:
 
     async def stop(self) -> None:
         self._stop_observing()
+        cpu_scheduler().yield_ahead_s = None
         if self.llm_supervisor is not None:
             await self.llm_supervisor.stop()  # before the server stops: that is no crash
         if self.llm is not None:

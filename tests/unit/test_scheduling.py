@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from cosyagent.config import ConfigError, load_config
 from cosyagent.engines.base import CancelToken, EngineCancelled, EngineExecutor
 from cosyagent.engines.scheduling import DeadlineScheduler, holding_lane, job_deadline, needed_by
 
@@ -263,3 +265,58 @@ async def test_a_held_lane_cancelled_mid_job_is_freed_when_that_job_ends() -> No
     await asyncio.wait_for(waiter, 1.0)
     scheduler.release()
     engine.shutdown()
+
+
+async def test_jobs_needed_later_yield_to_a_reply_waiting_for_the_llm() -> None:
+    scheduler = DeadlineScheduler(lanes=1)
+    scheduler.yield_ahead_s = 0.3
+    first_clause_came = scheduler.waiting_on_llm()
+    ran: dict[str, float] = {}
+    began = time.monotonic()
+
+    async def job(name: str, needed_in_s: float) -> None:
+        await scheduler.acquire(time.monotonic() + needed_in_s)
+        ran[name] = time.monotonic() - began
+        scheduler.release()
+
+    soon = asyncio.create_task(job("transcript", 0.0))
+    later = asyncio.create_task(job("clause with 2 s of audio before it", 2.0))
+    await asyncio.wait_for(soon, 1.0)  # a job needed soon does not wait for the LLM
+    await asyncio.sleep(0.1)
+    assert set(ran) == {"transcript"}, "a job needed later waits although the lane is free"
+    first_clause_came()
+    first_clause_came()  # said again when the reply ends: counted once
+    await asyncio.wait_for(later, 1.0)
+    assert ran["clause with 2 s of audio before it"] < 1.0
+    await asyncio.wait_for(scheduler.acquire(time.monotonic() + 5.0), 0.5)  # no reply waits now
+    scheduler.release()
+
+
+async def test_a_yielding_job_runs_once_its_deadline_comes_close() -> None:
+    scheduler = DeadlineScheduler(lanes=1)
+    scheduler.yield_ahead_s = 0.3
+    first_clause_came = scheduler.waiting_on_llm()  # and it never comes
+    submitted = time.monotonic()
+    await asyncio.wait_for(scheduler.acquire(submitted + 0.5), 2.0)
+    waited = time.monotonic() - submitted
+    scheduler.release()
+    first_clause_came()
+    assert 0.15 <= waited <= 0.6, waited  # ran ~0.3 s before its deadline, not at submission
+
+
+async def test_nothing_yields_without_an_llm_on_these_cores() -> None:
+    scheduler = DeadlineScheduler(lanes=1)  # yield_ahead_s None: an LLM elsewhere
+    first_clause_came = scheduler.waiting_on_llm()
+    await asyncio.wait_for(scheduler.acquire(time.monotonic() + 5.0), 0.2)
+    scheduler.release()
+    first_clause_came()
+
+
+@pytest.mark.parametrize("value", [-1, 10001])
+def test_the_yield_setting_is_checked(tmp_path: Path, value: int) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"scheduler:\n  yield_to_llm_ms: {value}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"scheduler.yield_to_llm_ms must be 0-10000"):
+        load_config(path, environ={})
+    path.write_text("scheduler:\n  yield_to_llm_ms: 0\n", encoding="utf-8")
+    assert load_config(path, environ={}).scheduler.yield_to_llm_ms == 0
