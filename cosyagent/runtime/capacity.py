@@ -8,24 +8,31 @@ second). An external LLM (``llm.engine: openai``) is not timed: its cost is not 
 
 :func:`estimate_capacity` turns those costs into a session count, a pure function:
 
-- The worst case is that every session ends its turn at the same moment. The engines serve
-  one call at a time (each has one worker; the embedded llama.cpp server answers one request
-  at a time) and share the same cores, so the turns are served one after another. One turn
-  costs ``turn_s = asr_s + llm_reply_s + tts_first_clause_s``, where ``llm_reply_s =
-  llm_first_token_s + reply_tokens / llm_tokens_per_s`` (the whole reply: the next session's
-  first token waits for it) and 0 for an external LLM. Session ``n`` hears its first audio
-  ``end_of_turn_s + n * turn_s`` after the end of its speech, so at most
-  ``latency_bound = floor((budget_s - end_of_turn_s) / turn_s)`` sessions fit the budget.
+- The worst case is that every session ends its turn at the same moment. The engines share
+  the same cores and serve one job at a time, so each session's work comes after the work of
+  those before it. One turn costs ``turn_s = asr_s + llm_reply_s + tts_first_clause_s``, where
+  ``llm_reply_s = llm_first_token_s + reply_tokens / llm_tokens_per_s`` (0 for an external
+  LLM). Session ``n`` hears its first audio at
+
+      end_of_turn_s + max(0, n * asr_s - hidden_s) + n * (llm_s + tts_first_clause_s) + decode_s
+
+  after the end of its speech: the transcripts start at the pause, so the silence wait hides
+  ``hidden_s = end_of_turn_s - SPECULATE_AFTER_MS`` of them; ``llm_s`` is the LLM's part one
+  session waits for. The embedded server that answers one request at a time makes the next
+  session wait for a whole reply (``llm_s = llm_reply_s``, ``decode_s = 0``); one that decodes
+  replies together (the native llama-server, ``llm.parallel`` > 1) only for each prompt's
+  reading (``llm_s = llm_first_token_s``), the first clauses being decoded together once
+  (``decode_s = reply_tokens / llm_tokens_per_s``, ``reply_tokens`` the first clause's). The
+  ``latency_bound`` is the largest ``n`` whose first audio fits ``budget_s``.
 - While those replies play, synthesis has to keep up with playback: each speaking session
   needs ``tts_rtf`` of the machine, so ``streaming_bound = floor(1 / tts_rtf)``.
 - ``capacity = max(1, min(latency_bound, streaming_bound))``: never below one (a server that
   refuses everyone serves no one; a warning says when one turn alone exceeds the budget).
 
-An embedded LLM that decodes replies together (the native llama-server, ``llm.parallel`` > 1)
-does not make the next session wait for a whole reply, only for the share of the CPU the
-replies take together: ``reply_tokens`` is then the first clause's (the caller passes
-``FIRST_CLAUSE_TOKENS``). Still conservative for engines that batch on a GPU (CosyVoice with
-``max_concurrency``, vLLM): there, set ``server.capacity`` to a number.
+Measured on the 2-core Xeon (2026-12-02): asr 0.16 s, LLM first token 0.36 s at 23 tokens/s,
+first clause 0.10 s give 4 sessions; four sessions ending their turns at once were measured at
+p95 1.9-2.5 s, eight at 9 s and more (docs/benchmarks.md). Still conservative for engines that
+batch on a GPU (CosyVoice with ``max_concurrency``, vLLM): there, set ``server.capacity``.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import numpy as np
 
 from cosyagent.audio.pcm import resample
 from cosyagent.engines.base import ChatLLM, SpeechRecognizer, SpeechSynthesizer
+from cosyagent.pipeline.turns import SPECULATE_AFTER_MS
 
 # What a turn is made of when it is timed: a short first clause, then a short second sentence
 # (a typical voice reply is one or two short sentences), and a question for the LLM.
@@ -47,6 +55,7 @@ QUESTION = "What is a good name for a puppy?"
 LLM_SAMPLE_TOKENS = 16  # tokens generated to time the LLM (its speed, not a whole reply)
 TYPICAL_REPLY_TOKENS = 30  # ~20 words: one or two short sentences, what a voice reply is
 FIRST_CLAUSE_TOKENS = 6  # the first clause (up to 3 words) and its punctuation
+MAX_SESSIONS = 1 << 16  # the latency bound of engines that cost (almost) nothing
 
 
 @dataclass(frozen=True)
@@ -102,14 +111,29 @@ class CapacityEstimate:
 
 
 def estimate_capacity(
-    costs: TurnCosts, *, budget_s: float, end_of_turn_s: float, reply_tokens: int = TYPICAL_REPLY_TOKENS
+    costs: TurnCosts,
+    *,
+    budget_s: float,
+    end_of_turn_s: float,
+    reply_tokens: int = TYPICAL_REPLY_TOKENS,
+    parallel_llm: bool = False,
 ) -> CapacityEstimate:
-    """Sessions that can take a turn at the same time within ``budget_s`` (see the module's formula)."""
+    """Sessions that can take a turn at the same time within ``budget_s`` (see the module's
+    formula); ``parallel_llm``: the embedded LLM decodes replies together."""
     if budget_s <= 0 or end_of_turn_s < 0 or reply_tokens < 0:
         raise ValueError("budget_s must be positive, end_of_turn_s and reply_tokens non-negative")
-    turn_s = costs.asr_s + costs.llm_reply_s(reply_tokens) + costs.tts_first_clause_s
-    room_s = budget_s - end_of_turn_s
-    latency_bound = max(0, math.floor(room_s / turn_s + 1e-9)) if turn_s > 0 else 1 << 20
+    llm_reply_s = costs.llm_reply_s(reply_tokens)
+    turn_s = costs.asr_s + llm_reply_s + costs.tts_first_clause_s
+    llm_s = (costs.llm_first_token_s or 0.0) if parallel_llm else llm_reply_s
+    decode_s = llm_reply_s - llm_s
+    hidden_s = max(0.0, end_of_turn_s - SPECULATE_AFTER_MS / 1000)
+
+    def first_audio_s(n: int) -> float:
+        return end_of_turn_s + max(0.0, n * costs.asr_s - hidden_s) + n * (llm_s + costs.tts_first_clause_s) + decode_s
+
+    latency_bound = 0
+    while latency_bound < MAX_SESSIONS and first_audio_s(latency_bound + 1) <= budget_s + 1e-9:
+        latency_bound += 1
     streaming_bound = math.floor(1.0 / costs.tts_rtf + 1e-9)
     sessions = max(1, min(latency_bound, streaming_bound))
     return CapacityEstimate(

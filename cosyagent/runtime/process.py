@@ -159,22 +159,27 @@ class Runtime:
         logger.info("engines ready in %s", self.load_seconds)
         began = time.monotonic()
         try:
-            self.capacity_estimate = await self._estimate_capacity()
-            self.load_seconds["capacity"] = round(time.monotonic() - began, 2)
-            if self.llm_server is not None and llm.server == "native" and llm.parallel > 1:
-                began, server = time.monotonic(), self.llm_server
+            # The slots first: a turn's cost is then timed as turns run, the instructions cached.
+            if self.llm_server is not None and self._llm_decodes_in_parallel():
+                server = self.llm_server
                 instructions = self.config.realtime.instructions
                 await warm_llm_slots(server.base_url, server.model, instructions, llm.parallel, timeout_s=30.0)
                 self.load_seconds["llm_slots"] = round(time.monotonic() - began, 2)
+            began = time.monotonic()
+            self.capacity_estimate = await self._estimate_capacity()
+            self.load_seconds["capacity"] = round(time.monotonic() - began, 2)
         except BaseException:
             await self.stop()  # the LLM server is up: leave nothing running
             raise
 
+    def _llm_decodes_in_parallel(self) -> bool:
+        llm = self.config.llm
+        return self.llm_server is not None and llm.server == "native" and llm.parallel > 1
+
     def _llm_tokens_per_turn(self) -> int:
         """The tokens of one reply the next session waits for: all of them when the embedded
         server answers one request at a time, the first clause's when it decodes in parallel."""
-        llm = self.config.llm
-        return FIRST_CLAUSE_TOKENS if llm.server == "native" and llm.parallel > 1 else TYPICAL_REPLY_TOKENS
+        return FIRST_CLAUSE_TOKENS if self._llm_decodes_in_parallel() else TYPICAL_REPLY_TOKENS
 
     async def _estimate_capacity(self) -> CapacityEstimate:
         """Time one turn on the warmed-up engines (the embedded LLM only: an external one is not
@@ -190,6 +195,7 @@ class Runtime:
             budget_s=budget_s,
             end_of_turn_s=rt.silence_duration_ms / 1000,
             reply_tokens=min(self._llm_tokens_per_turn(), rt.max_output_tokens),
+            parallel_llm=self._llm_decodes_in_parallel(),
         )
         logger.info(
             "capacity: %d sessions (one turn %.2f s: %s; latency bound %d, streaming bound %d)",
