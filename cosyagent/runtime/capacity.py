@@ -14,10 +14,12 @@ second). An external LLM (``llm.engine: openai``) is not timed: its cost is not 
   ``llm_reply_s = llm_first_token_s + reply_tokens / llm_tokens_per_s`` (0 for an external
   LLM). Session ``n`` hears its first audio at
 
-      end_of_turn_s + max(0, n * asr_s - hidden_s) + n * (llm_s + tts_first_clause_s) + decode_s
+      end_of_turn_s + max(0, n * (asr_s + turn_model_s) - hidden_s)
+                    + n * (llm_s + tts_first_clause_s) + decode_s
 
-  after the end of its speech: the transcripts start at the pause, so the silence wait hides
-  ``hidden_s = end_of_turn_s - SPECULATE_AFTER_MS`` of them; ``llm_s`` is the LLM's part one
+  after the end of its speech: the transcripts (and with ``semantic_vad`` the end-of-turn
+  model's verdicts) start at the pause, so the silence wait hides ``hidden_s = end_of_turn_s -
+  SPECULATE_AFTER_MS`` of them; ``llm_s`` is the LLM's part one
   session waits for. The embedded server that answers one request at a time makes the next
   session wait for a whole reply (``llm_s = llm_reply_s``, ``decode_s = 0``); one that decodes
   replies together (the native llama-server, ``llm.parallel`` > 1) only for each prompt's
@@ -29,10 +31,11 @@ second). An external LLM (``llm.engine: openai``) is not timed: its cost is not 
 - ``capacity = max(1, min(latency_bound, streaming_bound))``: never below one (a server that
   refuses everyone serves no one; a warning says when one turn alone exceeds the budget).
 
-Measured on the 2-core Xeon (2026-12-02): asr 0.16 s, LLM first token 0.36 s at 23 tokens/s,
-first clause 0.10 s give 4 sessions; four sessions ending their turns at once were measured at
-p95 1.9-2.5 s, eight at 9 s and more (docs/benchmarks.md). Still conservative for engines that
-batch on a GPU (CosyVoice with ``max_concurrency``, vLLM): there, set ``server.capacity``.
+Measured on the 2-core Xeon (2026-12-02): asr 0.16 s, Smart Turn 0.08 s, LLM first token
+0.2 s and 0.48 s to the first clause, first clause 0.085 s give 4 sessions; sessions ending
+their turns at once were measured at p95 1.9-2.9 s (four), 3.2 s (five) and 9 s (eight).
+Still conservative for engines that batch on a GPU (CosyVoice with ``max_concurrency``,
+vLLM): there, set ``server.capacity``.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cosyagent.audio.pcm import resample
-from cosyagent.engines.base import ChatLLM, SpeechRecognizer, SpeechSynthesizer
+from cosyagent.engines.base import ChatLLM, SpeechRecognizer, SpeechSynthesizer, TurnEndPredictor
 from cosyagent.pipeline.turns import SPECULATE_AFTER_MS
 
 # What a turn is made of when it is timed: a short first clause, then a short second sentence
@@ -67,9 +70,10 @@ class TurnCosts:
     tts_rtf: float
     llm_first_token_s: float | None = None  # None: the LLM is not ours (external), not counted
     llm_tokens_per_s: float | None = None
+    turn_model_s: float = 0.0  # semantic_vad's end-of-turn model on the utterance (0: not used)
 
     def __post_init__(self) -> None:
-        if min(self.asr_s, self.tts_first_clause_s) < 0 or self.tts_rtf <= 0:
+        if min(self.asr_s, self.tts_first_clause_s, self.turn_model_s) < 0 or self.tts_rtf <= 0:
             raise ValueError(f"turn costs must be non-negative and the TTS real-time factor positive: {self}")
         if (self.llm_first_token_s is None) != (self.llm_tokens_per_s is None):
             raise ValueError("llm_first_token_s and llm_tokens_per_s come together (both None: an external LLM)")
@@ -104,6 +108,8 @@ class CapacityEstimate:
     def stage_seconds(self) -> dict[str, float]:
         """The per-turn costs by stage, as ``/metrics`` shows them."""
         stages = {"asr": self.costs.asr_s, "tts_first_clause": self.costs.tts_first_clause_s, "turn": self.turn_s}
+        if self.costs.turn_model_s:
+            stages["turn_model"] = self.costs.turn_model_s
         if self.costs.llm_first_token_s is not None:
             stages["llm_first_token"] = self.costs.llm_first_token_s
             stages["llm_reply"] = self.costs.llm_reply_s(self.reply_tokens)
@@ -128,8 +134,11 @@ def estimate_capacity(
     decode_s = llm_reply_s - llm_s
     hidden_s = max(0.0, end_of_turn_s - SPECULATE_AFTER_MS / 1000)
 
+    in_the_wait_s = costs.asr_s + costs.turn_model_s  # each pause's jobs, started inside the silence wait
+
     def first_audio_s(n: int) -> float:
-        return end_of_turn_s + max(0.0, n * costs.asr_s - hidden_s) + n * (llm_s + costs.tts_first_clause_s) + decode_s
+        waited = max(0.0, n * in_the_wait_s - hidden_s)
+        return end_of_turn_s + waited + n * (llm_s + costs.tts_first_clause_s) + decode_s
 
     latency_bound = 0
     while latency_bound < MAX_SESSIONS and first_audio_s(latency_bound + 1) <= budget_s + 1e-9:
@@ -183,6 +192,7 @@ async def measure_turn_costs(
     instructions: str,
     *,
     patience_s: float = 3.0,
+    turn_end: TurnEndPredictor | None = None,
 ) -> TurnCosts:
     """Time one turn's work on the loaded engines (``llm``: the embedded LLM, None if external).
 
@@ -215,10 +225,15 @@ async def measure_turn_costs(
     # (Kokoro's Japanese-accented jf_alpha) for another language and refuse it, failing startup.
     await asr.transcribe(clip, language="en")
     asr_s = time.perf_counter() - began
+    turn_model_s = 0.0
+    if turn_end is not None:
+        began = time.perf_counter()
+        await turn_end.probability(clip)
+        turn_model_s = time.perf_counter() - began
     if llm is None:
-        return TurnCosts(asr_s=asr_s, tts_first_clause_s=first_clause_s, tts_rtf=rtf)
+        return TurnCosts(asr_s=asr_s, tts_first_clause_s=first_clause_s, tts_rtf=rtf, turn_model_s=turn_model_s)
     first_token_s, tokens_per_s = await _time_llm(llm, instructions, patience_s)
-    return TurnCosts(asr_s, first_clause_s, rtf, first_token_s, tokens_per_s)
+    return TurnCosts(asr_s, first_clause_s, rtf, first_token_s, tokens_per_s, turn_model_s)
 
 
 async def _time_llm(llm: ChatLLM, instructions: str, patience_s: float) -> tuple[float, float]:

@@ -187,8 +187,15 @@ class Runtime:
         rt = self.config.realtime
         embedded_llm = self.llm if self.llm_server is not None else None
         budget_s = self.config.server.latency_budget_ms / 1000
+        semantic = rt.turn_detection == "semantic_vad"
         costs = await measure_turn_costs(
-            self.asr, self.tts, rt.voice, embedded_llm, rt.instructions, patience_s=budget_s
+            self.asr,
+            self.tts,
+            rt.voice,
+            embedded_llm,
+            rt.instructions,
+            patience_s=budget_s,
+            turn_end=self.turn_end if semantic else None,
         )
         estimate = estimate_capacity(
             costs,

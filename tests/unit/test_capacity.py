@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -38,15 +39,27 @@ def test_the_streaming_bound_caps_a_generous_budget() -> None:
 
 
 def test_replies_decoded_together_make_each_session_wait_for_the_prompts_only() -> None:
-    """As measured on the 2-core Xeon (2026-12-02), where four sessions ending their turns at
-    once were answered at p95 1.9-2.5 s and eight at 9 s and more."""
-    xeon = TurnCosts(asr_s=0.16, tts_first_clause_s=0.1, tts_rtf=0.07, llm_first_token_s=0.36, llm_tokens_per_s=23.0)
+    """As measured at a start on the 2-core Xeon (2026-12-02), where sessions ending their turns
+    at once were answered at p95 1.9-2.9 s (four), 3.2 s (five) and 9 s (eight)."""
+    xeon = TurnCosts(
+        asr_s=0.157,
+        tts_first_clause_s=0.085,
+        tts_rtf=0.064,
+        llm_first_token_s=0.203,
+        llm_tokens_per_s=6 / 0.277,
+        turn_model_s=0.08,
+    )
     together = estimate_capacity(xeon, budget_s=3.0, end_of_turn_s=0.5, reply_tokens=6, parallel_llm=True)
-    # n = 4: 0.5 + (0.64 - 0.34) + 4 * (0.36 + 0.1) + 6 / 23 = 2.90 s; n = 5: 3.52 s
+    # n = 4: 0.5 + (4 * 0.237 - 0.34) + 4 * (0.203 + 0.085) + 0.277 = 2.54 s; n = 5: 3.07 s
     assert (together.latency_bound, together.sessions) == (4, 4)
-    assert together.turn_s == pytest.approx(0.16 + 0.36 + 6 / 23 + 0.1)
+    assert together.turn_s == pytest.approx(0.157 + 0.48 + 0.085)
+    assert together.stage_seconds()["turn_model"] == 0.08
+    without_smart_turn = estimate_capacity(
+        dataclasses.replace(xeon, turn_model_s=0.0), budget_s=3.0, end_of_turn_s=0.5, reply_tokens=6, parallel_llm=True
+    )
+    assert without_smart_turn.latency_bound == 5  # n = 5: 0.5 + 0.445 + 1.44 + 0.277 = 2.66 s
     one_at_a_time = estimate_capacity(xeon, budget_s=3.0, end_of_turn_s=0.5, reply_tokens=30)
-    assert one_at_a_time.latency_bound == 1  # each waits for the whole replies before it (1.9 s a turn)
+    assert one_at_a_time.latency_bound == 1  # each waits for the whole replies before it (~1.6 s a turn)
 
 
 def test_a_turn_over_the_budget_still_admits_one_session() -> None:
