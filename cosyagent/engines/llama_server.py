@@ -99,6 +99,10 @@ class EmbeddedLlamaServer(LlamaServerProcess):
             "--ctx-size", str(self.n_ctx * self.parallel),  # split evenly: n_ctx per slot
             "--no-kv-unified",
             "--cont-batching",
+            # Sampling for requests that name no temperature (the Realtime API has none). At llama.cpp's
+            # 0.8 the 0.5B model answered 10-15 of the 16 everyday questions over four rounds; at 0.3,
+            # 13-14 (docs/benchmarks.md, 2026-12-02 evening).
+            "--temp", "0.3",
             "--jinja",  # the chat template stored in the GGUF
             "--cache-ram", "256",  # prompt cache across requests, bounded (the default is 8 GiB)
             "--threads-http", str(self.parallel + 2),
