@@ -15,11 +15,14 @@ export TOKENIZERS_PARALLELISM := false
 LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF
 # The embedded LLM's server: llama.cpp's native llama-server (parallel slots, continuous batching),
 # built from the llama.cpp source vendored in the llama-cpp-python sdist (the same llama.cpp as the
-# library above). No network code (no curl, no OpenSSL), no web UI (none is fetched), static.
+# library above). No network code (no curl, no OpenSSL), no web UI (none is fetched), static. Beside
+# it llama-quantize, which re-quantizes the embedded LLM's weights once for the CPU's fastest kernels
+# (cosyagent/engines/gguf_requant.py; `cosyagent models prepare`, run by install).
 LLAMA_CPP_PYTHON := 0.3.36
 LLAMA_CPP_PYTHON_SHA256 := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 LLAMA_SERVER := $(BIN)/llama-server
-LLAMA_SERVER_STAMP := $(VENV)/.llama-server-$(LLAMA_CPP_PYTHON)
+LLAMA_QUANTIZE := $(BIN)/llama-quantize
+LLAMA_SERVER_STAMP := $(VENV)/.llama-tools-$(LLAMA_CPP_PYTHON)
 LLAMA_SERVER_BUILD := $(VENV)/.llama-server-build
 LLAMA_SERVER_JOBS ?= 2
 LLAMA_SERVER_CMAKE_ARGS := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
@@ -33,6 +36,7 @@ LLAMA_SERVER_CMAKE_ARGS := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -D
 KOKORO_VOICES_STAMP := $(or $(COSYAGENT_CACHE_DIR),$(HOME)/.cache/cosyagent)/kokoro-js-1.2.1/.installed.json
 
 install: $(STAMP) $(LLAMA_SERVER_STAMP) $(KOKORO_VOICES_STAMP)
+	@$(BIN)/cosyagent models prepare
 
 $(APT_STAMP):
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -71,8 +75,9 @@ $(LLAMA_SERVER_STAMP): | $(STAMP)
 	tar -xzf $(LLAMA_SERVER_BUILD)/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz -C $(LLAMA_SERVER_BUILD)
 	cmake -S $(LLAMA_SERVER_BUILD)/llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp \
 	  -B $(LLAMA_SERVER_BUILD)/build $(LLAMA_SERVER_CMAKE_ARGS) >$(LLAMA_SERVER_BUILD)/configure.log
-	cmake --build $(LLAMA_SERVER_BUILD)/build --config Release --target llama-server -j$(LLAMA_SERVER_JOBS)
+	cmake --build $(LLAMA_SERVER_BUILD)/build --config Release --target llama-server llama-quantize -j$(LLAMA_SERVER_JOBS)
 	install -m 755 $(LLAMA_SERVER_BUILD)/build/bin/llama-server $(LLAMA_SERVER).tmp && mv $(LLAMA_SERVER).tmp $(LLAMA_SERVER)
+	install -m 755 $(LLAMA_SERVER_BUILD)/build/bin/llama-quantize $(LLAMA_QUANTIZE).tmp && mv $(LLAMA_QUANTIZE).tmp $(LLAMA_QUANTIZE)
 	rm -rf $(LLAMA_SERVER_BUILD)
 	@touch $@
 
@@ -137,8 +142,9 @@ $(FUNASR_STAMP): constraints/funasr.txt | $(STAMP)
 	echo "import site; site.addsitedir('$$base')" > "$$own/zz-cosyagent-base.pth"
 	@touch $@
 
-# The production stack's embedded LLM finds llama-server beside its Python, as in .venv.
+# The production stack's embedded LLM finds llama-server (and llama-quantize) beside its Python, as in .venv.
 $(FUNASR_VENV)/bin/llama-server: $(LLAMA_SERVER_STAMP) | $(FUNASR_STAMP)
+	ln -sf $(abspath $(LLAMA_QUANTIZE)) $(FUNASR_VENV)/bin/llama-quantize
 	ln -sf $(abspath $(LLAMA_SERVER)) $@
 
 test: install lint browser-deps phone-deps funasr-venv

@@ -139,6 +139,9 @@ class ASRConfig:
 class LLMConfig:
     engine: str = "embedded"  # "embedded" (llama.cpp, started by us) or "openai" (any compatible endpoint)
     embedded_model: str = "qwen2.5-coder-0.5b"  # embedded: "qwen2.5-coder-0.5b" or "smollm2" (SmolLM2-135M)
+    # qwen2.5-coder-0.5b: "iq4_nl" (its Q5_0 matrices re-quantized once for llama.cpp's repacked x86
+    # kernels, cosyagent.engines.gguf_requant) or "packaged" (the Q4_K_M file as shipped)
+    embedded_weights: str = "iq4_nl"
     base_url: str | None = None
     model: str | None = None
     api_key: str | None = None
@@ -162,6 +165,8 @@ class LLMConfig:
             raise ConfigError(f"llm.server must be 'native' or 'python', not {self.server!r}")
         if self.parallel < 1:
             raise ConfigError(f"llm.parallel must be >= 1, not {self.parallel}")
+        if self.embedded_weights not in ("iq4_nl", "packaged"):
+            raise ConfigError(f"llm.embedded_weights must be 'iq4_nl' or 'packaged', not {self.embedded_weights!r}")
         if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
             raise ConfigError("llm.timeout_s and llm.connect_timeout_s must be positive")
         if self.max_restarts < 0:

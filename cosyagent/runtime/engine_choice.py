@@ -14,6 +14,7 @@ from cosyagent.engines.base import EngineUnavailableError, SpeechRecognizer, Spe
 from cosyagent.engines.cosyvoice_tts import CosyVoiceTTS
 from cosyagent.engines.funasr_asr import FunASRNano
 from cosyagent.engines.gguf_parts import QWEN25_CODER_05B_Q4KM, assemble
+from cosyagent.engines.gguf_requant import iq4_nl_weights
 from cosyagent.engines.kokoro_tts import KokoroTTS
 from cosyagent.engines.language_guard import LanguageCheckedASR
 from cosyagent.engines.language_id import SpokenLanguageID
@@ -101,11 +102,25 @@ _EMBEDDED_LLMS: dict[str, Callable[[], Path] | None] = {
 }
 
 
-def build_embedded_llm(config: LLMConfig) -> LlamaServerProcess:
-    """The native llama-server (``llm.server: native``) or llama-cpp-python's (``python``)."""
+def embedded_llm_weights(config: LLMConfig) -> Callable[[], Path] | None:
+    """Where the embedded LLM's GGUF comes from (called when the server starts): the packaged file,
+    or with ``llm.embedded_weights: iq4_nl`` the Qwen file re-quantized for the CPU (made once)."""
     if config.embedded_model not in _EMBEDDED_LLMS:
         raise ConfigError(f"llm.embedded_model must be one of {sorted(_EMBEDDED_LLMS)}, not {config.embedded_model!r}")
     model = _EMBEDDED_LLMS[config.embedded_model]
+    if model is None or config.embedded_model != "qwen2.5-coder-0.5b" or config.embedded_weights == "packaged":
+        return model
+    packaged = model
+
+    def requantized() -> Path:
+        return iq4_nl_weights(packaged(), QWEN25_CODER_05B_Q4KM.sha256, threads=config.threads)
+
+    return requantized
+
+
+def build_embedded_llm(config: LLMConfig) -> LlamaServerProcess:
+    """The native llama-server (``llm.server: native``) or llama-cpp-python's (``python``)."""
+    model = embedded_llm_weights(config)
     if config.server == "python":
         return PythonLlamaServer(model, n_threads=config.threads, n_ctx=config.context_tokens, nice=config.nice)
     return EmbeddedLlamaServer(
