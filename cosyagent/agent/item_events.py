@@ -32,15 +32,18 @@ class ItemEvents(ResponseOutput):
     def _on_item_truncate(self, event: dict[str, Any]) -> list[Action]:
         item, audio_end_ms = parse_truncate(event, self.conversation)
         assert item.spoken is not None
-        actions: list[Action] = []
-        if self._response is not None and self._response.item is item:
-            actions += self._cancel_response("client_cancelled")
+        # Checked before the reply is cancelled: the cancel keeps whole words only, so a clause
+        # begun but not yet heard as a word drops out, and the item's audio could look shorter
+        # than what the client was sent (a phone bridge truncating at the audio that left).
         if audio_end_ms > item.spoken.audio_ms + 1:
             raise ProtocolError(
                 f"audio_end_ms {audio_end_ms} is beyond the {int(item.spoken.audio_ms)} ms of audio sent",
                 code="invalid_value",
                 param="audio_end_ms",
             )
+        actions: list[Action] = []
+        if self._response is not None and self._response.item is item:
+            actions += self._cancel_response("client_cancelled")
         item.spoken.truncate(audio_end_ms)
         return actions + [
             self._send("conversation.item.truncated", item_id=item.id, content_index=0, audio_end_ms=audio_end_ms)

@@ -354,6 +354,30 @@ def test_client_truncate_and_cancel(vad: SileroVAD) -> None:
     assert sent(actions)[-1]["response"]["status_details"]["reason"] == "client_cancelled"
 
 
+def test_a_truncate_that_cancels_the_reply_is_checked_against_the_audio_sent(vad: SileroVAD) -> None:
+    """A phone bridge truncates the reply at the audio that left (SIP: 1200 ms) while the reply is
+    still running. The cancel keeps only whole words, so the second clause, 200 ms in and no word
+    of it heard, is dropped; the truncate is still within what was sent and must not be refused."""
+    core = make_core(vad, turn_detection=None)
+    core.receive({"type": "conversation.item.create", "item": _text_item("Tell me a story.")})
+    start = only(core.receive({"type": "response.create"}), StartResponse)
+    one_second = np.full(24000, 0.1, dtype=np.float32)
+    core.response_audio(start.response_id, one_second, "Once upon a time there lived a king.")
+    core.response_audio(start.response_id, one_second, "He had three daughters.")
+    for _ in range(12):  # 1.2 s sent: the first clause and a fifth of the second
+        core.pop_audio(start.response_id)
+    item_id = [item for item in core.conversation if item.role == "assistant"][-1].id
+
+    truncate = {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": 1200}
+    actions = core.receive(truncate)
+    assert "error" not in types(actions)
+    assert only(actions, CancelResponse).response_id == start.response_id
+    assert types(actions)[-1] == "conversation.item.truncated"
+    assert core.conversation.get(item_id).visible_text() == "Once upon a time there lived a king."  # type: ignore[union-attr]
+    beyond = {**truncate, "audio_end_ms": 1400}  # more than was ever sent: still refused
+    assert error_of(core.receive(beyond))["param"] == "audio_end_ms"
+
+
 @pytest.mark.parametrize(("fmt", "encode"), [("audio/pcmu", ulaw_encode), ("audio/pcma", alaw_encode)])
 def test_g711_formats_in_and_out(vad: SileroVAD, fmt: str, encode: Any) -> None:
     core = make_core(vad, turn_detection=None)
