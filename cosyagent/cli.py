@@ -229,10 +229,6 @@ def _bench(arguments: list[str]) -> int:
     return exit_code
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _prepare_llm(config_path: str | None) -> int:
     from cosyagent.engines.base import EngineUnavailableError
     from cosyagent.runtime.engine_choice import embedded_llm_weights
@@ -249,3 +245,7 @@ def _prepare_llm(config_path: str | None) -> int:
         print(f"cosyagent: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

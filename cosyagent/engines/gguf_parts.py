@@ -92,17 +92,17 @@ def assemble(model: PartedModel, directory: Path | None = None, *, locate: PartL
     """
     directory = directory or cache_dir()
     target = directory / model.file_name
-    if _stamp_matches(target, model.sha256):
+    if stamp_matches(target, model.sha256):
         return target
-    if target.is_file() and _hash_file(target) == model.sha256:
-        _write_stamp(target, model.sha256)  # verified once more, e.g. copied in by hand
+    if target.is_file() and hash_file(target) == model.sha256:
+        write_stamp(target, model.sha256)  # verified once more, e.g. copied in by hand
         return target
     started = time.perf_counter()
     sources = [_existing_part(part, locate) for part in model.parts]
     try:
         directory.mkdir(parents=True, exist_ok=True)
         _build(model, sources, target)
-        _write_stamp(target, model.sha256)
+        write_stamp(target, model.sha256)
     except OSError as exc:
         raise EngineUnavailableError(f"cannot assemble {target}: {exc}") from exc
     logger.info("assembled %s from %d parts in %.1f s", target, len(sources), time.perf_counter() - started)
@@ -152,7 +152,7 @@ def _stream(source: Path, sinks: Sequence[Callable[[bytes], object]]) -> None:
                 sink(block)
 
 
-def _hash_file(path: Path) -> str:
+def hash_file(path: Path) -> str:
     digest = hashlib.sha256()
     _stream(path, (digest.update,))
     return digest.hexdigest()
@@ -162,16 +162,21 @@ def _stamp_path(target: Path) -> Path:
     return target.with_name(target.name + ".verified.json")
 
 
-def _stamp_matches(target: Path, sha256: str) -> bool:
+def stamp_matches(target: Path, sha256: str | None = None) -> bool:
+    """``target`` is the file its stamp describes (same size and modification time) and, when
+    ``sha256`` is given, the stamp records that digest: a ``stat`` instead of hashing it again."""
     try:
         stamp: object = json.loads(_stamp_path(target).read_text(encoding="utf-8"))
         stat = target.stat()
     except (OSError, ValueError):
         return False
-    return stamp == {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if not isinstance(stamp, dict) or (sha256 is not None and stamp.get("sha256") != sha256):
+        return False
+    return stamp == {"sha256": stamp.get("sha256"), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _write_stamp(target: Path, sha256: str) -> None:
+def write_stamp(target: Path, sha256: str) -> None:
+    """Record ``target``'s digest, size and modification time beside it (``NAME.verified.json``)."""
     stat = target.stat()
     stamp = json.dumps({"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
     stamp_path = _stamp_path(target)

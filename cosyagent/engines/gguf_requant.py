@@ -12,7 +12,8 @@ What: every Q5_0 matrix becomes IQ4_NL; every other tensor (the Q8_0 output, the
 embedding, which is only looked up, the Q4_K/Q6_K/Q8_0 matrices, the norms) is copied bit for bit.
 llama.cpp's own ``llama-quantize`` does it (``make install`` builds it beside ``llama-server``),
 once, into ``$COSYAGENT_CACHE_DIR`` under a name holding the source's digest: ~40 s on 2 cores.
-A stamp beside the file (its digest, size and modification time) makes later starts a ``stat``;
+A stamp beside the file (its digest, size and modification time, as :mod:`gguf_parts` keeps them)
+makes later starts a ``stat``;
 a file that no longer matches its stamp is made again. Without ``llama-quantize`` the packaged
 file is used, with a warning.
 """
@@ -20,14 +21,10 @@ file is used, with a warning.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
-import shutil
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -35,7 +32,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cosyagent.engines.base import EngineUnavailableError
-from cosyagent.engines.gguf_parts import cache_dir
+from cosyagent.engines.gguf_parts import cache_dir, hash_file, stamp_matches, write_stamp
+from cosyagent.engines.llama_server import find_binary
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +53,7 @@ _STRING, _ARRAY = 8, 9
 
 def find_llama_quantize() -> Path | None:
     """``llama-quantize`` beside this Python (``make install`` puts it in ``.venv/bin``), else on PATH."""
-    beside = Path(sys.executable).parent / QUANTIZE_BINARY
-    if beside.is_file():
-        return beside
-    found = shutil.which(QUANTIZE_BINARY)
-    return Path(found) if found else None
+    return find_binary(QUANTIZE_BINARY)
 
 
 def tensor_types(path: Path) -> dict[str, int]:
@@ -142,7 +136,7 @@ def iq4_nl_weights(
     installed or fails (a warning says why)."""
     directory = directory or cache_dir()
     target = directory / f"{source.stem}.{RECIPE}-{source_sha256[:16]}.gguf"
-    if _stamp_matches(target):
+    if stamp_matches(target):
         return target
     tool = tool or find_llama_quantize()
     if tool is None:
@@ -157,7 +151,7 @@ def iq4_nl_weights(
     try:
         flags, lines = quantize_arguments(tensor_types(source))
         _run_quantize(tool, source, target, flags, lines, threads)
-        _write_stamp(target)
+        write_stamp(target, hash_file(target))
     except (EngineUnavailableError, OSError) as exc:
         logger.warning("cannot re-quantize %s (%s): the LLM runs on the packaged weights", source.name, exc)
         return source
@@ -199,28 +193,3 @@ def _partial_files(target: Path) -> Iterator[tuple[Path, Path]]:
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-
-
-def _stamp_path(target: Path) -> Path:
-    return target.with_name(target.name + ".made.json")
-
-
-def _stamp_matches(target: Path) -> bool:
-    try:
-        stamp = json.loads(_stamp_path(target).read_text(encoding="utf-8"))
-        stat = target.stat()
-    except (OSError, ValueError):
-        return False
-    return isinstance(stamp, dict) and stamp.get("size") == stat.st_size and stamp.get("mtime_ns") == stat.st_mtime_ns
-
-
-def _write_stamp(target: Path) -> None:
-    digest = hashlib.sha256()
-    with target.open("rb") as f:
-        while block := f.read(4 << 20):
-            digest.update(block)
-    stat = target.stat()
-    stamp = {"sha256": digest.hexdigest(), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    temp = _stamp_path(target).with_name(f".{_stamp_path(target).name}.{os.getpid()}.partial")
-    temp.write_text(json.dumps(stamp), encoding="utf-8")
-    os.replace(temp, _stamp_path(target))

@@ -20,18 +20,30 @@ from pathlib import Path
 from cosyagent.engines.base import EngineUnavailableError
 from cosyagent.engines.llama_process import LlamaServerProcess, child_environment, default_model_path
 
-__all__ = ["EmbeddedLlamaServer", "PythonLlamaServer", "child_environment", "default_model_path", "find_llama_server"]
+__all__ = [
+    "EmbeddedLlamaServer",
+    "PythonLlamaServer",
+    "child_environment",
+    "default_model_path",
+    "find_binary",
+    "find_llama_server",
+]
 
 BINARY_NAME = "llama-server"
 
 
-def find_llama_server() -> Path | None:
-    """The native binary: beside this Python (``make install`` puts it in ``.venv/bin``), else on PATH."""
-    beside = Path(sys.executable).parent / BINARY_NAME
+def find_binary(name: str) -> Path | None:
+    """A llama.cpp tool: beside this Python (``make install`` puts them in ``.venv/bin``), else on PATH."""
+    beside = Path(sys.executable).parent / name
     if beside.is_file():
         return beside
-    found = shutil.which(BINARY_NAME)
+    found = shutil.which(name)
     return Path(found) if found else None
+
+
+def find_llama_server() -> Path | None:
+    """The native server binary (:func:`find_binary`)."""
+    return find_binary(BINARY_NAME)
 
 
 class EmbeddedLlamaServer(LlamaServerProcess):
