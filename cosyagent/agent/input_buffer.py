@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -12,8 +13,16 @@ from cosyagent.pipeline.turns import TurnDetector, TurnEvent
 
 
 class InputBuffer:
-    def __init__(self, vad: VADStream, detection: TurnDetection | None, sample_rate: int, max_seconds: float) -> None:
+    def __init__(
+        self,
+        vad: VADStream,
+        detection: TurnDetection | None,
+        sample_rate: int,
+        max_seconds: float,
+        speculate_early: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._vad = vad
+        self._speculate_early = speculate_early
         self._rate = sample_rate
         self._max_samples = int(max_seconds * sample_rate)
         self._chunks: deque[AudioF32] = deque()
@@ -31,6 +40,7 @@ class InputBuffer:
                 silence_duration_ms=detection.silence_duration_ms,
                 interrupt_min_speech_ms=detection.interrupt_min_speech_ms,
                 sample_rate=self._rate,
+                speculate_early=self._speculate_early,
             )
             if detection is not None
             else None

@@ -74,10 +74,13 @@ class RealtimeCore(ItemEvents):
         audio_on_media_tracks: bool = False,
         clock: Callable[[], float] = time.monotonic,
         times_words: bool = False,
+        speculate_early: Callable[[], bool] = lambda: False,
     ) -> None:
         # Audio on media tracks (WebRTC): the ``format`` fields of session.update and
         # response.create do not apply, and reply audio leaves as PlayAudio, not delta events.
         # times_words: the TTS engine can time its words, so timestamps can be sent.
+        # speculate_early: whether the server has room for speculative transcripts sooner into
+        # a pause (see cosyagent.pipeline.turns), asked at each pause.
         super().__init__(
             config, tts_sample_rate, limits.max_context_items, audio_on_media_tracks, times_words, ASR_RATE
         )
@@ -85,7 +88,7 @@ class RealtimeCore(ItemEvents):
         self._voice_exists = voice_exists
         self.limits = limits
         self._decoder = InputDecoder(config.input_format, ASR_RATE)
-        self._input = InputBuffer(vad, config.turn_detection, ASR_RATE, limits.max_buffer_seconds)
+        self._input = InputBuffer(vad, config.turn_detection, ASR_RATE, limits.max_buffer_seconds, speculate_early)
         self._audio_budget = InputAudioBudget(limits.max_input_audio_speed, limits.input_audio_burst_seconds, clock)
         self._speech_item_id: str | None = None  # the user item the current speech will become
         self._jobs = TranscriptJobs()
@@ -315,7 +318,7 @@ class RealtimeCore(ItemEvents):
             return [self._send("input_audio_buffer.speech_started", audio_start_ms=start_ms, item_id=item_id), *actions]
         item_id = self._speech_item_id or new_id("item")
         if isinstance(turn, SpeechPaused):
-            actions += self._jobs.speculate(item_id, turn.audio, detection, self.config.transcription_language)
+            actions += self._jobs.speculate(item_id, turn, detection, self.config.transcription_language)
         elif isinstance(turn, SpeechResumed):
             actions += self._jobs.drop_speculation()
         elif isinstance(turn, SpeechStopped):

@@ -13,8 +13,7 @@ from typing import Any
 from cosyagent.agent.events import Action, CancelTranscribe, PredictTurnEnd, Transcribe, new_id
 from cosyagent.agent.out_of_band import IN_CONVERSATION, ResponseContext
 from cosyagent.agent.session_config import TurnDetection
-from cosyagent.audio.pcm import AudioF32
-from cosyagent.pipeline.turns import SPECULATE_AFTER_MS
+from cosyagent.pipeline.turns import SpeechPaused
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ class TranscriptJobs:
         return any(job.committed for job in self._jobs.values())
 
     def speculate(
-        self, item_id: str, audio: AudioF32, detection: TurnDetection | None, language: str | None
+        self, item_id: str, pause: SpeechPaused, detection: TurnDetection | None, language: str | None
     ) -> list[Action]:
         """The speaker paused: transcribe what they said so far, and with semantic_vad ask the
         end-of-turn model too. The reply waits for the transcript however the turn ends, so it
@@ -72,12 +71,12 @@ class TranscriptJobs:
         so it is due when the wait would end, and cancelled if the wait ends the turn first."""
         job_id = self.start(item_id, speculative=True)
         semantic = detection is not None and detection.semantic
-        wait_left_ms = max(0, detection.silence_duration_ms - SPECULATE_AFTER_MS) if detection else 0
+        wait_left_ms = max(0, detection.silence_duration_ms - pause.silence_ms) if detection else 0
         actions: list[Action] = [
-            Transcribe(item_id, job_id, audio, language, due_in_ms=0 if semantic else wait_left_ms)
+            Transcribe(item_id, job_id, pause.audio, language, due_in_ms=0 if semantic else wait_left_ms)
         ]
         if semantic:
-            actions.append(PredictTurnEnd(job_id, audio, due_in_ms=wait_left_ms))
+            actions.append(PredictTurnEnd(job_id, pause.audio, due_in_ms=wait_left_ms))
         return actions
 
     def commit_speculation(self) -> str | None:

@@ -10,6 +10,7 @@ with exactly that audio and its transcript is already (nearly) done; if they res
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,8 +28,13 @@ HOLD_AFTER_FRAMES = 2
 SILENCE_HYSTERESIS = 0.15
 # A pause this long starts speculative ASR; well inside any silence_duration_ms.
 SPECULATE_AFTER_MS = 160
-# Audio kept after the last speech frame, so word endings are not clipped.
-TAIL_MS = 160
+# ... or this long when the server has room to spare (``speculate_early``): the turn can end
+# 64 ms sooner, at the price of ~30% more speculative transcripts thrown away (measured on the
+# test clips), a price only worth paying when it takes no CPU from anyone else.
+EARLY_SPECULATE_AFTER_MS = 96
+# Audio kept after the last speech frame, so word endings are not clipped: the silence seen
+# when the speaker paused, so that pause and stop commit the same audio.
+TAIL_MS = SPECULATE_AFTER_MS
 MAX_UTTERANCE_MS = 60_000
 
 
@@ -57,9 +63,11 @@ class SpeechConfirmed:
 
 @dataclass(frozen=True)
 class SpeechPaused:
-    """The speaker paused; ``audio`` is the utterance as it would be committed now."""
+    """The speaker paused; ``audio`` is the utterance as it would be committed now, after
+    ``silence_ms`` of silence (:data:`SPECULATE_AFTER_MS`, or the early mark)."""
 
     audio: AudioF32
+    silence_ms: int = SPECULATE_AFTER_MS
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,7 @@ class TurnDetector:
         interrupt_min_speech_ms: int = 200,
         sample_rate: int = 16000,
         frame_samples: int = 512,
+        speculate_early: Callable[[], bool] = lambda: False,
     ) -> None:
         self._vad = vad
         self._threshold = threshold
@@ -97,8 +106,10 @@ class TurnDetector:
         self._frame_ms = 1000.0 * frame_samples / sample_rate
         self._silence_frames_to_stop = max(1, round(silence_duration_ms / self._frame_ms))
         self._speculate_frames = max(1, round(SPECULATE_AFTER_MS / self._frame_ms))
+        self._early_speculate_frames = max(1, round(EARLY_SPECULATE_AFTER_MS / self._frame_ms))
+        self._speculate_early = speculate_early  # asked once per pause, when it reaches the early mark
         self._confirm_frames = max(MIN_SPEECH_FRAMES, round(interrupt_min_speech_ms / self._frame_ms))
-        self._tail_frames = max(0, round(TAIL_MS / self._frame_ms))
+        self._full_tail_frames = max(0, round(TAIL_MS / self._frame_ms))
         self._max_frames = round(MAX_UTTERANCE_MS / self._frame_ms)
         self._prefix: deque[AudioF32] = deque(maxlen=max(1, round(prefix_padding_ms / self._frame_ms)))
         self._pending = np.zeros(0, dtype=np.float32)
@@ -115,6 +126,7 @@ class TurnDetector:
         self._paused = False
         self._utterance: list[AudioF32] = []
         self._speech_end_index = 0  # frames of the utterance up to the last speech frame
+        self._tail_frames = self._full_tail_frames  # shorter for a turn that paused early
 
     @property
     def audio_ms(self) -> int:
@@ -187,15 +199,22 @@ class TurnDetector:
                 self._speech_end_index = len(self._utterance)
                 if self._paused:
                     self._paused = False
+                    self._tail_frames = self._full_tail_frames
                     events.append(SpeechResumed())
         else:
             self._silence_run += 1
-        if self._silence_run == self._speculate_frames and not self._paused:
+        if not self._paused and self._pause_now():
             self._paused = True
-            events.append(SpeechPaused(audio=self._committed_audio()))
+            self._tail_frames = min(self._silence_run, self._full_tail_frames)
+            events.append(SpeechPaused(self._committed_audio(), round(self._silence_run * self._frame_ms)))
         if self._silence_run >= self._silence_frames_to_stop or len(self._utterance) >= self._max_frames:
             events.append(self._stop())
         return events
+
+    def _pause_now(self) -> bool:
+        if self._silence_run == self._speculate_frames:
+            return True
+        return self._silence_run == self._early_speculate_frames and self._speculate_early()
 
     def _stop(self) -> SpeechStopped:
         speech_end_ms = self.audio_ms - int(self._silence_run * self._frame_ms)

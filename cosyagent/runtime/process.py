@@ -288,6 +288,7 @@ class Runtime:
             limits=limits,
             audio_on_media_tracks=audio_on_media_tracks,
             times_words=can_time_words(self.tts),
+            speculate_early=lambda: self.active_sessions <= 1,  # alone: a wasted transcript costs only itself
         )
         if observer is not None:
             observer.vad_threshold = lambda: (
