@@ -10,19 +10,18 @@ reuse it after a ``stat`` instead of hashing hundreds of megabytes again.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.resources
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cosyagent.engines.base import EngineUnavailableError
+from cosyagent.engines.partial_files import partial_files
 
 logger = logging.getLogger(__name__)
 
@@ -119,10 +118,8 @@ def _existing_part(part: ModelPart, locate: PartLocator) -> Path:
 def _build(model: PartedModel, sources: Sequence[Path], target: Path) -> None:
     """Concatenate the parts into a temporary file beside ``target``, check it, rename it."""
     whole = hashlib.sha256()
-    handle, temp_name = tempfile.mkstemp(prefix=f".{model.file_name}.", suffix=".partial", dir=target.parent)
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(handle, "wb") as out:
+    with partial_files(target, ".partial") as (temp,):
+        with temp.open("wb") as out:
             for part, source in zip(model.parts, sources, strict=True):
                 digest = hashlib.sha256()
                 _stream(source, (digest.update, whole.update, out.write))
@@ -140,9 +137,6 @@ def _build(model: PartedModel, sources: Sequence[Path], target: Path) -> None:
                 f"(sha256 {whole.hexdigest()}, expected {model.sha256}); reinstall those packages"
             )
         os.replace(temp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
 
 
 def _stream(source: Path, sinks: Sequence[Callable[[bytes], object]]) -> None:

@@ -20,20 +20,18 @@ file is used, with a warning.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import struct
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from cosyagent.engines.base import EngineUnavailableError
 from cosyagent.engines.gguf_parts import cache_dir, hash_file, stamp_matches, write_stamp
 from cosyagent.engines.llama_server import find_binary
+from cosyagent.engines.partial_files import partial_files
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +158,7 @@ def iq4_nl_weights(
 
 
 def _run_quantize(tool: Path, source: Path, target: Path, flags: list[str], lines: list[str], threads: int) -> None:
-    with _partial_files(target) as (types_file, partial):
+    with partial_files(target, ".types", ".partial") as (types_file, partial):
         types_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
         command = [str(tool), "--allow-requantize", *flags, "--tensor-type-file", str(types_file)]
         command += [str(source), str(partial), "IQ4_NL", str(max(1, threads))]
@@ -176,20 +174,3 @@ def _run_quantize(tool: Path, source: Path, target: Path, flags: list[str], line
             raise EngineUnavailableError(f"{QUANTIZE_BINARY} did not convert every Q5_0 matrix")
         os.chmod(partial, 0o644)
         os.replace(partial, target)
-
-
-@contextlib.contextmanager
-def _partial_files(target: Path) -> Iterator[tuple[Path, Path]]:
-    """A tensor-type list and a partial output beside ``target``, removed on the way out."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    try:
-        for suffix in (".types", ".partial"):
-            handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
-            os.close(handle)
-            paths.append(Path(name))
-        yield paths[0], paths[1]
-    finally:
-        for path in paths:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()

@@ -11,7 +11,6 @@ from there, each checked against :data:`VOICE_SHA256`: no network.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import io
 import json
@@ -28,6 +27,7 @@ import numpy.typing as npt
 
 from cosyagent.engines.base import EngineUnavailableError
 from cosyagent.engines.gguf_parts import cache_dir
+from cosyagent.engines.partial_files import partial_files
 
 logger = logging.getLogger(__name__)
 
@@ -209,14 +209,9 @@ def _style_array(data: bytes, where: str) -> StyleArray:
 
 
 def _write_atomic(target: Path, data: bytes) -> None:
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temp_name, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
+    with partial_files(target, ".partial") as (temp,):
+        temp.write_bytes(data)
+        os.replace(temp, target)
 
 
 def _write_stamp(directory: Path) -> None:

@@ -29,19 +29,18 @@ a message naming the package.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cosyagent.engines.base import EngineUnavailableError
+from cosyagent.engines.partial_files import partial_files
 
 if TYPE_CHECKING:
     import onnx
@@ -157,7 +156,7 @@ def convert_ort_to_onnx(source: Path, target: Path) -> None:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = 1
-    with _partial_files(target, 2) as (raw, final):
+    with partial_files(target, ".partial", ".partial") as (raw, final):
         options.optimized_model_filepath = str(raw)
         try:
             ort.InferenceSession(str(source), sess_options=options, providers=["CPUExecutionProvider"])
@@ -179,7 +178,7 @@ def quantize_decoder(source: Path, target: Path) -> None:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # standard ops only
     options.intra_op_num_threads = 1
-    with _partial_files(target, 2) as (folded, final):
+    with partial_files(target, ".partial", ".partial") as (folded, final):
         options.optimized_model_filepath = str(folded)
         try:
             ort.InferenceSession(str(source), sess_options=options, providers=["CPUExecutionProvider"])
@@ -195,22 +194,6 @@ def quantize_decoder(source: Path, target: Path) -> None:
             raise EngineUnavailableError(f"cannot quantize {source}: {exc}; delete it to convert it again") from exc
         os.chmod(final, 0o644)
         os.replace(final, target)
-
-
-@contextlib.contextmanager
-def _partial_files(target: Path, count: int) -> Iterator[list[Path]]:
-    """``count`` temporary paths beside ``target``, removed on the way out."""
-    paths: list[Path] = []
-    try:
-        for _ in range(count):
-            handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-            os.close(handle)
-            paths.append(Path(name))
-        yield paths
-    finally:
-        for path in paths:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
 
 
 def _name_graphs(graph: onnx.GraphProto, path: str) -> None:

@@ -10,16 +10,15 @@ is needed only the first time (it is imported lazily); later loads hash the sour
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cosyagent.engines.base import EngineUnavailableError
+from cosyagent.engines.partial_files import partial_files
 
 if TYPE_CHECKING:
     import onnx
@@ -71,16 +70,10 @@ def exposed(source: Path, find: TensorFinder, output_name: str, *, directory: Pa
         raise EngineUnavailableError(f"{source} already has an output named {output_name!r}")
     model.graph.node.append(onnx.helper.make_node("Identity", [tensor], [output_name], name=f"expose_{output_name}"))
     model.graph.output.append(onnx.ValueInfoProto(name=output_name))
-    folder.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".partial")
-    os.close(handle)
-    try:
+    with partial_files(target, ".partial") as (temporary,):
         onnx.save(model, temporary)
         os.chmod(temporary, 0o644)  # a cache file like any other, not a secret
         os.replace(temporary, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
     logger.info("exposed %s of %s as output %r in %s", tensor, source.name, output_name, target)
     return target
 
