@@ -63,6 +63,7 @@ COLUMNS = (  # (metric, statistic, header) of the summary table
     ("tts_first_audio_ms", "p50", "tts"),
     ("barge_in_stop_ms", "p50", "stop p50"),
     ("barge_in_stop_ms", "p95", "stop p95"),
+    ("barge_in_voice_stop_ms", "p95", "voice p95"),
 )
 
 
@@ -274,6 +275,7 @@ def verdicts(runs: list[dict[str, Any]], ratio_table: dict[str, dict[str, float]
         lines.append(f"4 sessions, every turn answered: {answered}: {'met' if not four['turns_failed'] else 'missed'}")
     check("4 sessions voice-to-voice p95", four, "voice_to_voice_ms", "p95", 1500)
     check("4 sessions barge-in stop p95", four, "barge_in_stop_ms", "p95", 250)
+    check("4 sessions barge-in voice stop p95 (as the caller hears it)", four, "barge_in_voice_stop_ms", "p95", 250)
     check("8 sessions voice-to-voice p95 (every session admitted)", eight, "voice_to_voice_ms", "p95", 3000)
     for sessions in (1, 2, 4):
         ratio = ratio_table.get(f"websocket/baseline ×{sessions}", {}).get("voice_to_voice_ms.p50")

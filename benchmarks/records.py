@@ -37,7 +37,11 @@ TURN_METRICS = {
 }
 # Per barge-in trial.
 BARGE_METRICS = {
-    "barge_in_stop_ms": "barge-in: interrupting speech begins -> reply audio stops",
+    "barge_in_stop_ms": "barge-in: interrupting speech begins -> the reply is cut off (WebSocket: its response.done; "
+    "WebRTC: its last voiced frame arrives)",
+    # What a caller hears: a WebSocket client stops playing the reply on speech_started (the Realtime
+    # API's contract; the server sends no reply audio after it), WebRTC's voice stops at the track.
+    "barge_in_voice_stop_ms": "barge-in: interrupting speech begins -> the reply's voice stops for the caller",
     "voice_to_voice_after_barge_in_ms": "barge-in: voice-to-voice of the interrupting turn",
 }
 # The reply starts when the final transcript is handed to the LLM. The stages then add up:

@@ -12,7 +12,7 @@ from typing import Any
 
 from benchmarks.harness import summarize
 
-SPREAD_METRICS = ("voice_to_voice_ms", "barge_in_stop_ms")
+SPREAD_METRICS = ("voice_to_voice_ms", "barge_in_stop_ms", "barge_in_voice_stop_ms")
 
 
 def repeat_summary(values: dict[str, list[float]], seconds: float) -> dict[str, Any]:

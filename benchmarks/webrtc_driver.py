@@ -222,6 +222,7 @@ class BargeInProbe:
         return {
             # The interrupting speech begins -> the last voiced frame of the reply arrives.
             "barge_in_stop_ms": ms(stop_at),
+            "barge_in_voice_stop_ms": ms(stop_at),  # the caller hears the track itself
             "response_done_ms": ms(self.done_at),  # the data channel's response.done (cancelled)
             "output_audio_cleared_ms": ms(cleared_at),
             "speech_started_ms": ms(self.speech_started_at),

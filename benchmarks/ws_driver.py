@@ -99,6 +99,7 @@ class BargeInProbe:
         self.status: str | None = None
         self.reason: str | None = None
         self.audio_after_speech_started_ms = 0.0
+        self.last_audio_at: float | None = None
         self.deltas_after_done = 0
 
     def feed(self, at: float, event: object) -> None:
@@ -109,6 +110,7 @@ class BargeInProbe:
                 self.deltas_after_done += 1
             elif self.speech_started_at is not None:
                 self.audio_after_speech_started_ms += len(event.delta) * 3 / 4 / 2 / RATE * 1000.0
+                self.last_audio_at = at
         elif isinstance(event, ResponseDoneEvent) and event.response.id == self.response_id:
             self.done_at, self.status = at, event.response.status
             details = event.response.status_details
@@ -121,6 +123,8 @@ class BargeInProbe:
         return {
             # The client is told to stop (and no audio of the reply follows): response.done.
             "barge_in_stop_ms": ms(self.done_at),
+            # The client stops playing on speech_started, unless reply audio still came after it.
+            "barge_in_voice_stop_ms": ms(self.last_audio_at or self.speech_started_at),
             "response_status": self.status,
             "reason": self.reason,
             "speech_started_ms": ms(self.speech_started_at),

@@ -35,6 +35,7 @@ def test_one_websocket_session_with_a_barge_in(tmp_path: Path) -> None:
     if "skipped" not in trial:  # a reply shorter than 0.5 s cannot be interrupted
         assert trial["response_status"] == "cancelled"
         assert 0 < trial["barge_in_stop_ms"] < 5_000
+        assert 0 < trial["barge_in_voice_stop_ms"] <= trial["barge_in_stop_ms"]
         assert trial["deltas_after_response_done"] == 0
     assert run["server_cpu"]["server_cores"] > 0 and run["server_memory"]["peak_mib"] > 100
     for kind in ("cdf", "stages", "sessions"):

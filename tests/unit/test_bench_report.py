@@ -42,7 +42,11 @@ def test_ratios_pair_runs_with_the_same_session_count() -> None:
 def test_verdicts_say_by_how_much_a_target_is_missed() -> None:
     runs = [
         run("websocket", 1, voice_to_voice_ms=950.0),
-        {**run("websocket", 4, voice_to_voice_ms=1000.0, barge_in_stop_ms=180.0), "turns_ok": 11, "turns_failed": 1},
+        {
+            **run("websocket", 4, voice_to_voice_ms=1000.0, barge_in_stop_ms=180.0, barge_in_voice_stop_ms=160.0),
+            "turns_ok": 11,
+            "turns_failed": 1,
+        },
         run("baseline", 1, voice_to_voice_ms=1200.0),
         run("baseline", 4, voice_to_voice_ms=2000.0),
     ]
@@ -52,6 +56,7 @@ def test_verdicts_say_by_how_much_a_target_is_missed() -> None:
     assert "4 sessions, every turn answered: 11 of 12: missed" in lines
     assert "4 sessions voice-to-voice p95: 1500 ms <= 1500: met" in lines
     assert "4 sessions barge-in stop p95: 270 ms > 250: missed by 20 ms" in lines
+    assert "4 sessions barge-in voice stop p95 (as the caller hears it): 240 ms <= 250: met" in lines
     assert "8 sessions voice-to-voice p95 (every session admitted): not measured" in lines
     assert "1 session(s) voice-to-voice p50 <= 0.5x the baseline: ratio 0.79: missed" in lines
     assert "2 session(s) voice-to-voice p50 <= 0.5x the baseline: not measured" in lines
