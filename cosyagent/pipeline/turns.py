@@ -29,8 +29,9 @@ SILENCE_HYSTERESIS = 0.15
 # A pause this long starts speculative ASR; well inside any silence_duration_ms.
 SPECULATE_AFTER_MS = 160
 # ... or this long when the server has room to spare (``speculate_early``): the turn can end
-# 64 ms sooner, at the price of ~30% more speculative transcripts thrown away (measured on the
-# test clips), a price only worth paying when it takes no CPU from anyone else.
+# 64 ms sooner, at the price of ~30% more speculative transcripts, half again as many of them
+# thrown away (the real VAD on the English clips of tests/data), a price only worth paying when
+# it takes no CPU from anyone else.
 EARLY_SPECULATE_AFTER_MS = 96
 # Audio kept after the last speech frame, so word endings are not clipped: the silence seen
 # when the speaker paused, so that pause and stop commit the same audio.
