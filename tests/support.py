@@ -1,4 +1,5 @@
-"""Helpers shared by every test folder: the real clips in tests/data and a WER metric."""
+"""Helpers shared by every test folder: the real clips in tests/data, a WER metric and a
+scripted VAD."""
 
 from __future__ import annotations
 
@@ -63,3 +64,16 @@ def read_clip(name: str, rate: int) -> AudioF32:
 
 def pcm16(audio: AudioF32) -> bytes:
     return (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+
+
+class ScriptedVAD:
+    """A VAD stream that hands out the next scripted speech probability for each frame, so that
+    turn detection can be driven frame by frame without real speech."""
+
+    def __init__(self, probabilities: list[float]) -> None:
+        self._left = list(probabilities)
+
+    def speech_probability(self, frame: AudioF32) -> float:
+        return self._left.pop(0)
+
+    def reset(self) -> None: ...

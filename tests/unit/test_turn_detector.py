@@ -16,20 +16,9 @@ from cosyagent.pipeline.turns import (
     TurnDetector,
     TurnEvent,
 )
+from tests.support import ScriptedVAD
 
 FRAME = 512
-
-
-class ScriptedVAD:
-    """Hands out the next scripted probability for each frame."""
-
-    def __init__(self, probabilities: list[float]) -> None:
-        self._left = list(probabilities)
-
-    def speech_probability(self, frame: np.ndarray) -> float:
-        return self._left.pop(0)
-
-    def reset(self) -> None: ...
 
 
 def events_per_frame(probabilities: list[float]) -> list[list[TurnEvent]]:

@@ -15,20 +15,11 @@ from cosyagent.pipeline.turns import (
     TurnDetector,
     TurnEvent,
 )
+from tests.support import ScriptedVAD
 
 FRAME = 512
 FRAME_MS = 32
 SPEECH, QUIET = 0.9, 0.05
-
-
-class ScriptedVAD:
-    def __init__(self, probabilities: list[float]) -> None:
-        self._left = list(probabilities)
-
-    def speech_probability(self, frame: np.ndarray) -> float:
-        return self._left.pop(0)
-
-    def reset(self) -> None: ...
 
 
 class Room:
