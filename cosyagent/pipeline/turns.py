@@ -33,9 +33,6 @@ SPECULATE_AFTER_MS = 160
 # thrown away (the real VAD on the English clips of tests/data), a price only worth paying when
 # it takes no CPU from anyone else.
 EARLY_SPECULATE_AFTER_MS = 96
-# Audio kept after the last speech frame, so word endings are not clipped: the silence seen
-# when the speaker paused, so that pause and stop commit the same audio.
-TAIL_MS = SPECULATE_AFTER_MS
 MAX_UTTERANCE_MS = 60_000
 
 
@@ -110,7 +107,6 @@ class TurnDetector:
         self._early_speculate_frames = max(1, round(EARLY_SPECULATE_AFTER_MS / self._frame_ms))
         self._speculate_early = speculate_early  # asked once per pause, when it reaches the early mark
         self._confirm_frames = max(MIN_SPEECH_FRAMES, round(interrupt_min_speech_ms / self._frame_ms))
-        self._full_tail_frames = max(0, round(TAIL_MS / self._frame_ms))
         self._max_frames = round(MAX_UTTERANCE_MS / self._frame_ms)
         self._prefix: deque[AudioF32] = deque(maxlen=max(1, round(prefix_padding_ms / self._frame_ms)))
         self._pending = np.zeros(0, dtype=np.float32)
@@ -127,7 +123,10 @@ class TurnDetector:
         self._paused = False
         self._utterance: list[AudioF32] = []
         self._speech_end_index = 0  # frames of the utterance up to the last speech frame
-        self._tail_frames = self._full_tail_frames  # shorter for a turn that paused early
+        # Audio kept after the last speech frame, so word endings are not clipped: the silence
+        # seen when the speaker paused (so that pause and stop commit the same audio), else the
+        # full pause mark.
+        self._tail_frames = self._speculate_frames
 
     @property
     def audio_ms(self) -> int:
@@ -200,13 +199,13 @@ class TurnDetector:
                 self._speech_end_index = len(self._utterance)
                 if self._paused:
                     self._paused = False
-                    self._tail_frames = self._full_tail_frames
+                    self._tail_frames = self._speculate_frames
                     events.append(SpeechResumed())
         else:
             self._silence_run += 1
         if not self._paused and self._pause_now():
             self._paused = True
-            self._tail_frames = min(self._silence_run, self._full_tail_frames)
+            self._tail_frames = self._silence_run
             events.append(SpeechPaused(self._committed_audio(), round(self._silence_run * self._frame_ms)))
         if self._silence_run >= self._silence_frames_to_stop or len(self._utterance) >= self._max_frames:
             events.append(self._stop())
