@@ -230,7 +230,7 @@ class ResponseState:
             self.sent_text += delta
             actions.append(Send(self._event("response.output_audio_transcript.delta", delta=delta)))
         if planned.marks:
-            actions.append(Send(self._event("response.output_audio_timestamps.delta", **payload(planned.marks))))
+            actions.append(Send(self._timestamps_event(planned.marks)))
         self.sent_ms += planned.duration_ms
         if isinstance(planned.audio, bytes):
             audio_b64 = base64.b64encode(planned.audio).decode("ascii")
@@ -268,13 +268,19 @@ class ResponseState:
             return [*self._shown(calls_done), done]
         return [*self._shown([*self._message_end_events(status), *calls_done]), done]
 
+    def _timestamps_event(self, marks: list[Mark]) -> Event:
+        # audio_start_ms: where the audio after this event starts, on the marks' clock. A client
+        # whose audio stalled re-syncs its clock on it (the first mark may lie later in the piece).
+        start_ms = round(self.sent_ms)
+        return self._event("response.output_audio_timestamps.delta", audio_start_ms=start_ms, **payload(marks))
+
     def _message_end_events(self, status: str) -> list[Event]:
         item = self.item.to_event_dict()
         ids = self._ids()
         events: list[Event] = []
         if status == "completed" and self.marks is not None and (rest := self.marks.rest()):
             # All the audio has gone already: what is left marks its very end (the closing ``sil``).
-            events.append(self._event("response.output_audio_timestamps.delta", **payload(rest)))
+            events.append(self._timestamps_event(rest))
         if self.audio:
             transcript = self.item.visible_text()
             events.append({"type": "response.output_audio.done", "event_id": new_id("event"), **ids})

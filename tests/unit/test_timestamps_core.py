@@ -132,6 +132,7 @@ def test_timestamps_go_just_before_the_audio_they_describe(
         if event["type"] != TIMESTAMPS:
             continue
         assert event["response_id"] == begun.response_id and event["content_index"] == 0
+        assert abs(event["audio_start_ms"] - audio_ms) <= 1  # where the audio after it starts
         following = next((e for e in events[index + 1 :] if e["type"] == "response.output_audio.delta"), None)
         piece_ms = pcm16_to_float(base64.b64decode(following["delta"])).size / 24.0 if following else 0.0
         for mark in event["words"] + event["visemes"]:
@@ -190,6 +191,7 @@ def test_media_track_timestamps_go_before_the_samples(
             played_ms += 1000 * action.samples.size / action.sample_rate
         elif isinstance(action, Send) and action.event["type"] == TIMESTAMPS:
             assert action.event["words"] == []
+            assert abs(action.event["audio_start_ms"] - played_ms) <= 1
             nxt = next(a for a in actions[index:] if isinstance(a, PlayAudio))
             end_ms = played_ms + 1000 * nxt.samples.size / nxt.sample_rate
             assert all(played_ms - 2 <= v["start_ms"] <= end_ms + 1 for v in action.event["visemes"])

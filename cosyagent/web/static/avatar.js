@@ -2,13 +2,19 @@
 // The session asks for timestamps (response.output_audio_timestamps.delta, data channel); each
 // viseme's start_ms is on the clock of the reply's audio, which starts playing at
 // output_audio_buffer.started. Audio can stall between clauses on a busy server (a gap in the
-// media track): marks then arrive just as their audio plays, so a mark that arrives later than
-// the clock says it should play moves the clock on. No external assets: inline SVG.
+// media track): events then arrive just as their audio plays, so an event whose audio_start_ms
+// should already be playing by the clock moves the clock on. Audio is heard the receiver's
+// jitter buffer delay after it arrives, as measured by the page's connection quality (getStats).
+// No external assets: inline SVG.
 "use strict";
 
 (function () {
   const $ = (id) => document.getElementById(id);
-  const PLAYOUT_DELAY_MS = 60; // the receiver's jitter buffer, roughly: audio is heard this much after it arrives
+  const DEFAULT_PLAYOUT_DELAY_MS = 60; // until the jitter buffer has been measured
+  const playoutDelayMs = () => {
+    const quality = window.CosyChat && window.CosyChat.quality && window.CosyChat.quality.last;
+    return quality && quality.playoutDelayMs !== null ? quality.playoutDelayMs : DEFAULT_PLAYOUT_DELAY_MS;
+  };
   // Mouth shapes of the 15 Oculus visemes: [width, opening, roundness 0..1], in face units.
   const SHAPES = {
     sil: [40, 2, 0], PP: [36, 0, 0], FF: [42, 5, 0], TH: [44, 8, 0], DD: [44, 12, 0.1],
@@ -76,15 +82,16 @@
         if (event.response_id !== face.response) reset(event.response_id);
         face.visemes.push(...event.visemes);
         face.words.push(...event.words);
-        const first = [...event.visemes, ...event.words].map((m) => m.start_ms).sort((a, b) => a - b)[0];
-        // A stall: this mark's audio cannot be heard before it arrived.
-        if (face.anchor !== null && first !== undefined && face.anchor + first < now) {
-          face.anchor = now + PLAYOUT_DELAY_MS - first;
+        // A stall: the audio after this event cannot be heard before the event arrived. (Its
+        // first mark may lie up to a piece later; re-syncing on that would put the face ahead.)
+        const start = event.audio_start_ms;
+        if (face.anchor !== null && start !== undefined && face.anchor + start < now) {
+          face.anchor = now + playoutDelayMs() - start;
         }
         break;
       }
       case "output_audio_buffer.started":
-        if (event.response_id === face.response) face.anchor = now + PLAYOUT_DELAY_MS;
+        if (event.response_id === face.response) face.anchor = now + playoutDelayMs();
         break;
       case "output_audio_buffer.stopped":
       case "output_audio_buffer.cleared":
