@@ -96,7 +96,9 @@ class RealtimeSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._transcribe_jobs: dict[str, tuple[asyncio.Task[None], CancelToken]] = {}
         self._turn_end_jobs: dict[str, tuple[asyncio.Task[None], CancelToken]] = {}
-        self._sure_english_turns = 0  # turns a language check found English beyond doubt
+        # Turns (items) a language check found English beyond doubt: a turn's several transcripts
+        # (one per pause) count once, so one long utterance cannot earn the trust of two turns.
+        self._sure_english_turns: set[str] = set()
         self._responses: dict[str, asyncio.Task[None]] = {}
         self._playouts: dict[str, Playout] = {}
         self._ending = asyncio.Event()
@@ -278,14 +280,14 @@ class RealtimeSession:
         finally:
             self._transcribe_jobs.pop(job.job_id, None)
         if transcript.language == "en" and (transcript.language_probability or 0.0) >= SURE_ENGLISH:
-            self._sure_english_turns += 1
+            self._sure_english_turns.add(job.item_id)
         self._execute(self.core.transcription_done(job.job_id, transcript.text, transcript.duration_s))
 
     def _language(self, job: Transcribe) -> str | None:
         """The language to transcribe as: the session's; else English once the language check
         has found this speaker's first turns English beyond doubt (it costs ~a fifth of the
         recognition, and a speaker rarely changes language mid-call); else None (checked)."""
-        if job.language is None and self._sure_english_turns >= TRUSTED_AFTER_TURNS:
+        if job.language is None and len(self._sure_english_turns) >= TRUSTED_AFTER_TURNS:
             return "en"
         return job.language
 

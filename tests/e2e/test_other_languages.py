@@ -7,6 +7,7 @@ import asyncio
 import base64
 
 import httpx
+import numpy as np
 import pytest
 from openai import AsyncOpenAI, BadRequestError
 
@@ -72,3 +73,25 @@ async def test_a_session_surely_english_twice_is_no_longer_checked(live_server: 
     outcomes = [r.type.rsplit(".", 1)[1] for r in seen.events if r.type.startswith("conversation.item.input_audio_")]
     assert outcomes == ["completed", "completed", "completed"]
     assert not seen.of_type("response.created")
+
+
+async def test_one_turn_with_a_pause_counts_once_towards_trust(live_server: LiveServer) -> None:
+    """A turn is transcribed at each pause: two transcripts, both English beyond doubt, but one
+    turn. The session is not trusted yet, so the next turn, in Mandarin, is still checked."""
+    question = read_clip("en_dublin_q.wav", 24000)
+    gap = np.zeros(int(1.2 * 24000), dtype=np.float32)  # long enough for the pause's transcript to finish
+    outcome = (
+        "conversation.item.input_audio_transcription.completed",
+        "conversation.item.input_audio_transcription.failed",
+    )
+    async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+        detection = {"type": "server_vad", "silence_duration_ms": 2000, "create_response": False}
+        await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": detection}}})
+        seen = Transcript()
+        for audio in (np.concatenate([question, gap, question]), read_clip("zh_asr_example.wav", 24000)):
+            await stream_pcm24(conn, audio, trailing_silence_s=2.5)
+            await collect(conn, seen, until=lambda e: e.type in outcome, timeout=60)
+    english, mandarin = [r.event for r in seen.events if r.type in outcome]
+    assert english.type == outcome[0] and english.transcript.lower().count("dublin") == 2  # one turn, both questions
+    assert mandarin.type == outcome[1], mandarin  # checked, not transcribed as invented English
+    assert mandarin.error.code == "unsupported_language"
