@@ -3,14 +3,19 @@
 // viseme's start_ms is on the clock of the reply's audio, which starts playing at
 // output_audio_buffer.started. Audio can stall between clauses on a busy server (a gap in the
 // media track): events then arrive just as their audio plays, so an event whose audio_start_ms
-// should already be playing by the clock moves the clock on. Audio is heard the receiver's
-// jitter buffer delay after it arrives, as measured by the page's connection quality (getStats).
-// No external assets: inline SVG.
+// should already be playing by the clock moves the clock on. The clock starts when the reply's
+// first voiced mark is heard: the page's analyser of the agent's audio says when the voice
+// starts, whatever the network, jitter buffer and audio output added (in one test run that was
+// 300 ms more than the jitter buffer's own delay). Without a voice within VOICE_WAIT_MS, the
+// clock starts at output_audio_buffer.started plus the jitter buffer's delay, measured by the
+// page's connection quality (getStats). No external assets: inline SVG.
 "use strict";
 
 (function () {
   const $ = (id) => document.getElementById(id);
   const DEFAULT_PLAYOUT_DELAY_MS = 60; // until the jitter buffer has been measured
+  const VOICE_RMS = 0.01; // the agent's audio is this loud once its voice starts (silence: 0)
+  const VOICE_WAIT_MS = 1000; // how long past the expected start the face waits to hear the voice
   const playoutDelayMs = () => {
     const quality = window.CosyChat && window.CosyChat.quality && window.CosyChat.quality.last;
     return quality && quality.playoutDelayMs !== null ? quality.playoutDelayMs : DEFAULT_PLAYOUT_DELAY_MS;
@@ -24,6 +29,8 @@
   const face = {
     response: null, // the response whose audio is playing
     anchor: null, // performance.now() when its audio's ms 0 is heard
+    expected: null, // before the voice is heard: when ms 0 should be heard, by the network's delay
+    delayAtAnchor: 0, // the jitter buffer's delay when the anchor was last set
     visemes: [], // [{viseme, start_ms}] of the response, in order
     words: [], // [{text, start_ms, end_ms}]
     shown: "sil",
@@ -68,6 +75,7 @@
   function reset(responseId) {
     face.response = responseId;
     face.anchor = null;
+    face.expected = null;
     face.visemes = [];
     face.words = [];
   }
@@ -86,12 +94,13 @@
         // first mark may lie up to a piece later; re-syncing on that would put the face ahead.)
         const start = event.audio_start_ms;
         if (face.anchor !== null && start !== undefined && face.anchor + start < now) {
-          face.anchor = now + playoutDelayMs() - start;
+          face.delayAtAnchor = playoutDelayMs();
+          face.anchor = now + face.delayAtAnchor - start;
         }
         break;
       }
       case "output_audio_buffer.started":
-        if (event.response_id === face.response) face.anchor = now + playoutDelayMs();
+        if (event.response_id === face.response) face.expected = now + playoutDelayMs();
         break;
       case "output_audio_buffer.stopped":
       case "output_audio_buffer.cleared":
@@ -109,10 +118,46 @@
     return found;
   }
 
+  function agentLevel() {
+    const node = window.cosyagent && window.cosyagent.call && window.cosyagent.call.agentAnalyser;
+    if (!node) return null;
+    const samples = new Float32Array(node.fftSize);
+    node.getFloatTimeDomainData(samples);
+    let sum = 0;
+    for (const x of samples) sum += x * x;
+    return Math.sqrt(sum / samples.length);
+  }
+
+  // Before the voice is heard: start the clock when it is (at the first mouth shape that is not
+  // rest), or at the expected time once waiting longer makes no sense.
+  function startClock(now) {
+    const voiced = face.visemes.find((mark) => mark.viseme !== "sil");
+    const level = agentLevel();
+    if (voiced && level !== null && level >= VOICE_RMS) {
+      face.anchor = now - voiced.start_ms;
+    } else if (level === null || now > face.expected + (voiced ? voiced.start_ms : 0) + VOICE_WAIT_MS) {
+      face.anchor = face.expected;
+    }
+    if (face.anchor !== null) {
+      face.expected = null;
+      face.delayAtAnchor = playoutDelayMs();
+    }
+  }
+
+  // The receiver's jitter buffer grows on a busy machine (35 -> 173 ms within one reply in a test
+  // run): audio is then heard later than the clock says, so the clock follows its changes.
+  function followPlayoutDelay() {
+    const delay = playoutDelayMs();
+    face.anchor += delay - face.delayAtAnchor;
+    face.delayAtAnchor = delay;
+  }
+
   function frame() {
     let viseme = "sil";
     let word = "";
+    if (face.anchor === null && face.expected !== null) startClock(performance.now());
     if (face.anchor !== null) {
+      followPlayoutDelay();
       const t = performance.now() - face.anchor;
       const mark = current(face.visemes, t);
       if (mark) viseme = mark.viseme;
