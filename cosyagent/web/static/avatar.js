@@ -94,8 +94,7 @@
         // first mark may lie up to a piece later; re-syncing on that would put the face ahead.)
         const start = event.audio_start_ms;
         if (face.anchor !== null && start !== undefined && face.anchor + start < now) {
-          face.delayAtAnchor = playoutDelayMs();
-          face.anchor = now + face.delayAtAnchor - start;
+          setClock(now + playoutDelayMs() - start);
         }
         break;
       }
@@ -120,12 +119,7 @@
 
   function agentLevel() {
     const node = window.cosyagent && window.cosyagent.call && window.cosyagent.call.agentAnalyser;
-    if (!node) return null;
-    const samples = new Float32Array(node.fftSize);
-    node.getFloatTimeDomainData(samples);
-    let sum = 0;
-    for (const x of samples) sum += x * x;
-    return Math.sqrt(sum / samples.length);
+    return node ? Cosy.rms(node) : null; // null: no analyser to listen with
   }
 
   // Before the voice is heard: start the clock when it is (at the first mouth shape that is not
@@ -134,14 +128,17 @@
     const voiced = face.visemes.find((mark) => mark.viseme !== "sil");
     const level = agentLevel();
     if (voiced && level !== null && level >= VOICE_RMS) {
-      face.anchor = now - voiced.start_ms;
+      setClock(now - voiced.start_ms);
     } else if (level === null || now > face.expected + (voiced ? voiced.start_ms : 0) + VOICE_WAIT_MS) {
-      face.anchor = face.expected;
+      setClock(face.expected);
     }
-    if (face.anchor !== null) {
-      face.expected = null;
-      face.delayAtAnchor = playoutDelayMs();
-    }
+  }
+
+  // ms 0 of the reply is heard at ``anchor``, as of the jitter buffer's delay now.
+  function setClock(anchor) {
+    face.anchor = anchor;
+    face.expected = null;
+    face.delayAtAnchor = playoutDelayMs();
   }
 
   // The receiver's jitter buffer grows on a busy machine (35 -> 173 ms within one reply in a test

@@ -4,7 +4,7 @@
 "use strict";
 
 (function () {
-  const { t } = Cosy;
+  const { t, rms } = Cosy;
   const { conversation, eventLog, devices, session, quality } = window.CosyChat;
   const $ = (id) => document.getElementById(id);
   const VOICE_RMS = 0.02; // microphone level counted as speech, for the latency clock
@@ -239,15 +239,6 @@
     node.fftSize = 1024;
     call.audio.createMediaStreamSource(stream).connect(node);
     return node;
-  }
-
-  function rms(node) {
-    if (!node) return 0;
-    const samples = new Float32Array(node.fftSize);
-    node.getFloatTimeDomainData(samples);
-    let sum = 0;
-    for (const x of samples) sum += x * x;
-    return Math.sqrt(sum / samples.length);
   }
 
   function meterWidth(level) {

@@ -160,6 +160,16 @@
     return voices;
   }
 
+  // The level (RMS) of what an AnalyserNode hears now; 0 without one.
+  function rms(node) {
+    if (!node) return 0;
+    const samples = new Float32Array(node.fftSize);
+    node.getFloatTimeDomainData(samples);
+    let sum = 0;
+    for (const x of samples) sum += x * x;
+    return Math.sqrt(sum / samples.length);
+  }
+
   function bindChrome() {
     const themeButton = document.getElementById("theme-toggle");
     const langButton = document.getElementById("lang-toggle");
@@ -191,6 +201,7 @@
     clientSecret,
     errorText,
     loadVoices,
+    rms,
     stored,
     store,
     onLanguage: (listener) => listeners.push(listener),
