@@ -71,8 +71,17 @@ def print_summary(result: TurnResult, saved_to: str, playback: str, out: TextIO)
         )
     print(f"reply audio: {result.reply_audio_s:.2f} s, {playback}, saved to {saved_to}", file=out)
     v2v = result.voice_to_voice_ms
-    v2v_text = f"{v2v:.0f} ms (end of speech -> first reply audio)" if v2v is not None else "n/a"
+    v2v_text = f"{round(v2v)} ms (end of speech -> first reply audio)" if v2v is not None else "n/a"
     print(f"voice-to-voice: {v2v_text}", file=out)
+    early = result.end_of_turn_ms
+    if early is not None and early < 0:
+        # The clip's speech went on after the server's end of turn (a pause, or the onset of a
+        # next word at its edge), so the reply did not wait for the clip's end of speech.
+        print(
+            f"note: the server ended the turn {-round(early)} ms before the clip's speech ended; "
+            "the speech after that was heard as a new turn",
+            file=out,
+        )
     stages = [("end-of-turn detection", result.end_of_turn_ms), ("transcription", result.asr_ms)]
     print("  client: " + ", ".join(f"{name} {value:.0f} ms" for name, value in stages if value is not None), file=out)
     timings = result.server_timings_ms

@@ -21,8 +21,9 @@ import pytest
 import soundfile as sf
 from openai.types.realtime import RealtimeServerEvent
 
-from cosyagent.talk import Stamped, TurnCollector
-from cosyagent.talk.console import LiveTranscript
+from benchmarks.records import QUESTIONS
+from cosyagent.talk import Stamped, TurnCollector, TurnResult
+from cosyagent.talk.console import LiveTranscript, print_summary
 from cosyagent.talk.playback import Player, PlayerChoice, find_player
 from tests.e2e.conftest import free_port
 
@@ -37,8 +38,16 @@ realtime:
 
 
 @pytest.fixture(scope="module")
-def dublin_wav() -> Path:
-    return DATA / "en_dublin_q.wav"
+def dublin_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Dublin question alone: the recording goes on into the speaker's next word, whose first
+    100 ms end the file. Some CPUs' VAD hears that onset as a second turn after the reply has begun
+    (measured on an AMD EPYC with AVX-512), which puts the clip's end of speech after the reply's
+    first audio. The cut is the bench's (benchmarks.records.QUESTIONS)."""
+    name, question_end_s, _ = QUESTIONS[0]
+    audio, rate = sf.read(DATA / name, dtype="float32")
+    path = tmp_path_factory.mktemp("clip") / name
+    sf.write(path, audio[: int(question_end_s * rate)], rate, subtype="PCM_16")
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -306,3 +315,18 @@ def test_find_player_needs_both_an_output_and_a_player(tmp_path: Path) -> None:
     assert (bare.command, bare.reason) == (None, "no audio output device was found")
     no_player = find_player({"PATH": str(tmp_path), "PULSE_SERVER": "unix:/tmp/x"}, no_device)
     assert no_player.command is None and no_player.reason.startswith("no audio player was found")
+
+
+def test_summary_says_when_the_server_ended_the_turn_before_the_clips_speech() -> None:
+    """The CI run's case: the server's turn ended 394 ms before the clip's speech did (the onset
+    of a next word at the clip's edge), and the reply's first audio came as the clip ended."""
+    early = TurnResult(speech_end_at=10.0, stopped_at=9.606, first_audio_at=9.9996)
+    out = io.StringIO()
+    print_summary(early, "/tmp/reply.wav", "not played (--no-play)", out)
+    assert "voice-to-voice: 0 ms (end of speech" in out.getvalue()  # not "-0 ms"
+    assert "note: the server ended the turn 394 ms before the clip's speech ended" in out.getvalue()
+
+    in_time = TurnResult(speech_end_at=10.0, stopped_at=10.6, first_audio_at=11.0)
+    out = io.StringIO()
+    print_summary(in_time, "/tmp/reply.wav", "not played (--no-play)", out)
+    assert "voice-to-voice: 1000 ms" in out.getvalue() and "note:" not in out.getvalue()
