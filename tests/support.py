@@ -4,12 +4,14 @@ scripted VAD."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import jiwer
 import numpy as np
 import soundfile as sf
 import soxr
+from num2words import num2words
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -31,7 +33,6 @@ REFERENCES = {
 _NORMALIZE = jiwer.Compose(
     [
         jiwer.ToLowerCase(),
-        jiwer.SubstituteRegexes({r"(\d)%": r"\1 percent"}),
         jiwer.RemovePunctuation(),  # type: ignore[no-untyped-call]
         jiwer.RemoveMultipleSpaces(),
         jiwer.Strip(),
@@ -40,8 +41,25 @@ _NORMALIZE = jiwer.Compose(
 )
 
 
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def spell_numbers(text: str) -> str:
+    """Digits as words, and hyphens as spaces, the way a recognizer may write what it hears:
+    "120" and "one hundred twenty", "twenty-four" and "24", "0°C" and "zero degrees C", "4%" and
+    "four percent" count the same."""
+    text = text.replace("%", " percent").replace("°C", " degrees C").replace("°F", " degrees F")
+    text = _NUMBER.sub(lambda number: f" {_spelled(number[0])} ", text)
+    return text.replace("-", " ")
+
+
+def _spelled(digits: str) -> str:
+    return str(num2words(float(digits) if "." in digits else int(digits))).replace(" and ", " ")
+
+
 def word_error_rate(reference: str, hypothesis: str) -> float:
-    """WER after lowercasing and stripping punctuation ("4%" and "4 percent" count the same)."""
+    """WER after lowercasing, stripping punctuation and spelling digits ("4%" and "four percent" count the same)."""
+    reference, hypothesis = spell_numbers(reference), spell_numbers(hypothesis)
     return float(jiwer.wer(reference, hypothesis, reference_transform=_NORMALIZE, hypothesis_transform=_NORMALIZE))
 
 
@@ -49,6 +67,7 @@ def words_heard(reference: str, hypothesis: str) -> float:
     """The share of the reference's words the hypothesis has, in order (normalized as
     :func:`word_error_rate`): words it adds do not count against it. For a clip whose reference
     is not verbatim (``en_news_movement_8k.wav``: cut-off words at its edge, a stammer)."""
+    reference, hypothesis = spell_numbers(reference), spell_numbers(hypothesis)
     words = jiwer.process_words(reference, hypothesis, reference_transform=_NORMALIZE, hypothesis_transform=_NORMALIZE)
     return words.hits / (words.hits + words.substitutions + words.deletions)
 

@@ -25,14 +25,6 @@ from tests.support import word_error_rate
 pytestmark = pytest.mark.timeout(1800)  # 16 replies; minutes each when other jobs load the CPU
 
 QUESTIONS = load_questions()
-SPOKEN = (
-    "What is the capital of France?",
-    "How do I boil an egg?",
-    "Can you give me a tip for sleeping better?",
-    "What should I drink when I'm thirsty?",
-    "What do bees make?",
-    "What day comes after Monday?",
-)
 
 
 async def ask(server: LiveServer, question: str, modality: str) -> Transcript:
@@ -63,18 +55,21 @@ async def test_the_default_model_answers_everyday_questions(live_server: LiveSer
 
 
 async def test_the_default_voice_is_understood_by_the_product_s_asr(live_server: LiveServer) -> None:
-    """The round trip: spoken replies, transcribed by the server's own Whisper, match the replies' text.
+    """The round trip: spoken replies, transcribed by the server's own ASR (Moonshine), match the replies' text.
 
-    The word error rate is pooled over six replies: one short reply makes a coarse WER ("France
-    is" heard as "Francis" is two errors in six words; pooled over three replies a run measured
-    10.4%). Checked by hand: the same kind of audio with noise at 0 dB SNR, half of it silenced
-    or every third 100 ms dropped comes back at 27-50% WER."""
+    The word error rate is pooled over the replies to all sixteen everyday questions (114-148
+    words), digits spelled on both sides ("56" and "fifty-six" count the same). Six replies made
+    too coarse a measure: "France is" heard as "Francis" is two errors in six words, "Bees make
+    honey" as "These may Connie" three in three, and Piper's VITS draws noise, so the same reply
+    comes back differently each time: six short replies measured 5.6-17.0% on an AMD EPYC with
+    AVX-512 (17.0% failed a CI run). The sixteen measured 3.7-5.6% there (three runs). Garbled
+    audio, measured there on twelve short replies: noise at 0 dB SNR 38%, half of it silenced 27%."""
     replies, heard = [], []
-    for question in SPOKEN:
-        seen = await ask(live_server, question, "audio")
+    for question in QUESTIONS:
+        seen = await ask(live_server, question.ask, "audio")
         reply = seen.of_type("response.output_audio_transcript.done")[0].transcript
         audio = pcm16_to_float(seen.audio())  # delivered as the session's pcm16 at 24 kHz
-        assert audio.size / 24000 >= 0.5, reply
+        assert audio.size / 24000 >= 0.3, reply  # "Cold", the shortest reply seen, is 0.49 s
         asr = live_server.runtime.asr
         replies.append(reply)
         # A live session's VAD gives the recognizer a 300 ms lead-in; Moonshine can drop a first
@@ -82,7 +77,6 @@ async def test_the_default_voice_is_understood_by_the_product_s_asr(live_server:
         lead_in = np.zeros(asr.sample_rate // 10, dtype=np.float32)
         speech = resample(audio, 24000, asr.sample_rate)
         heard.append((await asr.transcribe(np.concatenate([lead_in, speech]))).text)
-    # The issue's target is 10% (benchmarks.embedded_answers reports it); this bound leaves a
-    # margin for kernel differences between CPUs: one run here measured 10.4% ("France is" ->
-    # "Francis"), garbled audio measures 27-50%.
+    # The issue's target is 10% (benchmarks.embedded_answers reports it); the bound leaves a margin
+    # for kernel differences between CPUs, below garbled audio (27-38%).
     assert word_error_rate(" ".join(replies), " ".join(heard)) <= 0.15, list(zip(replies, heard, strict=True))
