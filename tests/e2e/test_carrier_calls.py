@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import websockets
 
+from benchmarks.records import QUESTIONS
 from cosyagent.audio.pcm import resample
 from tests.e2e.carrier_caller import CarrierCaller, Wire, answer_after, call, wait_until_released
 from tests.e2e.conftest import LiveServer
@@ -134,7 +135,8 @@ async def a_call_with_bad_input(server: LiveServer, wire: Wire, caplog: pytest.L
         await caller.send(json.dumps({"event": "media", "media": {"track": "inbound", "payload": "%%%"}}))
         await caller.send({"event": "surprise"})
         await caller.send({"event": "dtmf", "dtmf": {"digit": "5"}})
-        await answer_after(caller, wire.clip("en_dublin_q.wav"))
+        name, question_end_s, _ = QUESTIONS[0]  # the question alone: tests/data/README.md
+        await answer_after(caller, wire.clip(name, question_end_s))
     await wait_until_released(server, before)
     ignored = [r.getMessage() for r in caplog.records if "ignored a message" in r.getMessage()]
     for reason in ("not valid JSON", "not valid base64", "unknown event"):
