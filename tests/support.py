@@ -41,7 +41,7 @@ _NORMALIZE = jiwer.Compose(
 )
 
 
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")  # "1,500.5", "56"
 
 
 def spell_numbers(text: str) -> str:
@@ -53,7 +53,8 @@ def spell_numbers(text: str) -> str:
     return text.replace("-", " ")
 
 
-def _spelled(digits: str) -> str:
+def _spelled(number: str) -> str:
+    digits = number.replace(",", "")
     return str(num2words(float(digits) if "." in digits else int(digits))).replace(" and ", " ")
 
 
