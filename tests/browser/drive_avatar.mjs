@@ -55,15 +55,7 @@ try {
   // Sample the mouth and the agent's audio level as it plays.
   await page.evaluate(() => {
     window.avatarSamples = [];
-    const level = () => {
-      const node = window.cosyagent.call.agentAnalyser;
-      if (!node) return 0;
-      const samples = new Float32Array(node.fftSize);
-      node.getFloatTimeDomainData(samples);
-      let sum = 0;
-      for (const x of samples) sum += x * x;
-      return Math.sqrt(sum / samples.length);
-    };
+    const level = () => window.Cosy.rms(window.cosyagent.call.agentAnalyser); // 0 without an analyser
     setInterval(() => {
       const viseme = document.querySelector("#avatar-face").dataset.viseme;
       window.avatarSamples.push({ at: Math.round(performance.now()), viseme, rms: level() });
