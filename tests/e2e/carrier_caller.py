@@ -74,10 +74,8 @@ class Wire:
             pcm = np.frombuffer(data, dtype=">i2" if self.codec == "l16-be" else "<i2")
         return (pcm.astype(np.float32) / 32768.0).astype(np.float32)
 
-    def clip(self, name: str, end_s: float | None = None) -> bytes:
-        """A clip from tests/data in this wire's codec, cut at ``end_s`` if given."""
-        audio = read_clip(name, self.rate)
-        return self.encode(audio if end_s is None else audio[: int(end_s * self.rate)])
+    def clip(self, name: str) -> bytes:
+        return self.encode(read_clip(name, self.rate))
 
     def silence(self, seconds: float) -> bytes:
         return self.encode(np.zeros(int(self.rate * seconds), dtype=np.float32))

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import websockets
 
-from benchmarks.records import QUESTIONS
 from cosyagent.audio.pcm import resample
 from tests.e2e.carrier_caller import CarrierCaller, Wire, answer_after, call, wait_until_released
 from tests.e2e.conftest import LiveServer
+from tests.support import dublin_question_alone
 
 TELNYX_STREAM = "32DE0DEA-53CB-4B21-89A4-9E1819C043BC"
 EXOTEL_STREAM = "MZ18ad3ab5a668481ce02b83e7395059f0"
@@ -135,8 +135,7 @@ async def a_call_with_bad_input(server: LiveServer, wire: Wire, caplog: pytest.L
         await caller.send(json.dumps({"event": "media", "media": {"track": "inbound", "payload": "%%%"}}))
         await caller.send({"event": "surprise"})
         await caller.send({"event": "dtmf", "dtmf": {"digit": "5"}})
-        name, question_end_s, _ = QUESTIONS[0]  # the question alone: tests/data/README.md
-        await answer_after(caller, wire.clip(name, question_end_s))
+        await answer_after(caller, wire.encode(dublin_question_alone(wire.rate)))
     await wait_until_released(server, before)
     ignored = [r.getMessage() for r in caplog.records if "ignored a message" in r.getMessage()]
     for reason in ("not valid JSON", "not valid base64", "unknown event"):

@@ -21,13 +21,12 @@ import pytest
 import soundfile as sf
 from openai.types.realtime import RealtimeServerEvent
 
-from benchmarks.records import QUESTIONS
 from cosyagent.talk import Stamped, TurnCollector, TurnResult
 from cosyagent.talk.console import LiveTranscript, print_summary
 from cosyagent.talk.playback import Player, PlayerChoice, find_player
 from tests.e2e.conftest import free_port
+from tests.support import dublin_question_alone
 
-DATA = Path(__file__).resolve().parent.parent / "data"
 COSYAGENT = str(Path(sys.executable).with_name("cosyagent"))
 # Short replies keep the test fast: reply audio is paced to real time.
 CONFIG = """\
@@ -39,14 +38,10 @@ realtime:
 
 @pytest.fixture(scope="module")
 def dublin_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Dublin question alone: the recording goes on into the speaker's next word, whose first
-    100 ms end the file. Some CPUs' VAD hears that onset as a second turn after the reply has begun
-    (measured on an AMD EPYC with AVX-512), which puts the clip's end of speech after the reply's
-    first audio. The cut is the bench's (benchmarks.records.QUESTIONS)."""
-    name, question_end_s, _ = QUESTIONS[0]
-    audio, rate = sf.read(DATA / name, dtype="float32")
-    path = tmp_path_factory.mktemp("clip") / name
-    sf.write(path, audio[: int(question_end_s * rate)], rate, subtype="PCM_16")
+    """The Dublin question alone: a second turn from the onset of the speaker's next word at the
+    file's end would put the clip's end of speech after the reply's first audio."""
+    path = tmp_path_factory.mktemp("clip") / "en_dublin_q.wav"
+    sf.write(path, dublin_question_alone(16000), 16000, subtype="PCM_16")
     return path
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from benchmarks.records import QUESTIONS
 from cosyagent.audio.pcm import resample
 from tests.e2e.carrier_caller import Wire, answer_after, call, wait_until_released
 from tests.e2e.conftest import LiveServer
+from tests.support import dublin_question_alone
 
 FRAME = 160  # 20 ms of μ-law at 8 kHz
 SID = "MZtest"
@@ -70,10 +70,8 @@ async def test_a_phone_call_is_heard_and_answered(live_server: LiveServer, caplo
         await caller.send({"event": "surprise", "surprise": {}})
         await caller.send({"event": "mark", "streamSid": SID, "mark": {"name": "nobody"}})
         await caller.send({"event": "dtmf", "streamSid": SID, "dtmf": {"track": "inbound_track", "digit": "5"}})
-        # The question alone (the bench's cut): the file's last 100 ms, the onset of the speaker's
-        # next word, is speech to the VAD on some CPUs, and speech over the reply clears it.
-        name, question_end_s, _ = QUESTIONS[0]
-        await answer_after(caller, TWILIO.clip(name, question_end_s))
+        # The question alone: speech over the reply would clear it.
+        await answer_after(caller, TWILIO.encode(dublin_question_alone(TWILIO.rate)))
     await wait_until_released(live_server, before)
 
     assert caller.first_media_at is not None, "no reply audio"
