@@ -279,15 +279,20 @@ class RealtimeSession:
             return
         finally:
             self._transcribe_jobs.pop(job.job_id, None)
-        if transcript.language == "en" and (transcript.language_probability or 0.0) >= SURE_ENGLISH:
+        sure = transcript.language == "en" and (transcript.language_probability or 0.0) >= SURE_ENGLISH
+        if sure and not self._trusted_english:  # once trusted, the set need not grow
             self._sure_english_turns.add(job.item_id)
         self._execute(self.core.transcription_done(job.job_id, transcript.text, transcript.duration_s))
+
+    @property
+    def _trusted_english(self) -> bool:
+        return len(self._sure_english_turns) >= TRUSTED_AFTER_TURNS
 
     def _language(self, job: Transcribe) -> str | None:
         """The language to transcribe as: the session's; else English once the language check
         has found this speaker's first turns English beyond doubt (it costs ~a fifth of the
         recognition, and a speaker rarely changes language mid-call); else None (checked)."""
-        if job.language is None and len(self._sure_english_turns) >= TRUSTED_AFTER_TURNS:
+        if job.language is None and self._trusted_english:
             return "en"
         return job.language
 
