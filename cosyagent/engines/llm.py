@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import openai
@@ -93,11 +93,15 @@ class OpenAICompatibleLLM:
         tool_choice: str = "auto",
         max_tokens: int | None = None,
         temperature: float | None = None,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> AsyncGenerator[str | ToolCallDelta, None]:
         """Yield text deltas and :class:`ToolCallDelta` pieces (``choices[0].delta.tool_calls``) as
         they arrive; with tools, a reply that is a call written as text becomes that call
-        (:mod:`cosyagent.engines.tool_text`). Cancel-safe as :meth:`stream_chat`."""
+        (:mod:`cosyagent.engines.tool_text`). Cancel-safe as :meth:`stream_chat`. ``extra_body``:
+        fields the endpoint adds to the API (llama-server's ``id_slot``)."""
         options: dict[str, Any] = {}
+        if extra_body:
+            options["extra_body"] = dict(extra_body)
         if max_tokens is not None:
             options["max_tokens"] = max_tokens
         if temperature is not None:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from cosyagent.engines.base import ChatMessage, EngineInfo, EngineUnavailableError, ToolCallDelta
 from cosyagent.engines.llama_process import LlamaServerProcess, describe_exit
 from cosyagent.engines.llm import OpenAICompatibleLLM, text_deltas
+from cosyagent.runtime.llm_slots import LLMSlots
 
 logger = logging.getLogger(__name__)
 
@@ -167,12 +168,17 @@ class LLMSupervisor:
 
 
 class SupervisedLLM:
-    """A :class:`~cosyagent.engines.base.ChatLLM` on the supervised embedded server."""
+    """A :class:`~cosyagent.engines.base.ChatLLM` on the supervised embedded server, for one
+    conversation: with ``slots``, its requests go to the slot that holds its history."""
 
-    def __init__(self, llm: OpenAICompatibleLLM, supervisor: LLMSupervisor, wait_s: float) -> None:
+    def __init__(
+        self, llm: OpenAICompatibleLLM, supervisor: LLMSupervisor, wait_s: float, slots: LLMSlots | None = None
+    ) -> None:
         self._llm = llm
         self._supervisor = supervisor
         self._wait_s = wait_s
+        self._slots = slots
+        self._conversation = slots.conversation() if slots is not None else 0
         self.model = llm.model
 
     @property
@@ -198,8 +204,14 @@ class SupervisedLLM:
     ) -> AsyncGenerator[str | ToolCallDelta, None]:
         """The server's reply (text and tool-call pieces), once it runs; a death mid-reply is explained."""
         await self._supervisor.wait_running(self._wait_s)
+        slot = self._slots.take(self._conversation) if self._slots is not None else None
         stream = self._llm.stream_chat_events(
-            messages, tools=tools, tool_choice=tool_choice, max_tokens=max_tokens, temperature=temperature
+            messages,
+            tools=tools,
+            tool_choice=tool_choice,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            extra_body={"id_slot": slot} if slot is not None else None,
         )
         try:
             async for event in stream:
@@ -208,6 +220,8 @@ class SupervisedLLM:
             raise await self._supervisor.explain(exc) from exc
         finally:
             await stream.aclose()
+            if slot is not None and self._slots is not None:
+                self._slots.give_back(slot)
 
     async def aclose(self) -> None:
         """The client belongs to the runtime: nothing to close here."""

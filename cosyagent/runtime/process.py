@@ -42,6 +42,7 @@ from cosyagent.runtime.capacity import (
     measure_turn_costs,
 )
 from cosyagent.runtime.engine_choice import build_asr, build_embedded_llm, build_tts
+from cosyagent.runtime.llm_slots import LLMSlots
 from cosyagent.runtime.llm_supervisor import LLMSupervisor, SupervisedLLM
 from cosyagent.runtime.sessions import SessionRegistry
 from cosyagent.runtime.slot_warmup import warm_llm_slots
@@ -65,6 +66,7 @@ class Runtime:
     speech: LibrarySynthesizer  # the TTS engine speaking any voice of the library
     llm: OpenAICompatibleLLM | None = None
     llm_supervisor: LLMSupervisor | None = None  # restarts the embedded LLM server when it dies
+    llm_slots: LLMSlots | None = None  # the embedded server's slots, when it decodes replies together
     turn_end: TurnEndPredictor | None = None  # vad.turn_model: semantic_vad's end-of-turn model
     load_seconds: dict[str, float] = field(default_factory=dict)
     capacity_estimate: CapacityEstimate | None = None  # measured in start(): server.capacity "auto"
@@ -150,6 +152,7 @@ class Runtime:
             )
             self.llm_supervisor = LLMSupervisor(self.llm_server, self.llm, max_restarts=llm.max_restarts)
             self.llm_supervisor.start()
+            self.llm_slots = LLMSlots(llm.parallel) if self._llm_decodes_in_parallel() else None
         else:
             assert llm.base_url and llm.model  # checked in from_config
             self.llm = OpenAICompatibleLLM(
@@ -248,7 +251,7 @@ class Runtime:
             raise RuntimeError("Runtime.start() has not run")
         llm: ChatLLM = self.llm
         if self.llm_supervisor is not None:
-            llm = SupervisedLLM(self.llm, self.llm_supervisor, wait_s=self.config.llm.timeout_s)
+            llm = SupervisedLLM(self.llm, self.llm_supervisor, self.config.llm.timeout_s, self.llm_slots)
         return SessionEngines(asr=self.asr, llm=llm, tts=self.speech, turn_end=self.turn_end)
 
     def voice_exists(self, voice: str) -> bool:
