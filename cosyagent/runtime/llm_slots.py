@@ -2,12 +2,13 @@
 
 llama-server keeps one prompt cache per slot. A conversation's next request reuses that cache
 only if it lands on the slot that served its last reply: then just the new user turn is read
-(~15-25 tokens), where another slot, holding another conversation, must read the whole history
-again (50-70 tokens after one exchange; ~0.2 s more of both cores, more while others are
+(~20 tokens), where another slot, holding another conversation, must read the whole history
+again (50-70 tokens after one exchange: ~0.2 s more of both cores, more while others are
 served). Left to itself, llama-server hands a request the free slot whose cache is most
-similar, and with four sessions whose turns come one after another that was slot 0 every time:
-each turn overwrote another conversation's cache (docs/benchmarks.md, "Each conversation keeps
-its slot"). So requests name their slot (``id_slot``), chosen here:
+similar, and conversations that share the instructions look alike: every first turn of four
+sessions went to slot 0, overwriting the conversation before, and later turns now and then
+read their whole history again (docs/benchmarks.md, "Each conversation keeps its LLM slot").
+So requests name their slot (``id_slot``), chosen here:
 
 1. the slot that served this conversation last, if no reply runs on it now;
 2. else a free slot that has served no conversation yet;

@@ -219,9 +219,11 @@ class SupervisedLLM:
         except EngineUnavailableError as exc:
             raise await self._supervisor.explain(exc) from exc
         finally:
-            await stream.aclose()
-            if slot is not None and self._slots is not None:
-                self._slots.give_back(slot)
+            try:
+                await stream.aclose()
+            finally:  # even if cancelled while closing
+                if slot is not None and self._slots is not None:
+                    self._slots.give_back(slot)
 
     async def aclose(self) -> None:
         """The client belongs to the runtime: nothing to close here."""
