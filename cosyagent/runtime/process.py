@@ -165,8 +165,8 @@ class Runtime:
             # The slots first: a turn's cost is then timed as turns run, the instructions cached.
             if self.llm_server is not None and self._llm_decodes_in_parallel():
                 server = self.llm_server
-                instructions = self.config.realtime.instructions
-                await warm_llm_slots(server.base_url, server.model, instructions, llm.parallel, timeout_s=30.0)
+                instructions, languages = self.config.realtime.instructions, self.speech.info.languages
+                await warm_llm_slots(server.base_url, server.model, instructions, llm.parallel, 30.0, languages)
                 self.load_seconds["llm_slots"] = round(time.monotonic() - began, 2)
             began = time.monotonic()
             self.capacity_estimate = await self._estimate_capacity()

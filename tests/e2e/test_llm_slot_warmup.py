@@ -1,5 +1,6 @@
-"""Every slot of the embedded llama.cpp server is warmed with the instructions at startup, so the
-first conversations after a start do not each evaluate the system prompt on their first turn."""
+"""Every slot of the embedded llama.cpp server is warmed with the instructions at startup, as a
+spoken reply sends them, so the first conversations after a start do not each evaluate the
+system prompt on their first turn."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from cosyagent.engines.base import ChatMessage
+from cosyagent.pipeline.voice_language import in_the_voice_language
 from cosyagent.runtime.slot_warmup import warm_llm_slots
 from tests.e2e.conftest import LiveServer
 
@@ -37,6 +40,32 @@ async def test_startup_warms_every_slot_and_a_warm_up_reaches_each_slot_once(liv
     assert warmed == parallel
     after = await _slots(server.base_url)
     assert all(int(slot["id_task"]) > last_task for slot in after), after
+
+
+async def _prompt_tokens_read(base_url: str, model: str, messages: list[ChatMessage], slot: int) -> int:
+    """How many prompt tokens llama-server read (not found in the slot's cache) for ``messages``."""
+    body = {"model": model, "messages": messages, "max_tokens": 1, "temperature": 0.0, "id_slot": slot}
+    async with httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=60.0) as http:
+        response = await http.post("/chat/completions", json=body)
+    response.raise_for_status()
+    return int(response.json()["timings"]["prompt_n"])
+
+
+async def test_a_spoken_first_turn_finds_the_voice_language_rule_cached_too(live_server: LiveServer) -> None:
+    runtime = live_server.runtime
+    server = runtime.llm_server
+    assert server is not None
+    languages = runtime.speech.info.languages
+    assert languages == ("en",)  # Piper joe: replies carry the English-only rule
+    instructions = "You are a test assistant who answers in exactly one word."
+    question: list[ChatMessage] = [{"role": "system", "content": instructions}, {"role": "user", "content": "Hi?"}]
+    first_turn = in_the_voice_language(question, languages)  # what pipeline/reply.py sends
+
+    await warm_llm_slots(server.base_url, server.model, instructions, 2, timeout_s=60.0)  # without the rule
+    without_rule = await _prompt_tokens_read(server.base_url, server.model, first_turn, slot=0)
+    await warm_llm_slots(server.base_url, server.model, instructions, 2, timeout_s=60.0, voice_languages=languages)
+    with_rule = await _prompt_tokens_read(server.base_url, server.model, first_turn, slot=1)
+    assert with_rule <= without_rule - 8, (with_rule, without_rule)  # the rule is ~12 tokens
 
 
 async def test_a_server_that_is_not_there_costs_only_the_warm_up() -> None:
