@@ -45,7 +45,7 @@ from cosyagent.runtime.engine_choice import build_asr, build_embedded_llm, build
 from cosyagent.runtime.llm_slots import LLMSlots
 from cosyagent.runtime.llm_supervisor import LLMSupervisor, SupervisedLLM
 from cosyagent.runtime.sessions import SessionRegistry
-from cosyagent.runtime.slot_warmup import warm_llm_slots
+from cosyagent.runtime.slot_warmup import spoken_instructions, warm_llm_slots
 from cosyagent.telemetry import SessionObserver, Telemetry
 from cosyagent.voices.library import ClipLimits, VoiceLibrary
 from cosyagent.voices.synthesizer import LibrarySynthesizer
@@ -165,8 +165,7 @@ class Runtime:
             # The slots first: a turn's cost is then timed as turns run, the instructions cached.
             if self.llm_server is not None and self._llm_decodes_in_parallel():
                 server = self.llm_server
-                instructions, languages = self.config.realtime.instructions, self.speech.info.languages
-                await warm_llm_slots(server.base_url, server.model, instructions, llm.parallel, 30.0, languages)
+                await warm_llm_slots(server.base_url, server.model, self._spoken_instructions(), llm.parallel, 30.0)
                 self.load_seconds["llm_slots"] = round(time.monotonic() - began, 2)
             began = time.monotonic()
             self.capacity_estimate = await self._estimate_capacity()
@@ -178,6 +177,9 @@ class Runtime:
     def _llm_decodes_in_parallel(self) -> bool:
         llm = self.config.llm
         return self.llm_server is not None and llm.server == "native" and llm.parallel > 1
+
+    def _spoken_instructions(self) -> str:
+        return spoken_instructions(self.config.realtime.instructions, self.speech.info.languages)
 
     def _llm_tokens_per_turn(self) -> int:
         """The tokens of one reply the next session waits for: all of them when the embedded
@@ -196,7 +198,7 @@ class Runtime:
             self.tts,
             rt.voice,
             embedded_llm,
-            rt.instructions,
+            self._spoken_instructions(),  # the slot it runs on keeps them cached, as warmed
             patience_s=budget_s,
             turn_end=self.turn_end if semantic else None,
         )

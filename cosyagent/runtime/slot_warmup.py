@@ -5,10 +5,9 @@ served a request must evaluate the system prompt on its first turn: about 20 mor
 0.2 s on an idle 2-core CPU and 0.5 s or more while other sessions are being served. So the
 first conversations after a start (four people joining a demo) each paid for it on their first
 turn. One one-token request per slot fills every slot with the instructions; llama.cpp then
-reuses that prefix for whichever conversation the slot serves next. The instructions are
-warmed as a spoken reply sends them: with the rule that tells the LLM its voice's one language
-(:func:`~cosyagent.pipeline.voice_language.in_the_voice_language`), ~12 tokens more that a
-first turn would otherwise read.
+reuses that prefix for whichever conversation the slot serves next. The instructions must be
+warmed as a spoken reply sends them (:func:`spoken_instructions`): with the rule that tells the
+LLM its voice's one language, ~12 tokens that a first turn would otherwise read again.
 """
 
 from __future__ import annotations
@@ -28,14 +27,17 @@ logger = logging.getLogger(__name__)
 GREETING = "Hello."
 
 
-async def warm_llm_slots(
-    base_url: str, model: str, instructions: str, slots: int, timeout_s: float, voice_languages: Sequence[str] = ()
-) -> int:
+def spoken_instructions(instructions: str, voice_languages: Sequence[str]) -> str:
+    """The system message a spoken reply in a voice of ``voice_languages`` sends (``pipeline/reply.py``)."""
+    system: list[ChatMessage] = [{"role": "system", "content": instructions}]
+    return str(in_the_voice_language(system, voice_languages)[0]["content"])
+
+
+async def warm_llm_slots(base_url: str, model: str, instructions: str, slots: int, timeout_s: float) -> int:
     """One request pinned to each slot (llama-server's ``id_slot``), all at once; returns how
     many slots answered. A failure costs only the warm-up: the slot warms on its first turn.
-    ``voice_languages``: the default voice's (``tts.info.languages``)."""
-    system: list[ChatMessage] = [{"role": "system", "content": instructions}]
-    messages = [*in_the_voice_language(system, voice_languages), {"role": "user", "content": GREETING}]
+    ``instructions``: as sessions send them (:func:`spoken_instructions`)."""
+    messages = [{"role": "system", "content": instructions}, {"role": "user", "content": GREETING}]
     began = time.monotonic()
     async with httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s) as client:
 

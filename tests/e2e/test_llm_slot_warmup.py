@@ -10,7 +10,7 @@ import httpx
 
 from cosyagent.engines.base import ChatMessage
 from cosyagent.pipeline.voice_language import in_the_voice_language
-from cosyagent.runtime.slot_warmup import warm_llm_slots
+from cosyagent.runtime.slot_warmup import spoken_instructions, warm_llm_slots
 from tests.e2e.conftest import LiveServer
 
 
@@ -63,7 +63,8 @@ async def test_a_spoken_first_turn_finds_the_voice_language_rule_cached_too(live
 
     await warm_llm_slots(server.base_url, server.model, instructions, 2, timeout_s=60.0)  # without the rule
     without_rule = await _prompt_tokens_read(server.base_url, server.model, first_turn, slot=0)
-    await warm_llm_slots(server.base_url, server.model, instructions, 2, timeout_s=60.0, voice_languages=languages)
+    spoken = spoken_instructions(instructions, languages)
+    await warm_llm_slots(server.base_url, server.model, spoken, 2, timeout_s=60.0)
     with_rule = await _prompt_tokens_read(server.base_url, server.model, first_turn, slot=1)
     assert with_rule <= without_rule - 8, (with_rule, without_rule)  # the rule is ~12 tokens
 
