@@ -41,6 +41,7 @@ vLLM): there, set ``server.capacity``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ import numpy as np
 from cosyagent.audio.pcm import resample
 from cosyagent.engines.base import ChatLLM, SpeechRecognizer, SpeechSynthesizer, TurnEndPredictor
 from cosyagent.pipeline.turns import SPECULATE_AFTER_MS
+
+logger = logging.getLogger(__name__)
 
 # What a turn is made of when it is timed: a short first clause, then a short second sentence
 # (a typical voice reply is one or two short sentences), and a question for the LLM.
@@ -104,6 +107,25 @@ class CapacityEstimate:
     def fits_budget(self) -> bool:
         """Whether even one session's turn fits the budget."""
         return self.latency_bound >= 1
+
+    def log(self) -> None:
+        """Say at startup what was measured; warn when one turn alone exceeds the budget."""
+        logger.info(
+            "capacity: %d sessions (one turn %.2f s: %s; latency bound %d, streaming bound %d)",
+            self.sessions,
+            self.turn_s,
+            {stage: round(s, 3) for stage, s in self.stage_seconds().items()},
+            self.latency_bound,
+            self.streaming_bound,
+        )
+        if not self.fits_budget:
+            logger.warning(
+                "one turn alone (%.2f s of engine time) exceeds server.latency_budget_ms %d after the %d ms "
+                "end-of-turn wait: admitting one session anyway",
+                self.turn_s,
+                round(self.budget_s * 1000),
+                round(self.end_of_turn_s * 1000),
+            )
 
     def stage_seconds(self) -> dict[str, float]:
         """The per-turn costs by stage, as ``/metrics`` shows them."""

@@ -209,22 +209,7 @@ class Runtime:
             reply_tokens=min(self._llm_tokens_per_turn(), rt.max_output_tokens),
             parallel_llm=self._llm_decodes_in_parallel(),
         )
-        logger.info(
-            "capacity: %d sessions (one turn %.2f s: %s; latency bound %d, streaming bound %d)",
-            estimate.sessions,
-            estimate.turn_s,
-            {stage: round(s, 3) for stage, s in estimate.stage_seconds().items()},
-            estimate.latency_bound,
-            estimate.streaming_bound,
-        )
-        if not estimate.fits_budget:
-            logger.warning(
-                "one turn alone (%.2f s of engine time) exceeds server.latency_budget_ms %d after the %d ms "
-                "end-of-turn wait: admitting one session anyway",
-                estimate.turn_s,
-                self.config.server.latency_budget_ms,
-                rt.silence_duration_ms,
-            )
+        estimate.log()
         return estimate
 
     def capacity_report(self) -> tuple[int, dict[str, float]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,19 @@ def test_a_turn_over_the_budget_still_admits_one_session() -> None:
     estimate = estimate_capacity(slow, budget_s=3.0, end_of_turn_s=0.5)
     assert (estimate.latency_bound, estimate.streaming_bound, estimate.sessions) == (0, 0, 1)
     assert not estimate.fits_budget
+
+
+def test_the_startup_log_warns_only_when_one_turn_exceeds_the_budget(caplog: pytest.LogCaptureFixture) -> None:
+    slow = TurnCosts(asr_s=2.0, tts_first_clause_s=2.0, tts_rtf=1.5)
+    with caplog.at_level(logging.INFO, logger="cosyagent.runtime.capacity"):
+        estimate_capacity(EMBEDDED, budget_s=3.0, end_of_turn_s=0.5).log()
+        assert [r.levelno for r in caplog.records] == [logging.INFO]
+        assert "capacity: 1 sessions" in caplog.records[0].getMessage()
+        caplog.clear()
+        estimate_capacity(slow, budget_s=3.0, end_of_turn_s=0.5).log()
+    warning = caplog.records[-1]
+    assert warning.levelno == logging.WARNING
+    assert "exceeds server.latency_budget_ms 3000 after the 500 ms end-of-turn wait" in warning.getMessage()
 
 
 def test_costs_are_checked() -> None:
