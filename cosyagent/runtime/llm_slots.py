@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -65,3 +67,13 @@ class LLMSlots:
         """The request on slot ``index`` has ended (finished, failed or cancelled)."""
         with self._lock:
             self._slots[index].busy = False
+
+    @contextmanager
+    def held(self, conversation: int) -> Iterator[int | None]:
+        """:meth:`take` for one request, given back when the block ends, however it ends."""
+        slot = self.take(conversation)
+        try:
+            yield slot
+        finally:
+            if slot is not None:
+                self.give_back(slot)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any, Literal
 
 from cosyagent.engines.base import ChatMessage, EngineInfo, EngineUnavailableError, ToolCallDelta
@@ -177,8 +178,11 @@ class SupervisedLLM:
         self._llm = llm
         self._supervisor = supervisor
         self._wait_s = wait_s
-        self._slots = slots
-        self._conversation = slots.conversation() if slots is not None else 0
+        self._slot: Callable[[], contextlib.AbstractContextManager[int | None]] = (
+            functools.partial(slots.held, slots.conversation())
+            if slots is not None
+            else lambda: contextlib.nullcontext(None)
+        )
         self.model = llm.model
 
     @property
@@ -204,26 +208,22 @@ class SupervisedLLM:
     ) -> AsyncGenerator[str | ToolCallDelta, None]:
         """The server's reply (text and tool-call pieces), once it runs; a death mid-reply is explained."""
         await self._supervisor.wait_running(self._wait_s)
-        slot = self._slots.take(self._conversation) if self._slots is not None else None
-        stream = self._llm.stream_chat_events(
-            messages,
-            tools=tools,
-            tool_choice=tool_choice,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            extra_body={"id_slot": slot} if slot is not None else None,
-        )
-        try:
-            async for event in stream:
-                yield event
-        except EngineUnavailableError as exc:
-            raise await self._supervisor.explain(exc) from exc
-        finally:
+        with self._slot() as slot:
+            stream = self._llm.stream_chat_events(
+                messages,
+                tools=tools,
+                tool_choice=tool_choice,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                extra_body={"id_slot": slot} if slot is not None else None,
+            )
             try:
+                async for event in stream:
+                    yield event
+            except EngineUnavailableError as exc:
+                raise await self._supervisor.explain(exc) from exc
+            finally:
                 await stream.aclose()
-            finally:  # even if cancelled while closing
-                if slot is not None and self._slots is not None:
-                    self._slots.give_back(slot)
 
     async def aclose(self) -> None:
         """The client belongs to the runtime: nothing to close here."""
