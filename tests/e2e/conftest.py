@@ -12,7 +12,9 @@ import dataclasses
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from starlette.types import ASGIApp
@@ -31,6 +33,16 @@ class LiveServer:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    async def llama_slots(self) -> list[dict[str, Any]]:
+        """The embedded llama-server's own view of its slots (``GET /slots``: each one's id, last task...)."""
+        server = self.runtime.llm_server
+        assert server is not None, "the embedded LLM is not running"
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            response = await http.get(f"{server.base_url.rstrip('/').removesuffix('/v1')}/slots")
+        response.raise_for_status()
+        slots: list[dict[str, Any]] = response.json()
+        return slots
 
 
 def free_port() -> int:

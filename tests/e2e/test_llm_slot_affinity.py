@@ -4,23 +4,12 @@ prompt cache (cosyagent.runtime.llm_slots), and a reply cut off mid-stream frees
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
-
 from cosyagent.engines.base import ChatLLM, ChatMessage
 from tests.e2e.conftest import LiveServer
 
 
 async def _last_tasks(live_server: LiveServer) -> dict[int, int]:
-    server = live_server.runtime.llm_server
-    assert server is not None
-    root = server.base_url.rstrip("/").removesuffix("/v1")
-    async with httpx.AsyncClient(timeout=10.0) as http:
-        response = await http.get(f"{root}/slots")
-    response.raise_for_status()
-    slots: list[dict[str, Any]] = response.json()
-    return {int(slot["id"]): int(slot.get("id_task", -1)) for slot in slots}
+    return {int(slot["id"]): int(slot.get("id_task", -1)) for slot in await live_server.llama_slots()}
 
 
 async def _reply_slot(live_server: LiveServer, llm: ChatLLM, messages: list[ChatMessage]) -> tuple[int, str]:

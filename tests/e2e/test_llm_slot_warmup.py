@@ -4,8 +4,6 @@ system prompt on their first turn."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 
 from cosyagent.engines.base import ChatMessage
@@ -14,22 +12,13 @@ from cosyagent.runtime.slot_warmup import spoken_instructions, warm_llm_slots
 from tests.e2e.conftest import LiveServer
 
 
-async def _slots(base_url: str) -> list[dict[str, Any]]:
-    root = base_url.rstrip("/").removesuffix("/v1")
-    async with httpx.AsyncClient(timeout=10.0) as http:
-        response = await http.get(f"{root}/slots")
-    response.raise_for_status()
-    slots: list[dict[str, Any]] = response.json()
-    return slots
-
-
 async def test_startup_warms_every_slot_and_a_warm_up_reaches_each_slot_once(live_server: LiveServer) -> None:
     runtime = live_server.runtime
     server = runtime.llm_server
     assert server is not None
     parallel = runtime.config.llm.parallel
     assert parallel > 1 and "llm_slots" in runtime.load_seconds  # start() warmed them
-    before = await _slots(server.base_url)
+    before = await live_server.llama_slots()
     assert len(before) == parallel
     assert all("id_task" in slot for slot in before), before  # every slot has served a request
 
@@ -38,7 +27,7 @@ async def test_startup_warms_every_slot_and_a_warm_up_reaches_each_slot_once(liv
     instructions = "You are a test assistant who answers in exactly one word."
     warmed = await warm_llm_slots(server.base_url, server.model, instructions, parallel, timeout_s=60.0)
     assert warmed == parallel
-    after = await _slots(server.base_url)
+    after = await live_server.llama_slots()
     assert all(int(slot["id_task"]) > last_task for slot in after), after
 
 
