@@ -45,13 +45,20 @@ _NORMALIZE = jiwer.Compose(
 _NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")  # "1,500.5", "56"
 
 
+_TENS_HYPHEN_UNITS = re.compile(
+    r"\b(twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)-(one|two|three|four|five|six|seven|eight|nine)\b",
+    re.IGNORECASE,
+)
+
+
 def spell_numbers(text: str) -> str:
-    """Digits as words, and hyphens as spaces, the way a recognizer may write what it hears:
-    "120" and "one hundred twenty", "twenty-four" and "24", "0°C" and "zero degrees C", "4%" and
-    "four percent" count the same."""
+    """Digits as words, the way a recognizer may write what it hears: "120" and "one hundred
+    twenty", "twenty-four", "twenty four" and "24", "0°C" and "zero degrees C", "4%" and "four
+    percent" count the same. Only a number's hyphen becomes a space: any other is punctuation,
+    removed by the WER's normalization, so "to-day" is still "today"."""
     text = text.replace("%", " percent").replace("°C", " degrees C").replace("°F", " degrees F")
     text = _NUMBER.sub(lambda number: f" {_spelled(number[0])} ", text)
-    return text.replace("-", " ")
+    return _TENS_HYPHEN_UNITS.sub(r"\1 \2", text)
 
 
 def _spelled(number: str) -> str:
