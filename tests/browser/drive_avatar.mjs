@@ -86,6 +86,7 @@ try {
     () => window.cosyagent.results.log.filter((e) => e.type === "response.output_audio_timestamps.delta").length,
   );
   result.changes = await page.evaluate(() => window.cosyAvatar.samples);
+  result.resyncs = await page.evaluate(() => window.cosyAvatar.resyncs);
   result.playoutDelayMs = await page.evaluate(() => window.cosyagent.quality.last.playoutDelayMs);
   await page.click("#call-button");
   await context.close();

@@ -3,7 +3,7 @@
 // viseme's start_ms is on the clock of the reply's audio, which starts playing at
 // output_audio_buffer.started. Audio can stall between clauses on a busy server (a gap in the
 // media track): events then arrive just as their audio plays, so an event whose audio_start_ms
-// should already be playing by the clock moves the clock on. The clock starts when the reply's
+// should already be playing by the clock, arriving while the voice is quiet, moves the clock on. The clock starts when the reply's
 // first voiced mark is heard: the page's analyser of the agent's audio says when the voice
 // starts, whatever the network, jitter buffer and audio output added (in one test run that was
 // 300 ms more than the jitter buffer's own delay). Without a voice within VOICE_WAIT_MS, the
@@ -35,6 +35,7 @@
     words: [], // [{text, start_ms, end_ms}]
     shown: "sil",
     samples: [], // for tests: [{at, viseme}] of every change
+    resyncs: [], // for tests: [{at, shift_ms}] each time a stall moved the clock
   };
 
   function buildFace() {
@@ -92,9 +93,15 @@
         face.words.push(...event.words);
         // A stall: the audio after this event cannot be heard before the event arrived. (Its
         // first mark may lie up to a piece later; re-syncing on that would put the face ahead.)
+        // Only while the voice is quiet: a page too busy to handle the event on time while the
+        // audio plays on is no stall, and moving the clock then would leave the face behind the
+        // voice for the rest of the reply (the clock only ever moves later).
         const start = event.audio_start_ms;
-        if (face.anchor !== null && start !== undefined && face.anchor + start < now) {
+        if (face.anchor !== null && start !== undefined && face.anchor + start < now && !voiceHeard()) {
+          const anchor = face.anchor;
           setClock(now + playoutDelayMs() - start);
+          face.resyncs.push({ at: Math.round(now), shift_ms: Math.round(face.anchor - anchor) });
+          if (face.resyncs.length > 100) face.resyncs.shift();
         }
         break;
       }
@@ -120,6 +127,11 @@
   function agentLevel() {
     const node = window.cosyagent && window.cosyagent.call && window.cosyagent.call.agentAnalyser;
     return node ? Cosy.rms(node) : null; // null: no analyser to listen with
+  }
+
+  function voiceHeard() {
+    const level = agentLevel();
+    return level !== null && level >= VOICE_RMS;
   }
 
   // Before the voice is heard: start the clock when it is (at the first mouth shape that is not
