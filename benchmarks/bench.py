@@ -177,7 +177,7 @@ def cosyagent_server(args: argparse.Namespace) -> Iterator[tuple[str, int | None
 def server_for(target: str, args: argparse.Namespace) -> contextlib.AbstractContextManager[tuple[str, int | None]]:
     if target == "baseline":
         spawned: contextlib.AbstractContextManager[tuple[str, int | None]] = importlib.import_module(
-            "benchmarks.baseline.driver"
+            "benchmarks.baseline.server"
         ).spawned_baseline()
         return spawned
     return cosyagent_server(args)

@@ -1,7 +1,7 @@
 """The benchmark client for the stock pipecat baseline (``benchmarks/baseline/pipecat_bot.py``).
 
-It speaks pipecat's own client protocol: protobuf frames (``pipecat.frames.protobufs``) over
-one WebSocket, an RTVI ``client-ready`` message first, then microphone audio. The audio is the
+It speaks pipecat's own client protocol (``wire.py``): protobuf frames over one WebSocket, an
+RTVI ``client-ready`` message first, then microphone audio; ``server.py`` runs the bot. The audio is the
 same clips cosyagent's drivers speak, resampled to 16 kHz (pipecat's default input rate) and
 sent as a live microphone would: a 20 ms frame once its last sample has been "spoken", silence
 between utterances. Reply audio arrives paced to real time (pipecat's websocket output
@@ -23,178 +23,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import math
-import os
-import signal
-import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import numpy as np
-import soxr
 import websockets
-from pipecat.frames.protobufs import frames_pb2
-from pipecat.processors.frameworks.rtvi.models import PROTOCOL_VERSION
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from benchmarks.baseline import spawn_child
-from benchmarks.harness import PORTS, free_port, stop_process, wait_healthy
-from benchmarks.records import BARGE_IN_AFTER_S, PLAYBACK_MARGIN_S, ROOT, Plan, SessionRecord, session_order
-from cosyagent.talk import RATE, Clip, elapsed_ms
+from benchmarks.baseline.wire import (
+    BaselineError,
+    BotSocket,
+    Microphone,
+    Received,
+    client_ready,
+    message_frame,
+    wire_pcm,
+)
+from benchmarks.records import BARGE_IN_AFTER_S, PLAYBACK_MARGIN_S, Plan, SessionRecord, session_order
+from cosyagent.talk import Clip, elapsed_ms
 
 logger = logging.getLogger(__name__)
 
-WIRE_RATE = 16_000  # pipecat's default input rate (PipelineParams.audio_in_sample_rate)
-FRAME_S = 0.02
-FRAME_SAMPLES = int(WIRE_RATE * FRAME_S)
 QUIET_S = 0.2  # no reply audio for this long: time to ask the bot whether the reply is over
 POLL_S = 1.0  # otherwise ask at most this often
 _SAME_DECISION_S = 0.05
-
-
-class BaselineError(Exception):
-    """The connection failed or ended."""
-
-
-def wire_pcm(clip: Clip) -> bytes:
-    """The clip as 16 kHz pcm16, what the bot's transport expects."""
-    samples = np.asarray(soxr.resample(clip.samples, RATE, WIRE_RATE), dtype=np.float32)
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-
-
-def _message(payload: dict[str, Any]) -> bytes:
-    frame = frames_pb2.Frame()  # type: ignore[attr-defined]
-    frame.message.data = json.dumps(payload)
-    return bytes(frame.SerializeToString())
-
-
-def _audio(pcm16: bytes) -> bytes:
-    frame = frames_pb2.Frame()  # type: ignore[attr-defined]
-    frame.audio.audio, frame.audio.sample_rate, frame.audio.num_channels = pcm16, WIRE_RATE, 1
-    return bytes(frame.SerializeToString())
-
-
-@dataclass
-class Received:
-    """What the bot sent, stamped on arrival (``time.monotonic()``)."""
-
-    audio: list[tuple[float, float]] = field(default_factory=list)  # (arrival, seconds of audio)
-    interruptions: list[float] = field(default_factory=list)
-    messages: list[tuple[float, str]] = field(default_factory=list)  # RTVI message types
-
-    def audio_between(self, start: float, end: float = math.inf) -> list[tuple[float, float]]:
-        return [(at, seconds) for at, seconds in self.audio if start < at <= end]
-
-
-class BotSocket:
-    """The WebSocket to one bot pipeline: a reader task stamps every frame as it arrives."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.received = Received()
-        self.closed: str | None = None
-        self._changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._read(), name="baseline-reader")
-
-    async def _read(self) -> None:
-        try:
-            async for raw in self.ws:
-                at = time.monotonic()
-                frame = frames_pb2.Frame.FromString(raw if isinstance(raw, bytes) else raw.encode())  # type: ignore[attr-defined]
-                kind = frame.WhichOneof("frame")
-                if kind == "audio":
-                    rate = frame.audio.sample_rate or 24_000
-                    self.received.audio.append(
-                        (at, len(frame.audio.audio) / (2 * rate * max(1, frame.audio.num_channels)))
-                    )
-                elif kind == "interruption":
-                    self.received.interruptions.append(at)
-                elif kind == "message":
-                    with contextlib.suppress(ValueError, AttributeError):
-                        self.received.messages.append((at, str(json.loads(frame.message.data).get("type"))))
-                self._changed.set()
-            self.closed = "the bot closed the connection"
-        except ConnectionClosed as exc:
-            self.closed = f"the connection to the bot was lost: {exc}"
-        finally:
-            self._changed.set()
-
-    async def wait_for(self, ready: Callable[[], bool], deadline: float) -> bool:
-        """Wait until ``ready()`` (checked on every frame, and every 50 ms); False at ``deadline``."""
-        while not ready():
-            if self.closed:
-                raise BaselineError(self.closed)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(remaining, 0.05)):
-                    await self._changed.wait()
-        return True
-
-    async def aclose(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-
-class Microphone:
-    """Sends 20 ms frames of 16 kHz audio, each once its last sample has been "spoken", and
-    silence while nothing is queued; sample ``n`` of the stream is spoken at ``start + n / 16000``."""
-
-    def __init__(self, bot: BotSocket) -> None:
-        self._bot = bot
-        self._t0 = 0.0
-        self._next = 0  # the frame to send next; the queue starts at its first sample
-        self._queue = bytearray()
-        self._task: asyncio.Task[None] | None = None
-        self.max_send_lag_s = 0.0
-
-    def start(self) -> None:
-        self._t0 = time.monotonic()
-        self._task = asyncio.create_task(self._run(), name="baseline-microphone")
-
-    def play(self, pcm16: bytes) -> float:
-        """Queue 16 kHz pcm16 after anything queued; returns when its first sample is spoken."""
-        queued_end = self._next * FRAME_SAMPLES + len(self._queue) // 2
-        start = max(math.ceil((time.monotonic() - self._t0) * WIRE_RATE), queued_end)
-        self._queue.extend(bytes(2 * (start - queued_end)))
-        self._queue.extend(pcm16)
-        return self._t0 + start / WIRE_RATE
-
-    async def _run(self) -> None:
-        size = 2 * FRAME_SAMPLES
-        while True:
-            due = self._t0 + (self._next + 1) * FRAME_S
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            chunk = bytes(self._queue[:size]).ljust(size, b"\0")
-            del self._queue[:size]
-            self._next += 1
-            try:
-                await self._bot.ws.send(_audio(chunk))
-            except ConnectionClosed:
-                return  # the reader reports it
-            self.max_send_lag_s = max(self.max_send_lag_s, time.monotonic() - due)
-
-    async def aclose(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
 
 # --- the bot's stamps -------------------------------------------------------------------------------
@@ -444,7 +300,7 @@ async def run_session(url: str, index: int, clips: list[Clip], plan: Plan) -> Se
                 {clip.name: wire_pcm(clip) for clip in order},
             )  # fmt: skip
             try:
-                await ws.send(_message(_client_ready()))
+                await ws.send(message_frame(client_ready()))
                 ready = lambda: any(kind == "bot-ready" for _, kind in bot.received.messages)  # noqa: E731
                 if not await bot.wait_for(ready, time.monotonic() + plan.timeout_s):
                     raise BaselineError(f"no bot-ready within {plan.timeout_s:g} s")
@@ -474,60 +330,3 @@ async def run_session(url: str, index: int, clips: list[Clip], plan: Plan) -> Se
         record.errors.append(f"session {index}: {type(exc).__name__}: {exc}")
         logger.error("baseline session %d: %s", index, exc)
     return record
-
-
-def _client_ready() -> dict[str, Any]:
-    return {
-        "label": "rtvi-ai",
-        "type": "client-ready",
-        "id": uuid.uuid4().hex[:8],
-        "data": {"version": PROTOCOL_VERSION, "about": {"library": "cosyagent-bench"}},
-    }
-
-
-# --- the server ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def spawned_baseline(timeout_s: float = 180.0, ports: range = PORTS) -> Iterator[tuple[str, int]]:
-    """Run ``python -m benchmarks.baseline.pipecat_bot`` on a free port; yields (URL, pid). It and
-    its llama.cpp server are stopped afterwards (and die with this process in any case)."""
-    port = free_port(ports)
-    log = tempfile.NamedTemporaryFile(prefix=f"baseline-bot-{port}-", suffix=".log", delete=False)  # noqa: SIM115
-    command = [sys.executable, "-m", "benchmarks.baseline.pipecat_bot", "--port", str(port)]
-    process = spawn_child(command, log, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    llm_pid: int | None = None
-    logger.info("started the pipecat baseline pid %d on port %d (log %s)", process.pid, port, log.name)
-    try:
-        llm_pid = wait_healthy(url, process, timeout_s).get("llm_pid")
-        yield url, process.pid
-    except BaseException:
-        log.flush()
-        logger.error("baseline log tail:\n%s", Path(log.name).read_text(errors="replace")[-3000:])
-        raise
-    finally:
-        stop_process(process)
-        if llm_pid is not None:
-            _reap_orphan(llm_pid)
-        log.close()
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie waiting for its new parent to reap it does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2 :].split()[0] not in ("Z", "X")
-
-
-def _reap_orphan(pid: int, timeout_s: float = 10.0) -> None:
-    """The llama.cpp server gets SIGTERM when the bot dies; make sure it is gone."""
-    deadline = time.monotonic() + timeout_s
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if alive(pid):
-        logger.warning("the baseline's llama.cpp server pid %d outlived it; killing it", pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)

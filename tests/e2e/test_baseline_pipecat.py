@@ -14,7 +14,8 @@ import asyncio
 
 import httpx
 
-from benchmarks.baseline.driver import alive, run_session, spawned_baseline
+from benchmarks.baseline.driver import run_session
+from benchmarks.baseline.server import alive, spawned_baseline
 from benchmarks.records import TURN_METRICS, Plan
 from cosyagent.talk import load_clip
 from tests.support import DATA
