@@ -3,10 +3,10 @@
 // viseme's start_ms is on the clock of the reply's audio, which starts playing at
 // output_audio_buffer.started. Audio can stall between clauses on a busy server (a gap in the
 // media track): events then arrive just as their audio plays, so an event whose audio_start_ms
-// should already be playing by the clock, arriving while the voice is quiet, moves the clock on. The clock starts when the reply's
-// first voiced mark is heard: the page's analyser of the agent's audio says when the voice
-// starts, whatever the network, jitter buffer and audio output added (in one test run that was
-// 300 ms more than the jitter buffer's own delay). Without a voice within VOICE_WAIT_MS, the
+// should already be playing by the clock, arriving while the voice is quiet, moves the clock on.
+// The clock starts when the reply's first voiced mark is heard: the page's analyser of the
+// agent's audio says when the voice starts, whatever the network, jitter buffer and audio output
+// added (in one test run that was 300 ms more than the jitter buffer's own delay). Without a voice within VOICE_WAIT_MS, the
 // clock starts at output_audio_buffer.started plus the jitter buffer's delay, measured by the
 // page's connection quality (getStats). No external assets: inline SVG.
 "use strict";
