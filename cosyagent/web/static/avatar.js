@@ -6,9 +6,10 @@
 // should already be playing by the clock, arriving while the voice is quiet, moves the clock on.
 // The clock starts when the reply's first voiced mark is heard: the page's analyser of the
 // agent's audio says when the voice starts, whatever the network, jitter buffer and audio output
-// added (in one test run that was 300 ms more than the jitter buffer's own delay). Without a voice within VOICE_WAIT_MS, the
-// clock starts at output_audio_buffer.started plus the jitter buffer's delay, measured by the
-// page's connection quality (getStats). No external assets: inline SVG.
+// added (in one test run that was 300 ms more than the jitter buffer's own delay). Without a
+// voice within VOICE_WAIT_MS, the clock starts at output_audio_buffer.started plus the jitter
+// buffer's delay, measured by the page's connection quality (getStats). No external assets:
+// inline SVG.
 "use strict";
 
 (function () {
@@ -129,8 +130,8 @@
     return node ? Cosy.rms(node) : null; // null: no analyser to listen with
   }
 
-  function voiceHeard() {
-    const level = agentLevel();
+  // Whether the agent's voice is heard at ``level`` (the analyser's now, unless given).
+  function voiceHeard(level = agentLevel()) {
     return level !== null && level >= VOICE_RMS;
   }
 
@@ -139,7 +140,7 @@
   function startClock(now) {
     const voiced = face.visemes.find((mark) => mark.viseme !== "sil");
     const level = agentLevel();
-    if (voiced && level !== null && level >= VOICE_RMS) {
+    if (voiced && voiceHeard(level)) {
       setClock(now - voiced.start_ms);
     } else if (level === null || now > face.expected + (voiced ? voiced.start_ms : 0) + VOICE_WAIT_MS) {
       setClock(face.expected);
