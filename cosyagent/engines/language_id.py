@@ -6,11 +6,11 @@ such audio instead. It runs the multilingual Whisper base encoder on the utteran
 4 s, padded to 3 s (not Whisper's own 30 s window: ~8x cheaper, ~100 ms on 2 cores) and reads
 the language probabilities of the first decoder step.
 
-That short window is a screen, not a verdict. Over 240 short Piper replies (0.5-1.3 s,
+That short window is a screen, not a verdict. Over 180 short Piper replies (0.5-1.3 s,
 2026-12-04) it scored P(en) as low as 0.075 (a "Say that again." heard as Arabic 0.84), and a
 full test run once saw a 1.5 s reply refused as Portuguese: speech that short, padded to 3 s, is
 unlike anything Whisper was trained on. So a not-English screen is judged again on Whisper's own
-30 s window before anything is refused (:data:`CONFIRM_PAD_S`): there the same 240 replies scored
+30 s window before anything is refused (:data:`CONFIRM_PAD_S`): there 420 such replies (two runs) scored
 P(en) 0.85-1.00, while the real Mandarin utterances (1.0-4.2 s, 3 clips) still scored P(zh) at
 least 0.83 and P(en) at most 0.05. The second look costs ~0.8 s on 2 cores, paid only by a turn
 the screen would refuse. :data:`ENGLISH_FLOOR` and :data:`OTHER_FLOOR` apply to both looks.
