@@ -77,7 +77,7 @@ async def test_the_default_voice_is_understood_by_the_product_s_asr(live_server:
         lead_in = np.zeros(asr.sample_rate // 10, dtype=np.float32)
         speech = resample(audio, 24000, asr.sample_rate)
         # language="en": this scores the voice, not the language check (which once refused a short
-        # Piper reply as Portuguese in a full run, 2026-12-04; a product issue of its own).
+        # Piper reply as Portuguese; it now confirms such refusals, test_engine_language_id.py).
         heard.append((await asr.transcribe(np.concatenate([lead_in, speech]), language="en")).text)
     # The issue's target is 10% (benchmarks.embedded_answers reports it); the bound leaves a margin
     # for kernel differences between CPUs, below garbled audio (27-38%).

@@ -109,11 +109,15 @@ async def test_a_refusal_is_confirmed_on_whisper_s_own_window(
     guess = await identifier.identify(mandarin)
     assert guess is not None and guess.not_english and guess.language == "zh", looks
     assert [pad for pad, _ in looks] == [3.0, CONFIRM_PAD_S]
-    # Clear English takes one look only: the second costs ~0.8 s and only a refusal pays it.
+    # Clear English takes one look only: the second costs ~0.8 s and only a refusal pays it ...
     looks.clear()
     english = await identifier.identify(read_clip("en_dublin_q.wav", 16_000))
     assert english is not None and english.language == "en"
     assert [pad for pad, _ in looks] == [3.0]
+    # ... of speech under 3 s: from 3 s on the screen pads nothing and its refusal stands.
+    looks.clear()
+    guess = await identifier.identify(read_clip("zh_asr_example.wav", 16_000))
+    assert guess is not None and guess.not_english and [pad for pad, _ in looks] == [3.0]
 
 
 async def test_too_short_to_judge(identifier: SpokenLanguageID) -> None:
