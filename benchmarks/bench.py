@@ -9,7 +9,8 @@ pipecat pipeline built from the same three models (benchmarks/baseline/).
 
 Each session speaks real recorded utterances (tests/data) in real time, waits for every reply
 to play out, then interrupts a few replies (benchmarks/records.py defines every metric). The
-servers are started here on free ports (or ``--url`` measures a running cosyagent). Results: a
+servers are started here on free ports, a fresh one for every session count and repeat (or
+``--url`` measures a running cosyagent). Results: a
 table on stdout, JSON and three PNG plots in benchmarks/results/.
 """
 
@@ -190,16 +191,23 @@ def run_all(args: argparse.Namespace, save: Callable[[list[Run], dict[str, Any]]
     logger.info("%d %s from tests/data", len(clips), args.clips)
     runs: list[Run] = []
     servers: dict[str, Any] = {}
-    ours = [t for t in args.targets if t != "baseline"]
-    groups = ([ours] if ours else []) + ([["baseline"]] if "baseline" in args.targets else [])
-    for group in groups:  # cosyagent's transports share one server; the baseline has its own
-        with server_for(group[0], args) as (url, pid):
-            servers[" + ".join(group)] = harness.server_health(url) if group[0] != "baseline" else {"url": url}
-            for target in group:
-                for count in args.sessions:
-                    runs.append(combine([measure(target, url, pid, count, clips, args) for _ in range(args.repeat)]))
-                    print_run(runs[-1])
-                    save(runs, servers)
+    if args.url and (args.repeat > 1 or len(args.sessions) > 1):
+        logger.warning("--url: every measurement shares that server; later ones find the questions' prompts cached")
+    for target in args.targets:
+        for count in args.sessions:
+            repeats = []
+            for _ in range(args.repeat):
+                # A fresh server each time: one that served these questions before keeps their
+                # prompts in the LLM's slots, and a new session's first turn then reads ~1 prompt
+                # token instead of ~20 (first token 44-46 ms against 140 in the first repeat,
+                # docs/benchmarks.md), which no new caller with a new question gets.
+                with server_for(target, args) as (url, pid):
+                    if target not in servers:
+                        servers[target] = harness.server_health(url) if target != "baseline" else {"url": url}
+                    repeats.append(measure(target, url, pid, count, clips, args))
+            runs.append(combine(repeats))
+            print_run(runs[-1])
+            save(runs, servers)
 
 
 # --- the report ------------------------------------------------------------------------------------
@@ -303,7 +311,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--barge-ins", type=int, default=2, help="barge-in trials per session (default 2)")
     parser.add_argument(
-        "--repeat", type=int, default=1, help="measure each session count this many times in a row, pooled (default 1)"
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure each session count this many times, each on a fresh server, pooled (default 1)",
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="give up on a turn after this many quiet seconds")
     where = parser.add_mutually_exclusive_group()
