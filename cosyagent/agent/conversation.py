@@ -90,6 +90,9 @@ class ConversationItem:
     text: str = ""
     transcript: str | None = None
     spoken: AlignedTranscript | None = None
+    # A reply spoken to its end: the LLM's own text of it (line breaks, markup), which its server
+    # has cached; the LLM is shown this rather than the spoken transcript. Dropped on truncation.
+    llm_text: str | None = None
     type: ItemType = "message"
     call_id: str = ""
     name: str = ""
@@ -112,6 +115,18 @@ class ConversationItem:
         if self.spoken is not None:
             return self.spoken.text
         return self.transcript if self.transcript is not None else self.text
+
+    def llm_view(self) -> str:
+        """The text the LLM is shown for this message."""
+        return self.llm_text if self.llm_text is not None else self.visible_text()
+
+    def truncate_spoken(self, audio_end_ms: float) -> None:
+        """Keep the words heard up to ``audio_end_ms`` (an audio reply's)."""
+        assert self.spoken is not None
+        before = self.spoken.text
+        self.spoken.truncate(audio_end_ms)
+        if self.spoken.text != before:
+            self.llm_text = None
 
     def to_event_dict(self) -> dict[str, object]:
         """The item as the Realtime API shows it (`realtime.item`)."""

@@ -44,7 +44,7 @@ class ItemEvents(ResponseOutput):
         actions: list[Action] = []
         if self._response is not None and self._response.item is item:
             actions += self._cancel_response("client_cancelled")
-        item.spoken.truncate(audio_end_ms)
+        item.truncate_spoken(audio_end_ms)
         return actions + [
             self._send("conversation.item.truncated", item_id=item.id, content_index=0, audio_end_ms=audio_end_ms)
         ]

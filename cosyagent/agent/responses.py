@@ -117,14 +117,21 @@ class ResponseOutput:
         return response.pop_audio()
 
     def response_finished(
-        self, response_id: str, timings: dict[str, Any] | None = None, unplayed_ms: float | None = None
+        self,
+        response_id: str,
+        timings: dict[str, Any] | None = None,
+        unplayed_ms: float | None = None,
+        llm_text: str | None = None,
     ) -> list[Action]:
         """The generator is done; everything planned must have been popped already. ``unplayed_ms``:
-        how much of the sent audio the listener has still to hear, if the I/O layer knows."""
+        how much of the sent audio the listener has still to hear, if the I/O layer knows;
+        ``llm_text``: the LLM's own text of the reply, all of it spoken (the LLM's view of it)."""
         response = self._current(response_id)
         if response is None:
             return []
         response.timings = timings or {}
+        if response.audio:
+            response.item.llm_text = llm_text
         self._response = None
         self.idle.response_ended(response.sent_ms, unplayed_ms)
         return end_actions(response.end_events("completed"), FinishAudio(response.id))

@@ -50,7 +50,7 @@ from cosyagent.engines.base import (
 )
 from cosyagent.engines.scheduling import needed_by
 from cosyagent.pipeline.playout import SYNTHESIS_AHEAD_MS, AudioSink, MediaAudioSink, Playout
-from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, ReplyTimings, TextDelta, stream_reply
+from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, ReplyTimings, SpokenText, TextDelta, stream_reply
 from cosyagent.telemetry import SessionObserver
 
 logger = logging.getLogger(__name__)
@@ -333,6 +333,7 @@ class RealtimeSession:
         pacing = asyncio.create_task(playout.run(), name=f"{response_id}-playout")
         # Each clause is needed when the audio before it runs out: the first one now.
         deadline = needed_by(lambda: time.monotonic() + playout.audio_ahead_ms() / 1000.0)
+        llm_text: str | None = None
         try:
             with deadline:  # the reply's generator runs in this task: its engine jobs carry it
                 async for event in stream_reply(request, self._engines.llm, self._engines.tts, timings):
@@ -343,11 +344,13 @@ class RealtimeSession:
                         playout.wake()
                         # The reply's generator (and so the synthesizer) waits here; the LLM goes on.
                         await playout.until_unsent_at_most(SYNTHESIS_AHEAD_MS)
+                    elif isinstance(event, SpokenText):
+                        llm_text = event.text
             self.core.flush_audio(response_id)
             playout.finish()
             await pacing
             unplayed_ms = playout.audio_ahead_ms()  # (from here the idle timeout counts, if any)
-            self._execute(self.core.response_finished(response_id, timings.as_dict(), unplayed_ms))
+            self._execute(self.core.response_finished(response_id, timings.as_dict(), unplayed_ms, llm_text))
         except EngineUnavailableError as exc:
             logger.warning("response %s failed: engine unavailable: %s", response_id, exc)
             self._execute(self.core.response_failed(response_id, str(exc), "engine_unavailable"))

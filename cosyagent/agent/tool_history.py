@@ -35,7 +35,7 @@ def with_tool_messages(items: Sequence[ConversationItem], outputs: Mapping[str, 
             continue
         yield from _calls(calls, outputs)
         calls = []
-        yield {"role": item.role, "content": item.visible_text()}
+        yield {"role": item.role, "content": item.llm_view()}
     if calls:
         yield from _calls(calls, outputs)
         yield {"role": "system", "content": ANSWER_FROM_TOOLS}

@@ -354,6 +354,34 @@ def test_client_truncate_and_cancel(vad: SileroVAD) -> None:
     assert sent(actions)[-1]["response"]["status_details"]["reason"] == "client_cancelled"
 
 
+def test_the_llm_is_shown_its_own_text_of_a_reply_until_the_reply_is_truncated(vad: SileroVAD) -> None:
+    """A reply spoken to its end goes back to the LLM as the LLM wrote it (its server's cached
+    prefix); the client sees the words as spoken; a truncate that cuts words shows the LLM those."""
+    core = make_core(vad, turn_detection=None)
+    core.receive({"type": "conversation.item.create", "item": _text_item("How do I get there?")})
+    start = only(core.receive({"type": "response.create"}), StartResponse)
+    core.response_audio(start.response_id, np.full(24000, 0.1, dtype=np.float32), "Two ways: 1. Take the bus.")
+    core.response_audio(start.response_id, np.full(24000, 0.1, dtype=np.float32), "2. Walk.")
+    while core.pending_audio_ms(start.response_id):
+        core.pop_audio(start.response_id)
+    written = "Two ways:\n1. Take the **bus**.\n2. Walk."
+    done = sent(core.response_finished(start.response_id, None, None, written))[-1]
+    assert done["response"]["output"][0]["content"][0]["transcript"] == "Two ways: 1. Take the bus. 2. Walk."
+    item_id = done["response"]["output"][0]["id"]
+
+    def llm_sees() -> object:
+        start = only(core.receive({"type": "response.create"}), StartResponse)
+        core.receive({"type": "response.cancel"})
+        return start.messages[-1]["content"]
+
+    assert llm_sees() == written
+    truncate = {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": 2000}
+    assert types(core.receive(truncate)) == ["conversation.item.truncated"]  # all of it heard: nothing cut
+    assert llm_sees() == written
+    core.receive({**truncate, "audio_end_ms": 1000})
+    assert llm_sees() == "Two ways: 1. Take the bus."
+
+
 def test_a_truncate_that_cancels_the_reply_is_checked_against_the_audio_sent(vad: SileroVAD) -> None:
     """A phone bridge truncates the reply at the audio that left (SIP: 1200 ms) while the reply is
     still running. The cancel keeps only whole words, so the second clause, 200 ms in and no word

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from cosyagent.engines.base import AudioF32, CancelToken, EngineInfo
-from cosyagent.pipeline.reply import ReplyRequest, stream_reply
+from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, SpokenText, stream_reply
 from cosyagent.pipeline.speak import SpokenChunk, clauses_of, speak
 from cosyagent.pipeline.voice_language import in_the_voice_language, speakable_opening
 
@@ -162,6 +162,7 @@ async def test_a_reply_opening_in_chinese_is_asked_for_again_before_an_english_v
     assert len(chunks) >= 1 and llm.closed == 2  # the first stream closed, not read to its end
     assert llm.seen[1][-1] == {"role": "system", "content": "Reply in English only, never in Chinese."}
     assert llm.seen[1][:-1] == llm.seen[0]
+    assert chunks[-1] == SpokenText("Paris is the capital of France. ")  # the answer spoken, not the refused one
 
 
 async def test_only_the_opening_is_checked_and_only_once() -> None:
@@ -179,3 +180,16 @@ async def test_only_the_opening_is_checked_and_only_once() -> None:
     assert [d async for d in speakable_opening(text("Yes."), never)] == ["Yes."]  # short, held whole
     twice = [d async for d in speakable_opening(text("巴黎"), lambda: text("还是巴黎"))]
     assert twice == ["还是巴黎"]  # the second answer is passed on as it is
+
+
+async def test_a_reply_spoken_to_its_end_closes_with_the_llm_s_own_text() -> None:
+    """The clauses are spoken without markup or line breaks; the last event hands back the LLM's
+    text as it came, which is what the conversation shows the LLM next turn (its cached prefix)."""
+    answer = "Two ways:\n1. Take the **bus**.\n2. Walk."
+    tts = ClauseEngine()
+    request = ReplyRequest(messages=[{"role": "user", "content": "How do I get there?"}], voice="v")
+    events = [e async for e in stream_reply(request, RecordingLLM(answer), tts)]  # type: ignore[arg-type]
+    clauses = [e.clause for e in events if isinstance(e, AudioChunk) and e.clause]
+    assert " ".join(clauses) == "Two ways: 1. Take the bus. 2. Walk."
+    assert events[-1] == SpokenText(answer + " ")  # RecordingLLM sends each word with a space
+    assert sum(isinstance(e, SpokenText) for e in events) == 1
