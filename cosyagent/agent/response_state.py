@@ -247,7 +247,7 @@ class ResponseState:
         """Close the response: what was not sent is dropped and forgotten."""
         self.outbox.clear()
         if self.audio and status != "completed":
-            self.spoken.truncate(self.sent_ms)
+            self.item.truncate_spoken(self.sent_ms)
         self.item.status = "completed" if status == "completed" else "incomplete"
         details: dict[str, Any] | None = None
         calls_done = self.calls.finish("completed" if status == "completed" else "incomplete") if self.calls else []
