@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench import DRIVERS, judge, print_report
+from benchmarks.bench import DRIVERS
+from benchmarks.bench_report import judge, print_report
 from benchmarks.harness import write_result
 
 _SAME_PLAN = ("turns", "barge_ins", "server_config")

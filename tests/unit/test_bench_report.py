@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from benchmarks.bench import Run, combine, ratios, verdicts
+from benchmarks.bench import Run, combine
+from benchmarks.bench_report import ratios, verdicts
 from benchmarks.merge import MergeError, merge
 from benchmarks.merge import main as merge_main
 from benchmarks.plots import stage_medians
