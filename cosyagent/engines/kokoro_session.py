@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cosyagent.engines.base import CancelToken, EngineCancelled, EngineUnavailableError
+from cosyagent.engines.onnx_cancel import terminable_run_options
 from cosyagent.engines.onnx_outputs import exposed, single_op_output
 
 if TYPE_CHECKING:
@@ -51,17 +52,13 @@ def interruptible(kokoro: Kokoro, cancel: CancelToken | None) -> Iterator[None]:
     if cancel is None or not isinstance(session, InterruptibleSession):
         yield
         return
-    import onnxruntime as ort
-
-    options = ort.RunOptions()
-    unregister = cancel.on_cancel(lambda: setattr(options, "terminate", True))
-    session.run_options = options
-    try:
-        yield
-    except Exception as exc:  # onnxruntime raises a generic Fail when terminated
-        if cancel.cancelled:
-            raise EngineCancelled() from exc
-        raise
-    finally:
-        session.run_options = None
-        unregister()
+    with terminable_run_options(cancel) as options:
+        session.run_options = options
+        try:
+            yield
+        except Exception as exc:  # onnxruntime raises a generic Fail when terminated
+            if cancel.cancelled:
+                raise EngineCancelled() from exc
+            raise
+        finally:
+            session.run_options = None

@@ -37,6 +37,7 @@ from cosyagent.engines.base import (
 )
 from cosyagent.engines.moonshine_files import PACKAGE, Tokenizer, onnx_models
 from cosyagent.engines.native_memory import lean_onnx_options
+from cosyagent.engines.onnx_cancel import terminable_run_options
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -163,20 +164,13 @@ class MoonshineASR:
 
     def _run(self, audio: AudioF32, cancel: CancelToken | None) -> Transcript:
         """Decode window by window in the worker thread."""
-        import onnxruntime as ort
-
         started = time.perf_counter()
-        options = ort.RunOptions()
-        unregister = cancel.on_cancel(lambda: setattr(options, "terminate", True)) if cancel else None
         segments: list[TranscriptSegment] = []
-        try:
+        with terminable_run_options(cancel) as options:
             for start, end in split_at_pauses(audio, _SAMPLE_RATE, self.max_window_s):
                 text = self._decode_window(audio[start:end], options, cancel)
                 spoken = f" {text}" if text else ""  # as Whisper's segments: each begins with its space
                 segments.append(TranscriptSegment(start / _SAMPLE_RATE, end / _SAMPLE_RATE, spoken))
-        finally:
-            if unregister is not None:
-                unregister()
         duration_s = audio.size / _SAMPLE_RATE
         logger.debug("transcribed %.2f s of audio in %.3f s", duration_s, time.perf_counter() - started)
         text = "".join(s.text for s in segments).strip()

@@ -39,6 +39,7 @@ from cosyagent.engines.base import (
 from cosyagent.engines.kokoro_text import Script, detect_script, split_text
 from cosyagent.engines.kokoro_tts import limit_peak
 from cosyagent.engines.native_memory import lean_onnx_options
+from cosyagent.engines.onnx_cancel import terminable_run_options
 from cosyagent.engines.onnx_outputs import exposed, single_op_output
 from cosyagent.engines.timings import (
     SymbolSpan,
@@ -285,7 +286,6 @@ class PiperTTS:
         self, voice: PiperVoice, ids: list[int], length_scale: float, cancel: CancelToken | None, *, timed: bool = False
     ) -> tuple[AudioF32, np.ndarray]:
         """The audio, and when ``timed`` the frames per id (else an empty array)."""
-        import onnxruntime as ort
 
         config = voice.config
         inputs = {
@@ -293,18 +293,14 @@ class PiperTTS:
             "input_lengths": np.asarray([len(ids)], dtype=np.int64),
             "scales": np.asarray([config.noise_scale, length_scale, config.noise_w_scale], dtype=np.float32),
         }
-        options = ort.RunOptions()
         fetch = [_AUDIO_OUTPUT, DURATIONS_OUTPUT] if timed else [_AUDIO_OUTPUT]
-        unregister = cancel.on_cancel(lambda: setattr(options, "terminate", True)) if cancel else None
-        try:
-            results = voice.session.run(fetch, inputs, run_options=options)
-        except Exception as exc:  # onnxruntime raises a generic Fail when terminated
-            if cancel is not None and cancel.cancelled:
-                raise EngineCancelled() from exc
-            raise EngineError(f"Piper failed on a clause: {exc}") from exc
-        finally:
-            if unregister is not None:
-                unregister()
+        with terminable_run_options(cancel) as options:
+            try:
+                results = voice.session.run(fetch, inputs, run_options=options)
+            except Exception as exc:  # onnxruntime raises a generic Fail when terminated
+                if cancel is not None and cancel.cancelled:
+                    raise EngineCancelled() from exc
+                raise EngineError(f"Piper failed on a clause: {exc}") from exc
         audio = np.asarray(results[0], dtype=np.float32).reshape(-1)
         frames = np.rint(np.asarray(results[1]).reshape(-1)).astype(np.int64) if timed else np.zeros(0, np.int64)
         return audio, frames
