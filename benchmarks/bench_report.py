@@ -25,6 +25,7 @@ COLUMNS = (  # (metric, statistic, header) of the summary table
     ("llm_first_token_ms", "p50", "llm"),
     ("first_clause_ms", "p50", "clause"),
     ("tts_first_audio_ms", "p50", "tts"),
+    ("reply_stall_ms", "p95", "stall p95"),
     ("barge_in_stop_ms", "p50", "stop p50"),
     ("barge_in_stop_ms", "p95", "stop p95"),
     ("barge_in_voice_stop_ms", "p95", "voice p95"),

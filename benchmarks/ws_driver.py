@@ -51,6 +51,7 @@ def _turn_record(clip: Clip, result: TurnResult, mic: Microphone, ok: bool) -> d
         if result.vad_audio_end_ms is None
         else round(result.vad_audio_end_ms - stream_end_ms, 1),
         "late_audio_deltas": result.late_audio_deltas,
+        "reply_stall_ms": round(result.stall_ms, 1),
     }
 
 

@@ -50,6 +50,8 @@ class TurnResult:
     server_timings_ms: dict[str, float] = field(default_factory=dict)
     interrupted_responses: list[str] = field(default_factory=list)  # cancelled ones before the reply
     late_audio_deltas: int = 0  # audio deltas of a response after its response.done (must stay 0)
+    # Played from its first audio on, how long the reply would have gone silent waiting for audio.
+    stall_ms: float = 0.0
     timeline: list[tuple[float, str]] = field(default_factory=list)
 
     @property
@@ -117,7 +119,7 @@ class TurnCollector:
         result = self.result
         self._current, result.response_id, result.created_at = response_id, response_id, at
         result.reply_text, result.first_clause_text, result.reply_pcm16 = "", "", bytearray()
-        result.first_audio_at = None
+        result.first_audio_at, result.stall_ms = None, 0.0
         if self._last_stop is not None:
             result.stopped_at, stopped_item, result.vad_audio_end_ms = self._last_stop
             result.transcribed_at = self._transcribed.get(stopped_item)
@@ -126,9 +128,12 @@ class TurnCollector:
         if event.response_id in self._done:
             self.result.late_audio_deltas += 1
         elif event.response_id == self._current:
-            self.result.reply_pcm16.extend(base64.b64decode(event.delta))
-            if self.result.first_audio_at is None:
-                self.result.first_audio_at = at
+            result = self.result
+            if result.first_audio_at is None:
+                result.first_audio_at = at
+            due = result.first_audio_at + result.reply_audio_s + result.stall_ms / 1000.0
+            result.stall_ms += max(0.0, at - due) * 1000.0  # the audio so far ran out before this came
+            result.reply_pcm16.extend(base64.b64decode(event.delta))
 
     def _finish(self, event: ResponseDoneEvent, at: float) -> bool:
         response_id = event.response.id or ""

@@ -237,6 +237,8 @@ def test_turn_collector_skips_an_interrupted_reply_and_flags_late_audio() -> Non
     assert (result.end_of_turn_ms, result.asr_ms) == (2400.0, 100.0)  # the stop that led to resp_2
     assert result.vad_audio_end_ms == 12400
     assert result.reply_audio_s == 2 * 6 / 48000  # two 6-byte deltas of pcm16 at 24 kHz
+    # the first delta's 0.125 ms of audio ran out ~100 ms before the second came
+    assert result.stall_ms == pytest.approx(100.0 - 1000 * 6 / 48000)
     assert result.server_timings_ms == {"llm_first_token": 80.0, "tts_first_audio": 450.5}
     assert collector.feed(_audio(14.1, "resp_2")) and result.late_audio_deltas == 2
 
