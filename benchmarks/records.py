@@ -132,6 +132,7 @@ def cosyagent_turn(clip: Clip, result: TurnResult, ok: bool) -> dict[str, Any]:
         "llm_first_token_ms": timings.get("llm_first_token"),
         "first_clause_ms": timings.get("first_clause"),
         "tts_first_audio_ms": timings.get("tts_first_audio"),
+        "reply_stall_ms": None,  # the WebSocket driver, which sees the audio as deltas, sets it
         "status": result.status,
         "user_transcripts": result.user_transcripts,
         "reply_text": result.reply_text.strip()[:300],

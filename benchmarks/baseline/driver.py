@@ -160,6 +160,7 @@ def turn_metrics(
         "llm_first_token_ms": elapsed_ms(start, _first(events, "llm_text", start)),
         "first_clause_ms": elapsed_ms(start, _first(events, "tts_started", start)),
         "tts_first_audio_ms": elapsed_ms(start, _first(events, "tts_audio", start)),
+        "reply_stall_ms": None,  # not measured for the baseline
         "vad_stop_ms": elapsed_ms(speech_end_at, _last(events, "vad_stopped", since, turn_end or start)),
         "transcript_ms": elapsed_ms(speech_end_at, _last(events, "transcription", since, start)),
         "user_transcripts": [

@@ -31,6 +31,7 @@ def test_one_websocket_session_with_a_barge_in(tmp_path: Path) -> None:
     for turn in run["records"][0]["turns"]:
         assert turn["llm_first_token_ms"] <= turn["first_clause_ms"] <= turn["tts_first_audio_ms"]
         assert turn["end_of_turn_ms"] < turn["voice_to_voice_ms"]
+        assert 0 <= turn["reply_stall_ms"] < turn["reply_audio_s"] * 1000  # one session: measured, not all silence
     (trial,) = run["records"][0]["barge_ins"]
     if "skipped" not in trial:  # a reply shorter than 0.5 s cannot be interrupted
         assert trial["response_status"] == "cancelled"
