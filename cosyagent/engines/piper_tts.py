@@ -286,7 +286,6 @@ class PiperTTS:
         self, voice: PiperVoice, ids: list[int], length_scale: float, cancel: CancelToken | None, *, timed: bool = False
     ) -> tuple[AudioF32, np.ndarray]:
         """The audio, and when ``timed`` the frames per id (else an empty array)."""
-
         config = voice.config
         inputs = {
             "input": np.asarray([ids], dtype=np.int64),
