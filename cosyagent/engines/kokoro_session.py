@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cosyagent.engines.base import CancelToken, EngineCancelled, EngineUnavailableError
+from cosyagent.engines.base import CancelToken, EngineUnavailableError
 from cosyagent.engines.onnx_cancel import terminable_run_options
 from cosyagent.engines.onnx_outputs import exposed, single_op_output
 
@@ -56,9 +56,5 @@ def interruptible(kokoro: Kokoro, cancel: CancelToken | None) -> Iterator[None]:
         session.run_options = options
         try:
             yield
-        except Exception as exc:  # onnxruntime raises a generic Fail when terminated
-            if cancel.cancelled:
-                raise EngineCancelled() from exc
-            raise
         finally:
             session.run_options = None

@@ -27,7 +27,6 @@ from cosyagent.audio.pauses import split_at_pauses
 from cosyagent.engines.base import (
     AudioF32,
     CancelToken,
-    EngineCancelled,
     EngineError,
     EngineExecutor,
     EngineInfo,
@@ -183,7 +182,7 @@ class MoonshineASR:
         limit = max_new_tokens(audio.size / _SAMPLE_RATE)
         if audio.size < _MIN_SAMPLES:
             audio = np.pad(audio, (0, _MIN_SAMPLES - audio.size))
-        hidden = _run_graph(encoder, None, {"input_values": audio[None, :]}, options, cancel)[0]
+        hidden = _run_graph(encoder, None, {"input_values": audio[None, :]}, options)[0]
         empty = np.zeros((1, _HEADS, 0, _HEAD_SIZE), dtype=np.float32)
         feed: dict[str, NDArray[Any]] = {
             "input_ids": np.array([[_START]], dtype=np.int64),
@@ -197,7 +196,7 @@ class MoonshineASR:
             if cancel is not None:
                 cancel.raise_if_cancelled()
             names = fetch or [o.name for o in decoder.get_outputs()]
-            outputs = _run_graph(decoder, names, feed, options, cancel)
+            outputs = _run_graph(decoder, names, feed, options)
             token = int(np.argmax(outputs[0][0, -1]))
             if token == _END:
                 break
@@ -223,11 +222,8 @@ def _run_graph(
     outputs: list[str] | None,
     feed: dict[str, NDArray[Any]],
     options: ort.RunOptions,
-    cancel: CancelToken | None,
 ) -> list[NDArray[Any]]:
     try:
         return list(session.run(outputs, feed, run_options=options))
-    except Exception as exc:  # onnxruntime raises a generic Fail when terminated
-        if cancel is not None and cancel.cancelled:
-            raise EngineCancelled() from exc
+    except Exception as exc:  # (cancelled: terminable_run_options turns it into EngineCancelled)
         raise EngineError(f"Moonshine failed: {exc}") from exc

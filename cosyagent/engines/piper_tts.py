@@ -296,9 +296,7 @@ class PiperTTS:
         with terminable_run_options(cancel) as options:
             try:
                 results = voice.session.run(fetch, inputs, run_options=options)
-            except Exception as exc:  # onnxruntime raises a generic Fail when terminated
-                if cancel is not None and cancel.cancelled:
-                    raise EngineCancelled() from exc
+            except Exception as exc:  # (cancelled: the block turns it into EngineCancelled)
                 raise EngineError(f"Piper failed on a clause: {exc}") from exc
         audio = np.asarray(results[0], dtype=np.float32).reshape(-1)
         frames = np.rint(np.asarray(results[1]).reshape(-1)).astype(np.int64) if timed else np.zeros(0, np.int64)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from cosyagent.engines.base import CancelToken
+import pytest
+
+from cosyagent.engines.base import CancelToken, EngineCancelled, EngineError
 from cosyagent.engines.onnx_cancel import terminable_run_options
 
 
@@ -29,3 +31,13 @@ def test_an_already_cancelled_token_terminates_at_once_and_no_token_never_does()
         assert options.terminate
     with terminable_run_options(None) as options:
         assert not options.terminate and options.log_severity_level == 4
+
+
+def test_what_a_cancelled_call_raises_leaves_as_engine_cancelled_and_other_errors_pass() -> None:
+    token = CancelToken()
+    with pytest.raises(EngineError, match="a real failure"), terminable_run_options(token):
+        raise EngineError("a real failure")
+    token.cancel()
+    with pytest.raises(EngineCancelled) as caught, terminable_run_options(token):
+        raise EngineError("Piper failed on a clause: Exiting due to terminate flag")
+    assert isinstance(caught.value.__cause__, EngineError)
