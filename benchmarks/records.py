@@ -34,7 +34,7 @@ TURN_METRICS = {
     "llm_first_token_ms": "reply start -> LLM first token",
     "first_clause_ms": "reply start -> first clause for TTS",
     "tts_first_audio_ms": "reply start -> TTS first audio",
-    # WebSocket only (WebRTC's audio is a track, the baseline's too).
+    # WebSocket only: read from the audio deltas; the WebRTC and baseline drivers record None.
     "reply_stall_ms": "reply under way: how long its audio ran out before more came, played from its first audio",
 }
 # Per barge-in trial.
