@@ -78,6 +78,7 @@ def _install() -> None:
     for name, patched in patches.items():
         setattr(RealtimeCore, name, patched)
     logging.getLogger("cosyagent.engines.llama_process").setLevel(logging.DEBUG)  # its per-request timings
+    logging.getLogger("cosyagent.pipeline.speak").setLevel(logging.DEBUG)  # clauses cut short as the audio ran dry
 
 
 def main() -> int:

@@ -316,6 +316,9 @@ class RealtimeSession:
     async def _respond(self, start: StartResponse) -> None:
         response_id = start.response_id
         timings = ReplyTimings()
+        playout = self._playouts[response_id] = Playout(
+            self.core, self._sink, response_id, self._lead_ms, lambda: self._execute(self.core.pop_audio(response_id))
+        )
         request = ReplyRequest(
             start.messages,
             start.voice,
@@ -326,9 +329,7 @@ class RealtimeSession:
             start.tool_choice,
             on_tool_call=lambda piece: self._execute(self.core.response_tool_call(response_id, piece)),
             timed=start.timestamps,
-        )
-        playout = self._playouts[response_id] = Playout(
-            self.core, self._sink, response_id, self._lead_ms, lambda: self._execute(self.core.pop_audio(response_id))
+            audio_ahead_s=lambda: playout.audio_ahead_ms() / 1000.0,
         )
         pacing = asyncio.create_task(playout.run(), name=f"{response_id}-playout")
         # Each clause is needed when the audio before it runs out: the first one now.

@@ -2,7 +2,9 @@
 
 The first clause is cut early (at a comma, or after three words) because it decides
 the time to first audio; later clauses run to the end of a sentence, which sounds
-better, unless they grow long.
+better, unless they grow long, or the listener is about to run out of audio
+(:meth:`ClauseSplitter.hurry`): then the words that are there are spoken rather than a
+silence while the rest of the sentence is still being written.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ _SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([,.;:!?…，。；：！？])")
 # voice-to-voice p50 / p95: 7 words 1748 / 2055 ms, 4 words 1619 / 1961, 3 words 1542 / 1667.
 FIRST_CLAUSE_MAX_WORDS = 3
 CLAUSE_MAX_WORDS = 24
+# A hurried clause has at least this many words: one word alone sounds like a stumble.
+HURRY_MIN_WORDS = 2
 
 
 def clean_for_speech(text: str) -> str:
@@ -37,6 +41,23 @@ class ClauseSplitter:
         while (clause := self._next_clause()) is not None:
             clauses.append(clause)
         return clauses
+
+    def hurry(self) -> str | None:
+        """The audio before the next clause is about to run out: the complete words buffered so
+        far as a clause (up to the last comma among them, if any), if there are at least
+        :data:`HURRY_MIN_WORDS`; else None. The first clause is short already and never hurried."""
+        if self._emitted == 0:
+            return None
+        spaces = [m.end() for m in re.finditer(r"\S\s+", self._buffer)]
+        if len(spaces) < HURRY_MIN_WORDS:
+            return None
+        clause_ends = [m.end() for m in _CLAUSE_END.finditer(self._buffer[: spaces[-1]])]
+        cut = next((end for end in reversed(clause_ends) if _words(self._buffer[:end]) >= HURRY_MIN_WORDS), spaces[-1])
+        clause, self._buffer = clean_for_speech(self._buffer[:cut]), self._buffer[cut:]
+        if not clause:
+            return None
+        self._emitted += 1
+        return clause
 
     def flush(self) -> list[str]:
         rest, self._buffer = clean_for_speech(self._buffer), ""

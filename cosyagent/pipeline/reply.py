@@ -90,6 +90,9 @@ class ReplyRequest:
     # event loop, from the task reading the LLM.
     on_tool_call: Callable[[ToolCallDelta | None], None] | None = None
     timed: bool = False  # audio chunks carry their word and viseme timings (engines that time words)
+    # How long the listener can go on hearing the reply's audio made so far (its playout): a
+    # later clause is cut short rather than let it run dry (pipeline.speak). None: not paced.
+    audio_ahead_s: Callable[[], float] | None = None
 
 
 _ONE_MS_SILENCE = np.zeros(24, dtype=np.float32)  # 1 ms at 24 kHz: carries text known only once the audio ended
@@ -156,6 +159,7 @@ async def _reply_events(
         speed=request.speed,
         on_clause=clause_ready,
         timed=request.timed,
+        audio_ahead_s=request.audio_ahead_s,
     )
     async with aclosing(spoken):  # type: ignore[type-var]  # speak is an async generator
         async for chunk in spoken:

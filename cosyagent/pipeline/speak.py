@@ -3,7 +3,8 @@
 An engine that takes streaming text (``info.streams_text``: CosyVoice3) gets the text as it
 comes and starts speaking before a sentence is complete. Any other engine gets it clause by
 clause, the first clause short (:mod:`cosyagent.pipeline.clauses`), while the rest of the
-text is still being produced; so does a streaming-text engine when timings are asked for
+text is still being produced; a later clause is cut short rather than let a paced reply's
+audio run dry (``audio_ahead_s``). So does a streaming-text engine when timings are asked for
 (``timed``): CosyVoice3 estimates them per clause, from each clause's whole audio.
 The agent's replies and ``/v1/audio/speech`` both speak here.
 """
@@ -11,6 +12,7 @@ The agent's replies and ``/v1/audio/speech`` both speak here.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -22,6 +24,13 @@ from cosyagent.engines.streaming import TextStreamSynthesizer
 from cosyagent.engines.timings import TimedSynthesizer, can_time_words
 from cosyagent.pipeline.clauses import ClauseSplitter
 from cosyagent.pipeline.timestamps import SpeechTimings
+
+logger = logging.getLogger(__name__)
+
+# A later clause is cut at the words already written once every clause before it is spoken
+# and the listener has less than this left to hear: about what the synthesizer needs for a few
+# words when four sessions share 2 cores. Above it, the sentence is waited for (docs/benchmarks.md).
+HURRY_AHEAD_S = 0.4
 
 
 @dataclass(frozen=True)
@@ -50,8 +59,11 @@ async def speak(
     cancel: CancelToken | None = None,
     on_clause: Callable[[str], None] | None = None,
     timed: bool = False,
+    audio_ahead_s: Callable[[], float] | None = None,
 ) -> AsyncIterator[SpokenChunk]:
     """Yield the speech of ``text`` as it is made; ``on_clause`` is told of each completed clause.
+    ``audio_ahead_s`` says how long the listener can go on hearing what was yielded (a paced
+    reply); without it clauses are cut by the text alone.
 
     Raises the engines' errors (EngineError...). Cancel-safe: closing the stream, or cancelling
     its consumer, fires ``cancel`` and stops reading ``text``.
@@ -64,7 +76,7 @@ async def speak(
     chunks = (
         _streaming_text(streaming, deltas, voice, speed, cancel, on_clause)
         if streaming is not None
-        else _clause_by_clause(tts, deltas, voice, speed, cancel, on_clause, timed)
+        else _clause_by_clause(tts, deltas, voice, speed, cancel, on_clause, timed, audio_ahead_s)
     )
     try:
         async for chunk in chunks:
@@ -89,9 +101,15 @@ async def _clause_by_clause(
     cancel: CancelToken,
     on_clause: Callable[[str], None] | None,
     timed: bool,
+    audio_ahead_s: Callable[[], float] | None,
 ) -> AsyncGenerator[SpokenChunk, None]:
     clauses: asyncio.Queue[object] = asyncio.Queue()
-    producer = asyncio.create_task(_split(text, clauses, on_clause), name="speak-clauses")
+    unspoken = [0]  # clauses handed over and not yet wholly synthesized
+
+    def running_dry() -> bool:
+        return audio_ahead_s is not None and unspoken[0] == 0 and audio_ahead_s() < HURRY_AHEAD_S
+
+    producer = asyncio.create_task(_split(text, clauses, on_clause, unspoken, running_dry), name="speak-clauses")
     try:
         while (item := await clauses.get()) is not _DONE:
             if isinstance(item, BaseException):
@@ -103,6 +121,7 @@ async def _clause_by_clause(
                 async for chunk in stream:
                     yield SpokenChunk(chunk.samples, clause, chunk.timings)
                     clause = None
+            unspoken[0] -= 1
     finally:
         producer.cancel()
         await asyncio.wait({producer})  # the producer's own cancellation is not ours to raise
@@ -125,17 +144,32 @@ async def _synthesized(
             yield SpokenChunk(samples, None)
 
 
-async def _split(text: AsyncIterator[str], out: asyncio.Queue[object], on_clause: Callable[[str], None] | None) -> None:
-    """Runs as a task, so that the text keeps coming while earlier clauses are synthesized."""
+async def _split(
+    text: AsyncIterator[str],
+    out: asyncio.Queue[object],
+    on_clause: Callable[[str], None] | None,
+    unspoken: list[int],
+    running_dry: Callable[[], bool],
+) -> None:
+    """Runs as a task, so that the text keeps coming while earlier clauses are synthesized.
+    Looked at with each delta: when the audio is about to run dry, the words there are go."""
+
+    def hand_over(clause: str) -> None:
+        _told(on_clause, clause)
+        unspoken[0] += 1
+        out.put_nowait(clause)
+
     splitter = ClauseSplitter()
     try:
         async for delta in text:
-            for clause in splitter.push(delta):
-                _told(on_clause, clause)
-                out.put_nowait(clause)
+            clauses = splitter.push(delta)
+            if not clauses and running_dry() and (hurried := splitter.hurry()) is not None:
+                clauses = [hurried]
+                logger.debug("the audio is running dry: %r spoken before its sentence ends", hurried)
+            for clause in clauses:
+                hand_over(clause)
         for clause in splitter.flush():
-            _told(on_clause, clause)
-            out.put_nowait(clause)
+            hand_over(clause)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001  (handed to the consumer, which re-raises it in its own task)

@@ -40,3 +40,28 @@ def test_a_word_is_only_complete_once_a_space_follows() -> None:
 
 def test_markdown_is_not_read_out() -> None:
     assert split(tokens("**Dublin** is `lovely`.")) == ["Dublin is lovely."]
+
+
+def test_a_hurried_clause_is_the_words_written_so_far() -> None:
+    """The listener is about to run out of audio: a later clause goes with the words there are,
+    up to the last comma among them if there is one, rather than wait for its sentence's end."""
+    splitter = ClauseSplitter()
+    assert splitter.push("To get to Dublin by") == ["To get to"]
+    assert splitter.push(" taking a tr") == []
+    assert splitter.hurry() == "Dublin by taking a"  # "tr" may still grow
+    assert splitter.push("ain from Heuston, a bus or a") == []
+    assert splitter.hurry() == "train from Heuston,"  # a comma makes the better cut
+    assert splitter.push(" car. It") == ["a bus or a car."]
+    assert splitter.flush() == ["It"]
+
+
+def test_no_hurry_before_the_first_clause_or_with_one_word() -> None:
+    splitter = ClauseSplitter()
+    assert splitter.push("Well now") == []
+    assert splitter.hurry() is None  # the first clause is cut by its own rule
+    assert splitter.push(" then you") == ["Well now then"]
+    assert splitter.hurry() is None  # "you" may still grow
+    assert splitter.push(" could") == []
+    assert splitter.hurry() is None  # "you" alone would sound like a stumble
+    assert splitter.push(" go") == []
+    assert splitter.hurry() == "you could"

@@ -3,6 +3,7 @@ or the whole text to a bi-streaming engine."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -89,6 +90,41 @@ async def test_streamed_text_is_spoken_clause_by_clause_as_it_comes() -> None:
     spoken = [c async for c in speak(engine, _deltas(TEXT), voice="v", on_clause=told.append)]
     assert engine.calls == told == clauses_of(TEXT)
     assert [c.text for c in spoken] == clauses_of(TEXT)  # each clause's first chunk carries its text
+
+
+async def _slow_deltas(text: str, every_s: float = 0.005) -> AsyncIterator[str]:
+    """As an LLM under load writes: the words come while earlier clauses are spoken."""
+    for word in text.split(" "):
+        await asyncio.sleep(every_s)
+        yield word + " "
+
+
+class SlowClauseEngine(ClauseEngine):
+    async def synthesize(
+        self, text: str, *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
+    ) -> AsyncIterator[AudioF32]:
+        await asyncio.sleep(0.3)
+        async for samples in super().synthesize(text, voice=voice, speed=speed, cancel=cancel):
+            yield samples
+
+
+async def test_a_reply_about_to_run_dry_speaks_the_words_it_has() -> None:
+    """With plenty of audio still to hear, clauses wait for their sentence; with none, each
+    later clause goes as soon as it has two words, the same words in the same order."""
+    plenty, dry = ClauseEngine(), ClauseEngine()
+    [c async for c in speak(plenty, _slow_deltas(TEXT), voice="v", audio_ahead_s=lambda: 5.0)]
+    [c async for c in speak(dry, _slow_deltas(TEXT), voice="v", audio_ahead_s=lambda: 0.0)]
+    assert plenty.calls == clauses_of(TEXT)
+    assert dry.calls[0] == clauses_of(TEXT)[0] and len(dry.calls) > len(clauses_of(TEXT))
+    hurried = [call for call in dry.calls[1:] if not call.endswith(".")]  # a sentence's end may be one word
+    assert hurried and all(len(call.split()) >= 2 for call in hurried)
+    assert " ".join(dry.calls) == " ".join(clauses_of(TEXT))
+
+
+async def test_no_clause_is_hurried_while_the_one_before_is_still_being_synthesized() -> None:
+    engine = SlowClauseEngine()  # the whole text is written during the first clause's 0.3 s
+    [c async for c in speak(engine, _slow_deltas(TEXT), voice="v", audio_ahead_s=lambda: 0.0)]
+    assert engine.calls == clauses_of(TEXT)
 
 
 async def test_a_bi_streaming_engine_says_which_text_each_chunk_completes() -> None:
