@@ -252,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now().astimezone()
     path = harness.result_path(args.results, "bench", started)
     report: dict[str, Any] = {}
+    code = None if args.url else harness.server_code()
+    if code is not None:
+        logger.info("the servers run the code in %(source)s, commit %(commit)s (modified: %(modified)s)", code)
 
     def save(runs: list[Run], servers: dict[str, Any]) -> None:
         report.clear()
@@ -271,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "metrics": TURN_METRICS | BARGE_METRICS,
                 "machine": harness.machine_info(),
+                "code": code,  # the source tree and commit the spawned servers ran (None with --url)
                 "servers": servers,
                 "targets_ms": TARGETS_MS,
                 "runs": [run.report() for run in runs],

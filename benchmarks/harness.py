@@ -9,6 +9,7 @@ import logging
 import os
 import platform
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -96,6 +97,28 @@ def server_health(url: str) -> dict[str, Any]:
         return body
     except (httpx.HTTPError, ValueError) as exc:
         return {"error": str(exc)}
+
+
+def server_code() -> dict[str, Any]:
+    """Which source tree a server spawned from here runs, and its commit: ``python -m`` puts the
+    working directory first on the path, so from a checkout that checkout's code is imported
+    whatever PYTHONPATH says (an A/B against a worktree must run from inside it)."""
+    where = subprocess.run(
+        [sys.executable, "-c", "import cosyagent, pathlib; print(pathlib.Path(cosyagent.__file__).parent.parent)"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    source = where.stdout.strip() or None
+    commit: str | None = None
+    modified: bool | None = None
+    if source is not None and shutil.which("git"):
+        head = subprocess.run(
+            ["git", "-C", source, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        )
+        if head.returncode == 0:
+            commit = head.stdout.strip()
+            status = ["git", "-C", source, "status", "--porcelain", "--untracked-files=no", "--", "cosyagent"]
+            modified = bool(subprocess.run(status, capture_output=True, text=True, check=False).stdout.strip())
+    return {"source": source, "commit": commit, "modified": modified}
 
 
 def machine_info() -> dict[str, Any]:

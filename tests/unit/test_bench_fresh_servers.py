@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,3 +52,22 @@ def test_a_running_server_is_shared_with_a_warning(
     with caplog.at_level(logging.WARNING, logger=bench.logger.name):
         bench.run_all(args, lambda runs, servers: None)
     assert "later ones find the questions' prompts cached" in caplog.text
+
+
+def test_the_report_names_the_code_its_servers_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A spawned server (``python -m cosyagent.cli``) imports the checkout it is started in, ahead
+    of PYTHONPATH: an A/B "against a worktree" started from the main checkout ran the main
+    checkout's code on both sides. The report says which tree and commit the servers ran."""
+    repository = Path(bench.__file__).resolve().parents[1]
+    monkeypatch.chdir(repository)
+    code = bench.harness.server_code()
+    assert code["source"] == str(repository)
+    if (repository / ".git").exists():
+        assert code["commit"] and all(c in "0123456789abcdef" for c in code["commit"])
+        assert isinstance(code["modified"], bool)
+    other = tmp_path / "other-checkout"
+    (other / "cosyagent").mkdir(parents=True)
+    (other / "cosyagent" / "__init__.py").write_text("")
+    monkeypatch.chdir(other)
+    monkeypatch.setenv("PYTHONPATH", str(repository))
+    assert bench.harness.server_code() == {"source": str(other), "commit": None, "modified": None}
