@@ -27,7 +27,7 @@ from cosyagent.pipeline.timestamps import SpeechTimings
 
 logger = logging.getLogger(__name__)
 
-# A later clause is cut at the words already written once every clause before it is spoken
+# A later clause is cut at the words already written once every clause before it is synthesized
 # and the listener has less than this left to hear: about what the synthesizer needs for a few
 # words when four sessions share 2 cores. Above it, the sentence is waited for (docs/benchmarks.md).
 HURRY_AHEAD_S = 0.4
