@@ -48,16 +48,13 @@ class ClauseSplitter:
         :data:`HURRY_MIN_WORDS`; else None. The first clause is short already and never hurried."""
         if self._emitted == 0:
             return None
-        spaces = [m.end() for m in re.finditer(r"\S\s+", self._buffer)]
-        if len(spaces) < HURRY_MIN_WORDS:
+        word_ends = self._word_ends()
+        if len(word_ends) < HURRY_MIN_WORDS:
             return None
-        clause_ends = [m.end() for m in _CLAUSE_END.finditer(self._buffer[: spaces[-1]])]
-        cut = next((end for end in reversed(clause_ends) if _words(self._buffer[:end]) >= HURRY_MIN_WORDS), spaces[-1])
-        clause, self._buffer = clean_for_speech(self._buffer[:cut]), self._buffer[cut:]
-        if not clause:
-            return None
-        self._emitted += 1
-        return clause
+        clause_ends = [m.end() for m in _CLAUSE_END.finditer(self._buffer[: word_ends[-1]])]
+        long_enough = (end for end in reversed(clause_ends) if _words(self._buffer[:end]) >= HURRY_MIN_WORDS)
+        cut = next(long_enough, word_ends[-1])
+        return self._take(cut) or None
 
     def flush(self) -> list[str]:
         rest, self._buffer = clean_for_speech(self._buffer), ""
@@ -67,10 +64,15 @@ class ClauseSplitter:
         cut = self._cut_position(first=self._emitted == 0)
         if cut is None:
             return None
+        # Only markup or punctuation before the cut: dropped, look again.
+        return self._take(cut) or self._next_clause()
+
+    def _take(self, cut: int) -> str:
+        """The buffer up to ``cut`` as a clause, cleaned for speech (empty if nothing speakable:
+        then it is dropped and not counted)."""
         clause, self._buffer = clean_for_speech(self._buffer[:cut]), self._buffer[cut:]
-        if not clause:  # only markup or punctuation: drop it and look again
-            return self._next_clause()
-        self._emitted += 1
+        if clause:
+            self._emitted += 1
         return clause
 
     def _cut_position(self, first: bool) -> int | None:
@@ -88,9 +90,14 @@ class ClauseSplitter:
         return next(long_clause_cuts, None) or self._word_limit_cut(CLAUSE_MAX_WORDS)
 
     def _word_limit_cut(self, max_words: int) -> int | None:
-        """Cut after ``max_words`` complete words (a word is complete once a space follows)."""
-        spaces = [m.end() for m in re.finditer(r"\S\s+", self._buffer)]
-        return spaces[max_words - 1] if len(spaces) >= max_words else None
+        """Cut after ``max_words`` complete words."""
+        word_ends = self._word_ends()
+        return word_ends[max_words - 1] if len(word_ends) >= max_words else None
+
+    def _word_ends(self) -> list[int]:
+        """Where each complete word of the buffer ends, its spaces included (a word is complete
+        once a space follows)."""
+        return [m.end() for m in re.finditer(r"\S\s+", self._buffer)]
 
 
 def _first_match_end(pattern: re.Pattern[str], text: str) -> int | None:
