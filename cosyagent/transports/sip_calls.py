@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from cosyagent.runtime.sessions import SessionConfigError, SessionRefused
+from cosyagent.transports.media_stream import session_config
 from cosyagent.transports.rtp import PortRangeExhausted
 from cosyagent.transports.sdp import Negotiated
 from cosyagent.transports.sip_control import (
@@ -41,7 +42,7 @@ from cosyagent.transports.webrtc_offer import CallError, CallLimitError, CallNot
 if TYPE_CHECKING:
     from cosyagent.transports.sip_server import SipServer
 
-__all__ = ["CallControl", "SipCalls"]
+__all__ = ["CallControl", "SipCalls", "phone_session"]
 
 logger = logging.getLogger(__name__)
 
@@ -271,3 +272,19 @@ class SipCalls:
         if call_id in self._ringing:
             return CallStateError(f"call {call_id!r} is still ringing: accept it before it can be {what}")
         return CallNotFound(f"no call {call_id!r}: it ended or never existed")
+
+
+def phone_session(session: dict[str, Any] | None, negotiated: Negotiated) -> dict[str, Any]:
+    """The accepted session configuration with the phone leg's codec both ways (the codec is
+    the SDP's to choose, not the client's)."""
+    phone = session_config(negotiated.audio)
+    if not session:
+        return phone
+    merged = {key: value for key, value in session.items() if key != "model"}
+    given = merged.get("audio")
+    audio: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
+    for way in ("input", "output"):
+        part = audio.get(way)
+        audio[way] = {**(part if isinstance(part, dict) else {}), "format": phone["audio"][way]["format"]}
+    merged["audio"] = audio
+    return merged

@@ -32,12 +32,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from cosyagent.runtime.sessions import Admission, SessionConfigError, SessionRefused
-from cosyagent.transports.media_stream import session_config
 from cosyagent.transports.phone_calls import SIP, PhoneCalls
 from cosyagent.transports.rtp import PortRangeExhausted, bind_rtp_socket
 from cosyagent.transports.sdp import SIP_CODECS, Negotiated, SdpError, answer, codec_preference, negotiate
 from cosyagent.transports.sip_call import SipMedia
-from cosyagent.transports.sip_calls import CallControl, SipCalls
+from cosyagent.transports.sip_calls import CallControl, SipCalls, phone_session
 from cosyagent.transports.sip_control import new_call_id
 from cosyagent.transports.sip_dialog import ClientTransactions, Dialog, reinvite
 from cosyagent.transports.sip_message import (
@@ -387,19 +386,3 @@ class SipServer:
         bye = dialog.request("BYE", self.sender, self.settings.user_agent, [])
         if await self.transactions.send(bye, dialog.remote, BYE_TIMEOUT_S) is None:
             logger.info("sip call %s: no answer to our BYE", dialog.public_id)
-
-
-def phone_session(session: dict[str, Any] | None, negotiated: Negotiated) -> dict[str, Any]:
-    """The accepted session configuration with the phone leg's codec both ways (the codec is
-    the SDP's to choose, not the client's)."""
-    phone = session_config(negotiated.audio)
-    if not session:
-        return phone
-    merged = {key: value for key, value in session.items() if key != "model"}
-    given = merged.get("audio")
-    audio: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
-    for way in ("input", "output"):
-        part = audio.get(way)
-        audio[way] = {**(part if isinstance(part, dict) else {}), "format": phone["audio"][way]["format"]}
-    merged["audio"] = audio
-    return merged

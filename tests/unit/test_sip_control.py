@@ -16,6 +16,7 @@ from openai import InvalidWebhookSignatureError, OpenAI
 from cosyagent.config import ConfigError, SipConfig
 from cosyagent.runtime.sessions import Admission
 from cosyagent.transports.sdp import negotiate
+from cosyagent.transports.sip_calls import phone_session
 from cosyagent.transports.sip_control import (
     CallControl,
     WebhookError,
@@ -26,7 +27,7 @@ from cosyagent.transports.sip_control import (
     signature_headers,
 )
 from cosyagent.transports.sip_message import parse
-from cosyagent.transports.sip_server import SipServer, SipSettings, phone_session
+from cosyagent.transports.sip_server import SipServer, SipSettings
 from cosyagent.transports.webrtc_offer import CallError
 
 INVITE = (
