@@ -93,6 +93,30 @@ async def _deltas(text: str) -> AsyncIterator[str]:
 _DONE = object()
 
 
+class _Handover:
+    """The clauses the text's reader hands to the synthesis, and whether the listener is about
+    to run dry: every clause handed over is synthesized and a paced reply has under
+    :data:`HURRY_AHEAD_S` left to hear."""
+
+    def __init__(self, on_clause: Callable[[str], None] | None, audio_ahead_s: Callable[[], float] | None) -> None:
+        self.queue: asyncio.Queue[object] = asyncio.Queue()  # clauses, then an exception or _DONE
+        self._on_clause = on_clause
+        self._audio_ahead_s = audio_ahead_s
+        self._unsynthesized = 0
+
+    def put(self, clause: str) -> None:
+        _told(self._on_clause, clause)
+        self._unsynthesized += 1
+        self.queue.put_nowait(clause)
+
+    def synthesized(self) -> None:
+        self._unsynthesized -= 1
+
+    def running_dry(self) -> bool:
+        ahead = self._audio_ahead_s
+        return ahead is not None and self._unsynthesized == 0 and ahead() < HURRY_AHEAD_S
+
+
 async def _clause_by_clause(
     tts: SpeechSynthesizer,
     text: AsyncIterator[str],
@@ -103,15 +127,10 @@ async def _clause_by_clause(
     timed: bool,
     audio_ahead_s: Callable[[], float] | None,
 ) -> AsyncGenerator[SpokenChunk, None]:
-    clauses: asyncio.Queue[object] = asyncio.Queue()
-    unspoken = [0]  # clauses handed over and not yet wholly synthesized
-
-    def running_dry() -> bool:
-        return audio_ahead_s is not None and unspoken[0] == 0 and audio_ahead_s() < HURRY_AHEAD_S
-
-    producer = asyncio.create_task(_split(text, clauses, on_clause, unspoken, running_dry), name="speak-clauses")
+    handover = _Handover(on_clause, audio_ahead_s)
+    producer = asyncio.create_task(_split(text, handover), name="speak-clauses")
     try:
-        while (item := await clauses.get()) is not _DONE:
+        while (item := await handover.queue.get()) is not _DONE:
             if isinstance(item, BaseException):
                 raise item
             assert isinstance(item, str)
@@ -121,7 +140,7 @@ async def _clause_by_clause(
                 async for chunk in stream:
                     yield SpokenChunk(chunk.samples, clause, chunk.timings)
                     clause = None
-            unspoken[0] -= 1
+            handover.synthesized()
     finally:
         producer.cancel()
         await asyncio.wait({producer})  # the producer's own cancellation is not ours to raise
@@ -144,37 +163,25 @@ async def _synthesized(
             yield SpokenChunk(samples, None)
 
 
-async def _split(
-    text: AsyncIterator[str],
-    out: asyncio.Queue[object],
-    on_clause: Callable[[str], None] | None,
-    unspoken: list[int],
-    running_dry: Callable[[], bool],
-) -> None:
+async def _split(text: AsyncIterator[str], handover: _Handover) -> None:
     """Runs as a task, so that the text keeps coming while earlier clauses are synthesized.
     Looked at with each delta: when the audio is about to run dry, the words there are go."""
-
-    def hand_over(clause: str) -> None:
-        _told(on_clause, clause)
-        unspoken[0] += 1
-        out.put_nowait(clause)
-
     splitter = ClauseSplitter()
     try:
         async for delta in text:
             clauses = splitter.push(delta)
-            if not clauses and running_dry() and (hurried := splitter.hurry()) is not None:
+            if not clauses and handover.running_dry() and (hurried := splitter.hurry()) is not None:
                 clauses = [hurried]
                 logger.debug("the audio is running dry: %r spoken before its sentence ends", hurried)
             for clause in clauses:
-                hand_over(clause)
+                handover.put(clause)
         for clause in splitter.flush():
-            hand_over(clause)
+            handover.put(clause)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001  (handed to the consumer, which re-raises it in its own task)
-        out.put_nowait(exc)
-    out.put_nowait(_DONE)
+        handover.queue.put_nowait(exc)
+    handover.queue.put_nowait(_DONE)
 
 
 async def _streaming_text(
