@@ -325,6 +325,9 @@ def _load_voice(model_path: Path, threads: int, graph_path: Path | None = None) 
     options: ort.SessionOptions = lean_onnx_options(ort.SessionOptions())  # every clause has a new shape
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # A worker that spins after a clause burns ~45 ms of a core that llama.cpp (niced) needs to
+    # write the next one; not spinning costs the clause itself ~10-20 ms (docs/benchmarks.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
         graph = str(graph_path or model_path)
