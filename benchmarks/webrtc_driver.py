@@ -46,6 +46,7 @@ from benchmarks.records import (
     session_order,
 )
 from benchmarks.webrtc_caller import FRAME_S, RATE, VOICE_RMS, Caller, CallRefused, dial, hang_up
+from cosyagent.pipeline.turns import HOLD_AFTER_FRAMES
 from cosyagent.talk import RATE as CLIP_RATE
 from cosyagent.talk import Clip, Stamped, TurnCollector, elapsed_ms
 
@@ -54,6 +55,9 @@ logger = logging.getLogger(__name__)
 SETUP_TIMEOUT_S = 20.0  # offer/answer and the data channel opening
 NO_AUDIO_AFTER_DONE_S = 2.0  # a completed reply whose audio has not begun by then has none
 PLAYED_OUT_SLACK_S = 0.5  # after output_audio_buffer.stopped, its last frames are still arriving
+# The server pauses a reply's track once it has heard this much of the speech over it (the hold,
+# before the cut): a voice that stopped sooner stopped for another reason (a pause, synthesis behind).
+HEARD_AFTER_MS = HOLD_AFTER_FRAMES * 512 * 1000 / 16_000
 
 
 def parse_event(event: dict[str, Any]) -> RealtimeServerEvent:
@@ -228,8 +232,8 @@ class BargeInProbe:
             "speech_started_ms": ms(self.speech_started_at),
             "response_status": self.status,
             "reason": self.reason,
-            # > 0: the track had gone quiet before the cut reached us (the media path lags the
-            # data channel), so what stopped the voice was not the barge-in
+            # > 0: the voice stopped before the cut reached us: the server's hold, which pauses the
+            # track on the speech's first frames, 32 ms before it is called a turn and cut
             "quiet_before_cut_ms": elapsed_ms(None if stop_at is None else stop_at + FRAME_S, cut_at),
             "reply_voice_after_response_done_ms": round(1000.0 * after_done, 1),  # should be ~0
             "done_before_speech_started": self.done_at is not None
@@ -288,8 +292,8 @@ async def barge_in(talk: Conversation, first: Clip, second: Clip, record: Sessio
         trial["skipped"] = f"the reply was not cut off (its response.done: {probe.status})"
     elif trial["barge_in_stop_ms"] is None or trial["barge_in_stop_ms"] <= 0:
         trial["skipped"] = "the reply was quiet when the interrupting speech began"
-    elif (trial["quiet_before_cut_ms"] or 0.0) > 0:
-        trial["skipped"] = "the reply's voice had stopped before the server cut it (a pause, or synthesis behind)"
+    elif trial["barge_in_stop_ms"] < HEARD_AFTER_MS:
+        trial["skipped"] = "the reply's voice stopped before the server could hear the speech (a pause?)"
     record.barge_ins.append(trial)
     if answer.complete:
         trial["answer"].update(await talk.played_out(feeders, answer))

@@ -18,13 +18,12 @@ from aiortc import RTCPeerConnection
 
 from benchmarks.records import BARGE_METRICS, TURN_METRICS, Plan, utterances
 from benchmarks.webrtc_caller import loopback_candidates
-from benchmarks.webrtc_driver import run_session
+from benchmarks.webrtc_driver import HEARD_AFTER_MS, run_session
 from tests.e2e.conftest import LiveServer
 
 V2V_BOUND_MS = 15000.0  # generous: a shared 2-core machine, models on CPU
 # Session 2 speaks utterances 6 and 7, then says 8 and interrupts its reply with 9: a reply
-# whose voice is still on when the interruption is heard (on a slower machine its synthesis may
-# fall behind, the voice pause first, and the trial is rightly skipped; both are checked).
+# whose voice is still on when the interruption is heard.
 SESSION = 2
 
 
@@ -77,14 +76,14 @@ async def test_run_session_measures_turns_and_a_barge_in_over_webrtc(
         assert turn["user_transcripts"] and any(t.strip() for t in turn["user_transcripts"]), turn
         assert turn["reply_audio_s"] > 0.3, turn
 
+    # Measured, not skipped: the server's hold stops the voice before its cut, and that counts
+    # (every WebRTC trial was once skipped for it). Only a reply too short to interrupt may skip.
     [trial] = record.barge_ins
-    if "skipped" in trial:
-        assert trial["skipped"], trial
-    else:
+    if trial.get("skipped") != "the reply ended before the barge-in":
+        assert "skipped" not in trial, trial
         assert set(BARGE_METRICS) <= set(trial)
         assert trial["response_status"] == "cancelled", trial
-        assert 0 < trial["barge_in_stop_ms"] < trial["response_done_ms"] + 1000, trial
-        assert trial["quiet_before_cut_ms"] <= 0, trial  # the voice was still on when the cut came
+        assert HEARD_AFTER_MS <= trial["barge_in_stop_ms"] < trial["response_done_ms"] + 1000, trial
         assert trial["reply_voice_after_response_done_ms"] <= 400, trial  # what was in flight (~100 ms)
         assert 0 < trial["voice_to_voice_after_barge_in_ms"] < V2V_BOUND_MS, trial
         assert trial["answer"]["ok"], trial
