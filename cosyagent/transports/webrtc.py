@@ -28,7 +28,12 @@ from cosyagent.agent.events import Event, new_id
 from cosyagent.agent.session import RealtimeSession, SendEvent
 from cosyagent.audio.pcm import AudioF32
 from cosyagent.transports.base import ClearPlayback, ClientEvent, Inbound, MediaAudioSink, Serializer, json_event
-from cosyagent.transports.webrtc_audio import MicrophoneConverter, PlaybackEvent, ReplyAudioTrack
+from cosyagent.transports.webrtc_audio import (
+    MicrophoneConverter,
+    PlaybackEvent,
+    ReplyAudioTrack,
+    release_microphone_promptly,
+)
 from cosyagent.transports.webrtc_offer import CallLimitError, CallNotFound, OfferError, check_offer, reachable_offer
 
 logger = logging.getLogger(__name__)
@@ -125,6 +130,7 @@ class WebRTCCall:
             for transceiver in self._pc.getTransceivers():
                 if transceiver is not audio[0]:
                     transceiver.direction = "inactive"  # one voice each way; no video
+            release_microphone_promptly(audio[0].receiver)
             self._microphone = audio[0].receiver.track
             self._pc.addTrack(self._player)
             await self._pc.setLocalDescription(await self._pc.createAnswer())

@@ -18,7 +18,9 @@ from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from av import AudioFrame, AudioResampler
 
 from cosyagent.audio.pcm import AudioF32, StreamResampler, float_to_pcm16, pcm16_to_float
@@ -31,6 +33,10 @@ FRAME_SAMPLES = TRACK_RATE // 50  # 20 ms
 _FRAME_BYTES = FRAME_SAMPLES * 2
 _SILENCE = bytes(_FRAME_BYTES)
 _TIME_BASE = fractions.Fraction(1, TRACK_RATE)
+
+MICROPHONE_PREFETCH = 1
+"""Frames aiortc holds back before releasing one of the caller's: 1 releases each when the next arrives."""
+_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"  # aiortc 1.16's (pinned) private attribute
 
 PlaybackEvent = Literal["started", "stopped"]
 PlaybackListener = Callable[[PlaybackEvent, str], None]
@@ -156,3 +162,18 @@ class MicrophoneConverter:
     def convert(self, frame: AudioFrame) -> AudioF32:
         pcm = b"".join(np.asarray(out.to_ndarray(), dtype="<i2").tobytes() for out in self._resampler.resample(frame))
         return pcm16_to_float(pcm)
+
+
+def release_microphone_promptly(receiver: RTCRtpReceiver) -> None:
+    """Let the caller's audio reach turn detection one frame after it arrives, not four.
+
+    aiortc holds each received audio frame until four more have come (80 ms): a cushion for a
+    listener's playout that turn detection does not need, and every WebRTC turn's end and
+    every barge-in waited for it. One frame (20 ms) still puts reordered packets back in
+    order. aiortc has no setting for it, so the receiver's buffer is replaced before the first
+    packet; an aiortc without that buffer keeps its own (logged)."""
+    buffer = getattr(receiver, _JITTER_BUFFER, None)
+    if not isinstance(buffer, JitterBuffer):
+        logger.warning("aiortc's receiver has no %s: the caller's audio keeps aiortc's 80 ms buffer", _JITTER_BUFFER)
+        return
+    setattr(receiver, _JITTER_BUFFER, JitterBuffer(capacity=buffer.capacity, prefetch=MICROPHONE_PREFETCH))

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.rtp import RtpPacket
 from av import AudioFrame
 
 from benchmarks.webrtc_caller import host_candidates
@@ -23,7 +24,7 @@ from cosyagent.agent.session import RealtimeSession, SessionEngines
 from cosyagent.agent.session_config import SessionConfig
 from cosyagent.config import DEFAULT_CONFIG, ConfigError, WebRTCConfig
 from cosyagent.engines.vad import SileroVAD
-from cosyagent.transports.webrtc import ice_servers_from_config
+from cosyagent.transports.webrtc import WebRTCCall, ice_servers_from_config
 from cosyagent.transports.webrtc_audio import FRAME_SAMPLES, MicrophoneConverter, ReplyAudioTrack
 from cosyagent.transports.webrtc_offer import OfferError, check_offer, limit_host_addresses, reachable_offer
 from cosyagent.transports.websocket import ClientPlayback
@@ -123,6 +124,33 @@ async def test_microphone_frames_become_float_mono_at_16khz() -> None:
     assert out.dtype == np.float32
     assert abs(out.size - 10 * 320) <= 320  # 200 ms at 16 kHz, less the resampler's delay
     assert 0.45 < np.abs(out).max() <= 0.55  # the tone's level, as the caller sent it
+
+
+def held_back_frames(receiver: Any, packets: int = 6) -> int:
+    """How many 20 ms packets a receiver's jitter buffer takes in before it gives out the first frame."""
+    buffer = receiver._RTCRtpReceiver__jitter_buffer  # aiortc's own, or ours
+    for index in range(packets):
+        packet = RtpPacket(payload_type=111, sequence_number=index, timestamp=960 * index, payload=b"x")
+        packet._data = packet.payload  # type: ignore[attr-defined]  # set by aiortc's receiver before the buffer
+        if buffer.add(packet)[1] is not None:
+            return index
+    return packets
+
+
+async def test_a_calls_microphone_reaches_turn_detection_one_frame_after_it_arrives() -> None:
+    """aiortc holds each audio frame until four more have come (80 ms on every turn's end and
+    barge-in); a call's microphone gives each out when the next packet arrives."""
+    plain = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    plain.addTransceiver("audio", direction="recvonly")
+    call = WebRTCCall("rtc_test", lambda sink, send: None, [], 5.0)  # type: ignore[arg-type,return-value]
+    try:
+        await call.answer(await offer_sdp())
+        [audio] = [t for t in call._pc.getTransceivers() if t.kind == "audio"]
+        assert held_back_frames(plain.getTransceivers()[0].receiver) == 4
+        assert held_back_frames(audio.receiver) == 1
+    finally:
+        await plain.close()
+        await call.close()
 
 
 async def offer_sdp(audio: bool = True) -> str:
