@@ -56,7 +56,8 @@ SETUP_TIMEOUT_S = 20.0  # offer/answer and the data channel opening
 NO_AUDIO_AFTER_DONE_S = 2.0  # a completed reply whose audio has not begun by then has none
 PLAYED_OUT_SLACK_S = 0.5  # after output_audio_buffer.stopped, its last frames are still arriving
 # The server pauses a reply's track once it has heard this much of the speech over it (the hold,
-# before the cut): a voice that stopped sooner stopped for another reason (a pause, synthesis behind).
+# before the cut; VAD frames of 512 samples at 16 kHz): a voice that stopped sooner stopped for
+# another reason (a pause, synthesis behind).
 HEARD_AFTER_MS = HOLD_AFTER_FRAMES * 512 * 1000 / 16_000
 
 
