@@ -46,6 +46,7 @@ from benchmarks.records import (
     session_order,
 )
 from benchmarks.webrtc_caller import FRAME_S, RATE, VOICE_RMS, Caller, CallRefused, dial, hang_up
+from cosyagent.engines.vad import SileroVAD
 from cosyagent.pipeline.turns import HOLD_AFTER_FRAMES
 from cosyagent.talk import RATE as CLIP_RATE
 from cosyagent.talk import Clip, Stamped, TurnCollector, elapsed_ms
@@ -56,9 +57,8 @@ SETUP_TIMEOUT_S = 20.0  # offer/answer and the data channel opening
 NO_AUDIO_AFTER_DONE_S = 2.0  # a completed reply whose audio has not begun by then has none
 PLAYED_OUT_SLACK_S = 0.5  # after output_audio_buffer.stopped, its last frames are still arriving
 # The server pauses a reply's track once it has heard this much of the speech over it (the hold,
-# before the cut; VAD frames of 512 samples at 16 kHz): a voice that stopped sooner stopped for
-# another reason (a pause, synthesis behind).
-HEARD_AFTER_MS = HOLD_AFTER_FRAMES * 512 * 1000 / 16_000
+# before the cut): a voice that stopped sooner stopped for another reason (a pause, synthesis behind).
+HEARD_AFTER_MS = 1000.0 * HOLD_AFTER_FRAMES * SileroVAD.frame_samples / SileroVAD.sample_rate
 
 
 def parse_event(event: dict[str, Any]) -> RealtimeServerEvent:
