@@ -5,7 +5,10 @@
   has been "spoken"; sample ``n`` of the stream is spoken at ``t0 + n / 48000``).
 - the ``oai-events`` data channel: every server event is kept with its arrival time.
 - a recorder of the remote track (the agent's voice): every 20 ms frame is kept with its
-  arrival time and loudness, so a driver can tell when the voice starts and stops.
+  arrival time and loudness, so a driver can tell when the voice starts and stops. A frame is
+  stamped when the packet after it arrives (20 ms later), as over the WebSocket a delta is
+  stamped when it arrives: not after aiortc's 80 ms playout cushion, which stands for the
+  listener's own jitter buffer, a cost of the client's network that neither driver counts.
 - :func:`loopback_candidates`, for calls to a server on the same machine.
 
 All times are ``time.monotonic()``. Used by the e2e tests and by the bench's WebRTC driver.
@@ -32,6 +35,8 @@ import numpy.typing as npt
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
+
+from cosyagent.transports.webrtc_audio import release_audio_promptly
 
 RATE = 48000  # what Opus carries
 FRAME = 960  # 20 ms
@@ -216,8 +221,11 @@ async def make_offer(with_audio: bool = True) -> tuple[Caller, str]:
     tasks_before = set(asyncio.all_tasks())
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     microphone = ClipMicrophone()
-    if with_audio:
-        pc.addTransceiver(microphone, direction="sendrecv")
+    if with_audio and not release_audio_promptly(pc.addTransceiver(microphone, direction="sendrecv").receiver):
+        await pc.close()
+        raise RuntimeError(
+            "this aiortc's receiver has no jitter buffer to replace: the voice's arrival cannot be stamped"
+        )
     channel = pc.createDataChannel("oai-events")
     caller = Caller(pc, microphone, channel, tasks_before=tasks_before)
 

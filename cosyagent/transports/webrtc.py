@@ -32,7 +32,7 @@ from cosyagent.transports.webrtc_audio import (
     MicrophoneConverter,
     PlaybackEvent,
     ReplyAudioTrack,
-    release_microphone_promptly,
+    release_audio_promptly,
 )
 from cosyagent.transports.webrtc_offer import CallLimitError, CallNotFound, OfferError, check_offer, reachable_offer
 
@@ -130,7 +130,10 @@ class WebRTCCall:
             for transceiver in self._pc.getTransceivers():
                 if transceiver is not audio[0]:
                     transceiver.direction = "inactive"  # one voice each way; no video
-            release_microphone_promptly(audio[0].receiver)
+            if not release_audio_promptly(audio[0].receiver):
+                logger.warning(
+                    "this aiortc's receiver has no jitter buffer to replace: the caller's audio keeps its 80 ms"
+                )
             self._microphone = audio[0].receiver.track
             self._pc.addTrack(self._player)
             await self._pc.setLocalDescription(await self._pc.createAnswer())

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,8 +24,6 @@ from av import AudioFrame, AudioResampler
 
 from cosyagent.audio.pcm import AudioF32, StreamResampler, float_to_pcm16, pcm16_to_float
 
-logger = logging.getLogger(__name__)
-
 INPUT_RATE = 16000  # what the session's turn detection and ASR take
 TRACK_RATE = 48000
 FRAME_SAMPLES = TRACK_RATE // 50  # 20 ms
@@ -34,8 +31,8 @@ _FRAME_BYTES = FRAME_SAMPLES * 2
 _SILENCE = bytes(_FRAME_BYTES)
 _TIME_BASE = fractions.Fraction(1, TRACK_RATE)
 
-MICROPHONE_PREFETCH = 1
-"""Frames aiortc holds back before releasing one of the caller's: 1 releases each when the next arrives."""
+PROMPT_PREFETCH = 1
+"""Frames aiortc holds back before releasing a received one: 1 releases each when the next arrives."""
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"  # aiortc 1.16's (pinned) private attribute
 
 PlaybackEvent = Literal["started", "stopped"]
@@ -164,16 +161,17 @@ class MicrophoneConverter:
         return pcm16_to_float(pcm)
 
 
-def release_microphone_promptly(receiver: RTCRtpReceiver) -> None:
-    """Let the caller's audio reach turn detection one frame after it arrives, not four.
+def release_audio_promptly(receiver: RTCRtpReceiver) -> bool:
+    """Let ``receiver`` hand out each audio frame one frame after it arrives, not four.
 
     aiortc holds each received audio frame until four more have come (80 ms): a cushion for a
-    listener's playout that turn detection does not need, and every WebRTC turn's end and
-    every barge-in waited for it. One frame (20 ms) still puts reordered packets back in
-    order. aiortc has no setting for it, so the receiver's buffer is replaced before the first
-    packet; an aiortc without that buffer keeps its own (logged)."""
+    listener's playout. Turn detection does not need it (every WebRTC turn's end and every
+    barge-in waited for it), nor does a benchmark caller stamping when the agent's voice
+    arrives. One frame (20 ms) still puts reordered packets back in order. aiortc has no
+    setting for it, so the receiver's buffer is replaced before the first packet. Returns
+    False, changing nothing, where this aiortc has no such buffer."""
     buffer = getattr(receiver, _JITTER_BUFFER, None)
     if not isinstance(buffer, JitterBuffer):
-        logger.warning("aiortc's receiver has no %s: the caller's audio keeps aiortc's 80 ms buffer", _JITTER_BUFFER)
-        return
-    setattr(receiver, _JITTER_BUFFER, JitterBuffer(capacity=buffer.capacity, prefetch=MICROPHONE_PREFETCH))
+        return False
+    setattr(receiver, _JITTER_BUFFER, JitterBuffer(capacity=buffer.capacity, prefetch=PROMPT_PREFETCH))
+    return True

@@ -17,7 +17,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rtp import RtpPacket
 from av import AudioFrame
 
-from benchmarks.webrtc_caller import host_candidates
+from benchmarks.webrtc_caller import host_candidates, make_offer
 from cosyagent.agent.events import Event, Send
 from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session import RealtimeSession, SessionEngines
@@ -151,6 +151,16 @@ async def test_a_calls_microphone_reaches_turn_detection_one_frame_after_it_arri
     finally:
         await plain.close()
         await call.close()
+
+
+async def test_the_bench_caller_hears_the_agents_voice_one_frame_after_it_arrives() -> None:
+    """The bench stamps reply audio on arrival, as over the WebSocket, not after aiortc's 80 ms."""
+    caller, _ = await make_offer()
+    try:
+        [audio] = [t for t in caller.pc.getTransceivers() if t.kind == "audio"]
+        assert held_back_frames(audio.receiver) == 1
+    finally:
+        await caller.close()
 
 
 async def offer_sdp(audio: bool = True) -> str:
