@@ -127,7 +127,7 @@ def measure(target: str, url: str, pid: int | None, count: int, clips: list[Clip
     started = time.monotonic()
     cpu, memory = harness.CpuMeter(pid), harness.MemorySampler(pid)
     with loopback_candidates():  # WebRTC callers offer 127.0.0.1 only: traffic stays on loopback
-        records = harness.below_the_server(lambda: asyncio.run(_drive(driver(target), url, count, clips, plan)))
+        records = asyncio.run(_drive(driver(target), url, count, clips, plan))
     return Run(target, count, records, cpu.stop(), memory.stop(), round(time.monotonic() - started, 1))
 
 

@@ -16,9 +16,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import numpy as np
@@ -26,37 +26,6 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 PORTS = range(8300, 8400)  # where benchmark and test servers go on a shared machine
-CALLER_NICE = 10
-"""How far below the server the bench's callers run. They stand in for phones and browsers on
-other machines; here they share the server's cores (four aiortc callers take ~0.23 of a core),
-so they yield them. If that delays one, its stamps are late: the server only looks slower."""
-
-T = TypeVar("T")
-
-
-def below_the_server(work: Callable[[], T]) -> T:
-    """``work()`` on a thread of its own, ``CALLER_NICE`` steps below this process (Linux
-    priorities are per thread, and the threads it starts inherit its own): a server spawned
-    from the main thread keeps the bench's priority. Elsewhere it runs at the bench's."""
-
-    outcome: list[T] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        if sys.platform == "linux":
-            thread = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + CALLER_NICE))
-        try:
-            outcome.append(work())
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            failure.append(exc)
-
-    worker = threading.Thread(target=run, name="bench-callers", daemon=True)  # daemon: Ctrl-C ends the bench
-    worker.start()
-    worker.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]
 
 
 def free_port(ports: range = PORTS) -> int:
