@@ -3,8 +3,9 @@
 :class:`ReplyAudioTrack` is the track we send: the synthesizer's samples, resampled
 once to 48 kHz (what Opus carries), go into a queue of 20 ms frames played out at the
 wall clock's pace, silence when the queue is empty or playback is held; it is the only
-clock the reply audio is paced by. :class:`MicrophoneConverter` resamples the caller's
-decoded frames once, straight to the 16 kHz mono floats turn detection and ASR take.
+clock the reply audio is paced by; each frame leaves as an Opus packet encoded here.
+:class:`MicrophoneConverter` resamples the caller's decoded frames once, straight to the
+16 kHz mono floats turn detection and ASR take.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import fractions
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
-from av import AudioFrame, AudioResampler
+from av import AudioFrame, AudioResampler, CodecContext, Packet
+from av.audio.codeccontext import AudioCodecContext
 
 from cosyagent.audio.pcm import AudioF32, StreamResampler, float_to_pcm16, pcm16_to_float
 
@@ -57,6 +59,7 @@ class ReplyAudioTrack(MediaStreamTrack):
         self._held = False
         self._start: float | None = None
         self._pts = 0
+        self._opus = _mono_opus_encoder()
 
     def push(self, response_id: str, samples: AudioF32, sample_rate: int) -> None:
         """Queue reply audio of ``response_id``: the synthesizer's samples at its own rate."""
@@ -110,8 +113,8 @@ class ReplyAudioTrack(MediaStreamTrack):
             stopped, self._playing = self._playing, None
             self._on_playback("stopped", stopped)
 
-    async def recv(self) -> AudioFrame:
-        """The next 20 ms frame, no sooner than its time. Cancel-safe."""
+    async def recv(self) -> Packet[Any] | AudioFrame:
+        """The next 20 ms of audio, encoded, no sooner than its time. Cancel-safe."""
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
@@ -124,7 +127,18 @@ class ReplyAudioTrack(MediaStreamTrack):
                 await asyncio.sleep(wait)
             elif wait < -0.5:  # stalled (a loaded machine): restart the clock instead of bursting
                 self._start = now - self._pts / TRACK_RATE
-        return self._frame(self._next_pcm())
+        return self._encoded(self._frame(self._next_pcm()))
+
+    def _encoded(self, frame: AudioFrame) -> Packet[Any] | AudioFrame:
+        """The frame as one Opus packet, encoded here: aiortc sends a packet as it is, where a
+        frame would cost a resampler to stereo and a hop to a worker thread every 20 ms."""
+        packets = self._opus.encode(frame)
+        if len(packets) != 1:  # libopus gives one packet per 20 ms frame; were it not to, aiortc encodes
+            return frame
+        packet = packets[0]
+        packet.pts = frame.pts
+        packet.time_base = _TIME_BASE
+        return packet
 
     def _next_pcm(self) -> bytes:
         if not self._frames or self._held:
@@ -147,6 +161,17 @@ class ReplyAudioTrack(MediaStreamTrack):
         frame.sample_rate = TRACK_RATE
         frame.time_base = _TIME_BASE
         return frame
+
+
+def _mono_opus_encoder() -> AudioCodecContext:
+    codec = CodecContext.create("libopus", "w")
+    codec.bit_rate = 64000  # mono speech; aiortc's own encoder sends 96 kbit/s of stereo
+    codec.format = "s16"
+    codec.layout = "mono"
+    codec.sample_rate = TRACK_RATE
+    codec.time_base = _TIME_BASE
+    codec.options = {"application": "voip"}
+    return codec
 
 
 class MicrophoneConverter:

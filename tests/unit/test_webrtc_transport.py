@@ -15,7 +15,7 @@ import pytest
 import yaml
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rtp import RtpPacket
-from av import AudioFrame
+from av import AudioFrame, CodecContext, Packet
 
 from benchmarks.webrtc_caller import host_candidates, make_offer
 from cosyagent.agent.events import Event, Send
@@ -42,6 +42,26 @@ def frame_rms(frame: AudioFrame) -> float:
     return float(np.sqrt(np.mean(samples**2)))
 
 
+class Listener:
+    """Hears the reply track as a caller would: decodes the Opus packets it hands aiortc."""
+
+    def __init__(self, track: ReplyAudioTrack) -> None:
+        self.track = track
+        self.decoder = CodecContext.create("libopus", "r")
+        self.decoder.format = "s16"
+        self.decoder.layout = "mono"
+        self.decoder.sample_rate = 48000
+
+    async def next(self) -> tuple[Packet[Any], AudioFrame]:
+        packet = await self.track.recv()
+        assert isinstance(packet, Packet), "the track hands aiortc encoded packets"
+        [frame] = self.decoder.decode(packet)
+        return packet, frame
+
+    async def rms(self) -> float:
+        return frame_rms((await self.next())[1])
+
+
 class Playback:
     def __init__(self) -> None:
         self.events: list[tuple[str, str]] = []
@@ -50,20 +70,23 @@ class Playback:
         self.events.append((event, response_id))
 
 
-async def test_reply_track_plays_queued_audio_in_20ms_frames_then_silence() -> None:
+async def test_reply_track_plays_queued_audio_in_20ms_packets_then_silence() -> None:
     playback = Playback()
     track = ReplyAudioTrack(playback)
+    listener = Listener(track)
     track.push("resp_1", tone_24k(0.1), 24000)
     track.finish("resp_1")
-    frames = []
+    heard = []
     while ("stopped", "resp_1") not in playback.events:
-        frames.append(await track.recv())
+        heard.append(await listener.next())
     assert track.played_ms("resp_1") >= 100
-    frames += [await track.recv() for _ in range(3)]
-    assert all(f.samples == FRAME_SAMPLES and f.sample_rate == 48000 and f.layout.name == "mono" for f in frames)
-    assert [f.pts for f in frames] == [i * FRAME_SAMPLES for i in range(len(frames))]
-    voiced = [frame_rms(f) > 0.1 for f in frames]
-    assert voiced[:4] == [True] * 4 and voiced[-3:] == [False] * 3
+    heard += [await listener.next() for _ in range(3)]
+    assert [packet.pts for packet, _ in heard] == [i * FRAME_SAMPLES for i in range(len(heard))]
+    assert all(packet.time_base == fractions.Fraction(1, 48000) for packet, _ in heard)
+    assert all(frame.samples == FRAME_SAMPLES for _, frame in heard[1:])  # the first loses Opus's lookahead
+    voiced = [frame_rms(frame) > 0.1 for _, frame in heard]
+    # Opus's 6.5 ms lookahead carries the tone's end into the first silent packet.
+    assert voiced[:4] == [True] * 4 and voiced[-2:] == [False] * 2
     assert playback.events == [("started", "resp_1"), ("stopped", "resp_1")]
     track.stop()
 
@@ -80,16 +103,18 @@ async def test_reply_track_is_paced_by_the_wall_clock() -> None:
 async def test_clearing_the_reply_track_cuts_the_response_off_at_once() -> None:
     playback = Playback()
     track = ReplyAudioTrack(playback)
+    listener = Listener(track)
     track.push("resp_1", tone_24k(1.0), 24000)
-    await track.recv()
+    await listener.next()
     assert track.clear() == "resp_1"
-    assert frame_rms(await track.recv()) == 0.0
+    await listener.next()  # Opus's lookahead: the last 6.5 ms of the tone
+    assert await listener.rms() < 0.01
     assert track.clear() is None  # nothing left to cut
     # A later response starts cleanly.
     track.push("resp_2", tone_24k(0.2), 24000)
     track.finish("resp_2")
     while ("stopped", "resp_2") not in playback.events:
-        await track.recv()
+        await listener.next()
     assert playback.events == [("started", "resp_1"), ("started", "resp_2"), ("stopped", "resp_2")]
     track.stop()
 
@@ -97,14 +122,17 @@ async def test_clearing_the_reply_track_cuts_the_response_off_at_once() -> None:
 async def test_a_held_reply_track_plays_silence_and_keeps_its_audio() -> None:
     playback = Playback()
     track = ReplyAudioTrack(playback)
+    listener = Listener(track)
     track.push("resp_1", tone_24k(0.2), 24000)
     track.finish("resp_1")
-    assert frame_rms(await track.recv()) > 0.1
+    assert await listener.rms() > 0.1
     track.hold()
-    assert [frame_rms(await track.recv()) for _ in range(3)] == [0.0] * 3
+    held = [await listener.rms() for _ in range(3)]
+    assert max(held[1:]) < 0.01  # the first carries the tone's last 6.5 ms
     assert track.played_ms("resp_1") == 20
     track.resume()
-    assert frame_rms(await track.recv()) > 0.1
+    await listener.next()  # Opus's lookahead: the hold's last 6.5 ms
+    assert await listener.rms() > 0.1
     track.stop()
 
 
