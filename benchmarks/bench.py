@@ -60,6 +60,7 @@ class Run:
     cpu: dict[str, Any]
     memory: dict[str, float | None]
     seconds: float
+    admission: str = "all"  # --admission: every session admitted, or the server's own limits
     repeats: list[dict[str, Any]] = field(default_factory=list)  # each repeat's own statistics (--repeat)
 
     def values(self) -> dict[str, list[float]]:
@@ -74,10 +75,15 @@ class Run:
 
     def report(self) -> dict[str, Any]:
         values = self.values()
+        refusals = [r.refused for r in self.records if r.refused is not None]
         return {
             "target": self.target,
             "sessions": self.sessions,
             "seconds": self.seconds,
+            "admission": self.admission,
+            "sessions_refused": len(refusals),
+            "refusal_codes": sorted({r["code"] for r in refusals}),
+            "refused_after_ms_max": max((r["after_ms"] for r in refusals), default=None),
             "summary_ms": {key: harness.summarize(series) for key, series in values.items() if series},
             "values_ms": values,
             "turns_ok": sum(bool(t.get("ok")) for r in self.records for t in r.turns),
@@ -103,7 +109,7 @@ def combine(repeats: list[Run]) -> Run:
     records = [record for run in repeats for record in run.records]
     spread = [repeat_summary(run.values(), run.seconds) for run in repeats]
     seconds = round(sum(run.seconds for run in repeats), 1)
-    return Run(first.target, first.sessions, records, first.cpu, memory, seconds, spread)
+    return Run(first.target, first.sessions, records, first.cpu, memory, seconds, first.admission, spread)
 
 
 def driver(target: str) -> Driver:
@@ -128,14 +134,17 @@ def measure(target: str, url: str, pid: int | None, count: int, clips: list[Clip
     cpu, memory = harness.CpuMeter(pid), harness.MemorySampler(pid)
     with loopback_candidates():  # WebRTC callers offer 127.0.0.1 only: traffic stays on loopback
         records = asyncio.run(_drive(driver(target), url, count, clips, plan))
-    return Run(target, count, records, cpu.stop(), memory.stop(), round(time.monotonic() - started, 1))
+    seconds = round(time.monotonic() - started, 1)
+    return Run(
+        target, count, records, cpu.stop(), memory.stop(), seconds, args.admission if target != "baseline" else "all"
+    )
 
 
 @contextlib.contextmanager
 def cosyagent_server(args: argparse.Namespace) -> Iterator[tuple[str, int | None]]:
     """The server under test: ``--url``, or ``cosyagent serve`` on a free port (with ``--config``'s
-    settings, if given) with room for the largest session count (its capacity too, unless the config
-    sets one), and a throwaway data directory."""
+    settings, if given) and a throwaway data directory; with ``--admission all`` it has room for the
+    largest session count (its capacity too, unless the config sets one)."""
     if args.url:
         yield args.url, None
         return
@@ -144,12 +153,13 @@ def cosyagent_server(args: argparse.Namespace) -> Iterator[tuple[str, int | None
     with tempfile.TemporaryDirectory(prefix="cosyagent-bench-") as folder:
         server = settings.setdefault("server", {})
         server.setdefault("data_dir", f"{folder}/data")
-        server["max_sessions"] = max(server.get("max_sessions", 16), most)
-        # Every session is admitted, to measure the engines past saturation; a --config with
-        # `capacity: auto` measures admission control instead (refused sessions count as errors).
-        server.setdefault("capacity", server["max_sessions"])
         webrtc = settings.setdefault("webrtc", {})
-        webrtc["max_calls"] = max(webrtc.get("max_calls", 4), most)
+        if args.admission == "all":
+            # Every session is admitted, to measure the engines past saturation (a --config's
+            # limits are raised to the largest session count, its capacity kept if it sets one).
+            server["max_sessions"] = max(server.get("max_sessions", 16), most)
+            server.setdefault("capacity", server["max_sessions"])
+            webrtc["max_calls"] = max(webrtc.get("max_calls", 4), most)
         webrtc.setdefault("host_addresses", ["127.0.0.1"])  # loopback only, like the callers
         config = Path(folder) / "config.yaml"
         config.write_text(yaml.safe_dump(settings))
@@ -224,6 +234,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="measure each session count this many times, each on a fresh server, pooled (default 1)",
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="give up on a turn after this many quiet seconds")
+    parser.add_argument(
+        "--admission",
+        choices=("all", "shipped"),
+        default="all",
+        help="all: every session admitted, the server's limits raised (default); shipped: the server's own"
+        " admission (server.capacity, max_sessions, webrtc.max_calls, or --config's), sessions past it"
+        " counted as refused up front",
+    )
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--url", help="measure a running cosyagent (base URL, e.g. http://127.0.0.1:8188/v1)")
     where.add_argument("--config", type=Path, help="a cosyagent config for the server the bench starts")
@@ -270,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                     "barge_ins": args.barge_ins,
                     "clips": args.clips,
                     "repeat": args.repeat,
+                    "admission": args.admission,
                     "server_config": str(args.config) if args.config else None,
                 },
                 "metrics": TURN_METRICS | BARGE_METRICS,

@@ -12,6 +12,7 @@ machine, so a server process may stamp events that the client then compares with
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,10 @@ BARGE_METRICS = {
     "barge_in_voice_stop_ms": "barge-in: interrupting speech begins -> the reply's voice stops for the caller",
     "voice_to_voice_after_barge_in_ms": "barge-in: voice-to-voice of the interrupting turn",
 }
+# The error codes of a session refused at admission (server.capacity, server.max_sessions,
+# webrtc.max_calls): with ``--admission shipped`` such a session is counted as refused up front,
+# which issue #13's eight-session target allows, not as a failure.
+ADMISSION_REFUSALS = ("server_at_capacity", "session_limit", "call_limit")
 # The reply starts when the final transcript is handed to the LLM. The stages then add up:
 # end_of_turn + asr + tts_first_audio (+ delivery to the client) = voice_to_voice.
 
@@ -62,12 +67,18 @@ class SessionRecord:
     """One conversation. ``turns`` rows carry ``clip``, ``ok`` and the TURN_METRICS keys (plus
     anything a driver wants to keep: transcripts, timelines); ``barge_ins`` rows carry
     ``reply_clip``, ``barge_in_clip``, the BARGE_METRICS keys, or ``skipped`` with the reason
-    (e.g. the reply ended before the barge-in)."""
+    (e.g. the reply ended before the barge-in). ``refused``: the session was refused at
+    admission (``code``, ``message``, ``after_ms`` from asking to being told); it has no turns."""
 
     index: int
     turns: list[dict[str, Any]] = field(default_factory=list)
     barge_ins: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    refused: dict[str, Any] | None = None
+
+    def refuse(self, code: str, message: str, asked_at: float) -> None:
+        """Record a refusal at admission, told at ``time.monotonic()`` now."""
+        self.refused = {"code": code, "message": message, "after_ms": round((time.monotonic() - asked_at) * 1000, 1)}
 
 
 def utterances(min_s: float = 1.0, max_s: float = 8.0, pad_s: float = 0.2) -> list[Clip]:

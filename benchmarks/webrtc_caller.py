@@ -250,7 +250,13 @@ async def accept_answer(caller: Caller, answer_sdp: str) -> None:
 
 
 class CallRefused(Exception):
-    """The server did not answer the offer with 201 and an SDP answer."""
+    """The server did not answer the offer with 201 and an SDP answer; ``status`` and ``code``
+    (the error body's ``code``) say why, when the server answered at all."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
 
 
 async def dial(url: str, *, timeout_s: float = 30.0) -> Caller:
@@ -264,13 +270,26 @@ async def dial(url: str, *, timeout_s: float = 30.0) -> Caller:
                 f"{url.rstrip('/')}/realtime/calls", content=offer, headers={"Content-Type": "application/sdp"}
             )
         if response.status_code != 201:
-            raise CallRefused(f"POST /realtime/calls answered {response.status_code}: {response.text[:300]}")
+            raise CallRefused(
+                f"POST /realtime/calls answered {response.status_code}: {response.text[:300]}",
+                status=response.status_code,
+                code=_error_code(response),
+            )
         caller.call_id = response.headers.get("location", "").rsplit("/", 1)[-1]
         await accept_answer(caller, response.text)
     except BaseException:
         await caller.close()
         raise
     return caller
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    """The OpenAI-style error body's ``code``, if the response has one."""
+    try:
+        code = response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 async def hang_up(url: str, call_id: str, *, timeout_s: float = 10.0) -> int:

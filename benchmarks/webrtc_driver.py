@@ -36,6 +36,7 @@ from openai.types.realtime import (
 )
 
 from benchmarks.records import (
+    ADMISSION_REFUSALS,
     BARGE_IN_AFTER_S,
     PLAYBACK_MARGIN_S,
     Plan,
@@ -306,6 +307,7 @@ async def run_session(url: str, index: int, clips: list[Clip], plan: Plan) -> Se
     record = SessionRecord(index)
     order = session_order(clips, index, plan)
     caller: Caller | None = None
+    asked_at = time.monotonic()
     try:
         try:
             async with asyncio.timeout(SETUP_TIMEOUT_S):
@@ -313,6 +315,12 @@ async def run_session(url: str, index: int, clips: list[Clip], plan: Plan) -> Se
                 await caller.wait_for("session.created", timeout=SETUP_TIMEOUT_S)
         except TimeoutError as exc:
             raise CallRefused(f"the call was not up (session.created) within {SETUP_TIMEOUT_S:g} s") from exc
+        except CallRefused as exc:
+            if exc.code not in ADMISSION_REFUSALS:
+                raise
+            record.refuse(exc.code, str(exc), asked_at)
+            logger.info("session %d: refused at admission: %s", index, record.refused)
+            return record
         talk = Conversation(caller, plan.timeout_s)
         await asyncio.sleep(1.0)  # the microphone is open before anyone speaks
         for clip in order[: plan.turns]:

@@ -12,9 +12,15 @@ import logging
 import time
 from typing import Any
 
-from openai.types.realtime import InputAudioBufferSpeechStartedEvent, ResponseAudioDeltaEvent, ResponseDoneEvent
+from openai.types.realtime import (
+    InputAudioBufferSpeechStartedEvent,
+    RealtimeErrorEvent,
+    ResponseAudioDeltaEvent,
+    ResponseDoneEvent,
+)
 
 from benchmarks.records import (
+    ADMISSION_REFUSALS,
     BARGE_IN_AFTER_S,
     PLAYBACK_MARGIN_S,
     Plan,
@@ -182,13 +188,16 @@ async def run_session(url: str, index: int, clips: list[Clip], plan: Plan) -> Se
     """One Realtime conversation: ``plan.turns`` turns, then ``plan.barge_ins`` barge-in trials."""
     record = SessionRecord(index)
     order = session_order(clips, index, plan)
+    asked_at = time.monotonic()
     try:
         async with connect(url, None) as conn:
             events = EventStream(conn)
             events.start()
             mic = Microphone(conn, keep_alive=True)
             try:
-                await events.expect("session.created", time.monotonic() + 10.0)
+                if not await _admitted(events, record, asked_at):
+                    logger.info("session %d: refused at admission: %s", index, record.refused)
+                    return record
                 mic.start()
                 await asyncio.sleep(1.0)  # the microphone is open before anyone speaks
                 for clip in order[: plan.turns]:
@@ -210,6 +219,23 @@ async def run_session(url: str, index: int, clips: list[Clip], plan: Plan) -> Se
         record.errors.append(str(exc))
         logger.error("session %d: %s", index, exc)
     return record
+
+
+async def _admitted(events: EventStream, record: SessionRecord, asked_at: float) -> bool:
+    """Wait for ``session.created``; False, with the record marked refused, when the server
+    refuses the session at admission instead (an ``error`` event with a refusal code, then close
+    1013). Any other ``error`` event raises :class:`TalkError`."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        item = await events.next(deadline)
+        if isinstance(item.event, RealtimeErrorEvent):
+            error = item.event.error
+            if error.code in ADMISSION_REFUSALS:
+                record.refuse(error.code, error.message, asked_at)
+                return False
+            raise TalkError(f"server error: {error.message}")
+        if item.type == "session.created":
+            return True
 
 
 def log_barge_in(index: int, record: SessionRecord) -> None:

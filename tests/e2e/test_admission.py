@@ -130,3 +130,24 @@ async def test_auto_capacity_comes_from_the_engines_measured_at_startup(live_ser
     capacity = health["capacity"]
     assert (capacity["sessions"], capacity["setting"], capacity["measured"]) == (sessions, "auto", estimate.sessions)
     assert capacity["turn_cost_seconds"]["turn"] == pytest.approx(estimate.turn_s, abs=1e-3)
+
+
+async def test_the_bench_counts_a_session_refused_at_admission_as_refused_not_failed(
+    live_server: LiveServer, idle: None, capacity_one: Runtime
+) -> None:
+    """``cosyagent bench --admission shipped`` measures the server's own admission: the bench's
+    WebSocket and WebRTC drivers must record a refusal (code, message, how soon) rather than an
+    error, so that issue #13's eight-session target ("answered, or refused up front") is judged."""
+    from benchmarks import webrtc_driver, ws_driver
+    from benchmarks.records import Plan, questions
+
+    plan = Plan(turns=1, barge_ins=0, timeout_s=30.0)
+    async with client(live_server).realtime.connect(model="cosyagent-realtime") as admitted:
+        await asyncio.wait_for(anext(aiter(admitted)), 20)  # session.created: the one slot is held
+        for run_session in (ws_driver.run_session, webrtc_driver.run_session):
+            record = await asyncio.wait_for(run_session(live_server.base_url, 1, questions(), plan), 60)
+            assert record.errors == [] and record.turns == []
+            assert record.refused is not None and record.refused["code"] == "server_at_capacity"
+            assert "capacity of 1 conversation" in record.refused["message"]
+            assert 0 < record.refused["after_ms"] < 20_000
+        assert live_server.runtime.active_sessions == 1

@@ -4,6 +4,7 @@ stage breakdown that the stacked plot draws, and merging reports of separate run
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def test_verdicts_say_by_how_much_a_target_is_missed() -> None:
     assert "4 sessions voice-to-voice p95: 1500 ms <= 1500: met" in lines
     assert "4 sessions barge-in stop p95: 270 ms > 250: missed by 20 ms" in lines
     assert "4 sessions barge-in voice stop p95 (as the caller hears it): 240 ms <= 250: met" in lines
-    assert "8 sessions voice-to-voice p95 (every session admitted): not measured" in lines
+    assert "8 sessions voice-to-voice p95 over websocket (every session admitted): not measured" in lines
     assert "1 session(s) voice-to-voice p50 <= 0.5x the baseline: ratio 0.79: missed" in lines
     assert "2 session(s) voice-to-voice p50 <= 0.5x the baseline: not measured" in lines
     assert "4 session(s) voice-to-voice p50 <= 0.5x the baseline: ratio 0.50: met" in lines
@@ -171,3 +172,46 @@ def test_merge_command_writes_the_merged_report(tmp_path: Path, capsys: pytest.C
     assert [r["sessions"] for r in json.loads(out.read_text())["runs"]] == [1, 8]
     assert "single session voice-to-voice p50: 700 ms <= 800: met" in capsys.readouterr().out
     assert merge_main([str(first), str(tmp_path / "missing.json"), "--out", str(out)]) == 2
+
+
+def _eight_as_shipped(p95: float, longest: float, refused: int) -> dict[str, Any]:
+    return {
+        "target": "webrtc",
+        "sessions": 8,
+        "admission": "shipped",
+        "summary_ms": {"voice_to_voice_ms": {"p50": p95 / 2, "p95": p95, "max": longest}},
+        "turns_ok": 3 * (8 - refused),
+        "turns_failed": 0,
+        "sessions_refused": refused,
+        "refusal_codes": ["call_limit"],
+        "refused_after_ms_max": 31.0,
+    }
+
+
+def test_eight_sessions_under_the_servers_own_admission_are_answered_or_refused_up_front() -> None:
+    met = verdicts([_eight_as_shipped(2400.0, 2900.0, 4)], {})
+    assert (
+        "8 sessions over webrtc, the server's own admission: 4 admitted, 4 refused up front (call_limit, told"
+        " within 31 ms); p95 2400 ms (<= 3000), longest 2900 ms (<= 5000): met"
+    ) in met
+    assert "8 sessions voice-to-voice p95 over websocket (every session admitted): not measured" in met
+    slow_turn = verdicts([_eight_as_shipped(2400.0, 5100.0, 4)], {})
+    assert any(line.endswith("longest 5100 ms (<= 5000): missed") for line in slow_turn)
+    all_admitted = verdicts([{**_eight_as_shipped(3200.0, 4000.0, 0), "admission": "all"}], {})
+    assert "8 sessions voice-to-voice p95 over webrtc (every session admitted): 3200 ms > 3000: missed by 200 ms" in (
+        all_admitted
+    )
+
+
+def test_a_run_reports_its_refusals_apart_from_its_errors() -> None:
+    refused = SessionRecord(1)
+    refused.refuse("server_at_capacity", "the server is at its capacity of 1 conversation", time.monotonic())
+    answered = SessionRecord(0, [{"ok": True, "voice_to_voice_ms": 900.0}])
+    report = Run("websocket", 2, [answered, refused], {}, {}, 1.0, "shipped").report()
+    assert (report["admission"], report["sessions_refused"], report["refusal_codes"]) == (
+        "shipped",
+        1,
+        ["server_at_capacity"],
+    )
+    assert report["errors"] == [] and report["turns_ok"] == 1 and report["turns_failed"] == 0
+    assert 0 <= report["refused_after_ms_max"] < 1000
