@@ -25,6 +25,18 @@ def float_to_pcm16(audio: AudioF32) -> bytes:
     return (clipped * 32767.0).astype("<i2").tobytes()
 
 
+def leading_silence(audio: AudioF32, sample_rate: int, *, threshold_dbfs: float = -40.0, frame_ms: float = 5.0) -> int:
+    """How many samples ``audio`` starts with before its first ``frame_ms`` frame whose RMS is
+    above ``threshold_dbfs``; ``audio.size`` when no frame is."""
+    frame = max(1, round(sample_rate * frame_ms / 1000))
+    frames = audio.size // frame
+    if frames == 0:
+        return audio.size
+    rms = np.sqrt(np.mean(np.square(audio[: frames * frame].reshape(frames, frame), dtype=np.float64), axis=1))
+    loud = np.flatnonzero(rms > 10 ** (threshold_dbfs / 20))
+    return int(loud[0]) * frame if loud.size else audio.size
+
+
 def resample(audio: AudioF32, from_rate: int, to_rate: int) -> AudioF32:
     """One-shot high-quality resampling of a whole clip."""
     if from_rate == to_rate or audio.size == 0:

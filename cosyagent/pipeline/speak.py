@@ -6,6 +6,7 @@ clause, the first clause short (:mod:`cosyagent.pipeline.clauses`), while the re
 text is still being produced; a later clause is cut short rather than let a paced reply's
 audio run dry (``audio_ahead_s``). So does a streaming-text engine when timings are asked for
 (``timed``): CosyVoice3 estimates them per clause, from each clause's whole audio.
+The first audio starts 10 ms before its voice: the silence a synthesizer puts before it is cut.
 The agent's replies and ``/v1/audio/speech`` both speak here.
 """
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cosyagent.audio.pcm import leading_silence
 from cosyagent.engines.base import AudioF32, CancelToken, SpeechSynthesizer
 from cosyagent.engines.streaming import TextStreamSynthesizer
 from cosyagent.engines.timings import TimedSynthesizer, can_time_words
@@ -31,6 +33,9 @@ logger = logging.getLogger(__name__)
 # and the listener has less than this left to hear: about what the synthesizer needs for a few
 # words when four sessions share 2 cores. Above it, the sentence is waited for (docs/benchmarks.md).
 HURRY_AHEAD_S = 0.4
+# A synthesizer starts each clause with a little silence (Piper: 10-70 ms below -40 dBFS). The
+# first one is dead air the listener waits through: a speech starts this long before its voice.
+KEEP_LEADING_SILENCE_MS = 10.0
 
 
 @dataclass(frozen=True)
@@ -78,12 +83,27 @@ async def speak(
         if streaming is not None
         else _clause_by_clause(tts, deltas, voice, speed, cancel, on_clause, timed, audio_ahead_s)
     )
+    voiced = False
     try:
         async for chunk in chunks:
+            if not voiced and chunk.samples.size:
+                voiced = True
+                chunk = _voice_first(chunk, tts.sample_rate)
             yield chunk
     finally:
         cancel.cancel()  # first: the engine stops within one chunk while the rest is closed
         await chunks.aclose()
+
+
+def _voice_first(chunk: SpokenChunk, sample_rate: int) -> SpokenChunk:
+    """The speech's first audio without its leading silence, but for KEEP_LEADING_SILENCE_MS
+    (its timings moved as much sooner); a chunk that is silence throughout is left as it is."""
+    silent = leading_silence(chunk.samples, sample_rate)
+    cut = silent - round(sample_rate * KEEP_LEADING_SILENCE_MS / 1000)
+    if silent >= chunk.samples.size or cut <= 0:
+        return chunk
+    timings = None if chunk.timings is None else chunk.timings.sooner(cut * 1000 / sample_rate)
+    return SpokenChunk(chunk.samples[cut:], chunk.text, timings)
 
 
 async def _deltas(text: str) -> AsyncIterator[str]:

@@ -50,6 +50,14 @@ class SpeechTimings:
     def of(cls, timed: TimedAudio) -> SpeechTimings:
         return cls(timed.words, tuple(viseme_timings(timed.phonemes)))
 
+    def sooner(self, ms: float) -> SpeechTimings:
+        """The timings of the same speech with its first ``ms`` cut off (none before 0)."""
+        words = tuple(
+            WordTiming(w.text, max(0.0, w.start_ms - ms), max(0.0, w.end_ms - ms, w.start_ms - ms)) for w in self.words
+        )
+        visemes = tuple(VisemeTiming(v.viseme, max(0.0, v.start_ms - ms)) for v in self.visemes)
+        return SpeechTimings(words, visemes)
+
 
 @dataclass(frozen=True)
 class Mark:

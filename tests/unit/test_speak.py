@@ -229,3 +229,31 @@ async def test_a_reply_spoken_to_its_end_closes_with_the_llm_s_own_text() -> Non
     assert " ".join(clauses) == "Two ways: 1. Take the bus. 2. Walk."
     assert events[-1] == SpokenText(answer + " ")  # RecordingLLM sends each word with a space
     assert sum(isinstance(e, SpokenText) for e in events) == 1
+
+
+class SilenceFirstEngine(ClauseEngine):
+    """Each clause starts with 60 ms of silence before its voice, as a Piper clause does."""
+
+    async def synthesize(
+        self, text: str, *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
+    ) -> AsyncIterator[AudioF32]:
+        self.calls.append(text)
+        rate = self.sample_rate
+        tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(rate // 5) / rate)
+        yield np.concatenate([np.zeros(rate * 60 // 1000), tone]).astype(np.float32)
+
+
+async def test_the_first_audio_starts_10_ms_before_its_voice_and_later_clauses_keep_their_pauses() -> None:
+    engine = SilenceFirstEngine()
+    chunks = [c async for c in _audio(speak(engine, TEXT, voice="v", speed=1.0, cancel=CancelToken()))]
+    rate = engine.sample_rate
+    assert len(chunks) == 3
+    assert chunks[0].size == rate * 10 // 1000 + rate // 5  # 10 ms of its 60 ms of silence, then the voice
+    assert not chunks[0][: rate * 10 // 1000].any() and chunks[0][rate * 10 // 1000 + 1] != 0
+    assert [c.size for c in chunks[1:]] == [rate * 60 // 1000 + rate // 5] * 2  # the pauses between clauses
+
+
+async def test_audio_that_is_silence_throughout_is_not_cut() -> None:
+    engine = ClauseEngine()  # zeros only
+    chunks = [c async for c in _audio(speak(engine, "Hmm.", voice="v", speed=1.0, cancel=CancelToken()))]
+    assert [c.size for c in chunks] == [len("Hmm.")]

@@ -16,11 +16,11 @@ import pytest
 from cosyagent.agent.events import CancelResponse, PlayAudio, Send, StartResponse
 from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session_config import SessionConfig, TurnDetection
-from cosyagent.audio.pcm import pcm16_to_float
+from cosyagent.audio.pcm import leading_silence, pcm16_to_float
 from cosyagent.engines.piper_tts import PiperTTS
-from cosyagent.engines.timings import TimedAudio
+from cosyagent.engines.timings import TimedAudio, WordTiming
 from cosyagent.engines.vad import SileroVAD
-from cosyagent.engines.visemes import VISEME_NAMES
+from cosyagent.engines.visemes import VISEME_NAMES, VisemeTiming
 from cosyagent.pipeline.speak import speak
 from cosyagent.pipeline.timestamps import SpeechTimings
 from tests.unit.test_realtime_core import append, only, speech_24k
@@ -234,3 +234,31 @@ async def test_speak_times_each_clause_only_when_asked(piper: PiperTTS) -> None:
         assert chunk.timings.words[-1].end_ms <= 1000 * chunk.samples.size / piper.sample_rate
     first = timed[0].timings
     assert first is not None and [w.text for w in first.words] == CLAUSES[0].rstrip(".").split()
+
+
+async def test_a_piper_reply_starts_at_its_voice_and_its_first_word_there(piper: PiperTTS) -> None:
+    """Piper starts a clause with tens of ms of silence (its timings say 35-58 ms before the first
+    word); the first audio keeps 10 ms of it, and the timings move with the cut."""
+    [raw] = [chunk async for chunk in piper.synthesize_timed(CLAUSES[0], voice=VOICE)]
+    first_raw = raw.words[0].start_ms
+    [first, *_] = [chunk async for chunk in speak(piper, " ".join(CLAUSES), voice=VOICE, timed=True)]
+    rate = piper.sample_rate
+    assert leading_silence(first.samples, rate) <= rate * 15 // 1000  # 10 ms kept, a 5 ms frame's rounding
+    assert leading_silence(raw.audio, rate) > leading_silence(first.samples, rate)
+    assert first.timings is not None
+    # The cut moved the first word sooner by about the silence it removed (Piper samples noise:
+    # the two syntheses differ a little).
+    assert 0 <= first.timings.words[0].start_ms < first_raw
+    assert first.timings.words[-1].end_ms <= 1000 * first.samples.size / rate
+
+
+def test_timings_of_speech_cut_at_its_start_come_sooner_and_none_before_zero() -> None:
+    timings = SpeechTimings(
+        (WordTiming("Hello", 60.0, 300.0), WordTiming("there", 320.0, 600.0)),
+        (VisemeTiming("sil", 0.0), VisemeTiming("E", 60.0), VisemeTiming("nn", 320.0)),
+    )
+    sooner = timings.sooner(50.0)
+    assert [(w.text, w.start_ms, w.end_ms) for w in sooner.words] == [("Hello", 10.0, 250.0), ("there", 270.0, 550.0)]
+    assert [(v.viseme, v.start_ms) for v in sooner.visemes] == [("sil", 0.0), ("E", 10.0), ("nn", 270.0)]
+    cut_into = timings.sooner(100.0).words[0]
+    assert (cut_into.start_ms, cut_into.end_ms) == (0.0, 200.0)
