@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 # and the listener has less than this left to hear: about what the synthesizer needs for a few
 # words when four sessions share 2 cores. Above it, the sentence is waited for (docs/benchmarks.md).
 HURRY_AHEAD_S = 0.4
-# A synthesizer starts each clause with a little silence (Piper: 10-70 ms below -40 dBFS). The
+# A synthesizer starts each clause with a little silence (Piper: 10-85 ms below -40 dBFS). The
 # first one is dead air the listener waits through: a speech starts this long before its voice.
 KEEP_LEADING_SILENCE_MS = 10.0
 

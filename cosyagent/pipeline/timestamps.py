@@ -52,9 +52,7 @@ class SpeechTimings:
 
     def sooner(self, ms: float) -> SpeechTimings:
         """The timings of the same speech with its first ``ms`` cut off (none before 0)."""
-        words = tuple(
-            WordTiming(w.text, max(0.0, w.start_ms - ms), max(0.0, w.end_ms - ms, w.start_ms - ms)) for w in self.words
-        )
+        words = tuple(WordTiming(w.text, max(0.0, w.start_ms - ms), max(0.0, w.end_ms - ms)) for w in self.words)
         visemes = tuple(VisemeTiming(v.viseme, max(0.0, v.start_ms - ms)) for v in self.visemes)
         return SpeechTimings(words, visemes)
 

@@ -22,8 +22,7 @@ from benchmarks.webrtc_driver import HEARD_AFTER_MS, run_session
 from tests.e2e.conftest import LiveServer
 
 V2V_BOUND_MS = 15000.0  # generous: a shared 2-core machine, models on CPU
-# Session 2 speaks utterances 6 and 7, then says 8 and interrupts its reply with 9: a reply
-# whose voice is still on when the interruption is heard.
+# Session 2 speaks utterance 6, then says 7 and interrupts its reply with 8, then 9 with 10.
 SESSION = 2
 
 
@@ -57,7 +56,7 @@ async def test_run_session_measures_turns_and_a_barge_in_over_webrtc(
     config = runtime.config  # shorter replies keep the test short (they are played in real time)
     runtime.config = dataclasses.replace(config, realtime=dataclasses.replace(config.realtime, max_output_tokens=24))
     try:
-        record = await run_session(live_server.base_url, SESSION, clips, Plan(turns=1, barge_ins=1, timeout_s=60.0))
+        record = await run_session(live_server.base_url, SESSION, clips, Plan(turns=1, barge_ins=2, timeout_s=60.0))
     finally:
         runtime.config = config
     if os.environ.get("WEBRTC_DRIVER_DUMP"):
@@ -77,10 +76,20 @@ async def test_run_session_measures_turns_and_a_barge_in_over_webrtc(
         assert turn["reply_audio_s"] > 0.3, turn
 
     # Measured, not skipped: the server's hold stops the voice before its cut, and that counts
-    # (every WebRTC trial was once skipped for it). Only a reply too short to interrupt may skip.
-    [trial] = record.barge_ins
-    if trial.get("skipped") != "the reply ended before the barge-in":
-        assert "skipped" not in trial, trial
+    # (every WebRTC trial was once skipped for it). A trial may skip only for what the reply said:
+    # it was over, or in a pause between clauses, when the interruption was heard (the LLM samples,
+    # so a short first clause can end right at BARGE_IN_AFTER_S); one of the two must be measured.
+    content_skips = {
+        "the reply ended before the barge-in",
+        "the reply ended before speech_started",
+        "the reply was quiet when the interrupting speech began",
+        "the reply's voice stopped before the server could hear the speech (a pause?)",
+    }
+    assert len(record.barge_ins) == 2
+    assert all(trial.get("skipped", "") in content_skips | {""} for trial in record.barge_ins), record.barge_ins
+    measured = [trial for trial in record.barge_ins if "skipped" not in trial]
+    assert measured, record.barge_ins
+    for trial in measured:
         assert set(BARGE_METRICS) <= set(trial)
         assert trial["response_status"] == "cancelled", trial
         assert HEARD_AFTER_MS <= trial["barge_in_stop_ms"] < trial["response_done_ms"] + 1000, trial
@@ -102,6 +111,8 @@ async def test_run_session_reports_a_refused_call_and_does_not_raise(live_server
         record = await run_session(live_server.base_url, 3, utterances(), Plan(turns=1, barge_ins=0))
     finally:
         runtime.config = config
-    assert record.turns == [] and record.barge_ins == []
-    assert len(record.errors) == 1 and "503" in record.errors[0], record.errors
+    # Refused at admission (webrtc.max_calls): recorded as refused, with the server's code, not failed.
+    assert record.turns == [] and record.barge_ins == [] and record.errors == []
+    assert record.refused is not None and record.refused["code"] == "call_limit", record.refused
+    assert "503" in record.refused["message"], record.refused
     assert not open_peer_connections()
