@@ -25,15 +25,20 @@ def float_to_pcm16(audio: AudioF32) -> bytes:
     return (clipped * 32767.0).astype("<i2").tobytes()
 
 
+def frame_levels_db(audio: AudioF32, frame: int) -> npt.NDArray[np.float64]:
+    """The level (dBFS, from the mean power) of each whole ``frame``-sample frame of ``audio``;
+    a trailing partial frame is left out."""
+    count = audio.size // frame
+    frames = audio[: count * frame].astype(np.float64).reshape(count, frame)
+    levels: npt.NDArray[np.float64] = 10.0 * np.log10(np.mean(frames * frames, axis=1) + 1e-12)
+    return levels
+
+
 def leading_silence(audio: AudioF32, sample_rate: int, *, threshold_dbfs: float = -40.0, frame_ms: float = 5.0) -> int:
-    """How many samples ``audio`` starts with before its first ``frame_ms`` frame whose RMS is
-    above ``threshold_dbfs``; ``audio.size`` when no frame is."""
+    """How many samples ``audio`` starts with before its first ``frame_ms`` frame louder than
+    ``threshold_dbfs``; ``audio.size`` when no frame is."""
     frame = max(1, round(sample_rate * frame_ms / 1000))
-    frames = audio.size // frame
-    if frames == 0:
-        return audio.size
-    rms = np.sqrt(np.mean(np.square(audio[: frames * frame].reshape(frames, frame), dtype=np.float64), axis=1))
-    loud = np.flatnonzero(rms > 10 ** (threshold_dbfs / 20))
+    loud = np.flatnonzero(frame_levels_db(audio, frame) > threshold_dbfs)
     return int(loud[0]) * frame if loud.size else audio.size
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cosyagent.audio.pcm import frame_levels_db
 from cosyagent.engines.base import AudioF32
 from cosyagent.engines.timings import STRESS_MARKS, PhonemeTiming, TimedAudio, WordTiming, is_sound
 
@@ -204,8 +205,7 @@ def find_speech(audio: AudioF32, sample_rate: int) -> Speech:
     count = audio.size // frame
     if count == 0:
         return Speech(0, audio.size, ())
-    frames = audio[: count * frame].astype(np.float64).reshape(count, frame)
-    level = 10.0 * np.log10(np.mean(frames * frames, axis=1) + 1e-12)
+    level = frame_levels_db(audio, frame)
     loud = level >= level.max() - SILENCE_DB
     voiced = np.flatnonzero(loud)
     if voiced.size == 0 or level.max() < -80.0:

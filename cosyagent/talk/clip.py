@@ -10,6 +10,8 @@ import numpy.typing as npt
 import soundfile as sf
 import soxr
 
+from cosyagent.audio.pcm import frame_levels_db
+
 Samples = npt.NDArray[np.float32]
 
 RATE = 24000  # the Realtime API's default audio/pcm rate
@@ -44,8 +46,7 @@ def speech_segments(
     frames = samples.size // width
     if frames == 0:
         return []
-    power = np.mean(samples[: frames * width].astype(np.float64).reshape(frames, width) ** 2, axis=1)
-    loud = np.flatnonzero(10.0 * np.log10(power + 1e-12) > threshold_dbfs)
+    loud = np.flatnonzero(frame_levels_db(samples, width) > threshold_dbfs)
     segments: list[tuple[float, float]] = []
     if loud.size == 0:
         return segments
