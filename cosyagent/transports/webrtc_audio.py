@@ -4,6 +4,8 @@
 once to 48 kHz (what Opus carries), go into a queue of 20 ms frames played out at the
 wall clock's pace, silence when the queue is empty or playback is held; it is the only
 clock the reply audio is paced by; each frame leaves as an Opus packet encoded here.
+Silence is sent only briefly: after :data:`SILENCE_HANGOVER_FRAMES` of it the track sends
+nothing until there is audio to play (discontinuous transmission).
 :class:`MicrophoneConverter` resamples the caller's decoded frames once, straight to the
 16 kHz mono floats turn detection and ASR take.
 """
@@ -37,6 +39,13 @@ PROMPT_PREFETCH = 1
 """Frames aiortc holds back before releasing a received one: 1 releases each when the next arrives."""
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"  # aiortc 1.16's (pinned) private attribute
 
+SILENCE_HANGOVER_FRAMES = 10
+"""Silent frames sent after the agent's voice before the track goes quiet (200 ms, Opus's own
+DTX hangover): enough for the caller's decoder to settle into silence and its jitter buffer to
+release the last voiced frame. Then no packets until the next reply: each silent packet costs
+the server and the caller per-packet work every 20 ms, while the engines compute that reply.
+RTP timestamps keep real time across the gap, as with a browser's DTX or a muted sender."""
+
 PlaybackEvent = Literal["started", "stopped"]
 PlaybackListener = Callable[[PlaybackEvent, str], None]
 """Told when a response's audio starts leaving, and when it has all left (``stopped``)."""
@@ -59,6 +68,8 @@ class ReplyAudioTrack(MediaStreamTrack):
         self._held = False
         self._start: float | None = None
         self._pts = 0
+        self._quiet_frames = 0  # silent frames sent since the last audio
+        self._audio_waiting = asyncio.Event()  # set when there may be audio to play again
         self._opus = _mono_opus_encoder()
 
     def push(self, response_id: str, samples: AudioF32, sample_rate: int) -> None:
@@ -96,6 +107,11 @@ class ReplyAudioTrack(MediaStreamTrack):
 
     def resume(self) -> None:
         self._held = False
+        self._audio_waiting.set()
+
+    def stop(self) -> None:
+        super().stop()
+        self._audio_waiting.set()  # a recv() waiting out a silence ends
 
     def played_ms(self, response_id: str) -> float:
         """How much of ``response_id``'s audio has left on the track so far."""
@@ -107,6 +123,8 @@ class ReplyAudioTrack(MediaStreamTrack):
         for offset in range(0, whole, _FRAME_BYTES):
             self._frames.append((response_id, data[offset : offset + _FRAME_BYTES]))
         self._partial = data[whole:]
+        if whole:
+            self._audio_waiting.set()
 
     def _stop_playing(self) -> None:
         if self._playing is not None:
@@ -114,9 +132,12 @@ class ReplyAudioTrack(MediaStreamTrack):
             self._on_playback("stopped", stopped)
 
     async def recv(self) -> Packet[Any] | AudioFrame:
-        """The next 20 ms of audio, encoded, no sooner than its time. Cancel-safe."""
+        """The next 20 ms of audio, encoded, no sooner than its time; after the silence hangover,
+        once there is audio to play. Cancel-safe."""
         if self.readyState != "live":
             raise MediaStreamError
+        if self._quiet_frames >= SILENCE_HANGOVER_FRAMES and not self._audio_to_play():
+            await self._wait_for_audio()
         now = time.monotonic()
         if self._start is None:
             self._start = now
@@ -128,6 +149,22 @@ class ReplyAudioTrack(MediaStreamTrack):
             elif wait < -0.5:  # stalled (a loaded machine): restart the clock instead of bursting
                 self._start = now - self._pts / TRACK_RATE
         return self._encoded(self._frame(self._next_pcm()))
+
+    def _audio_to_play(self) -> bool:
+        return bool(self._frames) and not self._held
+
+    async def _wait_for_audio(self) -> None:
+        """Send nothing until there is audio to play; then the clock restarts at the current
+        time, its timestamps counting the silence, and the audio's first frame leaves at once."""
+        while not self._audio_to_play():
+            self._audio_waiting.clear()
+            await self._audio_waiting.wait()
+            if self.readyState != "live":
+                raise MediaStreamError
+        if self._start is not None:
+            now = time.monotonic()
+            self._pts = max(self._pts, int((now - self._start) * TRACK_RATE) // FRAME_SAMPLES * FRAME_SAMPLES)
+            self._start = now - (self._pts + FRAME_SAMPLES) / TRACK_RATE
 
     def _encoded(self, frame: AudioFrame) -> Packet[Any] | AudioFrame:
         """The frame as one Opus packet, encoded here: aiortc sends a packet as it is, where a
@@ -141,8 +178,10 @@ class ReplyAudioTrack(MediaStreamTrack):
         return packet
 
     def _next_pcm(self) -> bytes:
-        if not self._frames or self._held:
+        if not self._audio_to_play():
+            self._quiet_frames += 1
             return _SILENCE
+        self._quiet_frames = 0
         response_id, pcm = self._frames.popleft()
         if response_id != self._playing:
             self._stop_playing()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
 from av import AudioFrame, CodecContext, Packet
 
@@ -25,7 +26,12 @@ from cosyagent.agent.session_config import SessionConfig
 from cosyagent.config import DEFAULT_CONFIG, ConfigError, WebRTCConfig
 from cosyagent.engines.vad import SileroVAD
 from cosyagent.transports.webrtc import WebRTCCall, ice_servers_from_config
-from cosyagent.transports.webrtc_audio import FRAME_SAMPLES, MicrophoneConverter, ReplyAudioTrack
+from cosyagent.transports.webrtc_audio import (
+    FRAME_SAMPLES,
+    SILENCE_HANGOVER_FRAMES,
+    MicrophoneConverter,
+    ReplyAudioTrack,
+)
 from cosyagent.transports.webrtc_offer import OfferError, check_offer, limit_host_addresses, reachable_offer
 from cosyagent.transports.websocket import ClientPlayback
 from tests.e2e.webrtc_client import loopback_candidates
@@ -93,6 +99,7 @@ async def test_reply_track_plays_queued_audio_in_20ms_packets_then_silence() -> 
 
 async def test_reply_track_is_paced_by_the_wall_clock() -> None:
     track = ReplyAudioTrack(Playback())
+    track.push("resp_1", tone_24k(0.3), 24000)
     began = time.monotonic()
     for _ in range(11):
         await track.recv()
@@ -134,6 +141,53 @@ async def test_a_held_reply_track_plays_silence_and_keeps_its_audio() -> None:
     await listener.next()  # Opus's lookahead: the hold's last 6.5 ms
     assert await listener.rms() > 0.1
     track.stop()
+
+
+async def test_after_a_short_silence_the_reply_track_sends_nothing_until_there_is_audio() -> None:
+    playback = Playback()
+    track = ReplyAudioTrack(playback)
+    listener = Listener(track)
+    silence = [await listener.next() for _ in range(SILENCE_HANGOVER_FRAMES)]
+    assert max(frame_rms(frame) for _, frame in silence) < 0.01
+    waiting = asyncio.ensure_future(listener.next())
+    await asyncio.sleep(0.3)
+    assert not waiting.done(), "no packets in a silence past the hangover"
+    queued = time.monotonic()
+    track.push("resp_1", tone_24k(0.2), 24000)
+    packet, _ = await asyncio.wait_for(waiting, 1)
+    assert time.monotonic() - queued < 0.1, "a reply's first packet leaves at once, not on a later beat"
+    assert playback.events == [("started", "resp_1")]
+    # Its timestamp counts the silence, so the caller plays it after that gap, not right after the last packet.
+    gap_s = (packet.pts - silence[-1][0].pts) / 48000
+    assert 0.3 <= gap_s < 0.5
+    later = [await listener.next() for _ in range(3)]
+    assert [p.pts for p, _ in later] == [packet.pts + (i + 1) * FRAME_SAMPLES for i in range(3)]
+    assert min(frame_rms(frame) for _, frame in later) > 0.1
+    track.stop()
+
+
+async def test_a_reply_held_past_the_hangover_resumes_when_released_and_stop_ends_a_wait() -> None:
+    track = ReplyAudioTrack(Playback())
+    listener = Listener(track)
+    track.push("resp_1", tone_24k(0.5), 24000)
+    assert await listener.rms() > 0.1
+    track.hold()
+    for _ in range(SILENCE_HANGOVER_FRAMES):
+        await listener.next()
+    waiting = asyncio.ensure_future(listener.next())
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    track.resume()
+    await asyncio.wait_for(waiting, 1)  # Opus's lookahead: the silence's last 6.5 ms
+    assert await listener.rms() > 0.1
+    track.clear()
+    for _ in range(SILENCE_HANGOVER_FRAMES):
+        await listener.next()
+    waiting = asyncio.ensure_future(listener.next())
+    await asyncio.sleep(0.05)
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await asyncio.wait_for(waiting, 1)
 
 
 async def test_microphone_frames_become_float_mono_at_16khz() -> None:
