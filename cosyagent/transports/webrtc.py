@@ -32,6 +32,7 @@ from cosyagent.transports.webrtc_audio import (
     MicrophoneConverter,
     PlaybackEvent,
     ReplyAudioTrack,
+    decode_microphone_here,
     release_audio_promptly,
 )
 from cosyagent.transports.webrtc_offer import CallLimitError, CallNotFound, OfferError, check_offer, reachable_offer
@@ -134,6 +135,8 @@ class WebRTCCall:
                 logger.warning(
                     "this aiortc's receiver has no jitter buffer to replace: the caller's audio keeps its 80 ms"
                 )
+            if not decode_microphone_here(audio[0].receiver):
+                logger.warning("this aiortc's receiver keeps its own decoder thread for the caller's audio")
             self._microphone = audio[0].receiver.track
             self._pc.addTrack(self._player)
             await self._pc.setLocalDescription(await self._pc.createAnswer())

@@ -7,13 +7,16 @@ clock the reply audio is paced by; each frame leaves as an Opus packet encoded h
 Silence is sent only briefly: after :data:`SILENCE_HANGOVER_FRAMES` of it the track sends
 nothing until there is audio to play (discontinuous transmission).
 :class:`MicrophoneConverter` resamples the caller's decoded frames once, straight to the
-16 kHz mono floats turn detection and ASR take.
+16 kHz mono floats turn detection and ASR take; :func:`decode_microphone_here` has the caller's
+Opus decoded on the event loop, to mono, instead of on aiortc's thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fractions
+import logging
+import queue
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,7 +26,7 @@ import numpy as np
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
-from av import AudioFrame, AudioResampler, CodecContext, Packet
+from av import AudioFrame, AudioResampler, CodecContext, FFmpegError, Packet
 from av.audio.codeccontext import AudioCodecContext
 
 from cosyagent.audio.pcm import AudioF32, StreamResampler, float_to_pcm16, pcm16_to_float
@@ -37,7 +40,11 @@ _TIME_BASE = fractions.Fraction(1, TRACK_RATE)
 
 PROMPT_PREFETCH = 1
 """Frames aiortc holds back before releasing a received one: 1 releases each when the next arrives."""
-_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"  # aiortc 1.16's (pinned) private attribute
+_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"  # aiortc 1.16's (pinned) private attributes
+_DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
+_DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
+
+logger = logging.getLogger(__name__)
 
 SILENCE_HANGOVER_FRAMES = 10
 """Silent frames sent after the agent's voice before the track goes quiet (200 ms, Opus's own
@@ -238,4 +245,49 @@ def release_audio_promptly(receiver: RTCRtpReceiver) -> bool:
     if not isinstance(buffer, JitterBuffer):
         return False
     setattr(receiver, _JITTER_BUFFER, JitterBuffer(capacity=buffer.capacity, prefetch=PROMPT_PREFETCH))
+    return True
+
+
+class _MicrophoneDecoder(queue.Queue[Any]):
+    """Stands in for the queue to aiortc's decoder thread. aiortc decodes each received frame on
+    that thread, to stereo, and hands it back to the event loop as a new task: per call, 50
+    thread hops, tasks and loop wake-ups a second. Here each Opus frame is decoded where it is
+    put, on the event loop (~0.03 ms), to mono (libopus decodes at 48 kHz whatever rate is asked;
+    :class:`MicrophoneConverter` takes it to 16 kHz), and goes on the track's queue.
+    Other codecs (PCMU, PCMA) and the stop signal pass to the thread as before; it idles until
+    the receiver stops, and then ends the track."""
+
+    def __init__(self, track_queue: asyncio.Queue[Any]) -> None:
+        super().__init__()
+        self._track_queue = track_queue
+        self._opus = CodecContext.create("libopus", "r")
+        self._opus.format = "s16"
+        self._opus.layout = "mono"
+        self._opus.sample_rate = TRACK_RATE
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is None or item[0].name.lower() != "opus":
+            super().put(item, block, timeout)
+            return
+        try:
+            frames = self._opus.decode(Packet(item[1].data))
+        except FFmpegError as exc:  # a damaged packet: skipped, the decoder kept (as aiortc does)
+            logger.warning("a microphone packet failed to decode: %s", exc)
+            return
+        for frame in frames:
+            self._track_queue.put_nowait(frame)
+
+
+def decode_microphone_here(receiver: RTCRtpReceiver) -> bool:
+    """Have ``receiver``'s Opus decoded on the event loop, to mono (:class:`_MicrophoneDecoder`).
+    Call before the connection starts the receiver. Returns False, changing nothing, where this
+    aiortc has no such queue or the receiver has started."""
+    track_queue = getattr(receiver.track, "_queue", None)
+    if (
+        not isinstance(getattr(receiver, _DECODER_QUEUE, None), queue.Queue)
+        or getattr(receiver, _DECODER_THREAD, True) is not None
+        or not isinstance(track_queue, asyncio.Queue)
+    ):
+        return False
+    setattr(receiver, _DECODER_QUEUE, _MicrophoneDecoder(track_queue))
     return True

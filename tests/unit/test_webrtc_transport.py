@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import yaml
 from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 from av import AudioFrame, CodecContext, Packet
 
@@ -232,6 +234,52 @@ async def test_a_calls_microphone_reaches_turn_detection_one_frame_after_it_arri
         assert held_back_frames(audio.receiver) == 1
     finally:
         await plain.close()
+        await call.close()
+
+
+def opus_packets(tone: np.ndarray) -> list[bytes]:
+    """``tone`` (48 kHz mono int16) as 20 ms Opus packets, as a caller sends them."""
+    encoder = CodecContext.create("libopus", "w")
+    encoder.bit_rate, encoder.format, encoder.layout, encoder.sample_rate = 64000, "s16", "mono", 48000
+    packets = []
+    for index in range(tone.size // 960):
+        frame = AudioFrame.from_ndarray(
+            tone[index * 960 : (index + 1) * 960].reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate, frame.pts = 48000, index * 960
+        packets += [bytes(packet) for packet in encoder.encode(frame)]
+    return packets
+
+
+async def test_a_calls_microphone_is_decoded_on_the_event_loop_to_mono_and_other_codecs_go_to_aiortc(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    call = WebRTCCall("rtc_test", lambda sink, send: None, [], 5.0)  # type: ignore[arg-type,return-value]
+    try:
+        await call.answer(await offer_sdp())
+        [audio] = [t for t in call._pc.getTransceivers() if t.kind == "audio"]
+        decoder_queue = audio.receiver._RTCRtpReceiver__decoder_queue  # what aiortc's receiver feeds
+        opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
+        t = np.arange(960 * 10) / 48000
+        tone = (0.5 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+        for index, payload in enumerate(opus_packets(tone)):
+            decoder_queue.put((opus, JitterFrame(data=payload, timestamp=index * 960)))
+        frames = [audio.receiver.track._queue.get_nowait() for _ in range(10)]  # at once, no thread
+        assert all(f.sample_rate == 48000 and f.layout.name == "mono" for f in frames)
+        assert all(f.samples == 960 for f in frames[1:])  # 20 ms each; the first loses Opus's pre-skip
+        level = np.abs(np.concatenate([f.to_ndarray().ravel() for f in frames[2:]]) / 32768).max()
+        assert 0.4 < level < 0.6  # the tone's level, as the caller sent it
+        assert decoder_queue.empty()
+        # A damaged packet is skipped with a warning; the next one still decodes.
+        decoder_queue.put((opus, JitterFrame(data=b"\xff\xff\xff", timestamp=0)))
+        assert "failed to decode" in caplog.text
+        decoder_queue.put((opus, JitterFrame(data=opus_packets(tone)[0], timestamp=0)))
+        assert audio.receiver.track._queue.qsize() == 1
+        # PCMU (and the stop signal) go to aiortc's own decoder thread, as before.
+        pcmu = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, channels=1, payloadType=0)
+        decoder_queue.put((pcmu, JitterFrame(data=bytes(160), timestamp=0)))
+        assert decoder_queue.get_nowait()[0] is pcmu
+    finally:
         await call.close()
 
 
