@@ -45,6 +45,12 @@ def tone_24k(seconds: float, amplitude: float = 0.5) -> np.ndarray:
     return (amplitude * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
 
 
+def tone_48k_pcm16(seconds: float) -> np.ndarray:
+    """A 440 Hz tone at half scale, as a caller's 48 kHz int16 samples."""
+    t = np.arange(int(48000 * seconds)) / 48000
+    return (0.5 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+
+
 def frame_rms(frame: AudioFrame) -> float:
     samples = frame.to_ndarray().astype(np.float32) / 32768
     return float(np.sqrt(np.mean(samples**2)))
@@ -194,8 +200,7 @@ async def test_a_reply_held_past_the_hangover_resumes_when_released_and_stop_end
 
 async def test_microphone_frames_become_float_mono_at_16khz() -> None:
     converter = MicrophoneConverter()
-    t = np.arange(960) / 48000
-    tone = (0.5 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    tone = tone_48k_pcm16(0.02)
     stereo = np.repeat(tone, 2).reshape(1, -1)  # 20 ms at 48 kHz, interleaved stereo
     chunks = []
     for index in range(10):
@@ -260,8 +265,7 @@ async def test_a_calls_microphone_is_decoded_on_the_event_loop_to_mono_and_other
         [audio] = [t for t in call._pc.getTransceivers() if t.kind == "audio"]
         decoder_queue = audio.receiver._RTCRtpReceiver__decoder_queue  # what aiortc's receiver feeds
         opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
-        t = np.arange(960 * 10) / 48000
-        tone = (0.5 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+        tone = tone_48k_pcm16(0.2)
         for index, payload in enumerate(opus_packets(tone)):
             decoder_queue.put((opus, JitterFrame(data=payload, timestamp=index * 960)))
         frames = [audio.receiver.track._queue.get_nowait() for _ in range(10)]  # at once, no thread
