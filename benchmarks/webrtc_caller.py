@@ -2,7 +2,9 @@
 
 - :class:`ClipMicrophone`, the audio track we send: it says the clips it is given in real
   time, else silence, as a live microphone would (a 20 ms frame leaves once its last sample
-  has been "spoken"; sample ``n`` of the stream is spoken at ``t0 + n / 48000``).
+  has been "spoken"; sample ``n`` of the stream is spoken at ``t0 + n / 48000``), encoded as a
+  browser sends it: mono Opus, and in silence nothing but a packet every 400 ms when the
+  server's answer asks for DTX (``usedtx=1``), as Chrome's Opus encoder does.
 - the ``oai-events`` data channel: every server event is kept with its arrival time.
 - a recorder of the remote track (the agent's voice): every 20 ms frame is kept with its
   arrival time and loudness, so a driver can tell when the voice starts and stops. A frame is
@@ -21,6 +23,7 @@ import bisect
 import fractions
 import json
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -34,9 +37,10 @@ import numpy as np
 import numpy.typing as npt
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av import AudioFrame
+from av import AudioFrame, Packet
 
-from cosyagent.transports.webrtc_audio import release_audio_promptly
+from cosyagent.transports.webrtc_audio import mono_opus_encoder
+from cosyagent.transports.webrtc_microphone import release_audio_promptly
 
 RATE = 48000  # what Opus carries
 FRAME = 960  # 20 ms
@@ -47,6 +51,11 @@ FRAME_S = FRAME / RATE
 # speaks at -40..-15 dBFS. So "voice" is audible reply audio, and a reply's first voiced frame
 # is at most one frame (20 ms) after the first frame that carries any of it.
 VOICE_RMS = 10 ** (-70 / 20)
+# Opus's DTX as a browser's encoder does it: 200 ms of silence sent after speech, then one
+# packet (comfort noise) every 400 ms until speech comes again.
+DTX_HANGOVER_FRAMES = 10
+DTX_UPDATE_FRAMES = 20
+_USEDTX = re.compile(r"^a=fmtp:\d+ .*\busedtx=1\b", re.MULTILINE)
 
 
 @contextmanager
@@ -78,7 +87,10 @@ class ClipMicrophone(MediaStreamTrack):
         super().__init__()
         self._pending: deque[npt.NDArray[np.int16]] = deque()  # whole frames, not yet sent
         self._start: float | None = None  # t0: when sample 0 of the stream is spoken
-        self._sent = 0  # frames sent so far
+        self._sent = 0  # frames sent so far (or skipped in DTX)
+        self._quiet_frames = 0  # silent frames since the last speech
+        self._opus = mono_opus_encoder()
+        self.dtx = False  # send nothing in silence: set when the server's answer asks (usedtx=1)
 
     def say(self, audio_48k: npt.NDArray[np.float32]) -> float:
         """Queue speech after anything still queued, starting no sooner than now. Returns when
@@ -99,20 +111,42 @@ class ClipMicrophone(MediaStreamTrack):
     def speaking(self) -> bool:
         return bool(self._pending)
 
-    async def recv(self) -> AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        due = self._start + (self._sent + 1) * FRAME_S  # when its last sample has been spoken
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
-        samples = self._pending.popleft() if self._pending else np.zeros(FRAME, dtype=np.int16)
+    async def recv(self) -> Packet[Any] | AudioFrame:
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            if self._start is None:
+                self._start = time.monotonic()
+            due = self._start + (self._sent + 1) * FRAME_S  # when its last sample has been spoken
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            pts = self._sent * FRAME
+            self._sent += 1
+            if self._pending:
+                samples = self._pending.popleft()
+                self._quiet_frames = 0
+            else:
+                samples = np.zeros(FRAME, dtype=np.int16)
+                self._quiet_frames += 1
+            if self.dtx and self._in_dtx_gap():
+                continue
+            return self._encoded(samples, pts)
+
+    def _in_dtx_gap(self) -> bool:
+        past_hangover = self._quiet_frames - DTX_HANGOVER_FRAMES
+        return past_hangover > 0 and past_hangover % DTX_UPDATE_FRAMES != 0
+
+    def _encoded(self, samples: npt.NDArray[np.int16], pts: int) -> Packet[Any] | AudioFrame:
+        """One mono Opus packet, as a browser sends (aiortc's own encoder sends stereo, on a thread)."""
         frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = RATE
-        frame.pts = self._sent * FRAME
+        frame.pts = pts
         frame.time_base = fractions.Fraction(1, RATE)
-        self._sent += 1
-        return frame
+        packets = self._opus.encode(frame)
+        if len(packets) != 1:
+            return frame
+        packets[0].pts = pts
+        packets[0].time_base = frame.time_base
+        return packets[0]
 
 
 @dataclass
@@ -246,6 +280,7 @@ async def make_offer(with_audio: bool = True) -> tuple[Caller, str]:
 
 
 async def accept_answer(caller: Caller, answer_sdp: str) -> None:
+    caller.microphone.dtx = _USEDTX.search(answer_sdp) is not None
     await caller.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
 
 

@@ -28,10 +28,9 @@ from cosyagent.agent.events import Event, new_id
 from cosyagent.agent.session import RealtimeSession, SendEvent
 from cosyagent.audio.pcm import AudioF32
 from cosyagent.transports.base import ClearPlayback, ClientEvent, Inbound, MediaAudioSink, Serializer, json_event
-from cosyagent.transports.webrtc_audio import (
+from cosyagent.transports.webrtc_audio import PlaybackEvent, ReplyAudioTrack
+from cosyagent.transports.webrtc_microphone import (
     MicrophoneConverter,
-    PlaybackEvent,
-    ReplyAudioTrack,
     decode_microphone_here,
     release_audio_promptly,
 )

@@ -20,7 +20,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 from av import AudioFrame, CodecContext, Packet
 
-from benchmarks.webrtc_caller import host_candidates, make_offer
+from benchmarks.webrtc_caller import DTX_HANGOVER_FRAMES, DTX_UPDATE_FRAMES, host_candidates, make_offer
 from cosyagent.agent.events import Event, Send
 from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session import RealtimeSession, SessionEngines
@@ -28,12 +28,8 @@ from cosyagent.agent.session_config import SessionConfig
 from cosyagent.config import DEFAULT_CONFIG, ConfigError, WebRTCConfig
 from cosyagent.engines.vad import SileroVAD
 from cosyagent.transports.webrtc import WebRTCCall, ice_servers_from_config
-from cosyagent.transports.webrtc_audio import (
-    FRAME_SAMPLES,
-    SILENCE_HANGOVER_FRAMES,
-    MicrophoneConverter,
-    ReplyAudioTrack,
-)
+from cosyagent.transports.webrtc_audio import FRAME_SAMPLES, SILENCE_HANGOVER_FRAMES, ReplyAudioTrack
+from cosyagent.transports.webrtc_microphone import MicrophoneConverter
 from cosyagent.transports.webrtc_offer import OfferError, check_offer, limit_host_addresses, reachable_offer
 from cosyagent.transports.websocket import ClientPlayback
 from tests.e2e.webrtc_client import loopback_candidates
@@ -285,6 +281,22 @@ async def test_a_calls_microphone_is_decoded_on_the_event_loop_to_mono_and_other
         assert decoder_queue.get_nowait()[0] is pcmu
     finally:
         await call.close()
+
+
+async def test_the_bench_caller_sends_as_a_browser_in_dtx_silence_a_packet_every_400ms() -> None:
+    caller, _ = await make_offer()
+    microphone = caller.microphone
+    try:
+        microphone.dtx = True  # as accept_answer sets it when the answer says usedtx=1
+        microphone.say(np.full(960 * 5, 0.3, dtype=np.float32))
+        sent = []
+        for _ in range(5 + DTX_HANGOVER_FRAMES + 1):  # the speech, the hangover, the first update
+            sent.append(await asyncio.wait_for(microphone.recv(), 2))
+        assert all(isinstance(packet, Packet) for packet in sent)  # encoded here, mono
+        frames = [packet.pts // 960 for packet in sent]
+        assert frames == [*range(5 + DTX_HANGOVER_FRAMES), 5 + DTX_HANGOVER_FRAMES + DTX_UPDATE_FRAMES - 1]
+    finally:
+        await caller.close()
 
 
 async def test_the_bench_caller_hears_the_agents_voice_one_frame_after_it_arrives() -> None:
