@@ -31,6 +31,7 @@ from cosyagent.transports.base import ClearPlayback, ClientEvent, Inbound, Media
 from cosyagent.transports.webrtc_audio import PlaybackEvent, ReplyAudioTrack
 from cosyagent.transports.webrtc_microphone import (
     MicrophoneConverter,
+    asking_for_dtx,
     decode_microphone_here,
     release_audio_promptly,
 )
@@ -141,7 +142,7 @@ class WebRTCCall:
             await self._pc.setLocalDescription(await self._pc.createAnswer())
         except (ValueError, OperationError, InvalidStateError, InvalidAccessError, InternalError) as exc:
             raise OfferError(f"the SDP offer was refused: {exc}") from exc
-        return str(self._pc.localDescription.sdp)
+        return asking_for_dtx(str(self._pc.localDescription.sdp))
 
     def hang_up(self) -> None:
         """End the call (idempotent); :meth:`run` returns once everything is released."""

@@ -29,7 +29,7 @@ from cosyagent.config import DEFAULT_CONFIG, ConfigError, WebRTCConfig
 from cosyagent.engines.vad import SileroVAD
 from cosyagent.transports.webrtc import WebRTCCall, ice_servers_from_config
 from cosyagent.transports.webrtc_audio import FRAME_SAMPLES, SILENCE_HANGOVER_FRAMES, ReplyAudioTrack
-from cosyagent.transports.webrtc_microphone import MicrophoneConverter
+from cosyagent.transports.webrtc_microphone import FILL_AFTER_S, MicrophoneConverter
 from cosyagent.transports.webrtc_offer import OfferError, check_offer, limit_host_addresses, reachable_offer
 from cosyagent.transports.websocket import ClientPlayback
 from tests.e2e.webrtc_client import loopback_candidates
@@ -279,6 +279,79 @@ async def test_a_calls_microphone_is_decoded_on_the_event_loop_to_mono_and_other
         pcmu = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, channels=1, payloadType=0)
         decoder_queue.put((pcmu, JitterFrame(data=bytes(160), timestamp=0)))
         assert decoder_queue.get_nowait()[0] is pcmu
+    finally:
+        await call.close()
+
+
+def queued_frames(receiver: Any) -> list[AudioFrame]:
+    """What the call's microphone track has been given so far (taken off its queue)."""
+    track_queue = receiver.track._queue
+    return [track_queue.get_nowait() for _ in range(track_queue.qsize())]
+
+
+def levels(frames: list[AudioFrame]) -> list[tuple[int, bool]]:
+    """Each frame's length and whether it carries sound, runs of alike frames merged."""
+    runs: list[tuple[int, bool]] = []
+    for frame in frames:
+        loud = bool(np.abs(frame.to_ndarray()).max() > 300)
+        if runs and runs[-1][1] == loud:
+            runs[-1] = (runs[-1][0] + frame.samples, loud)
+        else:
+            runs.append((frame.samples, loud))
+    return runs
+
+
+async def test_a_callers_dtx_silence_is_filled_in_at_the_wall_clocks_pace_and_speech_lands_on_its_timestamp() -> None:
+    """A browser asked for DTX (the answer's usedtx=1) sends nothing while its user is silent
+    but a packet every 400 ms: turn detection still gets a continuous stream, in real time."""
+    call = WebRTCCall("rtc_test", lambda sink, send: None, [], 5.0)  # type: ignore[arg-type,return-value]
+    try:
+        answer = await call.answer(await offer_sdp())
+        assert re.search(r"a=fmtp:\d+ .*usedtx=1", answer)  # the browser is asked for DTX
+        check_offer(answer.replace("a=setup:active", "a=setup:actpass"))  # and the answer still parses
+        [audio] = [t for t in call._pc.getTransceivers() if t.kind == "audio"]
+        decoder_queue = audio.receiver._RTCRtpReceiver__decoder_queue
+        opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
+        # What the caller says: 200 ms of speech, 600 ms of silence, speech again (one encoder, as a browser's).
+        said = np.concatenate([tone_48k_pcm16(0.2), np.zeros(960 * 30, dtype=np.int16), tone_48k_pcm16(0.1)])
+        packets = opus_packets(said)
+        # The speech and the 200 ms of silence after it (the DTX hangover) arrive as they are spoken ...
+        for index in range(20):
+            decoder_queue.put((opus, JitterFrame(data=packets[index], timestamp=index * 960)))
+            await asyncio.sleep(0.02)
+        head = queued_frames(audio.receiver)
+        assert levels(head)[0][1] and sum(f.samples for f in head) <= 20 * 960
+        await asyncio.sleep(0.4)  # ... then, in DTX, nothing
+        filled = queued_frames(audio.receiver)
+        assert [loud for _, loud in levels(filled)] == [False]
+        assert 0.4 - FILL_AFTER_S <= sum(f.samples for f in filled) / 48000 <= 0.4  # real time, a frame or two behind
+        # The comfort-noise packet 200 ms into DTX is for time already filled: dropped. Speech then
+        # comes on its timestamp, the time between filled with silence: the stream keeps the caller's clock.
+        for index in (30, 40):
+            decoder_queue.put((opus, JitterFrame(data=packets[index], timestamp=index * 960)))
+        tail = queued_frames(audio.receiver)
+        assert [loud for _, loud in levels(tail)] == [False, True]
+        total = sum(f.samples for f in head + filled + tail)
+        assert total == 41 * 960 - (960 - head[0].samples)  # the first frame may lose Opus's pre-skip
+    finally:
+        await call.close()
+
+
+async def test_a_pause_in_the_packets_after_speech_is_waited_for_not_filled() -> None:
+    """Packets that stop after a loud frame are the network or a loaded machine, not DTX."""
+    call = WebRTCCall("rtc_test", lambda sink, send: None, [], 5.0)  # type: ignore[arg-type,return-value]
+    try:
+        await call.answer(await offer_sdp())
+        [audio] = [t for t in call._pc.getTransceivers() if t.kind == "audio"]
+        decoder_queue = audio.receiver._RTCRtpReceiver__decoder_queue
+        opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
+        speech = opus_packets(tone_48k_pcm16(0.2))
+        for index, payload in enumerate(speech[:5]):
+            decoder_queue.put((opus, JitterFrame(data=payload, timestamp=index * 960)))
+        await asyncio.sleep(FILL_AFTER_S * 3)
+        for index, payload in enumerate(speech[5:], start=5):  # late, and all at once
+            decoder_queue.put((opus, JitterFrame(data=payload, timestamp=index * 960)))
+        assert [loud for _, loud in levels(queued_frames(audio.receiver))] == [True]
     finally:
         await call.close()
 
