@@ -85,8 +85,9 @@ async def test_a_call_transcribes_real_speech_and_answers_on_the_audio_track(
     assert created["instructions"] == "Answer in one short sentence."
     assert created["max_output_tokens"] == 24
     assert live_server.runtime.active_sessions == 1
+    assert caller.microphone.dtx  # the answer asked for DTX: in silence a packet every 400 ms, as a browser's
 
-    caller.microphone.say(dublin_question(48000))  # then the microphone carries silence, as a real one would
+    caller.microphone.say(dublin_question(48000))  # then the microphone is silent, as a real one would be
     transcript = await caller.wait_for("conversation.item.input_audio_transcription.completed", timeout=60)
     assert word_error_rate(REFERENCES[QUESTION_CLIP], transcript["transcript"]) <= 0.3, transcript
     started = await caller.wait_for("output_audio_buffer.started", timeout=60)
