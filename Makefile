@@ -4,9 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 # llama.cpp built with -march=native on a CPU with AMX (Intel Sapphire Rapids and later) runs its
 # AMX kernels, which crashed (SIGSEGV in ggml_backend_amx_mul_mat, at the first prompt of more than a
-# few tokens) on the 2-core Xeon VMs of 2026-12-05. There both llama.cpp builds name the vector
-# features instead (every CPU with AMX has these); elsewhere -march=native as before. The tag keeps
-# the two kinds of build apart in the stamps, so a machine set up before is rebuilt once.
+# few tokens) on the 2-core Xeon VMs of 2026-12-05, where AMX itself works (a tile multiply in C ran);
+# upstream: ggml-org/llama.cpp#20824, and ollama dropped its AMX build (slower on Sapphire Rapids,
+# ollama/ollama#9203). There both llama.cpp builds name the vector features instead (every CPU with
+# AMX has these); elsewhere -march=native as before. The tag keeps the two kinds of build apart in
+# the stamps, so a machine set up before is rebuilt once.
 ifneq ($(shell grep -qw amx_int8 /proc/cpuinfo 2>/dev/null && echo amx),)
 LLAMA_CPU_TAG := -no-amx
 LLAMA_CPU_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
