@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,8 +29,6 @@ from cosyagent.transports.webrtc_microphone import FRAME_SAMPLES, TRACK_RATE
 _FRAME_BYTES = FRAME_SAMPLES * 2
 _SILENCE = bytes(_FRAME_BYTES)
 _TIME_BASE = fractions.Fraction(1, TRACK_RATE)
-
-logger = logging.getLogger(__name__)
 
 SILENCE_HANGOVER_FRAMES = 10
 """Silent frames sent after the agent's voice before the track goes quiet (200 ms, Opus's own
