@@ -39,7 +39,7 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, Packet
 
-from cosyagent.transports.webrtc_audio import mono_opus_encoder
+from cosyagent.transports.webrtc_audio import mono_opus_encoder, opus_packet
 from cosyagent.transports.webrtc_microphone import release_audio_promptly
 
 RATE = 48000  # what Opus carries
@@ -141,12 +141,7 @@ class ClipMicrophone(MediaStreamTrack):
         frame.sample_rate = RATE
         frame.pts = pts
         frame.time_base = fractions.Fraction(1, RATE)
-        packets = self._opus.encode(frame)
-        if len(packets) != 1:
-            return frame
-        packets[0].pts = pts
-        packets[0].time_base = frame.time_base
-        return packets[0]
+        return opus_packet(self._opus, frame)
 
 
 @dataclass

@@ -139,7 +139,7 @@ class ReplyAudioTrack(MediaStreamTrack):
                 await asyncio.sleep(wait)
             elif wait < -0.5:  # stalled (a loaded machine): restart the clock instead of bursting
                 self._start = now - self._pts / TRACK_RATE
-        return self._encoded(self._frame(self._next_pcm()))
+        return opus_packet(self._opus, self._frame(self._next_pcm()))
 
     def _audio_to_play(self) -> bool:
         return bool(self._frames) and not self._held
@@ -156,17 +156,6 @@ class ReplyAudioTrack(MediaStreamTrack):
             now = time.monotonic()
             self._pts = max(self._pts, int((now - self._start) * TRACK_RATE) // FRAME_SAMPLES * FRAME_SAMPLES)
             self._start = now - (self._pts + FRAME_SAMPLES) / TRACK_RATE
-
-    def _encoded(self, frame: AudioFrame) -> Packet[Any] | AudioFrame:
-        """The frame as one Opus packet, encoded here: aiortc sends a packet as it is, where a
-        frame would cost a resampler to stereo and a hop to a worker thread every 20 ms."""
-        packets = self._opus.encode(frame)
-        if len(packets) != 1:  # libopus gives one packet per 20 ms frame; were it not to, aiortc encodes
-            return frame
-        packet = packets[0]
-        packet.pts = frame.pts
-        packet.time_base = _TIME_BASE
-        return packet
 
     def _next_pcm(self) -> bytes:
         if not self._audio_to_play():
@@ -203,3 +192,16 @@ def mono_opus_encoder() -> AudioCodecContext:
     codec.time_base = _TIME_BASE
     codec.options = {"application": "voip"}
     return codec
+
+
+def opus_packet(encoder: AudioCodecContext, frame: AudioFrame) -> Packet[Any] | AudioFrame:
+    """``frame`` (20 ms, its pts on the 48 kHz clock) as one Opus packet, encoded here: aiortc
+    sends a packet as it is, where a frame would cost a resampler to stereo and a hop to a worker
+    thread every 20 ms."""
+    packets = encoder.encode(frame)
+    if len(packets) != 1:  # libopus gives one packet per 20 ms frame; were it not to, aiortc encodes
+        return frame
+    packet = packets[0]
+    packet.pts = frame.pts
+    packet.time_base = _TIME_BASE
+    return packet

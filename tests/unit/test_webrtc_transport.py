@@ -8,6 +8,8 @@ import fractions
 import math
 import re
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aioice.ice
@@ -29,7 +31,7 @@ from cosyagent.agent.session_config import SessionConfig
 from cosyagent.config import DEFAULT_CONFIG, ConfigError, WebRTCConfig
 from cosyagent.engines.vad import SileroVAD
 from cosyagent.transports.webrtc import WebRTCCall, ice_servers_from_config
-from cosyagent.transports.webrtc_audio import FRAME_SAMPLES, SILENCE_HANGOVER_FRAMES, ReplyAudioTrack
+from cosyagent.transports.webrtc_audio import FRAME_SAMPLES, SILENCE_HANGOVER_FRAMES, ReplyAudioTrack, mono_opus_encoder
 from cosyagent.transports.webrtc_microphone import FILL_AFTER_S, MicrophoneConverter
 from cosyagent.transports.webrtc_offer import OfferError, check_offer, limit_host_addresses, reachable_offer
 from cosyagent.transports.websocket import ClientPlayback
@@ -241,8 +243,7 @@ async def test_a_calls_microphone_reaches_turn_detection_one_frame_after_it_arri
 
 def opus_packets(tone: np.ndarray) -> list[bytes]:
     """``tone`` (48 kHz mono int16) as 20 ms Opus packets, as a caller sends them."""
-    encoder = CodecContext.create("libopus", "w")
-    encoder.bit_rate, encoder.format, encoder.layout, encoder.sample_rate = 64000, "s16", "mono", 48000
+    encoder = mono_opus_encoder()
     packets = []
     for index in range(tone.size // 960):
         frame = AudioFrame.from_ndarray(
@@ -251,37 +252,6 @@ def opus_packets(tone: np.ndarray) -> list[bytes]:
         frame.sample_rate, frame.pts = 48000, index * 960
         packets += [bytes(packet) for packet in encoder.encode(frame)]
     return packets
-
-
-async def test_a_calls_microphone_is_decoded_on_the_event_loop_to_mono_and_other_codecs_go_to_aiortc(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    call = WebRTCCall("rtc_test", lambda sink, send: None, [], 5.0)  # type: ignore[arg-type,return-value]
-    try:
-        await call.answer(await offer_sdp())
-        [audio] = [t for t in call._pc.getTransceivers() if t.kind == "audio"]
-        decoder_queue = audio.receiver._RTCRtpReceiver__decoder_queue  # what aiortc's receiver feeds
-        opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
-        tone = tone_48k_pcm16(0.2)
-        for index, payload in enumerate(opus_packets(tone)):
-            decoder_queue.put((opus, JitterFrame(data=payload, timestamp=index * 960)))
-        frames = [audio.receiver.track._queue.get_nowait() for _ in range(10)]  # at once, no thread
-        assert all(f.sample_rate == 48000 and f.layout.name == "mono" for f in frames)
-        assert all(f.samples == 960 for f in frames[1:])  # 20 ms each; the first loses Opus's pre-skip
-        level = np.abs(np.concatenate([f.to_ndarray().ravel() for f in frames[2:]]) / 32768).max()
-        assert 0.4 < level < 0.6  # the tone's level, as the caller sent it
-        assert decoder_queue.empty()
-        # A damaged packet is skipped with a warning; the next one still decodes.
-        decoder_queue.put((opus, JitterFrame(data=b"\xff\xff\xff", timestamp=0)))
-        assert "failed to decode" in caplog.text
-        decoder_queue.put((opus, JitterFrame(data=opus_packets(tone)[0], timestamp=0)))
-        assert audio.receiver.track._queue.qsize() == 1
-        # PCMU (and the stop signal) go to aiortc's own decoder thread, as before.
-        pcmu = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, channels=1, payloadType=0)
-        decoder_queue.put((pcmu, JitterFrame(data=bytes(160), timestamp=0)))
-        assert decoder_queue.get_nowait()[0] is pcmu
-    finally:
-        await call.close()
 
 
 def queued_frames(receiver: Any) -> list[AudioFrame]:
@@ -302,61 +272,90 @@ def levels(frames: list[AudioFrame]) -> list[tuple[int, bool]]:
     return runs
 
 
-async def test_a_callers_dtx_silence_is_filled_in_at_the_wall_clocks_pace_and_speech_lands_on_its_timestamp() -> None:
-    """A browser asked for DTX (the answer's usedtx=1) sends nothing while its user is silent
-    but a packet every 400 ms: turn detection still gets a continuous stream, in real time."""
+OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
+
+
+@asynccontextmanager
+async def answered_call() -> AsyncIterator[tuple[str, Any, Any]]:
+    """A call that has answered an offer: its SDP answer, its microphone's receiver, and the
+    queue aiortc's receiver puts each jitter-buffered frame on (``(codec, JitterFrame)``)."""
     call = WebRTCCall("rtc_test", lambda sink, send: None, [], 5.0)  # type: ignore[arg-type,return-value]
     try:
         answer = await call.answer(await offer_sdp())
+        [audio] = [t for t in call._pc.getTransceivers() if t.kind == "audio"]
+        yield answer, audio.receiver, audio.receiver._RTCRtpReceiver__decoder_queue
+    finally:
+        await call.close()
+
+
+def put_packets(decoder_queue: Any, packets: list[bytes], first: int = 0) -> None:
+    """``packets`` as received Opus frames, 20 ms apart on the RTP clock from frame ``first`` on."""
+    for index, payload in enumerate(packets, start=first):
+        decoder_queue.put((OPUS, JitterFrame(data=payload, timestamp=index * 960)))
+
+
+async def test_a_calls_microphone_is_decoded_on_the_event_loop_to_mono_and_other_codecs_go_to_aiortc(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with answered_call() as (_, receiver, decoder_queue):
+        tone = tone_48k_pcm16(0.2)
+        put_packets(decoder_queue, opus_packets(tone))
+        frames = queued_frames(receiver)  # at once, no thread
+        assert len(frames) == 10
+        assert all(f.sample_rate == 48000 and f.layout.name == "mono" for f in frames)
+        assert all(f.samples == 960 for f in frames[1:])  # 20 ms each; the first loses Opus's pre-skip
+        level = np.abs(np.concatenate([f.to_ndarray().ravel() for f in frames[2:]]) / 32768).max()
+        assert 0.4 < level < 0.6  # the tone's level, as the caller sent it
+        assert decoder_queue.empty()
+        # A damaged packet is skipped with a warning; the next one still decodes.
+        decoder_queue.put((OPUS, JitterFrame(data=b"\xff\xff\xff", timestamp=0)))
+        assert "failed to decode" in caplog.text
+        put_packets(decoder_queue, opus_packets(tone)[:1])
+        assert receiver.track._queue.qsize() == 1
+        # PCMU (and the stop signal) go to aiortc's own decoder thread, as before.
+        pcmu = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, channels=1, payloadType=0)
+        decoder_queue.put((pcmu, JitterFrame(data=bytes(160), timestamp=0)))
+        assert decoder_queue.get_nowait()[0] is pcmu
+
+
+async def test_a_callers_dtx_silence_is_filled_in_at_the_wall_clocks_pace_and_speech_lands_on_its_timestamp() -> None:
+    """A browser asked for DTX (the answer's usedtx=1) sends nothing while its user is silent
+    but a packet every 400 ms: turn detection still gets a continuous stream, in real time."""
+    async with answered_call() as (answer, receiver, decoder_queue):
         assert re.search(r"a=fmtp:\d+ .*usedtx=1", answer)  # the browser is asked for DTX
         check_offer(answer.replace("a=setup:active", "a=setup:actpass"))  # and the answer still parses
-        [audio] = [t for t in call._pc.getTransceivers() if t.kind == "audio"]
-        decoder_queue = audio.receiver._RTCRtpReceiver__decoder_queue
-        opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
         # What the caller says: 200 ms of speech, silence, speech again (one encoder, as a browser's).
         said = np.concatenate([tone_48k_pcm16(0.2), np.zeros(960 * 30, dtype=np.int16), tone_48k_pcm16(0.1)])
         packets = opus_packets(said)
         # The speech and the 200 ms of silence after it (the DTX hangover) arrive ...
-        for index in range(20):
-            decoder_queue.put((opus, JitterFrame(data=packets[index], timestamp=index * 960)))
+        put_packets(decoder_queue, packets[:20])
         last_arrival = time.monotonic()
-        head = queued_frames(audio.receiver)
+        head = queued_frames(receiver)
         assert levels(head)[0][1] and sum(f.samples for f in head) <= 20 * 960
         await asyncio.sleep(0.4)  # ... then, in DTX, nothing
         since = time.monotonic() - last_arrival
-        filled = queued_frames(audio.receiver)
+        filled = queued_frames(receiver)
         assert [loud for _, loud in levels(filled)] == [False]
         assert since - 0.1 <= sum(f.samples for f in filled) / 48000 <= since  # real time, a frame or two behind
         # A comfort-noise packet for time already filled is dropped. Speech then comes on its
         # timestamp, the time between filled with silence: the stream keeps the caller's clock.
         speaking = 20 + math.ceil(since * 50) + 2  # the frame the caller speaks now (a loaded machine: later)
-        decoder_queue.put((opus, JitterFrame(data=packets[30], timestamp=25 * 960)))
-        decoder_queue.put((opus, JitterFrame(data=packets[40], timestamp=speaking * 960)))
-        tail = queued_frames(audio.receiver)
+        put_packets(decoder_queue, [packets[30]], first=25)
+        put_packets(decoder_queue, [packets[40]], first=speaking)
+        tail = queued_frames(receiver)
         assert [loud for _, loud in levels(tail)] == [False, True]
         total = sum(f.samples for f in head + filled + tail)
         assert total == (speaking + 1) * 960 - (960 - head[0].samples)  # the first frame may lose Opus's pre-skip
-    finally:
-        await call.close()
 
 
 async def test_a_pause_in_the_packets_after_speech_is_waited_for_not_filled() -> None:
     """Packets that stop after a loud frame are the network or a loaded machine, not DTX."""
-    call = WebRTCCall("rtc_test", lambda sink, send: None, [], 5.0)  # type: ignore[arg-type,return-value]
-    try:
-        await call.answer(await offer_sdp())
-        [audio] = [t for t in call._pc.getTransceivers() if t.kind == "audio"]
-        decoder_queue = audio.receiver._RTCRtpReceiver__decoder_queue
-        opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
+    async with answered_call() as (_, receiver, decoder_queue):
         speech = opus_packets(tone_48k_pcm16(0.2))
-        for index, payload in enumerate(speech[:5]):
-            decoder_queue.put((opus, JitterFrame(data=payload, timestamp=index * 960)))
+        put_packets(decoder_queue, speech[:5])
         await asyncio.sleep(FILL_AFTER_S * 3)
-        for index, payload in enumerate(speech[5:], start=5):  # late, and all at once
-            decoder_queue.put((opus, JitterFrame(data=payload, timestamp=index * 960)))
-        assert [loud for _, loud in levels(queued_frames(audio.receiver))] == [True]
-    finally:
-        await call.close()
+        put_packets(decoder_queue, speech[5:], first=5)  # late, and all at once
+        assert [loud for _, loud in levels(queued_frames(receiver))] == [True]
 
 
 async def test_the_bench_caller_sends_as_a_browser_in_dtx_silence_a_packet_every_400ms() -> None:
