@@ -198,8 +198,8 @@ class Caller:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
 
     async def news(self, deadline: float) -> None:
-        """Wait until an event or a frame arrives (a frame comes every 20 ms while the call is
-        up), or until ``deadline``. Cancel-safe."""
+        """Wait until an event or a frame arrives (a frame every 20 ms while the agent speaks;
+        between replies the reply track sends nothing), or until ``deadline``. Cancel-safe."""
         self._news.clear()
         with suppress(TimeoutError):
             await asyncio.wait_for(self._news.wait(), max(0.0, deadline - time.monotonic()))
