@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import fractions
 import json
 import math
 import re
@@ -39,7 +38,7 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, Packet
 
-from cosyagent.transports.webrtc_audio import mono_opus_encoder, opus_packet
+from cosyagent.transports.webrtc_audio import mono_frame, mono_opus_encoder, opus_packet
 from cosyagent.transports.webrtc_microphone import release_audio_promptly
 
 RATE = 48000  # what Opus carries
@@ -137,11 +136,7 @@ class ClipMicrophone(MediaStreamTrack):
 
     def _encoded(self, samples: npt.NDArray[np.int16], pts: int) -> Packet[Any] | AudioFrame:
         """One mono Opus packet, as a browser sends (aiortc's own encoder sends stereo, on a thread)."""
-        frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = pts
-        frame.time_base = fractions.Fraction(1, RATE)
-        return opus_packet(self._opus, frame)
+        return opus_packet(self._opus, mono_frame(samples.tobytes(), pts))
 
 
 @dataclass

@@ -139,7 +139,7 @@ class ReplyAudioTrack(MediaStreamTrack):
                 await asyncio.sleep(wait)
             elif wait < -0.5:  # stalled (a loaded machine): restart the clock instead of bursting
                 self._start = now - self._pts / TRACK_RATE
-        return opus_packet(self._opus, self._frame(self._next_pcm()))
+        return opus_packet(self._opus, mono_frame(self._next_pcm(), self._pts))
 
     def _audio_to_play(self) -> bool:
         return bool(self._frames) and not self._held
@@ -173,14 +173,6 @@ class ReplyAudioTrack(MediaStreamTrack):
             self._stop_playing()
         return pcm
 
-    def _frame(self, pcm: bytes) -> AudioFrame:
-        frame = AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
-        frame.planes[0].update(pcm)
-        frame.pts = self._pts
-        frame.sample_rate = TRACK_RATE
-        frame.time_base = _TIME_BASE
-        return frame
-
 
 def mono_opus_encoder() -> AudioCodecContext:
     """A libopus encoder of 20 ms mono frames at 48 kHz, 64 kbit/s (voice)."""
@@ -192,6 +184,16 @@ def mono_opus_encoder() -> AudioCodecContext:
     codec.time_base = _TIME_BASE
     codec.options = {"application": "voip"}
     return codec
+
+
+def mono_frame(pcm: bytes, pts: int) -> AudioFrame:
+    """20 ms of 48 kHz mono s16 ``pcm`` as a frame at ``pts`` (on the 48 kHz clock)."""
+    frame = AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
+    frame.planes[0].update(pcm)
+    frame.pts = pts
+    frame.sample_rate = TRACK_RATE
+    frame.time_base = _TIME_BASE
+    return frame
 
 
 def opus_packet(encoder: AudioCodecContext, frame: AudioFrame) -> Packet[Any] | AudioFrame:

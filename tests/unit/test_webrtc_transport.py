@@ -31,7 +31,13 @@ from cosyagent.agent.session_config import SessionConfig
 from cosyagent.config import DEFAULT_CONFIG, ConfigError, WebRTCConfig
 from cosyagent.engines.vad import SileroVAD
 from cosyagent.transports.webrtc import WebRTCCall, ice_servers_from_config
-from cosyagent.transports.webrtc_audio import FRAME_SAMPLES, SILENCE_HANGOVER_FRAMES, ReplyAudioTrack, mono_opus_encoder
+from cosyagent.transports.webrtc_audio import (
+    FRAME_SAMPLES,
+    SILENCE_HANGOVER_FRAMES,
+    ReplyAudioTrack,
+    mono_frame,
+    mono_opus_encoder,
+)
 from cosyagent.transports.webrtc_microphone import FILL_AFTER_S, MicrophoneConverter
 from cosyagent.transports.webrtc_offer import OfferError, check_offer, limit_host_addresses, reachable_offer
 from cosyagent.transports.websocket import ClientPlayback
@@ -246,10 +252,7 @@ def opus_packets(tone: np.ndarray) -> list[bytes]:
     encoder = mono_opus_encoder()
     packets = []
     for index in range(tone.size // 960):
-        frame = AudioFrame.from_ndarray(
-            tone[index * 960 : (index + 1) * 960].reshape(1, -1), format="s16", layout="mono"
-        )
-        frame.sample_rate, frame.pts = 48000, index * 960
+        frame = mono_frame(tone[index * 960 : (index + 1) * 960].tobytes(), index * 960)
         packets += [bytes(packet) for packet in encoder.encode(frame)]
     return packets
 
