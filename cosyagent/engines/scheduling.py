@@ -147,6 +147,14 @@ class DeadlineScheduler:
         """Jobs waiting for a lane (abandoned ones included until a release skips them)."""
         return len(self._waiting)
 
+    @property
+    def idle(self) -> bool:
+        """No engine job runs or waits, and no reply waits for its first clause from the LLM:
+        work started now delays nobody's."""
+        with self._lock:
+            waiting = any(not (entry.waiter.abandoned or entry.waiter.loop.is_closed()) for entry in self._waiting)
+            return self._free == self._lanes and not waiting and self._llm_waits == 0
+
     def resize(self, lanes: int) -> None:
         """Change the number of lanes; jobs running now keep theirs."""
         if lanes < 1:

@@ -68,6 +68,12 @@ class LLMSlots:
         with self._lock:
             self._slots[index].busy = False
 
+    @property
+    def decoding(self) -> bool:
+        """Whether any slot serves a request now (llama.cpp is using the cores)."""
+        with self._lock:
+            return any(slot.busy for slot in self._slots)
+
     @contextmanager
     def held(self, conversation: int) -> Iterator[int | None]:
         """:meth:`take` for one request, given back when the block ends, however it ends."""

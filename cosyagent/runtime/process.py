@@ -29,7 +29,7 @@ from cosyagent.engines.kokoro_voices import VOICE_SHA256
 from cosyagent.engines.language_guard import LanguageCheckedASR
 from cosyagent.engines.llama_process import LlamaServerProcess
 from cosyagent.engines.llm import OpenAICompatibleLLM
-from cosyagent.engines.scheduling import cpu_scheduler
+from cosyagent.engines.scheduling import DeadlineScheduler, cpu_scheduler
 from cosyagent.engines.smart_turn import SmartTurn
 from cosyagent.engines.timings import can_time_words
 from cosyagent.engines.vad import SileroVAD
@@ -278,7 +278,7 @@ class Runtime:
             limits=limits,
             audio_on_media_tracks=audio_on_media_tracks,
             times_words=can_time_words(self.tts),
-            speculate_early=lambda: self.active_sessions <= 1,  # alone: a wasted transcript costs only itself
+            speculate_early=lambda: room_to_speculate(self.active_sessions, cpu_scheduler(), self.llm_slots),
         )
         if observer is not None:
             observer.vad_threshold = lambda: (
@@ -366,6 +366,16 @@ def _missing_voices(tts: SpeechSynthesizer) -> dict[str, Any]:
     if isinstance(tts, KokoroTTS) and tts.missing_voices:
         return {"voices_missing": {"voices": sorted(VOICE_SHA256), "reason": tts.missing_voices}}
     return {}
+
+
+def room_to_speculate(sessions: int, scheduler: DeadlineScheduler, llm_slots: LLMSlots | None) -> bool:
+    """Whether a pause may start its transcript at the early mark (``turns.EARLY_SPECULATE_AFTER_MS``):
+    when its session is alone (a wasted transcript costs only itself), or when no engine job runs
+    or waits and the embedded LLM decodes nothing (then it delays nobody, and one that turns out
+    wasted is cancelled as soon as the speaker goes on)."""
+    if sessions <= 1:
+        return True
+    return scheduler.idle and not (llm_slots is not None and llm_slots.decoding)
 
 
 def _default_turn_detection(config: Config) -> TurnDetection:

@@ -49,3 +49,12 @@ def test_a_second_reply_of_the_same_conversation_while_one_runs_gets_another_slo
 def test_no_slots_is_a_configuration_error() -> None:
     with pytest.raises(ValueError, match="count"):
         LLMSlots(0)
+
+
+def test_decoding_while_any_slot_serves_a_request() -> None:
+    slots = LLMSlots(2)
+    conversation = slots.conversation()
+    assert not slots.decoding
+    with slots.held(conversation):
+        assert slots.decoding
+    assert not slots.decoding

@@ -320,3 +320,22 @@ def test_the_yield_setting_is_checked(tmp_path: Path, value: int) -> None:
         load_config(path, environ={})
     path.write_text("scheduler:\n  yield_to_llm_ms: 0\n", encoding="utf-8")
     assert load_config(path, environ={}).scheduler.yield_to_llm_ms == 0
+
+
+async def test_idle_means_no_job_runs_or_waits_and_no_reply_waits_for_the_llm() -> None:
+    scheduler = DeadlineScheduler(lanes=1)
+    assert scheduler.idle
+    release = await _hold_lane(scheduler)
+    assert not scheduler.idle, "a job runs"
+    waiter = asyncio.create_task(scheduler.acquire(time.monotonic()))
+    await asyncio.sleep(0.01)
+    release.set()
+    await asyncio.wait_for(waiter, 1.0)
+    assert not scheduler.idle, "the waiting job runs now"
+    scheduler.release()
+    await asyncio.sleep(0.01)
+    assert scheduler.idle
+    first_clause_came = scheduler.waiting_on_llm()
+    assert not scheduler.idle, "a reply waits for its first clause"
+    first_clause_came()
+    assert scheduler.idle
