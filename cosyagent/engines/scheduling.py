@@ -105,6 +105,11 @@ class _Waiter:
     granted: bool = False
     abandoned: bool = False
 
+    @property
+    def gone(self) -> bool:
+        """Its job was cancelled, or its event loop closed: a lane granted to it would be lost."""
+        return self.abandoned or self.loop.is_closed()
+
     def grant(self) -> None:  # on the waiter's own loop
         if not self.future.done():
             self.future.set_result(None)
@@ -152,7 +157,7 @@ class DeadlineScheduler:
         """No engine job runs or waits, and no reply waits for its first clause from the LLM:
         work started now delays nobody's."""
         with self._lock:
-            waiting = any(not (entry.waiter.abandoned or entry.waiter.loop.is_closed()) for entry in self._waiting)
+            waiting = any(not entry.waiter.gone for entry in self._waiting)
             return self._free == self._lanes and not waiting and self._llm_waits == 0
 
     def resize(self, lanes: int) -> None:
@@ -248,11 +253,11 @@ class DeadlineScheduler:
         while self._free > 0 and self._waiting:
             entry = self._waiting[0]
             waiter = entry.waiter
-            if not (waiter.abandoned or waiter.loop.is_closed()) and self._yields(entry.deadline, now):
+            if not waiter.gone and self._yields(entry.deadline, now):
                 self._recheck_later(entry)  # the most urgent job yields, so every other one does too
                 break
             heapq.heappop(self._waiting)
-            if waiter.abandoned or waiter.loop.is_closed():
+            if waiter.gone:
                 continue
             waiter.granted = True
             self._free -= 1

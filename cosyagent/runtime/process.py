@@ -29,7 +29,7 @@ from cosyagent.engines.kokoro_voices import VOICE_SHA256
 from cosyagent.engines.language_guard import LanguageCheckedASR
 from cosyagent.engines.llama_process import LlamaServerProcess
 from cosyagent.engines.llm import OpenAICompatibleLLM
-from cosyagent.engines.scheduling import DeadlineScheduler, cpu_scheduler
+from cosyagent.engines.scheduling import cpu_scheduler
 from cosyagent.engines.smart_turn import SmartTurn
 from cosyagent.engines.timings import can_time_words
 from cosyagent.engines.vad import SileroVAD
@@ -46,6 +46,7 @@ from cosyagent.runtime.llm_slots import LLMSlots
 from cosyagent.runtime.llm_supervisor import LLMSupervisor, SupervisedLLM
 from cosyagent.runtime.sessions import SessionRegistry
 from cosyagent.runtime.slot_warmup import spoken_instructions, warm_llm_slots
+from cosyagent.runtime.speculation import room_to_speculate
 from cosyagent.telemetry import SessionObserver, Telemetry
 from cosyagent.voices.library import ClipLimits, VoiceLibrary
 from cosyagent.voices.synthesizer import LibrarySynthesizer
@@ -366,16 +367,6 @@ def _missing_voices(tts: SpeechSynthesizer) -> dict[str, Any]:
     if isinstance(tts, KokoroTTS) and tts.missing_voices:
         return {"voices_missing": {"voices": sorted(VOICE_SHA256), "reason": tts.missing_voices}}
     return {}
-
-
-def room_to_speculate(sessions: int, scheduler: DeadlineScheduler, llm_slots: LLMSlots | None) -> bool:
-    """Whether a pause may start its transcript at the early mark (``turns.EARLY_SPECULATE_AFTER_MS``):
-    when its session is alone (a wasted transcript costs only itself), or when no engine job runs
-    or waits and the embedded LLM decodes nothing (then it delays nobody, and one that turns out
-    wasted is cancelled as soon as the speaker goes on)."""
-    if sessions <= 1:
-        return True
-    return scheduler.idle and not (llm_slots is not None and llm_slots.decoding)
 
 
 def _default_turn_detection(config: Config) -> TurnDetection:

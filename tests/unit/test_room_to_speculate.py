@@ -1,14 +1,13 @@
-"""When a pause starts its transcript at the early mark (cosyagent.runtime.process.room_to_speculate):
+"""When a pause starts its transcript at the early mark (cosyagent.runtime.speculation):
 only where a wasted transcript delays nobody else's work."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from cosyagent.engines.scheduling import DeadlineScheduler
 from cosyagent.runtime.llm_slots import LLMSlots
-from cosyagent.runtime.process import room_to_speculate
+from cosyagent.runtime.speculation import room_to_speculate
 
 
 async def test_a_lone_session_speculates_early_however_busy_the_server() -> None:
@@ -31,5 +30,4 @@ async def test_with_others_only_while_no_engine_job_and_no_llm_request_runs() ->
     first_clause_came = scheduler.waiting_on_llm()
     assert not room_to_speculate(4, scheduler, None), "a reply waits for its first clause"
     first_clause_came()
-    await asyncio.sleep(0)
     assert room_to_speculate(4, scheduler, slots)

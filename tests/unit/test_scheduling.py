@@ -333,7 +333,6 @@ async def test_idle_means_no_job_runs_or_waits_and_no_reply_waits_for_the_llm() 
     await asyncio.wait_for(waiter, 1.0)
     assert not scheduler.idle, "the waiting job runs now"
     scheduler.release()
-    await asyncio.sleep(0.01)
     assert scheduler.idle
     first_clause_came = scheduler.waiting_on_llm()
     assert not scheduler.idle, "a reply waits for its first clause"
