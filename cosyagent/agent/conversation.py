@@ -195,15 +195,19 @@ class Conversation:
         self._items = [it for it in self._items if it.id != item_id]
         return len(self._items) != before
 
-    def chat_messages(self, instructions: str, max_items: int) -> list[dict[str, Any]]:
-        """The LLM's view: the instructions, then at most ``max_items`` recent non-empty messages.
+    def chat_messages(
+        self, instructions: str, max_items: int, then: ConversationItem | None = None
+    ) -> list[dict[str, Any]]:
+        """The LLM's view: the instructions, then at most ``max_items`` recent non-empty messages
+        (with ``then`` added last: the view once that item is in).
 
         The window moves in jumps of half its size rather than one item per turn: the
         prompt's beginning then stays the same for several turns, so the LLM server can
         reuse its cached prefix instead of re-reading the whole history every turn.
         """
         messages: list[dict[str, Any]] = [{"role": "system", "content": instructions}] if instructions else []
-        visible = [it for it in self._items if it.visible_text().strip() or _completed_call(it)]
+        items = [*self._items, then] if then is not None else self._items
+        visible = [it for it in items if it.visible_text().strip() or _completed_call(it)]
         step = max(1, max_items // 2)
         overflow = len(visible) - max_items
         start = -(-overflow // step) * step if overflow > 0 else 0  # overflow rounded up to a step

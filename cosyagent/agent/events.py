@@ -106,6 +106,20 @@ class StartResponse:
 
 
 @dataclass(frozen=True)
+class PrefetchReply:
+    """The speaker paused and ``job_id``'s transcript is in: if the turn ends on this pause, the
+    automatic reply will ask the LLM exactly this, so ask now (:mod:`cosyagent.pipeline.llm_prefetch`).
+    Dropped with the transcript (``CancelTranscribe``) when the speaker goes on."""
+
+    job_id: str
+    messages: list[dict[str, Any]]
+    max_tokens: int | None
+    audio: bool
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str = "auto"
+
+
+@dataclass(frozen=True)
 class CancelResponse:
     """Stop generating ``response_id`` now. The core has already ended it on the wire."""
 
@@ -149,5 +163,13 @@ class FinishAudio:
 
 SinkAction = PlayAudio | HoldAudio | ResumeAudio | ClearAudio | FinishAudio
 Action = (
-    Send | Transcribe | CancelTranscribe | PredictTurnEnd | CancelTurnEnd | StartResponse | CancelResponse | SinkAction
+    Send
+    | Transcribe
+    | CancelTranscribe
+    | PredictTurnEnd
+    | CancelTurnEnd
+    | StartResponse
+    | PrefetchReply
+    | CancelResponse
+    | SinkAction
 )

@@ -126,7 +126,10 @@ class RealtimeCore(ItemEvents):
         if job is None:
             return []
         job.result, job.duration_s = text.strip(), duration_s
-        return self._finish_transcript(job_id) if job.committed else []
+        if job.committed:
+            return self._finish_transcript(job_id)
+        latest = self._jobs.speculative == job_id and self._jobs.waiting is None and not self._jobs.any_committed()
+        return self._reply_ahead(job_id, job.item_id, job.result) if latest else []
 
     def turn_end_predicted(self, job_id: str, probability: float) -> list[Action]:
         """The end-of-turn model's verdict on the pause that started ``job_id``: end the turn now
@@ -216,16 +219,8 @@ class RealtimeCore(ItemEvents):
             raise ProtocolError(str(exc), code="invalid_audio", param="audio") from exc
         return self.append_samples(samples)
 
-    def _check_backlog(self) -> None:
-        if self._jobs.pending_committed() >= self.limits.max_pending_transcripts:
-            raise ProtocolError(
-                f"{self.limits.max_pending_transcripts} committed turns are still being transcribed:"
-                " wait for their transcripts before committing more",
-                code="transcription_backlog",
-            )
-
     def _on_commit(self, event: dict[str, Any]) -> list[Action]:
-        self._check_backlog()
+        self._jobs.check_backlog(self.limits.max_pending_transcripts)
         self._input.push(self._decoder.flush())
         audio = self._input.take_all()
         if audio.size < ASR_RATE // 10:  # (speech over a reply, which holds it, is never this short)
@@ -246,7 +241,7 @@ class RealtimeCore(ItemEvents):
         raw = event.get("item")
         audio = None
         if has_audio_content(raw):
-            self._check_backlog()
+            self._jobs.check_backlog(self.limits.max_pending_transcripts)
             item, audio = parse_audio_message(event["item"], self.config.input_format, ASR_RATE, "item")
             if (refused := self._audio_budget.refusal(audio.size / ASR_RATE)) is not None:
                 return [Send(refused.to_event())]

@@ -17,6 +17,7 @@ from cosyagent.agent.events import (
     ClearAudio,
     Event,
     FinishAudio,
+    PrefetchReply,
     ProtocolError,
     Send,
     SinkAction,
@@ -190,6 +191,20 @@ class ResponseOutput:
             timestamps=timed,
         )
         return _sends(response.start_events(previous)) + [start]
+
+    def _reply_ahead(self, job_id: str, item_id: str, transcript: str) -> list[Action]:
+        """A pause's transcript is in: the LLM request of the automatic reply that will follow if
+        the turn ends on this pause (as :meth:`_start_response` will make it, with the user item
+        committed), when such a reply will follow and none is under way."""
+        detection = self.config.turn_detection
+        if not transcript or self._response is not None or detection is None or not detection.create_response:
+            return []
+        config = self.config
+        said = ConversationItem(id=item_id, role="user", content_type="input_audio", transcript=transcript)
+        messages = self.conversation.chat_messages(config.instructions, self._max_context_items, then=said)
+        tools, tool_choice = chat_tools(config.tools, config.tool_choice)
+        audio = "audio" in config.output_modalities
+        return [PrefetchReply(job_id, messages, config.max_output_tokens, audio, tools, tool_choice)]
 
     def _current(self, response_id: str) -> ResponseState | None:
         response = self._response

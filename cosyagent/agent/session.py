@@ -27,6 +27,7 @@ from cosyagent.agent.events import (
     HoldAudio,
     PlayAudio,
     PredictTurnEnd,
+    PrefetchReply,
     ProtocolError,
     ResumeAudio,
     Send,
@@ -49,6 +50,7 @@ from cosyagent.engines.base import (
     UnsupportedLanguageError,
 )
 from cosyagent.engines.scheduling import needed_by
+from cosyagent.pipeline.llm_prefetch import PrefetchingLLM, llm_request
 from cosyagent.pipeline.playout import SYNTHESIS_AHEAD_MS, AudioSink, MediaAudioSink, Playout
 from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, ReplyTimings, SpokenText, TextDelta, stream_reply
 from cosyagent.telemetry import SessionObserver
@@ -85,10 +87,13 @@ class RealtimeSession:
         observer: SessionObserver | None = None,
         *,
         sink: AudioSink,
+        reply_ahead: bool = True,  # send a reply's LLM request during the silence wait (PrefetchReply)
     ) -> None:
         self.core = core
         self._observer = observer  # telemetry: sees every event as it is queued to send
         self._engines = engines
+        self._llm = PrefetchingLLM(engines.llm)
+        self._reply_ahead = reply_ahead
         self._send = send
         self._sink = sink
         self._lead_ms = output_lead_ms
@@ -220,6 +225,7 @@ class RealtimeSession:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._llm.aclose()
         self._tasks.clear()
         self._transcribe_jobs.clear()
         self._turn_end_jobs.clear()
@@ -250,6 +256,12 @@ class RealtimeSession:
             elif isinstance(action, CancelTranscribe):
                 _cancel_job(self._transcribe_jobs, action.job_id)
                 _cancel_job(self._turn_end_jobs, action.job_id)
+                self._llm.drop(action.job_id)
+            elif isinstance(action, PrefetchReply) and self._reply_ahead:
+                a, languages = action, self._engines.tts.info.languages
+                self._llm.prefetch(
+                    a.job_id, llm_request(a.messages, languages, a.audio, a.tools, a.tool_choice, a.max_tokens)
+                )
             elif isinstance(action, StartResponse):
                 self._responses[action.response_id] = self._spawn(self._respond(action), action.response_id)
             elif isinstance(action, CancelResponse):
@@ -337,7 +349,7 @@ class RealtimeSession:
         llm_text: str | None = None
         try:
             with deadline:  # the reply's generator runs in this task: its engine jobs carry it
-                async for event in stream_reply(request, self._engines.llm, self._engines.tts, timings):
+                async for event in stream_reply(request, self._llm, self._engines.tts, timings):
                     if isinstance(event, TextDelta):
                         self._execute(self.core.response_text(response_id, event.text))
                     elif isinstance(event, AudioChunk):

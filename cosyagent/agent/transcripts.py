@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cosyagent.agent.events import Action, CancelTranscribe, PredictTurnEnd, Transcribe, new_id
+from cosyagent.agent.events import Action, CancelTranscribe, PredictTurnEnd, ProtocolError, Transcribe, new_id
 from cosyagent.agent.out_of_band import IN_CONVERSATION, ResponseContext
 from cosyagent.agent.session_config import TurnDetection
 from cosyagent.pipeline.turns import SpeechPaused
@@ -58,6 +58,15 @@ class TranscriptJobs:
     def pending_committed(self) -> int:
         """Committed turns whose transcript has not come yet."""
         return sum(job.committed and job.result is None for job in self._jobs.values())
+
+    def check_backlog(self, limit: int) -> None:
+        """ProtocolError when ``limit`` committed turns still wait for their transcripts."""
+        if self.pending_committed() >= limit:
+            raise ProtocolError(
+                f"{limit} committed turns are still being transcribed:"
+                " wait for their transcripts before committing more",
+                code="transcription_backlog",
+            )
 
     def any_committed(self) -> bool:
         return any(job.committed for job in self._jobs.values())

@@ -95,6 +95,9 @@ class RealtimeConfig:
     interrupt_min_speech_ms: int = 200  # shorter sounds (a cough, a fragment) don't cut the agent off
     max_output_tokens: int = 80  # ~15 s of speech: voice replies should be short
     output_lead_ms: int = 300  # audio is sent at most this far ahead of real time
+    # While the silence wait runs, send the reply's LLM request once the pause's transcript is in
+    # (cosyagent.pipeline.llm_prefetch); false: only once the turn has ended.
+    reply_ahead: bool = True
     max_event_bytes: int = 1 << 20
     max_append_bytes: int = 512 * 1024
     max_buffer_seconds: float = 120.0

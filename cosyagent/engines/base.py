@@ -310,7 +310,8 @@ class ToolCallDelta:
 
 @runtime_checkable
 class ChatLLM(Protocol):
-    model: str
+    @property
+    def model(self) -> str: ...
 
     @property
     def info(self) -> EngineInfo: ...

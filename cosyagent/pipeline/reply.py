@@ -20,9 +20,10 @@ import numpy as np
 
 from cosyagent.engines.base import AudioF32, ChatLLM, ChatMessage, SpeechSynthesizer, ToolCallDelta
 from cosyagent.engines.scheduling import cpu_scheduler
+from cosyagent.pipeline.llm_prefetch import llm_request
 from cosyagent.pipeline.speak import speak
 from cosyagent.pipeline.timestamps import SpeechTimings
-from cosyagent.pipeline.voice_language import firmer, in_the_voice_language, speakable_opening, speaks_no_chinese
+from cosyagent.pipeline.voice_language import firmer, speakable_opening, speaks_no_chinese
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ async def _reply_events(
             yield TextDelta(delta)
         return
     languages = tts.info.languages
-    request = replace(request, messages=in_the_voice_language(request.messages, languages))
+    request = replace(request, messages=llm_request(request.messages, languages, audio=True).messages)
     text = _llm_text(request, llm, timings)
     if speaks_no_chinese(languages) and not request.tools:  # (a retry would repeat tool calls already told)
         again = replace(request, messages=firmer(request.messages, languages))

@@ -161,8 +161,16 @@ class Admission:
         if isinstance(sink, MediaAudioSink) != self._core.audio_on_media_tracks:
             raise TypeError("a media sink needs a core admitted with audio_on_media_tracks, and only it")
         engines = self._runtime.session_engines()
-        lead_ms = self._runtime.config.realtime.output_lead_ms
-        session = RealtimeSession(self._core, engines, send, lead_ms, self._observer, sink=sink)
+        realtime = self._runtime.config.realtime
+        session = RealtimeSession(
+            self._core,
+            engines,
+            send,
+            realtime.output_lead_ms,
+            self._observer,
+            sink=sink,
+            reply_ahead=realtime.reply_ahead,
+        )
         if not self._released:
             self._session = session
             self._registry._track(session)

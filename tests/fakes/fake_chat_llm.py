@@ -47,6 +47,7 @@ class Reply:
 class FakeChatLLM:
     replies: list[Reply] = field(default_factory=list)  # taken in order, one per request
     requests: list[dict[str, Any]] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)  # when each request came (time.monotonic)
     disconnected: int = 0  # streams the client closed before the end
 
     def app(self) -> Starlette:
@@ -63,6 +64,7 @@ class FakeChatLLM:
     async def _completions(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append(body)
+        self.arrived.append(time.monotonic())
         if not body.get("stream") or not self.replies:
             return JSONResponse({"error": {"message": "the script has no reply for this request"}}, status_code=400)
         return StreamingResponse(self._stream(self.replies.pop(0)), media_type="text/event-stream")

@@ -29,7 +29,7 @@ class FakeRuntime:
         self.telemetry = Telemetry(process_metrics=False)
         self.config = SimpleNamespace(
             server=SimpleNamespace(max_sessions=max_sessions, capacity=capacity),
-            realtime=SimpleNamespace(output_lead_ms=300.0),
+            realtime=SimpleNamespace(output_lead_ms=300.0, reply_ahead=True),
         )
         self.capacity_estimate: CapacityEstimate | None = None
 
@@ -45,7 +45,7 @@ class FakeRuntime:
         )
 
     def session_engines(self) -> Any:
-        return SimpleNamespace()
+        return SimpleNamespace(llm=None)  # (no turn ends in these tests)
 
 
 def registry(max_sessions: int = 2, capacity: int | str = "auto") -> tuple[SessionRegistry, FakeRuntime]:

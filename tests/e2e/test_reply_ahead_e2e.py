@@ -1,0 +1,73 @@
+"""A spoken turn's reply asks the LLM during the silence wait (``realtime.reply_ahead``), end to
+end: the official openai SDK over a real socket speaks a real question, the agent's real VAD and
+recognizer hear it, and fake_chat_llm (scripted, on 127.0.0.1) records when each request came.
+With a 2 s silence wait the request comes well before the turn ends, and the reply is the
+scripted answer to it; with ``reply_ahead: false`` it comes only once the wait has run out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from openai import AsyncOpenAI
+
+from tests.e2e.audio_server import in_process_server, write_config
+from tests.e2e.conftest import LiveServer, free_port, serve_asgi
+from tests.e2e.realtime_client import Transcript, collect, stream_pcm24
+from tests.fakes.fake_chat_llm import MODEL, FakeChatLLM, Reply
+from tests.support import read_clip
+
+SILENCE_WAIT_MS = 2000
+ANSWER = "Take the train from Heuston."
+
+
+@pytest.fixture(scope="module")
+async def fake_llm() -> AsyncIterator[tuple[FakeChatLLM, int]]:
+    fake, port = FakeChatLLM(), free_port()
+    async with serve_asgi(fake.app(), port):
+        yield fake, port
+
+
+async def agent(port: int, directory: Any, reply_ahead: bool) -> Any:
+    llm = {"engine": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": MODEL}
+    config = write_config(directory, {"llm": llm, "realtime": {"reply_ahead": reply_ahead}})
+    return in_process_server(config)
+
+
+async def spoken_turn(server: LiveServer) -> tuple[Transcript, float]:
+    """The question spoken in real time, then silence; returns what the client saw and when the speech ended."""
+    client = AsyncOpenAI(base_url=server.base_url, api_key="test-key")
+    async with client.realtime.connect(model="cosyagent-realtime") as conn:
+        detection = {"type": "server_vad", "silence_duration_ms": SILENCE_WAIT_MS}
+        await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": detection}}})
+        seen = Transcript()
+        await collect(conn, seen, until="session.updated", timeout=10)
+        clip = read_clip("en_dublin_q.wav", 24000)
+        speech_end = await stream_pcm24(conn, clip, trailing_silence_s=SILENCE_WAIT_MS / 1000 + 1.0)
+        await collect(conn, seen, until="response.done", timeout=60)
+    return seen, speech_end
+
+
+@pytest.mark.parametrize("reply_ahead", [True, False])
+async def test_the_reply_asks_the_llm_during_the_silence_wait(
+    fake_llm: tuple[FakeChatLLM, int], tmp_path: Any, reply_ahead: bool
+) -> None:
+    fake, port = fake_llm
+    fake.requests.clear()
+    fake.arrived.clear()
+    fake.replies[:] = [Reply(text=ANSWER)] * 4  # (a request dropped at an earlier pause takes one)
+    async with await agent(port, tmp_path, reply_ahead) as server:
+        seen, speech_end = await spoken_turn(server)
+    (done,) = seen.of_type("response.done")
+    assert done.response.status == "completed"
+    assert done.response.output[0].content[0].transcript == ANSWER
+    (transcribed,) = seen.of_type("conversation.item.input_audio_transcription.completed")
+    asked = fake.requests[-1]["messages"][-1]
+    assert asked["role"] == "user" and asked["content"] == transcribed.transcript and "Dublin" in asked["content"]
+    turn_ended = seen.first("input_audio_buffer.speech_stopped").at
+    if reply_ahead:
+        assert fake.arrived[-1] < turn_ended - 0.5, (fake.arrived, turn_ended)
+    else:
+        assert len(fake.requests) == 1
+        assert fake.arrived[0] > speech_end + (SILENCE_WAIT_MS - 300) / 1000, (fake.arrived, speech_end)

@@ -1,0 +1,127 @@
+"""A reply's LLM request sent ahead (pipeline.llm_prefetch), with the real OpenAI-compatible client
+against fake_chat_llm over a real socket on 127.0.0.1: the reply that asks the same gets the
+answer already under way (one request in all), any other request drops it first (the server
+sees the stream closed), and a drop stops it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from cosyagent.engines.base import EngineError
+from cosyagent.engines.llm import OpenAICompatibleLLM
+from cosyagent.pipeline.llm_prefetch import ChatRequest, PrefetchingLLM, llm_request
+from tests.e2e.conftest import free_port, serve_asgi
+from tests.fakes.fake_chat_llm import MODEL, FakeChatLLM, Reply
+
+QUESTION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is Dublin?"}]
+OTHER = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is Dublin? In Ireland?"}]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[tuple[FakeChatLLM, OpenAICompatibleLLM]]:
+    chat, port = FakeChatLLM(), free_port()
+    async with serve_asgi(chat.app(), port):
+        llm = OpenAICompatibleLLM(f"http://127.0.0.1:{port}/v1", MODEL, timeout_s=10.0)
+        try:
+            yield chat, llm
+        finally:
+            await llm.aclose()
+
+
+async def until(condition: object, timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # type: ignore[operator]
+            await asyncio.sleep(0.01)
+
+
+async def test_the_reply_that_asks_the_same_gets_the_answer_already_under_way(
+    fake: tuple[FakeChatLLM, OpenAICompatibleLLM],
+) -> None:
+    chat, llm = fake
+    chat.replies.append(Reply(text="It is in Ireland.", delay_s=0.05))
+    prefetching = PrefetchingLLM(llm)
+    prefetching.prefetch("job-1", ChatRequest(QUESTION, max_tokens=80))
+    await until(lambda: chat.requests)  # sent before anyone asked
+    await asyncio.sleep(0.3)  # the silence wait runs out meanwhile
+    answer = "".join([d async for d in prefetching.stream_chat(list(QUESTION), max_tokens=80)])
+    assert answer == "It is in Ireland."
+    assert len(chat.requests) == 1 and chat.disconnected == 0
+    assert chat.requests[0]["messages"] == QUESTION and chat.requests[0]["max_tokens"] == 80
+    await prefetching.aclose()
+
+
+async def test_any_other_request_drops_the_one_sent_ahead_and_asks_its_own(
+    fake: tuple[FakeChatLLM, OpenAICompatibleLLM],
+) -> None:
+    chat, llm = fake
+    chat.replies += [Reply(text="It is in Ireland, on the east coast of the island.", delay_s=0.2), Reply(text="Yes.")]
+    prefetching = PrefetchingLLM(llm)
+    prefetching.prefetch("job-1", ChatRequest(QUESTION, max_tokens=80))
+    await until(lambda: chat.requests)
+    answer = "".join([d async for d in prefetching.stream_chat(OTHER, max_tokens=80)])  # other messages
+    assert answer == "Yes." and [r["messages"] for r in chat.requests] == [QUESTION, OTHER]
+    await until(lambda: chat.disconnected == 1)  # the server saw the stream sent ahead closed
+    chat.replies += [Reply(text="Unused.", delay_s=0.2), Reply(text="Asked again.")]
+    prefetching.prefetch("job-2", ChatRequest(QUESTION, max_tokens=80))
+    await until(lambda: len(chat.requests) == 3)
+    answer = "".join([d async for d in prefetching.stream_chat(QUESTION, max_tokens=40)])  # another max_tokens
+    assert answer == "Asked again." and chat.requests[-1]["max_tokens"] == 40
+    await until(lambda: chat.disconnected == 2)
+    await prefetching.aclose()
+
+
+async def test_dropping_its_key_stops_the_request_and_another_key_does_not(
+    fake: tuple[FakeChatLLM, OpenAICompatibleLLM],
+) -> None:
+    chat, llm = fake
+    chat.replies.append(Reply(text="one two three four five six seven eight", delay_s=0.2))
+    prefetching = PrefetchingLLM(llm)
+    prefetching.prefetch("job-1", ChatRequest(QUESTION))
+    await until(lambda: chat.requests)
+    prefetching.drop("job-0")  # a transcript long gone: not this request's
+    await asyncio.sleep(0.1)
+    assert chat.disconnected == 0
+    prefetching.drop("job-1")  # the speaker went on
+    await until(lambda: chat.disconnected == 1)
+    chat.replies.append(Reply(text="Fresh."))
+    assert "".join([d async for d in prefetching.stream_chat(QUESTION)]) == "Fresh."  # asked anew
+    assert len(chat.requests) == 2
+    await prefetching.aclose()
+
+
+async def test_an_error_of_the_request_sent_ahead_reaches_the_reply_that_takes_it(
+    fake: tuple[FakeChatLLM, OpenAICompatibleLLM],
+) -> None:
+    chat, llm = fake  # no scripted reply: the endpoint answers 400
+    prefetching = PrefetchingLLM(llm)
+    prefetching.prefetch("job-1", ChatRequest(QUESTION))
+    await until(lambda: chat.requests)
+    with pytest.raises(EngineError, match="refused the request"):
+        [d async for d in prefetching.stream_chat(QUESTION)]
+    await prefetching.aclose()
+
+
+async def test_closing_drops_the_request_under_way_and_leaves_no_task(
+    fake: tuple[FakeChatLLM, OpenAICompatibleLLM],
+) -> None:
+    chat, llm = fake
+    chat.replies.append(Reply(text="one two three four five six", delay_s=0.2))
+    prefetching = PrefetchingLLM(llm)
+    prefetching.prefetch("job-1", ChatRequest(QUESTION))
+    await until(lambda: chat.requests)
+    await prefetching.aclose()
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("llm-prefetch-")]
+    await until(lambda: chat.disconnected == 1)
+
+
+def test_a_spoken_reply_asks_in_the_voice_language_tools_or_not() -> None:
+    english = llm_request(QUESTION, ("en",), audio=True, max_tokens=80)
+    assert english.messages[0]["content"].startswith("Be brief.\n") and english.messages[1:] == QUESTION[1:]
+    assert llm_request(QUESTION, ("en",), audio=False).messages == QUESTION  # text replies: as asked
+    # Without tools, tool_choice is not sent, so it makes no difference.
+    assert ChatRequest(QUESTION, tool_choice="none").same_as(ChatRequest(QUESTION))
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    assert not ChatRequest(QUESTION, tools, "none").same_as(ChatRequest(QUESTION, tools, "auto"))
