@@ -195,9 +195,14 @@ class ResponseOutput:
     def _reply_ahead(self, job_id: str, item_id: str, transcript: str) -> list[Action]:
         """A pause's transcript is in: the LLM request of the automatic reply that will follow if
         the turn ends on this pause (as :meth:`_start_response` will make it, with the user item
-        committed), when such a reply will follow and none is under way."""
+        committed), when such a reply will follow, none is under way, and the silence wait decides
+        the turn (``server_vad``). With ``semantic_vad`` Smart Turn's verdict most often ends the
+        turn ~50 ms after the transcript: too little head start to pay for the requests dropped
+        (measured: docs/benchmarks.md, "A reply's LLM request sent while the silence wait runs")."""
         detection = self.config.turn_detection
         if not transcript or self._response is not None or detection is None or not detection.create_response:
+            return []
+        if detection.semantic:
             return []
         config = self.config
         said = ConversationItem(id=item_id, role="user", content_type="input_audio", transcript=transcript)

@@ -1,12 +1,13 @@
-"""A reply's LLM request sent during the silence wait, before the turn has ended.
+"""A reply's LLM request sent while the silence wait runs, before the turn has ended.
 
 When a pause's speculative transcript is in and the speaker is still quiet, the request that
 the automatic reply would send is known already: the conversation plus this transcript. Sent
-now, the LLM reads the prompt and writes the first words while the silence wait runs out
-(most turns end by the wait, not by Smart Turn: ~300 ms of it is left when the transcript
-lands), and the reply finds them waiting. The request is dropped (its HTTP stream closed, so
-the server stops) when the speaker goes on, and a reply whose request differs in anything
-(the client changed the conversation meanwhile) sends its own.
+then, with ``server_vad`` (the silence alone ends turns: ~0.3 s of its 0.5 s wait is left when
+the transcript lands), the LLM reads the prompt and writes the first clause before the turn
+ends, and the reply finds it waiting. The request is dropped (its HTTP stream closed, so the
+server stops) when the speaker goes on, and a reply whose request differs in anything (the
+client changed the conversation meanwhile) sends its own. Measured in docs/benchmarks.md,
+"A reply's LLM request sent while the silence wait runs".
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The core asks for a reply's LLM request during the silence wait (``PrefetchReply``): exactly
-the request the automatic reply makes if the turn ends on that pause, dropped with its transcript
-when the speaker goes on, and not asked for when no automatic reply would follow. Real speech
-through the real VAD."""
+"""The core asks for a reply's LLM request during server_vad's silence wait (``PrefetchReply``):
+exactly the request the automatic reply makes if the turn ends on that pause, dropped with its
+transcript when the speaker goes on, and not asked for when no automatic reply would follow or
+Smart Turn decides the turn (semantic_vad). Real speech through the real VAD."""
 
 from __future__ import annotations
 
@@ -67,6 +67,9 @@ def test_no_request_ahead_where_no_automatic_reply_would_follow(vad: SileroVAD) 
     assert (
         core_asks_ahead(make_core(vad, turn_detection=TurnDetection(silence_duration_ms=1000)), "") == []
     )  # heard no words
+
+    semantic = make_core(vad, turn_detection=TurnDetection(type="semantic_vad", silence_duration_ms=1000))
+    assert core_asks_ahead(semantic, QUESTION) == []  # Smart Turn most often decides ~50 ms later: no gain
 
     busy = make_core(vad, turn_detection=TurnDetection(silence_duration_ms=1000, interrupt_response=False))
     busy.receive({"type": "conversation.item.create", "item": _text_item("Tell me a story.")})
