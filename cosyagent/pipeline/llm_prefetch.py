@@ -13,7 +13,6 @@ client changed the conversation meanwhile) sends its own. Measured in docs/bench
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -110,8 +109,8 @@ class _Prefetch:
         return self._task
 
     async def drop(self) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.cancel()
+        """Stop the request and wait until it has (a cancellation of the caller still reaches it)."""
+        await asyncio.wait([self.cancel()])
 
 
 class PrefetchingLLM:
