@@ -7,27 +7,22 @@ scripted answer to it; with ``reply_ahead: false`` it comes only once the wait h
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from openai import AsyncOpenAI
 
 from tests.e2e.audio_server import in_process_server, write_config
-from tests.e2e.conftest import LiveServer, free_port, serve_asgi
+from tests.e2e.conftest import LiveServer
 from tests.e2e.realtime_client import Transcript, collect, stream_pcm24
+from tests.e2e.test_realtime_tools import fake_llm
 from tests.fakes.fake_chat_llm import MODEL, FakeChatLLM, Reply
 from tests.support import read_clip
 
+__all__ = ["fake_llm"]  # fake_chat_llm on 127.0.0.1, one per module (test_realtime_tools)
+
 SILENCE_WAIT_MS = 2000
 ANSWER = "Take the train from Heuston."
-
-
-@pytest.fixture(scope="module")
-async def fake_llm() -> AsyncIterator[tuple[FakeChatLLM, int]]:
-    fake, port = FakeChatLLM(), free_port()
-    async with serve_asgi(fake.app(), port):
-        yield fake, port
 
 
 async def agent(port: int, directory: Any, reply_ahead: bool) -> Any:

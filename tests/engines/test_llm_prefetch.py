@@ -6,29 +6,19 @@ sees the stream closed), and a drop stops it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
 from cosyagent.engines.base import EngineError
 from cosyagent.engines.llm import OpenAICompatibleLLM
 from cosyagent.pipeline.llm_prefetch import ChatRequest, PrefetchingLLM, llm_request
-from tests.e2e.conftest import free_port, serve_asgi
-from tests.fakes.fake_chat_llm import MODEL, FakeChatLLM, Reply
+from tests.engines.test_engine_llm_tools import fake
+from tests.fakes.fake_chat_llm import FakeChatLLM, Reply
+
+__all__ = ["fake"]  # fake_chat_llm on 127.0.0.1 and the real client to it (test_engine_llm_tools)
 
 QUESTION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is Dublin?"}]
 OTHER = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is Dublin? In Ireland?"}]
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[tuple[FakeChatLLM, OpenAICompatibleLLM]]:
-    chat, port = FakeChatLLM(), free_port()
-    async with serve_asgi(chat.app(), port):
-        llm = OpenAICompatibleLLM(f"http://127.0.0.1:{port}/v1", MODEL, timeout_s=10.0)
-        try:
-            yield chat, llm
-        finally:
-            await llm.aclose()
 
 
 async def until(condition: object, timeout_s: float = 5.0) -> None:
