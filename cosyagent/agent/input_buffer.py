@@ -20,9 +20,11 @@ class InputBuffer:
         sample_rate: int,
         max_seconds: float,
         speculate_early: Callable[[], bool] = lambda: False,
+        draft_ahead: Callable[[], bool] = lambda: False,
     ) -> None:
         self._vad = vad
         self._speculate_early = speculate_early
+        self._draft_ahead = draft_ahead
         self._rate = sample_rate
         self._max_samples = int(max_seconds * sample_rate)
         self._chunks: deque[AudioF32] = deque()
@@ -41,6 +43,7 @@ class InputBuffer:
                 interrupt_min_speech_ms=detection.interrupt_min_speech_ms,
                 sample_rate=self._rate,
                 speculate_early=self._speculate_early,
+                draft_ahead=self._draft_ahead,
             )
             if detection is not None
             else None

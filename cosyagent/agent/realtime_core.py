@@ -22,6 +22,7 @@ from cosyagent.agent.events import (
     CancelResponse,
     CancelTurnEnd,
     ClearAudio,
+    DraftTranscribe,
     HoldAudio,
     ProtocolError,
     ResumeAudio,
@@ -51,6 +52,7 @@ from cosyagent.pipeline.turns import (
     SpeechDismissed,
     SpeechPaused,
     SpeechResumed,
+    SpeechSoFar,
     SpeechStarted,
     SpeechStopped,
     SpeechSuspected,
@@ -75,12 +77,13 @@ class RealtimeCore(ItemEvents):
         clock: Callable[[], float] = time.monotonic,
         times_words: bool = False,
         speculate_early: Callable[[], bool] = lambda: False,
+        draft_ahead: Callable[[], bool] = lambda: False,
     ) -> None:
         # Audio on media tracks (WebRTC): the ``format`` fields of session.update and
         # response.create do not apply, and reply audio leaves as PlayAudio, not delta events.
         # times_words: the TTS engine can time its words, so timestamps can be sent.
-        # speculate_early: whether the server has room for speculative transcripts sooner into
-        # a pause (see cosyagent.pipeline.turns), asked at each pause.
+        # speculate_early / draft_ahead: whether the server has room for a pause's transcript
+        # sooner / a draft while the speaker talks (see cosyagent.pipeline.turns).
         super().__init__(
             config, tts_sample_rate, limits.max_context_items, audio_on_media_tracks, times_words, ASR_RATE
         )
@@ -88,7 +91,9 @@ class RealtimeCore(ItemEvents):
         self._voice_exists = voice_exists
         self.limits = limits
         self._decoder = InputDecoder(config.input_format, ASR_RATE)
-        self._input = InputBuffer(vad, config.turn_detection, ASR_RATE, limits.max_buffer_seconds, speculate_early)
+        self._input = InputBuffer(
+            vad, config.turn_detection, ASR_RATE, limits.max_buffer_seconds, speculate_early, draft_ahead
+        )
         self._audio_budget = InputAudioBudget(limits.max_input_audio_speed, limits.input_audio_burst_seconds, clock)
         self._speech_item_id: str | None = None  # the user item the current speech will become
         self._jobs = TranscriptJobs()
@@ -316,6 +321,8 @@ class RealtimeCore(ItemEvents):
             actions += self._jobs.speculate(item_id, turn, detection, self.config.transcription_language)
         elif isinstance(turn, SpeechResumed):
             actions += self._jobs.drop_speculation()
+        elif isinstance(turn, SpeechSoFar):
+            actions.append(DraftTranscribe(item_id, turn.audio, self.config.transcription_language))
         elif isinstance(turn, SpeechStopped):
             stopped = self._send("input_audio_buffer.speech_stopped", audio_end_ms=turn.audio_end_ms, item_id=item_id)
             self._input.take_all()

@@ -22,6 +22,7 @@ from cosyagent.agent.events import (
     CancelTranscribe,
     CancelTurnEnd,
     ClearAudio,
+    DraftTranscribe,
     Event,
     FinishAudio,
     HoldAudio,
@@ -50,6 +51,7 @@ from cosyagent.engines.base import (
     UnsupportedLanguageError,
 )
 from cosyagent.engines.scheduling import needed_by
+from cosyagent.pipeline.asr_drafts import DraftingASR
 from cosyagent.pipeline.llm_prefetch import PrefetchingLLM, llm_request
 from cosyagent.pipeline.playout import SYNTHESIS_AHEAD_MS, AudioSink, MediaAudioSink, Playout
 from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, ReplyTimings, SpokenText, TextDelta, stream_reply
@@ -93,6 +95,7 @@ class RealtimeSession:
         self._observer = observer  # telemetry: sees every event as it is queued to send
         self._engines = engines
         self._llm = PrefetchingLLM(engines.llm)
+        self._asr = DraftingASR(engines.asr)
         self._reply_ahead = reply_ahead
         self._send = send
         self._sink = sink
@@ -226,6 +229,7 @@ class RealtimeSession:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._llm.aclose()
+        await self._asr.aclose()
         self._tasks.clear()
         self._transcribe_jobs.clear()
         self._turn_end_jobs.clear()
@@ -247,6 +251,8 @@ class RealtimeSession:
                 token = CancelToken()
                 task = self._spawn(self._transcribe(action, token), f"asr-{action.job_id}")
                 self._transcribe_jobs[action.job_id] = (task, token)
+            elif isinstance(action, DraftTranscribe):
+                self._asr.draft(action.item_id, action.audio, self._language(action))
             elif isinstance(action, PredictTurnEnd):
                 token = CancelToken()
                 task = self._spawn(self._predict_turn_end(action, token), f"turn-end-{action.job_id}")
@@ -280,7 +286,9 @@ class RealtimeSession:
         try:
             due = time.monotonic() + job.due_in_ms / 1000.0
             with needed_by(lambda: due):
-                transcript = await self._engines.asr.transcribe(job.audio, language=self._language(job), cancel=token)
+                transcript = await self._asr.transcribe(
+                    job.item_id, job.audio, language=self._language(job), cancel=token
+                )
         except EngineCancelled:
             return
         except UnsupportedLanguageError as exc:  # the client's mistake, not the server's: no reply to it
@@ -300,7 +308,7 @@ class RealtimeSession:
     def _trusted_english(self) -> bool:
         return len(self._sure_english_turns) >= TRUSTED_AFTER_TURNS
 
-    def _language(self, job: Transcribe) -> str | None:
+    def _language(self, job: Transcribe | DraftTranscribe) -> str | None:
         """The language to transcribe as: the session's; else English once the language check
         has found this speaker's first turns English beyond doubt (it costs ~a fifth of the
         recognition, and a speaker rarely changes language mid-call); else None (checked)."""

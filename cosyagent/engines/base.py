@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from cosyagent.audio.pcm import AudioF32 as AudioF32  # re-exported: the engines' sample type
 from cosyagent.engines.native_memory import trim_native_heap
-from cosyagent.engines.scheduling import DeadlineScheduler, cpu_scheduler, held_lane, job_deadline
+from cosyagent.engines.scheduling import DeadlineScheduler, cpu_scheduler, gives_way, held_lane, job_deadline
 
 T = TypeVar("T")
 
@@ -133,18 +133,22 @@ class EngineExecutor:
                 return await asyncio.wrap_future(job)
             await self._scheduler.acquire(deadline)
             self._scheduler.started(self._name, submitted, deadline)
+            ended = self._scheduler.running_gives_way(cancel.cancel) if gives_way() and cancel is not None else None
             try:
                 job = self._pool.submit(guarded)
             except BaseException:
-                self._scheduler.release()
+                self._after_job(ended)
                 raise
-            job.add_done_callback(self._after_job)  # in the worker, when the call ends
+            job.add_done_callback(lambda _: self._after_job(ended))  # in the worker, when the call ends
             return await asyncio.wrap_future(job)
         finally:
             self._queued -= 1
 
-    def _after_job(self, _: object) -> None:
-        """Free the lane; if that leaves every engine idle, trim the heap behind the job (no caller waits)."""
+    def _after_job(self, ended: Callable[[], None] | None) -> None:
+        """Free the lane (first telling the scheduler that a job that gave way has ended); if that
+        leaves every engine idle, trim the heap behind the job (no caller waits)."""
+        if ended is not None:
+            ended()
         if self._scheduler.release():
             with contextlib.suppress(RuntimeError):  # shut down meanwhile: nothing more runs here
                 self._pool.submit(trim_native_heap)
@@ -167,6 +171,9 @@ class Transcript:
     duration_s: float
     segments: Sequence[TranscriptSegment] = field(default_factory=tuple)
     language_probability: float | None = None  # how sure a language check was of ``language`` (None: unchecked)
+    # The recognizer's own token ids for ``text`` (empty if it keeps none): passed back as the
+    # ``draft`` of a longer take of the same audio, they let it check words instead of decoding them.
+    tokens: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -187,6 +194,7 @@ class EngineInfo:
     streams_text: bool = False  # TTS: takes the text as a stream (synthesize_stream)
     can_clone: bool = False  # TTS: speaks a voice derived from a clip
     times_words: bool = False  # TTS: synthesize_timed() gives word and phoneme times from the model's durations
+    checks_drafts: bool = False  # ASR: transcribe(draft=...) is faster with an earlier take of the audio's start
 
     def check_speed(self, speed: float) -> None:
         """EngineError unless ``speed`` is in :attr:`speed_range`."""
@@ -262,8 +270,12 @@ class SpeechRecognizer(QueuedEngine, Protocol):
         language: str | None = None,
         prompt: str | None = None,
         cancel: CancelToken | None = None,
+        draft: Transcript | None = None,
     ) -> Transcript:
-        """Transcribe mono float32 audio at ``sample_rate``; EngineCancelled once ``cancel`` fires."""
+        """Transcribe mono float32 audio at ``sample_rate``; EngineCancelled once ``cancel`` fires.
+        ``draft``: an earlier transcript of this audio's beginning; an engine that
+        ``checks_drafts`` verifies its tokens against this audio instead of decoding them one by one
+        (the transcript must not depend on it), the others ignore it."""
         ...
 
 

@@ -137,8 +137,9 @@ class FunASRNano:
         language: str | None = None,
         prompt: str | None = None,
         cancel: CancelToken | None = None,
+        draft: Transcript | None = None,
     ) -> Transcript:
-        """Transcribe one utterance of mono float32 16 kHz audio.
+        """Transcribe one utterance of mono float32 16 kHz audio (``draft`` is accepted and ignored).
 
         ``prompt`` is added to the configured hotwords (comma-separated). A call still
         queued when ``cancel`` fires is skipped; a decode already running finishes.

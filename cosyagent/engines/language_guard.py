@@ -64,9 +64,10 @@ class LanguageCheckedASR:
         language: str | None = None,
         prompt: str | None = None,
         cancel: CancelToken | None = None,
+        draft: Transcript | None = None,
     ) -> Transcript:
         if language is not None or self._identifier.sample_rate != self.sample_rate:
-            return await self._asr.transcribe(audio, language=language, prompt=prompt, cancel=cancel)
+            return await self._asr.transcribe(audio, language=language, prompt=prompt, cancel=cancel, draft=draft)
         async with holding_lane():  # the check and the transcript back to back, as one job
             guess = await self._identifier.identify(audio, cancel=cancel)
             if guess is not None and guess.not_english:
@@ -77,7 +78,7 @@ class LanguageCheckedASR:
                     "(a multilingual recognizer is asr.engine: funasr)",
                     guess.language,
                 )
-            transcript = await self._asr.transcribe(audio, language=language, prompt=prompt, cancel=cancel)
+            transcript = await self._asr.transcribe(audio, language=language, prompt=prompt, cancel=cancel, draft=draft)
         return transcript if guess is None else replace(transcript, language_probability=guess.english)
 
     def close(self) -> None:

@@ -10,6 +10,12 @@ past the speech, so each window may produce at most :data:`TOKENS_PER_SECOND` to
 of audio (upstream's bound too). Audio longer than ``max_window_s`` is cut at its pauses and
 decoded window by window (one segment each): on long windows Moonshine loops and is slower
 than Whisper. Moonshine has no timestamps: a segment spans its window.
+
+A decoder step is ~900 small kernels: overhead, not arithmetic, so checking a dozen tokens in
+one pass costs about what two steps do. Given a *draft* (its own tokens for an earlier take of
+the audio's beginning, ``Transcript.tokens``), it runs the decoder once over the draft and keeps
+the tokens it would have chosen itself, then decodes the rest step by step: a 3 s question whose
+draft holds most of its words takes ~60 instead of ~130 ms.
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ class MoonshineASR:
 
     name = "moonshine"
     sample_rate: int = _SAMPLE_RATE
-    info = EngineInfo(name, "moonshine-base-en", _SAMPLE_RATE, languages=("en",))
+    info = EngineInfo(name, "moonshine-base-en", _SAMPLE_RATE, languages=("en",), checks_drafts=True)
 
     def __init__(
         self,
@@ -142,8 +148,10 @@ class MoonshineASR:
         language: str | None = None,
         prompt: str | None = None,
         cancel: CancelToken | None = None,
+        draft: Transcript | None = None,
     ) -> Transcript:
-        """Transcribe mono float32 16 kHz audio. ``prompt`` is accepted and ignored (Moonshine takes none).
+        """Transcribe mono float32 16 kHz audio. ``prompt`` is accepted and ignored (Moonshine takes none);
+        ``draft``: an earlier transcript of this audio's beginning, checked instead of decoded (see above).
 
         Raises :class:`EngineError` for a language other than English,
         :class:`~cosyagent.engines.base.EngineCancelled` when ``cancel`` fires (the running
@@ -159,25 +167,35 @@ class MoonshineASR:
             raise EngineUnavailableError("MoonshineASR.load() has not been called")
         if samples.size == 0:
             return Transcript(text="", language="en", duration_s=0.0)
-        return await self._executor.run(lambda: self._run(samples, cancel), cancel)
+        drafted = draft.tokens if draft is not None else ()
+        return await self._executor.run(lambda: self._run(samples, cancel, drafted), cancel)
 
-    def _run(self, audio: AudioF32, cancel: CancelToken | None) -> Transcript:
-        """Decode window by window in the worker thread."""
+    def _run(self, audio: AudioF32, cancel: CancelToken | None, draft: tuple[int, ...] = ()) -> Transcript:
+        """Decode window by window in the worker thread (a draft serves a single window only)."""
         started = time.perf_counter()
+        tokenizer = self._tokenizer
+        if tokenizer is None:
+            raise EngineUnavailableError("MoonshineASR is closed")
         segments: list[TranscriptSegment] = []
+        windows = split_at_pauses(audio, _SAMPLE_RATE, self.max_window_s)
+        tokens: list[int] = []
         with terminable_run_options(cancel) as options:
-            for start, end in split_at_pauses(audio, _SAMPLE_RATE, self.max_window_s):
-                text = self._decode_window(audio[start:end], options, cancel)
+            for start, end in windows:
+                tokens = self._decode_window(audio[start:end], options, cancel, draft if len(windows) == 1 else ())
+                text = tokenizer.decode(tokens)
                 spoken = f" {text}" if text else ""  # as Whisper's segments: each begins with its space
                 segments.append(TranscriptSegment(start / _SAMPLE_RATE, end / _SAMPLE_RATE, spoken))
         duration_s = audio.size / _SAMPLE_RATE
         logger.debug("transcribed %.2f s of audio in %.3f s", duration_s, time.perf_counter() - started)
         text = "".join(s.text for s in segments).strip()
-        return Transcript(text=text, language="en", duration_s=duration_s, segments=tuple(segments))
+        kept = tuple(tokens) if len(windows) == 1 else ()
+        return Transcript(text=text, language="en", duration_s=duration_s, segments=tuple(segments), tokens=kept)
 
-    def _decode_window(self, audio: AudioF32, options: ort.RunOptions, cancel: CancelToken | None) -> str:
-        encoder, decoder, tokenizer = self._encoder, self._decoder, self._tokenizer
-        if encoder is None or decoder is None or tokenizer is None:
+    def _decode_window(
+        self, audio: AudioF32, options: ort.RunOptions, cancel: CancelToken | None, draft: tuple[int, ...]
+    ) -> list[int]:
+        encoder, decoder = self._encoder, self._decoder
+        if encoder is None or decoder is None:
             raise EngineUnavailableError("MoonshineASR is closed")
         limit = max_new_tokens(audio.size / _SAMPLE_RATE)
         if audio.size < _MIN_SAMPLES:
@@ -190,8 +208,9 @@ class MoonshineASR:
             "use_cache_branch": np.array([False]),
             **dict.fromkeys(self._past_names, empty),
         }
-        fetch: list[str] | None = None  # the first step also returns the cross-attention cache
-        tokens: list[int] = []
+        tokens = self._check_draft(feed, draft[:limit], options)
+        # A first step (no draft kept) also returns the cross-attention cache.
+        fetch: list[str] | None = self._cached_outputs if tokens else None
         while len(tokens) < limit:
             if cancel is not None:
                 cancel.raise_if_cancelled()
@@ -201,8 +220,7 @@ class MoonshineASR:
             if token == _END:
                 break
             tokens.append(token)
-            for name, value in zip(names[1:], outputs[1:], strict=True):
-                feed[name.replace("present.", "past_key_values.", 1)] = value
+            self._keep_cache(feed, names, outputs)
             feed["input_ids"] = np.array([[token]], dtype=np.int64)
             feed["use_cache_branch"] = np.array([True])
             fetch = self._cached_outputs
@@ -210,7 +228,43 @@ class MoonshineASR:
             logger.info(
                 "Moonshine stopped at its bound of %d tokens for %.1f s of audio", limit, audio.size / _SAMPLE_RATE
             )
-        return tokenizer.decode(tokens)
+        return tokens
+
+    def _check_draft(self, feed: dict[str, NDArray[Any]], draft: tuple[int, ...], options: ort.RunOptions) -> list[int]:
+        """One decoder pass over ``<s>`` and the draft: the draft's tokens up to the first one the
+        decoder would not have chosen. ``feed`` is left ready for the step after the last of them
+        (its input that token, the cache up to before it), so the token after the draft is chosen
+        by a single step, as without one. None accepted: ``feed`` is left as it was."""
+        decoder = self._decoder
+        if not draft or decoder is None:
+            return []
+        names = [o.name for o in decoder.get_outputs()]
+        checked = {**feed, "input_ids": np.array([[_START, *draft]], dtype=np.int64)}
+        outputs = _run_graph(decoder, names, checked, options)
+        chosen = np.argmax(outputs[0][0], axis=-1)  # chosen[i]: the token after <s> and draft[:i]
+        accepted = 0
+        while accepted < len(draft) and int(chosen[accepted]) == draft[accepted]:
+            accepted += 1
+        if accepted == 0:
+            return []
+        self._keep_cache(feed, names, outputs, self_attention_length=accepted)
+        feed["input_ids"] = np.array([[draft[accepted - 1]]], dtype=np.int64)
+        feed["use_cache_branch"] = np.array([True])
+        return list(draft[:accepted])
+
+    @staticmethod
+    def _keep_cache(
+        feed: dict[str, NDArray[Any]],
+        names: list[str],
+        outputs: list[NDArray[Any]],
+        self_attention_length: int | None = None,
+    ) -> None:
+        """Feed a run's present key/values back as the next run's past, the self-attention ones
+        cut to ``self_attention_length`` positions when given (the cross-attention ones are the audio's)."""
+        for name, value in zip(names[1:], outputs[1:], strict=True):
+            if self_attention_length is not None and ".decoder." in name:
+                value = value[:, :, :self_attention_length]
+            feed[name.replace("present.", "past_key_values.", 1)] = value
 
     def close(self) -> None:
         self._executor.shutdown()

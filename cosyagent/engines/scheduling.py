@@ -10,8 +10,10 @@ says so with :func:`needed_by` around the engine call: a reply's first clause is
 a later clause when the audio before it runs out, a speculative transcript when the silence
 wait can end the turn. Jobs nobody dated (``/v1/audio/speech``, a file transcription) are
 needed when they are submitted. Deadlines never move once a job waits, so every job runs
-before any job submitted after its deadline: no starvation. A running job is never
-preempted; a long one (a whole file's transcription) holds its lane until it ends.
+before any job submitted after its deadline: no starvation. A running job is not preempted
+(a long one, a whole file's transcription, holds its lane until it ends), unless it was
+submitted :func:`giving_way`: work that only saves time later (a transcript's draft) is
+cancelled as soon as another job waits for a lane or a reply waits for the LLM.
 
 The embedded LLM runs outside the lanes, in its own process, on the same cores. While a reply
 waits for its first clause from it (:meth:`DeadlineScheduler.waiting_on_llm`), jobs needed more
@@ -50,6 +52,26 @@ def needed_by(deadline: Deadline) -> Iterator[None]:
         yield
     finally:
         _deadline.reset(token)
+
+
+_gives_way: contextvars.ContextVar[bool] = contextvars.ContextVar("engine_job_gives_way", default=False)
+
+
+@contextmanager
+def giving_way() -> Iterator[None]:
+    """Engine jobs submitted inside this block (in this task) give way: one that runs is cancelled
+    (its CancelToken fired) when any other job waits for a lane or a reply for the LLM's first
+    clause, and while it runs the scheduler still counts as :attr:`~DeadlineScheduler.idle`."""
+    token = _gives_way.set(True)
+    try:
+        yield
+    finally:
+        _gives_way.reset(token)
+
+
+def gives_way() -> bool:
+    """Whether a job submitted now gives way (see :func:`giving_way`)."""
+    return _gives_way.get()
 
 
 def job_deadline() -> float:
@@ -142,6 +164,7 @@ class DeadlineScheduler:
         self.yield_ahead_s: float | None = None  # None: jobs never yield to the LLM
         self._llm_waits = 0  # replies waiting for their first clause from the LLM
         self._recheck_at: float | None = None  # when a held job's deadline comes close enough
+        self._giving_way: list[Callable[[], None]] = []  # how to stop each running job that gives way
 
     @property
     def lanes(self) -> int:
@@ -158,7 +181,26 @@ class DeadlineScheduler:
         work started now delays nobody's."""
         with self._lock:
             waiting = any(not entry.waiter.gone for entry in self._waiting)
-            return self._free == self._lanes and not waiting and self._llm_waits == 0
+            busy = self._lanes - self._free - len(self._giving_way)
+            return busy == 0 and not waiting and self._llm_waits == 0
+
+    def running_gives_way(self, stop: Callable[[], None]) -> Callable[[], None]:
+        """A job that gives way has its lane: ``stop`` cancels it when someone else needs the CPU.
+        Returns the function to call (before the lane is released) once it has ended."""
+        with self._lock:
+            self._giving_way.append(stop)
+
+        def ended() -> None:
+            with self._lock:
+                if stop in self._giving_way:
+                    self._giving_way.remove(stop)
+
+        return ended
+
+    def _make_way(self) -> list[Callable[[], None]]:
+        """Under the lock: the stops of the running jobs that give way (call them unlocked)."""
+        stops, self._giving_way = self._giving_way, []
+        return stops
 
     def resize(self, lanes: int) -> None:
         """Change the number of lanes; jobs running now keep theirs."""
@@ -181,6 +223,9 @@ class DeadlineScheduler:
             waiter = _Waiter(loop, loop.create_future())
             heapq.heappush(self._waiting, _Entry(deadline, next(self._sequence), waiter))
             grants = self._grant_free_lanes()  # a free lane, held back for the LLM: look again later
+            stops = [] if gives_way() else self._make_way()
+        for stop in stops:
+            stop()
         for grant in grants:
             grant()
         try:
@@ -198,6 +243,9 @@ class DeadlineScheduler:
         no longer does (idempotent: call it at the first clause and again when the reply ends)."""
         with self._lock:
             self._llm_waits += 1
+            stops = self._make_way()
+        for stop in stops:
+            stop()
         ended = False
 
         def end() -> None:

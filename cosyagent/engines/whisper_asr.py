@@ -121,8 +121,9 @@ class WhisperASR:
         language: str | None = None,
         prompt: str | None = None,
         cancel: CancelToken | None = None,
+        draft: Transcript | None = None,
     ) -> Transcript:
-        """Transcribe mono float32 16 kHz audio.
+        """Transcribe mono float32 16 kHz audio (``draft`` is accepted and ignored).
 
         Raises :class:`EngineError` for a language other than English,
         :class:`~cosyagent.engines.base.EngineCancelled` when ``cancel`` fires

@@ -46,7 +46,7 @@ from cosyagent.runtime.llm_slots import LLMSlots
 from cosyagent.runtime.llm_supervisor import LLMSupervisor, SupervisedLLM
 from cosyagent.runtime.sessions import SessionRegistry
 from cosyagent.runtime.slot_warmup import spoken_instructions, warm_llm_slots
-from cosyagent.runtime.speculation import room_to_speculate
+from cosyagent.runtime.speculation import room_to_draft, room_to_speculate
 from cosyagent.telemetry import SessionObserver, Telemetry
 from cosyagent.voices.library import ClipLimits, VoiceLibrary
 from cosyagent.voices.synthesizer import LibrarySynthesizer
@@ -280,6 +280,7 @@ class Runtime:
             audio_on_media_tracks=audio_on_media_tracks,
             times_words=can_time_words(self.tts),
             speculate_early=lambda: room_to_speculate(self.active_sessions, cpu_scheduler(), self.llm_slots),
+            draft_ahead=lambda: self.asr.info.checks_drafts and room_to_draft(cpu_scheduler(), self.llm_slots),
         )
         if observer is not None:
             observer.vad_threshold = lambda: (

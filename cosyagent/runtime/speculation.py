@@ -1,5 +1,6 @@
-"""The rule for when a pause starts its speculative transcript at the early mark (measured in
-docs/benchmarks.md, "A pause starts its transcript early whenever the server is idle")."""
+"""The rules for work done ahead on a guess: a pause's transcript at the early mark (measured in
+docs/benchmarks.md, "A pause starts its transcript early whenever the server is idle"), and drafts
+of the transcript while the speaker talks ("Drafts while the speaker talks")."""
 
 from __future__ import annotations
 
@@ -14,4 +15,11 @@ def room_to_speculate(sessions: int, scheduler: DeadlineScheduler, llm_slots: LL
     wasted is cancelled as soon as the speaker goes on)."""
     if sessions <= 1:
         return True
+    return scheduler.idle and not (llm_slots is not None and llm_slots.decoding)
+
+
+def room_to_draft(scheduler: DeadlineScheduler, llm_slots: LLMSlots | None) -> bool:
+    """Whether a draft transcript may start now: no engine job runs or waits (drafts under way
+    aside: they give way) and the embedded LLM decodes nothing. A lone session's reply being
+    synthesized counts too: a draft then would only slow the reply's next clause."""
     return scheduler.idle and not (llm_slots is not None and llm_slots.decoding)

@@ -45,7 +45,7 @@ class FakeRuntime:
         )
 
     def session_engines(self) -> Any:
-        return SimpleNamespace(llm=None)  # (no turn ends in these tests)
+        return SimpleNamespace(llm=None, asr=None)  # (no turn ends in these tests)
 
 
 def registry(max_sessions: int = 2, capacity: int | str = "auto") -> tuple[SessionRegistry, FakeRuntime]:

@@ -1,0 +1,102 @@
+"""A session's recognizer with drafts: the words said so far, transcribed while the speaker talks.
+
+A transcript at a pause has to decode every word of the utterance one step at a time (Moonshine:
+~7 ms a token, most of a 3 s question's ~130 ms). Given an earlier take of the utterance's
+beginning, a recognizer that ``checks_drafts`` checks those words in one pass and decodes only
+the rest. So while the speaker talks and the server has room (``turns.SpeechSoFar``), the
+utterance so far is transcribed in the background, at the lowest priority and giving way to any
+other job; each take is the next one's draft, and so is a pause's transcript when the speaker
+goes on. Measured in docs/benchmarks.md, "Drafts while the speaker talks".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from cosyagent.engines.base import (
+    AudioF32,
+    CancelToken,
+    EngineCancelled,
+    EngineError,
+    SpeechRecognizer,
+    Transcript,
+)
+from cosyagent.engines.scheduling import giving_way, needed_by
+
+logger = logging.getLogger(__name__)
+
+# When a draft is needed: by the next one (turns.DRAFT_EVERY_MS) at the latest; any job needed
+# sooner goes first, and one that waits for a lane while a draft runs cancels it.
+DRAFT_DUE_S = 0.64
+
+
+class DraftingASR:
+    """Wraps the shared recognizer for one session: :meth:`draft` while the speaker talks,
+    :meth:`transcribe` for the transcripts the session reports (each checked against the latest
+    draft of its item)."""
+
+    def __init__(self, asr: SpeechRecognizer) -> None:
+        self._asr = asr
+        self._latest: tuple[str, Transcript] | None = None  # an item id and its latest take
+        self._job: tuple[asyncio.Task[None], CancelToken] | None = None
+
+    def draft(self, item_id: str, audio: AudioF32, language: str | None) -> None:
+        """Transcribe ``audio``, the utterance so far of ``item_id``, in the background as its
+        draft. Skipped when the recognizer cannot use one, or a draft is still under way."""
+        if not self._asr.info.checks_drafts or (self._job is not None and not self._job[0].done()):
+            return
+        token = CancelToken()
+        task = asyncio.create_task(self._run_draft(item_id, audio, language, token), name=f"draft-{item_id}")
+        self._job = (task, token)
+
+    async def transcribe(
+        self, item_id: str, audio: AudioF32, *, language: str | None, cancel: CancelToken
+    ) -> Transcript:
+        """The transcript of ``audio`` for ``item_id``, checked against its latest draft; it becomes
+        the draft itself (a pause the speaker goes on after is transcribed again, longer)."""
+        self._stop_draft()  # the CPU is wanted now: a draft under way would only delay this
+        transcript = await self._asr.transcribe(audio, language=language, cancel=cancel, draft=self._draft_of(item_id))
+        self._keep(item_id, transcript)
+        return transcript
+
+    async def aclose(self) -> None:
+        """Stop a draft under way and wait for it (the session is closing)."""
+        job, self._job = self._job, None
+        if job is None:
+            return
+        task, token = job
+        token.cancel()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({task})
+
+    async def _run_draft(self, item_id: str, audio: AudioF32, language: str | None, token: CancelToken) -> None:
+        # A draft is never reported, so it needs no language check: it is taken in the
+        # recognizer's own language (a speaker of another one only gets drafts that do not check out).
+        language = language or next(iter(self._asr.info.languages), None)
+        due = time.monotonic() + DRAFT_DUE_S
+        try:
+            with needed_by(lambda: due), giving_way():
+                transcript = await self._asr.transcribe(
+                    audio, language=language, cancel=token, draft=self._draft_of(item_id)
+                )
+        except EngineCancelled:
+            return  # someone needed the CPU, or the transcript at the pause came
+        except EngineError as exc:
+            logger.debug("draft transcript failed: %s", exc)  # the transcript decodes in full
+            return
+        self._keep(item_id, transcript)
+
+    def _draft_of(self, item_id: str) -> Transcript | None:
+        return self._latest[1] if self._latest is not None and self._latest[0] == item_id else None
+
+    def _keep(self, item_id: str, transcript: Transcript) -> None:
+        if transcript.tokens:
+            self._latest = (item_id, transcript)
+
+    def _stop_draft(self) -> None:
+        if self._job is not None:
+            self._job[1].cancel()
