@@ -51,16 +51,14 @@ from cosyagent.engines.base import (
     UnsupportedLanguageError,
 )
 from cosyagent.engines.scheduling import needed_by
-from cosyagent.pipeline.asr_drafts import DraftingASR
 from cosyagent.pipeline.llm_prefetch import PrefetchingLLM, llm_request
 from cosyagent.pipeline.playout import SYNTHESIS_AHEAD_MS, AudioSink, MediaAudioSink, Playout
 from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, ReplyTimings, SpokenText, TextDelta, stream_reply
+from cosyagent.pipeline.session_asr import SessionASR
 from cosyagent.telemetry import SessionObserver
 
 logger = logging.getLogger(__name__)
 
-SURE_ENGLISH = 0.8  # P(English) from the language check that counts a turn as surely English
-TRUSTED_AFTER_TURNS = 2  # such turns after which the session's speech is no longer checked
 
 Receive = Callable[[], Awaitable[str | bytes | None]]
 """Next client message, or None once the client is gone."""
@@ -95,7 +93,7 @@ class RealtimeSession:
         self._observer = observer  # telemetry: sees every event as it is queued to send
         self._engines = engines
         self._llm = PrefetchingLLM(engines.llm)
-        self._asr = DraftingASR(engines.asr)
+        self._asr = SessionASR(engines.asr)
         self._reply_ahead = reply_ahead
         self._send = send
         self._sink = sink
@@ -104,9 +102,6 @@ class RealtimeSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._transcribe_jobs: dict[str, tuple[asyncio.Task[None], CancelToken]] = {}
         self._turn_end_jobs: dict[str, tuple[asyncio.Task[None], CancelToken]] = {}
-        # Turns (items) a language check found English beyond doubt: a turn's several transcripts
-        # (one per pause) count once, so one long utterance cannot earn the trust of two turns.
-        self._sure_english_turns: set[str] = set()
         self._responses: dict[str, asyncio.Task[None]] = {}
         self._playouts: dict[str, Playout] = {}
         self._ending = asyncio.Event()
@@ -252,7 +247,7 @@ class RealtimeSession:
                 task = self._spawn(self._transcribe(action, token), f"asr-{action.job_id}")
                 self._transcribe_jobs[action.job_id] = (task, token)
             elif isinstance(action, DraftTranscribe):
-                self._asr.draft(action.item_id, action.audio, self._language(action))
+                self._asr.draft(action.item_id, action.audio, action.language)
             elif isinstance(action, PredictTurnEnd):
                 token = CancelToken()
                 task = self._spawn(self._predict_turn_end(action, token), f"turn-end-{action.job_id}")
@@ -286,9 +281,7 @@ class RealtimeSession:
         try:
             due = time.monotonic() + job.due_in_ms / 1000.0
             with needed_by(lambda: due):
-                transcript = await self._asr.transcribe(
-                    job.item_id, job.audio, language=self._language(job), cancel=token
-                )
+                transcript = await self._asr.transcribe(job.item_id, job.audio, language=job.language, cancel=token)
         except EngineCancelled:
             return
         except UnsupportedLanguageError as exc:  # the client's mistake, not the server's: no reply to it
@@ -299,22 +292,7 @@ class RealtimeSession:
             return
         finally:
             self._transcribe_jobs.pop(job.job_id, None)
-        sure = transcript.language == "en" and (transcript.language_probability or 0.0) >= SURE_ENGLISH
-        if sure and not self._trusted_english:  # once trusted, the set need not grow
-            self._sure_english_turns.add(job.item_id)
         self._execute(self.core.transcription_done(job.job_id, transcript.text, transcript.duration_s))
-
-    @property
-    def _trusted_english(self) -> bool:
-        return len(self._sure_english_turns) >= TRUSTED_AFTER_TURNS
-
-    def _language(self, job: Transcribe | DraftTranscribe) -> str | None:
-        """The language to transcribe as: the session's; else English once the language check
-        has found this speaker's first turns English beyond doubt (it costs ~a fifth of the
-        recognition, and a speaker rarely changes language mid-call); else None (checked)."""
-        if job.language is None and self._trusted_english:
-            return "en"
-        return job.language
 
     async def _predict_turn_end(self, job: PredictTurnEnd, token: CancelToken) -> None:
         model = self._engines.turn_end

@@ -81,7 +81,8 @@ class SpeechResumed:
 @dataclass(frozen=True)
 class SpeechSoFar:
     """The speaker is still talking; ``audio`` is the utterance so far, for a draft transcript
-    (every :data:`DRAFT_EVERY_MS` of speech, when ``draft_ahead`` says the server has room)."""
+    (every :data:`DRAFT_EVERY_MS` of the turn, on a frame of speech, when ``draft_ahead`` says the
+    server has room)."""
 
     audio: AudioF32
 
@@ -215,11 +216,7 @@ class TurnDetector:
     def _while_speaking(self, frame: AudioF32, probability: float) -> list[TurnEvent]:
         self._utterance.append(frame)
         events: list[TurnEvent] = []
-        self._frames_to_draft -= 1
-        if self._frames_to_draft == 0:
-            self._frames_to_draft = self._draft_frames
-            if not self._paused and self._draft_ahead():  # a pause transcribes its utterance anyway
-                events.append(SpeechSoFar(np.concatenate(self._utterance)))
+        self._frames_to_draft = max(0, self._frames_to_draft - 1)
         if probability >= self._threshold - SILENCE_HYSTERESIS:
             if probability >= self._threshold:
                 self._silence_run = 0
@@ -232,6 +229,8 @@ class TurnDetector:
                     events.append(SpeechResumed())
         else:
             self._silence_run += 1
+        if self._frames_to_draft == 0 and self._silence_run == 0:
+            events.extend(self._offer_draft())
         if not self._paused and self._pause_now():
             self._paused = True
             self._tail_frames = self._silence_run
@@ -239,6 +238,12 @@ class TurnDetector:
         if self._silence_run >= self._silence_frames_to_stop or len(self._utterance) >= self._max_frames:
             events.append(self._stop())
         return events
+
+    def _offer_draft(self) -> list[TurnEvent]:
+        """The draft mark, on a frame of speech: one that falls in a silence waits for the speech
+        to go on (if the silence is a pause, its transcript is taken anyway)."""
+        self._frames_to_draft = self._draft_frames
+        return [SpeechSoFar(np.concatenate(self._utterance))] if self._draft_ahead() else []
 
     def _pause_now(self) -> bool:
         if self._silence_run == self._speculate_frames:

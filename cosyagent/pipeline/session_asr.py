@@ -1,12 +1,16 @@
-"""A session's recognizer with drafts: the words said so far, transcribed while the speaker talks.
+"""A session's view of the shared recognizer: drafts while the speaker talks, and trust in their language.
 
-A transcript at a pause has to decode every word of the utterance one step at a time (Moonshine:
+**Drafts.** A transcript at a pause has to decode every word of the utterance one step at a time (Moonshine:
 ~7 ms a token, most of a 3 s question's ~130 ms). Given an earlier take of the utterance's
 beginning, a recognizer that ``checks_drafts`` checks those words in one pass and decodes only
 the rest. So while the speaker talks and the server has room (``turns.SpeechSoFar``), the
 utterance so far is transcribed in the background, at the lowest priority and giving way to any
 other job; each take is the next one's draft, and so is a pause's transcript when the speaker
 goes on. Measured in docs/benchmarks.md, "Drafts while the speaker talks".
+
+**Language.** Where the session names no language, each transcript pays a language check (~a
+fifth of the recognition) until the speaker's first turns were found English beyond doubt: a
+speaker rarely changes language mid-call, so from then on they are transcribed as English.
 """
 
 from __future__ import annotations
@@ -28,20 +32,25 @@ from cosyagent.engines.scheduling import giving_way, needed_by
 
 logger = logging.getLogger(__name__)
 
+SURE_ENGLISH = 0.8  # P(English) from the language check that counts a turn as surely English
+TRUSTED_AFTER_TURNS = 2  # such turns after which the session's speech is no longer checked
 # When a draft is needed: by the next one (turns.DRAFT_EVERY_MS) at the latest; any job needed
 # sooner goes first, and one that waits for a lane while a draft runs cancels it.
 DRAFT_DUE_S = 0.64
 
 
-class DraftingASR:
+class SessionASR:
     """Wraps the shared recognizer for one session: :meth:`draft` while the speaker talks,
     :meth:`transcribe` for the transcripts the session reports (each checked against the latest
-    draft of its item)."""
+    draft of its item). ``language``: the session's (None: any, checked until trusted)."""
 
     def __init__(self, asr: SpeechRecognizer) -> None:
         self._asr = asr
         self._latest: tuple[str, Transcript] | None = None  # an item id and its latest take
         self._job: tuple[asyncio.Task[None], CancelToken] | None = None
+        # Turns (items) a language check found English beyond doubt: a turn's several transcripts
+        # (one per pause) count once, so one long utterance cannot earn the trust of two turns.
+        self._sure_english_turns: set[str] = set()
 
     def draft(self, item_id: str, audio: AudioF32, language: str | None) -> None:
         """Transcribe ``audio``, the utterance so far of ``item_id``, in the background as its
@@ -58,9 +67,20 @@ class DraftingASR:
         """The transcript of ``audio`` for ``item_id``, checked against its latest draft; it becomes
         the draft itself (a pause the speaker goes on after is transcribed again, longer)."""
         self._stop_draft()  # the CPU is wanted now: a draft under way would only delay this
-        transcript = await self._asr.transcribe(audio, language=language, cancel=cancel, draft=self._draft_of(item_id))
+        draft = self._draft_of(item_id)
+        transcript = await self._asr.transcribe(audio, language=self._trusted(language), cancel=cancel, draft=draft)
+        sure = transcript.language == "en" and (transcript.language_probability or 0.0) >= SURE_ENGLISH
+        if sure and len(self._sure_english_turns) < TRUSTED_AFTER_TURNS:  # once trusted, the set need not grow
+            self._sure_english_turns.add(item_id)
         self._keep(item_id, transcript)
         return transcript
+
+    def _trusted(self, language: str | None) -> str | None:
+        """The language to transcribe as: the session's; else English once this speaker is
+        trusted to speak it; else None (checked)."""
+        if language is None and len(self._sure_english_turns) >= TRUSTED_AFTER_TURNS:
+            return "en"
+        return language
 
     async def aclose(self) -> None:
         """Stop a draft under way and wait for it (the session is closing)."""
@@ -76,7 +96,7 @@ class DraftingASR:
     async def _run_draft(self, item_id: str, audio: AudioF32, language: str | None, token: CancelToken) -> None:
         # A draft is never reported, so it needs no language check: it is taken in the
         # recognizer's own language (a speaker of another one only gets drafts that do not check out).
-        language = language or next(iter(self._asr.info.languages), None)
+        language = self._trusted(language) or next(iter(self._asr.info.languages), None)
         due = time.monotonic() + DRAFT_DUE_S
         try:
             with needed_by(lambda: due), giving_way():

@@ -1,0 +1,67 @@
+"""Drafts of the transcript while the speaker talks, end to end: the official openai SDK over a real
+socket speaks a real question in real time to an idle server (real VAD, real Moonshine,
+fake_chat_llm on 127.0.0.1); the recognizer is asked for drafts of the utterance so far while the
+question is spoken, each giving way to other work, and the turn's transcript is checked against
+the latest of them and is the right one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from openai import AsyncOpenAI
+
+from cosyagent.engines.base import AudioF32, Transcript
+from cosyagent.engines.scheduling import gives_way
+from tests.e2e.audio_server import in_process_server, write_config
+from tests.e2e.realtime_client import Transcript as Seen
+from tests.e2e.realtime_client import collect, stream_pcm24
+from tests.e2e.test_realtime_tools import fake_llm
+from tests.fakes.fake_chat_llm import MODEL, FakeChatLLM, Reply
+from tests.support import read_clip
+
+__all__ = ["fake_llm"]  # fake_chat_llm on 127.0.0.1, one per module (test_realtime_tools)
+
+
+async def test_the_turns_transcript_checks_drafts_taken_while_the_question_was_spoken(
+    fake_llm: tuple[FakeChatLLM, int], tmp_path: Any
+) -> None:
+    fake, port = fake_llm
+    fake.replies[:] = [Reply(text="Nobody yet.")] * 4
+    llm = {"engine": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": MODEL}
+    calls: list[
+        tuple[float, float, bool, Transcript | None, Transcript]
+    ] = []  # when, seconds, draft?, its draft, result
+    async with in_process_server(write_config(tmp_path, {"llm": llm})) as server:
+        asr = server.runtime.asr
+        assert asr.info.checks_drafts  # the embedded default: Moonshine
+        real = asr.transcribe
+
+        async def recorded(audio: AudioF32, **kwargs: Any) -> Transcript:
+            drafting = gives_way()
+            result = await real(audio, **kwargs)
+            calls.append((time.monotonic(), audio.size / 16000, drafting, kwargs.get("draft"), result))
+            return result
+
+        asr.transcribe = recorded  # type: ignore[method-assign]
+        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key")
+        async with client.realtime.connect(model="cosyagent-realtime") as conn:
+            seen = Seen()
+            reader = asyncio.create_task(collect(conn, seen, until="response.done", timeout=60))
+            speech_end = await stream_pcm24(conn, read_clip("en_wealth_tax_q.wav", 24000), trailing_silence_s=1.5)
+            await reader
+    (transcribed,) = seen.of_type("conversation.item.input_audio_transcription.completed")
+    assert "wealth tax" in transcribed.transcript.lower(), transcribed.transcript
+    drafts = [c for c in calls if c[2]]
+    reported = [c for c in calls if not c[2] and c[4].text == transcribed.transcript]
+    assert len(drafts) >= 3, calls  # 3.8 s of speech: a take every 0.64 s, each in ~0.1 s on an idle server
+    assert all(when < speech_end + 0.3 for when, *_ in drafts)  # taken while the question was spoken
+    assert [seconds for _, seconds, *_ in drafts] == sorted(seconds for _, seconds, *_ in drafts)
+    assert reported, calls
+    _, _, _, draft, result = reported[-1]
+    assert draft is not None and draft.tokens and draft in [c[4] for c in calls]
+    overlap = 0
+    while overlap < min(len(draft.tokens), len(result.tokens)) and draft.tokens[overlap] == result.tokens[overlap]:
+        overlap += 1
+    assert overlap >= len(result.tokens) // 2, (draft.text, result.text)  # most of its words were drafted
