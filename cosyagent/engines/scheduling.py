@@ -126,6 +126,7 @@ class _Waiter:
     future: asyncio.Future[None]
     granted: bool = False
     abandoned: bool = False
+    gives_way: bool = False  # its job gives way (giving_way): waiting, it keeps no one from speculating
 
     @property
     def gone(self) -> bool:
@@ -177,10 +178,10 @@ class DeadlineScheduler:
 
     @property
     def idle(self) -> bool:
-        """No engine job runs or waits, and no reply waits for its first clause from the LLM:
-        work started now delays nobody's."""
+        """No engine job runs or waits (jobs that give way aside), and no reply waits for its first
+        clause from the LLM: work started now delays nobody's."""
         with self._lock:
-            waiting = any(not entry.waiter.gone for entry in self._waiting)
+            waiting = any(not (entry.waiter.gone or entry.waiter.gives_way) for entry in self._waiting)
             busy = self._lanes - self._free - len(self._giving_way)
             return busy == 0 and not waiting and self._llm_waits == 0
 
@@ -220,7 +221,7 @@ class DeadlineScheduler:
             if self._free > 0 and not self._waiting and not self._yields(deadline, time.monotonic()):
                 self._free -= 1
                 return
-            waiter = _Waiter(loop, loop.create_future())
+            waiter = _Waiter(loop, loop.create_future(), gives_way=gives_way())
             heapq.heappush(self._waiting, _Entry(deadline, next(self._sequence), waiter))
             grants = self._grant_free_lanes()  # a free lane, held back for the LLM: look again later
             stops = [] if gives_way() else self._make_way()

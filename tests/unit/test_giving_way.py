@@ -74,6 +74,7 @@ async def test_jobs_giving_way_wait_for_each_other_and_stop_no_one() -> None:
         second = asyncio.create_task(asr.run(lambda: "second draft", second_token))
     await asyncio.sleep(0.1)
     assert not first_token.cancelled and not second.done()
+    assert scheduler.idle, "one runs, one waits: both would give way"
     first_token.cancel()  # (the first one's own session stops it)
     with pytest.raises(EngineCancelled):
         await first
