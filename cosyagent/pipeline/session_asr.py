@@ -6,7 +6,7 @@ beginning, a recognizer that ``checks_drafts`` checks those words in one pass an
 the rest. So while the speaker talks and the server has room (``turns.SpeechSoFar``), the
 utterance so far is transcribed in the background, at the lowest priority and giving way to any
 other job; each take is the next one's draft, and so is a pause's transcript when the speaker
-goes on. Measured in docs/benchmarks.md, "Drafts while the speaker talks".
+goes on. Measured in docs/benchmarks.md, "Drafts of the transcript while the speaker talks".
 
 **Language.** Where the session names no language, each transcript pays a language check (~a
 fifth of the recognition) until the speaker's first turns were found English beyond doubt: a
@@ -16,7 +16,6 @@ speaker rarely changes language mid-call, so from then on they are transcribed a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -48,14 +47,17 @@ class SessionASR:
         self._asr = asr
         self._latest: tuple[str, Transcript] | None = None  # an item id and its latest take
         self._job: tuple[asyncio.Task[None], CancelToken] | None = None
+        self._past_drafting: str | None = None  # an item whose take came back without tokens (too long)
         # Turns (items) a language check found English beyond doubt: a turn's several transcripts
         # (one per pause) count once, so one long utterance cannot earn the trust of two turns.
         self._sure_english_turns: set[str] = set()
 
     def draft(self, item_id: str, audio: AudioF32, language: str | None) -> None:
         """Transcribe ``audio``, the utterance so far of ``item_id``, in the background as its
-        draft. Skipped when the recognizer cannot use one, or a draft is still under way."""
-        if not self._asr.info.checks_drafts or (self._job is not None and not self._job[0].done()):
+        draft. Skipped when the recognizer cannot use one, a draft is still under way, or the
+        item's last take had words but no tokens (audio past the recognizer's one window)."""
+        under_way = self._job is not None and not self._job[0].done()
+        if not self._asr.info.checks_drafts or under_way or item_id == self._past_drafting:
             return
         token = CancelToken()
         task = asyncio.create_task(self._run_draft(item_id, audio, language, token), name=f"draft-{item_id}")
@@ -90,8 +92,7 @@ class SessionASR:
         task, token = job
         token.cancel()
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait({task})
+        await asyncio.wait({task})  # (a cancel of the caller's own still goes through)
 
     async def _run_draft(self, item_id: str, audio: AudioF32, language: str | None, token: CancelToken) -> None:
         # A draft is never reported, so it needs no language check: it is taken in the
@@ -108,6 +109,8 @@ class SessionASR:
         except EngineError as exc:
             logger.debug("draft transcript failed: %s", exc)  # the transcript decodes in full
             return
+        if transcript.text and not transcript.tokens:
+            self._past_drafting = item_id
         self._keep(item_id, transcript)
 
     def _draft_of(self, item_id: str) -> Transcript | None:

@@ -154,6 +154,21 @@ class RecordingRecognizer:
         return Transcript(f"{audio.size} samples", "en", audio.size / RATE, tokens=(audio.size,))
 
 
+async def test_no_more_drafts_once_a_take_comes_back_without_tokens(moonshine: MoonshineASR) -> None:
+    """Past Moonshine's one window (20 s) a take keeps no tokens: drafting that item stops."""
+    asr = SessionASR(moonshine)
+    long = read_clip("en_philosophy_22s.wav", RATE)
+    asr.draft("item_1", long, None)
+    assert asr._job is not None
+    await asyncio.wait_for(asr._job[0], 10.0)
+    assert asr._draft_of("item_1") is None
+    asr.draft("item_1", long, None)
+    assert asr._job is not None and asr._job[0].done()  # no new take
+    asr.draft("item_2", long[: 3 * RATE], None)  # another item drafts again
+    assert asr._job is not None and not asr._job[0].done()
+    await asr.aclose()
+
+
 async def test_a_recognizer_that_cannot_check_drafts_gets_none() -> None:
     recognizer = RecordingRecognizer(checks_drafts=False)
     asr = SessionASR(recognizer)  # type: ignore[arg-type]
