@@ -1,6 +1,6 @@
 """The rules for work done ahead on a guess: a pause's transcript at the early mark (measured in
 docs/benchmarks.md, "A pause starts its transcript early whenever the server is idle"), and drafts
-of the transcript while the speaker talks ("Drafts while the speaker talks")."""
+of the transcript while the speaker talks ("Drafts of the transcript while the speaker talks")."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ def room_to_speculate(sessions: int, scheduler: DeadlineScheduler, llm_slots: LL
     when its session is alone (a wasted transcript costs only itself), or when no engine job runs
     or waits and the embedded LLM decodes nothing (then it delays nobody, and one that turns out
     wasted is cancelled as soon as the speaker goes on)."""
-    if sessions <= 1:
-        return True
-    return scheduler.idle and not (llm_slots is not None and llm_slots.decoding)
+    return sessions <= 1 or room_to_draft(scheduler, llm_slots)
 
 
 def room_to_draft(scheduler: DeadlineScheduler, llm_slots: LLMSlots | None) -> bool:

@@ -6,7 +6,6 @@ latest to its transcript. Real speech, the real model."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -16,17 +15,12 @@ from cosyagent.engines import moonshine_asr
 from cosyagent.engines.base import AudioF32, CancelToken, EngineInfo, Transcript
 from cosyagent.engines.moonshine_asr import MoonshineASR
 from cosyagent.pipeline.session_asr import SessionASR
+from tests.engines.test_engine_moonshine import moonshine
 from tests.support import dublin_question_alone, read_clip
 
+__all__ = ["moonshine"]  # the module's loaded Moonshine (test_engine_moonshine)
+
 RATE = 16_000
-
-
-@pytest.fixture(scope="module")
-def moonshine() -> Iterator[MoonshineASR]:
-    engine = MoonshineASR()
-    engine.load()
-    yield engine
-    engine.close()
 
 
 class DecoderRuns:

@@ -12,34 +12,19 @@ from cosyagent.agent.events import DraftTranscribe, Transcribe
 from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session_config import SessionConfig, TurnDetection
 from cosyagent.engines.vad import SileroVAD
-from cosyagent.pipeline.turns import DRAFT_EVERY_MS, SpeechPaused, SpeechSoFar, TurnDetector, TurnEvent
-from tests.support import ScriptedVAD, dublin_question_alone
+from cosyagent.pipeline.turns import DRAFT_EVERY_MS, SpeechPaused, SpeechSoFar
+from tests.support import dublin_question_alone
 from tests.unit.test_realtime_core import TTS_RATE, VOICES, append, sent, vad
-from tests.unit.test_turn_pauses import FRAME, FRAME_MS, QUIET, SPEECH, Room, frames_in
+from tests.unit.test_turn_pauses import FRAME_MS, QUIET, SPEECH, Room, frames_in, run
 
 __all__ = ["vad"]  # the module's real Silero VAD (test_realtime_core)
 
 EVERY = DRAFT_EVERY_MS // FRAME_MS  # frames
 
 
-def run(probabilities: list[float], draft_room: Room | None) -> list[tuple[int, TurnEvent]]:
-    detector = TurnDetector(
-        ScriptedVAD(probabilities),
-        threshold=0.5,
-        prefix_padding_ms=300,
-        silence_duration_ms=500,
-        **({"draft_ahead": draft_room} if draft_room is not None else {}),
-    )
-    return [
-        (index, event)
-        for index in range(len(probabilities))
-        for event in detector.push(np.full(FRAME, index, dtype=np.float32))
-    ]
-
-
 def test_with_room_the_utterance_so_far_is_offered_every_640_ms_of_speech() -> None:
     room = Room(True, False, True)
-    events = run([SPEECH] * (2 + 3 * EVERY + 5) + [QUIET] * 20, room)
+    events = run([SPEECH] * (2 + 3 * EVERY + 5) + [QUIET] * 20, draft_ahead=room)
     offers = [(i, e) for i, e in events if isinstance(e, SpeechSoFar)]
     started_at = 2  # the third speech frame starts the turn
     assert room.asked == 3  # at each mark, and the answer is heeded
@@ -49,18 +34,20 @@ def test_with_room_the_utterance_so_far_is_offered_every_640_ms_of_speech() -> N
 
 
 def test_without_room_nothing_is_offered_and_a_mark_in_a_silence_waits_for_speech() -> None:
-    assert not [e for _, e in run([SPEECH] * 60 + [QUIET] * 20, Room(*[False] * 3)) if isinstance(e, SpeechSoFar)]
-    assert not [e for _, e in run([SPEECH] * 60 + [QUIET] * 20, None) if isinstance(e, SpeechSoFar)]  # default: never
+    assert not [
+        e for _, e in run([SPEECH] * 60 + [QUIET] * 20, draft_ahead=Room(*[False] * 3)) if isinstance(e, SpeechSoFar)
+    ]
+    assert not [e for _, e in run([SPEECH] * 60 + [QUIET] * 20) if isinstance(e, SpeechSoFar)]  # default: never
     # Speech until 5 frames before the first mark, then a pause over it: asked when speech resumes.
     room = Room(True)
     first_mark = 2 + EVERY
     resumed_at = first_mark - 5 + 12
-    events = run([SPEECH] * (first_mark - 5) + [QUIET] * 12 + [SPEECH] * 10 + [QUIET] * 20, room)
+    events = run([SPEECH] * (first_mark - 5) + [QUIET] * 12 + [SPEECH] * 10 + [QUIET] * 20, draft_ahead=room)
     pauses = [i for i, e in events if isinstance(e, SpeechPaused)]
     assert pauses and pauses[0] < first_mark and room.asked == 1  # the next mark falls in the final silence
     assert [i for i, e in events if isinstance(e, SpeechSoFar)] == [resumed_at]
     # A mark that falls on the frame the silence wait would pause on is not offered there.
-    events = run([SPEECH] * (first_mark - 4) + [QUIET] * 20, Room())
+    events = run([SPEECH] * (first_mark - 4) + [QUIET] * 20, draft_ahead=Room())
     assert [i for i, e in events if isinstance(e, SpeechPaused)] == [first_mark]
     assert not [e for _, e in events if isinstance(e, SpeechSoFar)]
 

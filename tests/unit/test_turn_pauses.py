@@ -4,6 +4,8 @@ the speculative transcript is the turn's. Scripted VAD probabilities, one per 32
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from cosyagent.pipeline.turns import (
@@ -34,11 +36,14 @@ class Room:
         return self._answers.pop(0)
 
 
-def run(probabilities: list[float], room: Room) -> list[tuple[int, TurnEvent]]:
+def run(probabilities: list[float], room: Room | None = None, **options: Any) -> list[tuple[int, TurnEvent]]:
     """Every event with the frame it came on; each frame's samples are its index, so the
-    committed audio tells which frames it holds."""
+    committed audio tells which frames it holds. ``room``: the ``speculate_early`` answers;
+    ``options``: more of the detector's (``draft_ahead``)."""
+    if room is not None:
+        options["speculate_early"] = room
     detector = TurnDetector(
-        ScriptedVAD(probabilities), threshold=0.5, prefix_padding_ms=300, silence_duration_ms=500, speculate_early=room
+        ScriptedVAD(probabilities), threshold=0.5, prefix_padding_ms=300, silence_duration_ms=500, **options
     )
     return [
         (index, event)
