@@ -179,14 +179,27 @@ class SpokenLanguageID:
 
         A :attr:`LanguageGuess.not_english` guess for audio under 3 s comes from the second, 30 s look.
         """
+        samples = self._checked(audio)
+        if samples.size < MIN_SECONDS * _SAMPLE_RATE:
+            return None
+        return await self._executor.run(lambda: self._screen_then_confirm(samples, cancel), cancel)
+
+    async def screen(self, audio: AudioF32, *, cancel: CancelToken | None = None) -> LanguageGuess | None:
+        """The first look alone (the utterance padded to 3 s, never Whisper's 30 s window): a guess
+        to act on only where it finds English beyond doubt (a screen of a few seconds can call
+        English speech Danish); None under :data:`MIN_SECONDS`."""
+        samples = self._checked(audio)
+        if samples.size < MIN_SECONDS * _SAMPLE_RATE:
+            return None
+        return await self._executor.run(lambda: self._guess(samples, _PAD_TO_S), cancel)
+
+    def _checked(self, audio: AudioF32) -> AudioF32:
         samples = np.asarray(audio, dtype=np.float32)
         if samples.ndim != 1:
             raise EngineError(f"expected mono audio (1-D), got shape {samples.shape}")
         if self._model is None:
             raise EngineUnavailableError("SpokenLanguageID.load() has not been called")
-        if samples.size < MIN_SECONDS * _SAMPLE_RATE:
-            return None
-        return await self._executor.run(lambda: self._screen_then_confirm(samples, cancel), cancel)
+        return samples
 
     def _screen_then_confirm(self, audio: AudioF32, cancel: CancelToken | None) -> LanguageGuess:
         screen = self._guess(audio, _PAD_TO_S)

@@ -10,7 +10,11 @@ goes on. Measured in docs/benchmarks.md, "Drafts of the transcript while the spe
 
 **Language.** Where the session names no language, each transcript pays a language check (~a
 fifth of the recognition) until the speaker's first turns were found English beyond doubt: a
-speaker rarely changes language mid-call, so from then on they are transcribed as English.
+speaker rarely changes language mid-call, so from then on they are transcribed as English. Until
+then a draft's audio is screened first (the check's first look alone, while the speaker talks): a
+turn whose beginning it finds English beyond doubt is transcribed at the pause without the check.
+Any other screen counts for nothing (a second of English can sound Danish to it); such a turn is
+checked at the pause as before, so only that check ever refuses speech.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
 from cosyagent.engines.base import (
     AudioF32,
@@ -27,6 +32,7 @@ from cosyagent.engines.base import (
     SpeechRecognizer,
     Transcript,
 )
+from cosyagent.engines.language_guard import LanguageCheckedASR
 from cosyagent.engines.scheduling import giving_way, needed_by
 
 logger = logging.getLogger(__name__)
@@ -45,12 +51,14 @@ class SessionASR:
 
     def __init__(self, asr: SpeechRecognizer) -> None:
         self._asr = asr
+        self._language_id = asr.identifier if isinstance(asr, LanguageCheckedASR) else None
         self._latest: tuple[str, Transcript] | None = None  # an item id and its latest take
         self._job: tuple[asyncio.Task[None], CancelToken] | None = None
         self._past_drafting: str | None = None  # an item whose take came back without tokens (too long)
         # Turns (items) a language check found English beyond doubt: a turn's several transcripts
         # (one per pause) count once, so one long utterance cannot earn the trust of two turns.
         self._sure_english_turns: set[str] = set()
+        self._screened_english: tuple[str, float] | None = None  # an item a draft's screen found English, P(en)
 
     def draft(self, item_id: str, audio: AudioF32, language: str | None) -> None:
         """Transcribe ``audio``, the utterance so far of ``item_id``, in the background as its
@@ -70,7 +78,13 @@ class SessionASR:
         the draft itself (a pause the speaker goes on after is transcribed again, longer)."""
         self._stop_draft()  # the CPU is wanted now: a draft under way would only delay this
         draft = self._draft_of(item_id)
-        transcript = await self._asr.transcribe(audio, language=self._trusted(language), cancel=cancel, draft=draft)
+        language = self._trusted(language)
+        screened = self._english_so_far(item_id) if language is None else None
+        if screened is not None:
+            language = "en"  # the screen while they talked was sure: no check now
+        transcript = await self._asr.transcribe(audio, language=language, cancel=cancel, draft=draft)
+        if screened is not None:
+            transcript = replace(transcript, language_probability=screened)
         sure = transcript.language == "en" and (transcript.language_probability or 0.0) >= SURE_ENGLISH
         if sure and len(self._sure_english_turns) < TRUSTED_AFTER_TURNS:  # once trusted, the set need not grow
             self._sure_english_turns.add(item_id)
@@ -97,10 +111,13 @@ class SessionASR:
     async def _run_draft(self, item_id: str, audio: AudioF32, language: str | None, token: CancelToken) -> None:
         # A draft is never reported, so it needs no language check: it is taken in the
         # recognizer's own language (a speaker of another one only gets drafts that do not check out).
-        language = self._trusted(language) or next(iter(self._asr.info.languages), None)
+        trusted = self._trusted(language)
+        language = trusted or next(iter(self._asr.info.languages), None)
         due = time.monotonic() + DRAFT_DUE_S
         try:
             with needed_by(lambda: due), giving_way():
+                if trusted is None and self._english_so_far(item_id) is None:
+                    await self._screen(item_id, audio, token)
                 transcript = await self._asr.transcribe(
                     audio, language=language, cancel=token, draft=self._draft_of(item_id)
                 )
@@ -112,6 +129,19 @@ class SessionASR:
         if transcript.text and not transcript.tokens:
             self._past_drafting = item_id
         self._keep(item_id, transcript)
+
+    async def _screen(self, item_id: str, audio: AudioF32, token: CancelToken) -> None:
+        """Screen the utterance so far for its language; keep only a verdict of English beyond doubt."""
+        if self._language_id is None:
+            return
+        guess = await self._language_id.screen(audio, cancel=token)
+        if guess is not None and guess.language == "en" and guess.english >= SURE_ENGLISH:
+            self._screened_english = (item_id, guess.english)
+
+    def _english_so_far(self, item_id: str) -> float | None:
+        """P(English) of a screen of ``item_id``'s beginning that found it English beyond doubt."""
+        screened = self._screened_english
+        return screened[1] if screened is not None and screened[0] == item_id else None
 
     def _draft_of(self, item_id: str) -> Transcript | None:
         return self._latest[1] if self._latest is not None and self._latest[0] == item_id else None

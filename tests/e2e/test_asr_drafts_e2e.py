@@ -2,7 +2,8 @@
 socket speaks a real question in real time to an idle server (real VAD, real Moonshine,
 fake_chat_llm on 127.0.0.1); the recognizer is asked for drafts of the utterance so far while the
 question is spoken, each giving way to other work, and the turn's transcript is checked against
-the latest of them and is the right one."""
+the latest of them and is the right one. A new speaker's drafts are screened for their language
+too, and a turn found English while it was spoken is not checked again at the pause."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from typing import Any
 from openai import AsyncOpenAI
 
 from cosyagent.engines.base import AudioF32, Transcript
+from cosyagent.engines.language_guard import LanguageCheckedASR
 from cosyagent.engines.scheduling import gives_way
 from tests.e2e.audio_server import in_process_server, write_config
 from tests.e2e.realtime_client import Transcript as Seen
 from tests.e2e.realtime_client import collect, stream_pcm24
 from tests.e2e.test_realtime_tools import fake_llm
 from tests.fakes.fake_chat_llm import MODEL, FakeChatLLM, Reply
-from tests.support import read_clip
+from tests.support import dublin_question_alone, read_clip
 
 __all__ = ["fake_llm"]  # fake_chat_llm on 127.0.0.1, one per module (test_realtime_tools)
 
@@ -65,3 +67,33 @@ async def test_the_turns_transcript_checks_drafts_taken_while_the_question_was_s
     while overlap < min(len(draft.tokens), len(result.tokens)) and draft.tokens[overlap] == result.tokens[overlap]:
         overlap += 1
     assert overlap >= len(result.tokens) // 2, (draft.text, result.text)  # most of its words were drafted
+
+
+async def test_a_new_speakers_question_is_screened_english_while_spoken_and_not_checked_at_the_pause(
+    fake_llm: tuple[FakeChatLLM, int], tmp_path: Any
+) -> None:
+    fake, port = fake_llm
+    fake.replies[:] = [Reply(text="Take the train.")] * 4
+    llm = {"engine": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": MODEL}
+    looks: list[tuple[str, float]] = []  # which look, when
+    async with in_process_server(write_config(tmp_path, {"llm": llm})) as server:
+        asr = server.runtime.asr
+        assert isinstance(asr, LanguageCheckedASR)  # the embedded default checks a new speaker's language
+        for name in ("screen", "identify"):
+            real = getattr(asr.identifier, name)
+
+            async def recorded(audio: AudioF32, *, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
+                looks.append((_name, time.monotonic()))
+                return await _real(audio, **kwargs)
+
+            setattr(asr.identifier, name, recorded)
+        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key")
+        async with client.realtime.connect(model="cosyagent-realtime") as conn:
+            seen = Seen()
+            reader = asyncio.create_task(collect(conn, seen, until="response.done", timeout=60))
+            speech_end = await stream_pcm24(conn, dublin_question_alone(24000), trailing_silence_s=1.5)
+            await reader
+    (transcribed,) = seen.of_type("conversation.item.input_audio_transcription.completed")
+    assert "dublin" in transcribed.transcript.lower(), transcribed.transcript
+    assert looks and {name for name, _ in looks} == {"screen"}, looks  # no check at the pause
+    assert all(when < speech_end for _, when in looks)  # screened while the question was spoken

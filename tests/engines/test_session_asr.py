@@ -12,13 +12,17 @@ import numpy as np
 import pytest
 
 from cosyagent.engines import moonshine_asr
-from cosyagent.engines.base import AudioF32, CancelToken, EngineInfo, Transcript
+from cosyagent.engines.base import AudioF32, CancelToken, EngineInfo, Transcript, UnsupportedLanguageError
+from cosyagent.engines.language_guard import LanguageCheckedASR
+from cosyagent.engines.language_id import SpokenLanguageID
 from cosyagent.engines.moonshine_asr import MoonshineASR
-from cosyagent.pipeline.session_asr import SessionASR
+from cosyagent.pipeline.session_asr import SURE_ENGLISH, SessionASR
+from tests.engines.test_engine_language_id import identifier
 from tests.engines.test_engine_moonshine import moonshine
 from tests.support import dublin_question_alone, read_clip
 
-__all__ = ["moonshine"]  # the module's loaded Moonshine (test_engine_moonshine)
+# The module's loaded Moonshine (test_engine_moonshine) and Whisper base language ID (test_engine_language_id).
+__all__ = ["identifier", "moonshine"]
 
 RATE = 16_000
 
@@ -202,3 +206,85 @@ async def test_closing_stops_a_draft_under_way_and_leaves_no_task() -> None:
     assert [t for t in asyncio.all_tasks() if t.get_name() == "draft-item_1"]
     await asyncio.wait_for(asr.aclose(), 1.0)
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "draft-item_1"]
+
+
+class LanguageLooks:
+    """Records the language ID's looks: ``screen`` (a draft's) and ``identify`` (the check at a pause)."""
+
+    def __init__(self, identifier: SpokenLanguageID, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.looks: list[str] = []
+        for name in ("screen", "identify"):
+            real = getattr(identifier, name)
+            monkeypatch.setattr(identifier, name, self._recording(name, real))
+
+    def _recording(self, name: str, real: Any) -> Any:
+        async def recorded(audio: AudioF32, **kwargs: Any) -> Any:
+            self.looks.append(name)
+            return await real(audio, **kwargs)
+
+        return recorded
+
+    def since(self) -> list[str]:
+        looks, self.looks = self.looks, []
+        return looks
+
+
+async def drafted(asr: SessionASR, item_id: str, audio: AudioF32) -> None:
+    """Drafts of ``item_id`` as its speaker talks: every 0.64 s of ``audio``, each done before the next."""
+    for end_s in np.arange(0.64, audio.size / RATE - 0.2, 0.64):
+        asr.draft(item_id, audio[: int(end_s * RATE)], None)
+        assert asr._job is not None
+        await asyncio.wait_for(asr._job[0], 10.0)
+
+
+async def test_a_turn_screened_english_while_spoken_is_not_checked_again_at_the_pause(
+    moonshine: MoonshineASR, identifier: SpokenLanguageID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looks = LanguageLooks(identifier, monkeypatch)
+    asr = SessionASR(LanguageCheckedASR(moonshine, identifier))
+    audio = dublin_question_alone(RATE)
+    plain = await moonshine.transcribe(audio)
+    await drafted(asr, "item_1", audio)
+    screens = looks.since()
+    assert screens and set(screens) == {"screen"}  # drafts' screens, until one was sure
+    result = await asr.transcribe("item_1", audio, language=None, cancel=CancelToken())
+    assert looks.since() == []  # no check at the pause
+    assert result.text == plain.text and (result.language_probability or 0.0) >= SURE_ENGLISH
+    # One sure turn is not yet trust: the next turn is screened again, and once sure not checked.
+    await drafted(asr, "item_2", audio)
+    assert "screen" in looks.since()
+    await asr.transcribe("item_2", audio, language=None, cancel=CancelToken())
+    assert looks.since() == []
+    await drafted(asr, "item_3", audio)  # two sure turns: trusted, no more looks at all
+    await asr.transcribe("item_3", audio, language=None, cancel=CancelToken())
+    assert looks.since() == []
+    await asr.aclose()
+
+
+async def test_mandarin_screened_while_spoken_is_still_checked_and_refused_at_the_pause(
+    moonshine: MoonshineASR, identifier: SpokenLanguageID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looks = LanguageLooks(identifier, monkeypatch)
+    asr = SessionASR(LanguageCheckedASR(moonshine, identifier))
+    audio = read_clip("zh_asr_example.wav", RATE)
+    await drafted(asr, "item_1", audio)
+    assert set(looks.since()) == {"screen"}  # each draft screened, none found it English
+    with pytest.raises(UnsupportedLanguageError):
+        await asr.transcribe("item_1", audio, language=None, cancel=CancelToken())
+    assert looks.since() == ["identify"]
+    await asr.aclose()
+
+
+async def test_a_session_that_names_its_language_gets_no_screens(
+    moonshine: MoonshineASR, identifier: SpokenLanguageID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looks = LanguageLooks(identifier, monkeypatch)
+    asr = SessionASR(LanguageCheckedASR(moonshine, identifier))
+    audio = dublin_question_alone(RATE)
+    for end_s in (0.64, 1.28):
+        asr.draft("item_1", audio[: int(end_s * RATE)], "en")
+        assert asr._job is not None
+        await asyncio.wait_for(asr._job[0], 10.0)
+    await asr.transcribe("item_1", audio, language="en", cancel=CancelToken())
+    assert looks.since() == []
+    await asr.aclose()
