@@ -11,10 +11,11 @@ goes on. Measured in docs/benchmarks.md, "Drafts of the transcript while the spe
 **Language.** Where the session names no language, each transcript pays a language check (~a
 fifth of the recognition) until the speaker's first turns were found English beyond doubt: a
 speaker rarely changes language mid-call, so from then on they are transcribed as English. Until
-then a draft's audio is screened first (the check's first look alone, while the speaker talks): a
-turn whose beginning it finds English beyond doubt is transcribed at the pause without the check.
-Any other screen counts for nothing (a second of English can sound Danish to it); such a turn is
-checked at the pause as before, so only that check ever refuses speech.
+then a turn's first draft of :data:`SCREEN_FROM_S` or more is also screened (the check's first look
+alone, while the speaker talks): a turn whose beginning it finds English beyond doubt is
+transcribed at the pause without the check. Any other screen counts for nothing (a second of
+English can sound Danish to it); such a turn is checked at the pause as before, so only that
+check ever refuses speech. One screen a turn: each costs about as much as a draft.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ TRUSTED_AFTER_TURNS = 2  # such turns after which the session's speech is no lon
 # When a draft is needed: by the next one (turns.DRAFT_EVERY_MS) at the latest; any job needed
 # sooner goes first, and one that waits for a lane while a draft runs cancels it.
 DRAFT_DUE_S = 0.64
+SCREEN_FROM_S = 1.2  # a turn's language is screened on its first draft of this much audio (shorter: a guess)
 
 
 class SessionASR:
@@ -58,7 +60,8 @@ class SessionASR:
         # Turns (items) a language check found English beyond doubt: a turn's several transcripts
         # (one per pause) count once, so one long utterance cannot earn the trust of two turns.
         self._sure_english_turns: set[str] = set()
-        self._screened_english: tuple[str, float] | None = None  # an item a draft's screen found English, P(en)
+        # The item last screened, and P(English) if the screen found it English beyond doubt.
+        self._screened: tuple[str, float | None] | None = None
 
     def draft(self, item_id: str, audio: AudioF32, language: str | None) -> None:
         """Transcribe ``audio``, the utterance so far of ``item_id``, in the background as its
@@ -116,31 +119,33 @@ class SessionASR:
         due = time.monotonic() + DRAFT_DUE_S
         try:
             with needed_by(lambda: due), giving_way():
-                if trusted is None and self._english_so_far(item_id) is None:
-                    await self._screen(item_id, audio, token)
                 transcript = await self._asr.transcribe(
                     audio, language=language, cancel=token, draft=self._draft_of(item_id)
                 )
+                if transcript.text and not transcript.tokens:
+                    self._past_drafting = item_id
+                self._keep(item_id, transcript)
+                if trusted is None:
+                    await self._screen(item_id, audio, token)
         except EngineCancelled:
             return  # someone needed the CPU, or the transcript at the pause came
         except EngineError as exc:
             logger.debug("draft transcript failed: %s", exc)  # the transcript decodes in full
             return
-        if transcript.text and not transcript.tokens:
-            self._past_drafting = item_id
-        self._keep(item_id, transcript)
 
     async def _screen(self, item_id: str, audio: AudioF32, token: CancelToken) -> None:
-        """Screen the utterance so far for its language; keep only a verdict of English beyond doubt."""
-        if self._language_id is None:
+        """Screen the turn so far for its language, once it is long enough and if not yet done;
+        keep the verdict only when it is English beyond doubt."""
+        done = self._screened is not None and self._screened[0] == item_id
+        if self._language_id is None or done or audio.size < SCREEN_FROM_S * self._asr.sample_rate:
             return
         guess = await self._language_id.screen(audio, cancel=token)
-        if guess is not None and guess.language == "en" and guess.english >= SURE_ENGLISH:
-            self._screened_english = (item_id, guess.english)
+        sure = guess is not None and guess.language == "en" and guess.english >= SURE_ENGLISH
+        self._screened = (item_id, guess.english if guess is not None and sure else None)
 
     def _english_so_far(self, item_id: str) -> float | None:
         """P(English) of a screen of ``item_id``'s beginning that found it English beyond doubt."""
-        screened = self._screened_english
+        screened = self._screened
         return screened[1] if screened is not None and screened[0] == item_id else None
 
     def _draft_of(self, item_id: str) -> Transcript | None:
