@@ -44,7 +44,12 @@ async def test_spoken_question_gets_a_transcript_and_a_spoken_reply(live_server:
     audio = pcm16_to_float(seen.audio())
     assert audio.size / 24000 >= 0.5
     heard = await live_server.runtime.asr.transcribe(resample(audio, 24000, 16000))
-    assert word_error_rate(reply_text, heard.text) <= 0.30, (reply_text, heard.text)
+    # The audio speaks the reply's words (the 30% allowance of the WER bound this replaced, for
+    # words missed or misheard). Words the recognizer adds do not count here: Moonshine
+    # can loop at the end of audio ("... in 2019." heard as "... in 2019, 2019, and 2019, 2019.",
+    # WER 0.63, one suite run on 2026-12-06); the voice's word error rate is judged pooled over
+    # sixteen replies in test_default_answers.
+    assert words_heard(reply_text, heard.text) >= 0.7, (reply_text, heard.text)
     # Sanity bound only; latency is measured in benchmarks/.
     voice_to_voice = seen.first("response.output_audio.delta").at - speech_end
     assert voice_to_voice < 10.0
