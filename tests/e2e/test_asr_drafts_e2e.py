@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from openai import AsyncOpenAI
@@ -26,17 +27,34 @@ from tests.support import dublin_question_alone, read_clip
 __all__ = ["fake_llm"]  # fake_chat_llm on 127.0.0.1, one per module (test_realtime_tools)
 
 
-async def test_the_turns_transcript_checks_drafts_taken_while_the_question_was_spoken(
-    fake_llm: tuple[FakeChatLLM, int], tmp_path: Any
-) -> None:
+async def spoken_turn(
+    fake_llm: tuple[FakeChatLLM, int], tmp_path: Any, audio: AudioF32, instrument: Callable[[Any], None]
+) -> tuple[Seen, float]:
+    """``audio`` (24 kHz) spoken in real time by the SDK to a fresh in-process server whose runtime
+    ``instrument`` wrapped first; the events seen until the reply is done, and when speech ended."""
     fake, port = fake_llm
     fake.replies[:] = [Reply(text="Nobody yet.")] * 4
     llm = {"engine": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": MODEL}
+    async with in_process_server(write_config(tmp_path, {"llm": llm})) as server:
+        instrument(server.runtime)
+        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key")
+        async with client.realtime.connect(model="cosyagent-realtime") as conn:
+            seen = Seen()
+            reader = asyncio.create_task(collect(conn, seen, until="response.done", timeout=60))
+            speech_end = await stream_pcm24(conn, audio, trailing_silence_s=1.5)
+            await reader
+    return seen, speech_end
+
+
+async def test_the_turns_transcript_checks_drafts_taken_while_the_question_was_spoken(
+    fake_llm: tuple[FakeChatLLM, int], tmp_path: Any
+) -> None:
     calls: list[
         tuple[float, float, bool, Transcript | None, Transcript]
     ] = []  # when, seconds, draft?, its draft, result
-    async with in_process_server(write_config(tmp_path, {"llm": llm})) as server:
-        asr = server.runtime.asr
+
+    def instrument(runtime: Any) -> None:
+        asr = runtime.asr
         assert asr.info.checks_drafts  # the embedded default: Moonshine
         real = asr.transcribe
 
@@ -46,13 +64,9 @@ async def test_the_turns_transcript_checks_drafts_taken_while_the_question_was_s
             calls.append((time.monotonic(), audio.size / 16000, drafting, kwargs.get("draft"), result))
             return result
 
-        asr.transcribe = recorded  # type: ignore[method-assign]
-        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key")
-        async with client.realtime.connect(model="cosyagent-realtime") as conn:
-            seen = Seen()
-            reader = asyncio.create_task(collect(conn, seen, until="response.done", timeout=60))
-            speech_end = await stream_pcm24(conn, read_clip("en_wealth_tax_q.wav", 24000), trailing_silence_s=1.5)
-            await reader
+        asr.transcribe = recorded
+
+    seen, speech_end = await spoken_turn(fake_llm, tmp_path, read_clip("en_wealth_tax_q.wav", 24000), instrument)
     (transcribed,) = seen.of_type("conversation.item.input_audio_transcription.completed")
     assert "wealth tax" in transcribed.transcript.lower(), transcribed.transcript
     drafts = [c for c in calls if c[2]]
@@ -72,12 +86,10 @@ async def test_the_turns_transcript_checks_drafts_taken_while_the_question_was_s
 async def test_a_new_speakers_question_is_screened_english_while_spoken_and_not_checked_at_the_pause(
     fake_llm: tuple[FakeChatLLM, int], tmp_path: Any
 ) -> None:
-    fake, port = fake_llm
-    fake.replies[:] = [Reply(text="Take the train.")] * 4
-    llm = {"engine": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": MODEL}
     looks: list[tuple[str, float]] = []  # which look, when
-    async with in_process_server(write_config(tmp_path, {"llm": llm})) as server:
-        asr = server.runtime.asr
+
+    def instrument(runtime: Any) -> None:
+        asr = runtime.asr
         assert isinstance(asr, LanguageCheckedASR)  # the embedded default checks a new speaker's language
         for name in ("screen", "identify"):
             real = getattr(asr.identifier, name)
@@ -87,12 +99,8 @@ async def test_a_new_speakers_question_is_screened_english_while_spoken_and_not_
                 return await _real(audio, **kwargs)
 
             setattr(asr.identifier, name, recorded)
-        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key")
-        async with client.realtime.connect(model="cosyagent-realtime") as conn:
-            seen = Seen()
-            reader = asyncio.create_task(collect(conn, seen, until="response.done", timeout=60))
-            speech_end = await stream_pcm24(conn, dublin_question_alone(24000), trailing_silence_s=1.5)
-            await reader
+
+    seen, speech_end = await spoken_turn(fake_llm, tmp_path, dublin_question_alone(24000), instrument)
     (transcribed,) = seen.of_type("conversation.item.input_audio_transcription.completed")
     assert "dublin" in transcribed.transcript.lower(), transcribed.transcript
     assert [name for name, _ in looks] == ["screen"], looks  # one screen, and no check at the pause

@@ -229,21 +229,26 @@ class LanguageLooks:
         return looks
 
 
-async def drafted(asr: SessionASR, item_id: str, audio: AudioF32) -> None:
+@pytest.fixture
+def guarded(moonshine: MoonshineASR, identifier: SpokenLanguageID) -> SessionASR:
+    """A session's recognizer behind the language check, as the embedded default builds it."""
+    return SessionASR(LanguageCheckedASR(moonshine, identifier))
+
+
+async def drafted(asr: SessionASR, item_id: str, audio: AudioF32, language: str | None = None) -> None:
     """Drafts of ``item_id`` as its speaker talks: every 0.8 s of ``audio``, each done before the
     next (the first too short to screen, the second screened: the Dublin question's first 1.6 s
     scored P(en) 0.98 on the Xeon with AMX, against 0.90 for 1.28 s)."""
     for end_s in np.arange(0.8, audio.size / RATE - 0.2, 0.8):
-        asr.draft(item_id, audio[: int(end_s * RATE)], None)
+        asr.draft(item_id, audio[: int(end_s * RATE)], language)
         assert asr._job is not None
         await asyncio.wait_for(asr._job[0], 10.0)
 
 
 async def test_a_turn_screened_english_while_spoken_is_not_checked_again_at_the_pause(
-    moonshine: MoonshineASR, identifier: SpokenLanguageID, monkeypatch: pytest.MonkeyPatch
+    moonshine: MoonshineASR, identifier: SpokenLanguageID, guarded: SessionASR, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    looks = LanguageLooks(identifier, monkeypatch)
-    asr = SessionASR(LanguageCheckedASR(moonshine, identifier))
+    looks, asr = LanguageLooks(identifier, monkeypatch), guarded
     audio = dublin_question_alone(RATE)
     plain = await moonshine.transcribe(audio)
     await drafted(asr, "item_1", audio)
@@ -263,10 +268,9 @@ async def test_a_turn_screened_english_while_spoken_is_not_checked_again_at_the_
 
 
 async def test_mandarin_screened_while_spoken_is_still_checked_and_refused_at_the_pause(
-    moonshine: MoonshineASR, identifier: SpokenLanguageID, monkeypatch: pytest.MonkeyPatch
+    identifier: SpokenLanguageID, guarded: SessionASR, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    looks = LanguageLooks(identifier, monkeypatch)
-    asr = SessionASR(LanguageCheckedASR(moonshine, identifier))
+    looks, asr = LanguageLooks(identifier, monkeypatch), guarded
     audio = read_clip("zh_asr_example.wav", RATE)
     await drafted(asr, "item_1", audio)
     assert looks.since() == ["screen"]  # which did not find it English
@@ -277,15 +281,11 @@ async def test_mandarin_screened_while_spoken_is_still_checked_and_refused_at_th
 
 
 async def test_a_session_that_names_its_language_gets_no_screens(
-    moonshine: MoonshineASR, identifier: SpokenLanguageID, monkeypatch: pytest.MonkeyPatch
+    identifier: SpokenLanguageID, guarded: SessionASR, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    looks = LanguageLooks(identifier, monkeypatch)
-    asr = SessionASR(LanguageCheckedASR(moonshine, identifier))
+    looks, asr = LanguageLooks(identifier, monkeypatch), guarded
     audio = dublin_question_alone(RATE)
-    for end_s in (0.8, 1.6):  # the second long enough to screen, were the language not named
-        asr.draft("item_1", audio[: int(end_s * RATE)], "en")
-        assert asr._job is not None
-        await asyncio.wait_for(asr._job[0], 10.0)
+    await drafted(asr, "item_1", audio, "en")  # the second draft long enough to screen, were it not named
     await asr.transcribe("item_1", audio, language="en", cancel=CancelToken())
     assert looks.since() == []
     await asr.aclose()
