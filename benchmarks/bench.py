@@ -34,7 +34,7 @@ import yaml
 
 from benchmarks import harness
 from benchmarks.bench_report import COLUMNS, TARGETS_MS, cell, judge, print_report
-from benchmarks.records import BARGE_METRICS, CLIP_SETS, ROOT, TURN_METRICS, Plan, SessionRecord
+from benchmarks.records import BARGE_METRICS, CLIP_SETS, MIC_LAG_ERROR_S, ROOT, TURN_METRICS, Plan, SessionRecord
 from benchmarks.repeats import repeat_summary
 from benchmarks.webrtc_caller import loopback_candidates
 from cosyagent.talk import Clip
@@ -73,6 +73,15 @@ class Run:
                         series.append(float(row[key]))
         return values
 
+    def _late_microphones(self) -> list[str]:
+        """An error for each session whose microphone lagged past MIC_LAG_ERROR_S."""
+        return [
+            f"session {r.index}: the microphone fell {r.mic_lag_ms / 1000:.2f} s behind real time: "
+            "the bench's client, not the server, would be much of what was measured"
+            for r in self.records
+            if r.mic_lag_ms is not None and r.mic_lag_ms > MIC_LAG_ERROR_S * 1000
+        ]
+
     def report(self) -> dict[str, Any]:
         values = self.values()
         refusals = [r.refused for r in self.records if r.refused is not None]
@@ -90,7 +99,8 @@ class Run:
             "turns_failed": sum(not t.get("ok") for r in self.records for t in r.turns),
             "barge_ins_measured": sum("skipped" not in b for r in self.records for b in r.barge_ins),
             "barge_ins_skipped": sum("skipped" in b for r in self.records for b in r.barge_ins),
-            "errors": [e for r in self.records for e in r.errors],
+            "errors": [e for r in self.records for e in r.errors] + self._late_microphones(),
+            "notes": [n for r in self.records for n in r.notes],
             "server_cpu": self.cpu,
             "server_memory": self.memory,
             "records": [r.__dict__ for r in self.records],

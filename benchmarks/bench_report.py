@@ -156,6 +156,8 @@ def print_report(report: dict[str, Any], path: Path, plots: bool) -> None:
     for run in reports:
         for error in run["errors"]:
             print(f"error ({run['target']} ×{run['sessions']}): {error}")
+        for note in run.get("notes", []):  # reports written before notes existed have none
+            print(f"note ({run['target']} ×{run['sessions']}): {note}")
     print(f"\nwrote {_shown(path)}")
     if plots:
         from benchmarks.plots import draw

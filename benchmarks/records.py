@@ -51,6 +51,11 @@ BARGE_METRICS = {
 # webrtc.max_calls): with ``--admission shipped`` such a session is counted as refused up front,
 # which issue #13's eight-session target allows, not as a failure.
 ADMISSION_REFUSALS = ("server_at_capacity", "session_limit", "call_limit")
+# A microphone chunk sent late only makes the latencies look worse (they are measured from when its
+# audio was due): past MIC_LAG_NOTE_S a session notes it; past MIC_LAG_ERROR_S the bench's client,
+# not the server, would be much of what was measured, and `cosyagent bench` counts it an error.
+MIC_LAG_NOTE_S = 0.05
+MIC_LAG_ERROR_S = 0.25
 # The reply starts when the final transcript is handed to the LLM. The stages then add up:
 # end_of_turn + asr + tts_first_audio (+ delivery to the client) = voice_to_voice.
 
@@ -68,17 +73,27 @@ class SessionRecord:
     anything a driver wants to keep: transcripts, timelines); ``barge_ins`` rows carry
     ``reply_clip``, ``barge_in_clip``, the BARGE_METRICS keys, or ``skipped`` with the reason
     (e.g. the reply ended before the barge-in). ``refused``: the session was refused at
-    admission (``code``, ``message``, ``after_ms`` from asking to being told); it has no turns."""
+    admission (``code``, ``message``, ``after_ms`` from asking to being told); it has no turns.
+    ``notes``: the bench's own lapses that cannot flatter the numbers (a late microphone);
+    ``mic_lag_ms``: the latest a microphone chunk went out after it was due (None: not measured)."""
 
     index: int
     turns: list[dict[str, Any]] = field(default_factory=list)
     barge_ins: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     refused: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    mic_lag_ms: float | None = None
 
     def refuse(self, code: str, message: str, asked_at: float) -> None:
         """Record a refusal at admission, told at ``time.monotonic()`` now."""
         self.refused = {"code": code, "message": message, "after_ms": round((time.monotonic() - asked_at) * 1000, 1)}
+
+    def mic_lagged(self, lag_s: float) -> None:
+        """Record the microphone's worst lag (a note past MIC_LAG_NOTE_S)."""
+        self.mic_lag_ms = round(lag_s * 1000, 1)
+        if lag_s > MIC_LAG_NOTE_S:
+            self.notes.append(f"the microphone fell {lag_s:.2f} s behind real time (the latencies include it)")
 
 
 def utterances(min_s: float = 1.0, max_s: float = 8.0, pad_s: float = 0.2) -> list[Clip]:

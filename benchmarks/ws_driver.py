@@ -211,8 +211,7 @@ async def run_session(url: str, index: int, clips: list[Clip], plan: Plan) -> Se
                     await _barge_in(events, mic, first, second, plan.timeout_s, record)
                     log_barge_in(index, record)
             finally:
-                if mic.max_send_lag_s > 0.05:
-                    record.errors.append(f"the microphone fell {mic.max_send_lag_s:.2f} s behind real time")
+                record.mic_lagged(mic.max_send_lag_s)
                 await mic.aclose()
                 await events.aclose()
     except TalkError as exc:

@@ -23,7 +23,8 @@ def test_one_websocket_session_with_a_barge_in(tmp_path: Path) -> None:
     report = json.loads(report_path.read_text())
     (run,) = report["runs"]
     assert (run["target"], run["sessions"], run["turns_ok"], run["turns_failed"]) == ("websocket", 1, 1, 0)
-    assert not run["errors"]
+    assert not run["errors"]  # a microphone up to 0.25 s late is only a note (benchmarks/records.py)
+    assert run["records"][0]["mic_lag_ms"] >= 0
     summary = run["summary_ms"]
     for metric in ("voice_to_voice_ms", "end_of_turn_ms", "asr_ms", "llm_first_token_ms", "tts_first_audio_ms"):
         assert 0 < summary[metric]["p50"] < 20_000, (metric, summary[metric])

@@ -215,3 +215,16 @@ def test_a_run_reports_its_refusals_apart_from_its_errors() -> None:
     )
     assert report["errors"] == [] and report["turns_ok"] == 1 and report["turns_failed"] == 0
     assert 0 <= report["refused_after_ms_max"] < 1000
+
+
+def test_a_late_microphone_is_a_note_until_it_would_be_much_of_what_was_measured() -> None:
+    # Latencies are measured from when the audio was due, so a late chunk can only make them worse.
+    on_time, late, far_behind = SessionRecord(0), SessionRecord(1), SessionRecord(2)
+    for record, lag_s in ((on_time, 0.02), (late, 0.06), (far_behind, 0.4)):
+        record.mic_lagged(lag_s)
+    assert (on_time.notes, on_time.mic_lag_ms) == ([], 20.0)
+    assert late.notes == ["the microphone fell 0.06 s behind real time (the latencies include it)"]
+    report = Run("websocket", 3, [on_time, late, far_behind], {}, {}, 1.0).report()
+    assert len(report["notes"]) == 2
+    (error,) = report["errors"]
+    assert error.startswith("session 2: the microphone fell 0.40 s behind real time")
