@@ -46,6 +46,12 @@ class LanguageCheckedASR:
         return self._identifier
 
     @property
+    def checks(self) -> bool:
+        """Whether speech in an unnamed language is checked: the identifier hears the recognizer's
+        sample rate (otherwise it is passed on unchecked)."""
+        return self._identifier.sample_rate == self.sample_rate
+
+    @property
     def loaded(self) -> bool:
         return self._asr.loaded and self._identifier.loaded
 
@@ -66,7 +72,7 @@ class LanguageCheckedASR:
         cancel: CancelToken | None = None,
         draft: Transcript | None = None,
     ) -> Transcript:
-        if language is not None or self._identifier.sample_rate != self.sample_rate:
+        if language is not None or not self.checks:
             return await self._asr.transcribe(audio, language=language, prompt=prompt, cancel=cancel, draft=draft)
         async with holding_lane():  # the check and the transcript back to back, as one job
             guess = await self._identifier.identify(audio, cancel=cancel)

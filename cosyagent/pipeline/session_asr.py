@@ -53,7 +53,8 @@ class SessionASR:
 
     def __init__(self, asr: SpeechRecognizer) -> None:
         self._asr = asr
-        self._language_id = asr.identifier if isinstance(asr, LanguageCheckedASR) else None
+        # Screens a new speaker's turns while they talk where the pause would check them.
+        self._language_id = asr.identifier if isinstance(asr, LanguageCheckedASR) and asr.checks else None
         self._latest: tuple[str, Transcript] | None = None  # an item id and its latest take
         self._job: tuple[asyncio.Task[None], CancelToken] | None = None
         self._past_drafting: str | None = None  # an item whose take came back without tokens (too long)

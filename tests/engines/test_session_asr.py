@@ -289,3 +289,18 @@ async def test_a_session_that_names_its_language_gets_no_screens(
     await asr.transcribe("item_1", audio, language="en", cancel=CancelToken())
     assert looks.since() == []
     await asr.aclose()
+
+
+async def test_no_screens_where_the_check_itself_is_skipped_for_another_sample_rate(
+    moonshine: MoonshineASR, identifier: SpokenLanguageID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The guard passes speech on unchecked when its language ID hears another rate than the
+    # recognizer: a screen could then decide nothing, so none is run.
+    looks = LanguageLooks(identifier, monkeypatch)
+    monkeypatch.setattr(identifier, "sample_rate", RATE // 2)
+    asr = SessionASR(LanguageCheckedASR(moonshine, identifier))
+    audio = dublin_question_alone(RATE)
+    await drafted(asr, "item_1", audio)
+    await asr.transcribe("item_1", audio, language=None, cancel=CancelToken())
+    assert looks.since() == []
+    await asr.aclose()
