@@ -130,6 +130,19 @@ class PrefetchReply:
 
 
 @dataclass(frozen=True)
+class ReadAhead:
+    """A draft of the turn ``item_id`` is in while its speaker talks: were the turn to end on these
+    words, the automatic reply would ask the LLM this. Have the LLM read its prompt now, so that
+    the reply's own request finds most of it in the LLM's cache (:mod:`cosyagent.pipeline.llm_prefetch`)."""
+
+    item_id: str
+    messages: list[dict[str, Any]]
+    audio: bool
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str = "auto"
+
+
+@dataclass(frozen=True)
 class CancelResponse:
     """Stop generating ``response_id`` now. The core has already ended it on the wire."""
 
@@ -181,6 +194,7 @@ Action = (
     | CancelTurnEnd
     | StartResponse
     | PrefetchReply
+    | ReadAhead
     | CancelResponse
     | SinkAction
 )

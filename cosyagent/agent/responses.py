@@ -19,6 +19,7 @@ from cosyagent.agent.events import (
     FinishAudio,
     PrefetchReply,
     ProtocolError,
+    ReadAhead,
     Send,
     SinkAction,
     StartResponse,
@@ -194,22 +195,41 @@ class ResponseOutput:
 
     def _reply_ahead(self, job_id: str, item_id: str, transcript: str) -> list[Action]:
         """A pause's transcript is in: the LLM request of the automatic reply that will follow if
-        the turn ends on this pause (as :meth:`_start_response` will make it, with the user item
-        committed), when such a reply will follow, none is under way, and the silence wait decides
-        the turn (``server_vad``). With ``semantic_vad`` Smart Turn's verdict most often ends the
-        turn ~50 ms after the transcript: too little head start to pay for the requests dropped
-        (measured: docs/benchmarks.md, "A reply's LLM request sent while the silence wait runs")."""
+        the turn ends on this pause, when the silence wait decides the turn (``server_vad``).
+        With ``semantic_vad`` Smart Turn's verdict most often ends the turn ~50 ms after the
+        transcript: too little head start to pay for the requests dropped (measured:
+        docs/benchmarks.md, "A reply's LLM request sent while the silence wait runs")."""
+        detection = self.config.turn_detection
+        request = self._auto_reply_request(item_id, transcript)
+        if request is None or detection is None or detection.semantic:
+            return []
+        messages, audio, tools, tool_choice = request
+        return [PrefetchReply(job_id, messages, self.config.max_output_tokens, audio, tools, tool_choice)]
+
+    def read_ahead(self, item_id: str, draft: str) -> list[Action]:
+        """A draft of the turn ``item_id`` is in while its speaker talks: the prompt of the
+        automatic reply that would follow were the turn to end on these words, for the LLM to
+        read now (whatever the turn detection)."""
+        request = self._auto_reply_request(item_id, draft)
+        if request is None:
+            return []
+        messages, audio, tools, tool_choice = request
+        return [ReadAhead(item_id, messages, audio, tools, tool_choice)]
+
+    def _auto_reply_request(
+        self, item_id: str, transcript: str
+    ) -> tuple[list[dict[str, Any]], bool, tuple[dict[str, Any], ...], str] | None:
+        """The messages, audio flag, tools and tool choice of the automatic reply that follows if
+        the turn ``item_id`` ends on ``transcript`` (as :meth:`_start_response` will make it, with
+        the user item committed); None when no such reply will follow or one is under way."""
         detection = self.config.turn_detection
         if not transcript or self._response is not None or detection is None or not detection.create_response:
-            return []
-        if detection.semantic:
-            return []
+            return None
         config = self.config
         said = ConversationItem(id=item_id, role="user", content_type="input_audio", transcript=transcript)
         messages = self.conversation.chat_messages(config.instructions, self._max_context_items, then=said)
         tools, tool_choice = chat_tools(config.tools, config.tool_choice)
-        audio = "audio" in config.output_modalities
-        return [PrefetchReply(job_id, messages, config.max_output_tokens, audio, tools, tool_choice)]
+        return messages, "audio" in config.output_modalities, tools, tool_choice
 
     def _current(self, response_id: str) -> ResponseState | None:
         response = self._response

@@ -30,6 +30,7 @@ from cosyagent.agent.events import (
     PredictTurnEnd,
     PrefetchReply,
     ProtocolError,
+    ReadAhead,
     ResumeAudio,
     Send,
     SinkAction,
@@ -88,12 +89,13 @@ class RealtimeSession:
         *,
         sink: AudioSink,
         reply_ahead: bool = True,  # send a reply's LLM request during the silence wait (PrefetchReply)
+        read_ahead: bool = False,  # the LLM reads each draft's prompt while the speaker talks (ReadAhead)
     ) -> None:
         self.core = core
         self._observer = observer  # telemetry: sees every event as it is queued to send
         self._engines = engines
         self._llm = PrefetchingLLM(engines.llm)
-        self._asr = SessionASR(engines.asr)
+        self._asr = SessionASR(engines.asr, on_draft=self._drafted if read_ahead else None)
         self._reply_ahead = reply_ahead
         self._send = send
         self._sink = sink
@@ -263,12 +265,19 @@ class RealtimeSession:
                 self._llm.prefetch(
                     a.job_id, llm_request(a.messages, languages, a.audio, a.tools, a.tool_choice, a.max_tokens)
                 )
+            elif isinstance(action, ReadAhead):
+                languages = self._engines.tts.info.languages
+                request = llm_request(action.messages, languages, action.audio, action.tools, action.tool_choice)
+                self._llm.read_ahead(f"draft-{action.item_id}", request)
             elif isinstance(action, StartResponse):
                 self._responses[action.response_id] = self._spawn(self._respond(action), action.response_id)
             elif isinstance(action, CancelResponse):
                 response_task = self._responses.pop(action.response_id, None)
                 if response_task is not None:
                     response_task.cancel()
+
+    def _drafted(self, item_id: str, text: str) -> None:
+        self._execute(self.core.read_ahead(item_id, text))
 
     def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)

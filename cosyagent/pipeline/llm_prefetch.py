@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cosyagent.engines.base import ChatLLM, ChatMessage, EngineInfo, ToolCallDelta
@@ -65,11 +65,13 @@ def llm_request(
 
 
 class _Prefetch:
-    """One request under way, its events kept until a reply takes them (or it is dropped)."""
+    """One request under way, its events kept until a reply takes them (or it is dropped).
+    ``read_only``: sent for its prompt alone (:meth:`PrefetchingLLM.read_ahead`), never taken."""
 
-    def __init__(self, key: str, request: ChatRequest, llm: ChatLLM) -> None:
+    def __init__(self, key: str, request: ChatRequest, llm: ChatLLM, *, read_only: bool = False) -> None:
         self.key = key
         self.request = request
+        self.read_only = read_only
         self._events: asyncio.Queue[LLMEvent | BaseException | None] = asyncio.Queue()
         self._task = asyncio.create_task(self._read(llm), name=f"llm-prefetch-{key}")
 
@@ -135,6 +137,16 @@ class PrefetchingLLM:
         self.drop()
         self._ahead = _Prefetch(key, request, self._llm)
 
+    def read_ahead(self, key: str, request: ChatRequest) -> None:
+        """Have the LLM read ``request``'s prompt now: it is sent asking for one token, which is
+        never used. The LLM keeps what it read (llama.cpp's cache of the conversation's slot), so a
+        later request that starts the same way reads only the rest. Replaces an earlier read, never
+        a request sent ahead for a reply (:meth:`prefetch`)."""
+        if self._ahead is not None and not self._ahead.read_only:
+            return
+        self.drop()
+        self._ahead = _Prefetch(key, replace(request, max_tokens=1), self._llm, read_only=True)
+
     def drop(self, key: str | None = None) -> None:
         """Stop the request sent ahead (only if it is ``key``'s, when given)."""
         ahead = self._ahead
@@ -166,7 +178,7 @@ class PrefetchingLLM:
         request = ChatRequest(messages, tools, tool_choice, max_tokens, temperature)
         ahead, self._ahead = self._ahead, None
         events: AsyncIterator[LLMEvent]
-        if ahead is not None and ahead.request.same_as(request):
+        if ahead is not None and not ahead.read_only and ahead.request.same_as(request):
             logger.debug("reply: its LLM request was sent ahead (%s)", ahead.key)
             events = ahead.events()
         else:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from cosyagent.engines.base import (
@@ -51,8 +52,9 @@ class SessionASR:
     :meth:`transcribe` for the transcripts the session reports (each checked against the latest
     draft of its item). ``language``: the session's (None: any, checked until trusted)."""
 
-    def __init__(self, asr: SpeechRecognizer) -> None:
+    def __init__(self, asr: SpeechRecognizer, on_draft: Callable[[str, str], None] | None = None) -> None:
         self._asr = asr
+        self._on_draft = on_draft  # told (item id, text) of each draft with words
         # Screens a new speaker's turns while they talk where the pause would check them.
         self._language_id = asr.identifier if isinstance(asr, LanguageCheckedASR) and asr.checks else None
         self._latest: tuple[str, Transcript] | None = None  # an item id and its latest take
@@ -128,6 +130,8 @@ class SessionASR:
                 self._keep(item_id, transcript)
                 if trusted is None:
                     await self._screen(item_id, audio, token)
+            if transcript.text and self._on_draft is not None:
+                self._on_draft(item_id, transcript.text)
         except EngineCancelled:
             return  # someone needed the CPU, or the transcript at the pause came
         except EngineError as exc:

@@ -170,6 +170,7 @@ class Admission:
             self._observer,
             sink=sink,
             reply_ahead=realtime.reply_ahead,
+            read_ahead=realtime.read_ahead and self._runtime.llm_slots is not None,
         )
         if not self._released:
             self._session = session

@@ -107,6 +107,34 @@ async def test_closing_drops_the_request_under_way_and_leaves_no_task(
     await until(lambda: chat.disconnected == 1)
 
 
+async def test_a_read_ahead_asks_one_token_is_never_taken_and_never_replaces_a_reply_sent_ahead(
+    fake: tuple[FakeChatLLM, OpenAICompatibleLLM],
+) -> None:
+    chat, llm = fake
+    chat.replies += [Reply(text="one two three", delay_s=0.3), Reply(text="Read."), Reply(text="It is in Ireland.")]
+    prefetching = PrefetchingLLM(llm)
+    prefetching.read_ahead("draft-1", ChatRequest(OTHER[:1] + [{"role": "user", "content": "Where"}]))
+    await until(lambda: chat.requests)
+    assert chat.requests[0]["max_tokens"] == 1  # the prompt is what it is for
+    prefetching.read_ahead("draft-1", ChatRequest(QUESTION[:1] + [{"role": "user", "content": "Where is"}]))
+    await until(lambda: chat.disconnected == 1 and len(chat.requests) == 2)  # the later draft replaced it
+    await asyncio.sleep(0.1)  # the second read is answered ("Read.") and kept by no one
+    answer = "".join([d async for d in prefetching.stream_chat(QUESTION, max_tokens=80)])
+    assert answer == "It is in Ireland." and len(chat.requests) == 3  # the reply asked for itself
+    assert chat.requests[-1]["messages"] == QUESTION and chat.requests[-1]["max_tokens"] == 80
+
+    chat.replies += [Reply(text="It is in Ireland.", delay_s=0.2)]
+    prefetching.prefetch("job-1", ChatRequest(QUESTION, max_tokens=80))
+    await until(lambda: len(chat.requests) == 4)
+    prefetching.read_ahead("draft-2", ChatRequest(OTHER))  # a reply's request is under way: no read
+    await asyncio.sleep(0.1)
+    assert len(chat.requests) == 4 and chat.disconnected == 1
+    answer = "".join([d async for d in prefetching.stream_chat(QUESTION, max_tokens=80)])
+    assert answer == "It is in Ireland." and len(chat.requests) == 4
+    await prefetching.aclose()
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("llm-prefetch-")]
+
+
 def test_a_spoken_reply_asks_in_the_voice_language_tools_or_not() -> None:
     english = llm_request(QUESTION, ("en",), audio=True, max_tokens=80)
     assert english.messages[0]["content"].startswith("Be brief.\n") and english.messages[1:] == QUESTION[1:]

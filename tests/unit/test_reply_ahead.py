@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cosyagent.agent.events import Action, CancelTranscribe, PrefetchReply, StartResponse, Transcribe
+from cosyagent.agent.events import Action, CancelTranscribe, PrefetchReply, ReadAhead, StartResponse, Transcribe
 from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session_config import TurnDetection
 from cosyagent.engines.vad import SileroVAD
@@ -80,3 +80,30 @@ def test_no_request_ahead_where_no_automatic_reply_would_follow(vad: SileroVAD) 
 def core_asks_ahead(core: RealtimeCore, transcript: str) -> list[Action]:
     job = paused(core)
     return [a for a in core.transcription_done(job.job_id, transcript, 1.8) if isinstance(a, PrefetchReply)]
+
+
+def test_a_draft_s_prompt_is_the_reply_s_with_the_words_so_far_whatever_ends_the_turn(vad: SileroVAD) -> None:
+    for detection in (
+        TurnDetection(silence_duration_ms=1000),
+        TurnDetection(type="semantic_vad", silence_duration_ms=1000),
+    ):
+        core = make_core(vad, turn_detection=detection)
+        core.receive({"type": "session.update", "session": {"tools": [{"type": "function", "name": "get_route"}]}})
+        job = paused(core)
+        read = only(core.read_ahead(job.item_id, "How do I get"), ReadAhead)
+        core.transcription_done(job.job_id, QUESTION, 1.8)
+        start = only(append(core, silence(1100), chunk_ms=20), StartResponse)
+        assert read.messages[:-1] == start.messages[:-1] and start.messages[-1]["content"] == QUESTION
+        assert read.messages[-1] == {"role": "user", "content": "How do I get"}
+        assert (read.audio, read.tools, read.tool_choice) == (start.audio, start.tools, start.tool_choice)
+
+
+def test_no_read_ahead_where_no_automatic_reply_would_follow(vad: SileroVAD) -> None:
+    manual = make_core(vad, turn_detection=TurnDetection(silence_duration_ms=1000, create_response=False))
+    assert manual.read_ahead(paused(manual).item_id, QUESTION) == []
+    plain = make_core(vad, turn_detection=TurnDetection(silence_duration_ms=1000))
+    assert plain.read_ahead(paused(plain).item_id, "") == []  # no words yet
+    busy = make_core(vad, turn_detection=TurnDetection(silence_duration_ms=1000, interrupt_response=False))
+    busy.receive({"type": "conversation.item.create", "item": _text_item("Tell me a story.")})
+    only(busy.receive({"type": "response.create"}), StartResponse)
+    assert busy.read_ahead(paused(busy).item_id, QUESTION) == []  # a reply is under way

@@ -29,9 +29,10 @@ class FakeRuntime:
         self.telemetry = Telemetry(process_metrics=False)
         self.config = SimpleNamespace(
             server=SimpleNamespace(max_sessions=max_sessions, capacity=capacity),
-            realtime=SimpleNamespace(output_lead_ms=300.0, reply_ahead=True),
+            realtime=SimpleNamespace(output_lead_ms=300.0, reply_ahead=True, read_ahead=True),
         )
         self.capacity_estimate: CapacityEstimate | None = None
+        self.llm_slots = None  # no embedded llama.cpp server: nothing read ahead
 
     def new_core(
         self, model: str | None, observer: SessionObserver | None = None, *, audio_on_media_tracks: bool = False
