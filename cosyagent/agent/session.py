@@ -89,13 +89,15 @@ class RealtimeSession:
         *,
         sink: AudioSink,
         reply_ahead: bool = True,  # send a reply's LLM request during the silence wait (PrefetchReply)
-        read_ahead: bool = False,  # the LLM reads each draft's prompt while the speaker talks (ReadAhead)
+        # Whether the LLM may read a draft's prompt now, while the speaker talks (ReadAhead); None: never.
+        read_ahead: Callable[[], bool] | None = None,
     ) -> None:
         self.core = core
         self._observer = observer  # telemetry: sees every event as it is queued to send
         self._engines = engines
         self._llm = PrefetchingLLM(engines.llm)
-        self._asr = SessionASR(engines.asr, on_draft=self._drafted if read_ahead else None)
+        self._asr = SessionASR(engines.asr, on_draft=self._drafted if read_ahead is not None else None)
+        self._room_to_read_ahead = read_ahead
         self._reply_ahead = reply_ahead
         self._send = send
         self._sink = sink
@@ -277,7 +279,8 @@ class RealtimeSession:
                     response_task.cancel()
 
     def _drafted(self, item_id: str, text: str) -> None:
-        self._execute(self.core.read_ahead(item_id, text))
+        if self._room_to_read_ahead is not None and self._room_to_read_ahead():
+            self._execute(self.core.read_ahead(item_id, text))
 
     def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)

@@ -98,7 +98,7 @@ class RealtimeConfig:
     # While the silence wait runs, send the reply's LLM request once the pause's transcript is in
     # (cosyagent.pipeline.llm_prefetch); false: only once the turn has ended.
     reply_ahead: bool = True
-    # While the speaker talks, the embedded LLM reads the prompt of each draft of their turn
+    # While a lone speaker talks, the embedded LLM reads the prompt of each draft of their turn
     # (cosyagent.pipeline.llm_prefetch), so the reply reads only what changed; false: it does not.
     read_ahead: bool = True
     max_event_bytes: int = 1 << 20

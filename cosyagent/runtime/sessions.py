@@ -26,6 +26,7 @@ from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session import RealtimeSession, SendEvent
 from cosyagent.pipeline.playout import AudioSink, MediaAudioSink
 from cosyagent.runtime.capacity import admission_limit
+from cosyagent.runtime.speculation import room_to_read_ahead
 from cosyagent.telemetry import SessionObserver
 
 if TYPE_CHECKING:
@@ -160,8 +161,11 @@ class Admission:
         """The session on the transport's ``sink``; ``send`` delivers its events."""
         if isinstance(sink, MediaAudioSink) != self._core.audio_on_media_tracks:
             raise TypeError("a media sink needs a core admitted with audio_on_media_tracks, and only it")
-        engines = self._runtime.session_engines()
-        realtime = self._runtime.config.realtime
+        runtime = self._runtime
+        engines = runtime.session_engines()
+        realtime = runtime.config.realtime
+        # The embedded server's own slots only: an external endpoint would bill every read.
+        reads_ahead = realtime.read_ahead and runtime.llm_slots is not None
         session = RealtimeSession(
             self._core,
             engines,
@@ -170,7 +174,7 @@ class Admission:
             self._observer,
             sink=sink,
             reply_ahead=realtime.reply_ahead,
-            read_ahead=realtime.read_ahead and self._runtime.llm_slots is not None,
+            read_ahead=(lambda: room_to_read_ahead(runtime.active_sessions)) if reads_ahead else None,
         )
         if not self._released:
             self._session = session

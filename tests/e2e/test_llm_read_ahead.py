@@ -1,11 +1,13 @@
 """The embedded llama.cpp server reads a draft's prompt ahead (pipeline.llm_prefetch.read_ahead) on
 the conversation's own slot: the reply that follows there finds all but the draft's missing words in
 llama.cpp's cache (real llama-server, real model; llama.cpp's own counts, ``usage``); and a question
-spoken over the official SDK has its drafts read ahead while it is spoken."""
+spoken over the official SDK has its drafts read ahead while it is spoken, only while its session
+is alone on the server."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -70,10 +72,12 @@ async def test_the_reply_reads_only_what_the_draft_read_ahead_did_not(live_serve
     await llm.aclose()
 
 
-async def test_a_spoken_question_s_drafts_are_read_ahead_while_it_is_spoken(
-    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    reads: list[tuple[float, str]] = []  # when, the draft's words
+async def spoken_question(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch, others: int
+) -> tuple[Any, list[Any]]:
+    """The wealth-tax question spoken in real time over the SDK while ``others`` more sessions are
+    connected (quiet); the session's events, and (when, words) of each draft read ahead."""
+    reads: list[tuple[float, str]] = []
     real = PrefetchingLLM.read_ahead
 
     def recorded(self: PrefetchingLLM, key: str, request: ChatRequest) -> None:
@@ -82,13 +86,32 @@ async def test_a_spoken_question_s_drafts_are_read_ahead_while_it_is_spoken(
 
     monkeypatch.setattr(PrefetchingLLM, "read_ahead", recorded)
     client = AsyncOpenAI(base_url=live_server.base_url, api_key="test-key")
-    async with client.realtime.connect(model="cosyagent-realtime") as conn:
-        seen = Seen()
-        reader = asyncio.create_task(collect(conn, seen, until="response.done", timeout=60))
-        speech_end = await stream_pcm24(conn, read_clip("en_wealth_tax_q.wav", 24000), trailing_silence_s=1.5)
-        await reader
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(others):
+            await stack.enter_async_context(client.realtime.connect(model="cosyagent-realtime"))
+        async with client.realtime.connect(model="cosyagent-realtime") as conn:
+            seen = Seen()
+            reader = asyncio.create_task(collect(conn, seen, until="response.done", timeout=60))
+            speech_end = await stream_pcm24(conn, read_clip("en_wealth_tax_q.wav", 24000), trailing_silence_s=1.5)
+            await reader
+    return (seen, speech_end), reads
+
+
+async def test_a_lone_speaker_s_drafts_are_read_ahead_while_they_speak(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (seen, speech_end), reads = await spoken_question(live_server, monkeypatch, others=0)
     (transcribed,) = seen.of_type("conversation.item.input_audio_transcription.completed")
     assert reads, "no draft was read ahead"  # 3.8 s of speech on an idle server: drafts every 0.64 s
     assert all(when < speech_end + 0.3 for when, _ in reads)  # while the question was spoken
     first_words = transcribed.transcript.lower().split()[:2]
     assert reads[-1][1].lower().split()[:2] == first_words, (reads, transcribed.transcript)
+
+
+async def test_nothing_is_read_ahead_while_another_session_is_on_the_server(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Measured: four sessions' reads, each speaker's every draft, cost more than they saved.
+    (seen, _), reads = await spoken_question(live_server, monkeypatch, others=1)
+    assert seen.of_type("conversation.item.input_audio_transcription.completed")  # the turn was heard
+    assert reads == []
