@@ -8,6 +8,12 @@ ends, and the reply finds it waiting. The request is dropped (its HTTP stream cl
 server stops) when the speaker goes on, and a reply whose request differs in anything (the
 client changed the conversation meanwhile) sends its own. Measured in docs/benchmarks.md,
 "A reply's LLM request sent while the silence wait runs".
+
+Earlier still, while a lone speaker talks, each draft of their turn is *read ahead*
+(:meth:`PrefetchingLLM.read_ahead`): the request the reply would send were the turn to end on the
+draft's words, asking one token that is never used, so that the embedded llama.cpp server holds
+that prompt in the conversation's slot and the reply reads only the words the draft lacked
+("The LLM reads a lone speaker's drafts while they talk").
 """
 
 from __future__ import annotations
