@@ -67,6 +67,18 @@ async def stream_pcm24(conn: AsyncRealtimeConnection, audio_24k: np.ndarray, tra
     return speech_end
 
 
+async def spoken_reply(
+    conn: AsyncRealtimeConnection, audio_24k: np.ndarray, trailing_silence_s: float = 1.5, timeout: float = 60.0
+) -> tuple[Transcript, float]:
+    """``audio_24k`` spoken in real time, then silence, while the events are read (each one's
+    arrival time counts) until the reply's ``response.done``; those events, and when speech ended."""
+    seen = Transcript()
+    reader = asyncio.create_task(collect(conn, seen, until="response.done", timeout=timeout))
+    speech_end = await stream_pcm24(conn, audio_24k, trailing_silence_s=trailing_silence_s)
+    await reader
+    return seen, speech_end
+
+
 def completed_response(event: Any) -> bool:
     return bool(event.type == "response.done" and event.response.status == "completed")
 

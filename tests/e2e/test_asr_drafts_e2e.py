@@ -7,7 +7,6 @@ once, and a turn found English while it was spoken is not checked again at the p
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +18,7 @@ from cosyagent.engines.language_guard import LanguageCheckedASR
 from cosyagent.engines.scheduling import gives_way
 from tests.e2e.audio_server import in_process_server, write_config
 from tests.e2e.realtime_client import Transcript as Seen
-from tests.e2e.realtime_client import collect, stream_pcm24
+from tests.e2e.realtime_client import spoken_reply
 from tests.e2e.test_realtime_tools import fake_llm
 from tests.fakes.fake_chat_llm import MODEL, FakeChatLLM, Reply
 from tests.support import dublin_question_alone, read_clip
@@ -39,11 +38,7 @@ async def spoken_turn(
         instrument(server.runtime)
         client = AsyncOpenAI(base_url=server.base_url, api_key="test-key")
         async with client.realtime.connect(model="cosyagent-realtime") as conn:
-            seen = Seen()
-            reader = asyncio.create_task(collect(conn, seen, until="response.done", timeout=60))
-            speech_end = await stream_pcm24(conn, audio, trailing_silence_s=1.5)
-            await reader
-    return seen, speech_end
+            return await spoken_reply(conn, audio)
 
 
 async def test_the_turns_transcript_checks_drafts_taken_while_the_question_was_spoken(

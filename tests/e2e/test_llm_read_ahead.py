@@ -18,8 +18,7 @@ from openai import AsyncOpenAI
 from cosyagent.engines.base import ChatMessage
 from cosyagent.pipeline.llm_prefetch import ChatRequest, PrefetchingLLM
 from tests.e2e.conftest import LiveServer
-from tests.e2e.realtime_client import Transcript as Seen
-from tests.e2e.realtime_client import collect, stream_pcm24
+from tests.e2e.realtime_client import spoken_reply
 from tests.support import read_clip
 
 QUESTION = "How do I get to Dublin from Cork by train?"
@@ -62,9 +61,8 @@ async def test_the_reply_reads_only_what_the_draft_read_ahead_did_not(live_serve
     (slot,) = [index for index, task in after.items() if task != before[index]]  # the conversation's slot
     read = await _usage_on(live_server, slot, QUESTION)
     assert read["prompt_tokens"] >= 25, read  # the instructions, the question and the chat template
-    assert read["prompt_tokens"] - read["prompt_tokens_details"]["cached_tokens"] <= 8, (
-        read
-    )  # "train?" and the turn's end
+    uncached = read["prompt_tokens"] - read["prompt_tokens_details"]["cached_tokens"]
+    assert uncached <= 8, read  # "train?" and the turn's end
 
     other = next(index for index in after if index != slot)  # a slot that read no draft of it
     unread = await _usage_on(live_server, other, QUESTION)
@@ -90,11 +88,8 @@ async def spoken_question(
         for _ in range(others):
             await stack.enter_async_context(client.realtime.connect(model="cosyagent-realtime"))
         async with client.realtime.connect(model="cosyagent-realtime") as conn:
-            seen = Seen()
-            reader = asyncio.create_task(collect(conn, seen, until="response.done", timeout=60))
-            speech_end = await stream_pcm24(conn, read_clip("en_wealth_tax_q.wav", 24000), trailing_silence_s=1.5)
-            await reader
-    return (seen, speech_end), reads
+            heard = await spoken_reply(conn, read_clip("en_wealth_tax_q.wav", 24000))
+    return heard, reads
 
 
 async def test_a_lone_speaker_s_drafts_are_read_ahead_while_they_speak(

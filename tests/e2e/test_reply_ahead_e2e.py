@@ -6,7 +6,6 @@ scripted answer to it; with ``reply_ahead: false`` it comes only once the wait h
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ from openai import AsyncOpenAI
 
 from tests.e2e.audio_server import in_process_server, write_config
 from tests.e2e.conftest import LiveServer
-from tests.e2e.realtime_client import Transcript, collect, stream_pcm24
+from tests.e2e.realtime_client import Transcript, collect, spoken_reply
 from tests.e2e.test_realtime_tools import fake_llm
 from tests.fakes.fake_chat_llm import MODEL, FakeChatLLM, Reply
 from tests.support import read_clip
@@ -38,11 +37,8 @@ async def spoken_turn(server: LiveServer) -> Transcript:
         detection = {"type": "server_vad", "silence_duration_ms": SILENCE_WAIT_MS}
         await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": detection}}})
         await collect(conn, Transcript(), until="session.updated", timeout=10)
-        seen = Transcript()  # read while the question is spoken: each event's arrival time counts
-        reader = asyncio.create_task(collect(conn, seen, until="response.done", timeout=60))
         clip = read_clip("en_dublin_q.wav", 24000)
-        await stream_pcm24(conn, clip, trailing_silence_s=SILENCE_WAIT_MS / 1000 + 1.0)
-        await reader
+        seen, _ = await spoken_reply(conn, clip, trailing_silence_s=SILENCE_WAIT_MS / 1000 + 1.0)
     return seen
 
 
