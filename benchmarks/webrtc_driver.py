@@ -57,9 +57,12 @@ logger = logging.getLogger(__name__)
 SETUP_TIMEOUT_S = 20.0  # offer/answer and the data channel opening
 NO_AUDIO_AFTER_DONE_S = 2.0  # a completed reply whose audio has not begun by then has none
 PLAYED_OUT_SLACK_S = 0.5  # after output_audio_buffer.stopped, its last frames are still arriving
-# The server pauses a reply's track once it has heard this much of the speech over it (the hold,
-# before the cut): a voice that stopped sooner stopped for another reason (a pause, synthesis behind).
-HEARD_AFTER_MS = 1000.0 * HOLD_AFTER_FRAMES * SileroVAD.frame_samples / SileroVAD.sample_rate
+# The server pauses a reply's track (the hold, before the cut) once HOLD_AFTER_FRAMES VAD frames
+# of the speech over it have come in; the onset may fall anywhere in the first of them, so the
+# voice can stop as soon as one frame (32 ms) after the onset. A voice that stopped sooner stopped
+# for another reason (a pause, synthesis behind). Two frames (64 ms) once counted real holds
+# that stopped 32-64 ms after the onset as pauses.
+HEARD_AFTER_MS = 1000.0 * (HOLD_AFTER_FRAMES - 1) * SileroVAD.frame_samples / SileroVAD.sample_rate
 
 
 def parse_event(event: dict[str, Any]) -> RealtimeServerEvent:
