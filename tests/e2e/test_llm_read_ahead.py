@@ -36,6 +36,16 @@ async def _tasks(live_server: LiveServer) -> dict[int, int]:
     return {int(slot["id"]): int(slot.get("id_task", -1)) for slot in await live_server.llama_slots()}
 
 
+async def _read_since(live_server: LiveServer, before: dict[int, int]) -> list[int]:
+    """The slots that have taken a task since ``before`` and finished it."""
+    slots = await live_server.llama_slots()
+    return [
+        int(slot["id"])
+        for slot in slots
+        if int(slot.get("id_task", -1)) != before[int(slot["id"])] and not slot["is_processing"]
+    ]
+
+
 async def _usage_on(live_server: LiveServer, slot: int, question: str) -> dict[str, Any]:
     """llama.cpp's token counts for ``question`` asked on ``slot``."""
     server = live_server.runtime.llm_server
@@ -54,11 +64,11 @@ async def test_the_reply_reads_only_what_the_draft_read_ahead_did_not(live_serve
     before = await _tasks(live_server)
     llm = PrefetchingLLM(runtime.session_engines().llm)
     llm.read_ahead("draft-1", ChatRequest(_conversation(DRAFT)))
-    async with asyncio.timeout(30):
-        while llm._ahead is None or not llm._ahead._task.done():
+    async with asyncio.timeout(30):  # until llama.cpp has read it: a slot with a new task, done
+        while not (read_on := await _read_since(live_server, before)):
             await asyncio.sleep(0.02)
+    (slot,) = read_on  # the conversation's slot
     after = await _tasks(live_server)
-    (slot,) = [index for index, task in after.items() if task != before[index]]  # the conversation's slot
     read = await _usage_on(live_server, slot, QUESTION)
     assert read["prompt_tokens"] >= 25, read  # the instructions, the question and the chat template
     uncached = read["prompt_tokens"] - read["prompt_tokens_details"]["cached_tokens"]
