@@ -68,13 +68,12 @@ async def test_the_reply_reads_only_what_the_draft_read_ahead_did_not(live_serve
         while not (read_on := await _read_since(live_server, before)):
             await asyncio.sleep(0.02)
     (slot,) = read_on  # the conversation's slot
-    after = await _tasks(live_server)
     read = await _usage_on(live_server, slot, QUESTION)
     assert read["prompt_tokens"] >= 25, read  # the instructions, the question and the chat template
     uncached = read["prompt_tokens"] - read["prompt_tokens_details"]["cached_tokens"]
     assert uncached <= 8, read  # "train?" and the turn's end
 
-    other = next(index for index in after if index != slot)  # a slot that read no draft of it
+    other = next(index for index in before if index != slot)  # a slot that read no draft of it
     unread = await _usage_on(live_server, other, QUESTION)
     assert unread["prompt_tokens"] - unread["prompt_tokens_details"]["cached_tokens"] >= 15, unread
     await llm.aclose()
