@@ -11,6 +11,9 @@
   stamped when the packet after it arrives (20 ms later), as over the WebSocket a delta is
   stamped when it arrives: not after aiortc's 80 ms playout cushion, which stands for the
   listener's own jitter buffer, a cost of the client's network that neither driver counts.
+  Its Opus is decoded on the caller's event loop, to mono, as the server decodes a caller's
+  microphone, not on aiortc's decoder thread: the callers share the server's CPU, and every
+  bit of theirs slows the server's LLM (docs/benchmarks.md).
 - :func:`loopback_candidates`, for calls to a server on the same machine.
 
 All times are ``time.monotonic()``. Used by the e2e tests and by the bench's WebRTC driver.
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import json
+import logging
 import math
 import re
 import time
@@ -39,7 +43,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, Packet
 
 from cosyagent.transports.webrtc_audio import mono_frame, mono_opus_encoder, opus_packet
-from cosyagent.transports.webrtc_microphone import release_audio_promptly
+from cosyagent.transports.webrtc_microphone import decode_opus_here, release_audio_promptly
 
 RATE = 48000  # what Opus carries
 FRAME = 960  # 20 ms
@@ -55,6 +59,8 @@ VOICE_RMS = 10 ** (-70 / 20)
 DTX_HANGOVER_FRAMES = 10
 DTX_UPDATE_FRAMES = 20
 _USEDTX = re.compile(r"^a=fmtp:\d+ .*\busedtx=1\b", re.MULTILINE)
+
+logger = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -259,6 +265,10 @@ async def make_offer(with_audio: bool = True) -> tuple[Caller, str]:
 
     @pc.on("track")
     def on_track(track: MediaStreamTrack) -> None:
+        # The remote track exists from here, and aiortc's decoder thread starts only once connected.
+        receiver = next(t.receiver for t in pc.getTransceivers() if t.receiver.track is track)
+        if not decode_opus_here(receiver, fill_dtx=False):
+            logger.warning("this aiortc's receiver keeps its own decoder thread for the agent's voice")
         caller._tasks.append(asyncio.create_task(_record(track, caller._on_frame), name="webrtc-caller-recorder"))
 
     try:

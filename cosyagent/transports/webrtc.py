@@ -32,7 +32,7 @@ from cosyagent.transports.webrtc_audio import PlaybackEvent, ReplyAudioTrack
 from cosyagent.transports.webrtc_microphone import (
     MicrophoneConverter,
     asking_for_dtx,
-    decode_microphone_here,
+    decode_opus_here,
     release_audio_promptly,
 )
 from cosyagent.transports.webrtc_offer import CallLimitError, CallNotFound, OfferError, check_offer, reachable_offer
@@ -135,7 +135,7 @@ class WebRTCCall:
                 logger.warning(
                     "this aiortc's receiver has no jitter buffer to replace: the caller's audio keeps its 80 ms"
                 )
-            if not decode_microphone_here(audio[0].receiver):
+            if not decode_opus_here(audio[0].receiver, fill_dtx=True):
                 logger.warning("this aiortc's receiver keeps its own decoder thread for the caller's audio")
             self._microphone = audio[0].receiver.track
             self._pc.addTrack(self._player)

@@ -1,7 +1,7 @@
 """The caller's microphone on a WebRTC call: from RTP packets to the session's 16 kHz floats.
 
 :func:`release_audio_promptly` has aiortc hand out each received frame one frame after it
-arrives, not four; :func:`decode_microphone_here` has the caller's Opus decoded on the event
+arrives, not four; :func:`decode_opus_here` has the caller's Opus decoded on the event
 loop, to mono, instead of on aiortc's thread, and keeps the stream continuous when the caller
 sends nothing in silence (DTX, which the answer asks browsers for: :func:`asking_for_dtx`);
 :class:`MicrophoneConverter` resamples the decoded frames once, straight to the 16 kHz mono
@@ -82,7 +82,7 @@ _OPUS_RTPMAP = re.compile(r"a=rtpmap:(\d+) opus/48000", re.IGNORECASE)
 def asking_for_dtx(answer_sdp: str) -> str:
     """``answer_sdp`` with ``usedtx=1`` on its Opus format: the caller's browser then sends
     nothing while its user is silent (DTX; a packet every 400 ms), where it would send 50 a
-    second, each costing the server its receive path. :func:`decode_microphone_here` fills the
+    second, each costing the server its receive path. :func:`decode_opus_here` fills the
     silence back in."""
     newline = "\r\n" if "\r\n" in answer_sdp else "\n"
     lines = answer_sdp.split(newline)
@@ -97,19 +97,13 @@ def asking_for_dtx(answer_sdp: str) -> str:
     return newline.join(out)
 
 
-class _MicrophoneDecoder(queue.Queue[Any]):
+class _OpusDecoderHere(queue.Queue[Any]):
     """Stands in for the queue to aiortc's decoder thread. aiortc decodes each received frame on
     that thread, to stereo, and hands it back to the event loop as a new task: per call, 50
     thread hops, tasks and loop wake-ups a second. Here each Opus frame is decoded where it is
-    put, on the event loop (~0.03 ms), to mono (libopus decodes at 48 kHz whatever rate is asked;
-    :class:`MicrophoneConverter` takes it to 16 kHz), and goes on the track's queue.
-
-    The stream it puts there is continuous: a gap in the RTP timestamps (a caller's DTX, a lost
-    packet) becomes silence, and while no packet comes after a quiet one (DTX), silence is
-    filled in at the wall clock's pace; a quiet frame that arrives for time already filled is
-    dropped, so the stream keeps the caller's clock. Other codecs (PCMU, PCMA) and the stop
-    signal pass to the thread as before; it idles until the receiver stops, and then ends the track.
-    """
+    put, on the event loop (~0.03 ms), to mono (libopus decodes at 48 kHz whatever rate is
+    asked), and goes on the track's queue. Other codecs (PCMU, PCMA) and the stop signal pass
+    to the thread as before; it idles until the receiver stops, and then ends the track."""
 
     def __init__(self, track_queue: asyncio.Queue[Any]) -> None:
         super().__init__()
@@ -118,27 +112,47 @@ class _MicrophoneDecoder(queue.Queue[Any]):
         self._opus.format = "s16"
         self._opus.layout = "mono"
         self._opus.sample_rate = TRACK_RATE
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is None or item[0].name.lower() != "opus":
+            if item is None:  # the receiver stops
+                self._stop()
+            super().put(item, block, timeout)
+            return
+        try:
+            frames = self._opus.decode(Packet(item[1].data))
+        except FFmpegError as exc:  # a damaged packet: skipped, the decoder kept (as aiortc does)
+            logger.warning("an Opus packet failed to decode: %s", exc)
+            return
+        for frame in frames:
+            self._take(frame, item[1])
+
+    def _take(self, frame: AudioFrame, encoded: JitterFrame) -> None:
+        self._track_queue.put_nowait(frame)
+
+    def _stop(self) -> None:
+        """The receiver stops: nothing more will be put."""
+
+
+class _MicrophoneDecoder(_OpusDecoderHere):
+    """The caller's microphone decoded here (:class:`_OpusDecoderHere`), as a continuous stream:
+    a gap in the RTP timestamps (a caller's DTX, a lost packet) becomes silence, and while no
+    packet comes after a quiet one (DTX), silence is filled in at the wall clock's pace; a quiet
+    frame that arrives for time already filled is dropped, so the stream keeps the caller's
+    clock. :class:`MicrophoneConverter` takes it to 16 kHz."""
+
+    def __init__(self, track_queue: asyncio.Queue[Any]) -> None:
+        super().__init__(track_queue)
         self._covered: int | None = None  # RTP timestamp up to which the track has audio, heard or filled
         self._anchor = (0.0, 0)  # when the latest frame that moved _covered on arrived, and _covered then
         self._quiet = False  # that frame was quiet
         self._filler: asyncio.TimerHandle | None = None
         self._stopped = False
 
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        if item is None or item[0].name.lower() != "opus":
-            if item is None:  # the receiver stops
-                self._stopped = True
-                if self._filler is not None:
-                    self._filler.cancel()
-            super().put(item, block, timeout)
-            return
-        try:
-            frames = self._opus.decode(Packet(item[1].data))
-        except FFmpegError as exc:  # a damaged packet: skipped, the decoder kept (as aiortc does)
-            logger.warning("a microphone packet failed to decode: %s", exc)
-            return
-        for frame in frames:
-            self._take(frame, item[1])
+    def _stop(self) -> None:
+        self._stopped = True
+        if self._filler is not None:
+            self._filler.cancel()
 
     def _take(self, frame: AudioFrame, encoded: JitterFrame) -> None:
         pcm = frame.to_ndarray().ravel().astype(np.float32)
@@ -193,9 +207,11 @@ def _signed(ticks: int) -> int:
     return ticks - _RTP_CLOCK if ticks >= _RTP_CLOCK // 2 else ticks
 
 
-def decode_microphone_here(receiver: RTCRtpReceiver) -> bool:
-    """Have ``receiver``'s Opus decoded on the event loop, to mono (:class:`_MicrophoneDecoder`).
-    Call before the connection starts the receiver. Returns False, changing nothing, where this
+def decode_opus_here(receiver: RTCRtpReceiver, *, fill_dtx: bool) -> bool:
+    """Have ``receiver``'s Opus decoded on the event loop, to mono: with ``fill_dtx`` as a
+    continuous stream, a DTX sender's silence filled in (:class:`_MicrophoneDecoder`, for a
+    caller's microphone), else frame by frame as they come (:class:`_OpusDecoderHere`). Call
+    before the connection starts the receiver. Returns False, changing nothing, where this
     aiortc has no such queue or the receiver has started."""
     track_queue = getattr(receiver.track, "_queue", None)
     if (
@@ -204,5 +220,6 @@ def decode_microphone_here(receiver: RTCRtpReceiver) -> bool:
         or not isinstance(track_queue, asyncio.Queue)
     ):
         return False
-    setattr(receiver, _DECODER_QUEUE, _MicrophoneDecoder(track_queue))
+    decoder = _MicrophoneDecoder(track_queue) if fill_dtx else _OpusDecoderHere(track_queue)
+    setattr(receiver, _DECODER_QUEUE, decoder)
     return True

@@ -23,7 +23,13 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 from av import AudioFrame, CodecContext, Packet
 
-from benchmarks.webrtc_caller import DTX_HANGOVER_FRAMES, DTX_UPDATE_FRAMES, host_candidates, make_offer
+from benchmarks.webrtc_caller import (
+    DTX_HANGOVER_FRAMES,
+    DTX_UPDATE_FRAMES,
+    accept_answer,
+    host_candidates,
+    make_offer,
+)
 from cosyagent.agent.events import Event, Send
 from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session import RealtimeSession, SessionEngines
@@ -385,6 +391,34 @@ async def test_the_bench_caller_hears_the_agents_voice_one_frame_after_it_arrive
         assert held_back_frames(audio.receiver) == 1
     finally:
         await caller.close()
+
+
+async def test_the_bench_caller_decodes_the_agents_voice_on_its_event_loop_frame_by_frame() -> None:
+    """The callers share the server's cores, so they hear the agent as the server hears a caller:
+    Opus decoded where it arrives, to mono, no thread; and nothing filled in while the reply
+    track sends nothing (the recorder stamps what arrives)."""
+    with loopback_candidates():
+        caller, offer = await make_offer()
+        call = WebRTCCall("rtc_test", lambda sink, send: None, [], 5.0)  # type: ignore[arg-type,return-value]
+        try:
+            await accept_answer(caller, await call.answer(offer))
+            [audio] = [t for t in caller.pc.getTransceivers() if t.kind == "audio"]
+            decoder_queue = audio.receiver._RTCRtpReceiver__decoder_queue
+            # A reply's last 200 ms and 100 ms of silence after it, put as aiortc's receiver puts them.
+            put_packets(decoder_queue, opus_packets(np.concatenate([tone_48k_pcm16(0.2), np.zeros(4800, np.int16)])))
+            assert audio.receiver.track._queue.qsize() >= 15  # decoded as put, not on aiortc's thread
+            await asyncio.sleep(0.05)  # the recorder takes them off the track's queue
+            assert sum(frame.rms > 0.25 for frame in caller.heard) in (9, 10)  # the call's own packets are silence
+            # The call's reply track sends 200 ms of silence, then nothing: nor does the caller hear more.
+            for _ in range(40):
+                before = len(caller.heard)
+                await asyncio.sleep(FILL_AFTER_S * 3)
+                if len(caller.heard) == before:
+                    break
+            assert len(caller.heard) == before, "the caller makes up frames the agent never sent"
+        finally:
+            await caller.close()
+            await call.close()
 
 
 async def offer_sdp(audio: bool = True) -> str:
