@@ -1,6 +1,7 @@
 """``cosyagent bench``: voice-to-voice latency, stage by stage, of 1, 2, 4 and 8 concurrent
 conversations with cosyagent (over the Realtime WebSocket and over WebRTC) and with a stock
-pipecat pipeline built from the same three models (benchmarks/baseline/).
+pipecat pipeline (benchmarks/baseline/: Whisper, SmolLM2 and Kokoro, cosyagent's embedded stack
+before issue #13).
 
     cosyagent bench                                   # everything: over an hour on 2 cores
     cosyagent bench --sessions 1 --targets websocket  # one quick look (~1.5 min)
@@ -10,8 +11,9 @@ pipecat pipeline built from the same three models (benchmarks/baseline/).
 Each session speaks real recorded utterances (tests/data) in real time, waits for every reply
 to play out, then interrupts a few replies (benchmarks/records.py defines every metric). The
 servers are started here on free ports, a fresh one for every session count and repeat (or
-``--url`` measures a running cosyagent). Results: a
-table on stdout, JSON and three PNG plots in benchmarks/results/.
+``--url`` measures a running cosyagent). First the machine's own speed is measured and kept with
+the results (benchmarks/machine_speed.py: shared machines change speed from day to day). Results:
+a table on stdout, JSON and three PNG plots in benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks import harness
+from benchmarks import harness, machine_speed
 from benchmarks.bench_report import COLUMNS, TARGETS_MS, cell, judge, print_report
 from benchmarks.records import BARGE_METRICS, CLIP_SETS, MIC_LAG_ERROR_S, ROOT, TURN_METRICS, Plan, SessionRecord
 from benchmarks.repeats import repeat_summary
@@ -283,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     code = None if args.url else harness.server_code()
     if code is not None:
         logger.info("the servers run the code in %(source)s, commit %(commit)s (modified: %(modified)s)", code)
+    speed = machine_speed.measure_apart()  # before any server starts: the machine's speed today
+    if speed is not None:
+        logger.info("the machine's speed: %(moonshine_ms)d ms (%(work)s)", speed)
 
     def save(runs: list[Run], servers: dict[str, Any]) -> None:
         report.clear()
@@ -302,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                     "server_config": str(args.config) if args.config else None,
                 },
                 "metrics": TURN_METRICS | BARGE_METRICS,
-                "machine": harness.machine_info(),
+                "machine": harness.machine_info() | {"speed": speed},
                 "code": code,  # the source tree and commit the spawned servers ran (None with --url)
                 "servers": servers,
                 "targets_ms": TARGETS_MS,

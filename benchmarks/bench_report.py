@@ -145,6 +145,18 @@ def judge(report: dict[str, Any]) -> None:
     report["verdicts"] = verdicts(report["runs"], report["ratios"])
 
 
+def speed_lines(report: dict[str, Any]) -> list[str]:
+    """The machine's speed when each run was measured (benchmarks/machine_speed.py): one line, or
+    one per report a merged report was made from. Reports written before 2026-12-06 have none."""
+    sources = report.get("merged_from") or [{"file": None, "machine": report["machine"]}]
+    lines = []
+    for source in sources:
+        if speed := source["machine"].get("speed"):
+            where = f" ({source['file']})" if source["file"] else ""
+            lines.append(f"the machine's speed{where}: {speed['moonshine_ms']} ms ({speed['work']}; lower is faster)")
+    return lines
+
+
 def print_report(report: dict[str, Any], path: Path, plots: bool) -> None:
     """The table, ratios, verdicts and errors on stdout; the plots next to the JSON at ``path``."""
     reports, ratio_table, verdict_lines = report["runs"], report["ratios"], report["verdicts"]
@@ -158,6 +170,7 @@ def print_report(report: dict[str, Any], path: Path, plots: bool) -> None:
             print(f"error ({run['target']} ×{run['sessions']}): {error}")
         for note in run.get("notes", []):  # reports written before notes existed have none
             print(f"note ({run['target']} ×{run['sessions']}): {note}")
+    print("\n".join(speed_lines(report)))
     print(f"\nwrote {_shown(path)}")
     if plots:
         from benchmarks.plots import draw

@@ -40,6 +40,8 @@ def test_one_websocket_session_with_a_barge_in(tmp_path: Path) -> None:
         assert 0 < trial["barge_in_voice_stop_ms"] <= trial["barge_in_stop_ms"]
         assert trial["deltas_after_response_done"] == 0
     assert run["server_cpu"]["server_cores"] > 0 and run["server_memory"]["peak_mib"] > 100
+    assert 100 < report["machine"]["speed"]["moonshine_ms"] < 60_000  # measured before the server started
+    assert f"the machine's speed: {report['machine']['speed']['moonshine_ms']} ms (Moonshine" in done.stdout
     for kind in ("cdf", "stages", "sessions"):
         picture = report_path.with_name(f"{report_path.stem}-{kind}.png")
         assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 10_000

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from benchmarks.bench import Run, combine
-from benchmarks.bench_report import ratios, verdicts
+from benchmarks.bench_report import ratios, speed_lines, verdicts
 from benchmarks.merge import MergeError, merge
 from benchmarks.merge import main as merge_main
 from benchmarks.plots import stage_medians
@@ -228,3 +228,19 @@ def test_a_late_microphone_is_a_note_until_it_would_be_much_of_what_was_measured
     assert len(report["notes"]) == 2
     (error,) = report["errors"]
     assert error.startswith("session 2: the microphone fell 0.40 s behind real time")
+
+
+def test_the_machines_speed_is_shown_for_each_report_a_table_comes_from() -> None:
+    work = "Moonshine base-en, 2 threads, 13 utterances (41 s of speech), best of 2"
+    fast = report(run("websocket", 1, voice_to_voice_ms=700.0), started="2026-12-06T10:00:00+00:00")
+    fast["machine"]["speed"] = {"work": work, "moonshine_ms": 1490}
+    assert speed_lines(fast) == [f"the machine's speed: 1490 ms ({work}; lower is faster)"]
+    slow = report(run("websocket", 4, voice_to_voice_ms=1400.0), started="2026-12-06T11:00:00+00:00")
+    slow["machine"]["speed"] = {"work": work, "moonshine_ms": 2010}
+    old = report(run("websocket", 8, voice_to_voice_ms=3000.0), started="2026-12-04T11:00:00+00:00")
+    merged = merge([fast, slow, old], ["fast.json", "slow.json", "old.json"])
+    assert [line.split(":")[0] for line in speed_lines(merged)] == [
+        "the machine's speed (fast.json)",
+        "the machine's speed (slow.json)",
+    ]  # a report from before the speed was measured has no line
+    assert "2010 ms" in speed_lines(merged)[1]
