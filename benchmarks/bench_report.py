@@ -170,7 +170,8 @@ def print_report(report: dict[str, Any], path: Path, plots: bool) -> None:
             print(f"error ({run['target']} ×{run['sessions']}): {error}")
         for note in run.get("notes", []):  # reports written before notes existed have none
             print(f"note ({run['target']} ×{run['sessions']}): {note}")
-    print("\n".join(speed_lines(report)))
+    for line in speed_lines(report):
+        print(line)
     print(f"\nwrote {_shown(path)}")
     if plots:
         from benchmarks.plots import draw

@@ -1,11 +1,11 @@
 """How fast this machine is right now: a fixed piece of the product's own CPU work, timed.
 
-The 2-core machines the benchmarks run on are shared virtual machines whose speed moves from
-day to day: on one AMD EPYC, Moonshine took 2960 ms over the same 29 utterances one day and
-3445–4123 ms the next, and four sessions' latencies moved more with it than with any change
-measured that week. ``cosyagent bench`` runs this first, in a process of its own before any
-server starts, and records it beside its results (``machine.speed``): compare runs at like
-speeds, or say that the speed differed.
+The 2-core machines the benchmarks run on are shared virtual machines whose speed moves from day
+to day and within a day: on one AMD EPYC, Moonshine took 2960 ms over the same 29 utterances one
+day, 4123 ms the next morning and 2976 two hours later, by more than most of the changes
+measured that week moved four sessions' latencies. ``cosyagent bench`` runs this first, in a
+process of its own before any server starts, and records it beside its results
+(``machine.speed``): compare runs at like speeds, or say that the speed differed.
 
     python -m benchmarks.machine_speed      # prints the JSON
 
@@ -79,7 +79,11 @@ def measure_apart(timeout_s: float = 300.0) -> dict[str, Any] | None:
     if done.returncode != 0:
         logger.warning("the machine's speed was not measured: %s", done.stderr.strip()[-500:])
         return None
-    speed: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    try:
+        speed: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        logger.warning("the machine's speed was not measured: the reference printed %r", done.stdout[-200:])
+        return None
     return speed
 
 

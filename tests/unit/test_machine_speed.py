@@ -22,3 +22,6 @@ def test_a_speed_that_cannot_be_measured_is_a_warning_and_the_benchmark_goes_on(
     monkeypatch.setattr(sys, "executable", str(stuck))  # ... or never finishes
     assert machine_speed.measure_apart(timeout_s=0.5) is None
     assert "the reference took over 0.5 s" in caplog.text  # and was killed (subprocess.run)
+    monkeypatch.setattr(sys, "executable", "/bin/true")  # ... or exits without a word
+    assert machine_speed.measure_apart(timeout_s=10) is None
+    assert "the reference printed ''" in caplog.text
