@@ -1,8 +1,8 @@
 """How fast this machine is right now: a fixed piece of the product's own CPU work, timed.
 
 The 2-core machines the benchmarks run on are shared virtual machines whose speed moves from day
-to day and within a day: on one AMD EPYC, Moonshine took 2960 ms over the same 29 utterances one
-day, 4123 ms the next morning and 2976 two hours later, by more than most of the changes
+to day and within a day: on one AMD EPYC, Moonshine took 2960 ms over the same 29 utterances at
+08:15, 4123 ms at 11:04 and 2976 at 11:50 on 2026-12-06, by more than most of the changes
 measured that week moved four sessions' latencies. ``cosyagent bench`` runs this first, in a
 process of its own before any server starts, and records it beside its results
 (``machine.speed``): compare runs at like speeds, or say that the speed differed.
