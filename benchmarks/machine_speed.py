@@ -25,15 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import soxr
-
 from benchmarks.records import utterances
+from cosyagent.audio.pcm import resample
 from cosyagent.engines.moonshine_asr import MoonshineASR
 from cosyagent.talk import RATE
 
 ROOT = Path(__file__).resolve().parents[1]
-ASR_RATE = 16000
 PASSES = 2
 
 logger = logging.getLogger(__name__)
@@ -42,8 +39,8 @@ logger = logging.getLogger(__name__)
 async def measure(passes: int = PASSES) -> dict[str, Any]:
     """Moonshine over the bench's utterances, ``passes`` times; the fastest pass (blocking work
     runs on the engine's own thread)."""
-    audio = [np.asarray(soxr.resample(clip.samples, RATE, ASR_RATE), dtype=np.float32) for clip in utterances()]
     asr = MoonshineASR(cpu_threads=2)
+    audio = [resample(clip.samples, RATE, asr.sample_rate) for clip in utterances()]
     asr.load()
     try:
         best = float("inf")
@@ -54,7 +51,7 @@ async def measure(passes: int = PASSES) -> dict[str, Any]:
             best = min(best, time.perf_counter() - started)
     finally:
         asr.close()
-    seconds = sum(samples.size for samples in audio) / ASR_RATE
+    seconds = sum(samples.size for samples in audio) / asr.sample_rate
     return {
         "work": f"Moonshine base-en, 2 threads, {len(audio)} utterances ({seconds:.0f} s of speech), best of {passes}",
         "moonshine_ms": round(best * 1000),
