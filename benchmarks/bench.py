@@ -36,7 +36,16 @@ import yaml
 
 from benchmarks import harness, machine_speed
 from benchmarks.bench_report import COLUMNS, TARGETS_MS, cell, judge, print_report
-from benchmarks.records import BARGE_METRICS, CLIP_SETS, MIC_LAG_ERROR_S, ROOT, TURN_METRICS, Plan, SessionRecord
+from benchmarks.records import (
+    BARGE_METRICS,
+    CLIP_SETS,
+    LONG_REPLY_S,
+    MIC_LAG_ERROR_S,
+    ROOT,
+    TURN_METRICS,
+    Plan,
+    SessionRecord,
+)
 from benchmarks.repeats import repeat_summary
 from benchmarks.webrtc_caller import loopback_candidates
 from cosyagent.talk import Clip
@@ -84,6 +93,18 @@ class Run:
             if r.mic_lag_ms is not None and r.mic_lag_ms > MIC_LAG_ERROR_S * 1000
         ]
 
+    def _long_replies(self) -> list[str]:
+        """A note when some replies ran past LONG_REPLY_S of speech (the answers to barge-ins too)."""
+        rows = [row for r in self.records for row in [*r.turns, *(b["answer"] for b in r.barge_ins if "answer" in b)]]
+        seconds = [float(row["reply_audio_s"]) for row in rows if row.get("reply_audio_s") is not None]
+        long = [s for s in seconds if s > LONG_REPLY_S]
+        if not long:
+            return []
+        return [
+            f"{len(long)} of {len(seconds)} replies ran over {LONG_REPLY_S:.0f} s of speech "
+            f"(longest {max(long):.1f} s): the LLM answered at length, and that work loaded the other turns of this run"
+        ]
+
     def report(self) -> dict[str, Any]:
         values = self.values()
         refusals = [r.refused for r in self.records if r.refused is not None]
@@ -102,7 +123,7 @@ class Run:
             "barge_ins_measured": sum("skipped" not in b for r in self.records for b in r.barge_ins),
             "barge_ins_skipped": sum("skipped" in b for r in self.records for b in r.barge_ins),
             "errors": [e for r in self.records for e in r.errors] + self._late_microphones(),
-            "notes": [n for r in self.records for n in r.notes],
+            "notes": [n for r in self.records for n in r.notes] + self._long_replies(),
             "server_cpu": self.cpu,
             "server_memory": self.memory,
             "records": [r.__dict__ for r in self.records],

@@ -56,6 +56,11 @@ ADMISSION_REFUSALS = ("server_at_capacity", "session_limit", "call_limit")
 # not the server, would be much of what was measured, and `cosyagent bench` counts it an error.
 MIC_LAG_NOTE_S = 0.05
 MIC_LAG_ERROR_S = 0.25
+# A reply in "one or two short sentences" (the default instructions) is 2-7 s of speech. Past
+# LONG_REPLY_S the LLM answered at length (the embedded one sometimes reads out a numbered list, up
+# to its 80 tokens: ~20 s), and such a reply's decoding and synthesis load the other sessions' turns:
+# a run that had some is noted, so that runs are compared with that in mind.
+LONG_REPLY_S = 10.0
 # The reply starts when the final transcript is handed to the LLM. The stages then add up:
 # end_of_turn + asr + tts_first_audio (+ delivery to the client) = voice_to_voice.
 

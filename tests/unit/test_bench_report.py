@@ -244,3 +244,14 @@ def test_the_machines_speed_is_shown_for_each_report_a_table_comes_from() -> Non
         "the machine's speed (slow.json)",
     ]  # a report from before the speed was measured has no line
     assert "2010 ms" in speed_lines(merged)[1]
+
+
+def test_a_run_whose_llm_answered_at_length_says_so() -> None:
+    # A long reply's decoding and synthesis load the other sessions' turns: runs are compared knowing it.
+    short, listed = SessionRecord(0), SessionRecord(1)
+    short.turns = [{"clip": "q", "ok": True, "reply_audio_s": 4.2}, {"clip": "q", "ok": True, "reply_audio_s": 9.9}]
+    listed.turns = [{"clip": "q", "ok": True, "reply_audio_s": 21.7}]
+    listed.barge_ins = [{"reply_clip": "q", "answer": {"reply_audio_s": 12.3}}, {"skipped": "the reply ended"}]
+    assert Run("websocket", 1, [short], {}, {}, 1.0).report()["notes"] == []
+    (note,) = Run("webrtc", 2, [short, listed], {}, {}, 1.0).report()["notes"]
+    assert note.startswith("2 of 4 replies ran over 10 s of speech (longest 21.7 s)")
