@@ -165,6 +165,9 @@ class LLMConfig:
     server: str = "native"
     parallel: int = 4  # embedded native: slots (replies generated at once); more wait for a free one
     server_binary: str | None = None  # embedded native: a llama-server of your own (default: .venv/bin, PATH)
+    # The sampling seed of every LLM request (the OpenAI API's `seed`): the same prompt then gets the
+    # same reply, for benchmarks and tests that compare runs. None: random, each reply drawn afresh.
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.server not in ("native", "python"):
@@ -177,6 +180,8 @@ class LLMConfig:
             raise ConfigError("llm.timeout_s and llm.connect_timeout_s must be positive")
         if self.max_restarts < 0:
             raise ConfigError(f"llm.max_restarts must be >= 0, not {self.max_restarts}")
+        if self.seed is not None and (type(self.seed) is not int or self.seed < 0):
+            raise ConfigError(f"llm.seed must be a whole number >= 0 or null, not {self.seed!r}")
 
 
 @dataclass(frozen=True)

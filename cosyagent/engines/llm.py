@@ -41,6 +41,7 @@ class OpenAICompatibleLLM:
         *,
         connect_timeout_s: float = 5.0,
         max_retries: int = 0,
+        seed: int | None = None,
     ) -> None:
         if timeout_s <= 0 or connect_timeout_s <= 0:
             raise ValueError("timeout_s and connect_timeout_s must be positive")
@@ -50,6 +51,7 @@ class OpenAICompatibleLLM:
         self._api_key = api_key or "no-key"  # local servers ignore it; the SDK insists on one
         self._timeout = openai.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
         self._max_retries = max_retries
+        self.seed = seed  # sent with every request (the same prompt, the same reply); None: random
         self._client = self._new_client()
 
     def _new_client(self) -> openai.AsyncOpenAI:
@@ -106,6 +108,8 @@ class OpenAICompatibleLLM:
             options["max_tokens"] = max_tokens
         if temperature is not None:
             options["temperature"] = temperature
+        if self.seed is not None:
+            options["seed"] = self.seed
         if tools:
             options["tools"] = list(tools)
             options["tool_choice"] = tool_choice

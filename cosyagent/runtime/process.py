@@ -150,6 +150,7 @@ class Runtime:
                 self.llm_server.model,
                 timeout_s=llm.timeout_s,
                 connect_timeout_s=llm.connect_timeout_s,
+                seed=llm.seed,
             )
             self.llm_supervisor = LLMSupervisor(self.llm_server, self.llm, max_restarts=llm.max_restarts)
             self.llm_supervisor.start()
@@ -157,7 +158,12 @@ class Runtime:
         else:
             assert llm.base_url and llm.model  # checked in from_config
             self.llm = OpenAICompatibleLLM(
-                llm.base_url, llm.model, llm.api_key, llm.timeout_s, connect_timeout_s=llm.connect_timeout_s
+                llm.base_url,
+                llm.model,
+                llm.api_key,
+                llm.timeout_s,
+                connect_timeout_s=llm.connect_timeout_s,
+                seed=llm.seed,
             )
         self.load_seconds["llm"] = round(time.monotonic() - began, 2)
         logger.info("engines ready in %s", self.load_seconds)

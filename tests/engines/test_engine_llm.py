@@ -78,6 +78,20 @@ async def test_stream_chat_gives_text(llm: OpenAICompatibleLLM) -> None:
     assert first_token_s is not None and first_token_s < 5.0
 
 
+async def test_a_seed_makes_the_same_prompt_give_the_same_reply(server: EmbeddedLlamaServer) -> None:
+    # llm.seed: sent with every request, so runs that are compared get the same replies.
+    async def reply(seed: int) -> str:
+        client = OpenAICompatibleLLM(server.base_url, server.model, timeout_s=30.0, seed=seed)
+        try:
+            return "".join([d async for d in client.stream_chat(LONG, max_tokens=40, temperature=1.0)])
+        finally:
+            await client.aclose()
+
+    first, again, other = await reply(7), await reply(7), await reply(8)
+    assert first == again and len(first.split()) > 10
+    assert other != first  # the seed, not chance, repeated it
+
+
 async def test_closing_the_stream_stops_generation(server: EmbeddedLlamaServer, llm: OpenAICompatibleLLM) -> None:
     pid = server.pid
     assert pid is not None

@@ -24,6 +24,9 @@ def test_the_defaults_bound_every_wait() -> None:
         ("llm", "timeout_s", 0, "llm.timeout_s and llm.connect_timeout_s must be positive"),
         ("llm", "connect_timeout_s", -1, "llm.timeout_s and llm.connect_timeout_s must be positive"),
         ("llm", "max_restarts", -1, "llm.max_restarts must be >= 0"),
+        ("llm", "seed", -1, "llm.seed must be a whole number >= 0 or null, not -1"),
+        ("llm", "seed", 1.5, "llm.seed must be a whole number >= 0 or null, not 1.5"),
+        ("llm", "seed", "any", "llm.seed must be a whole number >= 0 or null, not 'any'"),
         ("server", "drain_timeout_s", -5, "server.drain_timeout_s must be >= 0"),
     ],
 )
