@@ -7,7 +7,7 @@ first conversations after a start (four people joining a demo) each paid for it 
 turn. One one-token request per slot fills every slot with the instructions; llama.cpp then
 reuses that prefix for whichever conversation the slot serves next. The instructions must be
 warmed as a spoken reply sends them (:func:`spoken_instructions`): with the rule that tells the
-LLM its voice's one language, ~12 tokens that a first turn would otherwise read again.
+LLM its voice's one language, tokens that a first turn would otherwise read again.
 """
 
 from __future__ import annotations

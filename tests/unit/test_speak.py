@@ -171,7 +171,7 @@ async def test_an_english_only_voice_asks_the_llm_for_english_answers() -> None:
     request = ReplyRequest(messages=messages, voice="v")
     assert [e async for e in stream_reply(request, llm, EnglishOnlyEngine())]  # type: ignore[arg-type]
     system = llm.seen[0][0]["content"]
-    assert system == "Be brief.\nAlways answer in English: your voice speaks English only."
+    assert system == "Be brief.\nAlways answer in English."
     assert llm.seen[0][1:] == messages[1:]
     # A voice of several languages, or a text-only reply, leaves the instructions alone.
     for tts, audio in ((ClauseEngine(), True), (EnglishOnlyEngine(), False)):
@@ -184,7 +184,7 @@ async def test_an_english_only_voice_asks_the_llm_for_english_answers() -> None:
 def test_without_instructions_the_language_rule_is_the_system_message() -> None:
     user = {"role": "user", "content": "Hi"}
     assert in_the_voice_language([user], ("en",)) == [
-        {"role": "system", "content": "Always answer in English: your voice speaks English only."},
+        {"role": "system", "content": "Always answer in English."},
         user,
     ]
 
