@@ -342,8 +342,15 @@ class RealtimeSession:
             audio_ahead_s=lambda: playout.audio_ahead_ms() / 1000.0,
         )
         pacing = asyncio.create_task(playout.run(), name=f"{response_id}-playout")
-        # Each clause is needed when the audio before it runs out: the first one now.
-        deadline = needed_by(lambda: time.monotonic() + playout.audio_ahead_ms() / 1000.0)
+        # Each clause is needed when the audio before it runs out; the first one since the reply
+        # began, so replies waiting for the LLM and first clauses take the cores in their order.
+        deadline = needed_by(
+            lambda: (
+                timings.started
+                if timings.tts_first_audio is None
+                else time.monotonic() + playout.audio_ahead_ms() / 1000.0
+            )
+        )
         llm_text: str | None = None
         try:
             with deadline:  # the reply's generator runs in this task: its engine jobs carry it

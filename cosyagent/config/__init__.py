@@ -236,8 +236,9 @@ class SchedulerConfig:
     once, the one needed first goes next (cosyagent/engines/scheduling.py)."""
 
     lanes: int = 1
-    # With the embedded LLM (on these cores): while a reply waits for its first clause, jobs
-    # needed more than this far ahead wait; 0: off.
+    # With the embedded LLM (on these cores): while a reply waits for its first clause, jobs due
+    # since after it began wait for it (at most this long), and jobs needed more than this far
+    # ahead wait; 0: off.
     yield_to_llm_ms: int = 1000
 
     def __post_init__(self) -> None:

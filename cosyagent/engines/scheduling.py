@@ -15,11 +15,17 @@ before any job submitted after its deadline: no starvation. A running job is not
 submitted :func:`giving_way`: work that only saves time later (a transcript's draft) is
 cancelled as soon as another job waits for a lane or a reply waits for the LLM.
 
-The embedded LLM runs outside the lanes, in its own process, on the same cores. While a reply
-waits for its first clause from it (:meth:`DeadlineScheduler.waiting_on_llm`), jobs needed more
-than ``yield_ahead_s`` from now (a later clause of another reply, with seconds of audio still
-to play) wait too, and run once their deadline comes that close or no reply waits: so no
-session synthesizes far ahead while another waits for its first clause.
+The embedded LLM runs outside the lanes, in its own process, on the same cores, and its
+requests are jobs with deadlines too: while a reply waits for its first clause from it
+(:meth:`DeadlineScheduler.waiting_on_llm`, needed since the reply began), a job that is due
+and was needed after that reply began waits for it, though the lane is free (another session's
+transcript, the first clause of a reply that began later), so the LLM, which runs at a lower
+CPU priority than the engines, gets the cores when it holds the most urgent work. A job not
+due yet (a later clause, with audio still playing before it) is not held back, lest its reply
+fall silent mid-sentence, unless it is needed more than ``yield_ahead_s`` from now: then it
+waits too, so no session synthesizes far ahead while another waits for its first clause. A
+reply that has waited ``yield_ahead_s`` holds no one back any more (an LLM that stalls must not
+stall everyone's engines).
 """
 
 from __future__ import annotations
@@ -163,7 +169,7 @@ class DeadlineScheduler:
         # Told of each job as it starts: (engine, seconds it waited, seconds past its deadline).
         self._observers: list[Callable[[str, float, float], None]] = []
         self.yield_ahead_s: float | None = None  # None: jobs never yield to the LLM
-        self._llm_waits = 0  # replies waiting for their first clause from the LLM
+        self._llm_waits: list[float] = []  # since when each reply waiting for its first clause needs it
         self._recheck_at: float | None = None  # when a held job's deadline comes close enough
         self._giving_way: list[Callable[[], None]] = []  # how to stop each running job that gives way
 
@@ -183,7 +189,7 @@ class DeadlineScheduler:
         with self._lock:
             waiting = any(not (entry.waiter.gone or entry.waiter.gives_way) for entry in self._waiting)
             busy = self._lanes - self._free - len(self._giving_way)
-            return busy == 0 and not waiting and self._llm_waits == 0
+            return busy == 0 and not waiting and not self._llm_waits
 
     def running_gives_way(self, stop: Callable[[], None]) -> Callable[[], None]:
         """A job that gives way has its lane: ``stop`` cancels it when someone else needs the CPU.
@@ -239,11 +245,13 @@ class DeadlineScheduler:
                 self.release()
             raise
 
-    def waiting_on_llm(self) -> Callable[[], None]:
-        """A reply now waits for its first clause from the LLM; returns the function that says it
-        no longer does (idempotent: call it at the first clause and again when the reply ends)."""
+    def waiting_on_llm(self, needed_since: float | None = None) -> Callable[[], None]:
+        """A reply now waits for its first clause from the LLM, needed since ``needed_since``
+        (monotonic; default now); returns the function that says it no longer does (idempotent:
+        call it at the first clause and again when the reply ends)."""
+        needed = time.monotonic() if needed_since is None else needed_since
         with self._lock:
-            self._llm_waits += 1
+            self._llm_waits.append(needed)
             stops = self._make_way()
         for stop in stops:
             stop()
@@ -255,7 +263,7 @@ class DeadlineScheduler:
                 return
             ended = True
             with self._lock:
-                self._llm_waits -= 1
+                self._llm_waits.remove(needed)
                 grants = self._grant_free_lanes()
             for grant in grants:
                 grant()
@@ -293,35 +301,66 @@ class DeadlineScheduler:
 
     def _yields(self, deadline: float, now: float) -> bool:
         """Under the lock: whether a job needed by ``deadline`` waits for the LLM's first clauses."""
-        return self._llm_waits > 0 and self.yield_ahead_s is not None and deadline - now > self.yield_ahead_s
+        return self._needed_far_ahead(deadline, now) or self._due_after_an_llm_wait(deadline, now) is not None
+
+    def _needed_far_ahead(self, deadline: float, now: float) -> bool:
+        """Under the lock: a reply waits for the LLM and this job is needed more than
+        ``yield_ahead_s`` from now (true of every job needed later too)."""
+        return bool(self._llm_waits) and self.yield_ahead_s is not None and deadline - now > self.yield_ahead_s
+
+    def _due_after_an_llm_wait(self, deadline: float, now: float) -> float | None:
+        """Under the lock: for a job that is due (its deadline now or past) and was needed after a
+        reply began to wait for the LLM, since when that reply needs its first clause (the most
+        urgent one, among those that have waited less than ``yield_ahead_s``); else None. A job
+        not due yet (a later clause, audio still playing before it) is not held back: it would
+        leave a gap in the middle of that reply."""
+        if not self._llm_waits or self.yield_ahead_s is None or deadline > now:
+            return None
+        limit = self.yield_ahead_s
+        holding = min((needed for needed in self._llm_waits if now - needed < limit), default=None)
+        return holding if holding is not None and deadline > holding else None
 
     def _grant_free_lanes(self) -> list[Callable[[], None]]:
-        """Under the lock: hand free lanes to waiters; returns what tells them (call unlocked)."""
+        """Under the lock: hand free lanes to waiters, earliest deadline first, passing over those
+        that wait for the LLM; returns what tells them (call unlocked)."""
         grants: list[Callable[[], None]] = []
         now = time.monotonic()
+        held: list[_Entry] = []
         while self._free > 0 and self._waiting:
-            entry = self._waiting[0]
+            entry = heapq.heappop(self._waiting)
             waiter = entry.waiter
-            if not waiter.gone and self._yields(entry.deadline, now):
-                self._recheck_later(entry)  # the most urgent job yields, so every other one does too
-                break
-            heapq.heappop(self._waiting)
             if waiter.gone:
                 continue
+            if self._needed_far_ahead(entry.deadline, now):
+                held.append(entry)
+                break  # every job after it is needed further ahead still
+            if self._due_after_an_llm_wait(entry.deadline, now) is not None:
+                held.append(entry)
+                continue  # a job needed later but not due yet may still go
             waiter.granted = True
             self._free -= 1
             grants.append(functools.partial(_tell, waiter, self))
+        for entry in held:
+            heapq.heappush(self._waiting, entry)
+        if held:
+            self._recheck_later(min(self._holds_until(entry.deadline, now) for entry in held), held[0].waiter.loop)
         return grants
 
-    def _recheck_later(self, entry: _Entry) -> None:
-        """Under the lock: look again when ``entry``'s deadline is ``yield_ahead_s`` away."""
-        at = entry.deadline - (self.yield_ahead_s or 0.0)
+    def _holds_until(self, deadline: float, now: float) -> float:
+        """Under the lock: when a job held back now may go without any reply's first clause coming:
+        its deadline ``yield_ahead_s`` away, or the reply it waits for having waited that long."""
+        ahead = self.yield_ahead_s or 0.0
+        holding = self._due_after_an_llm_wait(deadline, now)
+        return holding + ahead if holding is not None else deadline - ahead
+
+    def _recheck_later(self, at: float, loop: asyncio.AbstractEventLoop) -> None:
+        """Under the lock: look again at ``at`` (monotonic)."""
         if self._recheck_at is not None and self._recheck_at <= at:
             return  # a look at or before then is already due
         self._recheck_at = at
         delay = max(0.0, at - time.monotonic())
         with contextlib.suppress(RuntimeError):  # its loop closed: the job is gone with it
-            entry.waiter.loop.call_soon_threadsafe(entry.waiter.loop.call_later, delay, self._recheck)
+            loop.call_soon_threadsafe(loop.call_later, delay, self._recheck)
 
     def _recheck(self) -> None:
         with self._lock:

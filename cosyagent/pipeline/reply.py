@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cosyagent.engines.base import AudioF32, ChatLLM, ChatMessage, SpeechSynthesizer, ToolCallDelta
-from cosyagent.engines.scheduling import cpu_scheduler
+from cosyagent.engines.scheduling import cpu_scheduler, job_deadline
 from cosyagent.pipeline.llm_prefetch import llm_request
 from cosyagent.pipeline.speak import speak
 from cosyagent.pipeline.timestamps import SpeechTimings
@@ -112,7 +112,7 @@ async def stream_reply(
     """
     timings = timings or ReplyTimings()
     # Until the first clause, jobs needed later yield the cores to the LLM (engines.scheduling).
-    first_clause_came = cpu_scheduler().waiting_on_llm()
+    first_clause_came = cpu_scheduler().waiting_on_llm(job_deadline())
     events = _reply_events(request, llm, tts, timings, first_clause_came)
     try:
         async with aclosing(events):  # type: ignore[type-var]  # an async generator

@@ -270,26 +270,71 @@ async def test_a_held_lane_cancelled_mid_job_is_freed_when_that_job_ends() -> No
 async def test_jobs_needed_later_yield_to_a_reply_waiting_for_the_llm() -> None:
     scheduler = DeadlineScheduler(lanes=1)
     scheduler.yield_ahead_s = 0.3
-    first_clause_came = scheduler.waiting_on_llm()
-    ran: dict[str, float] = {}
     began = time.monotonic()
+    first_clause_came = scheduler.waiting_on_llm(began)
+    ran: dict[str, float] = {}
 
-    async def job(name: str, needed_in_s: float) -> None:
-        await scheduler.acquire(time.monotonic() + needed_in_s)
+    async def job(name: str, needed_at: float) -> None:
+        await scheduler.acquire(needed_at)
         ran[name] = time.monotonic() - began
         scheduler.release()
 
-    soon = asyncio.create_task(job("transcript", 0.0))
-    later = asyncio.create_task(job("clause with 2 s of audio before it", 2.0))
-    await asyncio.wait_for(soon, 1.0)  # a job needed soon does not wait for the LLM
+    await asyncio.sleep(0.01)
+    sooner = asyncio.create_task(job("transcript of a turn that ended before the reply began", began - 0.05))
+    later = asyncio.create_task(job("transcript of a turn that ended after", time.monotonic()))
+    far = asyncio.create_task(job("clause with 2 s of audio before it", began + 2.0))
+    playing = asyncio.create_task(job("clause with 0.2 s of audio before it", time.monotonic() + 0.2))
+    await asyncio.wait_for(asyncio.gather(sooner, playing), 1.0)
     await asyncio.sleep(0.1)
-    assert set(ran) == {"transcript"}, "a job needed later waits although the lane is free"
+    assert set(ran) == {
+        "transcript of a turn that ended before the reply began",
+        "clause with 0.2 s of audio before it",
+    }, (
+        "jobs due since after the reply began, or needed far ahead, wait for its first clause, the lane free;"
+        " a job needed before the reply, or soon, does not (a reply playing would fall silent)"
+    )
+    assert ran["clause with 0.2 s of audio before it"] < 0.1
     first_clause_came()
     first_clause_came()  # said again when the reply ends: counted once
-    await asyncio.wait_for(later, 1.0)
-    assert ran["clause with 2 s of audio before it"] < 1.0
+    await asyncio.wait_for(asyncio.gather(later, far), 1.0)
+    assert ran["transcript of a turn that ended after"] < 0.25
+    assert ran["clause with 2 s of audio before it"] < 0.25
     await asyncio.wait_for(scheduler.acquire(time.monotonic() + 5.0), 0.5)  # no reply waits now
     scheduler.release()
+
+
+async def test_the_most_urgent_reply_waiting_for_the_llm_holds_jobs_back() -> None:
+    scheduler = DeadlineScheduler(lanes=1)
+    scheduler.yield_ahead_s = 0.5
+    now = time.monotonic()
+    later_reply = scheduler.waiting_on_llm(now)
+    earlier_reply = scheduler.waiting_on_llm(now - 0.1)
+    between = asyncio.create_task(scheduler.acquire(now - 0.05))  # needed after one began, before the other
+    await asyncio.sleep(0.05)
+    assert not between.done(), "the earlier reply holds back a job needed after it began"
+    earlier_reply()
+    await asyncio.wait_for(between, 0.5)  # the later reply does not: the job was needed before it began
+    scheduler.release()
+    later_reply()
+
+
+async def test_a_reply_that_waits_too_long_for_the_llm_holds_no_one_back() -> None:
+    scheduler = DeadlineScheduler(lanes=1)
+    scheduler.yield_ahead_s = 0.3
+    began = time.monotonic()
+    first_clause_came = scheduler.waiting_on_llm(began)  # and it never comes: a stalled LLM
+    cpu_before = time.process_time()
+    await asyncio.sleep(0.01)
+    await asyncio.wait_for(scheduler.acquire(time.monotonic()), 2.0)  # due since after the reply began
+    waited = time.monotonic() - began
+    scheduler.release()
+    assert 0.25 <= waited <= 0.6, waited  # let go once the reply had waited yield_ahead_s
+    # ... and meanwhile the scheduler looked again when that was due, not in a busy loop (which
+    # would take a core from the LLM it yields to)
+    assert time.process_time() - cpu_before < 0.1, "the scheduler spun while the job yielded"
+    await asyncio.wait_for(scheduler.acquire(time.monotonic()), 0.1)  # and later jobs do not wait at all
+    scheduler.release()
+    first_clause_came()
 
 
 async def test_a_yielding_job_runs_once_its_deadline_comes_close() -> None:
