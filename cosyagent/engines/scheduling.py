@@ -325,7 +325,9 @@ class DeadlineScheduler:
         that wait for the LLM; returns what tells them (call unlocked)."""
         grants: list[Callable[[], None]] = []
         now = time.monotonic()
+        ahead = self.yield_ahead_s or 0.0
         held: list[_Entry] = []
+        look_again_at = float("inf")  # when the first held job may go without any first clause coming
         while self._free > 0 and self._waiting:
             entry = heapq.heappop(self._waiting)
             waiter = entry.waiter
@@ -333,9 +335,12 @@ class DeadlineScheduler:
                 continue
             if self._needed_far_ahead(entry.deadline, now):
                 held.append(entry)
+                look_again_at = min(look_again_at, entry.deadline - ahead)
                 break  # every job after it is needed further ahead still
-            if self._due_after_an_llm_wait(entry.deadline, now) is not None:
+            holding = self._due_after_an_llm_wait(entry.deadline, now)
+            if holding is not None:
                 held.append(entry)
+                look_again_at = min(look_again_at, holding + ahead)  # that reply lets go then
                 continue  # a job needed later but not due yet may still go
             waiter.granted = True
             self._free -= 1
@@ -343,15 +348,8 @@ class DeadlineScheduler:
         for entry in held:
             heapq.heappush(self._waiting, entry)
         if held:
-            self._recheck_later(min(self._holds_until(entry.deadline, now) for entry in held), held[0].waiter.loop)
+            self._recheck_later(look_again_at, held[0].waiter.loop)
         return grants
-
-    def _holds_until(self, deadline: float, now: float) -> float:
-        """Under the lock: when a job held back now may go without any reply's first clause coming:
-        its deadline ``yield_ahead_s`` away, or the reply it waits for having waited that long."""
-        ahead = self.yield_ahead_s or 0.0
-        holding = self._due_after_an_llm_wait(deadline, now)
-        return holding + ahead if holding is not None else deadline - ahead
 
     def _recheck_later(self, at: float, loop: asyncio.AbstractEventLoop) -> None:
         """Under the lock: look again at ``at`` (monotonic)."""
