@@ -1,9 +1,8 @@
 """The asyncio side of one Realtime session: carries out what the sans-I/O core decides.
 
-It runs ASR jobs and replies as tasks it keeps references to, paces reply audio with a
-:class:`~cosyagent.pipeline.playout.Playout` against the transport's audio sink, and on
-exit cancels and awaits every one of them, so a client vanishing mid-reply leaves
-nothing running. Events and the sink's instructions leave in the order the core decided.
+It runs ASR jobs and replies (:mod:`cosyagent.agent.session_replies`) as tasks it keeps
+references to, and on exit cancels and awaits every one of them, so a client vanishing
+mid-reply leaves nothing running. Events and the sink's instructions leave in the order the core decided.
 """
 
 from __future__ import annotations
@@ -39,13 +38,13 @@ from cosyagent.agent.events import (
     server_error_event,
 )
 from cosyagent.agent.realtime_core import RealtimeCore
+from cosyagent.agent.session_replies import SessionReplies
 from cosyagent.engines.base import (
     AudioF32,
     CancelToken,
     ChatLLM,
     EngineCancelled,
     EngineError,
-    EngineUnavailableError,
     SpeechRecognizer,
     SpeechSynthesizer,
     TurnEndPredictor,
@@ -53,8 +52,7 @@ from cosyagent.engines.base import (
 )
 from cosyagent.engines.scheduling import needed_by
 from cosyagent.pipeline.llm_prefetch import PrefetchingLLM, llm_request
-from cosyagent.pipeline.playout import SYNTHESIS_AHEAD_MS, AudioSink, MediaAudioSink, Playout
-from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, ReplyTimings, SpokenText, TextDelta, stream_reply
+from cosyagent.pipeline.playout import AudioSink, MediaAudioSink
 from cosyagent.pipeline.session_asr import SessionASR
 from cosyagent.telemetry import SessionObserver
 
@@ -101,13 +99,12 @@ class RealtimeSession:
         self._reply_ahead = reply_ahead
         self._send = send
         self._sink = sink
-        self._lead_ms = output_lead_ms
         self._outbox: asyncio.Queue[Event | SinkAction] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._transcribe_jobs: dict[str, tuple[asyncio.Task[None], CancelToken]] = {}
         self._turn_end_jobs: dict[str, tuple[asyncio.Task[None], CancelToken]] = {}
         self._responses: dict[str, asyncio.Task[None]] = {}
-        self._playouts: dict[str, Playout] = {}
+        self._replies = SessionReplies(core, self._llm, engines.tts, sink, output_lead_ms, self._execute, observer)
         self._ending = asyncio.Event()
         self.ended_by_server: str | None = None  # the error code :meth:`end` was given
 
@@ -161,13 +158,13 @@ class RealtimeSession:
         ``input_audio_buffer.append`` events. Call it while :meth:`run` is running; what
         the core decides is carried out as for any event."""
         self._execute(self.core.append_audio(data))
-        self._wake_playouts()  # the audio may have released held reply audio
+        self._replies.wake_playouts()  # the audio may have released held reply audio
 
     def append_samples(self, samples: AudioF32) -> None:
         """Input audio as 16 kHz floats (the WebRTC microphone, resampled once); else as
         :meth:`append_audio`."""
         self._execute(self.core.append_samples(samples))
-        self._wake_playouts()
+        self._replies.wake_playouts()
 
     async def _read_loop(self, receive: Receive) -> None:
         rate = self.core.limits.max_events_per_second
@@ -183,7 +180,7 @@ class RealtimeSession:
                 continue  # dropped unread: the flood costs no parsing
             refused = 0
             self._execute(self.core.receive(message))
-            self._wake_playouts()  # a client event may have released held reply audio
+            self._replies.wake_playouts()  # a client event may have released held reply audio
 
     async def _drain_outbox(self, timeout_s: float = 1.0) -> None:
         with contextlib.suppress(TimeoutError):
@@ -193,10 +190,6 @@ class RealtimeSession:
         what = "the session is closing" if closing else "events past the limit are dropped"
         message = f"client events are arriving faster than {rate:g} per second: {what}"
         self._execute([Send(ProtocolError(message, code="rate_limit_exceeded").to_event())])
-
-    def _wake_playouts(self) -> None:
-        for playout in self._playouts.values():
-            playout.wake()
 
     async def _write_loop(self) -> None:
         while True:
@@ -324,74 +317,10 @@ class RealtimeSession:
         self._execute(self.core.turn_end_predicted(job.job_id, probability))
 
     async def _respond(self, start: StartResponse) -> None:
-        response_id = start.response_id
-        timings = ReplyTimings()
-        playout = self._playouts[response_id] = Playout(
-            self.core, self._sink, response_id, self._lead_ms, lambda: self._execute(self.core.pop_audio(response_id))
-        )
-        request = ReplyRequest(
-            start.messages,
-            start.voice,
-            start.speed,
-            start.max_tokens,
-            start.audio,
-            start.tools,
-            start.tool_choice,
-            on_tool_call=lambda piece: self._execute(self.core.response_tool_call(response_id, piece)),
-            timed=start.timestamps,
-            audio_ahead_s=lambda: playout.audio_ahead_ms() / 1000.0,
-        )
-        pacing = asyncio.create_task(playout.run(), name=f"{response_id}-playout")
-        # Each clause is needed when the audio before it runs out; the first one since the reply
-        # began, so replies waiting for the LLM and first clauses take the cores in their order.
-        deadline = needed_by(
-            lambda: (
-                timings.started
-                if timings.tts_first_audio is None
-                else time.monotonic() + playout.audio_ahead_ms() / 1000.0
-            )
-        )
-        llm_text: str | None = None
         try:
-            with deadline:  # the reply's generator runs in this task: its engine jobs carry it
-                async for event in stream_reply(request, self._llm, self._engines.tts, timings):
-                    if isinstance(event, TextDelta):
-                        self._execute(self.core.response_text(response_id, event.text))
-                    elif isinstance(event, AudioChunk):
-                        self.core.response_audio(response_id, event.samples, event.clause, event.timings)
-                        playout.wake()
-                        # The reply's generator (and so the synthesizer) waits here; the LLM goes on.
-                        await playout.until_unsent_at_most(SYNTHESIS_AHEAD_MS)
-                    elif isinstance(event, SpokenText):
-                        llm_text = event.text
-            self.core.flush_audio(response_id)
-            playout.finish()
-            await pacing
-            unplayed_ms = playout.audio_ahead_ms()  # (from here the idle timeout counts, if any)
-            self._execute(self.core.response_finished(response_id, timings.as_dict(), unplayed_ms, llm_text))
-        except EngineUnavailableError as exc:
-            logger.warning("response %s failed: engine unavailable: %s", response_id, exc)
-            self._execute(self.core.response_failed(response_id, str(exc), "engine_unavailable"))
-        except EngineError as exc:
-            logger.warning("response %s failed: %s", response_id, exc)
-            self._execute(self.core.response_failed(response_id, str(exc), "engine_error"))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug must end this reply with an error, not kill the session
-            logger.exception("response %s crashed", response_id)
-            self._execute(self.core.response_failed(response_id, f"internal error: {exc!r}", "internal_error"))
+            await self._replies.play(start)
         finally:
-            if self._observer is not None:
-                self._observer.reply_timings(
-                    llm_first_token=timings.llm_first_token,
-                    first_clause=timings.first_clause,
-                    tts_first_audio=timings.tts_first_audio,
-                )
-            pacing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pacing
-            self._responses.pop(response_id, None)
-            self._playouts.pop(response_id, None)
+            self._responses.pop(start.response_id, None)
 
 
 def _cancel_job(jobs: dict[str, tuple[asyncio.Task[None], CancelToken]], job_id: str) -> None:

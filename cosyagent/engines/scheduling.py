@@ -31,7 +31,6 @@ stall everyone's engines).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import functools
 import heapq
@@ -171,6 +170,7 @@ class DeadlineScheduler:
         self.yield_ahead_s: float | None = None  # None: jobs never yield to the LLM
         self._llm_waits: list[float] = []  # since when each reply waiting for its first clause needs it
         self._recheck_at: float | None = None  # when a held job's deadline comes close enough
+        self._recheck_loop: asyncio.AbstractEventLoop | None = None  # the loop that will look again then
         self._giving_way: list[Callable[[], None]] = []  # how to stop each running job that gives way
 
     @property
@@ -353,16 +353,19 @@ class DeadlineScheduler:
 
     def _recheck_later(self, at: float, loop: asyncio.AbstractEventLoop) -> None:
         """Under the lock: look again at ``at`` (monotonic)."""
-        if self._recheck_at is not None and self._recheck_at <= at:
-            return  # a look at or before then is already due
-        self._recheck_at = at
+        pending = self._recheck_loop is not None and not self._recheck_loop.is_closed()
+        if pending and self._recheck_at is not None and self._recheck_at <= at:
+            return  # a look at or before then is already due (on a loop still open to make it)
         delay = max(0.0, at - time.monotonic())
-        with contextlib.suppress(RuntimeError):  # its loop closed: the job is gone with it
+        try:
             loop.call_soon_threadsafe(loop.call_later, delay, self._recheck)
+        except RuntimeError:  # its loop closed: the job is gone with it
+            return
+        self._recheck_at, self._recheck_loop = at, loop
 
     def _recheck(self) -> None:
         with self._lock:
-            self._recheck_at = None
+            self._recheck_at = self._recheck_loop = None
             grants = self._grant_free_lanes()
         for grant in grants:
             grant()

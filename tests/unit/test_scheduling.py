@@ -349,6 +349,30 @@ async def test_a_yielding_job_runs_once_its_deadline_comes_close() -> None:
     assert 0.15 <= waited <= 0.6, waited  # ran ~0.3 s before its deadline, not at submission
 
 
+def test_a_look_again_left_on_a_closed_loop_does_not_strand_the_next_loops_jobs() -> None:
+    scheduler = DeadlineScheduler(lanes=1)  # one per process, and event loops come and go (tests, threads)
+    scheduler.yield_ahead_s = 0.3
+    first_clause_came = scheduler.waiting_on_llm()  # and it never comes
+    first_loop_began = time.monotonic()
+
+    async def held_then_gone() -> None:  # held as needed far ahead: a look again in 0.3 s, on this loop
+        job = asyncio.create_task(scheduler.acquire(first_loop_began + 0.6))
+        await asyncio.sleep(0.02)
+        job.cancel()
+
+    asyncio.run(held_then_gone())  # the loop closes before that look again
+
+    async def held_on_the_next_loop() -> float:
+        submitted = time.monotonic()
+        await asyncio.wait_for(scheduler.acquire(submitted + 0.6), 2.0)  # its look again comes later
+        scheduler.release()
+        return time.monotonic() - submitted
+
+    waited = asyncio.run(held_on_the_next_loop())
+    first_clause_came()
+    assert 0.2 <= waited <= 0.6, waited  # ran ~0.3 s before its deadline, not stranded
+
+
 async def test_nothing_yields_without_an_llm_on_these_cores() -> None:
     scheduler = DeadlineScheduler(lanes=1)  # yield_ahead_s None: an LLM elsewhere
     first_clause_came = scheduler.waiting_on_llm()

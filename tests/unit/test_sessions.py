@@ -46,7 +46,7 @@ class FakeRuntime:
         )
 
     def session_engines(self) -> Any:
-        return SimpleNamespace(llm=None, asr=None)  # (no turn ends in these tests)
+        return SimpleNamespace(llm=None, asr=None, tts=None)  # (no turn ends, no replies in these tests)
 
 
 def registry(max_sessions: int = 2, capacity: int | str = "auto") -> tuple[SessionRegistry, FakeRuntime]:
