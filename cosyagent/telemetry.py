@@ -209,7 +209,7 @@ class _CapacityCollector(Collector):
     def _costs() -> GaugeMetricFamily:
         return GaugeMetricFamily(
             "cosyagent_capacity_turn_cost_seconds",
-            "What one turn costs on this machine, by stage, measured at startup (turn: their sum for capacity)",
+            "What one turn costs on this machine, by stage, measured at startup and again when idle (turn: their sum)",
             labels=["stage"],
         )
 

@@ -28,12 +28,16 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8188
     max_sessions: int = 16
-    # Conversations served at once: "auto" = measured at startup (see cosyagent/runtime/capacity.py),
+    # Conversations served at once: "auto" = measured at startup and again when idle (runtime/capacity.py),
     # or a number. Always capped by max_sessions; sessions past it are refused (server_at_capacity).
     capacity: int | str = field(default="auto", metadata={"types": (int, str)})
     # Voice-to-voice latency every admitted session should keep when all end their turns at once:
     # 3000 ms, the p95 the 8-session target allows. ``auto`` capacity is sized to it.
     latency_budget_ms: int = 3000
+    # With capacity "auto": measure again after this many seconds (0: only at startup), once no
+    # session is open and no engine works, so one slow moment at startup does not size admission
+    # all day. A measurement during which a session is admitted is dropped.
+    capacity_remeasure_s: float = 600.0
     cors_origins: tuple[str, ...] = ()
     # Host names (besides IP addresses and localhost) this server answers to, e.g. the public
     # name behind a reverse proxy; "*" turns the check off. Guards against DNS rebinding.
@@ -54,6 +58,8 @@ class ServerConfig:
             raise ConfigError(f"server.capacity must be 'auto' or a whole number >= 1, got {self.capacity!r}")
         if self.latency_budget_ms <= 0:
             raise ConfigError(f"server.latency_budget_ms must be positive, got {self.latency_budget_ms}")
+        if self.capacity_remeasure_s < 0:
+            raise ConfigError(f"server.capacity_remeasure_s must be >= 0, got {self.capacity_remeasure_s}")
         if self.drain_timeout_s < 0:
             raise ConfigError(f"server.drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
 

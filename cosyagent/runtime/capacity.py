@@ -1,6 +1,7 @@
 """How many conversations this machine can serve at once within the latency budget.
 
-At startup (after the engines' warm-up) :func:`measure_turn_costs` times what one
+At startup (after the engines' warm-up), and again when idle (:mod:`cosyagent.runtime.capacity_meter`),
+:func:`measure_turn_costs` times what one
 conversational turn costs here, with the loaded engines: the TTS speaks a short two-sentence
 reply (its first sentence is the first clause; the whole gives the real-time factor), the ASR
 transcribes that reply, and the embedded LLM answers a question (first token, tokens per
@@ -194,7 +195,7 @@ def admission_limit(capacity: int | str, estimate: CapacityEstimate | None, max_
         sessions = capacity
     elif estimate is not None:
         why = (
-            f"measured at startup: one turn costs {estimate.turn_s:.2f} s of engine time, "
+            f"measured: one turn costs {estimate.turn_s:.2f} s of engine time, "
             f"latency budget {estimate.budget_s * 1000:.0f} ms"
         )
         sessions = estimate.sessions

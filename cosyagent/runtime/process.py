@@ -37,10 +37,10 @@ from cosyagent.runtime.capacity import (
     FIRST_CLAUSE_TOKENS,
     TYPICAL_REPLY_TOKENS,
     CapacityEstimate,
-    admission_limit,
     estimate_capacity,
     measure_turn_costs,
 )
+from cosyagent.runtime.capacity_meter import CapacityMeter
 from cosyagent.runtime.engine_choice import build_asr, build_embedded_llm, build_tts
 from cosyagent.runtime.llm_slots import LLMSlots
 from cosyagent.runtime.llm_supervisor import LLMSupervisor, SupervisedLLM
@@ -70,14 +70,19 @@ class Runtime:
     llm_slots: LLMSlots | None = None  # the embedded server's slots, when it decodes replies together
     turn_end: TurnEndPredictor | None = None  # vad.turn_model: semantic_vad's end-of-turn model
     load_seconds: dict[str, float] = field(default_factory=dict)
-    capacity_estimate: CapacityEstimate | None = None  # measured in start(): server.capacity "auto"
+    capacity: CapacityMeter = field(init=False)  # server.capacity "auto": measured in start(), again when idle
     telemetry: Telemetry = field(init=False)  # GET /metrics
     sessions: SessionRegistry = field(init=False)  # admits and builds every Realtime session
     _stop_observing: Callable[[], None] = field(init=False, default=lambda: None)  # the scheduler's metrics
 
     def __post_init__(self) -> None:
-        self.telemetry = Telemetry(self.queue_depths, capacity=self.capacity_report)
+        self.capacity = CapacityMeter(self._estimate_capacity, self._idle, lambda: self.sessions.admitted)
+        self.telemetry = Telemetry(self.queue_depths, capacity=lambda: self.capacity.report(self.config.server))
         self.sessions = SessionRegistry(self)
+
+    @property
+    def capacity_estimate(self) -> CapacityEstimate | None:
+        return self.capacity.estimate
 
     @property
     def active_sessions(self) -> int:
@@ -175,8 +180,10 @@ class Runtime:
                 await warm_llm_slots(server.base_url, server.model, self._spoken_instructions(), llm.parallel, 30.0)
                 self.load_seconds["llm_slots"] = round(time.monotonic() - began, 2)
             began = time.monotonic()
-            self.capacity_estimate = await self._estimate_capacity()
+            await self.capacity.measure()
             self.load_seconds["capacity"] = round(time.monotonic() - began, 2)
+            if self.config.server.capacity == "auto":
+                self.capacity.watch(self.config.server.capacity_remeasure_s)
         except BaseException:
             await self.stop()  # the LLM server is up: leave nothing running
             raise
@@ -219,13 +226,12 @@ class Runtime:
         estimate.log()
         return estimate
 
-    def capacity_report(self) -> tuple[int, dict[str, float]]:
-        """The sessions admitted at once now, and the measured per-turn costs (``/metrics``)."""
-        server = self.config.server
-        limit = admission_limit(server.capacity, self.capacity_estimate, server.max_sessions)
-        return limit.sessions, self.capacity_estimate.stage_seconds() if self.capacity_estimate else {}
+    def _idle(self) -> bool:
+        """No session open, no engine job running or waiting: a measurement delays no one."""
+        return self.active_sessions == 0 and cpu_scheduler().idle
 
     async def stop(self) -> None:
+        await self.capacity.stop()
         self._stop_observing()
         cpu_scheduler().yield_ahead_s = None
         if self.llm_supervisor is not None:
@@ -323,7 +329,7 @@ class Runtime:
         return {
             "status": status,
             "sessions": self.active_sessions,
-            "capacity": self._capacity_health(),
+            "capacity": self.capacity.health(self.config.server),
             "engines": {
                 "vad": {"engine": self.vad.info.name, "loaded": self.vad.loaded},
                 "asr": {
@@ -354,18 +360,6 @@ class Runtime:
             },
             "load_seconds": self.load_seconds,
             "versions": {name: _version(name) for name in _VERSIONED_PACKAGES},
-        }
-
-    def _capacity_health(self) -> dict[str, Any]:
-        sessions, stages = self.capacity_report()
-        estimate = self.capacity_estimate
-        return {
-            "sessions": sessions,
-            "setting": self.config.server.capacity,
-            "measured": estimate.sessions if estimate else None,
-            "latency_budget_ms": self.config.server.latency_budget_ms,
-            "turn_cost_seconds": {stage: round(seconds, 3) for stage, seconds in stages.items()},
-            "tts_rtf": round(estimate.costs.tts_rtf, 3) if estimate else None,
         }
 
 

@@ -72,6 +72,7 @@ class SessionRegistry:
         self._sessions: set[RealtimeSession] = set()
         self._closing = False
         self._emptied = asyncio.Event()  # set whenever the last slot is freed
+        self.admitted = 0  # sessions admitted since startup
 
     def register(self, transport: str) -> None:
         """A transport sessions can arrive on; its metric labels are present from now on."""
@@ -106,6 +107,7 @@ class SessionRegistry:
             self._runtime.telemetry.count_refusal(transport, limit.code)
             raise SessionRefused(limit.message, limit.code)
         self._live[transport] += 1
+        self.admitted += 1
         return Admission(self._runtime, core, observer, self, transport)
 
     def preview(self, model: str | None, session: dict[str, Any]) -> dict[str, Any]:

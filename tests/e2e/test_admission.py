@@ -14,6 +14,7 @@ import pytest
 import websockets
 from openai import AsyncOpenAI
 
+from cosyagent.engines.scheduling import cpu_scheduler
 from cosyagent.runtime import Runtime
 from tests.e2e.conftest import LiveServer
 from tests.e2e.realtime_client import Transcript, collect, completed_response
@@ -130,6 +131,35 @@ async def test_auto_capacity_comes_from_the_engines_measured_at_startup(live_ser
     capacity = health["capacity"]
     assert (capacity["sessions"], capacity["setting"], capacity["measured"]) == (sessions, "auto", estimate.sessions)
     assert capacity["turn_cost_seconds"]["turn"] == pytest.approx(estimate.turn_s, abs=1e-3)
+
+
+async def test_auto_capacity_is_measured_again_when_idle_and_not_while_a_session_arrives(
+    live_server: LiveServer, idle: None
+) -> None:
+    runtime = live_server.runtime
+    meter = runtime.capacity
+    for _ in range(100):  # the sessions of the tests before may still be winding down
+        if runtime.active_sessions == 0 and cpu_scheduler().idle:
+            break
+        await asyncio.sleep(0.1)
+    before = meter.measurements
+    assert await meter.measure_if_idle(), "an idle server measures again"  # the real engines
+    estimate = runtime.capacity_estimate
+    assert meter.measurements == before + 1 and estimate is not None and estimate.sessions >= 1
+    async with httpx.AsyncClient() as http:
+        capacity = (await http.get(f"{live_server.base_url}/health")).json()["capacity"]
+    assert capacity["measurements"] == before + 1
+    assert meter.measured_at is not None
+    assert capacity["measured_at"] == meter.measured_at.isoformat(timespec="seconds")
+    assert capacity["turn_cost_seconds"]["turn"] == pytest.approx(estimate.turn_s, abs=1e-3)
+
+    # A session admitted while the engines are being timed: that measurement is dropped.
+    measuring = asyncio.create_task(meter.measure_if_idle())
+    async with client(live_server).realtime.connect(model="cosyagent-realtime") as arrived:
+        created = await asyncio.wait_for(anext(aiter(arrived)), 20)
+        assert created.type == "session.created"
+        assert not await asyncio.wait_for(measuring, 120), "its costs would include the session's work"
+    assert meter.measurements == before + 1 and runtime.capacity_estimate is estimate
 
 
 async def test_the_bench_counts_a_session_refused_at_admission_as_refused_not_failed(

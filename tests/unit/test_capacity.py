@@ -98,7 +98,7 @@ def test_the_admission_limit_is_the_capacity_capped_by_max_sessions() -> None:
     assert (measured.sessions, measured.code) == (2, "server_at_capacity")
     assert measured.message == (
         "the server is at its capacity of 2 conversations "
-        "(measured at startup: one turn costs 1.50 s of engine time, latency budget 20000 ms)"
+        "(measured: one turn costs 1.50 s of engine time, latency budget 20000 ms)"
     )
     configured = admission_limit(3, estimate, max_sessions=16)
     assert (configured.sessions, configured.code) == (3, "server_at_capacity")

@@ -92,7 +92,7 @@ def test_past_the_measured_capacity_sessions_are_refused_with_their_own_code() -
     with pytest.raises(SessionRefused) as refused:
         sessions.admit("webrtc", model=None, audio_on_media_tracks=True)
     assert refused.value.code == "server_at_capacity"
-    assert "capacity of 1 conversation (measured at startup: one turn costs 1.50 s" in refused.value.message
+    assert "capacity of 1 conversation (measured: one turn costs 1.50 s" in refused.value.message
     refusals = ("cosyagent_sessions_refused_total", {"transport": "webrtc", "reason": "server_at_capacity"})
     assert runtime.telemetry.registry.get_sample_value(*refusals) == 1
     runtime.config.server.capacity = 2  # a number overrides the measurement
