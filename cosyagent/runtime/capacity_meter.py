@@ -70,8 +70,7 @@ class CapacityMeter:
             estimate = await self._measure()
         if self._admitted() != admitted:
             logger.info("capacity measurement dropped: a session was admitted while it ran")
-            self._last_measured = time.monotonic() - self._poll_s  # try again at the next idle look
-            return False
+            return False  # (the watch tries again at its next look, once the server is idle)
         before = self.estimate.sessions if self.estimate is not None else None
         self._accept(estimate)
         logger.info("capacity measured again while idle: %s -> %d sessions", before, estimate.sessions)

@@ -31,14 +31,15 @@ class Server:
     def __init__(self, *results: CapacityEstimate | Exception) -> None:
         self.busy = False
         self.admitted = 0
-        self.admit_during_measurement = False
+        self.admit_during_next = 0  # how many of the next measurements a session arrives during
         self.deadlines: list[float] = []  # what the measurement's engine jobs were dated
         self._results = list(results)
 
     async def measure(self) -> CapacityEstimate:
         self.deadlines.append(job_deadline() - time.monotonic())
         await asyncio.sleep(0.01)  # the engines at work
-        if self.admit_during_measurement:
+        if self.admit_during_next:
+            self.admit_during_next -= 1
             self.admitted += 1
         result = self._results.pop(0)
         if isinstance(result, Exception):
@@ -81,18 +82,24 @@ async def test_a_slow_start_is_measured_again_once_due_and_idle() -> None:
     assert server.deadlines[0] < 1.0 and server.deadlines[1] > AFTER_ANY_REAL_JOB_S - 60
 
 
-async def test_a_measurement_during_which_a_session_was_admitted_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_measurement_during_which_a_session_was_admitted_is_dropped_and_tried_again_soon(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     server = Server(estimate(QUICK), estimate(SLOW), estimate(SLOW))
     meter = server.meter()
     await meter.measure()
-    server.admit_during_measurement = True
+    server.admit_during_next = 1
     with caplog.at_level(logging.INFO, logger="cosyagent.runtime.capacity_meter"):
-        assert not await meter.measure_if_idle()
-    assert meter.estimate == estimate(QUICK) and meter.measurements == 1, "its costs include that session's work"
-    assert "dropped" in caplog.text
-    server.admit_during_measurement = False
-    assert await meter.measure_if_idle()
-    assert meter.estimate == estimate(SLOW) and meter.measurements == 2  # a slower machine admits fewer
+        meter.watch(every_s=0.3)
+        try:
+            await until(lambda: "dropped" in caplog.text)
+            dropped_at = time.monotonic()
+            assert meter.estimate == estimate(QUICK) and meter.measurements == 1, "its costs include that session's"
+            await until(lambda: meter.measurements == 2)
+            assert time.monotonic() - dropped_at < 0.2, "tried again at the next idle look, not a period later"
+        finally:
+            await meter.stop()
+    assert meter.estimate == estimate(SLOW)  # a slower machine admits fewer
 
 
 async def test_a_busy_server_is_not_measured() -> None:
