@@ -59,6 +59,16 @@ logger = logging.getLogger(__name__)
 # (a typical voice reply is one or two short sentences), and a question for the LLM.
 REPLY_TEXT = "Sure, I can help. It looks sunny tomorrow."
 QUESTION = "What is a good name for a puppy?"
+
+
+def llm_question(attempt: int) -> str:
+    """What the LLM answers in the ``attempt``-th measurement (1 at startup). Numbered, because
+    llama.cpp's server keeps each slot's last prompt cached: asked the same words again, it
+    would skip reading them (a first token ~25 ms instead of ~120 on the EPYC, and a capacity
+    of 8-10 instead of 7), where a real turn's new words are always read."""
+    return f"Question {attempt}: {QUESTION}"
+
+
 LLM_SAMPLE_TOKENS = 16  # tokens generated to time the LLM (its speed, not a whole reply)
 TYPICAL_REPLY_TOKENS = 30  # ~20 words: one or two short sentences, what a voice reply is
 FIRST_CLAUSE_TOKENS = 6  # the first clause (up to 3 words) and its punctuation
@@ -216,6 +226,7 @@ async def measure_turn_costs(
     *,
     patience_s: float = 3.0,
     turn_end: TurnEndPredictor | None = None,
+    question: str = QUESTION,
 ) -> TurnCosts:
     """Time one turn's work on the loaded engines (``llm``: the embedded LLM, None if external).
 
@@ -255,17 +266,17 @@ async def measure_turn_costs(
         turn_model_s = time.perf_counter() - began
     if llm is None:
         return TurnCosts(asr_s=asr_s, tts_first_clause_s=first_clause_s, tts_rtf=rtf, turn_model_s=turn_model_s)
-    first_token_s, tokens_per_s = await _time_llm(llm, instructions, patience_s)
+    first_token_s, tokens_per_s = await _time_llm(llm, instructions, question, patience_s)
     return TurnCosts(asr_s, first_clause_s, rtf, first_token_s, tokens_per_s, turn_model_s)
 
 
-async def _time_llm(llm: ChatLLM, instructions: str, patience_s: float) -> tuple[float, float]:
+async def _time_llm(llm: ChatLLM, instructions: str, question: str, patience_s: float) -> tuple[float, float]:
     """(first token seconds, tokens per second); each streamed delta counts as one token.
 
     Past ``patience_s`` it stops with what it has: without a first token by then, both numbers
     are bounds (the first token takes at least that long, fewer than one token came in it).
     """
-    messages = [{"role": "system", "content": instructions}, {"role": "user", "content": QUESTION}]
+    messages = [{"role": "system", "content": instructions}, {"role": "user", "content": question}]
     began = time.perf_counter()
     deadline = began + patience_s
     first: float | None = None

@@ -36,13 +36,14 @@ AFTER_ANY_REAL_JOB_S = 3600.0  # a measurement's engine jobs are needed this far
 class CapacityMeter:
     def __init__(
         self,
-        measure: Callable[[], Awaitable[CapacityEstimate]],
+        measure: Callable[[int], Awaitable[CapacityEstimate]],
         idle: Callable[[], bool],
         admitted: Callable[[], int],
         *,
         poll_s: float = POLL_S,
     ) -> None:
-        """``measure`` times a turn on the loaded engines; ``idle``: no session open and no engine
+        """``measure(attempt)`` times a turn on the loaded engines (``attempt``: 1, 2, ... for every
+        measurement started, dropped ones included); ``idle``: no session open and no engine
         job running or waiting; ``admitted``: sessions admitted since startup (a count that only grows)."""
         self._measure = measure
         self._idle = idle
@@ -51,12 +52,13 @@ class CapacityMeter:
         self.estimate: CapacityEstimate | None = None
         self.measured_at: datetime | None = None
         self.measurements = 0
+        self._attempts = 0
         self._last_measured = 0.0  # time.monotonic() of the last measurement (or failed try)
         self._watch: asyncio.Task[None] | None = None
 
     async def measure(self) -> CapacityEstimate:
         """Measure now, whatever else runs (at startup, before any session)."""
-        estimate = await self._measure()
+        estimate = await self._measure(self._next_attempt())
         self._accept(estimate)
         return estimate
 
@@ -67,7 +69,7 @@ class CapacityMeter:
             return False
         admitted = self._admitted()
         with needed_by(lambda: time.monotonic() + AFTER_ANY_REAL_JOB_S):
-            estimate = await self._measure()
+            estimate = await self._measure(self._next_attempt())
         if self._admitted() != admitted:
             logger.info("capacity measurement dropped: a session was admitted while it ran")
             return False  # (the watch tries again at its next look, once the server is idle)
@@ -106,6 +108,10 @@ class CapacityMeter:
             "turn_cost_seconds": {stage: round(seconds, 3) for stage, seconds in stages.items()},
             "tts_rtf": round(estimate.costs.tts_rtf, 3) if estimate else None,
         }
+
+    def _next_attempt(self) -> int:
+        self._attempts += 1
+        return self._attempts
 
     def _accept(self, estimate: CapacityEstimate) -> None:
         self.estimate = estimate

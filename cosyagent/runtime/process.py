@@ -38,6 +38,7 @@ from cosyagent.runtime.capacity import (
     TYPICAL_REPLY_TOKENS,
     CapacityEstimate,
     estimate_capacity,
+    llm_question,
     measure_turn_costs,
 )
 from cosyagent.runtime.capacity_meter import CapacityMeter
@@ -200,9 +201,10 @@ class Runtime:
         server answers one request at a time, the first clause's when it decodes in parallel."""
         return FIRST_CLAUSE_TOKENS if self._llm_decodes_in_parallel() else TYPICAL_REPLY_TOKENS
 
-    async def _estimate_capacity(self) -> CapacityEstimate:
+    async def _estimate_capacity(self, attempt: int) -> CapacityEstimate:
         """Time one turn on the warmed-up engines (the embedded LLM only: an external one is not
-        ours to count) and size the capacity to ``server.latency_budget_ms``."""
+        ours to count) and size the capacity to ``server.latency_budget_ms``; ``attempt``: see
+        :func:`llm_question`."""
         rt = self.config.realtime
         embedded_llm = self.llm if self.llm_server is not None else None
         budget_s = self.config.server.latency_budget_ms / 1000
@@ -215,6 +217,7 @@ class Runtime:
             self._spoken_instructions(),  # the slot it runs on keeps them cached, as warmed
             patience_s=budget_s,
             turn_end=self.turn_end if semantic else None,
+            question=llm_question(attempt),
         )
         estimate = estimate_capacity(
             costs,

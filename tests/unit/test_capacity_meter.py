@@ -13,7 +13,7 @@ import pytest
 
 from cosyagent.config import ConfigError, ServerConfig, load_config
 from cosyagent.engines.scheduling import job_deadline
-from cosyagent.runtime.capacity import CapacityEstimate, TurnCosts, estimate_capacity
+from cosyagent.runtime.capacity import CapacityEstimate, TurnCosts, estimate_capacity, llm_question
 from cosyagent.runtime.capacity_meter import AFTER_ANY_REAL_JOB_S, CapacityMeter
 
 SLOW = TurnCosts(asr_s=0.6, tts_first_clause_s=0.4, tts_rtf=0.1)  # a busy moment at startup
@@ -33,9 +33,11 @@ class Server:
         self.admitted = 0
         self.admit_during_next = 0  # how many of the next measurements a session arrives during
         self.deadlines: list[float] = []  # what the measurement's engine jobs were dated
+        self.attempts: list[int] = []
         self._results = list(results)
 
-    async def measure(self) -> CapacityEstimate:
+    async def measure(self, attempt: int) -> CapacityEstimate:
+        self.attempts.append(attempt)
         self.deadlines.append(job_deadline() - time.monotonic())
         await asyncio.sleep(0.01)  # the engines at work
         if self.admit_during_next:
@@ -100,6 +102,8 @@ async def test_a_measurement_during_which_a_session_was_admitted_is_dropped_and_
         finally:
             await meter.stop()
     assert meter.estimate == estimate(SLOW)  # a slower machine admits fewer
+    # each measurement, the dropped one too, asks the LLM a question of its own (llm_question)
+    assert server.attempts == [1, 2, 3] and len({llm_question(n) for n in server.attempts}) == 3
 
 
 async def test_a_busy_server_is_not_measured() -> None:
