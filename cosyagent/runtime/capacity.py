@@ -1,7 +1,7 @@
 """How many conversations this machine can serve at once within the latency budget.
 
-At startup (after the engines' warm-up), and again when idle (:mod:`cosyagent.runtime.capacity_meter`),
-:func:`measure_turn_costs` times what one
+At startup (after the engines' warm-up), and again when idle
+(:mod:`cosyagent.runtime.capacity_meter`), :func:`measure_turn_costs` times what one
 conversational turn costs here, with the loaded engines: the TTS speaks a short two-sentence
 reply (its first sentence is the first clause; the whole gives the real-time factor), the ASR
 transcribes that reply, and the embedded LLM answers a question (first token, tokens per

@@ -71,7 +71,7 @@ class Runtime:
     llm_slots: LLMSlots | None = None  # the embedded server's slots, when it decodes replies together
     turn_end: TurnEndPredictor | None = None  # vad.turn_model: semantic_vad's end-of-turn model
     load_seconds: dict[str, float] = field(default_factory=dict)
-    capacity: CapacityMeter = field(init=False)  # server.capacity "auto": measured in start(), again when idle
+    capacity: CapacityMeter = field(init=False)  # measured in start(); with capacity "auto" again when idle
     telemetry: Telemetry = field(init=False)  # GET /metrics
     sessions: SessionRegistry = field(init=False)  # admits and builds every Realtime session
     _stop_observing: Callable[[], None] = field(init=False, default=lambda: None)  # the scheduler's metrics
