@@ -25,7 +25,7 @@ from typing import Any
 
 from cosyagent.config import ServerConfig
 from cosyagent.engines.scheduling import needed_by
-from cosyagent.runtime.capacity import CapacityEstimate, admission_limit
+from cosyagent.runtime.capacity import AdmissionLimit, CapacityEstimate, admission_limit
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +90,14 @@ class CapacityMeter:
                 await self._watch
             self._watch = None
 
+    def limit(self, server: ServerConfig) -> AdmissionLimit:
+        """The sessions admitted at once now (``server.capacity``, this estimate when ``auto``,
+        capped by ``max_sessions``) and what a session past it is told."""
+        return admission_limit(server.capacity, self.estimate, server.max_sessions)
+
     def report(self, server: ServerConfig) -> tuple[int, dict[str, float]]:
         """The sessions admitted at once now, and the measured per-turn costs (``/metrics``)."""
-        limit = admission_limit(server.capacity, self.estimate, server.max_sessions)
-        return limit.sessions, self.estimate.stage_seconds() if self.estimate else {}
+        return self.limit(server).sessions, self.estimate.stage_seconds() if self.estimate else {}
 
     def health(self, server: ServerConfig) -> dict[str, Any]:
         sessions, stages = self.report(server)

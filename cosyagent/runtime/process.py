@@ -82,10 +82,6 @@ class Runtime:
         self.sessions = SessionRegistry(self)
 
     @property
-    def capacity_estimate(self) -> CapacityEstimate | None:
-        return self.capacity.estimate
-
-    @property
     def active_sessions(self) -> int:
         return len(self.sessions)
 

@@ -25,7 +25,6 @@ from cosyagent.agent.events import Send
 from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session import RealtimeSession, SendEvent
 from cosyagent.pipeline.playout import AudioSink, MediaAudioSink
-from cosyagent.runtime.capacity import admission_limit
 from cosyagent.runtime.speculation import room_to_read_ahead
 from cosyagent.telemetry import SessionObserver
 
@@ -101,8 +100,7 @@ class SessionRegistry:
         if self._closing:
             self._runtime.telemetry.count_refusal(transport, SHUTTING_DOWN)
             raise SessionRefused("the server is shutting down", SHUTTING_DOWN)
-        server = self._runtime.config.server
-        limit = admission_limit(server.capacity, self._runtime.capacity_estimate, server.max_sessions)
+        limit = self._runtime.capacity.limit(self._runtime.config.server)
         if len(self) >= limit.sessions:
             self._runtime.telemetry.count_refusal(transport, limit.code)
             raise SessionRefused(limit.message, limit.code)

@@ -99,7 +99,7 @@ async def serve_asgi(app: ASGIApp, port: int) -> AsyncIterator[None]:
 async def live_server() -> AsyncIterator[LiveServer]:
     """The default configuration, but admitting up to ``max_sessions``: tests that hold several
     sessions at once must not depend on what the shared CPU measured (``capacity: auto`` still
-    measures, in ``runtime.capacity_estimate``; test_admission sets the capacity it tests)."""
+    measures, in ``runtime.capacity.estimate``; test_admission sets the capacity it tests)."""
     config = load_config()
     config = dataclasses.replace(config, server=dataclasses.replace(config.server, capacity=config.server.max_sessions))
     async with serve_in_process(Runtime.from_config(config), free_port()) as server:

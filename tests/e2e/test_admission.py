@@ -105,7 +105,7 @@ async def test_past_capacity_new_sessions_are_refused_and_the_admitted_one_goes_
 
 async def test_auto_capacity_comes_from_the_engines_measured_at_startup(live_server: LiveServer) -> None:
     runtime = live_server.runtime
-    estimate = runtime.capacity_estimate
+    estimate = runtime.capacity.estimate
     assert estimate is not None and estimate.sessions >= 1
     costs = estimate.costs
     # Generous bounds: the models really ran (no stage is free), and nothing took absurdly long.
@@ -144,7 +144,7 @@ async def test_auto_capacity_is_measured_again_when_idle_and_not_while_a_session
         await asyncio.sleep(0.1)
     before = meter.measurements
     assert await meter.measure_if_idle(), "an idle server measures again"  # the real engines
-    estimate = runtime.capacity_estimate
+    estimate = runtime.capacity.estimate
     assert meter.measurements == before + 1 and estimate is not None and estimate.sessions >= 1
     async with httpx.AsyncClient() as http:
         capacity = (await http.get(f"{live_server.base_url}/health")).json()["capacity"]
@@ -159,7 +159,7 @@ async def test_auto_capacity_is_measured_again_when_idle_and_not_while_a_session
         created = await asyncio.wait_for(anext(aiter(arrived)), 20)
         assert created.type == "session.created"
         assert not await asyncio.wait_for(measuring, 120), "its costs would include the session's work"
-    assert meter.measurements == before + 1 and runtime.capacity_estimate is estimate
+    assert meter.measurements == before + 1 and runtime.capacity.estimate is estimate
 
 
 async def test_the_bench_counts_a_session_refused_at_admission_as_refused_not_failed(

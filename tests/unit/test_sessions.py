@@ -12,6 +12,7 @@ import pytest
 from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session_config import SessionConfig
 from cosyagent.runtime.capacity import CapacityEstimate, TurnCosts, estimate_capacity
+from cosyagent.runtime.capacity_meter import CapacityMeter
 from cosyagent.runtime.sessions import SessionConfigError, SessionRefused, SessionRegistry
 from cosyagent.telemetry import SessionObserver, Telemetry
 from cosyagent.transports.websocket import ClientPlayback
@@ -31,7 +32,7 @@ class FakeRuntime:
             server=SimpleNamespace(max_sessions=max_sessions, capacity=capacity),
             realtime=SimpleNamespace(output_lead_ms=300.0, reply_ahead=True, read_ahead=True),
         )
-        self.capacity_estimate: CapacityEstimate | None = None
+        self.capacity = CapacityMeter(self._not_measured, idle=lambda: False, admitted=lambda: 0)  # set by a test
         self.llm_slots = None  # no embedded llama.cpp server: nothing read ahead
 
     def new_core(
@@ -44,6 +45,10 @@ class FakeRuntime:
             voice_exists=lambda voice: voice == "jf_alpha",
             audio_on_media_tracks=audio_on_media_tracks,
         )
+
+    @staticmethod
+    async def _not_measured(attempt: int) -> CapacityEstimate:
+        raise AssertionError("these tests set the estimate; they never measure")
 
     def session_engines(self) -> Any:
         return SimpleNamespace(llm=None, asr=None, tts=None)  # (no turn ends, no replies in these tests)
@@ -87,7 +92,7 @@ def test_the_limit_counts_every_transport_and_a_release_frees_one_slot_once() ->
 def test_past_the_measured_capacity_sessions_are_refused_with_their_own_code() -> None:
     sessions, runtime = registry(max_sessions=4)
     costs = TurnCosts(asr_s=0.5, tts_first_clause_s=0.5, tts_rtf=0.4, llm_first_token_s=0.1, llm_tokens_per_s=75.0)
-    runtime.capacity_estimate = estimate_capacity(costs, budget_s=3.0, end_of_turn_s=0.5)  # 1.5 s a turn: 1
+    runtime.capacity.estimate = estimate_capacity(costs, budget_s=3.0, end_of_turn_s=0.5)  # 1.5 s a turn: 1
     kept = sessions.admit("websocket", model=None)
     with pytest.raises(SessionRefused) as refused:
         sessions.admit("webrtc", model=None, audio_on_media_tracks=True)
