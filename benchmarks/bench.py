@@ -105,9 +105,12 @@ class Run:
             f"(longest {max(long):.1f} s): the LLM answered at length, and that work loaded the other turns of this run"
         ]
 
+    def refusals(self) -> list[dict[str, Any]]:
+        return [r.refused for r in self.records if r.refused is not None]
+
     def report(self) -> dict[str, Any]:
         values = self.values()
-        refusals = [r.refused for r in self.records if r.refused is not None]
+        refusals = self.refusals()
         return {
             "target": self.target,
             "sessions": self.sessions,
@@ -140,7 +143,7 @@ def combine(repeats: list[Run]) -> Run:
     peaks = [run.memory.get("peak_mib") for run in repeats]
     memory = {**first.memory, "peak_mib": max((p for p in peaks if p is not None), default=None)}
     records = [record for run in repeats for record in run.records]
-    spread = [repeat_summary(run.values(), run.seconds) for run in repeats]
+    spread = [repeat_summary(run.values(), run.seconds, len(run.refusals())) for run in repeats]
     seconds = round(sum(run.seconds for run in repeats), 1)
     return Run(first.target, first.sessions, records, first.cpu, memory, seconds, first.admission, spread)
 

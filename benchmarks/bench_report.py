@@ -120,23 +120,37 @@ def verdicts(runs: list[dict[str, Any]], ratio_table: dict[str, dict[str, float]
 
 def _eight_as_shipped(target: str, run: dict[str, Any]) -> str:
     """Issue #13's eight-session target with the server's own admission: every session either
-    answered with p95 <= 3 s and no turn over 5 s, or refused up front with a clear error."""
-    refused = run.get("sessions_refused", 0)
-    admitted = run["sessions"] - refused
-    v2v = run["summary_ms"].get("voice_to_voice_ms", {})
-    p95, longest = v2v.get("p95"), v2v.get("max")
-    told = f", told within {run['refused_after_ms_max']:.0f} ms" if refused else ""
-    codes = f" ({', '.join(run.get('refusal_codes', []))}{told})" if refused else ""
+    answered with p95 <= 3 s and no turn over 5 s, or refused up front with a clear error. With
+    ``--repeat`` each repeat is eight people at once again: judged on its own p95 and refusals."""
+    pooled_v2v = run["summary_ms"].get("voice_to_voice_ms")
+    occasions = run.get("repeats") or [
+        {"sessions_refused": run.get("sessions_refused", 0), "voice_to_voice_ms": pooled_v2v}
+    ]
+    refused = [occasion["sessions_refused"] for occasion in occasions]
+    admitted = [run["sessions"] - count for count in refused]
+    p95s = [occasion["voice_to_voice_ms"]["p95"] for occasion in occasions if occasion.get("voice_to_voice_ms")]
+    longest = pooled_v2v.get("max") if pooled_v2v else None
+    told = f", told within {run['refused_after_ms_max']:.0f} ms" if any(refused) else ""
+    codes = f" ({', '.join(run.get('refusal_codes', []))}{told})" if any(refused) else ""
+    times = f", {len(occasions)} times" if len(occasions) > 1 else ""
     head = (
-        f"8 sessions over {target}, the server's own admission: {admitted} admitted, {refused} refused up front{codes}"
+        f"8 sessions over {target}, the server's own admission{times}: {_and(admitted)} admitted, "
+        f"{_and(refused)} refused up front{codes}"
     )
-    if p95 is None or longest is None:
+    if not p95s or longest is None:
         return f"{head}: nothing answered: missed"
-    met = p95 <= 3000 and longest <= 5000 and not run.get("turns_failed")
+    met = len(p95s) == len(occasions) and max(p95s) <= 3000 and longest <= 5000 and not run.get("turns_failed")
     failed = f", {run['turns_failed']} turn(s) failed" if run.get("turns_failed") else ""
     return (
-        f"{head}; p95 {p95:.0f} ms (<= 3000), longest {longest:.0f} ms (<= 5000){failed}: {'met' if met else 'missed'}"
+        f"{head}; p95 {_and(p95s)} ms (<= 3000), longest {longest:.0f} ms (<= 5000){failed}: "
+        f"{'met' if met else 'missed'}"
     )
+
+
+def _and(values: list[int] | list[float]) -> str:
+    """``[7]`` -> "7", ``[7, 6]`` -> "7 and 6", ``[1972.4, 2500, 3692]`` -> "1972, 2500 and 3692"."""
+    words = [f"{value:.0f}" for value in values]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def judge(report: dict[str, Any]) -> None:

@@ -15,9 +15,10 @@ from benchmarks.harness import summarize
 SPREAD_METRICS = ("voice_to_voice_ms", "barge_in_stop_ms", "barge_in_voice_stop_ms")
 
 
-def repeat_summary(values: dict[str, list[float]], seconds: float) -> dict[str, Any]:
-    """What is kept of one repeat: its own statistics of the metrics whose spread is shown."""
-    kept: dict[str, Any] = {"seconds": seconds}
+def repeat_summary(values: dict[str, list[float]], seconds: float, sessions_refused: int) -> dict[str, Any]:
+    """What is kept of one repeat: its own statistics of the metrics whose spread is shown, and
+    how many of its sessions were refused at admission (each repeat is an occasion of its own)."""
+    kept: dict[str, Any] = {"seconds": seconds, "sessions_refused": sessions_refused}
     for metric in SPREAD_METRICS:
         if values.get(metric):
             kept[metric] = summarize(values[metric])

@@ -203,6 +203,33 @@ def test_eight_sessions_under_the_servers_own_admission_are_answered_or_refused_
     )
 
 
+def _eight_at_once(v2v: list[float]) -> Run:
+    """Eight WebSocket sessions under the server's own admission: seven admitted, three turns
+    each (``v2v``'s 21 values), the eighth refused."""
+    answered = [
+        SessionRecord(i, [{"ok": True, "voice_to_voice_ms": v} for v in v2v[3 * i : 3 * i + 3]]) for i in range(7)
+    ]
+    refused = SessionRecord(7)
+    refused.refuse("server_at_capacity", "the server is at its capacity of 7 conversations", time.monotonic())
+    return Run("websocket", 8, [*answered, refused], {}, {}, 60.0, "shipped")
+
+
+def test_eight_sessions_repeated_are_judged_each_time_they_came_at_once() -> None:
+    # Pooled, the 42 turns' p95 is 1000 ms; the second repeat's own p95 is 3200: eight people at
+    # once that time waited past the target, so the run misses it, and each repeat admitted seven.
+    quick, slow = _eight_at_once([1000.0] * 21), _eight_at_once([1000.0] * 19 + [3200.0] * 2)
+    report = combine([quick, slow]).report()
+    assert report["summary_ms"]["voice_to_voice_ms"]["p95"] == 1000.0
+    [line] = [v for v in verdicts([report], {}) if v.startswith("8 sessions over websocket")]
+    assert line.startswith(
+        "8 sessions over websocket, the server's own admission, 2 times: 7 and 7 admitted, 1 and 1 refused up front"
+        " (server_at_capacity, told within "
+    )
+    assert line.endswith("p95 1000 and 3200 ms (<= 3000), longest 3200 ms (<= 5000): missed")
+    both_quick = verdicts([combine([quick, _eight_at_once([1000.0] * 21)]).report()], {})
+    assert any(v.endswith("p95 1000 and 1000 ms (<= 3000), longest 1000 ms (<= 5000): met") for v in both_quick)
+
+
 def test_a_run_reports_its_refusals_apart_from_its_errors() -> None:
     refused = SessionRecord(1)
     refused.refuse("server_at_capacity", "the server is at its capacity of 1 conversation", time.monotonic())
