@@ -109,7 +109,7 @@ def test_the_admission_limit_is_the_capacity_capped_by_max_sessions() -> None:
 
 
 def test_capacity_is_auto_or_a_whole_number(tmp_path: Path) -> None:
-    assert ServerConfig().capacity == "auto" and ServerConfig().latency_budget_ms == 3000
+    assert ServerConfig().capacity == "auto" and ServerConfig().latency_budget_ms == 2500
     path = tmp_path / "c.yaml"
     path.write_text("server:\n  capacity: 3\n  latency_budget_ms: 2000\n")
     server = load_config(path).server
