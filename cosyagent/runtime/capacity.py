@@ -224,11 +224,13 @@ async def measure_turn_costs(
     llm: ChatLLM | None,
     instructions: str,
     *,
+    question: str,
     patience_s: float = 3.0,
     turn_end: TurnEndPredictor | None = None,
-    question: str = QUESTION,
 ) -> TurnCosts:
-    """Time one turn's work on the loaded engines (``llm``: the embedded LLM, None if external).
+    """Time one turn's work on the loaded engines (``llm``: the embedded LLM, None if external);
+    ``question``: :func:`llm_question` of this measurement (no default: a question asked before
+    would be read from llama.cpp's prompt cache and time too cheap).
 
     Each engine runs on its own worker (the LLM in its server): nothing blocks the event loop.
     On a quiet 2-core machine it takes about a second. A stage that has already run past
