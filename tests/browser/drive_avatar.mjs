@@ -2,12 +2,15 @@
 // the agent answers. Every 20 ms the page records the mouth's viseme and the level of the agent's
 // audio as it plays; prints one JSON object. Used by tests/browser/test_avatar.py.
 //
-//   node tests/browser/drive_avatar.mjs BASE_URL SILENT_MIC.wav ARTIFACTS_DIR
+//   node tests/browser/drive_avatar.mjs BASE_URL SILENT_MIC.wav ARTIFACTS_DIR [JITTER_TARGET_MS]
+//
+// JITTER_TARGET_MS: the agent's audio waits about this long in the receiver's jitter buffer
+// (RTCRtpReceiver.jitterBufferTarget), as on a network farther away than loopback.
 import fs from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
 
-const [base, fakeMic, out] = process.argv.slice(2);
+const [base, fakeMic, out, jitterTargetMs] = process.argv.slice(2);
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const result = { pageErrors: [], console: [] };
 const log = (...args) => console.error(new Date().toISOString(), ...args);
@@ -52,6 +55,13 @@ try {
   await page.click("#call-button");
   await page.waitForFunction(() => document.body.dataset.callPhase === "listening", null, { timeout: 60000 });
   log("call connected");
+  if (jitterTargetMs) {
+    result.jitterBufferTarget = await page.evaluate((ms) => {
+      const receiver = window.cosyagent.call.pc.getReceivers().find((r) => r.track.kind === "audio");
+      receiver.jitterBufferTarget = ms;
+      return receiver.jitterBufferTarget;
+    }, Number(jitterTargetMs));
+  }
   // Sample the mouth and the agent's audio level as it plays.
   await page.evaluate(() => {
     window.avatarSamples = [];

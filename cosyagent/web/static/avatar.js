@@ -8,8 +8,8 @@
 // agent's audio says when the voice starts, whatever the network, jitter buffer and audio output
 // added (in one test run that was 300 ms more than the jitter buffer's own delay). Without a
 // voice within VOICE_WAIT_MS, the clock starts at output_audio_buffer.started plus the jitter
-// buffer's delay, measured by the page's connection quality (getStats). No external assets:
-// inline SVG.
+// buffer's delay. That delay is measured here from the receiver's stats every JITTER_EVERY_MS,
+// and the clock follows its changes. No external assets: inline SVG.
 "use strict";
 
 (function () {
@@ -17,10 +17,11 @@
   const DEFAULT_PLAYOUT_DELAY_MS = 60; // until the jitter buffer has been measured
   const VOICE_RMS = 0.01; // the agent's audio is this loud once its voice starts (silence: 0)
   const VOICE_WAIT_MS = 1000; // how long past the expected start the face waits to hear the voice
-  const playoutDelayMs = () => {
-    const quality = window.CosyChat && window.CosyChat.quality && window.CosyChat.quality.last;
-    return quality && quality.playoutDelayMs !== null ? quality.playoutDelayMs : DEFAULT_PLAYOUT_DELAY_MS;
-  };
+  const JITTER_EVERY_MS = 200; // how often the jitter buffer's delay is measured
+  // The agent's audio in the receiver's jitter buffer, from its stats: the delay over the latest
+  // interval that played audio, and when that interval began.
+  const jitter = { read: null, delayMs: null, since: null };
+  const playoutDelayMs = () => (jitter.delayMs !== null ? jitter.delayMs : DEFAULT_PLAYOUT_DELAY_MS);
   // Mouth shapes of the 15 Oculus visemes: [width, opening, roundness 0..1], in face units.
   const SHAPES = {
     sil: [40, 2, 0], PP: [36, 0, 0], FF: [42, 5, 0], TH: [44, 8, 0], DD: [44, 12, 0.1],
@@ -31,7 +32,8 @@
     response: null, // the response whose audio is playing
     anchor: null, // performance.now() when its audio's ms 0 is heard
     expected: null, // before the voice is heard: when ms 0 should be heard, by the network's delay
-    delayAtAnchor: 0, // the jitter buffer's delay when the anchor was last set
+    delayAtAnchor: 0, // the jitter buffer's delay as of the anchor; null: not measured yet
+    anchoredAt: null, // performance.now() when the anchor was set
     visemes: [], // [{viseme, start_ms}] of the response, in order
     words: [], // [{text, start_ms, end_ms}]
     shown: "sil",
@@ -100,7 +102,7 @@
         const start = event.audio_start_ms;
         if (face.anchor !== null && start !== undefined && face.anchor + start < now && !voiceHeard()) {
           const anchor = face.anchor;
-          setClock(now + playoutDelayMs() - start);
+          setClock(now + playoutDelayMs() - start, playoutDelayMs());
           face.resyncs.push({ at: Math.round(now), shift_ms: Math.round(face.anchor - anchor) });
           if (face.resyncs.length > 100) face.resyncs.shift();
         }
@@ -141,25 +143,56 @@
     const voiced = face.visemes.find((mark) => mark.viseme !== "sil");
     const level = agentLevel();
     if (voiced && voiceHeard(level)) {
-      setClock(now - voiced.start_ms);
+      setClock(now - voiced.start_ms, null);
     } else if (level === null || now > face.expected + (voiced ? voiced.start_ms : 0) + VOICE_WAIT_MS) {
-      setClock(face.expected);
+      setClock(face.expected, playoutDelayMs());
     }
   }
 
-  // ms 0 of the reply is heard at ``anchor``, as of the jitter buffer's delay now.
-  function setClock(anchor) {
+  // ms 0 of the reply is heard at ``anchor``, with the jitter buffer's delay at ``delay``; null
+  // for a voice heard: it came with whatever delay there was, and the first interval measured
+  // after it is the baseline. (The delay measured before it as the baseline counted again the
+  // growth the voice was heard with, as the buffer grows when a reply starts on a busy machine or
+  // a far network: the face 100-220 ms behind the voice in tests.)
+  function setClock(anchor, delay) {
     face.anchor = anchor;
     face.expected = null;
-    face.delayAtAnchor = playoutDelayMs();
+    face.delayAtAnchor = delay;
+    face.anchoredAt = performance.now();
   }
 
   // The receiver's jitter buffer grows on a busy machine (35 -> 173 ms within one reply in a test
   // run): audio is then heard later than the clock says, so the clock follows its changes.
   function followPlayoutDelay() {
+    if (face.delayAtAnchor === null) return;
     const delay = playoutDelayMs();
     face.anchor += delay - face.delayAtAnchor;
     face.delayAtAnchor = delay;
+  }
+
+  // The jitter buffer's delay over the interval since the last reading (the audio's wait in it,
+  // per sample played out), if it played audio.
+  async function measureJitterBuffer() {
+    const pc = window.cosyagent && window.cosyagent.call && window.cosyagent.call.pc;
+    const receiver = pc && pc.getReceivers().find((r) => r.track && r.track.kind === "audio");
+    if (!receiver) {
+      jitter.read = null;
+      return;
+    }
+    const read = { at: performance.now(), bufferedS: 0, emitted: 0 };
+    (await receiver.getStats()).forEach((report) => {
+      if (report.type !== "inbound-rtp") return;
+      read.bufferedS += report.jitterBufferDelay || 0;
+      read.emitted += report.jitterBufferEmittedCount || 0;
+    });
+    const before = jitter.read && jitter.read.emitted <= read.emitted ? jitter.read : null;
+    jitter.read = read;
+    if (!before || read.emitted === before.emitted) return;
+    jitter.delayMs = (1000 * (read.bufferedS - before.bufferedS)) / (read.emitted - before.emitted);
+    jitter.since = before.at;
+    if (face.anchor !== null && face.delayAtAnchor === null && jitter.since >= face.anchoredAt) {
+      face.delayAtAnchor = jitter.delayMs;
+    }
   }
 
   function frame() {
@@ -192,6 +225,7 @@
     buildFace();
     document.addEventListener("cosy:server-event", (event) => onServerEvent(event.detail));
     requestAnimationFrame(frame);
+    setInterval(() => measureJitterBuffer().catch((error) => console.warn("getStats failed", error)), JITTER_EVERY_MS);
   });
   window.cosyAvatar = face;
 })();
