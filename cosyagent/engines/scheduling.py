@@ -46,6 +46,10 @@ from typing import Any
 Deadline = Callable[[], float]
 """Returns, when a job is submitted, the monotonic time its output is needed by."""
 
+BACKGROUND_AHEAD_S = 600.0
+"""A job needed this long after its submission, or longer, is background work (the server timing
+its engines while idle): :attr:`DeadlineScheduler.foreground_jobs_started` leaves it out."""
+
 _deadline: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("engine_job_deadline", default=None)
 
 
@@ -172,6 +176,7 @@ class DeadlineScheduler:
         self._recheck_at: float | None = None  # when a held job's deadline comes close enough
         self._recheck_loop: asyncio.AbstractEventLoop | None = None  # the loop that will look again then
         self._giving_way: list[Callable[[], None]] = []  # how to stop each running job that gives way
+        self._foreground_started = 0
 
     @property
     def lanes(self) -> int:
@@ -283,9 +288,18 @@ class DeadlineScheduler:
 
         return stop
 
+    @property
+    def foreground_jobs_started(self) -> int:
+        """Jobs started since the process began, background ones (:data:`BACKGROUND_AHEAD_S`)
+        aside: a count that only grows, so a change says someone's work ran meanwhile."""
+        return self._foreground_started
+
     def started(self, engine: str, submitted: float, deadline: float) -> None:
         """A job that waited since ``submitted`` (monotonic) got its lane: tell the observers."""
         now = time.monotonic()
+        if deadline - submitted < BACKGROUND_AHEAD_S:
+            with self._lock:
+                self._foreground_started += 1
         for observer in list(self._observers):
             observer(engine, now - submitted, now - deadline)
 

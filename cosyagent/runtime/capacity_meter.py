@@ -8,9 +8,10 @@ such start admitted 2 sessions where the machine serves 4) does not size admissi
 of the day, and a machine that has become slower stops admitting more than it can serve.
 
 A measurement again (about a second of engine work on two cores) starts only when no session is
-open and no engine job runs or waits. Its engine jobs are dated far ahead, so a session that
-arrives meanwhile goes first, and a measurement during which a session was admitted is dropped:
-its costs would include that session's work.
+open and no engine job runs or waits. Its engine jobs are dated far ahead, so work that arrives
+meanwhile goes first, and a measurement during which other work arrived (a session admitted, or
+an engine job started for someone else: a ``/v1/audio/*`` request) is dropped: its costs would
+include that work.
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cosyagent.config import ServerConfig
-from cosyagent.engines.scheduling import needed_by
+from cosyagent.engines.scheduling import BACKGROUND_AHEAD_S, needed_by
 from cosyagent.runtime.capacity import AdmissionLimit, CapacityEstimate, admission_limit
 
 logger = logging.getLogger(__name__)
 
 POLL_S = 5.0  # how often the watch looks whether a measurement is due and the server idle
-AFTER_ANY_REAL_JOB_S = 3600.0  # a measurement's engine jobs are needed this far ahead
+# A measurement's engine jobs are needed this far ahead: after any real job, and past
+# BACKGROUND_AHEAD_S, so the scheduler does not count them as someone's work.
+AFTER_ANY_REAL_JOB_S = max(3600.0, BACKGROUND_AHEAD_S)
 
 
 class CapacityMeter:
@@ -38,16 +41,17 @@ class CapacityMeter:
         self,
         measure: Callable[[int], Awaitable[CapacityEstimate]],
         idle: Callable[[], bool],
-        admitted: Callable[[], int],
+        others_work: Callable[[], int],
         *,
         poll_s: float = POLL_S,
     ) -> None:
         """``measure(attempt)`` times a turn on the loaded engines (``attempt``: 1, 2, ... for every
         measurement started, dropped ones included); ``idle``: no session open and no engine
-        job running or waiting; ``admitted``: sessions admitted since startup (a count that only grows)."""
+        job running or waiting; ``others_work``: sessions admitted and engine jobs started for anyone
+        but a measurement, since startup (a count that only grows)."""
         self._measure = measure
         self._idle = idle
-        self._admitted = admitted
+        self._others_work = others_work
         self._poll_s = poll_s
         self.estimate: CapacityEstimate | None = None
         self.measured_at: datetime | None = None
@@ -64,14 +68,14 @@ class CapacityMeter:
 
     async def measure_if_idle(self) -> bool:
         """Measure again if the server is idle; True when the new estimate replaced the old one,
-        False when the server was busy or a session was admitted during the measurement."""
+        False when the server was busy or other work arrived during the measurement."""
         if not self._idle():
             return False
-        admitted = self._admitted()
+        others_work = self._others_work()
         with needed_by(lambda: time.monotonic() + AFTER_ANY_REAL_JOB_S):
             estimate = await self._measure(self._next_attempt())
-        if self._admitted() != admitted:
-            logger.info("capacity measurement dropped: a session was admitted while it ran")
+        if self._others_work() != others_work:
+            logger.info("capacity measurement dropped: a session or a request arrived while it ran")
             return False  # (the watch tries again at its next look, once the server is idle)
         before = self.estimate.sessions if self.estimate is not None else None
         self._accept(estimate)

@@ -77,7 +77,7 @@ class Runtime:
     _stop_observing: Callable[[], None] = field(init=False, default=lambda: None)  # the scheduler's metrics
 
     def __post_init__(self) -> None:
-        self.capacity = CapacityMeter(self._estimate_capacity, self._idle, lambda: self.sessions.admitted)
+        self.capacity = CapacityMeter(self._estimate_capacity, self._idle, self._others_work)
         self.telemetry = Telemetry(self.queue_depths, capacity=lambda: self.capacity.report(self.config.server))
         self.sessions = SessionRegistry(self)
 
@@ -228,6 +228,11 @@ class Runtime:
     def _idle(self) -> bool:
         """No session open, no engine job running or waiting: a measurement delays no one."""
         return self.active_sessions == 0 and cpu_scheduler().idle
+
+    def _others_work(self) -> int:
+        """Sessions admitted and engine jobs started for them or for requests, since startup: a
+        capacity measurement during which this changed timed their work too."""
+        return self.sessions.admitted + cpu_scheduler().foreground_jobs_started
 
     async def stop(self) -> None:
         await self.capacity.stop()

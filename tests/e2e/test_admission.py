@@ -133,7 +133,7 @@ async def test_auto_capacity_comes_from_the_engines_measured_at_startup(live_ser
     assert capacity["turn_cost_seconds"]["turn"] == pytest.approx(estimate.turn_s, abs=1e-3)
 
 
-async def test_auto_capacity_is_measured_again_when_idle_and_not_while_a_session_arrives(
+async def test_auto_capacity_is_measured_again_when_idle_and_not_while_a_session_or_request_arrives(
     live_server: LiveServer, idle: None
 ) -> None:
     runtime = live_server.runtime
@@ -159,6 +159,23 @@ async def test_auto_capacity_is_measured_again_when_idle_and_not_while_a_session
         created = await asyncio.wait_for(anext(aiter(arrived)), 20)
         assert created.type == "session.created"
         assert not await asyncio.wait_for(measuring, 120), "its costs would include the session's work"
+    assert meter.measurements == before + 1 and runtime.capacity.estimate is estimate
+
+    # A request's engine job while they are being timed (the openai SDK's speech): dropped too.
+    for _ in range(100):  # the session just closed may still be winding down
+        if runtime.active_sessions == 0 and cpu_scheduler().idle:
+            break
+        await asyncio.sleep(0.1)
+    measuring = asyncio.create_task(meter.measure_if_idle())
+    for _ in range(2000):  # until its first engine job (the TTS) runs
+        if not cpu_scheduler().idle or measuring.done():
+            break
+        await asyncio.sleep(0.005)
+    speech = await client(live_server).audio.speech.create(
+        model="tts-1", voice="joe", input="Hello there.", response_format="wav"
+    )
+    assert speech.content[:4] == b"RIFF"
+    assert not await asyncio.wait_for(measuring, 120), "its costs would include the request's work"
     assert meter.measurements == before + 1 and runtime.capacity.estimate is estimate
 
 

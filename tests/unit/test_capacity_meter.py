@@ -25,8 +25,8 @@ def estimate(costs: TurnCosts) -> CapacityEstimate:
 
 
 class Server:
-    """What the meter watches: whether the server is idle, how many sessions it has admitted,
-    and what each measurement gives (in order)."""
+    """What the meter watches: whether the server is idle, how much work of others (sessions
+    admitted, engine jobs for requests) has arrived, and what each measurement gives (in order)."""
 
     def __init__(self, *results: CapacityEstimate | Exception) -> None:
         self.busy = False

@@ -12,7 +12,13 @@ import pytest
 
 from cosyagent.config import ConfigError, load_config
 from cosyagent.engines.base import CancelToken, EngineCancelled, EngineExecutor
-from cosyagent.engines.scheduling import DeadlineScheduler, holding_lane, job_deadline, needed_by
+from cosyagent.engines.scheduling import (
+    BACKGROUND_AHEAD_S,
+    DeadlineScheduler,
+    holding_lane,
+    job_deadline,
+    needed_by,
+)
 
 
 async def _hold_lane(scheduler: DeadlineScheduler) -> asyncio.Event:
@@ -210,6 +216,21 @@ async def test_observers_hear_how_long_each_job_waited_and_how_late_it_started()
     stop()
     await engine.run(lambda: None)
     assert len(heard) == 1
+    engine.shutdown()
+
+
+async def test_jobs_started_for_someone_are_counted_and_background_ones_are_not() -> None:
+    scheduler = DeadlineScheduler(lanes=1)
+    engine = EngineExecutor("tts", scheduler)
+    await engine.run(lambda: None)  # a request's job: needed now
+    with needed_by(lambda: time.monotonic() + 2.0):
+        await engine.run(lambda: None)  # a reply's later clause
+    assert scheduler.foreground_jobs_started == 2
+    with needed_by(lambda: time.monotonic() + BACKGROUND_AHEAD_S):
+        await engine.run(lambda: None)  # the server timing its engines while idle
+    async with holding_lane(scheduler):
+        await engine.run(lambda: None)  # on a held lane: counted as well
+    assert scheduler.foreground_jobs_started == 3
     engine.shutdown()
 
 
