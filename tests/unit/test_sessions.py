@@ -32,7 +32,7 @@ class FakeRuntime:
             server=SimpleNamespace(max_sessions=max_sessions, capacity=capacity),
             realtime=SimpleNamespace(output_lead_ms=300.0, reply_ahead=True, read_ahead=True),
         )
-        self.capacity = CapacityMeter(self._not_measured, idle=lambda: False, admitted=lambda: 0)  # set by a test
+        self.capacity = CapacityMeter(self._not_measured, idle=lambda: False, others_work=lambda: 0)  # set by a test
         self.llm_slots = None  # no embedded llama.cpp server: nothing read ahead
 
     def new_core(
