@@ -18,9 +18,9 @@
   const VOICE_RMS = 0.01; // the agent's audio is this loud once its voice starts (silence: 0)
   const VOICE_WAIT_MS = 1000; // how long past the expected start the face waits to hear the voice
   const JITTER_EVERY_MS = 200; // how often the jitter buffer's delay is measured
-  // The agent's audio in the receiver's jitter buffer, from its stats: the delay over the latest
-  // interval that played audio, and when that interval began.
-  const jitter = { read: null, delayMs: null, since: null };
+  // The agent's audio in the receiver's jitter buffer, from its stats: the last reading, and the
+  // delay over the latest interval that played audio.
+  const jitter = { read: null, delayMs: null };
   const playoutDelayMs = () => (jitter.delayMs !== null ? jitter.delayMs : DEFAULT_PLAYOUT_DELAY_MS);
   // Mouth shapes of the 15 Oculus visemes: [width, opening, roundness 0..1], in face units.
   const SHAPES = {
@@ -189,8 +189,7 @@
     jitter.read = read;
     if (!before || read.emitted === before.emitted) return;
     jitter.delayMs = (1000 * (read.bufferedS - before.bufferedS)) / (read.emitted - before.emitted);
-    jitter.since = before.at;
-    if (face.anchor !== null && face.delayAtAnchor === null && jitter.since >= face.anchoredAt) {
+    if (face.anchor !== null && face.delayAtAnchor === null && before.at >= face.anchoredAt) {
       face.delayAtAnchor = jitter.delayMs;
     }
   }
