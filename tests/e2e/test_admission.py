@@ -50,6 +50,14 @@ def client(server: LiveServer) -> AsyncOpenAI:
     return AsyncOpenAI(base_url=server.base_url, api_key="test-key")
 
 
+async def until_idle(runtime: Runtime) -> None:
+    """Wait (up to 10 s) until no session is open and no engine job runs or waits."""
+    for _ in range(100):
+        if runtime.active_sessions == 0 and cpu_scheduler().idle:
+            return
+        await asyncio.sleep(0.1)
+
+
 def refused(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], transport: str) -> float:
     return value(samples, "cosyagent_sessions_refused_total", transport=transport, reason="server_at_capacity")
 
@@ -138,10 +146,7 @@ async def test_auto_capacity_is_measured_again_when_idle_and_not_while_a_session
 ) -> None:
     runtime = live_server.runtime
     meter = runtime.capacity
-    for _ in range(100):  # the sessions of the tests before may still be winding down
-        if runtime.active_sessions == 0 and cpu_scheduler().idle:
-            break
-        await asyncio.sleep(0.1)
+    await until_idle(runtime)  # the sessions of the tests before may still be winding down
     before = meter.measurements
     assert await meter.measure_if_idle(), "an idle server measures again"  # the real engines
     estimate = runtime.capacity.estimate
@@ -162,10 +167,7 @@ async def test_auto_capacity_is_measured_again_when_idle_and_not_while_a_session
     assert meter.measurements == before + 1 and runtime.capacity.estimate is estimate
 
     # A request's engine job while they are being timed (the openai SDK's speech): dropped too.
-    for _ in range(100):  # the session just closed may still be winding down
-        if runtime.active_sessions == 0 and cpu_scheduler().idle:
-            break
-        await asyncio.sleep(0.1)
+    await until_idle(runtime)  # the session just closed may still be winding down
     measuring = asyncio.create_task(meter.measure_if_idle())
     for _ in range(2000):  # until its first engine job (the TTS) runs
         if not cpu_scheduler().idle or measuring.done():
