@@ -179,16 +179,14 @@
       jitter.read = null;
       return;
     }
-    const read = { at: performance.now(), bufferedS: 0, emitted: 0 };
-    (await receiver.getStats()).forEach((report) => {
-      if (report.type !== "inbound-rtp") return;
-      read.bufferedS += report.jitterBufferDelay || 0;
-      read.emitted += report.jitterBufferEmittedCount || 0;
-    });
-    const before = jitter.read && jitter.read.emitted <= read.emitted ? jitter.read : null;
+    const { playedOut, bufferDelayMs } = window.CosyChat.quality;
+    const at = performance.now();
+    const read = { at, ...playedOut(await receiver.getStats()) };
+    const before = jitter.read;
     jitter.read = read;
-    if (!before || read.emitted === before.emitted) return;
-    jitter.delayMs = (1000 * (read.bufferedS - before.bufferedS)) / (read.emitted - before.emitted);
+    const delay = before ? bufferDelayMs(before, read) : null;
+    if (delay === null) return;
+    jitter.delayMs = delay;
     if (face.anchor !== null && face.delayAtAnchor === null && before.at >= face.anchoredAt) {
       face.delayAtAnchor = jitter.delayMs;
     }
