@@ -21,6 +21,7 @@ import numpy as np
 from cosyagent.engines.base import AudioF32, ChatLLM, ChatMessage, SpeechSynthesizer, ToolCallDelta
 from cosyagent.engines.scheduling import cpu_scheduler, job_deadline
 from cosyagent.pipeline.llm_prefetch import llm_request
+from cosyagent.pipeline.repetition import until_it_repeats
 from cosyagent.pipeline.speak import speak
 from cosyagent.pipeline.timestamps import SpeechTimings
 from cosyagent.pipeline.voice_language import firmer, speakable_opening, speaks_no_chinese
@@ -130,9 +131,10 @@ async def _reply_events(
     first_clause_came: Callable[[], None],
 ) -> AsyncIterator[ReplyEvent]:
     if not request.audio:
-        async for delta in _llm_text(request, llm, timings):
-            first_clause_came()
-            yield TextDelta(delta)
+        async with aclosing(until_it_repeats(_llm_text(request, llm, timings))) as deltas:  # type: ignore[type-var]
+            async for delta in deltas:
+                first_clause_came()
+                yield TextDelta(delta)
         return
     languages = tts.info.languages
     request = replace(request, messages=llm_request(request.messages, languages, audio=True).messages)
@@ -140,6 +142,7 @@ async def _reply_events(
     if speaks_no_chinese(languages) and not request.tools:  # (a retry would repeat tool calls already told)
         again = replace(request, messages=firmer(request.messages, languages))
         text = speakable_opening(text, lambda: _llm_text(again, llm, timings))
+    text = until_it_repeats(text)
 
     said: list[str] = []
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from cosyagent.engines.base import AudioF32, CancelToken, EngineInfo
-from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, SpokenText, stream_reply
+from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, SpokenText, TextDelta, stream_reply
 from cosyagent.pipeline.speak import SpokenChunk, clauses_of, speak
 from cosyagent.pipeline.voice_language import in_the_voice_language, speakable_opening
 
@@ -229,6 +229,23 @@ async def test_a_reply_spoken_to_its_end_closes_with_the_llm_s_own_text() -> Non
     assert " ".join(clauses) == "Two ways: 1. Take the bus. 2. Walk."
     assert events[-1] == SpokenText(answer + " ")  # RecordingLLM sends each word with a space
     assert sum(isinstance(e, SpokenText) for e in events) == 1
+
+
+async def test_a_looping_reply_is_spoken_up_to_its_third_saying_and_the_llm_stops() -> None:
+    loop = "Bees make honey, honey bees, honey bees, honey bees, honey bees, honey bees."
+    for audio in (True, False):
+        llm, tts = RecordingLLM(loop), ClauseEngine()
+        request = ReplyRequest(messages=[{"role": "user", "content": "What do bees make?"}], voice="v", audio=audio)
+        events = [e async for e in stream_reply(request, llm, tts)]  # type: ignore[arg-type]
+        assert llm.closed == 1
+        if audio:
+            clauses = [e.clause for e in events if isinstance(e, AudioChunk) and e.clause]
+            assert " ".join(clauses) == "Bees make honey, honey bees, honey bees, honey bees,"
+            assert events[-1] == SpokenText("Bees make honey, honey bees, honey bees, honey bees,")
+        else:
+            assert "".join(e.text for e in events if isinstance(e, TextDelta)) == (
+                "Bees make honey, honey bees, honey bees, honey bees,"
+            )
 
 
 class SilenceFirstEngine(ClauseEngine):
