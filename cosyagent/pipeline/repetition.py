@@ -18,12 +18,13 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
+from cosyagent.pipeline.voice_language import HAN
+
 logger = logging.getLogger(__name__)
 
 SAYINGS = 3  # the saying of one clause that ends the reply
 _CLAUSE_END = re.compile(r"[,.;:!?\n，。；：！？、]")
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
-_HAN = re.compile(r"[\u3400-\u9fff]")
 
 
 def _clause_key(text: str) -> tuple[str, ...] | None:
@@ -31,7 +32,7 @@ def _clause_key(text: str) -> tuple[str, ...] | None:
     ("a sweet, sweet, sweet honey" is a stutter the model often makes, not a loop), except a
     Chinese clause of four characters or more (Chinese has no spaces between its words)."""
     words = tuple(word.lower() for word in _WORD.findall(text))
-    if len(words) >= 2 or (len(words) == 1 and len(words[0]) >= 4 and _HAN.search(words[0])):
+    if len(words) >= 2 or (len(words) == 1 and len(words[0]) >= 4 and HAN.search(words[0])):
         return words
     return None
 

@@ -21,7 +21,7 @@ from cosyagent.engines.language_id import LANGUAGE_NAMES
 logger = logging.getLogger(__name__)
 
 OPENING_CHARS = 12  # enough text to tell its script; a few tokens, tens of milliseconds
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")  # a Chinese character (CJK ideographs)
 
 
 def in_the_voice_language(messages: Sequence[ChatMessage], voice_languages: Sequence[str]) -> list[ChatMessage]:
@@ -56,7 +56,7 @@ async def speakable_opening(first: AsyncIterator[str], again: Callable[[], Async
         async for delta in first:
             held += delta
             opening = held.lstrip()[:OPENING_CHARS]
-            if _HAN.search(opening):
+            if HAN.search(opening):
                 break
             if len(opening) >= OPENING_CHARS:
                 async for piece in _until_chinese(held, first):
@@ -77,7 +77,7 @@ async def _until_chinese(held: str, rest: AsyncIterator[str]) -> AsyncIterator[s
     """``held``, then ``rest``, up to the first Chinese character."""
     text: str | None = held
     while text is not None:
-        cut = _HAN.search(text)
+        cut = HAN.search(text)
         if cut is not None:
             if text[: cut.start()]:
                 yield text[: cut.start()]
