@@ -50,6 +50,7 @@ from benchmarks.records import Plan, questions
 from benchmarks.ws_driver import run_session
 from cosyagent.config import Config, load_config
 from cosyagent.runtime import Runtime
+from cosyagent.talk.turn import SAID_TO_ITS_END
 from cosyagent.web.app import create_app
 
 logger = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ async def one_session(sdk: AsyncOpenAI, question: str, max_tokens: int, vanish: 
             elif event.type == "error":
                 raise RuntimeError(f"{event.error.code}: {event.error.message}")
             elif event.type == "response.done":
-                if event.response.status != "completed":
+                if event.response.status not in SAID_TO_ITS_END:  # (incomplete: the token cap, all said)
                     raise RuntimeError(f"response {event.response.status}")
                 return first
         raise RuntimeError("the server closed the session")

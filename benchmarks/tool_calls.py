@@ -70,7 +70,7 @@ async def ask(llm: OpenAICompatibleLLM, prompt: str, realtime: RealtimeConfig) -
         if isinstance(event, ToolCallDelta):
             name, arguments = calls.get(event.index, ("", ""))
             calls[event.index] = (name + (event.name or ""), arguments + event.arguments)
-        else:
+        elif isinstance(event, str):
             text.append(event)
     return {
         "prompt": prompt,

@@ -32,6 +32,7 @@ from cosyagent.agent.response_calls import ResponseCalls
 from cosyagent.agent.session_config import format_dict
 from cosyagent.audio.wire import OutputEncoder
 from cosyagent.engines.base import AudioF32, ToolCallDelta
+from cosyagent.pipeline.reply import IncompleteReason
 from cosyagent.pipeline.timestamps import Mark, MarkQueue, SpeechTimings, payload
 
 DELTA_MS = 100  # audio per response.output_audio.delta
@@ -243,16 +244,19 @@ class ResponseState:
     def _event(self, event_type: str, **fields: Any) -> Event:
         return {"type": event_type, "event_id": new_id("event"), **self._ids(), **fields}
 
-    def end_events(self, status: str, reason: CancelReason | None = None, error: str | None = None) -> list[Event]:
-        """Close the response: what was not sent is dropped and forgotten."""
+    def end_events(
+        self, status: str, reason: CancelReason | IncompleteReason | None = None, error: str | None = None
+    ) -> list[Event]:
+        """Close the response: what was not sent is dropped and forgotten. ``incomplete``: the
+        LLM stopped short (``reason``), but all that was made was sent, as when ``completed``."""
         self.outbox.clear()
-        if self.audio and status != "completed":
+        if self.audio and status not in ("completed", "incomplete"):
             self.item.truncate_spoken(self.sent_ms)
         self.item.status = "completed" if status == "completed" else "incomplete"
         details: dict[str, Any] | None = None
         calls_done = self.calls.finish("completed" if status == "completed" else "incomplete") if self.calls else []
-        if status == "cancelled":
-            details = {"type": "cancelled", "reason": reason}
+        if status in ("cancelled", "incomplete"):
+            details = {"type": status, "reason": reason}
         elif status == "failed":
             details = {"type": "failed", "error": {"type": "server_error", "code": error}}
         done: Event = {
@@ -278,7 +282,7 @@ class ResponseState:
         item = self.item.to_event_dict()
         ids = self._ids()
         events: list[Event] = []
-        if status == "completed" and self.marks is not None and (rest := self.marks.rest()):
+        if status in ("completed", "incomplete") and self.marks is not None and (rest := self.marks.rest()):
             # All the audio has gone already: what is left marks its very end (the closing ``sil``).
             events.append(self._timestamps_event(rest))
         if self.audio:

@@ -1,8 +1,8 @@
 """The reply side of the Realtime core: one response at a time, fed by the engines.
 
 A response is started from the conversation, then fed text or synthesized audio, which
-the I/O layer pops at its own pace, and ended: completed, failed or cancelled. Its end
-events carry what the transport's audio sink must do (finish, or clear) just before
+the I/O layer pops at its own pace, and ended: completed (or incomplete: the LLM stopped
+short), failed or cancelled. Its end events carry what the transport's audio sink must do (finish, or clear) just before
 ``response.done``. Sans-I/O, like the core that extends it.
 """
 
@@ -33,6 +33,7 @@ from cosyagent.agent.session_config import SessionConfig
 from cosyagent.agent.tools import chat_tools
 from cosyagent.audio.wire import OutputEncoder
 from cosyagent.engines.base import AudioF32, ToolCallDelta
+from cosyagent.pipeline.reply import IncompleteReason
 from cosyagent.pipeline.timestamps import MarkQueue, SpeechTimings
 
 TIMESTAMPS_PARAM = "session.audio.output.timestamps"
@@ -124,10 +125,12 @@ class ResponseOutput:
         timings: dict[str, Any] | None = None,
         unplayed_ms: float | None = None,
         llm_text: str | None = None,
+        incomplete: IncompleteReason | None = None,
     ) -> list[Action]:
         """The generator is done; everything planned must have been popped already. ``unplayed_ms``:
         how much of the sent audio the listener has still to hear, if the I/O layer knows;
-        ``llm_text``: the LLM's own text of the reply, all of it spoken (the LLM's view of it)."""
+        ``llm_text``: the LLM's own text of the reply, all of it spoken (the LLM's view of it);
+        ``incomplete``: why the LLM stopped short, if it did (the response ends ``incomplete``)."""
         response = self._current(response_id)
         if response is None:
             return []
@@ -136,7 +139,10 @@ class ResponseOutput:
             response.item.llm_text = llm_text
         self._response = None
         self.idle.response_ended(response.sent_ms, unplayed_ms)
-        return end_actions(response.end_events("completed"), FinishAudio(response.id))
+        ending = (
+            response.end_events("incomplete", reason=incomplete) if incomplete else response.end_events("completed")
+        )
+        return end_actions(ending, FinishAudio(response.id))
 
     def response_failed(self, response_id: str, message: str, code: str) -> list[Action]:
         response = self._current(response_id)

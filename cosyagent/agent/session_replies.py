@@ -17,7 +17,16 @@ from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.engines.base import ChatLLM, EngineError, EngineUnavailableError, SpeechSynthesizer
 from cosyagent.engines.scheduling import needed_by
 from cosyagent.pipeline.playout import SYNTHESIS_AHEAD_MS, AudioSink, Playout
-from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, ReplyTimings, SpokenText, TextDelta, stream_reply
+from cosyagent.pipeline.reply import (
+    AudioChunk,
+    IncompleteReason,
+    ReplyIncomplete,
+    ReplyRequest,
+    ReplyTimings,
+    SpokenText,
+    TextDelta,
+    stream_reply,
+)
 from cosyagent.telemetry import SessionObserver
 
 logger = logging.getLogger(__name__)
@@ -82,6 +91,7 @@ class SessionReplies:
             )
         )
         llm_text: str | None = None
+        incomplete: IncompleteReason | None = None
         try:
             with deadline:  # the reply's generator runs in this task: its engine jobs carry it
                 async for event in stream_reply(request, self._llm, self._tts, timings):
@@ -94,11 +104,13 @@ class SessionReplies:
                         await playout.until_unsent_at_most(SYNTHESIS_AHEAD_MS)
                     elif isinstance(event, SpokenText):
                         llm_text = event.text
+                    elif isinstance(event, ReplyIncomplete):
+                        incomplete = event.reason
             core.flush_audio(response_id)
             playout.finish()
             await pacing
             unplayed_ms = playout.audio_ahead_ms()  # (from here the idle timeout counts, if any)
-            self._execute(core.response_finished(response_id, timings.as_dict(), unplayed_ms, llm_text))
+            self._execute(core.response_finished(response_id, timings.as_dict(), unplayed_ms, llm_text, incomplete))
         except EngineUnavailableError as exc:
             logger.warning("response %s failed: engine unavailable: %s", response_id, exc)
             self._execute(core.response_failed(response_id, str(exc), "engine_unavailable"))

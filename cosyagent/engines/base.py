@@ -320,6 +320,19 @@ class ToolCallDelta:
     name: str | None = None
 
 
+@dataclass(frozen=True)
+class ChatFinished:
+    """The last event of a chat stream the LLM ended itself: its chat-completions ``finish_reason``
+    (``stop``; ``length``: it reached ``max_tokens``; ``tool_calls``; ``content_filter``), None
+    when the endpoint names none. A stream closed early, or broken off, has no such event."""
+
+    reason: str | None
+
+
+ChatEvent = str | ToolCallDelta | ChatFinished
+"""What a chat stream yields: text deltas, pieces of tool calls, then :class:`ChatFinished`."""
+
+
 @runtime_checkable
 class ChatLLM(Protocol):
     @property
@@ -346,9 +359,10 @@ class ChatLLM(Protocol):
         tool_choice: str = "auto",
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[str | ToolCallDelta]:
+    ) -> AsyncIterator[ChatEvent]:
         """Yield text deltas and the pieces of any calls of ``tools`` (chat-completions tool
-        objects; ``tool_choice``: auto, none or required). Closing the iterator aborts the stream."""
+        objects; ``tool_choice``: auto, none or required), then why the LLM stopped
+        (:class:`ChatFinished`). Closing the iterator aborts the stream."""
         ...
 
     async def aclose(self) -> None: ...

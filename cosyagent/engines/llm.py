@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 import openai
 
-from cosyagent.engines.base import ChatMessage, EngineError, EngineInfo, EngineUnavailableError, ToolCallDelta
+from cosyagent.engines.base import (
+    ChatEvent,
+    ChatFinished,
+    ChatMessage,
+    EngineError,
+    EngineInfo,
+    EngineUnavailableError,
+    ToolCallDelta,
+)
 from cosyagent.engines.tool_text import TextToolCalls
 
 if TYPE_CHECKING:
@@ -96,11 +104,12 @@ class OpenAICompatibleLLM:
         max_tokens: int | None = None,
         temperature: float | None = None,
         extra_body: Mapping[str, Any] | None = None,
-    ) -> AsyncGenerator[str | ToolCallDelta, None]:
+    ) -> AsyncGenerator[ChatEvent, None]:
         """Yield text deltas and :class:`ToolCallDelta` pieces (``choices[0].delta.tool_calls``) as
-        they arrive; with tools, a reply that is a call written as text becomes that call
-        (:mod:`cosyagent.engines.tool_text`). Cancel-safe as :meth:`stream_chat`. ``extra_body``:
-        fields the endpoint adds to the API (llama-server's ``id_slot``)."""
+        they arrive, then :class:`ChatFinished` with the stream's ``finish_reason``; with tools, a
+        reply that is a call written as text becomes that call (:mod:`cosyagent.engines.tool_text`).
+        Cancel-safe as :meth:`stream_chat`. ``extra_body``: fields the endpoint adds to the API
+        (llama-server's ``id_slot``)."""
         options: dict[str, Any] = {}
         if extra_body:
             options["extra_body"] = dict(extra_body)
@@ -136,10 +145,12 @@ class OpenAICompatibleLLM:
         recover = tools and tool_choice != "none"
         text_calls = TextToolCalls(t["function"]["name"] for t in tools) if recover else None
         calls_seen = 0
+        finish_reason: str | None = None
         try:
             async for chunk in stream:
                 if not chunk.choices:
                     continue
+                finish_reason = chunk.choices[0].finish_reason or finish_reason
                 delta = chunk.choices[0].delta
                 if first and (delta.content or delta.tool_calls):
                     first = False
@@ -158,6 +169,7 @@ class OpenAICompatibleLLM:
                     )
             for piece in text_calls.flush(calls_seen) if text_calls else []:
                 yield piece
+            yield ChatFinished(finish_reason)
         except openai.OpenAIError as exc:
             raise self._translate(exc, mid_reply=True) from exc
         finally:
@@ -186,7 +198,7 @@ class OpenAICompatibleLLM:
         await self._client.close()
 
 
-async def text_deltas(events: AsyncGenerator[str | ToolCallDelta, None]) -> AsyncGenerator[str, None]:
+async def text_deltas(events: AsyncGenerator[ChatEvent, None]) -> AsyncGenerator[str, None]:
     """The text of a :meth:`~OpenAICompatibleLLM.stream_chat_events` stream; closing this closes it."""
     try:
         async for event in events:

@@ -24,13 +24,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cosyagent.engines.base import ChatLLM, ChatMessage, EngineInfo, ToolCallDelta
+from cosyagent.engines.base import ChatEvent, ChatLLM, ChatMessage, EngineInfo
 from cosyagent.engines.llm import text_deltas
 from cosyagent.pipeline.voice_language import in_the_voice_language
 
 logger = logging.getLogger(__name__)
-
-LLMEvent = str | ToolCallDelta
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,7 @@ class _Prefetch:
         self.key = key
         self.request = request
         self.read_only = read_only
-        self._events: asyncio.Queue[LLMEvent | BaseException | None] = asyncio.Queue()
+        self._events: asyncio.Queue[ChatEvent | BaseException | None] = asyncio.Queue()
         self._task = asyncio.create_task(self._read(llm), name=f"llm-prefetch-{key}")
 
     async def _read(self, llm: ChatLLM) -> None:
@@ -101,7 +99,7 @@ class _Prefetch:
         finally:
             await stream.aclose()  # type: ignore[attr-defined]  # an async generator
 
-    async def events(self) -> AsyncGenerator[LLMEvent, None]:
+    async def events(self) -> AsyncGenerator[ChatEvent, None]:
         """What the LLM has said so far, then the rest as it comes; closing this drops the request."""
         try:
             while (event := await self._events.get()) is not None:
@@ -180,10 +178,10 @@ class PrefetchingLLM:
         tool_choice: str = "auto",
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncGenerator[LLMEvent, None]:
+    ) -> AsyncGenerator[ChatEvent, None]:
         request = ChatRequest(messages, tools, tool_choice, max_tokens, temperature)
         ahead, self._ahead = self._ahead, None
-        events: AsyncIterator[LLMEvent]
+        events: AsyncIterator[ChatEvent]
         if ahead is not None and not ahead.read_only and ahead.request.same_as(request):
             logger.debug("reply: its LLM request was sent ahead (%s)", ahead.key)
             events = ahead.events()

@@ -14,11 +14,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from cosyagent.engines.base import AudioF32, ChatLLM, ChatMessage, SpeechSynthesizer, ToolCallDelta
+from cosyagent.engines.base import AudioF32, ChatFinished, ChatLLM, ChatMessage, SpeechSynthesizer, ToolCallDelta
 from cosyagent.engines.scheduling import cpu_scheduler, job_deadline
 from cosyagent.pipeline.llm_prefetch import llm_request
 from cosyagent.pipeline.repetition import until_it_repeats
@@ -58,7 +58,29 @@ class SpokenText:
     text: str
 
 
-ReplyEvent = TextDelta | AudioChunk | SpokenText
+IncompleteReason = Literal["max_output_tokens", "content_filter"]
+
+
+@dataclass(frozen=True)
+class ReplyIncomplete:
+    """The last event of a reply whose LLM stopped before its answer did: at the token cap
+    (``max_output_tokens``) or by its content filter. Everything before it was said (the Realtime
+    API ends such a response ``incomplete``, with this reason)."""
+
+    reason: IncompleteReason
+
+
+ReplyEvent = TextDelta | AudioChunk | SpokenText | ReplyIncomplete
+
+# chat-completions finish_reason -> why the reply is incomplete (the others end it complete)
+_INCOMPLETE: dict[str | None, IncompleteReason] = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+@dataclass
+class _LLMFinish:
+    """Why the reply's LLM stream ended (its last :class:`ChatFinished`); None until it says."""
+
+    reason: str | None = None
 
 
 @dataclass
@@ -130,18 +152,22 @@ async def _reply_events(
     timings: ReplyTimings,
     first_clause_came: Callable[[], None],
 ) -> AsyncIterator[ReplyEvent]:
+    finish = _LLMFinish()
     if not request.audio:
-        async with aclosing(until_it_repeats(_llm_text(request, llm, timings))) as deltas:  # type: ignore[type-var]
+        text_only = until_it_repeats(_llm_text(request, llm, timings, finish))
+        async with aclosing(text_only) as deltas:  # type: ignore[type-var]
             async for delta in deltas:
                 first_clause_came()
                 yield TextDelta(delta)
+        if reason := _INCOMPLETE.get(finish.reason):
+            yield ReplyIncomplete(reason)
         return
     languages = tts.info.languages
     request = replace(request, messages=llm_request(request.messages, languages, audio=True).messages)
-    text = _llm_text(request, llm, timings)
+    text = _llm_text(request, llm, timings, finish)
     if speaks_no_chinese(languages) and not request.tools:  # (a retry would repeat tool calls already told)
         again = replace(request, messages=firmer(request.messages, languages))
-        text = speakable_opening(text, lambda: _llm_text(again, llm, timings))
+        text = speakable_opening(text, lambda: _llm_text(again, llm, timings, finish))
     text = until_it_repeats(text)
 
     said: list[str] = []
@@ -170,34 +196,30 @@ async def _reply_events(
             timings.mark("tts_first_audio")
             yield AudioChunk(chunk.samples if chunk.samples.size else _ONE_MS_SILENCE, chunk.text, chunk.timings)
     yield SpokenText("".join(said))
+    if reason := _INCOMPLETE.get(finish.reason):
+        yield ReplyIncomplete(reason)
 
 
-async def _llm_text(request: ReplyRequest, llm: ChatLLM, timings: ReplyTimings) -> AsyncIterator[str]:
-    if request.tools:
-        async for delta in _llm_text_and_calls(request, llm, timings):
-            yield delta
-        return
-    stream = llm.stream_chat(request.messages, max_tokens=request.max_tokens)
-    try:
-        async for delta in stream:
-            timings.mark("llm_first_token")
-            yield delta
-    finally:
-        await stream.aclose()  # type: ignore[attr-defined]
-
-
-async def _llm_text_and_calls(request: ReplyRequest, llm: ChatLLM, timings: ReplyTimings) -> AsyncIterator[str]:
+async def _llm_text(
+    request: ReplyRequest, llm: ChatLLM, timings: ReplyTimings, finish: _LLMFinish
+) -> AsyncIterator[str]:
+    """The LLM's text; with tools, each call's pieces go to ``on_tool_call`` (then None)."""
     tell = request.on_tool_call or (lambda _piece: None)
+    finish.reason = None  # (a retry's stream speaks for the reply, not the one it replaced)
     events = llm.stream_chat_events(
         request.messages, tools=request.tools, tool_choice=request.tool_choice, max_tokens=request.max_tokens
     )
     try:
         async for event in events:
+            if isinstance(event, ChatFinished):
+                finish.reason = event.reason
+                continue
             timings.mark("llm_first_token")
             if isinstance(event, str):
                 yield event
             else:
                 tell(event)
-        tell(None)
+        if request.tools:
+            tell(None)
     finally:
         await events.aclose()  # type: ignore[attr-defined]

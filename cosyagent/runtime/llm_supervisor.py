@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any, Literal
 
-from cosyagent.engines.base import ChatMessage, EngineInfo, EngineUnavailableError, ToolCallDelta
+from cosyagent.engines.base import ChatEvent, ChatMessage, EngineInfo, EngineUnavailableError
 from cosyagent.engines.llama_process import LlamaServerProcess, describe_exit
 from cosyagent.engines.llm import OpenAICompatibleLLM, text_deltas
 from cosyagent.runtime.llm_slots import LLMSlots
@@ -205,7 +205,7 @@ class SupervisedLLM:
         tool_choice: str = "auto",
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncGenerator[str | ToolCallDelta, None]:
+    ) -> AsyncGenerator[ChatEvent, None]:
         """The server's reply (text and tool-call pieces), once it runs; a death mid-reply is explained."""
         await self._supervisor.wait_running(self._wait_s)
         with self._slot() as slot:

@@ -15,13 +15,14 @@ from openai.types.realtime import (
 
 from cosyagent.talk.connection import Stamped
 from cosyagent.talk.playback import Player
-from cosyagent.talk.turn import TurnResult
+from cosyagent.talk.turn import SAID_TO_ITS_END, TurnResult
 
 
 class LiveTranscript:
     """Prints each event worth seeing as it arrives: ``you said: ...`` once the user's words
     are recognised, then the agent's words as they stream in; feeds the reply's audio to a
-    player when there is one. A reply cut short by more speech in the clip ends in ``[interrupted]``."""
+    player when there is one. A reply cut short by more speech in the clip ends in ``[interrupted]``,
+    one the LLM stopped short in ``[cut: max_output_tokens]``."""
 
     def __init__(self, out: TextIO, player: Player | None) -> None:
         self._out = out
@@ -44,7 +45,7 @@ class LiveTranscript:
         elif isinstance(event, ResponseDoneEvent) and event.response.id == self._response:
             self._response = None
             if self._agent_line_open:
-                self._write("\n" if event.response.status == "completed" else " [interrupted]\n")
+                self._write(_line_end(event))
                 self._agent_line_open = False
 
     def end(self) -> None:
@@ -89,3 +90,12 @@ def print_summary(result: TurnResult, saved_to: str, playback: str, out: TextIO)
         server = ", ".join(f"{name.replace('_', ' ')} {value:.0f} ms" for name, value in timings.items())
         print(f"  server: {server}", file=out)
     out.flush()
+
+
+def _line_end(done: ResponseDoneEvent) -> str:
+    response = done.response
+    if response.status not in SAID_TO_ITS_END:
+        return " [interrupted]\n"
+    if response.status == "incomplete":
+        return f" [cut: {response.status_details.reason if response.status_details else 'incomplete'}]\n"
+    return "\n"

@@ -23,6 +23,10 @@ from cosyagent.talk.connection import EventStream, Stamped
 
 logger = logging.getLogger(__name__)
 
+# A response that ended on its own: "incomplete" is one the LLM stopped short (the token cap),
+# all of whose words were said; cancelled and failed ones were cut off.
+SAID_TO_ITS_END = ("completed", "incomplete")
+
 
 def elapsed_ms(start: float | None, end: float | None) -> float | None:
     """Milliseconds from ``start`` to ``end`` (monotonic seconds); None if either is unknown."""
@@ -37,7 +41,7 @@ class TurnResult:
     speech_end_at: float
     user_transcripts: list[str] = field(default_factory=list)
     response_id: str | None = None
-    status: str | None = None  # of the final response: completed, cancelled or failed
+    status: str | None = None  # of the final response: completed, incomplete, cancelled or failed
     reply_text: str = ""
     first_clause_text: str = ""  # the reply's first transcript delta: the text of its first audio
     reply_pcm16: bytearray = field(default_factory=bytearray)
@@ -84,7 +88,7 @@ class TurnCollector:
 
     @property
     def complete(self) -> bool:
-        return self.result.status == "completed"
+        return self.result.status in SAID_TO_ITS_END
 
     def feed(self, item: Stamped) -> bool:
         """Take one event; True once the turn's reply is complete. Error events raise. After
@@ -143,7 +147,7 @@ class TurnCollector:
         self._current = None
         result = self.result
         result.status, result.done_at = event.response.status, at
-        if result.status != "completed":
+        if result.status not in SAID_TO_ITS_END:
             result.interrupted_responses.append(response_id)
             return False
         timings = (event.model_extra or {}).get("x_cosyagent_timings_ms") or {}

@@ -77,7 +77,10 @@ try {
   await page.fill("#say-text", "Hello there!");
   await page.click("#say-send");
   await page.waitForFunction(
-    () => window.cosyagent.results.log.some((e) => e.type === "response.done" && e.status === "completed"),
+    () =>
+      window.cosyagent.results.log.some(
+        (e) => e.type === "response.done" && (e.status === "completed" || e.status === "incomplete"),
+      ),
     null,
     { timeout: 180000 },
   );

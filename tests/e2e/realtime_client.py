@@ -79,8 +79,20 @@ async def spoken_reply(
     return seen, speech_end
 
 
-def completed_response(event: Any) -> bool:
-    return bool(event.type == "response.done" and event.response.status == "completed")
+def said_to_its_end(response: Any) -> bool:
+    """A response (the SDK's object or the event's dict) that ended on its own: ``completed``, or
+    ``incomplete`` at ``max_output_tokens`` (the small caps tests set can cut a real LLM's reply;
+    every word it gave was said). Not a cancelled or failed one."""
+    if isinstance(response, dict):
+        status, reason = response["status"], (response.get("status_details") or {}).get("reason")
+    else:
+        status, reason = response.status, response.status_details.reason if response.status_details else None
+    return bool(status == "completed" or (status == "incomplete" and reason == "max_output_tokens"))
+
+
+def finished_response(event: Any) -> bool:
+    """``response.done`` for a response :func:`said_to_its_end`."""
+    return bool(event.type == "response.done" and said_to_its_end(event.response))
 
 
 async def collect(

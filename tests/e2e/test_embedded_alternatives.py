@@ -14,7 +14,7 @@ from cosyagent.audio.pcm import pcm16_to_float, resample
 from tests.alignment import normalized
 from tests.e2e.audio_server import in_process_server, write_config
 from tests.e2e.conftest import LiveServer
-from tests.e2e.realtime_client import Transcript, collect
+from tests.e2e.realtime_client import Transcript, collect, said_to_its_end
 from tests.support import word_error_rate
 
 
@@ -47,7 +47,7 @@ async def test_a_question_is_answered_by_smollm2_in_a_kokoro_voice(server: LiveS
         await conn.response.create()
         seen = await collect(conn, Transcript(), until="response.done", timeout=120)
     (done,) = seen.of_type("response.done")
-    assert done.response.status == "completed"
+    assert said_to_its_end(done.response)
     reply = seen.of_type("response.output_audio_transcript.done")[0].transcript
     assert len(reply.split()) >= 2, reply  # SmolLM2's answers are weak: what it says is not checked
     audio = pcm16_to_float(seen.audio())  # Kokoro's 24 kHz, the session's pcm16 rate
@@ -72,7 +72,7 @@ async def test_kokoro_times_its_words_for_realtime_and_speech(server: LiveServer
         await conn.response.create()
         seen = await collect(conn, Transcript(), until="response.done", timeout=180)
     assert not seen.of_type("error")
-    assert seen.of_type("response.done")[0].response.status == "completed"
+    assert said_to_its_end(seen.of_type("response.done")[0].response)
     events = seen.of_type("response.output_audio_timestamps.delta")
     words = [w["text"] for e in events for w in e.words]
     transcript = seen.of_type("response.output_audio_transcript.done")[0].transcript

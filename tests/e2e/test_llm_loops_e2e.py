@@ -24,7 +24,7 @@ async def test_a_looping_reply_ends_at_its_third_saying_and_the_llm_stream_is_cl
 ) -> None:
     for modality in ("audio", "text"):
         closed_before = fake.disconnected
-        fake.replies.append(Reply(text=LOOP, delay_s=0.02))  # 84 pieces, ~1.7 s: closed long before its end
+        fake.replies.append(Reply(text=LOOP, delay_s=0.02))  # 80 pieces (the cap), ~1.6 s: closed long before
         async with connect(agent) as conn:
             await conn.session.update(session={"type": "realtime", "output_modalities": [modality]})
             await say(conn, "What do bees make?")

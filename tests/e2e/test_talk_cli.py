@@ -243,6 +243,19 @@ def test_turn_collector_skips_an_interrupted_reply_and_flags_late_audio() -> Non
     assert collector.feed(_audio(14.1, "resp_2")) and result.late_audio_deltas == 2
 
 
+def _cut_at_the_cap(at: float, response_id: str) -> Stamped:
+    details = {"type": "incomplete", "reason": "max_output_tokens"}
+    return _event(at, "response.done", response={"id": response_id, "status": "incomplete", "status_details": details})
+
+
+def test_a_reply_cut_at_the_token_cap_answers_the_turn() -> None:
+    collector = TurnCollector(speech_end_at=10.0)
+    timeline = [_event(10.1, "response.created", response={"id": "resp_1", "status": "in_progress"})]
+    timeline += [_audio(10.5, "resp_1"), _cut_at_the_cap(11.0, "resp_1")]
+    assert [collector.feed(item) for item in timeline] == [False, False, True]
+    assert collector.result.status == "incomplete" and not collector.result.interrupted_responses
+
+
 def _words(at: float, response_id: str, delta: str) -> Stamped:
     ids = {"item_id": "item_b", "output_index": 0, "content_index": 0}
     return _event(at, "response.output_audio_transcript.delta", response_id=response_id, delta=delta, **ids)
@@ -277,6 +290,9 @@ async def test_live_transcript_prints_words_as_they_arrive_and_marks_a_cut_reply
         _audio(1.7, "resp_1"),  # of the cancelled reply: not played
         _audio(1.8, "resp_2"),
         _done(1.9, "resp_2", "completed"),
+        _created(2.0, "resp_3"),
+        _words(2.1, "resp_3", "First take the"),
+        _cut_at_the_cap(2.2, "resp_3"),
     ]:
         live.show(item)
         shown.append(out.getvalue())
@@ -286,6 +302,7 @@ async def test_live_transcript_prints_words_as_they_arrive_and_marks_a_cut_reply
     assert shown[2].endswith("agent: Take")  # a word at a time, before the reply ends
     assert out.getvalue() == (
         "you said: how do I get to Dublin?\nagent: Take [interrupted]\nyou said: And...\nagent: Take the train.\n"
+        "agent: First take the [cut: max_output_tokens]\n"
     )
     assert played.read_bytes() == bytes(12) and player.failure is None
 

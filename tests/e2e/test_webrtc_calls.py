@@ -19,6 +19,7 @@ from aiortc import RTCPeerConnection
 from openai import AsyncOpenAI
 
 from tests.e2e.conftest import LiveServer
+from tests.e2e.realtime_client import said_to_its_end
 from tests.e2e.webrtc_client import (
     QUESTION_CLIP,
     Caller,
@@ -92,7 +93,7 @@ async def test_a_call_transcribes_real_speech_and_answers_on_the_audio_track(
     assert word_error_rate(REFERENCES[QUESTION_CLIP], transcript["transcript"]) <= 0.3, transcript
     started = await caller.wait_for("output_audio_buffer.started", timeout=60)
     done = await caller.wait_for("response.done", timeout=90)
-    assert done["response"]["status"] == "completed"
+    assert said_to_its_end(done["response"])
     assert started["response_id"] == done["response"]["id"]
     await caller.wait_for("output_audio_buffer.stopped", timeout=60)
     # The voice came on the media track, none of it as events on the data channel.
@@ -128,7 +129,7 @@ async def test_talking_over_the_agent_cuts_its_voice_off(live_server: LiveServer
     await asyncio.sleep(1.0)
     # Once cleared, only silence arrives (the next reply needs the new turn to end first).
     assert caller.voiced_seconds(after=cut_at + 0.3, before=cut_at + 1.0) == 0.0
-    await caller.wait_for(lambda e: e["type"] == "response.done" and e["response"]["status"] == "completed", 90)
+    await caller.wait_for(lambda e: e["type"] == "response.done" and said_to_its_end(e["response"]), 90)
 
 
 async def test_bad_data_channel_messages_get_error_events_and_the_call_goes_on(caller: Caller) -> None:
@@ -260,4 +261,4 @@ async def test_silence_after_the_reply_has_played_triggers_the_idle_timeout(call
     second = await caller.wait_for(
         lambda e: e["type"] == "response.done" and e["response"]["id"] != first["response"]["id"], timeout=120
     )
-    assert second["response"]["status"] == "completed"
+    assert said_to_its_end(second["response"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cosyagent.engines.base import ChatLLM, ChatMessage, EngineUnavailableError
+from cosyagent.engines.base import ChatFinished, ChatLLM, ChatMessage, EngineUnavailableError
 from cosyagent.engines.llama_server import EmbeddedLlamaServer
 from cosyagent.engines.llm import OpenAICompatibleLLM
 
@@ -76,6 +76,18 @@ async def test_stream_chat_gives_text(llm: OpenAICompatibleLLM) -> None:
     assert all(deltas)
     assert "".join(deltas).strip()
     assert first_token_s is not None and first_token_s < 5.0
+
+
+async def test_the_stream_ends_saying_why_the_llm_stopped(llm: OpenAICompatibleLLM) -> None:
+    """llama-server's last chunk names its finish_reason: ``length`` when max_tokens cut the
+    reply (a Realtime response then ends ``incomplete``), ``stop`` when the model ended it."""
+    capped = [e async for e in llm.stream_chat_events(LONG, max_tokens=4, temperature=0.0)]
+    assert capped[-1] == ChatFinished("length")
+    assert all(isinstance(e, str) for e in capped[:-1]) and "".join(capped[:-1]).strip()  # type: ignore[arg-type]
+    short = [{"role": "user", "content": "Say just the word yes."}]
+    ended = [e async for e in llm.stream_chat_events(short, max_tokens=200, temperature=0.0)]
+    assert ended[-1] == ChatFinished("stop")
+    assert "yes" in "".join(e for e in ended if isinstance(e, str)).lower()
 
 
 async def test_a_seed_makes_the_same_prompt_give_the_same_reply(server: EmbeddedLlamaServer) -> None:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from cosyagent.engines.base import ToolCallDelta
+from cosyagent.engines.base import ChatFinished, ToolCallDelta
 from cosyagent.engines.llm import OpenAICompatibleLLM
 from tests.e2e.conftest import free_port, serve_asgi
 from tests.fakes.fake_chat_llm import MODEL, Call, FakeChatLLM, Reply
@@ -47,6 +47,7 @@ async def test_streamed_tool_calls_come_back_as_pieces(fake: tuple[FakeChatLLM, 
     assert text == "Let me see."
     assert pieces[0] == ToolCallDelta(0, "", call_id="call_fake_0", name="get_weather")
     assert "".join(p.arguments for p in pieces) == '{"city": "Paris"}' and len(pieces) == 6
+    assert events[-1] == ChatFinished("tool_calls")
     (request,) = chat.requests
     assert (request["tools"], request["tool_choice"], request["max_tokens"]) == (TOOLS, "required", 50)
 
@@ -60,7 +61,8 @@ async def test_without_tools_the_request_has_none_and_calls_written_as_text_stay
     plain = "".join([d async for d in llm.stream_chat(QUESTION)])
     assert plain == call_text and "tools" not in chat.requests[0]
     recovered = [e async for e in llm.stream_chat_events(QUESTION, tools=TOOLS)]
-    assert len(recovered) == 1 and isinstance(recovered[0], ToolCallDelta)
+    assert len(recovered) == 2 and isinstance(recovered[0], ToolCallDelta)
+    assert recovered[1] == ChatFinished("stop")  # (the endpoint's reason: it sent text)
     assert (recovered[0].name, json.loads(recovered[0].arguments)) == ("get_weather", {"city": "Oslo"})
     refused = [e async for e in llm.stream_chat_events(QUESTION, tools=TOOLS, tool_choice="none")]
-    assert "".join(str(e) for e in refused) == call_text  # tool_choice none: never a call
+    assert "".join(e for e in refused if isinstance(e, str)) == call_text  # tool_choice none: never a call

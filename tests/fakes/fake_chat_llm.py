@@ -6,7 +6,9 @@ scripted reply in the chat completions chunk format exactly as OpenAI does: a fi
 the role, text as ``delta.content`` pieces, each tool call as ``delta.tool_calls`` pieces (the
 first with ``index``, ``id``, ``type`` and ``function.name``, the rest ``function.arguments``
 only), a last chunk with ``finish_reason`` (``tool_calls`` or ``stop``), then ``data: [DONE]``.
-Every request body is recorded, so a test can check what the LLM was shown.
+A request's ``max_tokens`` counts each word as a token: text longer than that is cut there and
+ends with ``length``, as the model's own cap does. Every request body is recorded, so a test can
+check what the LLM was shown.
 """
 
 from __future__ import annotations
@@ -67,9 +69,10 @@ class FakeChatLLM:
         self.arrived.append(time.monotonic())
         if not body.get("stream") or not self.replies:
             return JSONResponse({"error": {"message": "the script has no reply for this request"}}, status_code=400)
-        return StreamingResponse(self._stream(self.replies.pop(0)), media_type="text/event-stream")
+        stream = self._stream(self.replies.pop(0), body.get("max_tokens"))
+        return StreamingResponse(stream, media_type="text/event-stream")
 
-    async def _stream(self, reply: Reply) -> AsyncIterator[bytes]:
+    async def _stream(self, reply: Reply, max_tokens: int | None) -> AsyncIterator[bytes]:
         completion_id, created = f"chatcmpl-{len(self.requests)}", int(time.time())
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -83,11 +86,17 @@ class FakeChatLLM:
             }
             return f"data: {json.dumps(body)}\n\n".encode()
 
+        words = reply.text.split(" ") if reply.text else []
+        capped = max_tokens is not None and len(words) > max_tokens
         try:
             yield chunk({"role": "assistant", "content": "" if reply.text else None})
-            for index, word in enumerate(reply.text.split(" ") if reply.text else []):
+            for index, word in enumerate(words[:max_tokens]):
                 await asyncio.sleep(reply.delay_s)
                 yield chunk({"content": word if index == 0 else " " + word})
+            if capped:
+                yield chunk({}, "length")
+                yield b"data: [DONE]\n\n"
+                return
             for index, call in enumerate(reply.calls):
                 await asyncio.sleep(reply.delay_s)
                 head = {"index": index, "id": call.call_id or f"call_fake_{index}", "type": "function"}

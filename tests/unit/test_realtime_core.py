@@ -18,6 +18,8 @@ from cosyagent.agent.events import (
     CancelResponse,
     CancelTranscribe,
     CancelTurnEnd,
+    ClearAudio,
+    FinishAudio,
     PredictTurnEnd,
     Send,
     StartResponse,
@@ -380,6 +382,33 @@ def test_the_llm_is_shown_its_own_text_of_a_reply_until_the_reply_is_truncated(v
     assert llm_sees() == written
     core.receive({**truncate, "audio_end_ms": 1000})
     assert llm_sees() == "Two ways: 1. Take the bus."
+
+
+def test_a_reply_the_llm_stopped_at_its_token_cap_ends_incomplete_with_all_it_said(vad: SileroVAD) -> None:
+    """As OpenAI's: ``incomplete``, reason ``max_output_tokens``; nothing is cut from what was
+    sent (unlike a cancel), the audio plays out, and the LLM sees its words next turn."""
+    core = make_core(vad, turn_detection=None)
+    core.receive({"type": "conversation.item.create", "item": _text_item("How do I get there?")})
+    start = only(core.receive({"type": "response.create"}), StartResponse)
+    core.response_audio(start.response_id, np.full(24000, 0.1, dtype=np.float32), "First take the bus.")
+    core.response_audio(start.response_id, np.full(12000, 0.1, dtype=np.float32), "Then walk")
+    while core.pending_audio_ms(start.response_id):
+        core.pop_audio(start.response_id)
+    actions = core.response_finished(
+        start.response_id, None, None, "First take the bus. Then walk", "max_output_tokens"
+    )
+    assert any(isinstance(a, FinishAudio) for a in actions) and not any(isinstance(a, ClearAudio) for a in actions)
+    assert "response.output_audio.done" in types(actions)
+    response = sent(actions)[-1]["response"]
+    assert (response["status"], response["status_details"]) == (
+        "incomplete",
+        {"type": "incomplete", "reason": "max_output_tokens"},
+    )
+    (item,) = response["output"]
+    assert (item["status"], item["content"][0]["transcript"]) == ("incomplete", "First take the bus. Then walk")
+    core.receive({"type": "conversation.item.create", "item": _text_item("And then?")})
+    start = only(core.receive({"type": "response.create"}), StartResponse)
+    assert [m["content"] for m in start.messages[-2:]] == ["First take the bus. Then walk", "And then?"]
 
 
 def test_a_truncate_that_cancels_the_reply_is_checked_against_the_audio_sent(vad: SileroVAD) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import numpy as np
 
-from cosyagent.engines.base import AudioF32, CancelToken, EngineInfo
-from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, SpokenText, TextDelta, stream_reply
+from cosyagent.engines.base import AudioF32, CancelToken, ChatFinished, EngineInfo
+from cosyagent.pipeline.reply import AudioChunk, ReplyIncomplete, ReplyRequest, SpokenText, TextDelta, stream_reply
 from cosyagent.pipeline.speak import SpokenChunk, clauses_of, speak
 from cosyagent.pipeline.voice_language import in_the_voice_language, speakable_opening
 
@@ -146,7 +147,8 @@ class EnglishOnlyEngine(ClauseEngine):
 
 
 class RecordingLLM:
-    """Answers each request with the next of ``answers`` (the last one again when they run out)."""
+    """Answers each request with the next of ``answers`` (the last one again when they run out),
+    each word a token: past ``max_tokens`` words it stops with ``length``, as chat-completions does."""
 
     info = EngineInfo("recording", "recording-1")
 
@@ -155,12 +157,15 @@ class RecordingLLM:
         self.seen: list[list[dict[str, object]]] = []
         self.closed = 0
 
-    async def stream_chat(self, messages: list[dict[str, object]], **_: object) -> AsyncIterator[str]:
+    async def stream_chat_events(
+        self, messages: list[dict[str, object]], *, max_tokens: int | None = None, **_: object
+    ) -> AsyncIterator[str | ChatFinished]:
         self.seen.append(list(messages))
-        answer = self.answers[min(len(self.seen), len(self.answers)) - 1]
+        words = self.answers[min(len(self.seen), len(self.answers)) - 1].split(" ")
         try:
-            for word in answer.split(" "):
+            for word in words[:max_tokens]:
                 yield word + " "
+            yield ChatFinished("length" if max_tokens is not None and len(words) > max_tokens else "stop")
         finally:
             self.closed += 1
 
@@ -246,6 +251,26 @@ async def test_a_looping_reply_is_spoken_up_to_its_third_saying_and_the_llm_stop
             assert "".join(e.text for e in events if isinstance(e, TextDelta)) == (
                 "Bees make honey, honey bees, honey bees, honey bees,"
             )
+
+
+async def test_a_reply_cut_at_the_token_cap_ends_incomplete_after_all_it_said() -> None:
+    answer = "First take the bus to the station, then walk two blocks north to the square."
+    said = "First take the bus to the station, then "  # eight words: the cap
+    for audio in (True, False):
+        tts = ClauseEngine()
+        request = ReplyRequest(messages=[{"role": "user", "content": "Route?"}], voice="v", audio=audio, max_tokens=8)
+        events = [e async for e in stream_reply(request, RecordingLLM(answer), tts)]  # type: ignore[arg-type]
+        assert events[-1] == ReplyIncomplete("max_output_tokens")
+        if audio:
+            assert events[-2] == SpokenText(said)
+            assert " ".join(tts.calls) == said.strip()  # every word the LLM gave was spoken
+        else:
+            assert "".join(e.text for e in events if isinstance(e, TextDelta)) == said
+        # Under the cap, or ended by the loop guard (its stream closed early): complete.
+        for ended, cap in ((answer, 30), ("Bees make honey, honey bees, honey bees, honey bees, honey bees.", 30)):
+            request = replace(request, max_tokens=cap)
+            events = [e async for e in stream_reply(request, RecordingLLM(ended), tts)]  # type: ignore[arg-type]
+            assert not any(isinstance(e, ReplyIncomplete) for e in events)
 
 
 class SilenceFirstEngine(ClauseEngine):
