@@ -107,7 +107,8 @@ class OpenAICompatibleLLM:
     ) -> AsyncGenerator[ChatEvent, None]:
         """Yield text deltas and :class:`ToolCallDelta` pieces (``choices[0].delta.tool_calls``) as
         they arrive, then :class:`ChatFinished` with the stream's ``finish_reason``; with tools, a
-        reply that is a call written as text becomes that call (:mod:`cosyagent.engines.tool_text`).
+        reply that is a call written as text becomes that call (:mod:`cosyagent.engines.tool_text`);
+        under ``tool_choice: required`` the first such call, once complete, ends the stream.
         Cancel-safe as :meth:`stream_chat`. ``extra_body``: fields the endpoint adds to the API
         (llama-server's ``id_slot``)."""
         options: dict[str, Any] = {}
@@ -144,6 +145,8 @@ class OpenAICompatibleLLM:
         first = True
         recover = tools and tool_choice != "none"
         text_calls = TextToolCalls(t["function"]["name"] for t in tools) if recover else None
+        # A required call written as text ends the reply: the model would go on to the token cap.
+        first_call_ends = text_calls is not None and tool_choice == "required"
         calls_seen = 0
         finish_reason: str | None = None
         try:
@@ -158,6 +161,10 @@ class OpenAICompatibleLLM:
                 if delta.content:
                     for piece in text_calls.push(delta.content) if text_calls else [delta.content]:
                         yield piece
+                    if first_call_ends and text_calls and (call := text_calls.first_call(calls_seen)):
+                        yield call
+                        yield ChatFinished("tool_calls")  # (the stream is closed below: no more decoding)
+                        return
                 for call in delta.tool_calls or ():
                     calls_seen = max(calls_seen, call.index + 1)
                     function = call.function

@@ -261,7 +261,7 @@ async def test_the_embedded_llm_calls_a_tool_and_speaks_its_result(live_server: 
             await conn.response.create()
             calls = await collect(conn, Transcript(), until="response.done", timeout=300)
             (done,) = done_responses(calls)
-            # (forced to call, the 0.5B model often runs on past its call to the token cap: incomplete)
+            # (a forced reply that writes no call runs on to the token cap: incomplete)
             assert said_to_its_end(done), done
             found = [o for o in done.output if o.type == "function_call" and o.name == "get_weather"]
             if not found and attempt == 0:

@@ -4,6 +4,7 @@ is recovered (or left as text when it is not a call of ours)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -66,3 +67,29 @@ async def test_without_tools_the_request_has_none_and_calls_written_as_text_stay
     assert (recovered[0].name, json.loads(recovered[0].arguments)) == ("get_weather", {"city": "Oslo"})
     refused = [e async for e in llm.stream_chat_events(QUESTION, tools=TOOLS, tool_choice="none")]
     assert "".join(e for e in refused if isinstance(e, str)) == call_text  # tool_choice none: never a call
+
+
+async def test_a_required_call_written_as_text_ends_the_stream_once_complete(
+    fake: tuple[FakeChatLLM, OpenAICompatibleLLM],
+) -> None:
+    """Under ``required`` the small model writes on past its call (repeats, other cities); the
+    call is taken once its JSON closes and the stream is closed. Under ``auto`` it is read to the end."""
+    chat, llm = fake
+    paris, london = ({"name": "get_weather", "arguments": {"city": city}} for city in ("Paris", "London"))
+    run_on = f"{json.dumps(paris)} {json.dumps(london)}"
+    for choice in ("required", "auto"):
+        chat.replies.append(Reply(text=run_on + " The weather in Paris is sunny." * 5, delay_s=0.01))
+        events = [e async for e in llm.stream_chat_events(QUESTION, tools=TOOLS, tool_choice=choice)]
+        calls = [(e.name, json.loads(e.arguments)) for e in events if isinstance(e, ToolCallDelta)]
+        assert not [e for e in events if isinstance(e, str)], choice  # nothing of it is said
+        if choice == "required":
+            assert calls == [("get_weather", {"city": "Paris"})]
+            assert events[-1] == ChatFinished("tool_calls")
+            for _ in range(100):  # the endpoint sees the close a moment later
+                if chat.disconnected:
+                    break
+                await asyncio.sleep(0.05)
+            assert chat.disconnected == 1  # closed before its end
+        else:
+            assert calls == [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "London"})]
+            assert events[-1] == ChatFinished("stop") and chat.disconnected == 1  # read to its end

@@ -410,3 +410,16 @@ def test_calls_written_as_text_are_recovered_and_other_text_streams_through() ->
     unknown = TextToolCalls(["get_weather"])
     assert unknown.push('{"name": "launch", "arguments": {}}') == []
     assert unknown.flush() == ['{"name": "launch", "arguments": {}}']  # not a call of ours: the text it was
+
+
+def test_a_required_call_written_as_text_is_taken_as_soon_as_its_json_closes() -> None:
+    parser = TextToolCalls(["get_weather"])
+    assert parser.push('{"name": "get_weather", "arguments": {"city": "Par') == [] and parser.first_call() is None
+    parser.push('is"}}.json\n{"name": "get_weather", "arguments": {"city": "London"}}')  # the model runs on
+    call = parser.first_call(first_index=2)
+    assert call is not None and (call.index, names([call])) == (2, [("get_weather", {"city": "Paris"})])
+    assert parser.flush() == []  # the text after it, held with it, is never released
+    for text in ("```json\n", "No, you should not", '{"name": "launch", "arguments": {}}'):
+        other = TextToolCalls(["get_weather"])
+        other.push(text)
+        assert other.first_call() is None, text  # not (yet) a call of ours
