@@ -37,6 +37,7 @@ import numpy as np
 
 from cosyagent.audio.pcm import frame_levels_db
 from cosyagent.engines.base import AudioF32
+from cosyagent.engines.text_scripts import HAN
 from cosyagent.engines.timings import STRESS_MARKS, PhonemeTiming, TimedAudio, WordTiming, is_sound
 
 FRAME_S = 0.010
@@ -45,7 +46,6 @@ MIN_PAUSE_S = 0.12
 MAX_PAUSES = 12  # the longest ones; shorter dips are left inside words
 PUNCTUATION_WEIGHT = {",": 1.0, ";": 1.5, ":": 1.5, ".": 2.0, "!": 2.0, "?": 2.0, "…": 2.0}
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _FULLWIDTH_PUNCTUATION = {"，": ",", "、": ",", "。": ".", "！": "!", "？": "?", "；": ";", "：": ":"}
 _EDGE = "\"'“”‘’()[]{},.;:!?…-–—«»《》「」『』（）"
 _STRIP = _EDGE + "".join(_FULLWIDTH_PUNCTUATION)
@@ -105,7 +105,7 @@ def _split_cjk(token: str) -> list[str]:
 
 
 def _sounds_of(word: str, phonemize: Phonemize) -> list[str]:
-    if _HAN.match(word):
+    if HAN.match(word):
         return pinyin_sounds(word)
     if _CJK.match(word):
         return ["k", "a"]  # kana / hangul: one syllable, consonant + vowel

@@ -14,10 +14,10 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+from cosyagent.engines.text_scripts import HAN, KANA
+
 logger = logging.getLogger(__name__)
 
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_KANA = re.compile(r"[\u3040-\u30ff]")
 _SPEAKABLE = re.compile(r"[^\W_]")  # a letter or digit of any script
 # After sentence punctuation followed by space (Latin), or right after a CJK full stop.
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?;…])\s+|(?<=[。！？；])")
@@ -37,9 +37,9 @@ def split_text(text: str) -> list[str]:
 
 def detect_script(text: str) -> Script:
     """Mandarin if the text has Han characters, else English; kana is refused."""
-    if _KANA.search(text):
+    if KANA.search(text):
         raise ValueError("Japanese text is not supported (no Japanese G2P installed)")
-    return Script.MANDARIN if _HAN.search(text) else Script.ENGLISH
+    return Script.MANDARIN if HAN.search(text) else Script.ENGLISH
 
 
 class _ZhG2P(Protocol):

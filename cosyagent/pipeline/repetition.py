@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from cosyagent.pipeline.voice_language import HAN
+from cosyagent.engines.text_scripts import HAN
 
 logger = logging.getLogger(__name__)
 

@@ -11,17 +11,16 @@ that turns to Chinese later ends where it does, with what was said in the voice'
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 
 from cosyagent.engines.base import ChatMessage
 from cosyagent.engines.language_id import LANGUAGE_NAMES
+from cosyagent.engines.text_scripts import HAN
 
 logger = logging.getLogger(__name__)
 
 OPENING_CHARS = 12  # enough text to tell its script; a few tokens, tens of milliseconds
-HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")  # a Chinese character (CJK ideographs)
 
 
 def in_the_voice_language(messages: Sequence[ChatMessage], voice_languages: Sequence[str]) -> list[ChatMessage]:
