@@ -2,8 +2,8 @@
 
 A response is started from the conversation, then fed text or synthesized audio, which
 the I/O layer pops at its own pace, and ended: completed (or incomplete: the LLM stopped
-short), failed or cancelled. Its end events carry what the transport's audio sink must do (finish, or clear) just before
-``response.done``. Sans-I/O, like the core that extends it.
+short), failed or cancelled. Its end events carry what the transport's audio sink must do
+(finish, or clear) just before ``response.done``. Sans-I/O, like the core that extends it.
 """
 
 from __future__ import annotations
