@@ -24,6 +24,27 @@ from typing import Any
 
 from cosyagent.engines.base import ToolCallDelta
 
+
+def one_call_schema(tools: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The JSON Schema of one call written as text, ``{"name", "arguments"}``, to one of ``tools``
+    (chat-completions tool objects): for an endpoint that can hold its output to a schema
+    (llama-server's ``json_schema``), so a required call is made. Unconstrained, the embedded
+    model answered "Should I take an umbrella in Berlin?" in words 4 times of 4 under a forced
+    function; held to this schema it called in 20 of 20 forced replies and stopped after the call.
+    None when a tool's parameters refer to definitions (``$ref``): they would not resolve here."""
+    calls = []
+    for tool in tools:
+        function = tool["function"]
+        parameters = function.get("parameters") or {"type": "object"}
+        if "$ref" in json.dumps(parameters):
+            return None
+        name = {"const": function["name"]}
+        calls.append(
+            {"type": "object", "properties": {"name": name, "arguments": parameters}, "required": ["name", "arguments"]}
+        )
+    return {"anyOf": calls} if calls else None
+
+
 _OPEN, _CLOSE = "<tool_call>", "</tool_call>"
 _FENCE = "```"
 

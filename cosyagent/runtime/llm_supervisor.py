@@ -25,6 +25,7 @@ from typing import Any, Literal
 from cosyagent.engines.base import ChatEvent, ChatMessage, EngineInfo, EngineUnavailableError
 from cosyagent.engines.llama_process import LlamaServerProcess, describe_exit
 from cosyagent.engines.llm import OpenAICompatibleLLM, text_deltas
+from cosyagent.engines.tool_text import one_call_schema
 from cosyagent.runtime.llm_slots import LLMSlots
 
 logger = logging.getLogger(__name__)
@@ -208,14 +209,20 @@ class SupervisedLLM:
     ) -> AsyncGenerator[ChatEvent, None]:
         """The server's reply (text and tool-call pieces), once it runs; a death mid-reply is explained."""
         await self._supervisor.wait_running(self._wait_s)
+        extra: dict[str, Any] = {}
+        # llama-server does not hold the embedded model to a required call: a schema does.
+        if tools and tool_choice == "required" and (schema := one_call_schema(tools)) is not None:
+            extra["json_schema"] = schema
         with self._slot() as slot:
+            if slot is not None:
+                extra["id_slot"] = slot
             stream = self._llm.stream_chat_events(
                 messages,
                 tools=tools,
                 tool_choice=tool_choice,
                 max_tokens=max_tokens,
                 temperature=temperature,
-                extra_body={"id_slot": slot} if slot is not None else None,
+                extra_body=extra or None,
             )
             try:
                 async for event in stream:

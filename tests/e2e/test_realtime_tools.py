@@ -280,6 +280,26 @@ async def test_the_embedded_llm_calls_a_tool_and_speaks_its_result(live_server: 
     assert len(spoken.audio()) / 48000 > 0.5
 
 
+async def test_a_forced_function_is_called_even_where_the_embedded_llm_would_answer_in_words(
+    live_server: LiveServer,
+) -> None:
+    """Unconstrained, the 0.5B model answered "Should I take an umbrella in Berlin?" in words in 4
+    of 4 seeded tries under a forced get_weather; held to the schema of one call it calls, and the
+    response ends at the call (benchmarks/results/forced-calls-2026-12-07/)."""
+    async with connect(live_server) as conn:
+        forced = {"type": "function", "name": "get_weather"}
+        await conn.session.update(session={"type": "realtime", "tools": [WEATHER], "tool_choice": forced})
+        await say(conn, "Should I take an umbrella in Berlin?")
+        await conn.response.create()
+        seen = await collect(conn, Transcript(), until="response.done", timeout=300)
+    (done,) = done_responses(seen)
+    assert done.status == "completed", done
+    (call,) = done.output
+    assert (call.type, call.name, call.status) == ("function_call", "get_weather", "completed"), done.output
+    assert "berlin" in json.loads(call.arguments)["city"].lower()
+    assert not seen.of_type("response.output_audio.delta")
+
+
 async def test_without_tools_the_llm_gets_none_and_the_reply_is_spoken_as_before(
     agent: LiveServer, fake: FakeChatLLM
 ) -> None:

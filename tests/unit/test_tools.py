@@ -18,7 +18,7 @@ from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session_config import SessionConfig
 from cosyagent.agent.tool_history import ANSWER_FROM_TOOLS, NO_OUTPUT
 from cosyagent.engines.base import ToolCallDelta
-from cosyagent.engines.tool_text import TextToolCalls
+from cosyagent.engines.tool_text import TextToolCalls, one_call_schema
 from cosyagent.engines.vad import SileroVAD
 
 WEATHER = {
@@ -423,3 +423,20 @@ def test_a_required_call_written_as_text_is_taken_as_soon_as_its_json_closes() -
         other = TextToolCalls(["get_weather"])
         other.push(text)
         assert other.first_call() is None, text  # not (yet) a call of ours
+
+
+def test_a_required_call_has_a_schema_of_one_call_to_an_offered_tool() -> None:
+    weather = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    tools = [
+        {"type": "function", "function": {"name": "get_weather", "parameters": weather}},
+        {"type": "function", "function": {"name": "get_time"}},
+    ]
+    call = {"type": "object", "required": ["name", "arguments"]}
+    assert one_call_schema(tools) == {
+        "anyOf": [
+            {**call, "properties": {"name": {"const": "get_weather"}, "arguments": weather}},
+            {**call, "properties": {"name": {"const": "get_time"}, "arguments": {"type": "object"}}},
+        ]
+    }
+    refers = {"type": "object", "properties": {"a": {"$ref": "#/$defs/x"}}, "$defs": {"x": {"type": "string"}}}
+    assert one_call_schema([{"type": "function", "function": {"name": "f", "parameters": refers}}]) is None
