@@ -1,7 +1,7 @@
 """A reply the LLM stops at ``max_output_tokens`` ends as OpenAI's does: ``response.done`` with status
 ``incomplete`` and ``status_details`` ``{"type": "incomplete", "reason": "max_output_tokens"}``, its
 item ``incomplete``, and every word the LLM gave said (nothing cut, unlike a cancel). The real
-default stack (the embedded llama.cpp server, Piper, Whisper, Silero), the official openai SDK.
+default stack (the embedded llama.cpp server, Piper, Moonshine, Silero), the official openai SDK.
 """
 
 from __future__ import annotations
