@@ -360,12 +360,7 @@ def test_the_llm_is_shown_its_own_text_of_a_reply_until_the_reply_is_truncated(v
     """A reply spoken to its end goes back to the LLM as the LLM wrote it (its server's cached
     prefix); the client sees the words as spoken; a truncate that cuts words shows the LLM those."""
     core = make_core(vad, turn_detection=None)
-    core.receive({"type": "conversation.item.create", "item": _text_item("How do I get there?")})
-    start = only(core.receive({"type": "response.create"}), StartResponse)
-    core.response_audio(start.response_id, np.full(24000, 0.1, dtype=np.float32), "Two ways: 1. Take the bus.")
-    core.response_audio(start.response_id, np.full(24000, 0.1, dtype=np.float32), "2. Walk.")
-    while core.pending_audio_ms(start.response_id):
-        core.pop_audio(start.response_id)
+    start = _a_reply_all_sent(core, "How do I get there?", ("Two ways: 1. Take the bus.", 1.0), ("2. Walk.", 1.0))
     written = "Two ways:\n1. Take the **bus**.\n2. Walk."
     done = sent(core.response_finished(start.response_id, None, None, written))[-1]
     assert done["response"]["output"][0]["content"][0]["transcript"] == "Two ways: 1. Take the bus. 2. Walk."
@@ -388,12 +383,7 @@ def test_a_reply_the_llm_stopped_at_its_token_cap_ends_incomplete_with_all_it_sa
     """As OpenAI's: ``incomplete``, reason ``max_output_tokens``; nothing is cut from what was
     sent (unlike a cancel), the audio plays out, and the LLM sees its words next turn."""
     core = make_core(vad, turn_detection=None)
-    core.receive({"type": "conversation.item.create", "item": _text_item("How do I get there?")})
-    start = only(core.receive({"type": "response.create"}), StartResponse)
-    core.response_audio(start.response_id, np.full(24000, 0.1, dtype=np.float32), "First take the bus.")
-    core.response_audio(start.response_id, np.full(12000, 0.1, dtype=np.float32), "Then walk")
-    while core.pending_audio_ms(start.response_id):
-        core.pop_audio(start.response_id)
+    start = _a_reply_all_sent(core, "How do I get there?", ("First take the bus.", 1.0), ("Then walk", 0.5))
     actions = core.response_finished(
         start.response_id, None, None, "First take the bus. Then walk", "max_output_tokens"
     )
@@ -474,6 +464,17 @@ def test_close_cancels_running_work(vad: SileroVAD) -> None:
 
 def _text_item(text: str) -> dict[str, Any]:
     return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+
+
+def _a_reply_all_sent(core: RealtimeCore, question: str, *clauses: tuple[str, float]) -> StartResponse:
+    """``question`` asked, and its reply's ``clauses`` (text, seconds of audio) synthesized and sent."""
+    core.receive({"type": "conversation.item.create", "item": _text_item(question)})
+    start: StartResponse = only(core.receive({"type": "response.create"}), StartResponse)
+    for text, seconds in clauses:
+        core.response_audio(start.response_id, np.full(round(24000 * seconds), 0.1, dtype=np.float32), text)
+    while core.pending_audio_ms(start.response_id):
+        core.pop_audio(start.response_id)
+    return start
 
 
 def test_a_speech_fragment_starts_a_turn_but_does_not_interrupt(vad: SileroVAD) -> None:
