@@ -39,6 +39,7 @@ DELTA_MS = 100  # audio per response.output_audio.delta
 _EMPTY: AudioF32 = np.zeros(0, dtype=np.float32)
 
 CancelReason = Literal["turn_detected", "client_cancelled"]
+_ALL_SENT = ("completed", "incomplete")  # ended with everything it made sent (incomplete: the LLM stopped short)
 
 
 @dataclass
@@ -250,7 +251,7 @@ class ResponseState:
         """Close the response: what was not sent is dropped and forgotten. ``incomplete``: the
         LLM stopped short (``reason``), but all that was made was sent, as when ``completed``."""
         self.outbox.clear()
-        if self.audio and status not in ("completed", "incomplete"):
+        if self.audio and status not in _ALL_SENT:
             self.item.truncate_spoken(self.sent_ms)
         self.item.status = "completed" if status == "completed" else "incomplete"
         details: dict[str, Any] | None = None
@@ -282,7 +283,7 @@ class ResponseState:
         item = self.item.to_event_dict()
         ids = self._ids()
         events: list[Event] = []
-        if status in ("completed", "incomplete") and self.marks is not None and (rest := self.marks.rest()):
+        if status in _ALL_SENT and self.marks is not None and (rest := self.marks.rest()):
             # All the audio has gone already: what is left marks its very end (the closing ``sil``).
             events.append(self._timestamps_event(rest))
         if self.audio:

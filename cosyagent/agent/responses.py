@@ -139,9 +139,7 @@ class ResponseOutput:
             response.item.llm_text = llm_text
         self._response = None
         self.idle.response_ended(response.sent_ms, unplayed_ms)
-        ending = (
-            response.end_events("incomplete", reason=incomplete) if incomplete else response.end_events("completed")
-        )
+        ending = response.end_events("incomplete" if incomplete else "completed", reason=incomplete)
         return end_actions(ending, FinishAudio(response.id))
 
     def response_failed(self, response_id: str, message: str, code: str) -> list[Action]:
