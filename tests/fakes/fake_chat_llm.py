@@ -88,16 +88,14 @@ class FakeChatLLM:
 
         words = reply.text.split(" ") if reply.text else []
         capped = max_tokens is not None and len(words) > max_tokens
+        calls = () if capped else reply.calls  # the cap comes before any call
+        finish = "length" if capped else "tool_calls" if calls else "stop"
         try:
             yield chunk({"role": "assistant", "content": "" if reply.text else None})
             for index, word in enumerate(words[:max_tokens]):
                 await asyncio.sleep(reply.delay_s)
                 yield chunk({"content": word if index == 0 else " " + word})
-            if capped:
-                yield chunk({}, "length")
-                yield b"data: [DONE]\n\n"
-                return
-            for index, call in enumerate(reply.calls):
+            for index, call in enumerate(calls):
                 await asyncio.sleep(reply.delay_s)
                 head = {"index": index, "id": call.call_id or f"call_fake_{index}", "type": "function"}
                 yield chunk({"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]})
@@ -105,7 +103,7 @@ class FakeChatLLM:
                     await asyncio.sleep(reply.delay_s)
                     piece = call.arguments[start : start + reply.piece_chars]
                     yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-            yield chunk({}, "tool_calls" if reply.calls else "stop")
+            yield chunk({}, finish)
             yield b"data: [DONE]\n\n"
         except asyncio.CancelledError:
             self.disconnected += 1
