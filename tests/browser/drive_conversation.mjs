@@ -1,7 +1,7 @@
 // The voice chat page through a whole conversation, driven step by step: a scripted microphone
 // says the question on cue, so the user speaks again while the first reply is being prepared;
-// then a typed message, mute, the event log, timings, phone-size screenshots, and a hang-up
-// while a reply is pending. Used by drive_pages.mjs; `io` carries its helpers and result.
+// then a typed message, mute, a reply cut at a length limit set on the page, the event log,
+// timings, phone-size screenshots, and a hang-up while a reply is pending. Used by drive_pages.mjs; `io` carries its helpers and result.
 import fs from "node:fs";
 
 const PHONE = { width: 390, height: 844 };
@@ -148,6 +148,38 @@ async function mutedAndTyped(page, c, io) {
   c.quality = await page.evaluate(() => window.cosyagent.quality.last);
 }
 
+// The reply length limit: the server's shown first; set low on the page, a reply stops there
+// and its bubble says why.
+async function cutShort(page, c, io) {
+  const before = (await events(page, "response.created")).pop().response_id;
+  await page.waitForFunction(
+    (id) => window.cosyagent.results.log.some((e) => e.type === "response.done" && e.response_id === id),
+    before,
+    { timeout: 300000 },
+  ); // the typed message's reply says its sentence; this test is not about cutting it off
+  c.serverReplyLimit = await page.inputValue("#max-tokens");
+  const updated = (await events(page, "session.updated")).length;
+  await page.fill("#max-tokens", "6");
+  await page.locator("#max-tokens").blur();
+  await waitForEvent(page, "session.updated", updated + 1, 10000);
+  c.replyLimitUpdated = (await events(page, "session.updated"))[updated].max_output_tokens;
+  const created = (await events(page, "response.created")).length;
+  await page.fill("#say-text", "Tell me about Dublin in three sentences.");
+  await page.press("#say-text", "Enter");
+  await waitForEvent(page, "response.created", created + 1);
+  const reply = (await events(page, "response.created"))[created].response_id;
+  await page.waitForFunction(
+    (id) => window.cosyagent.results.log.some((e) => e.type === "response.done" && e.response_id === id),
+    reply,
+    { timeout: 300000 },
+  );
+  c.cutReply = {
+    done: (await events(page, "response.done")).find((e) => e.response_id === reply),
+    bubble: (await bubbles(page)).filter((b) => b.kind === "agent").pop(),
+  };
+  io.log("reply cut at the length limit");
+}
+
 async function screenshots(page, c, io) {
   await io.shot(page, "voice-chat.png");
   await page.setViewportSize(PHONE);
@@ -210,6 +242,7 @@ async function converse(page, c, io) {
   io.log("conversation connected");
   await voiceTurns(page, c, io);
   await mutedAndTyped(page, c, io);
+  await cutShort(page, c, io);
   await screenshots(page, c, io);
   c.eventLog = await eventLog(page);
   await hangUpWhilePending(page, c);

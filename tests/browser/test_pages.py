@@ -50,6 +50,7 @@ pytestmark = [
     pytest.mark.timeout(1200),  # the driver's real-model conversations take minutes on a small CPU
 ]
 Result = dict[str, Any]
+HEARD = ("completed", "interrupted", "cut")  # outcomes the exchanges count
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -215,12 +216,12 @@ async def test_the_status_pill_thinks_from_the_turn_end_until_the_reply_is_audib
 async def test_exchanges_count_replies_heard_not_user_turns(pages: Result) -> None:
     conversation = _conversation(pages)
     final = conversation["final"]
-    heard = [b for b in _agent(final["bubbles"]) if b["outcome"] in ("completed", "interrupted")]
+    heard = [b for b in _agent(final["bubbles"]) if b["outcome"] in HEARD]
     users = [b for b in final["bubbles"] if b["kind"] == "user"]
-    assert int(final["exchanges"]) == len(heard) >= 2
-    assert len(users) == 4  # two spoken questions, two typed messages
+    assert int(final["exchanges"]) == len(heard) >= 3
+    assert len(users) == 5  # two spoken questions, three typed messages
     assert int(conversation["afterVoice"]["exchanges"]) == len(
-        [b for b in _agent(conversation["afterVoice"]["bubbles"]) if b["outcome"] in ("completed", "interrupted")]
+        [b for b in _agent(conversation["afterVoice"]["bubbles"]) if b["outcome"] in HEARD]
     )
 
 
@@ -248,8 +249,19 @@ async def test_a_typed_message_gets_a_reply_and_mute_silences_the_microphone(pag
     final = conversation["final"]["bubbles"]
     typed = [i for i, b in enumerate(final) if b["typed"]]
     assert final[typed[0]]["text"] == "What is the capital of France? Answer in one short sentence."
-    answer = final[typed[0] + 1]  # kept: completed, or cut off by the next typed message
-    assert answer["kind"] == "agent" and answer["outcome"] in ("completed", "interrupted") and answer["text"].strip()
+    answer = final[typed[0] + 1]
+    assert answer["kind"] == "agent" and answer["outcome"] in HEARD and answer["text"].strip()
+
+
+async def test_a_reply_length_limit_set_on_the_page_cuts_the_reply_and_its_bubble_says_so(pages: Result) -> None:
+    conversation = _conversation(pages)
+    assert conversation["serverReplyLimit"] == "80"  # the server's max_output_tokens, shown until changed
+    assert conversation["replyLimitUpdated"] == 6
+    done, bubble = conversation["cutReply"]["done"], conversation["cutReply"]["bubble"]  # as the page logged it
+    assert done["status"] == "incomplete", done
+    assert done["status_details"] == {"type": "incomplete", "reason": "max_output_tokens"}
+    assert bubble["outcome"] == "cut" and bubble["text"].strip(), bubble
+    assert "cut short: reply length limit" in bubble["tags"], bubble
 
 
 async def test_event_log_timings_devices_turn_detection_and_connection_quality(pages: Result) -> None:

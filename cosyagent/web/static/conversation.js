@@ -69,10 +69,12 @@
       at: Math.round(now),
       type: event.type,
       status: response.status,
+      status_details: response.status_details,
       response_id: event.response_id || response.id,
       item_id: event.item_id,
       timings: event.x_cosyagent_timings_ms,
       turn_detection: event.session && event.session.audio ? event.session.audio.input.turn_detection : undefined,
+      max_output_tokens: event.session ? event.session.max_output_tokens : undefined,
     });
     if (results.log.length > 400) results.log.shift();
     const handler = handlers[event.type];
@@ -108,7 +110,7 @@
   function onSession(event) {
     const detection = event.session.audio && event.session.audio.input.turn_detection;
     if (detection && detection.silence_duration_ms) state.silenceMs = detection.silence_duration_ms;
-    window.CosyChat.session.reflect(detection);
+    window.CosyChat.session.reflect(event.session);
   }
 
   function onSpeechStarted(event) {
@@ -190,7 +192,7 @@
     if (reply.startedAt === null) state.awaiting = state.requested > 0;
     const outcome = outcomeOf(body, reply);
     view.finishReply(reply.bubble, outcome, keptText(body, reply, outcome));
-    if (outcome === "completed" || outcome === "interrupted") {
+    if (outcome === "completed" || outcome === "interrupted" || outcome === "cut" || outcome === "filtered") {
       results.exchanges += 1;
       $("turn-count").textContent = String(results.exchanges);
     }
@@ -198,9 +200,14 @@
     view.showTimings(reply.bubble, stageTimings(reply));
   }
 
-  // completed | interrupted (cut after it became audible) | unspoken (cut before) | failed
+  // completed | interrupted (cut after it became audible) | unspoken (cut before) | failed |
+  // cut (the LLM stopped at max_output_tokens) | filtered (stopped by its content filter)
   function outcomeOf(body, reply) {
     if (body.status === "failed") return "failed";
+    if (body.status === "incomplete") {
+      const reason = body.status_details && body.status_details.reason;
+      return reason === "content_filter" ? "filtered" : "cut";
+    }
     if (body.status !== "cancelled") return "completed";
     const audio = (body.output_modalities || ["audio"]).includes("audio");
     return (audio ? reply.startedAt !== null : reply.text !== "") ? "interrupted" : "unspoken";

@@ -1,11 +1,13 @@
-// What the page asks of the session (session.update): instructions, voice and turn detection.
-// Turn detection is the server's own until the user changes it here; then it is remembered.
+// What the page asks of the session (session.update): instructions, voice, reply length and turn
+// detection. Turn detection is the server's own until the user changes it here; then it is
+// remembered. The reply length shows the server's until the user changes it on this page.
 "use strict";
 
 (function () {
   const $ = (id) => document.getElementById(id);
   const STORE_KEY = "turnDetection";
   let chosen = readChosen(); // the user's turn detection, or null: the server's
+  let replyLimit = null; // the user's max_output_tokens (a number or "inf"), or null: the server's
 
   function readChosen() {
     try {
@@ -30,14 +32,26 @@
     $("td-silence-field").hidden = semantic;
   }
 
-  // The session's turn detection as the server reports it (session.created / updated).
-  function reflect(detection) {
+  // An empty field is no limit ("inf"); a number is held to what the server accepts.
+  function limitFromField() {
+    const raw = $("max-tokens").value.trim();
+    if (!raw) return "inf";
+    return Math.min(4096, Math.max(1, Math.round(Number(raw)) || 1));
+  }
+
+  // The session as the server reports it (session.created / updated): its turn detection and
+  // reply length, shown until the user sets their own.
+  function reflect(session) {
+    const detection = session.audio && session.audio.input.turn_detection;
     if (detection && !chosen) showControls(detection);
+    const limit = session.max_output_tokens;
+    if (replyLimit === null && limit !== undefined) $("max-tokens").value = limit === "inf" ? "" : String(limit);
   }
 
   // The session.update body; turn detection only once the user has chosen one.
   function build() {
     const session = { type: "realtime", instructions: $("instructions").value };
+    if (replyLimit !== null) session.max_output_tokens = replyLimit;
     const audio = {};
     if ($("voice").value) audio.output = { voice: $("voice").value };
     // A page that shows the agent's face (data-timestamps="word,viseme") asks for its timings.
@@ -60,6 +74,11 @@
         onChange();
       });
     }
+    $("max-tokens").addEventListener("change", () => {
+      replyLimit = limitFromField();
+      $("max-tokens").value = replyLimit === "inf" ? "" : String(replyLimit);
+      onChange();
+    });
     $("voice").addEventListener("change", onChange);
     $("instructions").addEventListener("change", onChange);
   }

@@ -1,11 +1,18 @@
 // The chat transcript: a bubble per user turn and per agent reply. Every reply is kept, with
-// its outcome (completed, interrupted, interrupted before speaking, failed) and its timings.
+// its outcome (completed, interrupted, interrupted before speaking, failed, cut at the reply
+// length, stopped by a content filter) and its timings.
 "use strict";
 
 (function () {
   const { t } = Cosy;
   const $ = (id) => document.getElementById(id);
-  const OUTCOME_TAGS = { interrupted: "turn.interrupted", unspoken: "turn.unspoken", failed: "turn.failed" };
+  const OUTCOME_TAGS = {
+    interrupted: "turn.interrupted",
+    unspoken: "turn.unspoken",
+    failed: "turn.failed",
+    cut: "turn.cut",
+    filtered: "turn.filtered",
+  };
   // Stages in the order they happen; any other timing the server sends is listed after them.
   const STAGES = ["end_of_turn", "asr", "llm_first_token", "first_clause", "tts_first_audio", "first_audio", "voice_to_voice"];
   const CLOCK =
@@ -103,7 +110,7 @@
     scrollToEnd();
   }
 
-  // outcome: completed | interrupted | unspoken | failed; text: the words to keep.
+  // outcome: completed | interrupted | unspoken | failed | cut | filtered; text: the words to keep.
   function finishReply(item, outcome, text) {
     item.classList.remove("pending");
     item.dataset.outcome = outcome;
