@@ -31,18 +31,74 @@ def one_call_schema(tools: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
     (llama-server's ``json_schema``), so a required call is made. Unconstrained, the embedded
     model answered "Should I take an umbrella in Berlin?" in words 4 times of 4 under a forced
     function; held to this schema it called in 20 of 20 forced replies and stopped after the call.
-    None when a tool's parameters refer to definitions (``$ref``): they would not resolve here."""
+
+    References (``$ref``, as pydantic writes them for a nested model) are written out in place:
+    inside the wrapper, pointers from the parameters' root would not resolve (llama-server
+    refused such a schema with a 400). None when a reference cannot be written out (it is
+    recursive, or points to another document): the call is then made without a schema."""
     calls = []
     for tool in tools:
         function = tool["function"]
-        parameters = function.get("parameters") or {"type": "object"}
-        if "$ref" in json.dumps(parameters):
+        parameters = _without_references(function.get("parameters") or {"type": "object"})
+        if parameters is None:
             return None
         name = {"const": function["name"]}
         calls.append(
             {"type": "object", "properties": {"name": name, "arguments": parameters}, "required": ["name", "arguments"]}
         )
     return {"anyOf": calls} if calls else None
+
+
+_DEFINITION_KEYS = ("$defs", "definitions")
+_MOST_REFERENCES = 256  # written out per tool: more is a schema too large to hold a reply to
+
+
+class _Unresolvable(Exception):
+    """A ``$ref`` that cannot be written out in place."""
+
+
+def _without_references(parameters: dict[str, Any]) -> dict[str, Any] | None:
+    """``parameters`` with each local ``$ref`` ("#/$defs/Location") replaced by what it points to
+    (beside any keywords written next to it) and its definitions dropped; None if that cannot be."""
+    written_out = 0
+
+    def resolve(pointer: str) -> Any:
+        if not pointer.startswith("#"):
+            raise _Unresolvable(pointer)
+        node: Any = parameters
+        for part in filter(None, pointer[1:].split("/")):
+            part = part.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                raise _Unresolvable(pointer)
+        return node
+
+    def write_out(node: Any, expanding: tuple[str, ...]) -> Any:
+        nonlocal written_out
+        if isinstance(node, list):
+            return [write_out(item, expanding) for item in node]
+        if not isinstance(node, dict):
+            return node
+        pointer = node.get("$ref")
+        if isinstance(pointer, str):
+            written_out += 1
+            if pointer in expanding or written_out > _MOST_REFERENCES:
+                raise _Unresolvable(pointer)
+            beside = {key: value for key, value in node.items() if key != "$ref"}
+            target = write_out(resolve(pointer), (*expanding, pointer))
+            return {**target, **write_out(beside, expanding)} if isinstance(target, dict) else target
+        return {key: write_out(value, expanding) for key, value in node.items()}
+
+    try:
+        written: dict[str, Any] = write_out(
+            {key: value for key, value in parameters.items() if key not in _DEFINITION_KEYS}, ()
+        )
+        return written
+    except _Unresolvable:
+        return None
 
 
 _OPEN, _CLOSE = "<tool_call>", "</tool_call>"

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
+from pydantic import BaseModel
 
 from cosyagent.agent.tool_history import ANSWER_FROM_TOOLS, NO_OUTPUT
 from tests.e2e.audio_server import in_process_server, write_config
@@ -298,6 +299,40 @@ async def test_a_forced_function_is_called_even_where_the_embedded_llm_would_ans
     assert (call.type, call.name, call.status) == ("function_call", "get_weather", "completed"), done.output
     assert "berlin" in json.loads(call.arguments)["city"].lower()
     assert not seen.of_type("response.output_audio.delta")
+
+
+class Place(BaseModel):
+    city: str
+    country: Literal["IE", "FR", "DE", "GB"]
+
+
+class WeatherQuery(BaseModel):
+    where: Place  # pydantic writes it as a $ref to $defs.Place
+    unit: Literal["celsius", "fahrenheit"]
+
+
+async def test_a_forced_function_whose_parameters_use_definitions_gets_arguments_that_fit_them(
+    live_server: LiveServer,
+) -> None:
+    """Parameters from a pydantic model refer to its nested model (`$ref`); written out in place,
+    they hold the forced call to them. Sent without a schema (as before), this test failed 3 of
+    11 runs: answered in words to the token cap twice, a call missing its `unit` once
+    (benchmarks/results/tool-refs-2026-12-07/)."""
+    parameters = WeatherQuery.model_json_schema()
+    assert "$defs" in parameters  # what this test is about
+    tool = {"type": "function", "name": "get_weather", "description": "Weather for a place.", "parameters": parameters}
+    async with connect(live_server) as conn:
+        forced = {"type": "function", "name": "get_weather"}
+        await conn.session.update(session={"type": "realtime", "tools": [tool], "tool_choice": forced})
+        await say(conn, "Should I take an umbrella in Berlin?")
+        await conn.response.create()
+        seen = await collect(conn, Transcript(), until="response.done", timeout=300)
+    (done,) = done_responses(seen)
+    assert done.status == "completed", done
+    (call,) = done.output
+    assert (call.type, call.name, call.status) == ("function_call", "get_weather", "completed"), done.output
+    query = WeatherQuery.model_validate_json(call.arguments)  # every field, of its type
+    assert "berlin" in query.where.city.lower(), query
 
 
 async def test_without_tools_the_llm_gets_none_and_the_reply_is_spoken_as_before(

@@ -438,5 +438,53 @@ def test_a_required_call_has_a_schema_of_one_call_to_an_offered_tool() -> None:
             {**call, "properties": {"name": {"const": "get_time"}, "arguments": {"type": "object"}}},
         ]
     }
-    refers = {"type": "object", "properties": {"a": {"$ref": "#/$defs/x"}}, "$defs": {"x": {"type": "string"}}}
-    assert one_call_schema([{"type": "function", "function": {"name": "f", "parameters": refers}}]) is None
+
+
+def _arguments_schema(parameters: dict[str, Any]) -> dict[str, Any] | None:
+    schema = one_call_schema([{"type": "function", "function": {"name": "f", "parameters": parameters}}])
+    return None if schema is None else schema["anyOf"][0]["properties"]["arguments"]
+
+
+def test_references_in_a_tools_parameters_are_written_out_in_the_schema_of_a_call() -> None:
+    place = {"type": "object", "properties": {"country": {"$ref": "#/$defs/Country"}}, "required": ["country"]}
+    country = {"type": "string", "enum": ["IE", "FR"]}
+    parameters = {
+        "type": "object",
+        "properties": {
+            "where": {"$ref": "#/$defs/Place", "description": "The place"},  # a keyword beside it is kept
+            "unit": {"$ref": "#/definitions/Unit"},
+            "again": {"$ref": "#/properties/unit"},
+            "definitions": {"type": "string"},  # a parameter of that name is not a definitions block
+        },
+        "$defs": {"Place": place, "Country": country},
+        "definitions": {"Unit": {"enum": ["c", "f"]}},
+    }
+    assert _arguments_schema(parameters) == {
+        "type": "object",
+        "properties": {
+            "where": {
+                "type": "object",
+                "properties": {"country": country},
+                "required": ["country"],
+                "description": "The place",
+            },
+            "unit": {"enum": ["c", "f"]},
+            "again": {"enum": ["c", "f"]},
+            "definitions": {"type": "string"},
+        },
+    }
+
+
+def test_a_reference_that_cannot_be_written_out_leaves_the_call_without_a_schema() -> None:
+    node = {"type": "object", "properties": {"children": {"type": "array", "items": {"$ref": "#/$defs/Node"}}}}
+    recursive = {"type": "object", "properties": {"root": {"$ref": "#/$defs/Node"}}, "$defs": {"Node": node}}
+    assert _arguments_schema(recursive) is None
+    assert _arguments_schema({"properties": {"a": {"$ref": "#"}}}) is None  # the whole, inside itself
+    assert _arguments_schema({"properties": {"a": {"$ref": "other.json#/x"}}}) is None
+    assert _arguments_schema({"properties": {"a": {"$ref": "#/$defs/missing"}}}) is None
+    # Each level names the next twice: 2**12 copies written out; past a bound, no schema.
+    refs = [{"$ref": f"#/$defs/D{i + 1}"} for i in range(12)]
+    doubling = {f"D{i}": {"properties": {"a": ref, "b": ref}} for i, ref in enumerate(refs)}
+    assert _arguments_schema({"$ref": "#/$defs/D0", "$defs": {**doubling, "D12": {"type": "string"}}}) is None
+    unused = {"type": "object", "properties": {"a": {"type": "string"}}, "$defs": {"Node": node}}
+    assert _arguments_schema(unused) == {"type": "object", "properties": {"a": {"type": "string"}}}
