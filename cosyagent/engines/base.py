@@ -240,6 +240,18 @@ class QueuedEngine(Engine, Protocol):
 
 
 @runtime_checkable
+class OwnSlotsEngine(QueuedEngine, Protocol):
+    """An engine that runs its jobs on slots of its own (CosyVoice on a GPU), not on the CPU
+    scheduler's lanes: the server's count of work done for someone reads it too."""
+
+    @property
+    def foreground_jobs_started(self) -> int:
+        """Jobs started since the process began, background ones (submitted under a deadline
+        :data:`~cosyagent.engines.scheduling.BACKGROUND_AHEAD_S` or more ahead) aside."""
+        ...
+
+
+@runtime_checkable
 class TurnEndPredictor(QueuedEngine, Protocol):
     """Judges from the audio alone whether an utterance is a finished turn (Smart Turn)."""
 

@@ -35,6 +35,7 @@ from cosyagent.engines.base import (
 )
 from cosyagent.engines.cosyvoice_stream import ChunkSchedule, TextFeed, pump_text, stream_speech
 from cosyagent.engines.estimated_timings import estimate_timings
+from cosyagent.engines.scheduling import BACKGROUND_AHEAD_S, job_deadline
 from cosyagent.engines.timings import TimedAudio
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class CosyVoiceTTS:
         self._slots = asyncio.Semaphore(max_concurrency)
         self._waiting = 0
         self._running = 0
+        self._foreground_started = 0
 
     @property
     def loaded(self) -> bool:
@@ -118,6 +120,11 @@ class CosyVoiceTTS:
     def queue_depth(self) -> int:
         """Requests generating plus requests waiting for a slot."""
         return self._running + self._waiting
+
+    @property
+    def foreground_jobs_started(self) -> int:
+        """Requests given a slot, the server timing its engines while idle aside (see OwnSlotsEngine)."""
+        return self._foreground_started
 
     def load(self) -> None:
         """Load the model, register the prompt voice (once, then cached in spk2info.pt), warm up. Blocking."""
@@ -282,6 +289,8 @@ class CosyVoiceTTS:
         pump: asyncio.Task[None] | None = None
         try:
             await self._admit(token)
+            if job_deadline() - time.monotonic() < BACKGROUND_AHEAD_S:
+                self._foreground_started += 1
             loop = asyncio.get_running_loop()
             out: asyncio.Queue[object] = asyncio.Queue()
             text = source if isinstance(source, str) else None

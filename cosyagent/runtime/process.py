@@ -19,6 +19,7 @@ from cosyagent.config import Config, ConfigError
 from cosyagent.engines.base import (
     ChatLLM,
     Engine,
+    OwnSlotsEngine,
     SpeechRecognizer,
     SpeechSynthesizer,
     TurnEndPredictor,
@@ -226,13 +227,19 @@ class Runtime:
         return estimate
 
     def _idle(self) -> bool:
-        """No session open, no engine job running or waiting: a measurement delays no one."""
-        return self.active_sessions == 0 and cpu_scheduler().idle
+        """No session open, no engine job running or waiting (on the CPU scheduler's lanes or on
+        an engine's own slots): a measurement delays no one."""
+        own_slots_busy = any(engine.queue_depth for engine in self._own_slots_engines())
+        return self.active_sessions == 0 and cpu_scheduler().idle and not own_slots_busy
 
     def _others_work(self) -> int:
         """Sessions admitted and engine jobs started for them or for requests, since startup: a
         capacity measurement during which this changed timed their work too."""
-        return self.sessions.admitted + cpu_scheduler().foreground_jobs_started
+        own_slots = sum(engine.foreground_jobs_started for engine in self._own_slots_engines())
+        return self.sessions.admitted + cpu_scheduler().foreground_jobs_started + own_slots
+
+    def _own_slots_engines(self) -> list[OwnSlotsEngine]:
+        return [engine for engine in (self.asr, self.tts) if isinstance(engine, OwnSlotsEngine)]
 
     async def stop(self) -> None:
         await self.capacity.stop()

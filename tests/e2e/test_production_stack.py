@@ -183,3 +183,30 @@ async def test_realtime_conversation_over_the_production_engines(stack: tuple[Ru
                     break
     assert audio_bytes > 24000  # > 0.5 s of 24 kHz pcm16
     assert transcript.strip()
+
+
+async def test_a_speech_request_on_cosyvoices_own_slots_keeps_the_capacity_from_being_measured_again(
+    stack: tuple[Runtime, str],
+) -> None:
+    """CosyVoice queues on slots of its own, not the CPU scheduler's lanes: a `/v1/audio/speech`
+    request must still count as someone's work, or the capacity measured while it ran would time
+    its synthesis as the measurement's turn."""
+    runtime, base = stack
+    body = {"model": "tts-1", "input": "A long answer, spoken while the server looks idle. " * 6, "voice": "default"}
+    async with httpx.AsyncClient(timeout=120) as client:
+        async with client.stream("POST", f"{base}/audio/speech", json={**body, "response_format": "pcm"}) as speech:
+            await anext(speech.aiter_bytes())  # generating now
+            assert runtime.tts.queue_depth >= 1
+            assert not await runtime.capacity.measure_if_idle()  # busy: not measured
+        measurements = runtime.capacity.measurements
+        for _ in range(50):  # the closed request's slot frees within a chunk
+            if runtime.tts.queue_depth == 0:
+                break
+            await asyncio.sleep(0.1)
+        measuring = asyncio.create_task(runtime.capacity.measure_if_idle())
+        await asyncio.sleep(0.05)  # the measurement has begun; a request arrives meanwhile
+        meanwhile = {**body, "input": "Meanwhile.", "response_format": "pcm"}
+        response = await client.post(f"{base}/audio/speech", json=meanwhile)
+        assert response.status_code == 200
+        assert not await measuring  # the request's synthesis ran during it: dropped
+    assert runtime.capacity.measurements == measurements

@@ -15,8 +15,9 @@ import pytest
 pytest.importorskip("torch", reason="CosyVoice needs torch: these tests run in .venv-funasr (make test)")
 
 from cosyagent.agent.events import CancelResponse, Send
-from cosyagent.engines.base import CancelToken, EngineError, EngineUnavailableError
+from cosyagent.engines.base import CancelToken, EngineError, EngineUnavailableError, OwnSlotsEngine
 from cosyagent.engines.cosyvoice_tts import CosyVoiceTTS
+from cosyagent.engines.scheduling import BACKGROUND_AHEAD_S, needed_by
 from cosyagent.engines.timings import can_time_words
 from cosyagent.engines.vad import SileroVAD
 from cosyagent.engines.visemes import VISEME_NAMES
@@ -214,6 +215,24 @@ async def test_concurrency_limit_queues_and_refuses_beyond_the_queue(model_dir: 
         assert (await asyncio.wait_for(queued, 10)).size > 0
     finally:
         engine.close()
+
+
+async def test_requests_are_counted_as_work_for_someone_unless_the_server_times_itself(tts: CosyVoiceTTS) -> None:
+    """CosyVoice runs on slots of its own, not the CPU scheduler's lanes: the capacity meter reads
+    these counts to tell an idle server from one serving a request (see Runtime._others_work)."""
+    assert isinstance(tts, OwnSlotsEngine) and tts.queue_depth == 0
+    started = tts.foreground_jobs_started
+    stream = tts.synthesize("Someone asked for this.", voice="default")
+    await anext(stream)
+    assert tts.queue_depth == 1 and tts.foreground_jobs_started == started + 1
+    await stream.aclose()
+    with needed_by(lambda: time.monotonic() + BACKGROUND_AHEAD_S + 60):  # the capacity meter's jobs
+        chunks = [c async for c in tts.synthesize("The server times itself.", voice="default")]
+    assert chunks and tts.foreground_jobs_started == started + 1
+    deadline = time.monotonic() + 5  # a closed request's worker ends within a chunk, then frees its slot
+    while tts.queue_depth and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert tts.queue_depth == 0
 
 
 async def test_cached_speakers_skip_prompt_extraction_and_a_restart_preloads_them(
