@@ -78,7 +78,7 @@ class Runtime:
     _stop_observing: Callable[[], None] = field(init=False, default=lambda: None)  # the scheduler's metrics
 
     def __post_init__(self) -> None:
-        self.capacity = CapacityMeter(self._estimate_capacity, self._idle, self._others_work)
+        self.capacity = CapacityMeter(self._estimate_capacity, self.idle, self._others_work)
         self.telemetry = Telemetry(self.queue_depths, capacity=lambda: self.capacity.report(self.config.server))
         self.sessions = SessionRegistry(self)
 
@@ -226,7 +226,7 @@ class Runtime:
         estimate.log()
         return estimate
 
-    def _idle(self) -> bool:
+    def idle(self) -> bool:
         """No session open, no engine job running or waiting (on the CPU scheduler's lanes or on
         an engine's own slots): a measurement delays no one."""
         own_slots_busy = any(engine.queue_depth for engine in self._own_slots_engines())

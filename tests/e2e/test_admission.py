@@ -53,7 +53,7 @@ def client(server: LiveServer) -> AsyncOpenAI:
 async def until_idle(runtime: Runtime) -> None:
     """Wait (up to 10 s) until no session is open and no engine job runs or waits."""
     for _ in range(100):
-        if runtime.active_sessions == 0 and cpu_scheduler().idle:
+        if runtime.idle():
             return
         await asyncio.sleep(0.1)
 

@@ -200,7 +200,7 @@ async def test_a_speech_request_on_cosyvoices_own_slots_keeps_the_capacity_from_
             assert not await runtime.capacity.measure_if_idle()  # busy: not measured
         measurements = runtime.capacity.measurements
         for _ in range(50):  # the closed request's slot frees within a chunk
-            if runtime.tts.queue_depth == 0:
+            if runtime.idle():
                 break
             await asyncio.sleep(0.1)
         measuring = asyncio.create_task(runtime.capacity.measure_if_idle())
