@@ -40,12 +40,30 @@ function scriptedMicrophone(clipBase64) {
 const events = (page, type) =>
   page.evaluate((wanted) => window.cosyagent.results.log.filter((e) => e.type === wanted), type);
 
+// Until the page has logged an event of ``type`` for response ``id``.
+async function waitForResponseEvent(page, type, id, timeout) {
+  await page.waitForFunction(
+    ([wanted, response]) => window.cosyagent.results.log.some((e) => e.type === wanted && e.response_id === response),
+    [type, id],
+    { timeout },
+  );
+}
+
 async function waitForEvent(page, type, count, timeout = 180000) {
   await page.waitForFunction(
     ([wanted, n]) => window.cosyagent.results.log.filter((e) => e.type === wanted).length >= n,
     [type, count],
     { timeout },
   );
+}
+
+// Types ``text`` into the message box and sends it; the id of the reply it starts.
+async function typeMessage(page, text) {
+  const created = (await events(page, "response.created")).length;
+  await page.fill("#say-text", text);
+  await page.press("#say-text", "Enter");
+  await waitForEvent(page, "response.created", created + 1);
+  return (await events(page, "response.created"))[created].response_id;
 }
 
 async function bubbles(page) {
@@ -100,18 +118,10 @@ async function voiceTurns(page, c, io) {
   await waitForEvent(page, "response.created", 2);
   const [, second] = await events(page, "response.created");
   io.log("second reply created");
-  await page.waitForFunction(
-    (id) => window.cosyagent.results.log.some((e) => e.type === "output_audio_buffer.started" && e.response_id === id),
-    second.response_id,
-    { timeout: 180000 },
-  );
+  await waitForResponseEvent(page, "output_audio_buffer.started", second.response_id, 180000);
   io.log("second reply audible");
   // Done (all its audio sent): the server's timings come with it.
-  await page.waitForFunction(
-    (id) => window.cosyagent.results.log.some((e) => e.type === "response.done" && e.response_id === id),
-    second.response_id,
-    { timeout: 400000 },
-  );
+  await waitForResponseEvent(page, "response.done", second.response_id, 400000);
   c.afterVoice = { bubbles: await bubbles(page), exchanges: await page.textContent("#turn-count") };
   // The reply's timings, opened from under its bubble.
   const reply = page.locator(".turn.agent[data-outcome]").last();
@@ -128,11 +138,7 @@ async function mutedAndTyped(page, c, io) {
   await page.evaluate(() => window.testMicrophone.say());
   await page.waitForTimeout(1500);
   c.speechStartsWhileMuted = (await events(page, "input_audio_buffer.speech_started")).length - heardBefore;
-  const created = (await events(page, "response.created")).length;
-  await page.fill("#say-text", "What is the capital of France? Answer in one short sentence.");
-  await page.press("#say-text", "Enter");
-  await waitForEvent(page, "response.created", created + 1);
-  const reply = (await events(page, "response.created"))[created].response_id;
+  const reply = await typeMessage(page, "What is the capital of France? Answer in one short sentence.");
   // Its first words are enough: the next typed message cuts it off if it is still talking.
   await page.waitForFunction(
     (id) =>
@@ -152,27 +158,16 @@ async function mutedAndTyped(page, c, io) {
 // and its bubble says why.
 async function cutShort(page, c, io) {
   const before = (await events(page, "response.created")).pop().response_id;
-  await page.waitForFunction(
-    (id) => window.cosyagent.results.log.some((e) => e.type === "response.done" && e.response_id === id),
-    before,
-    { timeout: 300000 },
-  ); // the typed message's reply says its sentence; this test is not about cutting it off
+  // The typed message's reply says its sentence first: this step is not about cutting it off.
+  await waitForResponseEvent(page, "response.done", before, 300000);
   c.serverReplyLimit = await page.inputValue("#max-tokens");
   const updated = (await events(page, "session.updated")).length;
   await page.fill("#max-tokens", "6");
   await page.locator("#max-tokens").blur();
   await waitForEvent(page, "session.updated", updated + 1, 10000);
   c.replyLimitUpdated = (await events(page, "session.updated"))[updated].max_output_tokens;
-  const created = (await events(page, "response.created")).length;
-  await page.fill("#say-text", "Tell me about Dublin in three sentences.");
-  await page.press("#say-text", "Enter");
-  await waitForEvent(page, "response.created", created + 1);
-  const reply = (await events(page, "response.created"))[created].response_id;
-  await page.waitForFunction(
-    (id) => window.cosyagent.results.log.some((e) => e.type === "response.done" && e.response_id === id),
-    reply,
-    { timeout: 300000 },
-  );
+  const reply = await typeMessage(page, "Tell me about Dublin in three sentences.");
+  await waitForResponseEvent(page, "response.done", reply, 300000);
   c.cutReply = {
     done: (await events(page, "response.done")).find((e) => e.response_id === reply),
     bubble: (await bubbles(page)).filter((b) => b.kind === "agent").pop(),

@@ -287,9 +287,16 @@ async def test_a_forced_function_is_called_even_where_the_embedded_llm_would_ans
     """Unconstrained, the 0.5B model answered "Should I take an umbrella in Berlin?" in words in 4
     of 4 seeded tries under a forced get_weather; held to the schema of one call it calls, and the
     response ends at the call (benchmarks/results/forced-calls-2026-12-07/)."""
+    arguments = await _forced_call_for_the_umbrella_question(live_server, WEATHER)
+    assert "berlin" in json.loads(arguments)["city"].lower()
+
+
+async def _forced_call_for_the_umbrella_question(live_server: LiveServer, tool: dict[str, Any]) -> str:
+    """Ask "Should I take an umbrella in Berlin?" with ``tool`` (named get_weather) forced: the
+    response is that one call, completed, with no audio; its arguments."""
     async with connect(live_server) as conn:
         forced = {"type": "function", "name": "get_weather"}
-        await conn.session.update(session={"type": "realtime", "tools": [WEATHER], "tool_choice": forced})
+        await conn.session.update(session={"type": "realtime", "tools": [tool], "tool_choice": forced})
         await say(conn, "Should I take an umbrella in Berlin?")
         await conn.response.create()
         seen = await collect(conn, Transcript(), until="response.done", timeout=300)
@@ -297,8 +304,8 @@ async def test_a_forced_function_is_called_even_where_the_embedded_llm_would_ans
     assert done.status == "completed", done
     (call,) = done.output
     assert (call.type, call.name, call.status) == ("function_call", "get_weather", "completed"), done.output
-    assert "berlin" in json.loads(call.arguments)["city"].lower()
     assert not seen.of_type("response.output_audio.delta")
+    return str(call.arguments)
 
 
 class Place(BaseModel):
@@ -321,17 +328,8 @@ async def test_a_forced_function_whose_parameters_use_definitions_gets_arguments
     parameters = WeatherQuery.model_json_schema()
     assert "$defs" in parameters  # what this test is about
     tool = {"type": "function", "name": "get_weather", "description": "Weather for a place.", "parameters": parameters}
-    async with connect(live_server) as conn:
-        forced = {"type": "function", "name": "get_weather"}
-        await conn.session.update(session={"type": "realtime", "tools": [tool], "tool_choice": forced})
-        await say(conn, "Should I take an umbrella in Berlin?")
-        await conn.response.create()
-        seen = await collect(conn, Transcript(), until="response.done", timeout=300)
-    (done,) = done_responses(seen)
-    assert done.status == "completed", done
-    (call,) = done.output
-    assert (call.type, call.name, call.status) == ("function_call", "get_weather", "completed"), done.output
-    query = WeatherQuery.model_validate_json(call.arguments)  # every field, of its type
+    arguments = await _forced_call_for_the_umbrella_question(live_server, tool)
+    query = WeatherQuery.model_validate_json(arguments)  # every field, of its type
     assert "berlin" in query.where.city.lower(), query
 
 
