@@ -35,7 +35,7 @@ from cosyagent.engines.base import (
 )
 from cosyagent.engines.cosyvoice_stream import ChunkSchedule, TextFeed, pump_text, stream_speech
 from cosyagent.engines.estimated_timings import estimate_timings
-from cosyagent.engines.scheduling import BACKGROUND_AHEAD_S, job_deadline
+from cosyagent.engines.own_slots import OwnSlots
 from cosyagent.engines.timings import TimedAudio
 
 logger = logging.getLogger(__name__)
@@ -91,8 +91,6 @@ class CosyVoiceTTS:
         fp16: bool = False,
         load_trt: bool = False,
     ) -> None:
-        if max_concurrency < 1 or max_queue < 0:
-            raise ValueError("max_concurrency must be at least 1 and max_queue not negative")
         if (prompt_wav is None) != (prompt_text is None):
             raise ValueError("prompt_wav and prompt_text go together")
         self.model_dir = Path(model_dir).expanduser()
@@ -106,11 +104,8 @@ class CosyVoiceTTS:
         self._load_trt = load_trt
         self._model: Any = None
         self._schedule = ChunkSchedule(first_hop=25, max_hop=100, scale=2, lookahead=3)
+        self._slots = OwnSlots("CosyVoice", max_concurrency, max_queue)
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="engine-cosyvoice")
-        self._slots = asyncio.Semaphore(max_concurrency)
-        self._waiting = 0
-        self._running = 0
-        self._foreground_started = 0
 
     @property
     def loaded(self) -> bool:
@@ -119,12 +114,11 @@ class CosyVoiceTTS:
     @property
     def queue_depth(self) -> int:
         """Requests generating plus requests waiting for a slot."""
-        return self._running + self._waiting
+        return self._slots.queue_depth
 
     @property
     def foreground_jobs_started(self) -> int:
-        """Requests given a slot, the server timing its engines while idle aside (see OwnSlotsEngine)."""
-        return self._foreground_started
+        return self._slots.foreground_jobs_started
 
     def load(self) -> None:
         """Load the model, register the prompt voice (once, then cached in spk2info.pt), warm up. Blocking."""
@@ -288,16 +282,17 @@ class CosyVoiceTTS:
         feed = TextFeed() if not isinstance(source, str) else None
         pump: asyncio.Task[None] | None = None
         try:
-            await self._admit(token)
-            if job_deadline() - time.monotonic() < BACKGROUND_AHEAD_S:
-                self._foreground_started += 1
             loop = asyncio.get_running_loop()
             out: asyncio.Queue[object] = asyncio.Queue()
             text = source if isinstance(source, str) else None
             work = self._worker(loop, out, text, feed, voice, speed, token, instruct or self.instruct)
-            self._running += 1
-            job = loop.run_in_executor(self._pool, work)
-            job.add_done_callback(self._release)
+            free = await self._slots.take(token)
+            try:
+                job = loop.run_in_executor(self._pool, work)
+            except BaseException:
+                free()
+                raise
+            job.add_done_callback(lambda _: free())
             if feed is not None:
                 assert not isinstance(source, str)
                 pump = asyncio.create_task(pump_text(source, feed), name="cosyvoice-text")
@@ -318,22 +313,6 @@ class CosyVoiceTTS:
                 with contextlib.suppress(asyncio.CancelledError):
                     await pump
             unlink()
-
-    async def _admit(self, token: CancelToken) -> None:
-        if self._slots.locked() and self._waiting >= self.max_queue:
-            raise EngineUnavailableError(f"CosyVoice is busy: {self._running} generating, {self._waiting} queued")
-        self._waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self._waiting -= 1
-        if token.cancelled:
-            self._slots.release()
-            raise EngineCancelled()
-
-    def _release(self, _job: object) -> None:
-        self._running -= 1
-        self._slots.release()
 
     def _worker(
         self,
