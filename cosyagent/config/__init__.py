@@ -176,6 +176,11 @@ class LLMConfig:
     # The sampling seed of every LLM request (the OpenAI API's `seed`): the same prompt then gets the
     # same reply, for benchmarks and tests that compare runs. None: random, each reply drawn afresh.
     seed: int | None = None
+    # With tool_choice "required" (or a forced function), hold the reply to the JSON schema of one
+    # call to an offered tool, sent as llama.cpp's `json_schema` (engines/tool_text.py). None: for the
+    # embedded server only; true: also for an `openai` endpoint that is a llama-server of your own
+    # (it does not enforce `required` for every model); false: never.
+    call_schema: bool | None = None
 
     def __post_init__(self) -> None:
         if self.server not in ("native", "python"):
@@ -190,6 +195,12 @@ class LLMConfig:
             raise ConfigError(f"llm.max_restarts must be >= 0, not {self.max_restarts}")
         if self.seed is not None and (type(self.seed) is not int or self.seed < 0):
             raise ConfigError(f"llm.seed must be a whole number >= 0 or null, not {self.seed!r}")
+        if self.call_schema is not None and type(self.call_schema) is not bool:
+            raise ConfigError(f"llm.call_schema must be true, false or null, not {self.call_schema!r}")
+
+    def sends_call_schema(self) -> bool:
+        """Whether a request that requires a call carries its JSON schema (see ``call_schema``)."""
+        return self.call_schema if self.call_schema is not None else self.engine == "embedded"
 
 
 @dataclass(frozen=True)

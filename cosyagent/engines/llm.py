@@ -18,7 +18,7 @@ from cosyagent.engines.base import (
     EngineUnavailableError,
     ToolCallDelta,
 )
-from cosyagent.engines.tool_text import TextToolCalls
+from cosyagent.engines.tool_text import TextToolCalls, one_call_schema
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
@@ -50,7 +50,11 @@ class OpenAICompatibleLLM:
         connect_timeout_s: float = 5.0,
         max_retries: int = 0,
         seed: int | None = None,
+        call_schema: bool = False,
     ) -> None:
+        """``call_schema``: a request that requires a call also sends llama.cpp's ``json_schema`` of
+        one call to an offered tool (:func:`~cosyagent.engines.tool_text.one_call_schema`): for a
+        llama-server, which does not hold every model to ``tool_choice: required``."""
         if timeout_s <= 0 or connect_timeout_s <= 0:
             raise ValueError("timeout_s and connect_timeout_s must be positive")
         self.base_url = base_url.rstrip("/")
@@ -60,6 +64,7 @@ class OpenAICompatibleLLM:
         self._timeout = openai.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
         self._max_retries = max_retries
         self.seed = seed  # sent with every request (the same prompt, the same reply); None: random
+        self.call_schema = call_schema
         self._client = self._new_client()
 
     def _new_client(self) -> openai.AsyncOpenAI:
@@ -112,8 +117,11 @@ class OpenAICompatibleLLM:
         Cancel-safe as :meth:`stream_chat`. ``extra_body``: fields the endpoint adds to the API
         (llama-server's ``id_slot``)."""
         options: dict[str, Any] = {}
-        if extra_body:
-            options["extra_body"] = dict(extra_body)
+        extra = dict(extra_body or {})
+        if self.call_schema and tools and tool_choice == "required" and (schema := one_call_schema(tools)):
+            extra["json_schema"] = schema
+        if extra:
+            options["extra_body"] = extra
         if max_tokens is not None:
             options["max_tokens"] = max_tokens
         if temperature is not None:

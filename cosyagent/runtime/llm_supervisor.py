@@ -25,7 +25,6 @@ from typing import Any, Literal
 from cosyagent.engines.base import ChatEvent, ChatMessage, EngineInfo, EngineUnavailableError
 from cosyagent.engines.llama_process import LlamaServerProcess, describe_exit
 from cosyagent.engines.llm import OpenAICompatibleLLM, text_deltas
-from cosyagent.engines.tool_text import one_call_schema
 from cosyagent.runtime.llm_slots import LLMSlots
 
 logger = logging.getLogger(__name__)
@@ -210,9 +209,6 @@ class SupervisedLLM:
         """The server's reply (text and tool-call pieces), once it runs; a death mid-reply is explained."""
         await self._supervisor.wait_running(self._wait_s)
         extra: dict[str, Any] = {}
-        # llama-server does not hold the embedded model to a required call: a schema does.
-        if tools and tool_choice == "required" and (schema := one_call_schema(tools)) is not None:
-            extra["json_schema"] = schema
         with self._slot() as slot:
             if slot is not None:
                 extra["id_slot"] = slot

@@ -154,6 +154,7 @@ class Runtime:
                 timeout_s=llm.timeout_s,
                 connect_timeout_s=llm.connect_timeout_s,
                 seed=llm.seed,
+                call_schema=llm.sends_call_schema(),
             )
             self.llm_supervisor = LLMSupervisor(self.llm_server, self.llm, max_restarts=llm.max_restarts)
             self.llm_supervisor.start()
@@ -167,6 +168,7 @@ class Runtime:
                 llm.timeout_s,
                 connect_timeout_s=llm.connect_timeout_s,
                 seed=llm.seed,
+                call_schema=llm.sends_call_schema(),
             )
         self.load_seconds["llm"] = round(time.monotonic() - began, 2)
         logger.info("engines ready in %s", self.load_seconds)

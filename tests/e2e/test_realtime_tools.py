@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -306,6 +307,33 @@ async def _forced_call_for_the_umbrella_question(live_server: LiveServer, tool: 
     assert (call.type, call.name, call.status) == ("function_call", "get_weather", "completed"), done.output
     assert not seen.of_type("response.output_audio.delta")
     return str(call.arguments)
+
+
+async def test_an_openai_endpoint_gets_the_call_schema_only_when_configured(
+    agent: LiveServer, fake: FakeChatLLM, fake_llm: tuple[FakeChatLLM, int], tmp_path: Path
+) -> None:
+    """`llm.call_schema`: an `openai` endpoint is trusted to enforce a forced call itself (no
+    `json_schema` by default); set true (a llama-server of your own) it is sent the schema of one
+    call, as the embedded server is."""
+    endpoint = f"http://127.0.0.1:{fake_llm[1]}/v1"
+    config = {
+        "server": {"capacity": 4},
+        "llm": {"engine": "openai", "base_url": endpoint, "model": MODEL, "call_schema": True},
+    }
+    async with in_process_server(write_config(tmp_path, config)) as configured:
+        for server in (agent, configured):
+            fake.replies.append(Reply(calls=(Call("get_weather", '{"city": "Paris"}'),)))
+            async with connect(server) as conn:
+                forced = {"type": "function", "name": "get_weather"}
+                await conn.session.update(session={"type": "realtime", "tools": [WEATHER], "tool_choice": forced})
+                await say(conn, "What's the weather in Paris?")
+                await conn.response.create()
+                (done,) = done_responses(await collect(conn, Transcript(), until="response.done", timeout=60))
+            assert [o.name for o in done.output] == ["get_weather"]
+    by_default, configured_request = fake.requests
+    assert by_default["tool_choice"] == configured_request["tool_choice"] == "required"
+    assert "json_schema" not in by_default
+    assert configured_request["json_schema"]["anyOf"][0]["properties"]["name"] == {"const": "get_weather"}
 
 
 class Place(BaseModel):

@@ -12,6 +12,7 @@ import pytest
 
 from cosyagent.engines.base import ChatFinished, ToolCallDelta
 from cosyagent.engines.llm import OpenAICompatibleLLM
+from cosyagent.engines.tool_text import one_call_schema
 from tests.e2e.conftest import free_port, serve_asgi
 from tests.fakes.fake_chat_llm import MODEL, Call, FakeChatLLM, Reply
 
@@ -93,3 +94,22 @@ async def test_a_required_call_written_as_text_ends_the_stream_once_complete(
         else:
             assert calls == [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "London"})]
             assert events[-1] == ChatFinished("stop") and chat.disconnected == 1  # read to its end
+
+
+async def test_a_client_that_sends_the_call_schema_sends_it_when_a_call_is_required(
+    fake: tuple[FakeChatLLM, OpenAICompatibleLLM],
+) -> None:
+    """``call_schema`` (the embedded server's client, or `llm.call_schema: true`): llama.cpp's
+    ``json_schema`` of one call, beside the tools, only under ``required``; never otherwise."""
+    chat, plain = fake
+    schema_client = OpenAICompatibleLLM(plain.base_url, MODEL, timeout_s=10.0, call_schema=True)
+    try:
+        for llm, choice in ((schema_client, "required"), (schema_client, "auto"), (plain, "required")):
+            chat.replies.append(Reply(calls=(Call("get_weather", '{"city": "Paris"}'),)))
+            events = [e async for e in llm.stream_chat_events(QUESTION, tools=TOOLS, tool_choice=choice)]
+            assert isinstance(events[0], ToolCallDelta)
+        with_schema, auto, without = chat.requests
+        assert with_schema["json_schema"] == one_call_schema(TOOLS) and with_schema["tool_choice"] == "required"
+        assert "json_schema" not in auto and "json_schema" not in without
+    finally:
+        await schema_client.aclose()

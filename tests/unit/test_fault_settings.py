@@ -27,6 +27,7 @@ def test_the_defaults_bound_every_wait() -> None:
         ("llm", "seed", -1, "llm.seed must be a whole number >= 0 or null, not -1"),
         ("llm", "seed", 1.5, "llm.seed must be a whole number >= 0 or null, not 1.5"),
         ("llm", "seed", "any", "llm.seed must be a whole number >= 0 or null, not 'any'"),
+        ("llm", "call_schema", "yes", "llm.call_schema must be true, false or null, not 'yes'"),
         ("server", "drain_timeout_s", -5, "server.drain_timeout_s must be >= 0"),
     ],
 )
