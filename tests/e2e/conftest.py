@@ -51,6 +51,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+async def until_idle(runtime: Runtime) -> None:
+    """Wait (up to 10 s) until ``runtime`` is idle: no session open, no engine job running or
+    waiting (what a capacity measurement waits for)."""
+    for _ in range(100):
+        if runtime.idle():
+            return
+        await asyncio.sleep(0.1)
+
+
 def free_port_both() -> int:
     """A port free for both UDP and TCP on 127.0.0.1."""
     for _ in range(50):

@@ -16,7 +16,7 @@ from openai import AsyncOpenAI
 
 from cosyagent.engines.scheduling import cpu_scheduler
 from cosyagent.runtime import Runtime
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import LiveServer, until_idle
 from tests.e2e.realtime_client import Transcript, collect, finished_response, said_to_its_end
 from tests.e2e.test_metrics import scrape, scrape_until, value
 from tests.e2e.webrtc_client import loopback_candidates, make_offer
@@ -48,14 +48,6 @@ async def idle(live_server: LiveServer) -> AsyncIterator[None]:
 
 def client(server: LiveServer) -> AsyncOpenAI:
     return AsyncOpenAI(base_url=server.base_url, api_key="test-key")
-
-
-async def until_idle(runtime: Runtime) -> None:
-    """Wait (up to 10 s) until no session is open and no engine job runs or waits."""
-    for _ in range(100):
-        if runtime.idle():
-            return
-        await asyncio.sleep(0.1)
 
 
 def refused(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], transport: str) -> float:

@@ -27,7 +27,7 @@ import yaml
 from cosyagent.config import load_config
 from cosyagent.pipeline.reply import AudioChunk, ReplyRequest, stream_reply
 from cosyagent.runtime import Runtime
-from tests.e2e.conftest import free_port, serve_in_process
+from tests.e2e.conftest import free_port, serve_in_process, until_idle
 from tests.e2e.realtime_client import said_to_its_end
 from tests.engines.funasr_tiny import build_tiny_fun_asr_nano
 from tests.fakes.cosyvoice_support import PROMPT_TEXT, PROMPT_WAV, make_model_dir, use_fake_cosyvoice
@@ -199,10 +199,7 @@ async def test_a_speech_request_on_cosyvoices_own_slots_keeps_the_capacity_from_
             assert runtime.tts.queue_depth >= 1
             assert not await runtime.capacity.measure_if_idle()  # busy: not measured
         measurements = runtime.capacity.measurements
-        for _ in range(50):  # the closed request's slot frees within a chunk
-            if runtime.idle():
-                break
-            await asyncio.sleep(0.1)
+        await until_idle(runtime)  # the closed request's slot frees within a chunk
         measuring = asyncio.create_task(runtime.capacity.measure_if_idle())
         await asyncio.sleep(0.05)  # the measurement has begun; a request arrives meanwhile
         meanwhile = {**body, "input": "Meanwhile.", "response_format": "pcm"}
