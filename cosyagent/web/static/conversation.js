@@ -7,6 +7,7 @@
   const $ = (id) => document.getElementById(id);
   const AGENT_RMS = 0.01; // agent level counted as audible
   const HEARD_FALLBACK_MS = 1500; // audio output blocked: trust output_audio_buffer.started
+  const HEARD_OUTCOMES = new Set(["completed", "interrupted", "cut", "filtered"]); // what Exchanges counts (outcomeOf)
 
   // What the page measured and saw: read by tests and handy in the console (window.cosyagent).
   const results = { latencies: [], agentPeak: 0, micPeak: 0, events: 0, log: [], phases: [], exchanges: 0 };
@@ -192,7 +193,7 @@
     if (reply.startedAt === null) state.awaiting = state.requested > 0;
     const outcome = outcomeOf(body, reply);
     view.finishReply(reply.bubble, outcome, keptText(body, reply, outcome));
-    if (outcome === "completed" || outcome === "interrupted" || outcome === "cut" || outcome === "filtered") {
+    if (HEARD_OUTCOMES.has(outcome)) {
       results.exchanges += 1;
       $("turn-count").textContent = String(results.exchanges);
     }

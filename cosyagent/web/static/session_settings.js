@@ -33,6 +33,10 @@
   }
 
   // An empty field is no limit ("inf"); a number is held to what the server accepts.
+  function showLimit(limit) {
+    $("max-tokens").value = limit === "inf" ? "" : String(limit);
+  }
+
   function limitFromField() {
     const raw = $("max-tokens").value.trim();
     if (!raw) return "inf";
@@ -45,7 +49,7 @@
     const detection = session.audio && session.audio.input.turn_detection;
     if (detection && !chosen) showControls(detection);
     const limit = session.max_output_tokens;
-    if (replyLimit === null && limit !== undefined) $("max-tokens").value = limit === "inf" ? "" : String(limit);
+    if (replyLimit === null && limit !== undefined) showLimit(limit);
   }
 
   // The session.update body; turn detection only once the user has chosen one.
@@ -76,7 +80,7 @@
     }
     $("max-tokens").addEventListener("change", () => {
       replyLimit = limitFromField();
-      $("max-tokens").value = replyLimit === "inf" ? "" : String(replyLimit);
+      showLimit(replyLimit);
       onChange();
     });
     $("voice").addEventListener("change", onChange);
