@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import logging
 import time
 from collections.abc import Callable
@@ -25,9 +24,6 @@ from cosyagent.engines.base import (
     TurnEndPredictor,
     VoiceActivityDetector,
 )
-from cosyagent.engines.kokoro_tts import KokoroTTS
-from cosyagent.engines.kokoro_voices import VOICE_SHA256
-from cosyagent.engines.language_guard import LanguageCheckedASR
 from cosyagent.engines.llama_process import LlamaServerProcess
 from cosyagent.engines.llm import OpenAICompatibleLLM
 from cosyagent.engines.scheduling import cpu_scheduler
@@ -44,6 +40,7 @@ from cosyagent.runtime.capacity import (
 )
 from cosyagent.runtime.capacity_meter import CapacityMeter
 from cosyagent.runtime.engine_choice import build_asr, build_embedded_llm, build_tts
+from cosyagent.runtime.health import health_report, missing_voices_reason
 from cosyagent.runtime.llm_slots import LLMSlots
 from cosyagent.runtime.llm_supervisor import LLMSupervisor, SupervisedLLM
 from cosyagent.runtime.sessions import SessionRegistry
@@ -54,8 +51,6 @@ from cosyagent.voices.library import ClipLimits, VoiceLibrary
 from cosyagent.voices.synthesizer import LibrarySynthesizer
 
 logger = logging.getLogger(__name__)
-
-_VERSIONED_PACKAGES = ("cosyagent", "faster-whisper", "kokoro-onnx", "llama-cpp-python", "onnxruntime", "openai")
 
 
 @dataclass
@@ -136,7 +131,7 @@ class Runtime:
             await loop.run_in_executor(None, engine.load)
             self.load_seconds[name] = round(time.monotonic() - began, 2)
         if self.config.realtime.voice not in self.tts.voices():
-            missing = _missing_voices(self.tts).get("voices_missing", {}).get("reason")
+            missing = missing_voices_reason(self.tts)
             raise ConfigError(
                 f"realtime.voice {self.config.realtime.voice!r} is not one of {self.tts.voices()}"
                 + (f" ({missing})" if missing else "")
@@ -148,28 +143,23 @@ class Runtime:
         llm = self.config.llm
         if self.llm_server is not None:
             await self.llm_server.start()
-            self.llm = OpenAICompatibleLLM(
-                self.llm_server.base_url,
-                self.llm_server.model,
-                timeout_s=llm.timeout_s,
-                connect_timeout_s=llm.connect_timeout_s,
-                seed=llm.seed,
-                call_schema=llm.sends_call_schema(),
-            )
+            base_url, model, api_key = self.llm_server.base_url, self.llm_server.model, None
+        else:
+            assert llm.base_url and llm.model  # checked in from_config
+            base_url, model, api_key = llm.base_url, llm.model, llm.api_key
+        self.llm = OpenAICompatibleLLM(
+            base_url,
+            model,
+            api_key,
+            llm.timeout_s,
+            connect_timeout_s=llm.connect_timeout_s,
+            seed=llm.seed,
+            call_schema=llm.sends_call_schema(),
+        )
+        if self.llm_server is not None:
             self.llm_supervisor = LLMSupervisor(self.llm_server, self.llm, max_restarts=llm.max_restarts)
             self.llm_supervisor.start()
             self.llm_slots = LLMSlots(llm.parallel) if self._llm_decodes_in_parallel() else None
-        else:
-            assert llm.base_url and llm.model  # checked in from_config
-            self.llm = OpenAICompatibleLLM(
-                llm.base_url,
-                llm.model,
-                llm.api_key,
-                llm.timeout_s,
-                connect_timeout_s=llm.connect_timeout_s,
-                seed=llm.seed,
-                call_schema=llm.sends_call_schema(),
-            )
         self.load_seconds["llm"] = round(time.monotonic() - began, 2)
         logger.info("engines ready in %s", self.load_seconds)
         began = time.monotonic()
@@ -334,53 +324,7 @@ class Runtime:
         return ids
 
     def health(self) -> dict[str, Any]:
-        llm_model = self.llm.model if self.llm else None
-        supervisor = self.llm_supervisor.health() if self.llm_supervisor is not None else {}
-        status = "starting" if self.llm is None else "ok"
-        if supervisor and supervisor["state"] != "running":
-            status = "degraded"  # the embedded LLM is restarting (or has failed): replies fail meanwhile
-        return {
-            "status": status,
-            "sessions": self.active_sessions,
-            "capacity": self.capacity.health(self.config.server),
-            "engines": {
-                "vad": {"engine": self.vad.info.name, "loaded": self.vad.loaded},
-                "asr": {
-                    "engine": self.asr.info.name,
-                    "model": self.asr.info.model,
-                    "loaded": self.asr.loaded,
-                    "languages": list(self.asr.info.languages),
-                    # other languages are refused (not transcribed into invented English)
-                    "language_check": isinstance(self.asr, LanguageCheckedASR),
-                },
-                "llm": {
-                    "engine": self.config.llm.engine,
-                    "model": llm_model,
-                    "base_url": self.llm.base_url if self.llm else None,
-                    "loaded": self.llm is not None,
-                    **supervisor,
-                },
-                "tts": {
-                    "engine": self.tts.info.name,
-                    "loaded": self.tts.loaded,
-                    "voices": list(self.tts.voices()),
-                    **_missing_voices(self.tts),
-                },
-                "turn_model": {
-                    "engine": self.config.vad.turn_model,
-                    "loaded": bool(self.turn_end and self.turn_end.loaded),
-                },
-            },
-            "load_seconds": self.load_seconds,
-            "versions": {name: _version(name) for name in _VERSIONED_PACKAGES},
-        }
-
-
-def _missing_voices(tts: SpeechSynthesizer) -> dict[str, Any]:
-    """Kokoro without kokoro-js's English voices says which are absent, why, and how to get them."""
-    if isinstance(tts, KokoroTTS) and tts.missing_voices:
-        return {"voices_missing": {"voices": sorted(VOICE_SHA256), "reason": tts.missing_voices}}
-    return {}
+        return health_report(self)
 
 
 def _default_turn_detection(config: Config) -> TurnDetection:
@@ -398,10 +342,3 @@ def _default_turn_detection(config: Config) -> TurnDetection:
 def _require(value: str, expected: str, key: str) -> None:
     if value != expected:
         raise ConfigError(f"{key} {value!r} is not available in this build; use {expected!r}")
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
