@@ -33,6 +33,13 @@ class EngineUnavailableError(EngineError):
     """The engine cannot serve at all right now (model missing, endpoint down)."""
 
 
+class UnspeakableTextError(EngineError):
+    """The text is in a language or script the voice cannot speak (it would come out as noise):
+    the caller's text, not the engine, is at fault."""
+
+    code = "unsupported_language"
+
+
 class UnsupportedLanguageError(EngineError):
     """The audio is speech in a language the recognizer cannot transcribe (it would invent text)."""
 

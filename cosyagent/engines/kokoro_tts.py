@@ -30,6 +30,7 @@ from cosyagent.engines.base import (
     EngineExecutor,
     EngineInfo,
     EngineUnavailableError,
+    UnspeakableTextError,
 )
 from cosyagent.engines.kokoro_session import InterruptibleSession, durations_model, interruptible
 from cosyagent.engines.kokoro_text import MandarinPhonemizer, Script, detect_script, split_text
@@ -278,8 +279,8 @@ class KokoroTTS:
             raise EngineUnavailableError("KokoroTTS.load() has not been called")
         try:
             pieces = [(piece, detect_script(piece)) for piece in split_text(text)]
-        except ValueError as exc:
-            raise EngineError(str(exc)) from exc
+        except ValueError as exc:  # kana: no Japanese G2P
+            raise UnspeakableTextError(str(exc)) from exc
         for piece, script in pieces:
             if cancel is not None and cancel.cancelled:
                 return

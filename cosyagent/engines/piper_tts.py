@@ -35,12 +35,14 @@ from cosyagent.engines.base import (
     EngineExecutor,
     EngineInfo,
     EngineUnavailableError,
+    UnspeakableTextError,
 )
-from cosyagent.engines.kokoro_text import Script, detect_script, split_text
+from cosyagent.engines.kokoro_text import split_text
 from cosyagent.engines.kokoro_tts import limit_peak
 from cosyagent.engines.native_memory import lean_onnx_options
 from cosyagent.engines.onnx_cancel import terminable_run_options
 from cosyagent.engines.onnx_outputs import exposed, single_op_output
+from cosyagent.engines.text_scripts import LANGUAGE_NAMES, unspeakable_language
 from cosyagent.engines.timings import (
     SymbolSpan,
     TimedAudio,
@@ -308,12 +310,9 @@ class PiperTTS:
 
 
 def _require_english(clauses: list[str]) -> None:
-    try:
-        scripts = {detect_script(clause) for clause in clauses}
-    except ValueError as exc:
-        raise EngineError(f"Piper's voice speaks English only: {exc}") from exc
-    if Script.MANDARIN in scripts:
-        raise EngineError("Piper's voice speaks English only, not Chinese")
+    language = unspeakable_language(" ".join(clauses), ("en",))
+    if language is not None:
+        raise UnspeakableTextError(f"Piper's voice speaks English only, not {LANGUAGE_NAMES[language]}")
 
 
 def _load_voice(model_path: Path, threads: int, graph_path: Path | None = None) -> PiperVoice:

@@ -6,3 +6,18 @@ import re
 
 HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")  # a Chinese character (CJK ideographs)
 KANA = re.compile(r"[\u3040-\u30ff]")  # Japanese hiragana or katakana
+
+LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "ja": "Japanese"}
+
+
+def unspeakable_language(text: str, languages: tuple[str, ...]) -> str | None:
+    """The language of a script in ``text`` that a voice speaking only ``languages`` cannot read
+    (kana without Japanese; Chinese characters without Chinese or Japanese), else None. An engine
+    that states no languages is taken to read anything."""
+    if not languages:
+        return None
+    if KANA.search(text) and "ja" not in languages:
+        return "ja"
+    if HAN.search(text) and not {"zh", "ja"} & set(languages):
+        return "zh"
+    return None

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cosyagent.audio.containers import AudioCodecError, AudioDecodeError, AudioTooLongError
-from cosyagent.engines.base import EngineError, EngineUnavailableError, UnsupportedLanguageError
+from cosyagent.engines.base import EngineError, EngineUnavailableError, UnspeakableTextError, UnsupportedLanguageError
 from cosyagent.voices.library import VoiceIdNotFoundError, VoiceLibraryError, VoiceNameTakenError
 from cosyagent.voices.synthesizer import VoiceUnavailableError
 
@@ -99,6 +99,7 @@ DOMAIN_ERRORS: tuple[tuple[type[Exception], ErrorMapping], ...] = (
     ),
     (AudioCodecError, ErrorMapping(500, "audio_codec_error")),
     (UnsupportedLanguageError, ErrorMapping(400, None, "file")),
+    (UnspeakableTextError, ErrorMapping(400, None, "input")),
     (EngineUnavailableError, ErrorMapping(503, "engine_unavailable")),
     (EngineError, ErrorMapping(500, "engine_error")),
 )

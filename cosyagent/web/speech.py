@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cosyagent.audio.containers import SPEECH_FORMATS, StreamEncoder, available_speech_formats, new_encoder
 from cosyagent.engines.base import AudioF32, CancelToken, EngineError
+from cosyagent.engines.text_scripts import LANGUAGE_NAMES, unspeakable_language
 from cosyagent.engines.timings import can_time_words
 from cosyagent.pipeline.speak import SpokenChunk, speak
 from cosyagent.pipeline.timestamps import InvalidTimestampKinds, MarkQueue, TimestampKind, parse_kinds, payload
@@ -96,6 +97,7 @@ def _validate(request: SpeechRequest, runtime: Runtime) -> tuple[str, str]:
         raise ApiError(
             400, f"input is {len(request.input)} characters; the limit is {limit}", param="input", code="input_too_long"
         )
+    _refuse_unspeakable(text, runtime)
     if request.instructions is not None and len(request.instructions) > MAX_INSTRUCTIONS_CHARS:
         raise ApiError(
             400,
@@ -123,6 +125,20 @@ def _validate(request: SpeechRequest, runtime: Runtime) -> tuple[str, str]:
         )
     voice = request.voice.id if isinstance(request.voice, VoiceRef) else request.voice
     return text, voice or runtime.config.realtime.voice
+
+
+def _refuse_unspeakable(text: str, runtime: Runtime) -> None:
+    """Text in a script the voice cannot read is refused as a whole, before any audio: found only
+    at a later clause, it would break a stream already answered 200."""
+    languages = runtime.speech.info.languages
+    if (language := unspeakable_language(text, languages)) is not None:
+        speaks = " and ".join(LANGUAGE_NAMES.get(code, code) for code in languages)
+        raise ApiError(
+            400,
+            f"input has {LANGUAGE_NAMES[language]} text; the {runtime.tts.info.name} engine speaks {speaks} only",
+            param="input",
+            code="unsupported_language",
+        )
 
 
 def _timestamp_kinds(request: SpeechRequest, runtime: Runtime) -> tuple[TimestampKind, ...]:

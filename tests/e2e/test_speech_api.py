@@ -174,6 +174,8 @@ BAD_REQUESTS = [
     ({"input": "Hi.", "voice": {"id": "voice_0123456789abcdef"}}, "voice", "voice_not_found"),
     ({"input": "Hi.", "response_format": "ogg"}, "response_format", "unsupported_format"),
     ({"input": "Hi.", "response_format": "wma"}, "response_format", "unsupported_format"),
+    ({"input": "你好，今天天气很好。"}, "input", "unsupported_language"),  # Piper speaks English only
+    ({"input": "Hello there. こんにちは。"}, "input", "unsupported_language"),  # before the first clause is answered
     ({"input": "Hi.", "speed": 3.0}, "speed", "invalid_value"),
     ({"input": "Hi.", "speed": 0.1}, "speed", "invalid_value"),
     ({"input": "Hi.", "stream_format": "websocket"}, "stream_format", "invalid_value"),

@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 
 from cosyagent.audio.pcm import resample
-from cosyagent.engines.base import AudioF32, CancelToken, EngineError, EngineUnavailableError, SpeechSynthesizer
+from cosyagent.engines.base import (
+    AudioF32,
+    CancelToken,
+    EngineError,
+    EngineUnavailableError,
+    SpeechSynthesizer,
+    UnspeakableTextError,
+)
 from cosyagent.engines.piper_tts import PiperTTS, split_clauses
 from cosyagent.engines.whisper_asr import WhisperASR
 
@@ -144,7 +151,7 @@ async def test_bad_speed_is_an_engine_error(tts: PiperTTS) -> None:
 
 @pytest.mark.parametrize("text", ["Hello there. 你好。", "Hello there. こんにちは。"])
 async def test_other_languages_are_refused_before_any_audio(tts: PiperTTS, text: str) -> None:
-    with pytest.raises(EngineError, match="English only"):
+    with pytest.raises(UnspeakableTextError, match="English only"):  # the text's fault: a 400 over HTTP
         await collect(tts, text)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cosyagent.audio.pcm import resample
-from cosyagent.engines.base import AudioF32, CancelToken, EngineError, SpeechSynthesizer
+from cosyagent.engines.base import AudioF32, CancelToken, EngineError, SpeechSynthesizer, UnspeakableTextError
 from cosyagent.engines.kokoro_text import Script, detect_script, split_text
 from cosyagent.engines.kokoro_tts import KokoroTTS, limit_peak
 from cosyagent.engines.whisper_asr import WhisperASR
@@ -108,7 +108,7 @@ async def test_cancel_while_a_piece_is_made_drops_it(tts: KokoroTTS) -> None:
 
 
 async def test_japanese_is_refused_before_any_audio(tts: KokoroTTS) -> None:
-    with pytest.raises(EngineError, match="Japanese"):
+    with pytest.raises(UnspeakableTextError, match="Japanese"):
         await collect(tts, "Hello there. こんにちは。")
 
 
