@@ -118,6 +118,7 @@ class SessionConfig:
     instructions: str
     voice: str
     speed: float = 1.0
+    speed_range: tuple[float, float] = (0.25, 4.0)  # what the TTS engine speaks at: not sent to clients
     input_format: AudioFormat = "audio/pcm"
     output_format: AudioFormat = "audio/pcm"
     turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
@@ -193,7 +194,7 @@ class SessionConfig:
         if "voice" in audio_out:
             changes["voice"] = parse_voice(audio_out["voice"], voice_exists, "session.audio.output.voice")
         if "speed" in audio_out:
-            changes["speed"] = parse_speed(audio_out["speed"], "session.audio.output.speed")
+            changes["speed"] = parse_speed(audio_out["speed"], "session.audio.output.speed", self.speed_range)
         if "timestamps" in audio_out:
             changes["timestamps"] = parse_timestamps(audio_out["timestamps"], "session.audio.output.timestamps")
         return replace(self, **changes)
@@ -278,9 +279,11 @@ def parse_timestamps(value: Any, param: str) -> tuple[TimestampKind, ...]:
         raise InvalidSessionValue(param + exc.where, str(exc)) from exc
 
 
-def parse_speed(value: Any, param: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.25 <= value <= 4.0:
-        raise InvalidSessionValue(param, "speed must be a number between 0.25 and 4.0")
+def parse_speed(value: Any, param: str, speed_range: tuple[float, float]) -> float:
+    """A speed the voice can speak at: refused here, not by every reply after it."""
+    low, high = speed_range
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise InvalidSessionValue(param, f"speed must be a number between {low:g} and {high:g} (this server's voice)")
     return float(value)
 
 

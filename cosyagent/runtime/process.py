@@ -314,6 +314,7 @@ class Runtime:
             max_output_tokens=rt.max_output_tokens,
             transcription_model=self.asr.info.model,
             transcription_languages=self.asr.info.languages,
+            speed_range=self.tts.info.speed_range or SessionConfig.speed_range,
         )
 
     def model_ids(self) -> list[str]:

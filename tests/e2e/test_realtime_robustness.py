@@ -81,6 +81,26 @@ async def test_bad_events_get_an_error_and_the_connection_stays_usable(
         assert updated.session.instructions == "still here?"
 
 
+async def test_a_speed_the_voice_cannot_speak_at_is_refused_at_the_update(live_server: LiveServer) -> None:
+    """Piper speaks at 0.5-2x: 3x is refused by session.update itself (it used to be accepted, and
+    then every reply failed with a server error); a speed in range is taken and spoken at."""
+    async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+        await next_event(conn, {"session.created"})
+        await conn.session.update(session={"type": "realtime", "audio": {"output": {"speed": 3.0}}})
+        error = await next_event(conn, {"error"})
+        assert (error.error.code, error.error.param) == ("invalid_value", "session.audio.output.speed")
+        assert "between 0.5 and 2" in error.error.message
+        fast = {"type": "realtime", "audio": {"input": {"turn_detection": None}, "output": {"speed": 1.5}}}
+        await conn.session.update(session=fast)  # type: ignore[arg-type]
+        assert (await next_event(conn, {"session.updated"})).session.audio.output.speed == 1.5
+        await conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello."}]}
+        )
+        await conn.response.create()
+        done = await next_event(conn, {"response.done"}, timeout=60)
+        assert done.response.status in ("completed", "incomplete"), done.response.status_details
+
+
 async def test_response_create_while_one_is_running_is_refused(live_server: LiveServer) -> None:
     async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
         await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
