@@ -53,10 +53,11 @@ class SessionRefused(Exception):
 class SessionConfigError(Exception):
     """The session configuration a request brought is refused (as session.update would be)."""
 
-    def __init__(self, message: str, code: str) -> None:
+    def __init__(self, message: str, code: str, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        self.param = param  # the field at fault, as session.update names it ("session.audio.output.speed")
 
 
 SHUTTING_DOWN = "server_shutting_down"  # the error code of sessions ended (or refused) by a shutdown
@@ -201,4 +202,4 @@ def _configure(core: RealtimeCore, session: dict[str, Any]) -> None:
     for action in core.receive({"type": "session.update", "session": session}):
         if isinstance(action, Send) and action.event["type"] == "error":
             error = action.event["error"]
-            raise SessionConfigError(f"session: {error['message']}", code=str(error["code"]))
+            raise SessionConfigError(f"session: {error['message']}", str(error["code"]), error.get("param"))

@@ -182,7 +182,7 @@ class SipCalls:
                 session,
             )
         except SessionConfigError as exc:  # the call keeps ringing: a corrected accept may follow
-            raise CallError(exc.message, code=exc.code) from exc
+            raise CallError(exc.message, code=exc.code, param=exc.param) from exc
         except SessionRefused as exc:
             self._decided(ring)
             raise CallLimitError(f"{exc.message}: the call was refused (503)", code=exc.code) from exc

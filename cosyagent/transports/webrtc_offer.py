@@ -24,9 +24,12 @@ class CallError(Exception):
     status = 400
     code = "invalid_request"
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, status: int | None = None, param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param  # the request's field at fault, where one is
         if code is not None:
             self.code = code
         if status is not None:

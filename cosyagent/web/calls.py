@@ -90,7 +90,7 @@ def calls_router(runtime: Runtime) -> APIRouter:
         try:
             return runtime.sessions.admit(TRANSPORT, model=model, session=session, audio_on_media_tracks=True)
         except SessionConfigError as exc:
-            raise CallError(exc.message, code=exc.code) from exc
+            raise CallError(exc.message, code=exc.code, param=exc.param) from exc
         except SessionRefused as exc:  # counted by the registry
             raise CallLimitError(f"{exc.message}; try again later", code=exc.code) from exc
 
@@ -167,7 +167,7 @@ def call_error_response(exc: CallError) -> JSONResponse:
     kind = "server_error" if exc.status >= 500 else "invalid_request_error"
     headers = {"Retry-After": str(SessionRefused.retry_after_s)} if isinstance(exc, CallLimitError) else None
     return JSONResponse(
-        {"error": {"message": exc.message, "type": kind, "code": exc.code, "param": None}},
+        {"error": {"message": exc.message, "type": kind, "code": exc.code, "param": exc.param}},
         status_code=exc.status,
         headers=headers,
     )

@@ -102,7 +102,7 @@ def client_secrets_router(runtime: Runtime, store: ClientSecretStore) -> APIRout
         try:
             effective = runtime.sessions.preview(model, settings)
         except SessionConfigError as exc:
-            raise ApiError(400, exc.message, param="session", code=exc.code) from exc
+            raise ApiError(400, exc.message, param=exc.param or "session", code=exc.code) from exc
         secret = store.issue(model, settings, ttl_s)
         return {"value": secret.value, "expires_at": int(secret.expires_at), "session": effective}
 

@@ -117,8 +117,9 @@ async def test_reject_cancel_and_bad_requests_while_ringing(live: ControlLive) -
         call_id = await ring(live, peer, "cc-reject", "r1")
         with pytest.raises(openai.BadRequestError, match="status_code must be a SIP error status 400-699, got 200"):
             await sdk.realtime.calls.reject(call_id, status_code=200)
-        with pytest.raises(openai.BadRequestError, match=r"Unknown parameter: 'session\.bogus'"):
+        with pytest.raises(openai.BadRequestError, match=r"Unknown parameter: 'session\.bogus'") as bogus:
             await sdk.realtime.calls.accept(call_id, type="realtime", extra_body={"bogus": 1})
+        assert bogus.value.param == "session.bogus"
         with pytest.raises(openai.ConflictError, match="is still ringing: accept it before it can be transferred"):
             await sdk.realtime.calls.refer(call_id, target_uri="sip:somebody@127.0.0.1")
         await sdk.realtime.calls.reject(call_id, status_code=486)

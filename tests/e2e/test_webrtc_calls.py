@@ -213,7 +213,7 @@ async def test_a_bad_session_part_gets_400(live_server: LiveServer) -> None:
         await sdk(live_server).realtime.calls.create(
             sdp=offer, session={"type": "realtime", "audio": {"output": {"voice": "no-such-voice"}}}
         )
-    assert "no-such-voice" in refused.value.message
+    assert "no-such-voice" in refused.value.message and refused.value.param == "session.audio.output.voice"
     async with httpx.AsyncClient(base_url=live_server.base_url) as http:
         parts = {"sdp": (None, offer, "application/sdp"), "session": (None, "{not json", "application/json")}
         response = await http.post("/realtime/calls", files=parts)
