@@ -20,6 +20,12 @@ from cosyagent.agent.tool_history import with_tool_messages
 Role = Literal["user", "assistant", "system"]
 # Sums of chunk durations drift by fractions of a millisecond; don't cut a word for that.
 _TOLERANCE_MS = 1.0
+# What the LLM hears when asked for a reply before anyone has said anything and without
+# instructions of the reply's own (a client letting the agent speak first): the caller picking
+# up. Shown nothing, the embedded model answered "I'm sorry, but I can't assist with that." 5
+# times in 5, or recited its instructions; with this, a greeting
+# (benchmarks/results/opening-line-2026-12-07/).
+OPENING_LINE = "Hello."
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
 ItemType = Literal["message", "function_call", "function_call_output"]
 

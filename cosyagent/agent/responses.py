@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from cosyagent.agent.conversation import AlignedTranscript, Conversation, ConversationItem
+from cosyagent.agent.conversation import OPENING_LINE, AlignedTranscript, Conversation, ConversationItem
 from cosyagent.agent.events import (
     Action,
     ClearAudio,
@@ -156,7 +156,9 @@ class ResponseOutput:
         config = replace(self.config, **params)
         if context.input is None:
             messages = self.conversation.chat_messages(config.instructions, self._max_context_items)
-        else:
+            if "instructions" not in params and all(message["role"] == "system" for message in messages):
+                messages.append({"role": "user", "content": OPENING_LINE})  # not an item: nobody said it
+        else:  # (an out-of-band input, even an empty one, is the context as given)
             messages = context_messages(context.input, config.instructions)
         # An out-of-band response's items live in a conversation of their own, never shown.
         home = Conversation() if context.out_of_band else self.conversation

@@ -4,8 +4,9 @@ llama-server keeps one prompt cache per slot (``llm.parallel`` of them). A slot 
 served a request must evaluate the system prompt on its first turn: about 20 more prompt tokens,
 0.2 s on an idle 2-core CPU and 0.5 s or more while other sessions are being served. So the
 first conversations after a start (four people joining a demo) each paid for it on their first
-turn. One one-token request per slot fills every slot with the instructions; llama.cpp then
-reuses that prefix for whichever conversation the slot serves next. The instructions must be
+turn. One one-token request per slot fills every slot with the instructions (and the opening
+line a reply asked for before anyone spoke hears); llama.cpp then reuses that prefix for whichever
+conversation the slot serves next. The instructions must be
 warmed as a spoken reply sends them (:func:`spoken_instructions`): with the rule that tells the
 LLM its voice's one language, tokens that a first turn would otherwise read again.
 """
@@ -19,12 +20,11 @@ from collections.abc import Sequence
 
 import httpx
 
+from cosyagent.agent.conversation import OPENING_LINE
 from cosyagent.engines.base import ChatMessage
 from cosyagent.pipeline.voice_language import in_the_voice_language
 
 logger = logging.getLogger(__name__)
-
-GREETING = "Hello."
 
 
 def spoken_instructions(instructions: str, voice_languages: Sequence[str]) -> str:
@@ -37,7 +37,7 @@ async def warm_llm_slots(base_url: str, model: str, instructions: str, slots: in
     """One request pinned to each slot (llama-server's ``id_slot``), all at once; returns how
     many slots answered. A failure costs only the warm-up: the slot warms on its first turn.
     ``instructions``: as sessions send them (:func:`spoken_instructions`)."""
-    messages = [{"role": "system", "content": instructions}, {"role": "user", "content": GREETING}]
+    messages = [{"role": "system", "content": instructions}, {"role": "user", "content": OPENING_LINE}]
     began = time.monotonic()
     async with httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s) as client:
 

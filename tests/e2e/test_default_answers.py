@@ -12,6 +12,8 @@ minutes, hence the long timeouts (a bound on a hang, not a latency check).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from openai import AsyncOpenAI
@@ -86,3 +88,27 @@ async def test_the_default_voice_is_understood_by_the_product_s_asr(live_server:
     pairs = sorted(((word_error_rate(r, h), r, h) for r, h in zip(replies, heard, strict=True)), reverse=True)
     worst_first = [f"{rate:.0%}: {said!r} -> {understood!r}" for rate, said, understood in pairs]
     assert word_error_rate(" ".join(replies), " ".join(heard)) <= 0.15, worst_first
+
+
+async def test_asked_to_speak_first_the_agent_greets(live_server: LiveServer) -> None:
+    """A client that lets the agent open the call (``response.create`` before anyone spoke, the
+    session's own instructions) gets a greeting, spoken or as text. Before the opening line the
+    embedded model said "I'm always ready to help." when speaking and "I'm sorry, but I can't
+    assist with that." in text."""
+    client = AsyncOpenAI(base_url=live_server.base_url, api_key="unused")
+    greetings = []
+    for modality in ("audio", "text", "audio"):
+        async with client.realtime.connect(model="cosyagent-realtime") as conn:
+            await conn.session.update(session={"type": "realtime", "output_modalities": [modality]})
+            await conn.response.create()
+            seen = await collect(conn, Transcript(), until="response.done", timeout=300)
+        (done,) = seen.of_type("response.done")
+        assert said_to_its_end(done.response), done.response
+        if modality == "audio":
+            greetings.append(seen.of_type("response.output_audio_transcript.done")[0].transcript)
+        else:
+            greetings.append(seen.of_type("response.output_text.done")[0].text)
+    for greeting in greetings:
+        words = set(re.findall(r"[a-z']+", greeting.lower()))
+        assert words & {"hello", "hi", "hey", "welcome", "greetings", "morning", "afternoon", "evening"}, greetings
+        assert not words & {"sorry", "can't", "cannot"}, greetings

@@ -646,3 +646,34 @@ def test_manual_commits_wait_for_their_transcripts_past_the_backlog_limit(vad: S
         assert any(isinstance(a, Transcribe) for a in core.receive(commit))
     core.receive({"type": "input_audio_buffer.append", "audio": base64.b64encode(speech).decode()})
     assert error_of(core.receive(commit))["code"] == "transcription_backlog"
+
+
+def test_a_reply_before_anyone_spoke_hears_the_caller_pick_up(vad: SileroVAD) -> None:
+    """Asked to speak first with nothing said and no instructions of its own, the LLM is shown an
+    opening line (not an item: nobody said it); a reply with its own instructions is not, nor one
+    after anything was said (next test), nor an out-of-band input (tests/unit/test_out_of_band_core.py)."""
+    core = make_core(vad, turn_detection=None)
+    start = only(core.receive({"type": "response.create"}), StartResponse)
+    assert start.messages == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello."}]
+    assert [item.role for item in core.conversation] == ["assistant"]  # the reply's own item only
+    core.response_finished(start.response_id, {})
+
+    directed = {"type": "response.create", "response": {"instructions": "Say goodbye."}}
+    start = only(core.receive(directed), StartResponse)
+    assert [m["role"] for m in start.messages] == ["system"]
+    assert start.messages[0]["content"] == "Say goodbye."
+
+
+def test_after_the_greeting_the_llm_sees_what_was_said_not_the_opening_line(vad: SileroVAD) -> None:
+    core = make_core(vad, turn_detection=None)
+    start = only(core.receive({"type": "response.create"}), StartResponse)
+    core.response_audio(start.response_id, np.full(2400, 0.1, dtype=np.float32), "Hi! How can I help?")
+    while core.pending_audio_ms(start.response_id):
+        core.pop_audio(start.response_id)
+    core.response_finished(start.response_id, {})
+    core.receive({"type": "conversation.item.create", "item": _text_item("What time is it?")})
+    messages = only(core.receive({"type": "response.create"}), StartResponse).messages
+    assert [(m["role"], m["content"]) for m in messages[1:]] == [
+        ("assistant", "Hi! How can I help?"),
+        ("user", "What time is it?"),
+    ]
