@@ -89,8 +89,10 @@ class RealtimeSession:
         reply_ahead: bool = True,  # send a reply's LLM request during the silence wait (PrefetchReply)
         # Whether the LLM may read a draft's prompt now, while the speaker talks (ReadAhead); None: never.
         read_ahead: Callable[[], bool] | None = None,
+        greet: bool = False,  # open with a reply, as a client's response.create before anyone spoke would
     ) -> None:
         self.core = core
+        self._greet = greet
         self._observer = observer  # telemetry: sees every event as it is queued to send
         self._engines = engines
         self._llm = PrefetchingLLM(engines.llm)
@@ -116,6 +118,8 @@ class RealtimeSession:
             self._observer.opened()
         try:
             self._execute(self.core.start())
+            if self._greet:
+                self._execute(self.core.receive({"type": "response.create"}))
             reader = asyncio.create_task(self._read_loop(receive), name=f"{self.core.session_id}-reader")
             ending = asyncio.create_task(self._until_ended(), name=f"{self.core.session_id}-ending")
             self._tasks.update((reader, ending))

@@ -109,6 +109,9 @@ class RealtimeConfig:
     # While a lone speaker talks, the embedded LLM reads the prompt of each draft of their turn
     # (cosyagent.pipeline.llm_prefetch), so the reply reads only what changed; false: it does not.
     read_ahead: bool = True
+    # Phone calls (carrier media streams; SIP calls answered without a webhook) open with the
+    # agent's greeting, the reply a response.create before anyone spoke gets; false: it waits.
+    greet_phone_calls: bool = False
     max_event_bytes: int = 1 << 20
     max_append_bytes: int = 512 * 1024
     max_buffer_seconds: float = 120.0

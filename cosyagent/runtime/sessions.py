@@ -89,9 +89,11 @@ class SessionRegistry:
         model: str | None,
         session: dict[str, Any] | None = None,
         audio_on_media_tracks: bool = False,
+        greet: bool = False,
     ) -> Admission:
         """Build a core for a new session and hold a slot for it. Raises SessionConfigError
-        when ``session`` (a session.update body) is refused, then SessionRefused when full."""
+        when ``session`` (a session.update body) is refused, then SessionRefused when full.
+        ``greet``: the session opens with the agent's reply (a phone call's greeting)."""
         if transport not in self._live:
             raise ValueError(f"transport {transport!r} is not registered")
         observer = self._runtime.telemetry.session_observer(transport)
@@ -107,7 +109,7 @@ class SessionRegistry:
             raise SessionRefused(limit.message, limit.code)
         self._live[transport] += 1
         self.admitted += 1
-        return Admission(self._runtime, core, observer, self, transport)
+        return Admission(self._runtime, core, observer, self, transport, greet)
 
     def preview(self, model: str | None, session: dict[str, Any]) -> dict[str, Any]:
         """The ``session`` object a session admitted with these settings would start with;
@@ -148,9 +150,16 @@ class Admission:
     """One admitted session's slot: builds its session, frees the slot on release."""
 
     def __init__(
-        self, runtime: Runtime, core: RealtimeCore, observer: SessionObserver, registry: SessionRegistry, transport: str
+        self,
+        runtime: Runtime,
+        core: RealtimeCore,
+        observer: SessionObserver,
+        registry: SessionRegistry,
+        transport: str,
+        greet: bool = False,
     ) -> None:
         self._runtime = runtime
+        self._greet = greet
         self._core = core
         self._observer = observer
         self._registry = registry
@@ -176,6 +185,7 @@ class Admission:
             sink=sink,
             reply_ahead=realtime.reply_ahead,
             read_ahead=(lambda: room_to_read_ahead(runtime.active_sessions)) if reads_ahead else None,
+            greet=self._greet,
         )
         if not self._released:
             self._session = session

@@ -132,7 +132,14 @@ async def _start_sip(runtime: Runtime, phone_calls: PhoneCalls) -> sip_server.Si
     control = sip_calls.CallControl(config.webhook_url, config.webhook_secret, config.accept_timeout_s)
     server = sip_server.SipServer(
         settings,
-        lambda model, session: runtime.sessions.admit(sip_server.TRANSPORT, model=model, session=session),
+        # A call answered at once opens with a greeting if configured; one the webhook's app accepts
+        # is the app's to open (it sends response.create on the sideband socket, as with OpenAI).
+        lambda model, session: runtime.sessions.admit(
+            sip_server.TRANSPORT,
+            model=model,
+            session=session,
+            greet=runtime.config.realtime.greet_phone_calls and not config.webhook_url,
+        ),
         control,
         phone_calls,
     )

@@ -92,7 +92,9 @@ def telephony_router(runtime: Runtime, phone_calls: PhoneCalls) -> APIRouter:
             logger.warning("%s stream %s: %s: call control reaches the first stream only", *names, exc)
         try:
             try:
-                admission = runtime.sessions.admit(dialect.name, model=None, session=session_config(started.audio))
+                greet = runtime.config.realtime.greet_phone_calls
+                audio = session_config(started.audio)
+                admission = runtime.sessions.admit(dialect.name, model=None, session=audio, greet=greet)
             except SessionRefused as refusal:
                 logger.warning("refused a %s call: %s", dialect.name, refusal.message)
                 runtime.telemetry.count_error("telephony", refusal.code)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from cosyagent.audio.pcm import float_to_pcm16, resample, ulaw_encode
 from cosyagent.config import SipConfig, load_config
@@ -202,6 +203,38 @@ async def test_baresip_calls_and_hears_the_agent(
     assert voiced.sum() / 8000 >= 0.3, f"recording of {reply.size / 8000:.1f} s is silent"
     heard = await sip_live.server.runtime.asr.transcribe(resample(reply, 8000, 16000))
     assert re.findall(r"[A-Za-z]{2,}", heard.text), heard.text
+
+
+@pytest.mark.skipif(BARESIP is None, reason="baresip is not installed (make test installs baresip-core)")
+async def test_with_greet_phone_calls_a_silent_caller_hears_a_greeting(sip_live: SipLive, tmp_path: Path) -> None:
+    """``realtime.greet_phone_calls``: baresip dials in and says nothing; the agent opens the call."""
+    runtime, before = sip_live.server.runtime, sip_live.server.runtime.active_sessions
+    microphone = tmp_path / "mic.wav"
+    sf.write(microphone, np.zeros(8000 * 60, np.float32), 8000, subtype="PCM_16")
+    home = tmp_path / "baresip"
+    home.mkdir()
+    shipped = runtime.config
+    runtime.config = dataclasses.replace(
+        shipped, realtime=dataclasses.replace(shipped.realtime, greet_phone_calls=True)
+    )
+    try:
+        async with baresip_phone(home, microphone) as phone:
+            await phone.command("dial", f"sip:agent@127.0.0.1:{sip_live.sip.port}")
+            await phone.wait_for("CALL_ESTABLISHED", 20)
+            call = sip_live.sip.calls[0]
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (call.replies_done and not call.sending):
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(0.5)  # the last packets reach baresip
+            await phone.command("hangup")
+            await phone.wait_for("CALL_CLOSED", 10)
+    finally:
+        runtime.config = shipped
+    await wait_until_free(sip_live, before)
+    assert call.replies_done == 1, f"no greeting: {phone.log()[-3000:]}"
+    heard = await runtime.asr.transcribe(resample(phone.recording(), 8000, 16000))
+    words = set(re.findall(r"[a-z']+", heard.text.lower()))
+    assert words & {"hello", "hi", "hey", "welcome", "greetings"}, heard.text
 
 
 def dtmf_packet(sequence: int, timestamp: int, digit: int, end: bool) -> bytes:

@@ -7,6 +7,7 @@ Twilio does), and Whisper listens to what it heard."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import re
@@ -110,3 +111,31 @@ async def test_speaking_over_the_reply_clears_it(live_server: LiveServer, caplog
     # The item was truncated to what the caller heard, and the session accepted it (no error event).
     assert [r for r in caplog.records if "truncated to the" in r.getMessage()]
     assert not [r for r in caplog.records if "session error" in r.getMessage()]
+
+
+async def test_with_greet_phone_calls_the_agent_opens_the_call(live_server: LiveServer) -> None:
+    """``realtime.greet_phone_calls``: the caller, silent, hears the agent's greeting; without it
+    the line stays quiet until the caller speaks."""
+    runtime, before = live_server.runtime, live_server.runtime.active_sessions
+    async with call(live_server, TWILIO) as quiet:
+        await quiet.start()
+        await quiet.speak(TWILIO.silence(3.0))
+    assert quiet.first_media_at is None, "the agent spoke first without greet_phone_calls"
+    await wait_until_released(live_server, before)
+
+    shipped = runtime.config
+    greeting = dataclasses.replace(shipped.realtime, greet_phone_calls=True)
+    runtime.config = dataclasses.replace(shipped, realtime=greeting)
+    try:
+        async with call(live_server, TWILIO) as caller:
+            await caller.start()
+            answered = time.monotonic()
+            await answer_after(caller, b"", max_s=60)  # silence until the greeting has played out
+    finally:
+        runtime.config = shipped
+    await wait_until_released(live_server, before)
+    assert caller.first_media_at is not None, "no greeting"
+    assert caller.first_media_at - answered < 20  # a bound on a hang, not a latency check
+    heard = await runtime.asr.transcribe(resample(caller.reply(), 8000, 16000))
+    words = set(re.findall(r"[a-z']+", heard.text.lower()))
+    assert words & {"hello", "hi", "hey", "welcome", "greetings"}, heard.text
