@@ -18,6 +18,7 @@ from cosyagent.engines.base import (
     EngineUnavailableError,
     ToolCallDelta,
 )
+from cosyagent.engines.context_fit import is_context_overflow, without_older_half
 from cosyagent.engines.tool_text import TextToolCalls, one_call_schema
 
 if TYPE_CHECKING:
@@ -132,11 +133,12 @@ class OpenAICompatibleLLM:
             options["tools"] = list(tools)
             options["tool_choice"] = tool_choice
         started = time.perf_counter()
-        for attempt in (1, 2):
+        sent, reconnected = list(messages), False
+        while True:  # bounded: one reconnection, and each shortening halves the history
             try:
                 stream = await self._client.chat.completions.create(
                     model=self.model,
-                    messages=cast("list[ChatCompletionMessageParam]", list(messages)),
+                    messages=cast("list[ChatCompletionMessageParam]", sent),
                     stream=True,
                     **options,
                 )
@@ -145,9 +147,20 @@ class OpenAICompatibleLLM:
                 # Dropped before any answer (not a timeout): most often a pooled keep-alive
                 # connection the server had just closed (llama-server does, right after some
                 # streams). Nothing was processed, so one immediate retry is safe.
-                if attempt == 2 or isinstance(exc, openai.APITimeoutError):
+                if reconnected or isinstance(exc, openai.APITimeoutError):
                     raise self._translate(exc) from exc
+                reconnected = True
                 logger.info("LLM endpoint dropped the connection before answering; retrying once: %s", exc)
+            except openai.BadRequestError as exc:
+                shorter = without_older_half(sent) if is_context_overflow(exc) else None
+                if shorter is None:
+                    raise self._translate(exc) from exc
+                logger.warning(
+                    "the conversation is longer than the LLM's context: %d older messages left out (%s)",
+                    len(messages) - len(shorter),
+                    exc.message,
+                )
+                sent = shorter
             except openai.OpenAIError as exc:
                 raise self._translate(exc) from exc
         first = True

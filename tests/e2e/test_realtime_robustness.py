@@ -274,3 +274,29 @@ async def test_an_item_can_be_retrieved_and_an_unknown_one_is_not_found(live_ser
         await conn.conversation.item.retrieve(item_id="item_gone", event_id="evt_gone")
         error = await next_event(conn, {"error"})
         assert (error.error.code, error.error.param, error.error.event_id) == ("item_not_found", "item_id", "evt_gone")
+
+
+async def test_a_conversation_longer_than_the_llm_context_is_answered_from_its_recent_part(
+    live_server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Twelve long messages (~3000 tokens) against the embedded server's 2048-token slots: the
+    reply reads the newer half and is answered (it used to fail with the server's refusal), and
+    the session goes on."""
+    monologue = (
+        "So yesterday I went to the market and looked at the vegetables, and the man there told me the "
+        "tomatoes were grown locally, which surprised me because I always thought they came from abroad. "
+    ) * 5
+    async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+        text_only = {"type": "realtime", "output_modalities": ["text"], "audio": {"input": {"turn_detection": None}}}
+        await conn.session.update(session=text_only)  # type: ignore[arg-type]
+        await next_event(conn, {"session.updated"})
+        for turn in range(12):
+            words = [{"type": "input_text", "text": f"{monologue} {turn}"}]
+            await conn.conversation.item.create(item={"type": "message", "role": "user", "content": words})  # type: ignore[arg-type]
+        await conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "What is 2 + 2?"}]}
+        )
+        await conn.response.create()
+        done = await next_event(conn, {"response.done"}, timeout=120)
+        assert done.response.status in ("completed", "incomplete"), done.response.status_details
+    assert any("longer than the LLM's context" in r.getMessage() for r in caplog.records)
