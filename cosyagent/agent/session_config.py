@@ -10,6 +10,7 @@ from typing import Any, Literal
 from cosyagent.agent.idle_timeout import MAX_IDLE_TIMEOUT_MS, MIN_IDLE_TIMEOUT_MS
 from cosyagent.agent.tools import FunctionTool, ToolChoice, choice_to_dict, tool_settings
 from cosyagent.audio.wire import FORMAT_RATES, AudioFormat
+from cosyagent.engines.text_scripts import LANGUAGE_NAMES
 from cosyagent.pipeline.timestamps import InvalidTimestampKinds, TimestampKind, parse_kinds
 
 Modality = Literal["text", "audio"]
@@ -46,7 +47,6 @@ TurnDetectionType = Literal["server_vad", "semantic_vad"]
 Eagerness = Literal["low", "medium", "high", "auto"]
 # semantic_vad: the Smart Turn probability above which a pause ends the turn at once.
 EAGERNESS_THRESHOLDS: dict[str, float] = {"low": 0.7, "medium": 0.5, "auto": 0.5, "high": 0.3}
-_LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "ja": "Japanese", "ko": "Korean", "yue": "Cantonese"}
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,7 @@ class SessionConfig:
             return None
         if isinstance(language, str) and language in self.transcription_languages:
             return language
-        names = ", ".join(_LANGUAGE_NAMES.get(code, code) for code in self.transcription_languages)
+        names = ", ".join(LANGUAGE_NAMES.get(code, code) for code in self.transcription_languages)
         raise InvalidSessionValue(
             "session.audio.input.transcription.language",
             f"language {language!r} is not supported by this ASR engine ({names} only)",

@@ -12,8 +12,9 @@ from cosyagent.engines.base import (
     Transcript,
     UnsupportedLanguageError,
 )
-from cosyagent.engines.language_id import LANGUAGE_NAMES, SpokenLanguageID
+from cosyagent.engines.language_id import SpokenLanguageID
 from cosyagent.engines.scheduling import holding_lane
+from cosyagent.engines.text_scripts import LANGUAGE_NAMES
 
 
 class LanguageCheckedASR:

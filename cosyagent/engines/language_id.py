@@ -44,6 +44,7 @@ from cosyagent.engines.base import (
     EngineUnavailableError,
 )
 from cosyagent.engines.gguf_parts import ModelPart, PartedModel, assemble, cache_dir, installed_part
+from cosyagent.engines.text_scripts import LANGUAGE_NAMES
 from cosyagent.engines.whisper_asr import load_ctranslate2_whisper
 
 if TYPE_CHECKING:
@@ -82,24 +83,6 @@ _SIDE_FILES = (
     ModelPart(_PART1, "data/tokenizer.json", "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab"),
     ModelPart(_PART1, "data/vocabulary.txt", "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913"),
 )
-
-LANGUAGE_NAMES = {
-    "en": "English",
-    "zh": "Chinese",
-    "ja": "Japanese",
-    "ko": "Korean",
-    "es": "Spanish",
-    "fr": "French",
-    "de": "German",
-    "it": "Italian",
-    "pt": "Portuguese",
-    "ru": "Russian",
-    "ar": "Arabic",
-    "hi": "Hindi",
-    "nl": "Dutch",
-    "vi": "Vietnamese",
-    "yue": "Cantonese",
-}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The writing systems text is tested for, defined once for the engines and the reply pipeline."""
+"""The writing systems text is tested for, and the names of languages, defined once for the engines,
+the reply pipeline and the API."""
 
 from __future__ import annotations
 
@@ -7,7 +8,23 @@ import re
 HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")  # a Chinese character (CJK ideographs)
 KANA = re.compile(r"[\u3040-\u30ff]")  # Japanese hiragana or katakana
 
-LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "ja": "Japanese"}
+LANGUAGE_NAMES = {  # language codes (Whisper's, Fun-ASR's) as English names
+    "en": "English",
+    "zh": "Chinese",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "es": "Spanish",
+    "fr": "French",
+    "de": "German",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "ru": "Russian",
+    "ar": "Arabic",
+    "hi": "Hindi",
+    "nl": "Dutch",
+    "vi": "Vietnamese",
+    "yue": "Cantonese",
+}
 
 
 def unspeakable_language(text: str, languages: tuple[str, ...]) -> str | None:

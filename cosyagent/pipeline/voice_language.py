@@ -15,8 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 
 from cosyagent.engines.base import ChatMessage
-from cosyagent.engines.language_id import LANGUAGE_NAMES
-from cosyagent.engines.text_scripts import HAN
+from cosyagent.engines.text_scripts import HAN, LANGUAGE_NAMES
 
 logger = logging.getLogger(__name__)
 
