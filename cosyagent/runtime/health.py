@@ -48,7 +48,7 @@ def health_report(runtime: Runtime) -> dict[str, Any]:
                 "engine": tts.info.name,
                 "loaded": tts.loaded,
                 "voices": list(tts.voices()),
-                **_voices_missing(tts),
+                **voices_missing(tts),
             },
             "turn_model": {"engine": runtime.config.vad.turn_model, "loaded": bool(turn_end and turn_end.loaded)},
         },
@@ -62,7 +62,8 @@ def missing_voices_reason(tts: SpeechSynthesizer) -> str | None:
     return tts.missing_voices if isinstance(tts, KokoroTTS) else None
 
 
-def _voices_missing(tts: SpeechSynthesizer) -> dict[str, Any]:
+def voices_missing(tts: SpeechSynthesizer) -> dict[str, Any]:
+    """The health report's ``voices_missing`` entry: which of Kokoro's English voices are absent, and why."""
     reason = missing_voices_reason(tts)
     return {"voices_missing": {"voices": sorted(VOICE_SHA256), "reason": reason}} if reason else {}
 

@@ -16,7 +16,7 @@ from cosyagent.engines.kokoro_text import Script
 from cosyagent.engines.kokoro_tts import KokoroTTS
 from cosyagent.engines.kokoro_voices import VOICE_SHA256, english_lang, voices_dir
 from cosyagent.engines.whisper_asr import WhisperASR
-from cosyagent.runtime.process import _missing_voices
+from cosyagent.runtime.health import voices_missing
 
 SENTENCE = "The weather is lovely today, so we will walk to the park after lunch."
 Wer = Callable[[str, str], float]
@@ -104,7 +104,7 @@ async def test_a_tampered_voice_is_refused_and_the_others_still_speak(
         assert reason is not None and "bf_emma.bin fails its checksum" in reason and "kokoro-js@1.2.1" in reason
         assert "af_heart" not in engine.voices() and "jf_alpha" in engine.voices()
         assert engine.default_voice == "jf_alpha"
-        health = _missing_voices(engine)["voices_missing"]
+        health = voices_missing(engine)["voices_missing"]
         assert "af_heart" in health["voices"] and health["reason"] == reason
         with pytest.raises(EngineError, match=r"'af_heart' is one of Kokoro's English voices \(kokoro-js@1.2.1\)"):
             await collect(engine, SENTENCE, "af_heart")
