@@ -7,6 +7,7 @@ what no phone sends."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -191,6 +192,41 @@ async def test_accept_from_inside_the_webhook_handler_answers_the_call(live: Con
         peer.send(peer.request("BYE", "cc-inline", 2, "n3", To=ok.header("To") or ""))
         assert (await peer.final()).status == 200
     finally:
+        live.hook.on_event = None
+        peer.close()
+    await wait_until_free(live, before)
+
+
+async def test_a_call_the_app_accepts_is_the_apps_to_open_even_with_greet_phone_calls(live: ControlLive) -> None:
+    """``realtime.greet_phone_calls`` opens calls answered at once; with a webhook the app accepts
+    the call and opens it itself (sideband ``response.create``), so the server sends no greeting."""
+    runtime, before = live.server.runtime, live.server.runtime.active_sessions
+    sdk = live.sdk()
+    accepted: list[str] = []
+
+    async def accept(body: bytes) -> None:
+        call_id = json.loads(body)["data"]["call_id"]
+        await sdk.realtime.calls.accept(call_id, type="realtime", instructions=INSTRUCTIONS)
+        accepted.append(call_id)
+
+    shipped = runtime.config
+    greeting = dataclasses.replace(shipped.realtime, greet_phone_calls=True)
+    runtime.config = dataclasses.replace(shipped, realtime=greeting)
+    live.hook.on_event = accept
+    peer = SipTestPeer(live.sip.port)
+    try:
+        peer.send(peer.request("INVITE", "cc-greet", 1, "g1", offer(4000, "8 101")))
+        ok = await peer.final()
+        assert ok.status == 200
+        peer.send(peer.request("ACK", "cc-greet", 1, "g2", To=ok.header("To") or ""))
+        live.hook.deliveries.clear()
+        call = live.sip.calls[0]
+        await asyncio.sleep(4.0)  # a greeting starts within ~1 s of the answer on this stack
+        assert call.packets_sent == 0 and call.replies_done == 0, "the server greeted a call its app accepted"
+        peer.send(peer.request("BYE", "cc-greet", 2, "g3", To=ok.header("To") or ""))
+        assert (await peer.final()).status == 200
+    finally:
+        runtime.config = shipped
         live.hook.on_event = None
         peer.close()
     await wait_until_free(live, before)
