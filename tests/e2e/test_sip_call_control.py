@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
@@ -167,18 +167,24 @@ async def test_reject_cancel_and_bad_requests_while_ringing(live: ControlLive) -
     await wait_until_free(live, before)
 
 
-async def test_accept_from_inside_the_webhook_handler_answers_the_call(live: ControlLive) -> None:
-    """The backend accepts before it answers the webhook's POST (OpenAI's sample does)."""
-    before = live.server.runtime.active_sessions
+def accepting_in_the_handler(live: ControlLive, accepted: list[str]) -> Callable[[bytes], Awaitable[None]]:
+    """A webhook handler that accepts each ringing call before it answers the POST (as OpenAI's
+    sample does), noting the call ids in ``accepted``."""
     sdk = live.sdk()
-    accepted: list[str] = []
 
     async def accept(body: bytes) -> None:
         call_id = json.loads(body)["data"]["call_id"]
         await sdk.realtime.calls.accept(call_id, type="realtime", instructions=INSTRUCTIONS)
         accepted.append(call_id)
 
-    live.hook.on_event = accept
+    return accept
+
+
+async def test_accept_from_inside_the_webhook_handler_answers_the_call(live: ControlLive) -> None:
+    """The backend accepts before it answers the webhook's POST (OpenAI's sample does)."""
+    before = live.server.runtime.active_sessions
+    accepted: list[str] = []
+    live.hook.on_event = accepting_in_the_handler(live, accepted)
     peer = SipTestPeer(live.sip.port)
     try:
         peer.send(peer.request("INVITE", "cc-inline", 1, "n1", offer(4000, "8 101")))
@@ -201,18 +207,10 @@ async def test_a_call_the_app_accepts_is_the_apps_to_open_even_with_greet_phone_
     """``realtime.greet_phone_calls`` opens calls answered at once; with a webhook the app accepts
     the call and opens it itself (sideband ``response.create``), so the server sends no greeting."""
     runtime, before = live.server.runtime, live.server.runtime.active_sessions
-    sdk = live.sdk()
-    accepted: list[str] = []
-
-    async def accept(body: bytes) -> None:
-        call_id = json.loads(body)["data"]["call_id"]
-        await sdk.realtime.calls.accept(call_id, type="realtime", instructions=INSTRUCTIONS)
-        accepted.append(call_id)
-
     shipped = runtime.config
     greeting = dataclasses.replace(shipped.realtime, greet_phone_calls=True)
     runtime.config = dataclasses.replace(shipped, realtime=greeting)
-    live.hook.on_event = accept
+    live.hook.on_event = accepting_in_the_handler(live, [])
     peer = SipTestPeer(live.sip.port)
     try:
         peer.send(peer.request("INVITE", "cc-greet", 1, "g1", offer(4000, "8 101")))
