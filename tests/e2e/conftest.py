@@ -45,6 +45,19 @@ class LiveServer:
         return slots
 
 
+@contextlib.contextmanager
+def greeting_phone_calls(runtime: Runtime) -> Iterator[None]:
+    """``realtime.greet_phone_calls`` on for the block (read per call), the shipped config after it."""
+    shipped = runtime.config
+    runtime.config = dataclasses.replace(
+        shipped, realtime=dataclasses.replace(shipped.realtime, greet_phone_calls=True)
+    )
+    try:
+        yield
+    finally:
+        runtime.config = shipped
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

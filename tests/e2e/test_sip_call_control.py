@@ -7,7 +7,6 @@ what no phone sends."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import re
@@ -23,6 +22,7 @@ import websockets
 
 from tests.e2e.baresip_caller import BARESIP, baresip_phone
 from tests.e2e.call_control_peers import ACCEPT_TIMEOUT_S, SECRET, ControlLive, control_live
+from tests.e2e.conftest import greeting_phone_calls
 from tests.e2e.realtime_client import said_to_its_end
 from tests.e2e.test_sip_calls import SipTestPeer, offer, rtp_port_is_free
 
@@ -207,24 +207,21 @@ async def test_a_call_the_app_accepts_is_the_apps_to_open_even_with_greet_phone_
     """``realtime.greet_phone_calls`` opens calls answered at once; with a webhook the app accepts
     the call and opens it itself (sideband ``response.create``), so the server sends no greeting."""
     runtime, before = live.server.runtime, live.server.runtime.active_sessions
-    shipped = runtime.config
-    greeting = dataclasses.replace(shipped.realtime, greet_phone_calls=True)
-    runtime.config = dataclasses.replace(shipped, realtime=greeting)
     live.hook.on_event = accepting_in_the_handler(live, [])
     peer = SipTestPeer(live.sip.port)
     try:
-        peer.send(peer.request("INVITE", "cc-greet", 1, "g1", offer(4000, "8 101")))
-        ok = await peer.final()
-        assert ok.status == 200
-        peer.send(peer.request("ACK", "cc-greet", 1, "g2", To=ok.header("To") or ""))
-        live.hook.deliveries.clear()
-        call = live.sip.calls[0]
-        await asyncio.sleep(4.0)  # a greeting starts within ~1 s of the answer on this stack
-        assert call.packets_sent == 0 and call.replies_done == 0, "the server greeted a call its app accepted"
-        peer.send(peer.request("BYE", "cc-greet", 2, "g3", To=ok.header("To") or ""))
-        assert (await peer.final()).status == 200
+        with greeting_phone_calls(runtime):
+            peer.send(peer.request("INVITE", "cc-greet", 1, "g1", offer(4000, "8 101")))
+            ok = await peer.final()
+            assert ok.status == 200
+            peer.send(peer.request("ACK", "cc-greet", 1, "g2", To=ok.header("To") or ""))
+            live.hook.deliveries.clear()
+            call = live.sip.calls[0]
+            await asyncio.sleep(4.0)  # a greeting starts within ~1 s of the answer on this stack
+            assert call.packets_sent == 0 and call.replies_done == 0, "the server greeted a call its app accepted"
+            peer.send(peer.request("BYE", "cc-greet", 2, "g3", To=ok.header("To") or ""))
+            assert (await peer.final()).status == 200
     finally:
-        runtime.config = shipped
         live.hook.on_event = None
         peer.close()
     await wait_until_free(live, before)

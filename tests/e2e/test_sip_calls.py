@@ -31,7 +31,7 @@ from cosyagent.transports.sip_message import SipMessage, parse, response
 from cosyagent.transports.sip_server import SipServer
 from cosyagent.web.app import create_app
 from tests.e2e.baresip_caller import BARESIP, baresip_phone, microphone_wav
-from tests.e2e.conftest import LiveServer, free_port, free_port_both, serve_asgi
+from tests.e2e.conftest import LiveServer, free_port, free_port_both, greeting_phone_calls, serve_asgi
 from tests.support import read_clip
 
 RTP_RANGE = (31000, 31999)
@@ -213,11 +213,7 @@ async def test_with_greet_phone_calls_a_silent_caller_hears_a_greeting(sip_live:
     sf.write(microphone, np.zeros(8000 * 60, np.float32), 8000, subtype="PCM_16")
     home = tmp_path / "baresip"
     home.mkdir()
-    shipped = runtime.config
-    runtime.config = dataclasses.replace(
-        shipped, realtime=dataclasses.replace(shipped.realtime, greet_phone_calls=True)
-    )
-    try:
+    with greeting_phone_calls(runtime):
         async with baresip_phone(home, microphone) as phone:
             await phone.command("dial", f"sip:agent@127.0.0.1:{sip_live.sip.port}")
             await phone.wait_for("CALL_ESTABLISHED", 20)
@@ -228,8 +224,6 @@ async def test_with_greet_phone_calls_a_silent_caller_hears_a_greeting(sip_live:
             await asyncio.sleep(0.5)  # the last packets reach baresip
             await phone.command("hangup")
             await phone.wait_for("CALL_CLOSED", 10)
-    finally:
-        runtime.config = shipped
     await wait_until_free(sip_live, before)
     assert call.replies_done == 1, f"no greeting: {phone.log()[-3000:]}"
     heard = await runtime.asr.transcribe(resample(phone.recording(), 8000, 16000))

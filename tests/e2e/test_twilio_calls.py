@@ -7,7 +7,6 @@ Twilio does), and Whisper listens to what it heard."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import logging
 import re
@@ -18,7 +17,7 @@ import pytest
 
 from cosyagent.audio.pcm import resample
 from tests.e2e.carrier_caller import Wire, answer_after, call, wait_until_released
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import LiveServer, greeting_phone_calls
 from tests.support import dublin_question_alone
 
 FRAME = 160  # 20 ms of μ-law at 8 kHz
@@ -123,16 +122,11 @@ async def test_with_greet_phone_calls_the_agent_opens_the_call(live_server: Live
     assert quiet.first_media_at is None, "the agent spoke first without greet_phone_calls"
     await wait_until_released(live_server, before)
 
-    shipped = runtime.config
-    greeting = dataclasses.replace(shipped.realtime, greet_phone_calls=True)
-    runtime.config = dataclasses.replace(shipped, realtime=greeting)
-    try:
+    with greeting_phone_calls(runtime):
         async with call(live_server, TWILIO) as caller:
             await caller.start()
             answered = time.monotonic()
             await answer_after(caller, b"", max_s=60)  # silence until the greeting has played out
-    finally:
-        runtime.config = shipped
     await wait_until_released(live_server, before)
     assert caller.first_media_at is not None, "no greeting"
     assert caller.first_media_at - answered < 20  # a bound on a hang, not a latency check
