@@ -308,8 +308,11 @@ class SessionObserver:
             self._committed_at[item_id] = now
         self._last_turn_end = now
 
-    def _on_transcript(self, event: Mapping[str, Any], now: float) -> None:
-        committed = self._committed_at.pop(str(event.get("item_id")), None)
+    def _on_item_done(self, event: Mapping[str, Any], now: float) -> None:
+        # A committed turn's item is done when its transcript is: the ASR stage, timed whether
+        # or not the client asked for the transcription events.
+        item = event.get("item") or {}
+        committed = self._committed_at.pop(str(item.get("id")), None)
         if committed is not None:
             self._telemetry.observe("asr", now - committed)
 
@@ -354,7 +357,7 @@ class SessionObserver:
         "input_audio_buffer.speech_started": _on_speech_started,
         "input_audio_buffer.speech_stopped": _on_speech_stopped,
         "input_audio_buffer.committed": _on_committed,
-        "conversation.item.input_audio_transcription.completed": _on_transcript,
+        "conversation.item.done": _on_item_done,
         "conversation.item.input_audio_transcription.failed": _on_transcript_failed,
         "response.created": _on_response_created,
         "response.output_audio.delta": _on_audio_delta,

@@ -367,15 +367,16 @@ class RealtimeCore(ItemEvents):
         assert job is not None
         transcript = job.result or ""
         item = self.conversation.get(job.item_id)
-        actions: list[Action] = [
-            self._send(
+        actions: list[Action] = []
+        if self.config.transcription_reported:
+            completed = self._send(
                 "conversation.item.input_audio_transcription.completed",
                 item_id=job.item_id,
                 content_index=0,
                 transcript=transcript,
                 usage={"type": "duration", "seconds": round(job.duration_s, 3)},
             )
-        ]
+            actions.append(completed)
         if item is not None:
             item.transcript = transcript
             actions.append(self._send("conversation.item.done", item=item.to_event_dict()))

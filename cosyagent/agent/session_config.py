@@ -127,6 +127,9 @@ class SessionConfig:
     transcription_model: str = "whisper-tiny.en"  # the ASR engine's model id
     transcription_language: str | None = None
     transcription_languages: tuple[str, ...] = ("en",)  # what the ASR engine transcribes: not sent to clients
+    # audio.input.transcription not null: transcripts reach the client as events. The LLM
+    # reads text, so turns are transcribed either way.
+    transcription_reported: bool = True
     tools: tuple[FunctionTool, ...] = ()
     tool_choice: ToolChoice = "auto"
     timestamps: tuple[TimestampKind, ...] = ()  # response.output_audio_timestamps.delta: words, visemes
@@ -147,10 +150,11 @@ class SessionConfig:
             "audio": {
                 "input": {
                     "format": format_dict(self.input_format),
-                    "transcription": {
-                        "model": self.transcription_model,
-                        "language": self.transcription_language,
-                    },
+                    "transcription": (
+                        {"model": self.transcription_model, "language": self.transcription_language}
+                        if self.transcription_reported
+                        else None
+                    ),
                     "turn_detection": self.turn_detection.to_dict() if self.turn_detection else None,
                 },
                 "output": output,
@@ -186,7 +190,9 @@ class SessionConfig:
             changes["turn_detection"] = parse_turn_detection(
                 audio_in["turn_detection"], self.turn_detection, "session.audio.input.turn_detection"
             )
-        if "transcription" in audio_in and audio_in["transcription"] is not None:
+        if "transcription" in audio_in:
+            changes["transcription_reported"] = audio_in["transcription"] is not None
+        if audio_in.get("transcription") is not None:
             transcription = _mapping(audio_in["transcription"], "session.audio.input.transcription")
             changes["transcription_language"] = self._transcription_language(transcription.get("language"))
         if "format" in audio_out:

@@ -62,6 +62,29 @@ async def test_spoken_question_gets_a_transcript_and_a_spoken_reply(live_server:
     assert voice_to_voice < 10.0
 
 
+async def test_transcription_null_sends_no_transcripts_but_the_turn_is_answered(live_server: LiveServer) -> None:
+    # OpenAI's `audio.input.transcription: null`: no transcription events. The LLM here reads
+    # text, so the turn is still transcribed; the words are in the user item, as the LLM read them.
+    clip = "en_wealth_tax_q.wav"
+    question = read_clip(clip, 24000)[: int(3.5 * 24000)]
+    async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+        off = {"type": "realtime", "max_output_tokens": 30, "audio": {"input": {"transcription": None}}}
+        await conn.session.update(session=off)  # type: ignore[arg-type]  # the SDK's params omit None
+        sender = asyncio.create_task(stream_pcm24(conn, question))
+        seen = await collect(conn, Transcript(), until="response.done", timeout=90)
+        await sender
+
+    (updated,) = seen.of_type("session.updated")
+    assert updated.session.audio.input.transcription is None
+    assert not [e for e in seen.events if e.type.startswith("conversation.item.input_audio_transcription.")]
+    user_items = [e.item for e in seen.of_type("conversation.item.done") if getattr(e.item, "role", None) == "user"]
+    (user_item,) = user_items
+    assert word_error_rate(REFERENCES[clip], user_item.content[0].transcript) <= 0.15
+    (done,) = seen.of_type("response.done")
+    assert done.response.status in ("completed", "incomplete")
+    assert seen.audio()
+
+
 async def test_barge_in_cancels_the_reply_and_keeps_only_what_was_sent(live_server: LiveServer) -> None:
     async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
         await conn.session.update(session={"type": "realtime", "instructions": CHATTY, "max_output_tokens": 200})

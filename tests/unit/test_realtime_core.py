@@ -257,6 +257,18 @@ def test_manual_turn_commit_transcribe_and_respond(vad: SileroVAD) -> None:
     assert [m["content"] for m in next_start.messages[1:]] == ["How do I get to Dublin?", "Take the train.", "Thanks!"]
 
 
+def test_with_transcription_off_the_turn_is_still_transcribed_for_the_llm_but_not_reported(vad: SileroVAD) -> None:
+    core = make_core(vad, turn_detection=None)
+    core.receive({"type": "session.update", "session": {"audio": {"input": {"transcription": None}}}})
+    append(core, speech_24k())
+    job = only(core.receive({"type": "input_audio_buffer.commit"}), Transcribe)
+
+    actions = core.transcription_done(job.job_id, "How do I get to Dublin?", 2.8)
+    assert types(actions) == ["conversation.item.done"]  # no ...input_audio_transcription.completed
+    start = only(core.receive({"type": "response.create"}), StartResponse)
+    assert start.messages[-1] == {"role": "user", "content": "How do I get to Dublin?"}
+
+
 def test_response_create_waits_for_a_pending_transcript(vad: SileroVAD) -> None:
     core = make_core(vad, turn_detection=None)
     append(core, speech_24k())

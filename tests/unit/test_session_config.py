@@ -47,3 +47,17 @@ def test_the_engines_describe_what_sessions_read() -> None:
     assert (WhisperASR.info.model, WhisperASR.info.languages) == ("whisper-tiny.en", ("en",))
     assert FunASRNano.info.languages == ("zh", "en", "ja")
     assert SessionConfig(model="m", instructions="", voice="v").transcription_model == WhisperASR.info.model
+
+
+def test_transcription_null_turns_the_reports_off_and_an_object_back_on() -> None:
+    def update(config: SessionConfig, transcription: object) -> SessionConfig:
+        return config.updated({"audio": {"input": {"transcription": transcription}}}, voice_exists=lambda _v: True)
+
+    off = update(config_for(("en",)), None)
+    assert not off.transcription_reported
+    assert off.to_dict("s")["audio"]["input"]["transcription"] is None
+    again = update(off, {"model": "asr-1"})
+    assert again.transcription_reported
+    assert again.to_dict("s")["audio"]["input"]["transcription"] == {"model": "asr-1", "language": None}
+    untouched = config_for(("en",)).updated({"instructions": "Be brief."}, voice_exists=lambda _v: True)
+    assert untouched.transcription_reported

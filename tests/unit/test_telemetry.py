@@ -114,6 +114,7 @@ def test_a_spoken_turn_and_its_reply_give_every_turn_stage(telemetry: Telemetry,
     observer.sent(event("input_audio_buffer.committed", item_id="item_1"))
     clock.advance(0.05)
     observer.sent(event("conversation.item.input_audio_transcription.completed", item_id="item_1", transcript="hi"))
+    observer.sent(event("conversation.item.done", item={"id": "item_1", "type": "message", "role": "user"}))
     observer.sent(event("response.created", response={"status": "in_progress"}))
     observer.reply_timings(llm_first_token=0.1, first_clause=0.2, tts_first_audio=0.4)
     clock.advance(0.45)
