@@ -20,7 +20,7 @@ from cosyagent.transports.webrtc_offer import CallNotFound
 from cosyagent.web.auth import ApiKeyMiddleware
 from cosyagent.web.calls import call_error_response, calls_router
 from cosyagent.web.client_secrets import ClientSecret, ClientSecretStore, client_secrets_router
-from cosyagent.web.errors import install_error_handlers
+from cosyagent.web.errors import ApiError, install_error_handlers
 from cosyagent.web.local_guard import LocalGuardMiddleware
 from cosyagent.web.metrics import ErrorCountingMiddleware, metrics_router
 from cosyagent.web.pages import pages_router
@@ -68,12 +68,14 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [
-                {"id": name, "object": "model", "created": 0, "owned_by": "cosyagent"} for name in runtime.model_ids()
-            ],
-        }
+        return {"object": "list", "data": [_model_object(name) for name in runtime.model_ids()]}
+
+    @app.get("/v1/models/{model_id:path}")  # :path: an LLM's id may hold a slash ("Qwen/Qwen3-8B")
+    async def model(model_id: str) -> dict[str, Any]:
+        if model_id not in runtime.model_ids():
+            message = f"The model '{model_id}' does not exist; GET /v1/models lists this server's models"
+            raise ApiError(404, message, param="model", code="model_not_found")
+        return _model_object(model_id)
 
     runtime.sessions.register(websocket_transport.TRANSPORT)
     if runtime.config.sip.enabled:
@@ -220,3 +222,7 @@ def _version() -> str:
     from cosyagent import __version__
 
     return __version__
+
+
+def _model_object(model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "cosyagent"}

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, NotFoundError
 
 from cosyagent.engines.llama_server import EmbeddedLlamaServer
 from cosyagent.engines.llm import OpenAICompatibleLLM
@@ -197,6 +197,12 @@ async def test_health_and_models(live_server: LiveServer) -> None:
     models = await client(live_server).models.list()
     ids = [model.id for model in models.data]
     assert "cosyagent-realtime" in ids and "moonshine-base-en" in ids and "piper-en_US-joe-medium" in ids
+    for model_id in ids:  # the LLM's id included
+        assert (await client(live_server).models.retrieve(model_id)).id == model_id
+    with pytest.raises(NotFoundError) as missing:
+        await client(live_server).models.retrieve("gpt-4o-realtime-preview")
+    assert missing.value.code == "model_not_found" and missing.value.param == "model"
+    assert "'gpt-4o-realtime-preview' does not exist" in missing.value.message
 
 
 async def test_binary_frames_are_refused_with_an_error(live_server: LiveServer) -> None:

@@ -35,6 +35,7 @@ def make_app(tmp_path: Path, **server: Any) -> FastAPI:
 ROUTES = [
     ("GET", "/v1/health"),
     ("GET", "/v1/models"),
+    ("GET", "/v1/models/cosyagent-realtime"),
     ("GET", "/v1/voices"),
     ("POST", "/v1/voices"),
     ("GET", "/v1/voices/voice_x"),
@@ -165,6 +166,16 @@ def test_errors_have_the_openai_shape_on_v1_only(tmp_path: Path) -> None:
     bad_json = client.post("/v1/audio/speech", content=b"{nope", headers={"Content-Type": "application/json"})
     assert bad_json.status_code == 400 and bad_json.json()["error"]["code"] == "invalid_json"
     assert "detail" in client.get("/no-such-page-anywhere").json()  # other paths keep FastAPI's shape
+
+
+def test_a_model_is_retrieved_by_its_id_even_one_with_a_slash(tmp_path: Path) -> None:
+    client = TestClient(make_app(tmp_path), base_url=LOCAL)
+    for listed in client.get("/v1/models").json()["data"]:
+        assert client.get(f"/v1/models/{listed['id']}").json() == listed
+    missing = client.get("/v1/models/Qwen/Qwen3-8B")  # an id of this shape reaches the route, not "no route"
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "model_not_found"
+    assert "'Qwen/Qwen3-8B' does not exist" in missing.json()["error"]["message"]
 
 
 def test_a_form_or_text_body_on_a_json_route_says_what_is_expected(tmp_path: Path) -> None:
