@@ -10,7 +10,7 @@ from typing import Any, Literal
 from cosyagent.agent.idle_timeout import MAX_IDLE_TIMEOUT_MS, MIN_IDLE_TIMEOUT_MS
 from cosyagent.agent.tools import FunctionTool, ToolChoice, choice_to_dict, tool_settings
 from cosyagent.audio.wire import FORMAT_RATES, AudioFormat
-from cosyagent.engines.text_scripts import LANGUAGE_NAMES
+from cosyagent.engines.text_scripts import language_list
 from cosyagent.pipeline.timestamps import InvalidTimestampKinds, TimestampKind, parse_kinds
 
 Modality = Literal["text", "audio"]
@@ -210,10 +210,10 @@ class SessionConfig:
             return None
         if isinstance(language, str) and language in self.transcription_languages:
             return language
-        names = ", ".join(LANGUAGE_NAMES.get(code, code) for code in self.transcription_languages)
         raise InvalidSessionValue(
             "session.audio.input.transcription.language",
-            f"language {language!r} is not supported by this ASR engine ({names} only)",
+            f"language {language!r} is not supported by this ASR engine "
+            f"({language_list(self.transcription_languages)} only)",
         )
 
 

@@ -14,7 +14,7 @@ from cosyagent.engines.base import (
 )
 from cosyagent.engines.language_id import SpokenLanguageID
 from cosyagent.engines.scheduling import holding_lane
-from cosyagent.engines.text_scripts import LANGUAGE_NAMES
+from cosyagent.engines.text_scripts import language_list
 
 
 class LanguageCheckedASR:
@@ -78,7 +78,7 @@ class LanguageCheckedASR:
         async with holding_lane():  # the check and the transcript back to back, as one job
             guess = await self._identifier.identify(audio, cancel=cancel)
             if guess is not None and guess.not_english:
-                understood = ", ".join(LANGUAGE_NAMES.get(code, code) for code in self.info.languages)
+                understood = language_list(self.info.languages)
                 raise UnsupportedLanguageError(
                     f"this sounds like {guess.name} ({guess.language}, probability {guess.probability:.2f}); "
                     f"the {self.info.model} recognizer understands {understood} only, so it was not transcribed "

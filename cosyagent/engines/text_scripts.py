@@ -27,6 +27,12 @@ LANGUAGE_NAMES = {  # language codes (Whisper's, Fun-ASR's) as English names
 }
 
 
+def language_list(codes: tuple[str, ...]) -> str:
+    """``("zh", "en", "ja")`` as "Chinese, English and Japanese", for messages."""
+    names = [LANGUAGE_NAMES.get(code, code) for code in codes]
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def unspeakable_language(text: str, languages: tuple[str, ...]) -> str | None:
     """The language of a script in ``text`` that a voice speaking only ``languages`` cannot read
     (kana without Japanese; Chinese characters without Chinese or Japanese), else None. An engine

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cosyagent.audio.containers import SPEECH_FORMATS, StreamEncoder, available_speech_formats, new_encoder
 from cosyagent.engines.base import AudioF32, CancelToken, EngineError
-from cosyagent.engines.text_scripts import LANGUAGE_NAMES, unspeakable_language
+from cosyagent.engines.text_scripts import LANGUAGE_NAMES, language_list, unspeakable_language
 from cosyagent.engines.timings import can_time_words
 from cosyagent.pipeline.speak import SpokenChunk, speak
 from cosyagent.pipeline.timestamps import InvalidTimestampKinds, MarkQueue, TimestampKind, parse_kinds, payload
@@ -132,10 +132,10 @@ def _refuse_unspeakable(text: str, runtime: Runtime) -> None:
     at a later clause, it would break a stream already answered 200."""
     languages = runtime.speech.info.languages
     if (language := unspeakable_language(text, languages)) is not None:
-        speaks = " and ".join(LANGUAGE_NAMES.get(code, code) for code in languages)
         raise ApiError(
             400,
-            f"input has {LANGUAGE_NAMES[language]} text; the {runtime.tts.info.name} engine speaks {speaks} only",
+            f"input has {LANGUAGE_NAMES[language]} text; "
+            f"the {runtime.tts.info.name} engine speaks {language_list(languages)} only",
             param="input",
             code="unsupported_language",
         )

@@ -32,13 +32,13 @@ from cosyagent.engines.base import (
     Transcript,
     TranscriptSegment,
 )
+from cosyagent.engines.text_scripts import LANGUAGE_NAMES, language_list
 from cosyagent.runtime import Runtime
 from cosyagent.web.errors import ApiError, error_event_body
 
 logger = logging.getLogger(__name__)
 
 RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
-_LANGUAGE_NAMES = {"en": "english", "zh": "chinese"}
 WINDOW_S = 28.0  # under Whisper's 30 s window
 
 
@@ -89,7 +89,7 @@ def _check_language(language: str | None, asr: SpeechRecognizer) -> None:
         raise ApiError(
             400,
             f"language {language!r} is not supported by the {asr.info.name} engine; "
-            f"it transcribes {list(asr.info.languages)}",
+            f"it transcribes {language_list(asr.info.languages)} only",
             param="language",
             code="unsupported_language",
         )
@@ -115,7 +115,7 @@ def render(transcript: Transcript, response_format: str) -> Response:
         return JSONResponse(
             {
                 "task": "transcribe",
-                "language": _LANGUAGE_NAMES.get(transcript.language, transcript.language),
+                "language": LANGUAGE_NAMES.get(transcript.language, transcript.language).lower(),  # "english"
                 "duration": round(transcript.duration_s, 3),
                 "text": transcript.text,
                 "segments": [_segment_json(i, s) for i, s in enumerate(transcript.segments)],

@@ -168,6 +168,9 @@ async def test_bad_uploads_get_openai_errors(server: LiveServer) -> None:
         assert response.status_code == status, response.text
         error = response.json()["error"]
         assert (error["param"], error["code"]) == (param, code) and error["message"], error
+    french = cases[4][0].json()["error"]["message"]
+    assert french.startswith("language 'fr' is not supported by the ")
+    assert french.endswith("; it transcribes English only")
     async with httpx.AsyncClient(timeout=60) as http:
         missing = await http.post(
             f"{server.base_url}/audio/transcriptions", data={"model": "whisper-1"},

@@ -39,7 +39,7 @@ def test_no_language_or_a_supported_one_is_accepted(language: str | None) -> Non
 
 
 def test_the_refusal_names_every_language_of_the_engine() -> None:
-    with pytest.raises(InvalidSessionValue, match=r"\(Chinese, English, Japanese only\)"):
+    with pytest.raises(InvalidSessionValue, match=r"\(Chinese, English and Japanese only\)"):
         with_language(config_for(("zh", "en", "ja")), "fr")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cosyagent.engines.text_scripts import unspeakable_language
+from cosyagent.engines.text_scripts import language_list, unspeakable_language
 
 CASES = [
     ("Hello there.", ("en",), None),
@@ -22,3 +22,10 @@ CASES = [
 @pytest.mark.parametrize(("text", "languages", "refused"), CASES)
 def test_scripts_a_voice_cannot_read(text: str, languages: tuple[str, ...], refused: str | None) -> None:
     assert unspeakable_language(text, languages) == refused
+
+
+def test_languages_are_listed_by_name_for_messages() -> None:
+    assert language_list(("en",)) == "English"
+    assert language_list(("en", "zh")) == "English and Chinese"
+    assert language_list(("zh", "en", "ja")) == "Chinese, English and Japanese"
+    assert language_list(("xx",)) == "xx"  # a code without a name stays a code
