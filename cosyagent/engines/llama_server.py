@@ -100,6 +100,13 @@ class EmbeddedLlamaServer(LlamaServerProcess):
             )
         return binary
 
+    def _extra_environment(self) -> dict[str, str]:
+        # A conversation may end with the agent's own words (a second response.create, an
+        # out-of-band reply after one): a finished turn to answer after. With prefill on,
+        # llama-server continued them instead, and refused two in a row (400). The variable,
+        # not --no-prefill-assistant: a `server_binary` built before the option ignores it.
+        return {"LLAMA_ARG_PREFILL_ASSISTANT": "false"}
+
     def _command(self, model_path: Path, port: int) -> list[str]:
         return [
             str(self._find_binary()),

@@ -85,6 +85,25 @@ async def test_transcription_null_sends_no_transcripts_but_the_turn_is_answered(
     assert seen.audio()
 
 
+async def test_the_agent_can_answer_twice_in_a_row(live_server: LiveServer) -> None:
+    # response.create after the agent's own reply (a bridge prompting "still there?", an
+    # out-of-band summary): the conversation ends with assistant messages, each a finished turn.
+    question = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi, I am Ada."}]}
+    async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "max_output_tokens": 40})
+        await conn.conversation.item.create(item=question)  # type: ignore[arg-type]
+        replies = []
+        for follow_up in (None, "Ask Ada if she needs anything else.", "Say goodbye to Ada.", None):
+            await conn.response.create(response={"instructions": follow_up} if follow_up else {})
+            (done,) = (await collect(conn, Transcript(), until="response.done", timeout=60)).of_type("response.done")
+            assert done.response.status in ("completed", "incomplete"), done.response.status_details
+            replies.append(done.response.output[0].content[0].text)
+        summary = await conn.response.create(response={"conversation": "none", "instructions": "Summarize the chat."})
+        (done,) = (await collect(conn, Transcript(), until="response.done", timeout=60)).of_type("response.done")
+    assert summary is None and done.response.status in ("completed", "incomplete"), done.response.status_details
+    assert all(reply.strip() for reply in replies), replies
+
+
 async def test_barge_in_cancels_the_reply_and_keeps_only_what_was_sent(live_server: LiveServer) -> None:
     async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
         await conn.session.update(session={"type": "realtime", "instructions": CHATTY, "max_output_tokens": 200})
