@@ -11,6 +11,7 @@ usable yet. Framework-free and blocking: the web layer calls the slow parts off 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import threading
@@ -370,7 +371,7 @@ class VoiceLibrary:
 
 def _check_weights(weights: Mapping[str, float], builtin: Sequence[str]) -> dict[str, float]:
     if not isinstance(weights, Mapping) or not weights:
-        example = '{"jf_alpha": 0.7, "jm_kumo": 0.3}'
+        example = json.dumps(dict(zip(builtin[:2] or ("voice_a", "voice_b"), (0.7, 0.3), strict=False)))
         raise InvalidVoiceError(f"a blend maps built-in voices to weights, e.g. {example}", "blend")
     if len(weights) > MAX_BLEND_VOICES:
         raise InvalidVoiceError(f"a blend mixes at most {MAX_BLEND_VOICES} voices", "blend")

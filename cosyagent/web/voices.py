@@ -2,7 +2,7 @@
 
 ``POST /v1/voices`` takes either multipart (``file`` — or ``audio``/``audio_sample`` — plus
 ``name`` and optional ``text``; without text the clip is transcribed) for a cloned voice,
-or JSON ``{"name": ..., "blend": {"jf_alpha": 0.7, "jm_kumo": 0.3}}`` for a blend of
+or JSON ``{"name": ..., "blend": {"af_heart": 0.7, "am_adam": 0.3}}`` (Kokoro's) for a blend of
 built-in voices. ``GET /v1/speakers`` lists the names of the voices that can be spoken,
 as the CosyVoice API services do.
 """

@@ -117,6 +117,15 @@ def test_a_blend_is_usable_at_once_and_after_a_restart_without_recomputing(tmp_p
     assert again.get(info.id).record == info.record
 
 
+@pytest.mark.parametrize("blend", [[{"voice": "alpha", "weight": 1}], {}, "alpha"])
+def test_a_blend_of_the_wrong_shape_is_shown_one_with_the_engines_voices(tmp_path: Path, blend: object) -> None:
+    lib, _ = library(tmp_path)
+    with pytest.raises(InvalidVoiceError) as caught:
+        lib.create_blend("Warm", blend)  # type: ignore[arg-type]
+    assert caught.value.param == "blend"
+    assert str(caught.value).endswith('e.g. {"alpha": 0.7, "kumo": 0.3}')
+
+
 def test_clip_features_are_derived_once_cached_and_preloaded(tmp_path: Path) -> None:
     lib, engine = library(tmp_path, can_clone=True)
     info = lib.create_clip("Me", clip(2.5), RATE, "  hello   there ", "given")
