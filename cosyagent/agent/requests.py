@@ -12,6 +12,7 @@ from typing import Any, Literal
 from cosyagent.agent.conversation import Conversation, ConversationItem, Role
 from cosyagent.agent.events import ProtocolError, new_id
 from cosyagent.agent.session_config import (
+    UNSUPPORTED_PROMPT,
     SessionConfig,
     parse_format,
     parse_max_tokens,
@@ -83,9 +84,7 @@ def parse_response_params(raw: Any, voice_exists: Callable[[str], bool], session
     if not isinstance(raw, Mapping):
         raise ProtocolError("'response' must be an object", code="invalid_value", param="response")
     if raw.get("prompt"):
-        raise ProtocolError(
-            "response.prompt is not supported by this server", code="unsupported_parameter", param="response.prompt"
-        )
+        raise ProtocolError(UNSUPPORTED_PROMPT, code="unsupported_parameter", param="response.prompt")
     params: dict[str, Any] = tool_settings(raw, session.tools, session.tool_choice, "response")
     if "instructions" in raw:
         if not isinstance(raw["instructions"], str):

@@ -31,6 +31,7 @@ SESSION_KEYS = frozenset(
     {"type", "model", "instructions", "output_modalities", "max_output_tokens", "audio", "include", "prompt",
      "tool_choice", "tools", "tracing", "truncation", "id", "object", "expires_at"}
 )  # fmt: skip
+UNSUPPORTED_PROMPT = "a stored prompt (OpenAI's platform) is not supported here; send its text as instructions"
 AUDIO_INPUT_KEYS = frozenset({"format", "noise_reduction", "transcription", "turn_detection"})
 AUDIO_OUTPUT_KEYS = frozenset({"format", "speed", "voice", "timestamps"})  # timestamps: ours, opt-in
 
@@ -171,6 +172,8 @@ class SessionConfig:
         if kind != "realtime":
             raise InvalidSessionValue("session.type", f"session type {kind!r} is not supported; use 'realtime'")
         refuse_unknown(session, SESSION_KEYS, "session")
+        if session.get("prompt"):  # taken silently, the agent would run without the prompt's words
+            raise InvalidSessionValue("session.prompt", UNSUPPORTED_PROMPT, code="unsupported_parameter")
         changes: dict[str, Any] = tool_settings(session, self.tools, self.tool_choice, "session")
         if "instructions" in session:
             changes["instructions"] = _string(session["instructions"], "session.instructions")

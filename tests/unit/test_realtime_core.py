@@ -132,6 +132,16 @@ def test_a_session_sent_back_as_received_is_accepted_and_unknown_keys_are_named(
     assert (error["code"], error["param"]) == ("unknown_parameter", "session.audio.input.vad")
 
 
+def test_a_stored_prompt_is_refused_not_ignored(vad: SileroVAD) -> None:
+    core = make_core(vad)
+    before = core.config
+    error = error_of(core.receive({"type": "session.update", "session": {"prompt": {"id": "pmpt_123"}}}))
+    assert (error["code"], error["param"]) == ("unsupported_parameter", "session.prompt")
+    assert "send its text as instructions" in error["message"]
+    assert core.config == before
+    assert types(core.receive({"type": "session.update", "session": {"prompt": None}})) == ["session.updated"]
+
+
 @pytest.mark.parametrize(
     ("session", "param"),
     [
