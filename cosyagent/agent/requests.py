@@ -18,9 +18,15 @@ from cosyagent.agent.session_config import (
     parse_max_tokens,
     parse_modalities,
     parse_voice,
+    refuse_unknown,
 )
 from cosyagent.agent.tools import check_call_item, parse_call_item, tool_settings
 
+# openai-python's RealtimeResponseCreateParams.
+RESPONSE_KEYS = frozenset(
+    {"audio", "conversation", "input", "instructions", "max_output_tokens", "metadata", "output_modalities",
+     "parallel_tool_calls", "prompt", "reasoning", "tool_choice", "tools"}
+)  # fmt: skip
 _TEXT_PARTS = {"input_text", "output_text", "text"}
 _ROLE_PART: dict[str, Literal["input_text", "output_text"]] = {
     "user": "input_text",
@@ -83,6 +89,7 @@ def parse_response_params(raw: Any, voice_exists: Callable[[str], bool], session
         return {}
     if not isinstance(raw, Mapping):
         raise ProtocolError("'response' must be an object", code="invalid_value", param="response")
+    refuse_unknown(raw, RESPONSE_KEYS, "response")  # e.g. the beta's `modalities`: not silently ignored
     if raw.get("prompt"):
         raise ProtocolError(UNSUPPORTED_PROMPT, code="unsupported_parameter", param="response.prompt")
     params: dict[str, Any] = tool_settings(raw, session.tools, session.tool_choice, "response")
@@ -94,13 +101,21 @@ def parse_response_params(raw: Any, voice_exists: Callable[[str], bool], session
         params["output_modalities"] = parse_modalities(raw["output_modalities"], "response.output_modalities")
     if "max_output_tokens" in raw:
         params["max_output_tokens"] = parse_max_tokens(raw["max_output_tokens"], "response.max_output_tokens")
-    output = raw.get("audio", {}).get("output", {}) if isinstance(raw.get("audio"), Mapping) else {}
-    if isinstance(output, Mapping):
-        if "voice" in output:
-            params["voice"] = parse_voice(output["voice"], voice_exists, "response.audio.output.voice")
-        if "format" in output:
-            params["output_format"] = parse_format(output["format"], "response.audio.output.format")
+    audio = _object(raw.get("audio", {}), "response.audio")
+    refuse_unknown(audio, frozenset({"output"}), "response.audio")
+    output = _object(audio.get("output", {}), "response.audio.output")
+    refuse_unknown(output, frozenset({"format", "voice"}), "response.audio.output")
+    if "voice" in output:
+        params["voice"] = parse_voice(output["voice"], voice_exists, "response.audio.output.voice")
+    if "format" in output:
+        params["output_format"] = parse_format(output["format"], "response.audio.output.format")
     return params
+
+
+def _object(value: Any, param: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ProtocolError(f"{param} must be an object", code="invalid_value", param=param)
+    return value
 
 
 def existing_item(event: Mapping[str, Any], conversation: Conversation) -> ConversationItem:

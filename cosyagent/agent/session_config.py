@@ -27,9 +27,12 @@ class InvalidSessionValue(ValueError):
 
 # The GA session object's fields (openai-python types/realtime/realtime_session_create_request);
 # clients often send back the session they were given, so its read-only fields pass too.
+# openai-python's RealtimeSessionCreateRequestParam, and the fields of the session object
+# itself (id, object, expires_at) for a client that sends back what it received.
 SESSION_KEYS = frozenset(
     {"type", "model", "instructions", "output_modalities", "max_output_tokens", "audio", "include", "prompt",
-     "tool_choice", "tools", "tracing", "truncation", "id", "object", "expires_at"}
+     "tool_choice", "tools", "tracing", "truncation", "parallel_tool_calls", "reasoning", "id", "object",
+     "expires_at"}
 )  # fmt: skip
 UNSUPPORTED_PROMPT = "a stored prompt (OpenAI's platform) is not supported here; send its text as instructions"
 AUDIO_INPUT_KEYS = frozenset({"format", "noise_reduction", "transcription", "turn_detection"})

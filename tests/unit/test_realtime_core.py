@@ -279,6 +279,33 @@ def test_with_transcription_off_the_turn_is_still_transcribed_for_the_llm_but_no
     assert start.messages[-1] == {"role": "user", "content": "How do I get to Dublin?"}
 
 
+@pytest.mark.parametrize(
+    ("response", "code", "param"),
+    [
+        ({"modalities": ["text"]}, "unknown_parameter", "response.modalities"),  # the beta's name
+        ({"audio": {"output": {"speed": 1.5}}}, "unknown_parameter", "response.audio.output.speed"),
+        ({"audio": {"input": {}}}, "unknown_parameter", "response.audio.input"),
+        ({"audio": "loud"}, "invalid_value", "response.audio"),
+        ({"audio": {"output": []}}, "invalid_value", "response.audio.output"),
+    ],
+)
+def test_response_create_names_a_field_it_does_not_know(
+    vad: SileroVAD, response: dict[str, Any], code: str, param: str
+) -> None:
+    core = make_core(vad)
+    actions = core.receive({"type": "response.create", "response": response})
+    assert types(actions) == ["error"]
+    assert (error_of(actions)["code"], error_of(actions)["param"]) == (code, param)
+
+
+def test_the_sdks_newer_fields_are_accepted(vad: SileroVAD) -> None:
+    core = make_core(vad)
+    newer = {"parallel_tool_calls": False, "reasoning": {"effort": "low"}}
+    assert types(core.receive({"type": "session.update", "session": newer})) == ["session.updated"]
+    response = {**newer, "audio": {"output": {"voice": "jf_alpha"}}, "output_modalities": ["text"]}
+    assert "response.created" in types(core.receive({"type": "response.create", "response": response}))
+
+
 def test_response_create_waits_for_a_pending_transcript(vad: SileroVAD) -> None:
     core = make_core(vad, turn_detection=None)
     append(core, speech_24k())
