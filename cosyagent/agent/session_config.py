@@ -39,12 +39,34 @@ AUDIO_INPUT_KEYS = frozenset({"format", "noise_reduction", "transcription", "tur
 AUDIO_OUTPUT_KEYS = frozenset({"format", "speed", "voice", "timestamps"})  # timestamps: ours, opt-in
 
 
+# The beta Realtime API's names (OpenAI-Beta: realtime=v1) and where the GA API has them:
+# a client written for the beta is told the new name, not only that the old one is unknown.
+BETA_NAMES = {
+    "session.modalities": "session.output_modalities",
+    "session.voice": "session.audio.output.voice",
+    "session.speed": "session.audio.output.speed",
+    "session.input_audio_format": "session.audio.input.format",
+    "session.output_audio_format": "session.audio.output.format",
+    "session.input_audio_transcription": "session.audio.input.transcription",
+    "session.input_audio_noise_reduction": "session.audio.input.noise_reduction",
+    "session.turn_detection": "session.audio.input.turn_detection",
+    "session.max_response_output_tokens": "session.max_output_tokens",
+    "response.modalities": "response.output_modalities",
+    "response.voice": "response.audio.output.voice",
+    "response.output_audio_format": "response.audio.output.format",
+    "response.max_response_output_tokens": "response.max_output_tokens",
+}
+
+
 def refuse_unknown(fields: Mapping[str, Any], known: frozenset[str], where: str) -> None:
     """InvalidSessionValue ``unknown_parameter`` for the first field not in ``known``."""
     unknown = sorted(str(key) for key in fields if key not in known)
     if unknown:
         param = f"{where}.{unknown[0]}"
-        raise InvalidSessionValue(param, f"Unknown parameter: '{param}'.", code="unknown_parameter")
+        message = f"Unknown parameter: '{param}'."
+        if param in BETA_NAMES:
+            message += f" That is the beta Realtime API's name; this server speaks the GA API: '{BETA_NAMES[param]}'."
+        raise InvalidSessionValue(param, message, code="unknown_parameter")
 
 
 TurnDetectionType = Literal["server_vad", "semantic_vad"]

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import json
 import threading
 import time
 from typing import Any
@@ -203,6 +204,22 @@ async def test_health_and_models(live_server: LiveServer) -> None:
         await client(live_server).models.retrieve("gpt-4o-realtime-preview")
     assert missing.value.code == "model_not_found" and missing.value.param == "model"
     assert "'gpt-4o-realtime-preview' does not exist" in missing.value.message
+
+
+async def test_a_client_of_the_beta_api_is_told_the_ga_names_and_still_served(live_server: LiveServer) -> None:
+    url = f"ws://127.0.0.1:{live_server.port}/v1/realtime?model=gpt-4o-realtime-preview"
+    async with websockets.connect(url, additional_headers={"OpenAI-Beta": "realtime=v1"}) as socket:
+        assert json.loads(await socket.recv())["type"] == "session.created"
+        beta_session = {"modalities": ["text"], "voice": "alloy", "input_audio_format": "pcm16"}
+        await socket.send(json.dumps({"type": "session.update", "session": beta_session}))
+        error = json.loads(await socket.recv())["error"]
+        assert (error["code"], error["param"]) == ("unknown_parameter", "session.input_audio_format")
+        assert "this server speaks the GA API: 'session.audio.input.format'" in error["message"]
+        await socket.send(json.dumps({"type": "response.create", "response": {"modalities": ["text"]}}))
+        error = json.loads(await socket.recv())["error"]
+        assert error["param"] == "response.modalities" and "'response.output_modalities'" in error["message"]
+        await socket.send(json.dumps({"type": "session.update", "session": {"output_modalities": ["text"]}}))
+        assert json.loads(await socket.recv())["type"] == "session.updated"  # the GA name is taken at once
 
 
 async def test_binary_frames_are_refused_with_an_error(live_server: LiveServer) -> None:

@@ -296,6 +296,8 @@ def test_response_create_names_a_field_it_does_not_know(
     actions = core.receive({"type": "response.create", "response": response})
     assert types(actions) == ["error"]
     assert (error_of(actions)["code"], error_of(actions)["param"]) == (code, param)
+    if param == "response.modalities":
+        assert error_of(actions)["message"].endswith("this server speaks the GA API: 'response.output_modalities'.")
 
 
 def test_the_sdks_newer_fields_are_accepted(vad: SileroVAD) -> None:
