@@ -201,6 +201,7 @@ class EngineInfo:
     streams_text: bool = False  # TTS: takes the text as a stream (synthesize_stream)
     can_clone: bool = False  # TTS: speaks a voice derived from a clip
     times_words: bool = False  # TTS: synthesize_timed() gives word and phoneme times from the model's durations
+    follows_instructions: bool = False  # TTS: synthesize*(instruct=...) speaks in the style an instruction describes
     checks_drafts: bool = False  # ASR: transcribe(draft=...) is faster with an earlier take of the audio's start
 
     def check_speed(self, speed: float) -> None:

@@ -76,6 +76,7 @@ class CosyVoiceTTS:
         streams_text=True,
         can_clone=True,
         times_words=True,  # estimated: see synthesize_timed
+        follows_instructions=True,  # its instruct mode: "Speak cheerfully.", "用四川话说"
     )
 
     def __init__(
@@ -239,7 +240,13 @@ class CosyVoiceTTS:
         return self._generate(text, voice, speed, cancel, instruct)
 
     async def synthesize_timed(
-        self, text: str, *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
+        self,
+        text: str,
+        *,
+        voice: str,
+        speed: float = 1.0,
+        cancel: CancelToken | None = None,
+        instruct: str | None = None,
     ) -> AsyncGenerator[TimedAudio, None]:
         """All of ``text``'s audio as one chunk, with *estimated* word and phoneme times.
 
@@ -247,7 +254,7 @@ class CosyVoiceTTS:
         the words' expected lengths (:mod:`~cosyagent.engines.estimated_timings`), so nothing comes
         out before the whole text is made: give it a clause at a time.
         """
-        stream = self.synthesize(text, voice=voice, speed=speed, cancel=cancel)
+        stream = self.synthesize(text, voice=voice, speed=speed, cancel=cancel, instruct=instruct)
         async with contextlib.aclosing(stream):
             chunks = [chunk async for chunk in stream]
         if chunks and not (cancel is not None and cancel.cancelled):

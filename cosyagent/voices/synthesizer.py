@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
@@ -32,6 +33,15 @@ class LibrarySynthesizer:
         self._library = library
         self.name = tts.name
         self.sample_rate = tts.sample_rate
+        self._style: dict[str, str] = {}  # the engine's own keyword: {"instruct": ...}
+
+    def with_instructions(self, instructions: str | None) -> LibrarySynthesizer:
+        """The same synthesizer speaking in the style ``instructions`` describe, where the engine
+        follows instructions (``info.follows_instructions``); unchanged where it cannot."""
+        styled = copy.copy(self)
+        text = (instructions or "").strip()
+        styled._style = {"instruct": text} if text and self._tts.info.follows_instructions else {}
+        return styled
 
     @property
     def info(self) -> EngineInfo:
@@ -54,7 +64,7 @@ class LibrarySynthesizer:
     async def synthesize(
         self, text: str, *, voice: str, speed: float = 1.0, cancel: CancelToken | None = None
     ) -> AsyncIterator[AudioF32]:
-        stream = self._tts.synthesize(text, voice=self._engine_voice(voice), speed=speed, cancel=cancel)
+        stream = self._tts.synthesize(text, voice=self._engine_voice(voice), speed=speed, cancel=cancel, **self._style)
         async with aclosing(stream):  # type: ignore[type-var]  # the engines' streams are async generators
             async for chunk in stream:
                 yield chunk
@@ -65,7 +75,9 @@ class LibrarySynthesizer:
         """Audio with its word and phoneme times (engines with ``info.times_words`` only)."""
         if not isinstance(self._tts, TimedSynthesizer) or not self._tts.info.times_words:
             raise EngineError(f"the {self.name} engine cannot time words")
-        stream = self._tts.synthesize_timed(text, voice=self._engine_voice(voice), speed=speed, cancel=cancel)
+        stream = self._tts.synthesize_timed(
+            text, voice=self._engine_voice(voice), speed=speed, cancel=cancel, **self._style
+        )
         async with aclosing(stream):  # type: ignore[type-var]
             async for chunk in stream:
                 yield chunk
@@ -76,7 +88,9 @@ class LibrarySynthesizer:
         """Streaming text (engines with ``info.streams_text`` only): text deltas in, audio out as it is made."""
         if not isinstance(self._tts, TextStreamSynthesizer):
             raise EngineError(f"the {self.name} engine does not take streaming text")
-        stream = self._tts.synthesize_stream(text, voice=self._engine_voice(voice), speed=speed, cancel=cancel)
+        stream = self._tts.synthesize_stream(
+            text, voice=self._engine_voice(voice), speed=speed, cancel=cancel, **self._style
+        )
         async with aclosing(stream):  # type: ignore[type-var]
             async for chunk in stream:
                 yield chunk

@@ -53,7 +53,7 @@ class SpeechRequest(BaseModel):
     model: str | None = None  # any name: the server has one TTS engine (its id: runtime.tts.info.model)
     input: str
     voice: str | VoiceRef | None = None  # None: the server's default voice
-    instructions: str | None = None  # accepted; Kokoro cannot follow instructions
+    instructions: str | None = None  # CosyVoice3 follows them; Piper and Kokoro cannot
     response_format: str = "mp3"
     speed: float = 1.0
     stream_format: str = "audio"
@@ -68,11 +68,12 @@ def speech_router(runtime: Runtime) -> APIRouter:
         text, voice = _validate(request, runtime)
         kinds = _timestamp_kinds(request, runtime)
         marks = MarkQueue(kinds, runtime.tts.sample_rate) if kinds else None
-        if request.instructions:
+        if request.instructions and not runtime.tts.info.follows_instructions:
             logger.debug("speech instructions ignored: the %s engine cannot follow them", runtime.tts.info.name)
         cancel = CancelToken()
         started = time.monotonic()
-        spoken = speak(runtime.speech, text, voice=voice, speed=request.speed, cancel=cancel, timed=bool(kinds))
+        tts = runtime.speech.with_instructions(request.instructions)
+        spoken = speak(tts, text, voice=voice, speed=request.speed, cancel=cancel, timed=bool(kinds))
         chunks = _samples(spoken, marks)
         first = await _first_chunk(chunks, cancel)
         stats = _Stats(started, time.monotonic() - started, len(text), request.response_format, runtime.tts.sample_rate)

@@ -105,6 +105,22 @@ async def test_speech_route_streams_cosyvoice_audio(stack: tuple[Runtime, str]) 
     assert len(response.content) > 24000  # more than half a second of 24 kHz 16-bit audio
 
 
+async def test_speech_instructions_reach_cosyvoices_instruct_mode(stack: tuple[Runtime, str]) -> None:
+    from cosyvoice.cli import model as fake_model  # fake_cosyvoice, put on the path by the fixture
+
+    _, base = stack
+    body = {"model": "gpt-4o-mini-tts", "input": "Hello there.", "voice": "default", "response_format": "pcm"}
+    prompts: dict[str, list[str]] = {}
+    async with httpx.AsyncClient(timeout=120) as client:
+        for label, extra in (("styled", {"instructions": "Speak cheerfully."}), ("plain", {})):
+            fake_model.PROMPT_TEXTS.clear()
+            response = await client.post(f"{base}/audio/speech", json={**body, **extra})
+            assert response.status_code == 200, response.text
+            prompts[label] = ["".join(chr(token) for token in tokens) for tokens in fake_model.PROMPT_TEXTS]
+    assert prompts["styled"] and all("Speak cheerfully.<|endofprompt|>" in p for p in prompts["styled"])
+    assert prompts["plain"] and not any("cheerfully" in p for p in prompts["plain"])
+
+
 async def test_speech_route_sends_estimated_cosyvoice_timestamps_before_their_audio(
     stack: tuple[Runtime, str],
 ) -> None:

@@ -12,14 +12,14 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from cosyagent.engines.base import AudioF32, CancelToken, EngineError
+from cosyagent.engines.base import AudioF32, CancelToken, EngineError, EngineInfo
 from cosyagent.voices.features import CloningUnsupportedError, SpeakerFeatureEngine, SpeakerFeatures
 from cosyagent.voices.library import (
     BuiltinVoiceError,
@@ -322,6 +322,42 @@ async def test_the_library_synthesizer_speaks_names_and_ids_and_explains_refusal
         [c async for c in speech.synthesize("hi", voice="Cloned")]
     with pytest.raises(EngineError, match="unknown voice"):
         [c async for c in speech.synthesize("hi", voice="nobody")]
+
+
+@pytest.mark.parametrize("follows", [True, False])
+async def test_instructions_reach_an_engine_that_follows_them_on_every_path(tmp_path: Path, follows: bool) -> None:
+    lib, _ = library(tmp_path)
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    class Engine:
+        name = "styled"
+        sample_rate = 24_000
+        info = EngineInfo("styled", "styled-1", 24_000, times_words=True, follows_instructions=follows)
+
+        async def synthesize(self, text: str, **kw: Any) -> AsyncIterator[AudioF32]:
+            calls.append(("synthesize", kw))
+            yield np.zeros(10, dtype=np.float32)
+
+        async def synthesize_timed(self, text: str, **kw: Any) -> AsyncIterator[AudioF32]:
+            calls.append(("synthesize_timed", kw))
+            yield np.zeros(10, dtype=np.float32)
+
+        async def synthesize_stream(self, text: AsyncIterator[str], **kw: Any) -> AsyncIterator[AudioF32]:
+            calls.append(("synthesize_stream", kw))
+            yield np.zeros(10, dtype=np.float32)
+
+    async def words() -> AsyncIterator[str]:
+        yield "hi"
+
+    plain = LibrarySynthesizer(Engine(), lib)  # type: ignore[arg-type]
+    styled = plain.with_instructions("  Speak cheerfully.  ")
+    for speech in (styled, plain, plain.with_instructions("   ")):
+        [c async for c in speech.synthesize("hi", voice="alpha")]
+        [c async for c in speech.synthesize_timed("hi", voice="alpha")]
+        [c async for c in speech.synthesize_stream(words(), voice="alpha")]
+    instructed = [kw.get("instruct") for _, kw in calls]
+    assert [name for name, _ in calls[:3]] == ["synthesize", "synthesize_timed", "synthesize_stream"]
+    assert instructed == (["Speak cheerfully."] * 3 if follows else [None] * 3) + [None] * 6
 
 
 def test_aliases_name_voices_and_fall_back_to_the_default_voice(tmp_path: Path) -> None:

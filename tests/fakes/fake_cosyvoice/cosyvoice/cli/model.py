@@ -15,6 +15,7 @@ SAMPLES_PER_TOKEN = 960  # 25 speech tokens per second at 24 kHz
 SPEECH_TOKENS_PER_TEXT_TOKEN = 2
 TIMING = {"token_seconds": 0.002}  # how long the fake LLM takes per speech token
 STATS = {"llm_jobs_running": 0, "llm_tokens": 0, "max_llm_jobs_running": 0}
+PROMPT_TEXTS: list[list[int]] = []  # each LLM job's prompt text tokens (the fake's record, as STATS)
 _STATS_LOCK = threading.Lock()
 
 
@@ -64,6 +65,7 @@ class CosyVoice3Model:
     ) -> None:
         with _STATS_LOCK:
             STATS["llm_jobs_running"] += 1
+            PROMPT_TEXTS.append([int(t) for t in prompt_text.flatten().tolist()])
             STATS["max_llm_jobs_running"] = max(STATS["max_llm_jobs_running"], STATS["llm_jobs_running"])
         try:
             if isinstance(text, Generator):
