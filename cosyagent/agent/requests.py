@@ -101,9 +101,9 @@ def parse_response_params(raw: Any, voice_exists: Callable[[str], bool], session
         params["output_modalities"] = parse_modalities(raw["output_modalities"], "response.output_modalities")
     if "max_output_tokens" in raw:
         params["max_output_tokens"] = parse_max_tokens(raw["max_output_tokens"], "response.max_output_tokens")
-    audio = _object(raw.get("audio", {}), "response.audio")
+    audio = _object(raw.get("audio"), "response.audio")
     refuse_unknown(audio, frozenset({"output"}), "response.audio")
-    output = _object(audio.get("output", {}), "response.audio.output")
+    output = _object(audio.get("output"), "response.audio.output")
     refuse_unknown(output, frozenset({"format", "voice"}), "response.audio.output")
     if "voice" in output:
         params["voice"] = parse_voice(output["voice"], voice_exists, "response.audio.output.voice")
@@ -113,6 +113,9 @@ def parse_response_params(raw: Any, voice_exists: Callable[[str], bool], session
 
 
 def _object(value: Any, param: str) -> Mapping[str, Any]:
+    """An optional object field: absent or null is empty."""
+    if value is None:
+        return {}
     if not isinstance(value, Mapping):
         raise ProtocolError(f"{param} must be an object", code="invalid_value", param=param)
     return value

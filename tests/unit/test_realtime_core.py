@@ -306,6 +306,9 @@ def test_the_sdks_newer_fields_are_accepted(vad: SileroVAD) -> None:
     assert types(core.receive({"type": "session.update", "session": newer})) == ["session.updated"]
     response = {**newer, "audio": {"output": {"voice": "jf_alpha"}}, "output_modalities": ["text"]}
     assert "response.created" in types(core.receive({"type": "response.create", "response": response}))
+    core.receive({"type": "response.cancel"})
+    nulls = {"audio": None, "output_modalities": ["text"]}
+    assert "response.created" in types(core.receive({"type": "response.create", "response": nulls}))
 
 
 def test_response_create_waits_for_a_pending_transcript(vad: SileroVAD) -> None:
