@@ -84,6 +84,7 @@ async def test_llama_server_ignores_a_port_and_host_meant_for_the_agent(monkeypa
         with socket.socket() as probe:  # the agent's port is still free for the agent
             probe.bind(("127.0.0.1", agent_port))
         environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")  # noqa: ASYNC240  (procfs)
-        assert not [v for v in environ if v.startswith((b"PORT=", b"HOST=", b"MODEL=", b"LLAMA_ARG_"))]
+        leaked = [v for v in environ if v.startswith((b"PORT=", b"HOST=", b"MODEL=", b"LLAMA_ARG_"))]
+        assert leaked == [b"LLAMA_ARG_PREFILL_ASSISTANT=false"]  # the agent's own setting only
     finally:
         await server.stop()
