@@ -46,12 +46,12 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def greeting_phone_calls(runtime: Runtime) -> Iterator[None]:
-    """``realtime.greet_phone_calls`` on for the block (read per call), the shipped config after it."""
+def configured(runtime: Runtime, section: str, **changes: Any) -> Iterator[None]:
+    """``changes`` to one section of the live server's config for the block (settings read per
+    session or call, e.g. ``configured(runtime, "webrtc", max_calls=0)``), the shipped config after it."""
     shipped = runtime.config
-    runtime.config = dataclasses.replace(
-        shipped, realtime=dataclasses.replace(shipped.realtime, greet_phone_calls=True)
-    )
+    changed = dataclasses.replace(getattr(shipped, section), **changes)
+    runtime.config = dataclasses.replace(shipped, **{section: changed})
     try:
         yield
     finally:

@@ -6,7 +6,6 @@ on and completes its response, and what ``/metrics`` and ``/v1/health`` say abou
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -16,7 +15,7 @@ from openai import AsyncOpenAI
 
 from cosyagent.engines.scheduling import cpu_scheduler
 from cosyagent.runtime import Runtime
-from tests.e2e.conftest import LiveServer, until_idle
+from tests.e2e.conftest import LiveServer, configured, until_idle
 from tests.e2e.realtime_client import Transcript, collect, finished_response, said_to_its_end
 from tests.e2e.test_metrics import scrape, scrape_until, value
 from tests.e2e.webrtc_client import loopback_candidates, make_offer
@@ -31,13 +30,8 @@ def _loopback() -> Iterator[None]:
 @pytest.fixture
 def capacity_one(live_server: LiveServer) -> Iterator[Runtime]:
     """The live server with ``server.capacity: 1`` for the test's duration."""
-    runtime = live_server.runtime
-    config = runtime.config
-    runtime.config = dataclasses.replace(config, server=dataclasses.replace(config.server, capacity=1))
-    try:
-        yield runtime
-    finally:
-        runtime.config = config
+    with configured(live_server.runtime, "server", capacity=1):
+        yield live_server.runtime
 
 
 @pytest.fixture
@@ -115,15 +109,11 @@ async def test_auto_capacity_comes_from_the_engines_measured_at_startup(live_ser
     assert estimate.turn_s >= costs.asr_s + costs.tts_first_clause_s + costs.llm_first_token_s
     assert estimate.budget_s == runtime.config.server.latency_budget_ms / 1000
 
-    config = runtime.config
-    runtime.config = dataclasses.replace(config, server=dataclasses.replace(config.server, capacity="auto"))
-    try:
+    with configured(runtime, "server", capacity="auto"):
         samples = await scrape(live_server)
         async with httpx.AsyncClient() as http:
             health = (await http.get(f"{live_server.base_url}/health")).json()
-    finally:
-        runtime.config = config
-    sessions = min(estimate.sessions, config.server.max_sessions)
+    sessions = min(estimate.sessions, runtime.config.server.max_sessions)
     assert value(samples, "cosyagent_capacity_sessions") == sessions
     for stage in ("asr", "llm_first_token", "llm_reply", "tts_first_clause"):
         assert value(samples, "cosyagent_capacity_turn_cost_seconds", stage=stage) > 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import dataclasses
 import json
 import threading
 import time
@@ -22,7 +21,7 @@ from openai import AsyncOpenAI, NotFoundError
 
 from cosyagent.engines.llama_server import EmbeddedLlamaServer
 from cosyagent.engines.llm import OpenAICompatibleLLM
-from tests.e2e.conftest import LiveServer, free_port
+from tests.e2e.conftest import LiveServer, configured, free_port
 from tests.e2e.realtime_client import Transcript, collect, said_to_its_end, stream_pcm24
 from tests.support import read_clip
 
@@ -177,15 +176,10 @@ async def test_an_unreachable_llm_gives_an_error_and_the_session_survives(live_s
 
 
 async def test_the_session_limit_refuses_politely(live_server: LiveServer) -> None:
-    runtime = live_server.runtime
-    config = runtime.config
-    runtime.config = dataclasses.replace(config, server=dataclasses.replace(config.server, max_sessions=0))
-    try:
+    with configured(live_server.runtime, "server", max_sessions=0):
         async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
             error = await next_event(conn, {"error"})
             assert error.error.code == "session_limit"
-    finally:
-        runtime.config = config
 
 
 async def test_health_and_models(live_server: LiveServer) -> None:

@@ -22,7 +22,7 @@ import websockets
 
 from tests.e2e.baresip_caller import BARESIP, baresip_phone
 from tests.e2e.call_control_peers import ACCEPT_TIMEOUT_S, SECRET, ControlLive, control_live
-from tests.e2e.conftest import greeting_phone_calls
+from tests.e2e.conftest import configured
 from tests.e2e.realtime_client import said_to_its_end
 from tests.e2e.test_sip_calls import SipTestPeer, offer, rtp_port_is_free
 
@@ -210,7 +210,7 @@ async def test_a_call_the_app_accepts_is_the_apps_to_open_even_with_greet_phone_
     live.hook.on_event = accepting_in_the_handler(live, [])
     peer = SipTestPeer(live.sip.port)
     try:
-        with greeting_phone_calls(runtime):
+        with configured(runtime, "realtime", greet_phone_calls=True):
             peer.send(peer.request("INVITE", "cc-greet", 1, "g1", offer(4000, "8 101")))
             ok = await peer.final()
             assert ok.status == 200

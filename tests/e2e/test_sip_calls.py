@@ -31,7 +31,7 @@ from cosyagent.transports.sip_message import SipMessage, parse, response
 from cosyagent.transports.sip_server import SipServer
 from cosyagent.web.app import create_app
 from tests.e2e.baresip_caller import BARESIP, baresip_phone, microphone_wav
-from tests.e2e.conftest import LiveServer, free_port, free_port_both, greeting_phone_calls, serve_asgi
+from tests.e2e.conftest import LiveServer, configured, free_port, free_port_both, serve_asgi
 from tests.support import read_clip
 
 RTP_RANGE = (31000, 31999)
@@ -213,7 +213,7 @@ async def test_with_greet_phone_calls_a_silent_caller_hears_a_greeting(sip_live:
     sf.write(microphone, np.zeros(8000 * 60, np.float32), 8000, subtype="PCM_16")
     home = tmp_path / "baresip"
     home.mkdir()
-    with greeting_phone_calls(runtime):
+    with configured(runtime, "realtime", greet_phone_calls=True):
         async with baresip_phone(home, microphone) as phone:
             await phone.command("dial", f"sip:agent@127.0.0.1:{sip_live.sip.port}")
             await phone.wait_for("CALL_ESTABLISHED", 20)

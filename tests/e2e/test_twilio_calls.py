@@ -17,7 +17,7 @@ import pytest
 
 from cosyagent.audio.pcm import resample
 from tests.e2e.carrier_caller import Wire, answer_after, call, wait_until_released
-from tests.e2e.conftest import LiveServer, greeting_phone_calls
+from tests.e2e.conftest import LiveServer, configured
 from tests.support import dublin_question_alone
 
 FRAME = 160  # 20 ms of μ-law at 8 kHz
@@ -122,7 +122,7 @@ async def test_with_greet_phone_calls_the_agent_opens_the_call(live_server: Live
     assert quiet.first_media_at is None, "the agent spoke first without greet_phone_calls"
     await wait_until_released(live_server, before)
 
-    with greeting_phone_calls(runtime):
+    with configured(runtime, "realtime", greet_phone_calls=True):
         async with call(live_server, TWILIO) as caller:
             await caller.start()
             answered = time.monotonic()

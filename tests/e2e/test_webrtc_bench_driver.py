@@ -5,7 +5,6 @@ nothing behind."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import json
 import logging
@@ -19,7 +18,7 @@ from aiortc import RTCPeerConnection
 from benchmarks.records import BARGE_METRICS, TURN_METRICS, Plan, utterances
 from benchmarks.webrtc_caller import loopback_candidates
 from benchmarks.webrtc_driver import HEARD_AFTER_MS, run_session
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import LiveServer, configured
 
 V2V_BOUND_MS = 15000.0  # generous: a shared 2-core machine, models on CPU
 # Session 2 speaks utterance 6, then says 7 and interrupts its reply with 8, then 9 with 10.
@@ -52,13 +51,9 @@ async def test_run_session_measures_turns_and_a_barge_in_over_webrtc(
     tasks_before = set(asyncio.all_tasks())
     clips = utterances()
 
-    runtime = live_server.runtime
-    config = runtime.config  # shorter replies keep the test short (they are played in real time)
-    runtime.config = dataclasses.replace(config, realtime=dataclasses.replace(config.realtime, max_output_tokens=24))
-    try:
+    # Shorter replies keep the test short (they are played in real time).
+    with configured(live_server.runtime, "realtime", max_output_tokens=24):
         record = await run_session(live_server.base_url, SESSION, clips, Plan(turns=1, barge_ins=2, timeout_s=60.0))
-    finally:
-        runtime.config = config
     if os.environ.get("WEBRTC_DRIVER_DUMP"):
         print(json.dumps(record.__dict__, indent=1, default=str))
 
@@ -98,19 +93,14 @@ async def test_run_session_measures_turns_and_a_barge_in_over_webrtc(
         assert trial["answer"]["ok"], trial
 
     # The call is over on both sides: no session, no open peer connection, no task left.
-    await wait_until(lambda: runtime.active_sessions == 0)
+    await wait_until(lambda: live_server.runtime.active_sessions == 0)
     await wait_until(lambda: not open_peer_connections())
     await wait_until(lambda: {t for t in asyncio.all_tasks() if t is not current} <= tasks_before)
 
 
 async def test_run_session_reports_a_refused_call_and_does_not_raise(live_server: LiveServer) -> None:
-    runtime = live_server.runtime
-    config = runtime.config
-    runtime.config = dataclasses.replace(config, webrtc=dataclasses.replace(config.webrtc, max_calls=0))
-    try:
+    with configured(live_server.runtime, "webrtc", max_calls=0):
         record = await run_session(live_server.base_url, 3, utterances(), Plan(turns=1, barge_ins=0))
-    finally:
-        runtime.config = config
     # Refused at admission (webrtc.max_calls): recorded as refused, with the server's code, not failed.
     assert record.turns == [] and record.barge_ins == [] and record.errors == []
     assert record.refused is not None and record.refused["code"] == "call_limit", record.refused

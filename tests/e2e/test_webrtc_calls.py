@@ -7,7 +7,6 @@ channel. Candidates are 127.0.0.1 only (see ``loopback_candidates``); no STUN se
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +17,7 @@ import pytest
 from aiortc import RTCPeerConnection
 from openai import AsyncOpenAI
 
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import LiveServer, configured
 from tests.e2e.realtime_client import said_to_its_end
 from tests.e2e.webrtc_client import (
     QUESTION_CLIP,
@@ -223,17 +222,16 @@ async def test_a_bad_session_part_gets_400(live_server: LiveServer) -> None:
 
 async def test_the_call_limit_answers_503(live_server: LiveServer) -> None:
     runtime = live_server.runtime
-    config = runtime.config
-    runtime.config = dataclasses.replace(config, webrtc=dataclasses.replace(config.webrtc, max_calls=0))
     client, offer = await make_offer()
     try:
-        async with httpx.AsyncClient(base_url=live_server.base_url) as http:
-            response = await http.post("/realtime/calls", content=offer, headers={"Content-Type": "application/sdp"})
+        with configured(runtime, "webrtc", max_calls=0):
+            async with httpx.AsyncClient(base_url=live_server.base_url) as http:
+                sdp = {"Content-Type": "application/sdp"}
+                response = await http.post("/realtime/calls", content=offer, headers=sdp)
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "call_limit"
         assert response.headers["retry-after"]
     finally:
-        runtime.config = config
         await client.close()
     assert runtime.active_sessions == 0
 
