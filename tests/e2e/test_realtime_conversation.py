@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 
 import numpy as np
@@ -102,6 +103,28 @@ async def test_the_agent_can_answer_twice_in_a_row(live_server: LiveServer) -> N
         (done,) = (await collect(conn, Transcript(), until="response.done", timeout=60)).of_type("response.done")
     assert summary is None and done.response.status in ("completed", "incomplete"), done.response.status_details
     assert all(reply.strip() for reply in replies), replies
+
+
+async def test_told_to_say_goodbye_after_its_own_reply_the_agent_says_goodbye(live_server: LiveServer) -> None:
+    # An app ending a call: response.create with instructions of its own after the agent spoke.
+    # Shown them in place of the session's, the embedded model repeated its last reply or refused
+    # (0 of 32); as the line to answer, it said goodbye 18 times of 18. Two tries, for sampling.
+    question = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi, I am Ada."}]}
+    said = []
+    for _ in range(2):
+        async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+            await conn.session.update(
+                session={"type": "realtime", "output_modalities": ["text"], "max_output_tokens": 40}
+            )
+            await conn.conversation.item.create(item=question)  # type: ignore[arg-type]
+            await conn.response.create()
+            await collect(conn, Transcript(), until="response.done", timeout=60)
+            await conn.response.create(response={"instructions": "Say goodbye to the caller."})
+            (done,) = (await collect(conn, Transcript(), until="response.done", timeout=60)).of_type("response.done")
+        said.append(done.response.output[0].content[0].text)
+        if re.search(r"\b(good ?bye|bye)\b", said[-1], re.IGNORECASE):
+            return
+    raise AssertionError(f"no goodbye in {said}")
 
 
 async def test_barge_in_cancels_the_reply_and_keeps_only_what_was_sent(live_server: LiveServer) -> None:

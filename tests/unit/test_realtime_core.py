@@ -731,3 +731,30 @@ def test_after_the_greeting_the_llm_sees_what_was_said_not_the_opening_line(vad:
         ("assistant", "Hi! How can I help?"),
         ("user", "What time is it?"),
     ]
+
+
+def test_a_reply_told_what_to_say_after_the_agent_spoke_last_answers_its_instructions(vad: SileroVAD) -> None:
+    """The reply's instructions come last, as the line to answer, after the session's; when the
+    user spoke last they replace the session's instructions, as OpenAI's do."""
+    core = make_core(vad, turn_detection=None)
+    start = only(core.receive({"type": "response.create"}), StartResponse)
+    core.response_audio(start.response_id, np.full(2400, 0.1, dtype=np.float32), "Hi! How can I help?")
+    while core.pending_audio_ms(start.response_id):
+        core.pop_audio(start.response_id)
+    core.response_finished(start.response_id, {})
+    told = {"type": "response.create", "response": {"instructions": "Ask whether the caller is still there."}}
+    messages = only(core.receive(told), StartResponse).messages
+    assert [(m["role"], m["content"]) for m in messages] == [
+        ("system", "Be brief."),
+        ("assistant", "Hi! How can I help?"),
+        ("user", "Ask whether the caller is still there."),
+    ]
+    assert [item.role for item in core.conversation] == ["assistant", "assistant"]  # not an item
+    core.receive({"type": "response.cancel"})
+
+    core.receive({"type": "conversation.item.create", "item": _text_item("What time is it?")})
+    messages = only(
+        core.receive({"type": "response.create", "response": {"instructions": "Say noon."}}), StartResponse
+    ).messages
+    assert messages[0] == {"role": "system", "content": "Say noon."} and messages[-1]["role"] == "user"
+    assert messages[-1]["content"] == "What time is it?"
