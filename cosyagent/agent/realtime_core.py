@@ -39,6 +39,7 @@ from cosyagent.agent.requests import (
     parse_event,
     parse_response_params,
     parse_user_item,
+    refuse_taken_id,
     without_audio_formats,
 )
 from cosyagent.agent.response_state import CancelReason
@@ -244,6 +245,7 @@ class RealtimeCore(ItemEvents):
 
     def _on_item_create(self, event: dict[str, Any]) -> list[Action]:
         raw = event.get("item")
+        refuse_taken_id(raw, self.conversation)
         audio = None
         if has_audio_content(raw):
             self._jobs.check_backlog(self.limits.max_pending_transcripts)

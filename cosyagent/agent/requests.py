@@ -121,6 +121,16 @@ def _object(value: Any, param: str) -> Mapping[str, Any]:
     return value
 
 
+def refuse_taken_id(raw: Any, conversation: Conversation) -> None:
+    """A new item may not take the id of one in the conversation: two items of one id could
+    not be told apart by item_reference, retrieve, truncate or delete."""
+    item_id = raw.get("id") if isinstance(raw, Mapping) else None
+    if isinstance(item_id, str) and conversation.get(item_id) is not None:
+        raise ProtocolError(
+            f"an item with id {item_id!r} is already in the conversation", code="invalid_value", param="item.id"
+        )
+
+
 def existing_item(event: Mapping[str, Any], conversation: Conversation) -> ConversationItem:
     """The conversation item an event's ``item_id`` names (item_not_found otherwise)."""
     item_id = event.get("item_id")

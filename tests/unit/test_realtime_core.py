@@ -702,6 +702,17 @@ def test_manual_commits_wait_for_their_transcripts_past_the_backlog_limit(vad: S
     assert error_of(core.receive(commit))["code"] == "transcription_backlog"
 
 
+def test_an_item_may_not_take_an_id_already_in_the_conversation(vad: SileroVAD) -> None:
+    core = make_core(vad, turn_detection=None)
+    create = {"type": "conversation.item.create", "item": {**_text_item("Hi."), "id": "item_mine"}}
+    assert types(core.receive(create))[0] == "conversation.item.added"
+    error = error_of(core.receive(create))
+    assert (error["code"], error["param"]) == ("invalid_value", "item.id")
+    assert [item.id for item in core.conversation] == ["item_mine"]
+    core.receive({"type": "conversation.item.delete", "item_id": "item_mine"})
+    assert types(core.receive(create))[0] == "conversation.item.added"  # the id is free once deleted
+
+
 def test_a_reply_before_anyone_spoke_hears_the_caller_pick_up(vad: SileroVAD) -> None:
     """Asked to speak first with nothing said and no instructions of its own, the LLM is shown an
     opening line (not an item: nobody said it); a reply with its own instructions is not, nor one
