@@ -729,13 +729,18 @@ def test_a_reply_before_anyone_spoke_hears_the_caller_pick_up(vad: SileroVAD) ->
     assert start.messages[0]["content"] == "Say goodbye."
 
 
-def test_after_the_greeting_the_llm_sees_what_was_said_not_the_opening_line(vad: SileroVAD) -> None:
-    core = make_core(vad, turn_detection=None)
+def _greeted(core: RealtimeCore) -> RealtimeCore:
+    """``core`` after the agent spoke first: "Hi! How can I help?", all of it played."""
     start = only(core.receive({"type": "response.create"}), StartResponse)
     core.response_audio(start.response_id, np.full(2400, 0.1, dtype=np.float32), "Hi! How can I help?")
     while core.pending_audio_ms(start.response_id):
         core.pop_audio(start.response_id)
     core.response_finished(start.response_id, {})
+    return core
+
+
+def test_after_the_greeting_the_llm_sees_what_was_said_not_the_opening_line(vad: SileroVAD) -> None:
+    core = _greeted(make_core(vad, turn_detection=None))
     core.receive({"type": "conversation.item.create", "item": _text_item("What time is it?")})
     messages = only(core.receive({"type": "response.create"}), StartResponse).messages
     assert [(m["role"], m["content"]) for m in messages[1:]] == [
@@ -747,12 +752,7 @@ def test_after_the_greeting_the_llm_sees_what_was_said_not_the_opening_line(vad:
 def test_a_reply_told_what_to_say_after_the_agent_spoke_last_answers_its_instructions(vad: SileroVAD) -> None:
     """The reply's instructions come last, as the line to answer, after the session's; when the
     user spoke last they replace the session's instructions, as OpenAI's do."""
-    core = make_core(vad, turn_detection=None)
-    start = only(core.receive({"type": "response.create"}), StartResponse)
-    core.response_audio(start.response_id, np.full(2400, 0.1, dtype=np.float32), "Hi! How can I help?")
-    while core.pending_audio_ms(start.response_id):
-        core.pop_audio(start.response_id)
-    core.response_finished(start.response_id, {})
+    core = _greeted(make_core(vad, turn_detection=None))
     told = {"type": "response.create", "response": {"instructions": "Ask whether the caller is still there."}}
     messages = only(core.receive(told), StartResponse).messages
     assert [(m["role"], m["content"]) for m in messages] == [
