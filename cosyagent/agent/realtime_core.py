@@ -35,11 +35,11 @@ from cosyagent.agent.item_events import ItemEvents, timeout_turn
 from cosyagent.agent.limits import DEFAULT_LIMITS, CoreLimits
 from cosyagent.agent.out_of_band import parse_response_context
 from cosyagent.agent.requests import (
+    check_new_item,
     decode_appended_audio,
     parse_event,
     parse_response_params,
     parse_user_item,
-    refuse_taken_id,
     without_audio_formats,
 )
 from cosyagent.agent.response_state import CancelReason
@@ -245,7 +245,7 @@ class RealtimeCore(ItemEvents):
 
     def _on_item_create(self, event: dict[str, Any]) -> list[Action]:
         raw = event.get("item")
-        refuse_taken_id(raw, self.conversation)
+        check_new_item(raw, self.conversation)
         audio = None
         if has_audio_content(raw):
             self._jobs.check_backlog(self.limits.max_pending_transcripts)

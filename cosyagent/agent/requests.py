@@ -27,6 +27,13 @@ RESPONSE_KEYS = frozenset(
     {"audio", "conversation", "input", "instructions", "max_output_tokens", "metadata", "output_modalities",
      "parallel_tool_calls", "prompt", "reasoning", "tool_choice", "tools"}
 )  # fmt: skip
+# openai-python's conversation item params, by type (object and status: an item sent back as received).
+_ITEM_COMMON = {"type", "id", "object", "status"}
+ITEM_KEYS = {
+    "message": frozenset({*_ITEM_COMMON, "role", "content"}),
+    "function_call": frozenset({*_ITEM_COMMON, "call_id", "name", "arguments"}),
+    "function_call_output": frozenset({*_ITEM_COMMON, "call_id", "output"}),
+}
 _TEXT_PARTS = {"input_text", "output_text", "text"}
 _ROLE_PART: dict[str, Literal["input_text", "output_text"]] = {
     "user": "input_text",
@@ -121,10 +128,15 @@ def _object(value: Any, param: str) -> Mapping[str, Any]:
     return value
 
 
-def refuse_taken_id(raw: Any, conversation: Conversation) -> None:
-    """A new item may not take the id of one in the conversation: two items of one id could
-    not be told apart by item_reference, retrieve, truncate or delete."""
-    item_id = raw.get("id") if isinstance(raw, Mapping) else None
+def check_new_item(raw: Any, conversation: Conversation) -> None:
+    """A new item names no field its type does not have (``unknown_parameter``, as a session's
+    do), and may not take the id of one in the conversation: two items of one id could not be
+    told apart by item_reference, retrieve, truncate or delete."""
+    if not isinstance(raw, Mapping):
+        return  # the item's parser says what is wrong
+    if (known := ITEM_KEYS.get(raw.get("type", "message"))) is not None:
+        refuse_unknown(raw, known, "item")
+    item_id = raw.get("id")
     if isinstance(item_id, str) and conversation.get(item_id) is not None:
         raise ProtocolError(
             f"an item with id {item_id!r} is already in the conversation", code="invalid_value", param="item.id"

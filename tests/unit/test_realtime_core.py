@@ -713,6 +713,23 @@ def test_an_item_may_not_take_an_id_already_in_the_conversation(vad: SileroVAD) 
     assert types(core.receive(create))[0] == "conversation.item.added"  # the id is free once deleted
 
 
+@pytest.mark.parametrize(
+    ("item", "param"),
+    [
+        ({**_text_item("Hi."), "bogus": 1}, "item.bogus"),
+        ({"type": "function_call", "name": "f", "arguments": "{}", "output": "x"}, "item.output"),
+        ({"type": "function_call_output", "call_id": "call_1", "output": "x", "name": "f"}, "item.name"),
+    ],
+)
+def test_an_item_field_its_type_does_not_have_is_named(vad: SileroVAD, item: dict[str, Any], param: str) -> None:
+    core = make_core(vad, turn_detection=None)
+    error = error_of(core.receive({"type": "conversation.item.create", "item": item}))
+    assert (error["code"], error["param"]) == ("unknown_parameter", param)
+    assert len(core.conversation) == 0
+    echoed = {**_text_item("Hi."), "object": "realtime.item", "status": "completed"}  # sent back as received
+    assert types(core.receive({"type": "conversation.item.create", "item": echoed}))[0] == "conversation.item.added"
+
+
 def test_a_reply_before_anyone_spoke_hears_the_caller_pick_up(vad: SileroVAD) -> None:
     """Asked to speak first with nothing said and no instructions of its own, the LLM is shown an
     opening line (not an item: nobody said it); a reply with its own instructions is not, nor one
