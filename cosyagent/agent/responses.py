@@ -151,24 +151,26 @@ class ResponseOutput:
         events: list[Action] = [Send(server_error_event(message, code))]
         return events + end_actions(response.end_events("failed", error=code), ClearAudio())
 
-    def _after_own_words(self, instructions: str) -> list[dict[str, Any]]:
-        """The LLM's view for a reply with instructions of its own when the agent spoke last (a
-        bridge's "Ask whether the caller is still there"): the session's instructions, what was
-        said, then the reply's instructions as the line to answer. Shown them in place of the
-        session's, the embedded model repeated its last reply or refused, 0 times in 32 as told;
-        this way 25 in 32 (benchmarks/results/reply-instructions-2026-12-07/). Not an item."""
-        messages = self.conversation.chat_messages(self.config.instructions, self._max_context_items)
-        return [*messages, {"role": "user", "content": instructions}]
+    def _conversation_view(self, params: dict[str, Any], instructions: str) -> list[dict[str, Any]]:
+        """The LLM's view of the conversation for a reply: ``instructions``, then what was said.
+        Nothing said and no instructions of the reply's own: the caller picking up (OPENING_LINE).
+        The agent spoke last and the reply brings instructions (a bridge's "Ask whether the caller
+        is still there"): the session's instructions, what was said, then the reply's as the line to
+        answer. Shown them in place of the session's, the embedded model repeated its last reply or
+        refused, 0 times in 32 as told; this way 25 in 32
+        (benchmarks/results/reply-instructions-2026-12-07/). Neither line is an item."""
+        said = self.conversation.chat_messages("", self._max_context_items)  # no system message
+        if not said and "instructions" not in params:
+            return [*_system(instructions), {"role": "user", "content": OPENING_LINE}]
+        if said and said[-1]["role"] == "assistant" and params.get("instructions", "").strip():
+            return [*_system(self.config.instructions), *said, {"role": "user", "content": params["instructions"]}]
+        return [*_system(instructions), *said]
 
     def _start_response(self, params: dict[str, Any], context: ResponseContext = IN_CONVERSATION) -> list[Action]:
         """Start a response; ``context``: where it reads from and writes to (out of band, its own input)."""
         config = replace(self.config, **params)
         if context.input is None:
-            messages = self.conversation.chat_messages(config.instructions, self._max_context_items)
-            if "instructions" not in params and all(message["role"] == "system" for message in messages):
-                messages.append({"role": "user", "content": OPENING_LINE})  # not an item: nobody said it
-            elif params.get("instructions", "").strip() and messages[-1]["role"] == "assistant":
-                messages = self._after_own_words(params["instructions"])
+            messages = self._conversation_view(params, config.instructions)
         else:  # (an out-of-band input, even an empty one, is the context as given)
             messages = context_messages(context.input, config.instructions)
         # An out-of-band response's items live in a conversation of their own, never shown.
@@ -260,3 +262,7 @@ def _sends(events: list[Event]) -> list[Action]:
 def end_actions(events: list[Event], sink: SinkAction) -> list[Action]:
     """A response's end events, with what its audio sink must do just before ``response.done``."""
     return [*_sends(events[:-1]), sink, Send(events[-1])]
+
+
+def _system(instructions: str) -> list[dict[str, Any]]:
+    return [{"role": "system", "content": instructions}] if instructions else []
