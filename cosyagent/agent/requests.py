@@ -17,6 +17,7 @@ from cosyagent.agent.session_config import (
     parse_format,
     parse_max_tokens,
     parse_modalities,
+    parse_object,
     parse_voice,
     refuse_unknown,
 )
@@ -121,11 +122,7 @@ def parse_response_params(raw: Any, voice_exists: Callable[[str], bool], session
 
 def _object(value: Any, param: str) -> Mapping[str, Any]:
     """An optional object field: absent or null is empty."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ProtocolError(f"{param} must be an object", code="invalid_value", param=param)
-    return value
+    return {} if value is None else parse_object(value, param)
 
 
 def check_new_item(raw: Any, conversation: Conversation) -> None:

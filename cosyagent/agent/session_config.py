@@ -27,8 +27,6 @@ class InvalidSessionValue(ValueError):
 
 # The GA session object's fields (openai-python types/realtime/realtime_session_create_request);
 # clients often send back the session they were given, so its read-only fields pass too.
-# openai-python's RealtimeSessionCreateRequestParam, and the fields of the session object
-# itself (id, object, expires_at) for a client that sends back what it received.
 SESSION_KEYS = frozenset(
     {"type", "model", "instructions", "output_modalities", "max_output_tokens", "audio", "include", "prompt",
      "tool_choice", "tools", "tracing", "truncation", "parallel_tool_calls", "reasoning", "id", "object",
@@ -206,9 +204,9 @@ class SessionConfig:
             changes["output_modalities"] = parse_modalities(session["output_modalities"], "session.output_modalities")
         if "max_output_tokens" in session:
             changes["max_output_tokens"] = parse_max_tokens(session["max_output_tokens"], "session.max_output_tokens")
-        audio = _mapping(session.get("audio", {}), "session.audio")
-        audio_in = _mapping(audio.get("input", {}), "session.audio.input")
-        audio_out = _mapping(audio.get("output", {}), "session.audio.output")
+        audio = parse_object(session.get("audio", {}), "session.audio")
+        audio_in = parse_object(audio.get("input", {}), "session.audio.input")
+        audio_out = parse_object(audio.get("output", {}), "session.audio.output")
         refuse_unknown(audio, frozenset({"input", "output"}), "session.audio")
         refuse_unknown(audio_in, AUDIO_INPUT_KEYS, "session.audio.input")
         refuse_unknown(audio_out, AUDIO_OUTPUT_KEYS, "session.audio.output")
@@ -221,7 +219,7 @@ class SessionConfig:
         if "transcription" in audio_in:
             changes["transcription_reported"] = audio_in["transcription"] is not None
         if audio_in.get("transcription") is not None:
-            transcription = _mapping(audio_in["transcription"], "session.audio.input.transcription")
+            transcription = parse_object(audio_in["transcription"], "session.audio.input.transcription")
             changes["transcription_language"] = self._transcription_language(transcription.get("language"))
         if "format" in audio_out:
             changes["output_format"] = parse_format(audio_out["format"], "session.audio.output.format")
@@ -250,7 +248,7 @@ def format_dict(fmt: AudioFormat) -> dict[str, Any]:
 
 
 def parse_format(value: Any, param: str) -> AudioFormat:
-    fmt = _mapping(value, param)
+    fmt = parse_object(value, param)
     kind = fmt.get("type", "audio/pcm")
     if kind not in FORMAT_RATES:
         raise InvalidSessionValue(
@@ -268,7 +266,7 @@ def parse_turn_detection(value: Any, current: TurnDetection | None, param: str) 
     type keeps the VAD's threshold and padding, which semantic_vad uses underneath)."""
     if value is None:
         return None
-    body = _mapping(value, param)
+    body = parse_object(value, param)
     kind = body.get("type")
     if kind not in ("server_vad", "semantic_vad"):
         raise InvalidSessionValue(f"{param}.type", f"turn detection {kind!r} is not supported; use server_vad")
@@ -341,7 +339,8 @@ def _string(value: Any, param: str) -> str:
     return value
 
 
-def _mapping(value: Any, param: str) -> Mapping[str, Any]:
+def parse_object(value: Any, param: str) -> Mapping[str, Any]:
+    """``value`` if it is an object (a shallow copy), else InvalidSessionValue naming ``param``."""
     if not isinstance(value, Mapping):
         raise InvalidSessionValue(param, f"{param} must be an object")
     return copy.copy(value)
