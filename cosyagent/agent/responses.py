@@ -157,7 +157,7 @@ class ResponseOutput:
         The agent spoke last and the reply brings instructions (a bridge's "Ask whether the caller
         is still there"): the session's instructions, what was said, then the reply's as the line to
         answer. Shown them in place of the session's, the embedded model repeated its last reply or
-        refused, 0 times in 32 as told; this way 25 in 32
+        refused, 0 times in 32 as told; this way it spoke them to the caller 8-10 times in 32
         (benchmarks/results/reply-instructions-2026-12-07/). Neither line is an item."""
         said = self.conversation.chat_messages("", self._max_context_items)  # no system message
         if not said and "instructions" not in params:

@@ -108,7 +108,8 @@ async def test_the_agent_can_answer_twice_in_a_row(live_server: LiveServer) -> N
 async def test_told_to_say_goodbye_after_its_own_reply_the_agent_says_goodbye(live_server: LiveServer) -> None:
     # An app ending a call: response.create with instructions of its own after the agent spoke.
     # Shown them in place of the session's, the embedded model repeated its last reply or refused
-    # (0 of 32); as the line to answer, it said goodbye 18 times of 18. Two tries, for sampling.
+    # (0 of 32); as the line to answer, it said goodbye to Ada 20 times of 20 (it speaks *about* the
+    # caller more often in other conversations: "Goodbye to the caller."). Two tries, for sampling.
     question = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi, I am Ada."}]}
     said = []
     for _ in range(2):
@@ -122,7 +123,7 @@ async def test_told_to_say_goodbye_after_its_own_reply_the_agent_says_goodbye(li
             await conn.response.create(response={"instructions": "Say goodbye to the caller."})
             (done,) = (await collect(conn, Transcript(), until="response.done", timeout=60)).of_type("response.done")
         said.append(done.response.output[0].content[0].text)
-        if re.search(r"\b(good ?bye|bye)\b", said[-1], re.IGNORECASE):
+        if re.search(r"\b(good ?bye|bye)\b", said[-1], re.IGNORECASE) and "caller" not in said[-1].lower():
             return
     raise AssertionError(f"no goodbye in {said}")
 

@@ -26,10 +26,13 @@ CONVERSATIONS = [
 ]
 CUES = [
     ("Say goodbye to the caller.", r"\b(goodbye|bye)\b"),
-    ("Ask the caller whether they are still there.", r"still there"),
+    ("Ask the caller whether they are still there.", r"still there.*\?"),
     ("Tell the caller that their order has shipped.", r"\bshipped\b"),
-    ("Ask the caller if they need anything else.", r"anything else"),
+    ("Ask the caller if they need anything else.", r"anything else.*\?"),
 ]
+# Spoken about the caller, not to them ("Yes, the caller is still there."): not followed. (The first
+# run of this probe counted the key words alone, and so counted such replies.)
+ABOUT_THE_CALLER = re.compile(r"\b(caller|they|their|them)\b|^yes\b", re.IGNORECASE)
 
 
 def shapes(instructions: str, said: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
@@ -59,7 +62,11 @@ def main(tries: int) -> None:
                     body = {"model": "q", "messages": messages, "max_tokens": 40}
                     reply = httpx.post("http://127.0.0.1:8301/v1/chat/completions", json=body, timeout=120).json()
                     text = reply["choices"][0]["message"]["content"]
-                    hit = bool(re.search(pattern, text, re.IGNORECASE)) and text.strip() != said[-1]["content"]
+                    hit = (
+                        bool(re.search(pattern, text, re.IGNORECASE))
+                        and not ABOUT_THE_CALLER.search(text)
+                        and text.strip() != said[-1]["content"]
+                    )
                     for key in (name, (name, instructions)):
                         followed[key] += hit
                         total[key] += 1
