@@ -14,7 +14,13 @@ from collections.abc import Callable
 
 from cosyagent.agent.events import Action, StartResponse
 from cosyagent.agent.realtime_core import RealtimeCore
-from cosyagent.engines.base import ChatLLM, EngineError, EngineUnavailableError, SpeechSynthesizer
+from cosyagent.engines.base import (
+    ChatLLM,
+    EngineError,
+    EngineUnavailableError,
+    SpeechSynthesizer,
+    UnspeakableTextError,
+)
 from cosyagent.engines.scheduling import needed_by
 from cosyagent.pipeline.playout import SYNTHESIS_AHEAD_MS, AudioSink, Playout
 from cosyagent.pipeline.reply import (
@@ -114,6 +120,9 @@ class SessionReplies:
         except EngineUnavailableError as exc:
             logger.warning("response %s failed: engine unavailable: %s", response_id, exc)
             self._execute(core.response_failed(response_id, str(exc), "engine_unavailable"))
+        except UnspeakableTextError as exc:  # the LLM answered in a language the voice cannot speak
+            logger.warning("response %s failed: %s", response_id, exc)
+            self._execute(core.response_failed(response_id, str(exc), "unsupported_language"))
         except EngineError as exc:
             logger.warning("response %s failed: %s", response_id, exc)
             self._execute(core.response_failed(response_id, str(exc), "engine_error"))

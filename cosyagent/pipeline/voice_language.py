@@ -46,29 +46,39 @@ def firmer(messages: Sequence[ChatMessage], voice_languages: Sequence[str]) -> l
 
 async def speakable_opening(first: AsyncIterator[str], again: Callable[[], AsyncIterator[str]]) -> AsyncIterator[str]:
     """The text of ``first``; if it opens with Chinese characters, ``first`` is closed and the
-    text of ``again()`` follows instead (once: a second Chinese answer is passed on, and the
-    voice refuses it with its own clear error). An answer that turns to Chinese after its
-    opening ends there: ``first`` is closed and the reply is what came before."""
-    held = ""
+    text of ``again()`` follows instead. Asked once: a second answer opening in Chinese is passed
+    on, and the voice refuses it with its own clear error (``UnspeakableTextError``). An answer
+    (either) that turns to Chinese after its opening ends there: its stream is closed and the
+    reply is what came before."""
     async with aclosing(first):  # type: ignore[type-var]  # the LLM streams are async generators
-        async for delta in first:
-            held += delta
-            opening = held.lstrip()[:OPENING_CHARS]
-            if HAN.search(opening):
-                break
-            if len(opening) >= OPENING_CHARS:
-                async for piece in _until_chinese(held, first):
-                    yield piece
-                return
-        else:  # a short answer, all of it held
-            if held:
-                yield held
+        held = await _opening(first)
+        if not HAN.search(held.lstrip()[:OPENING_CHARS]):
+            async for piece in _until_chinese(held, first):
+                yield piece
             return
     logger.warning("the LLM answered in Chinese (%r), which the voice cannot speak: asked again", held[:40])
     retry = again()
     async with aclosing(retry):  # type: ignore[type-var]
-        async for delta in retry:
-            yield delta
+        held = await _opening(retry)
+        if HAN.search(held.lstrip()[:OPENING_CHARS]):
+            yield held
+            async for delta in retry:
+                yield delta
+            return
+        async for piece in _until_chinese(held, retry):
+            yield piece
+
+
+async def _opening(text: AsyncIterator[str]) -> str:
+    """The first deltas of ``text``, until they hold ``OPENING_CHARS`` characters (after leading
+    space), a Chinese character among them, or the answer's end."""
+    held = ""
+    async for delta in text:
+        held += delta
+        opening = held.lstrip()[:OPENING_CHARS]
+        if HAN.search(opening) or len(opening) >= OPENING_CHARS:
+            break
+    return held
 
 
 async def _until_chinese(held: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:

@@ -186,6 +186,27 @@ async def test_a_hanging_endpoint_fails_within_the_timeout_while_another_session
     assert fake_llm.hanging == 0  # the client gave up on the hung request and closed its connection
 
 
+async def test_an_answer_in_chinese_twice_fails_the_spoken_reply_as_unsupported_language(
+    external: LiveServer, fake_llm: FakeLLM
+) -> None:
+    # The fake echoes the user's Chinese ("You said: 谢谢") even when asked again for English;
+    # Piper speaks English only. Not an engine failure: the error says what the voice speaks.
+    async with client(external).realtime.connect(model="cosyagent-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+        requests_before = fake_llm.requests
+        await ask(conn, "谢谢")
+        error = await next_event(conn, {"error"}, timeout=20)
+        assert error.error.code == "unsupported_language", error.error
+        assert "English only, not Chinese" in error.error.message, error.error.message
+        done = await next_event(conn, {"response.done"}, timeout=5)
+        assert done.response.status == "failed" and done.response.status_details.error.code == "unsupported_language"
+        assert fake_llm.requests - requests_before == 2  # asked once more before giving up
+        await ask(conn, "Hello again")  # the session goes on, spoken
+        done = await next_event(conn, {"response.done"}, timeout=20)
+        assert done.response.status == "completed", done.response
+        assert "You said: Hello again" in done.response.output[0].content[0].transcript
+
+
 def process_exists(pid: int) -> bool:
     """A process (zombies included) with this pid."""
     return Path(f"/proc/{pid}").exists()

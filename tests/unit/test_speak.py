@@ -219,8 +219,10 @@ async def test_only_the_opening_is_checked_and_only_once() -> None:
     held = [d async for d in speakable_opening(text("Paris is the capital 巴黎", " more."), never)]
     assert "".join(held) == "Paris is the capital "  # also inside the opening's own deltas
     assert [d async for d in speakable_opening(text("Yes."), never)] == ["Yes."]  # short, held whole
-    twice = [d async for d in speakable_opening(text("巴黎"), lambda: text("还是巴黎"))]
-    assert twice == ["还是巴黎"]  # the second answer is passed on as it is
+    twice = [d async for d in speakable_opening(text("巴黎"), lambda: text("还是", "巴黎"))]
+    assert "".join(twice) == "还是巴黎"  # a second Chinese answer is passed on: the voice refuses it
+    later = [d async for d in speakable_opening(text("巴黎"), lambda: text("The capital is ", "巴黎, Paris."))]
+    assert "".join(later) == "The capital is "  # the second answer, too, ends where it turns to Chinese
 
 
 async def test_a_reply_spoken_to_its_end_closes_with_the_llm_s_own_text() -> None:
