@@ -113,6 +113,7 @@ class StartResponse:
     tools: tuple[dict[str, Any], ...] = ()  # chat-completions tools the LLM is offered
     tool_choice: str = "auto"  # auto, none or required
     timestamps: bool = False  # synthesize with word and phoneme timings (feed them to ``response_audio``)
+    script: str | None = None  # the reply's words as given (not asked of the LLM): the idle timeout's line
 
 
 @dataclass(frozen=True)

@@ -215,7 +215,7 @@ class RealtimeCore(ItemEvents):
                 item_id, self._speech_item_id = self._speech_item_id or new_id("item"), None
                 self._input.take_all()
                 actions += [*self._jobs.drop_speculation(), *timeout_turn(span, item_id, self.conversation)]
-                actions += self._start_response({})
+                actions += self._start_response({}, script=self.config.idle_message)
         return actions
 
     def _append_decoded(self, data: bytes) -> list[Action]:

@@ -166,8 +166,11 @@ class ResponseOutput:
             return [*_system(self.config.instructions), *said, {"role": "user", "content": params["instructions"]}]
         return [*_system(instructions), *said]
 
-    def _start_response(self, params: dict[str, Any], context: ResponseContext = IN_CONVERSATION) -> list[Action]:
-        """Start a response; ``context``: where it reads from and writes to (out of band, its own input)."""
+    def _start_response(
+        self, params: dict[str, Any], context: ResponseContext = IN_CONVERSATION, script: str | None = None
+    ) -> list[Action]:
+        """Start a response; ``context``: where it reads from and writes to (out of band, its own
+        input); ``script``: its words, as given, instead of the LLM's."""
         config = replace(self.config, **params)
         if context.input is None:
             messages = self._conversation_view(params, config.instructions)
@@ -209,6 +212,7 @@ class ResponseOutput:
             tools,
             tool_choice,
             timestamps=timed,
+            script=script,
         )
         return _sends(response.start_events(previous)) + [start]
 

@@ -157,6 +157,9 @@ class SessionConfig:
     tools: tuple[FunctionTool, ...] = ()
     tool_choice: ToolChoice = "auto"
     timestamps: tuple[TimestampKind, ...] = ()  # response.output_audio_timestamps.delta: words, visemes
+    # What the agent says when idle_timeout_ms fires (realtime.idle_message): not sent to
+    # clients. None: the LLM writes the prompt from the conversation, as OpenAI's model does.
+    idle_message: str | None = None
 
     def to_dict(self, session_id: str) -> dict[str, Any]:
         """The `session` object of session.created / session.updated."""

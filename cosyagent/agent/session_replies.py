@@ -85,6 +85,7 @@ class SessionReplies:
             on_tool_call=lambda piece: self._execute(core.response_tool_call(response_id, piece)),
             timed=start.timestamps,
             audio_ahead_s=lambda: playout.audio_ahead_ms() / 1000.0,
+            script=start.script,
         )
         pacing = asyncio.create_task(playout.run(), name=f"{response_id}-playout")
         # Each clause is needed when the audio before it runs out; the first one since the reply

@@ -112,6 +112,11 @@ class RealtimeConfig:
     # Phone calls (carrier media streams; SIP calls answered without a webhook) open with the
     # agent's greeting, the reply a response.create before anyone spoke gets; false: it waits.
     greet_phone_calls: bool = False
+    # What the agent says when a session's idle_timeout_ms fires (the caller silent that long after
+    # a reply). null or "": the LLM writes it, as OpenAI's model does; the embedded 0.5B model then
+    # asked the caller to go on in 4 of 16 tries, and no line added to its prompt did reliably
+    # better (benchmarks/results/idle-prompt-2026-12-07/).
+    idle_message: str | None = "Are you still there?"
     max_event_bytes: int = 1 << 20
     max_append_bytes: int = 512 * 1024
     max_buffer_seconds: float = 120.0

@@ -117,6 +117,8 @@ class ReplyRequest:
     # How long the listener can go on hearing the reply's audio made so far (its playout): a
     # later clause is cut short rather than let it run dry (pipeline.speak). None: not paced.
     audio_ahead_s: Callable[[], float] | None = None
+    # The reply's words as given (the idle timeout's realtime.idle_message): spoken without asking the LLM.
+    script: str | None = None
 
 
 _ONE_MS_SILENCE = np.zeros(24, dtype=np.float32)  # 1 ms at 24 kHz: carries text known only once the audio ended
@@ -154,7 +156,7 @@ async def _reply_events(
 ) -> AsyncIterator[ReplyEvent]:
     finish = _LLMFinish()
     if not request.audio:
-        text_only = until_it_repeats(_llm_text(request, llm, timings, finish))
+        text_only = _script(request.script) or until_it_repeats(_llm_text(request, llm, timings, finish))
         async with aclosing(text_only) as deltas:  # type: ignore[type-var]
             async for delta in deltas:
                 first_clause_came()
@@ -162,13 +164,7 @@ async def _reply_events(
         if reason := _INCOMPLETE.get(finish.reason):
             yield ReplyIncomplete(reason)
         return
-    languages = tts.info.languages
-    request = replace(request, messages=llm_request(request.messages, languages, audio=True).messages)
-    text = _llm_text(request, llm, timings, finish)
-    if speaks_no_chinese(languages) and not request.tools:  # (a retry would repeat tool calls already told)
-        again = replace(request, messages=firmer(request.messages, languages))
-        text = speakable_opening(text, lambda: _llm_text(again, llm, timings, finish))
-    text = until_it_repeats(text)
+    text = _script(request.script) or _speakable_llm_text(request, llm, tts.info.languages, timings, finish)
 
     said: list[str] = []
 
@@ -198,6 +194,30 @@ async def _reply_events(
     yield SpokenText("".join(said))
     if reason := _INCOMPLETE.get(finish.reason):
         yield ReplyIncomplete(reason)
+
+
+def _speakable_llm_text(
+    request: ReplyRequest, llm: ChatLLM, languages: Sequence[str], timings: ReplyTimings, finish: _LLMFinish
+) -> AsyncIterator[str]:
+    """The LLM's text for a voice speaking ``languages``: asked in that language, asked again if it
+    opens in Chinese the voice cannot speak (pipeline.voice_language), cut where it loops."""
+    request = replace(request, messages=llm_request(request.messages, languages, audio=True).messages)
+    text = _llm_text(request, llm, timings, finish)
+    if speaks_no_chinese(languages) and not request.tools:  # (a retry would repeat tool calls already told)
+        again = replace(request, messages=firmer(request.messages, languages))
+        text = speakable_opening(text, lambda: _llm_text(again, llm, timings, finish))
+    return until_it_repeats(text)
+
+
+def _script(words: str | None) -> AsyncIterator[str] | None:
+    """A reply's words as given, as the LLM's text would come; None: the LLM writes the reply."""
+    if words is None:
+        return None
+
+    async def given() -> AsyncIterator[str]:
+        yield words
+
+    return given()
 
 
 async def _llm_text(

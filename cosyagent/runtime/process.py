@@ -315,6 +315,7 @@ class Runtime:
             transcription_model=self.asr.info.model,
             transcription_languages=self.asr.info.languages,
             speed_range=self.tts.info.speed_range or SessionConfig.speed_range,
+            idle_message=rt.idle_message or None,
         )
 
     def model_ids(self) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import LiveServer, configured
 from tests.e2e.realtime_client import Transcript, collect, stream_audio
 from tests.e2e.test_realtime_tools import agent, connect, fake, fake_llm, say
 from tests.fakes.fake_chat_llm import FakeChatLLM, Reply
@@ -95,13 +95,12 @@ async def test_an_input_audio_item_is_transcribed_by_the_servers_asr_for_the_llm
     assert fake.requests[0]["messages"][-1] == {"role": "user", "content": completed.transcript}
 
 
-async def test_silence_past_the_idle_timeout_commits_and_the_agent_prompts(
-    agent: LiveServer, fake: FakeChatLLM
-) -> None:
-    fake.replies += [Reply(text="Hello there."), Reply(text="Are you still there?")]
+async def silent_past_the_idle_timeout(agent: LiveServer, fake: FakeChatLLM, session: Any) -> Transcript:
+    """A reply to "Hi!", then 7 s of silence against idle_timeout_ms 5000: the events until the
+    idle timeout's response is done."""
     detection = {"type": "server_vad", "idle_timeout_ms": 5000}
     async with connect(agent) as conn:
-        await conn.session.update(session={**TEXT_ONLY, "audio": {"input": {"turn_detection": detection}}})
+        await conn.session.update(session={**session, "audio": {"input": {"turn_detection": detection}}})
         await say(conn, "Hi!")
         await conn.response.create()
         await collect(conn, Transcript(), until="response.done", timeout=60)
@@ -112,7 +111,28 @@ async def test_silence_past_the_idle_timeout_commits_and_the_agent_prompts(
     assert 4900 <= triggered.audio_end_ms - triggered.audio_start_ms <= 5200
     (committed,) = seen.of_type("input_audio_buffer.committed")
     assert committed.item_id == triggered.item_id
-    assert seen.of_type("response.done")[0].response.output[0].content[0].text == "Are you still there?"
+    return seen
+
+
+async def test_silence_past_the_idle_timeout_commits_and_the_agent_says_its_idle_message(
+    agent: LiveServer, fake: FakeChatLLM
+) -> None:
+    fake.replies.append(Reply(text="Hello there."))
+    seen = await silent_past_the_idle_timeout(agent, fake, {"type": "realtime"})  # spoken
+    (done,) = seen.of_type("response.done")
+    assert done.response.status == "completed"
+    assert done.response.output[0].content[0].transcript == "Are you still there?"  # realtime.idle_message
+    assert seen.of_type("response.output_audio.delta")  # in the session's voice
+    assert len(fake.requests) == 1  # the LLM was asked for the first reply only
+
+
+async def test_without_an_idle_message_the_llm_writes_the_idle_timeout_s_prompt(
+    agent: LiveServer, fake: FakeChatLLM
+) -> None:
+    fake.replies += [Reply(text="Hello there."), Reply(text="Shall we go on?")]
+    with configured(agent.runtime, "realtime", idle_message=None):
+        seen = await silent_past_the_idle_timeout(agent, fake, TEXT_ONLY)
+    assert seen.of_type("response.done")[0].response.output[0].content[0].text == "Shall we go on?"
     assert len(fake.requests) == 2
 
 

@@ -8,6 +8,7 @@ to the core as the I/O layer would.
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -265,9 +266,22 @@ def test_silence_past_idle_timeout_after_the_reply_has_played_commits_and_respon
     assert triggered["item_id"] == sent(actions)[1]["item_id"]
     assert sent(actions)[3]["item"]["content"] == [{"type": "input_audio", "transcript": ""}]
     start = only(actions, StartResponse)  # the agent prompts the user to go on
+    assert start.script is None  # in words of the LLM's (no realtime.idle_message)
     assert not [a for a in actions if isinstance(a, Transcribe)]  # silence is not transcribed
     core.response_finished(start.response_id)
     assert "input_audio_buffer.timeout_triggered" in types(append(core, silence(5.1)))  # once per reply
+
+
+def test_the_idle_timeout_says_the_servers_idle_message_when_it_has_one(vad: SileroVAD) -> None:
+    core = make_core(vad, turn_detection=TurnDetection(idle_timeout_ms=5000))
+    core.config = replace(core.config, idle_message="Are you still there?")
+    spoken_reply(core, 1.0)
+    start = only(append(core, silence(6.5)), StartResponse)
+    assert start.script == "Are you still there?"
+    # Only the idle timeout's response is scripted: the next one is the LLM's again.
+    core.response_finished(start.response_id)
+    create(core, text_item("Yes, sorry."))
+    assert only(core.receive({"type": "response.create"}), StartResponse).script is None
 
 
 def test_the_idle_timeout_counts_from_the_end_of_playback_the_session_reports(vad: SileroVAD) -> None:

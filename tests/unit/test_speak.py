@@ -225,6 +225,20 @@ async def test_only_the_opening_is_checked_and_only_once() -> None:
     assert "".join(later) == "The capital is "  # the second answer, too, ends where it turns to Chinese
 
 
+async def test_a_scripted_reply_is_spoken_or_written_as_given_without_asking_the_llm() -> None:
+    messages = [{"role": "user", "content": "Hi"}]
+    for audio in (True, False):
+        llm, tts = RecordingLLM("Something else entirely."), ClauseEngine()
+        request = ReplyRequest(messages=messages, voice="v", audio=audio, script="Are you still there?")
+        events = [e async for e in stream_reply(request, llm, tts)]  # type: ignore[arg-type]
+        assert llm.seen == []
+        if audio:
+            assert " ".join(tts.calls) == "Are you still there?"
+            assert events[-1] == SpokenText("Are you still there?")  # what the LLM is shown next turn
+        else:
+            assert events == [TextDelta("Are you still there?")]
+
+
 async def test_a_reply_spoken_to_its_end_closes_with_the_llm_s_own_text() -> None:
     """The clauses are spoken without markup or line breaks; the last event hands back the LLM's
     text as it came, which is what the conversation shows the LLM next turn (its cached prefix)."""
