@@ -40,6 +40,7 @@ from cosyagent.agent.requests import (
     parse_event,
     parse_response_params,
     parse_user_item,
+    refuse_unknown_fields,
     without_audio_formats,
 )
 from cosyagent.agent.response_state import CancelReason
@@ -120,6 +121,7 @@ class RealtimeCore(ItemEvents):
                 raise ProtocolError(
                     f"unknown or unsupported event type {event_type!r}", code="invalid_event", param="type"
                 )
+            refuse_unknown_fields(event_type, event)
             return handler(self, event)
         except ProtocolError as exc:
             exc.event_id = exc.event_id or event_id

@@ -162,6 +162,30 @@ def parse_truncate(event: Mapping[str, Any], conversation: Conversation) -> tupl
     return item, audio_end_ms
 
 
+# Each client event's own fields, besides ``type`` and ``event_id`` (the SDK's *_event_param.py).
+EVENT_FIELDS: dict[str, frozenset[str]] = {
+    "session.update": frozenset({"session"}),
+    "input_audio_buffer.append": frozenset({"audio"}),
+    "input_audio_buffer.commit": frozenset(),
+    "input_audio_buffer.clear": frozenset(),
+    "conversation.item.create": frozenset({"item", "previous_item_id"}),
+    "conversation.item.delete": frozenset({"item_id"}),
+    "conversation.item.retrieve": frozenset({"item_id"}),
+    "conversation.item.truncate": frozenset({"item_id", "content_index", "audio_end_ms"}),
+    "response.create": frozenset({"response"}),
+    "response.cancel": frozenset({"response_id"}),
+}
+
+
+def refuse_unknown_fields(event_type: str, event: dict[str, Any]) -> None:
+    """``unknown_parameter`` for a field the event does not have (a misspelt ``previous_item_id``
+    would otherwise be ignored, and the item added at the end)."""
+    known = EVENT_FIELDS.get(event_type, frozenset()) | {"type", "event_id"}
+    unknown = sorted(str(key) for key in event if key not in known)
+    if unknown:
+        raise ProtocolError(f"Unknown parameter: '{unknown[0]}'.", code="unknown_parameter", param=unknown[0])
+
+
 def parse_event(raw: str | bytes | dict[str, Any], max_bytes: int) -> dict[str, Any]:
     """One client event as a dict; refuses oversized, malformed and non-object events."""
     if isinstance(raw, dict):

@@ -216,6 +216,20 @@ async def test_a_client_of_the_beta_api_is_told_the_ga_names_and_still_served(li
         assert json.loads(await socket.recv())["type"] == "session.updated"  # the GA name is taken at once
 
 
+async def test_a_misspelt_event_field_is_refused_and_the_session_goes_on(live_server: LiveServer) -> None:
+    url = f"ws://127.0.0.1:{live_server.port}/v1/realtime?model=cosyagent-realtime"
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
+    async with websockets.connect(url) as socket:
+        assert json.loads(await socket.recv())["type"] == "session.created"
+        await socket.send(json.dumps({"type": "conversation.item.create", "previous_id": "root", "item": item}))
+        error = json.loads(await socket.recv())
+        assert error["type"] == "error", error
+        assert (error["error"]["code"], error["error"]["param"]) == ("unknown_parameter", "previous_id")
+        await socket.send(json.dumps({"type": "conversation.item.create", "previous_item_id": "root", "item": item}))
+        added = json.loads(await socket.recv())
+        assert added["type"] == "conversation.item.added" and added["previous_item_id"] is None, added
+
+
 async def test_binary_frames_are_refused_with_an_error(live_server: LiveServer) -> None:
     async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
         await next_event(conn, {"session.created"})

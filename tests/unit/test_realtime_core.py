@@ -192,6 +192,8 @@ def test_session_update_rejects_bad_values_and_keeps_the_old_config(
         ("[" * 100_000 + "]" * 100_000, "invalid_json"),  # deeper than the parser's recursion limit
         ('{"type": "session.update", "session": {"voise": "x"}}', "unknown_parameter"),
         ('{"type": "session.update", "session": {"audio": {"output": {"volume": 2}}}}', "unknown_parameter"),
+        ('{"type": "session.update", "session": {}, "voice": "joe"}', "unknown_parameter"),
+        ('{"type": "input_audio_buffer.commit", "item_id": "item_1"}', "unknown_parameter"),
     ],
 )
 def test_bad_client_events_become_error_events(vad: SileroVAD, raw: str, code: str) -> None:
@@ -203,6 +205,21 @@ def test_bad_client_events_become_error_events(vad: SileroVAD, raw: str, code: s
         assert error["event_id"] == "e9"
     # ...and the session is still usable afterwards.
     assert types(core.receive({"type": "input_audio_buffer.clear"})) == ["input_audio_buffer.cleared"]
+
+
+def test_an_event_field_of_another_name_is_refused_not_ignored(vad: SileroVAD) -> None:
+    # previous_item_id misspelt: ignored, the item would go to the end of the conversation.
+    core = make_core(vad)
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
+    error = error_of(core.receive({"type": "conversation.item.create", "previous_id": "root", "item": item}))
+    assert (error["code"], error["param"], error["message"]) == (
+        "unknown_parameter",
+        "previous_id",
+        "Unknown parameter: 'previous_id'.",
+    )
+    assert len(core.conversation) == 0
+    added = core.receive({"type": "conversation.item.create", "event_id": "e1", "previous_item_id": None, "item": item})
+    assert types(added) == ["conversation.item.added", "conversation.item.done"]
 
 
 def test_oversized_events_and_audio_chunks_are_refused(vad: SileroVAD) -> None:
