@@ -35,6 +35,7 @@ from cosyagent.agent.item_events import ItemEvents, timeout_turn
 from cosyagent.agent.limits import DEFAULT_LIMITS, CoreLimits
 from cosyagent.agent.out_of_band import parse_response_context
 from cosyagent.agent.requests import (
+    add_created_item,
     check_new_item,
     decode_appended_audio,
     parse_event,
@@ -256,14 +257,7 @@ class RealtimeCore(ItemEvents):
                 return [Send(refused.to_event())]
         else:
             item = parse_user_item(raw, self.conversation)
-        try:
-            previous = self.conversation.add(item, event.get("previous_item_id"))
-        except KeyError as exc:
-            raise ProtocolError(
-                f"previous_item_id {event.get('previous_item_id')!r} is not in the conversation",
-                code="item_not_found",
-                param="previous_item_id",
-            ) from exc
+        previous = add_created_item(event, item, self.conversation)
         added = self._send("conversation.item.added", previous_item_id=previous, item=item.to_event_dict())
         if audio is not None and item.transcript is None:  # the LLM reads its words once transcribed
             job_id = self._jobs.start(item.id, speculative=False, committed=True)

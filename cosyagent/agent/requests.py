@@ -149,6 +149,20 @@ def existing_item(event: Mapping[str, Any], conversation: Conversation) -> Conve
     return item
 
 
+def add_created_item(event: Mapping[str, Any], item: ConversationItem, conversation: Conversation) -> str | None:
+    """Add conversation.item.create's item after its ``previous_item_id`` (item_not_found when
+    that item is not there); returns the id of the item it follows."""
+    previous_item_id = event.get("previous_item_id")
+    try:
+        return conversation.add(item, previous_item_id)
+    except KeyError as exc:
+        raise ProtocolError(
+            f"previous_item_id {previous_item_id!r} is not in the conversation",
+            code="item_not_found",
+            param="previous_item_id",
+        ) from exc
+
+
 def parse_truncate(event: Mapping[str, Any], conversation: Conversation) -> tuple[ConversationItem, int]:
     """conversation.item.truncate's assistant audio item and ``audio_end_ms`` (not yet checked against its audio)."""
     item_id, audio_end_ms = event.get("item_id"), event.get("audio_end_ms")

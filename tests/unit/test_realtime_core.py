@@ -194,6 +194,11 @@ def test_session_update_rejects_bad_values_and_keeps_the_old_config(
         ('{"type": "session.update", "session": {"audio": {"output": {"volume": 2}}}}', "unknown_parameter"),
         ('{"type": "session.update", "session": {}, "voice": "joe"}', "unknown_parameter"),
         ('{"type": "input_audio_buffer.commit", "item_id": "item_1"}', "unknown_parameter"),
+        (
+            '{"type": "conversation.item.create", "previous_item_id": "item_gone", "item": {"type": "message",'
+            ' "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}}',
+            "item_not_found",
+        ),
     ],
 )
 def test_bad_client_events_become_error_events(vad: SileroVAD, raw: str, code: str) -> None:
