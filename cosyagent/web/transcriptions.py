@@ -2,7 +2,8 @@
 
 Any container PyAV reads (wav, mp3, ogg/opus, flac, webm, m4a...), at any rate and channel
 count, is decoded to 16 kHz mono. Formats: json, text, verbose_json (segment timestamps;
-Whisper's per-segment scores and word timestamps are not exposed by the engine), srt, vtt.
+Whisper's per-segment scores are not exposed by the engine), srt, vtt. Word timestamps and
+log probabilities no engine here gives: asking for them is a 400, not an answer without them.
 ``stream=true`` answers with server-sent ``transcript.text.delta`` events, one per
 segment, and a final ``transcript.text.done``; audio longer than one Whisper window is
 cut at its quietest moments and transcribed window by window, so deltas arrive while the
@@ -54,6 +55,12 @@ def transcriptions_router(runtime: Runtime) -> APIRouter:
         response_format: Annotated[str, Form()] = "json",
         temperature: Annotated[float | None, Form()] = None,
         stream: Annotated[bool, Form()] = False,
+        # The SDK sends lists as repeated "name[]" fields (curl: -F "timestamp_granularities[]=word");
+        # a form with the plain name is read too.
+        granularities: Annotated[list[str] | None, Form(alias="timestamp_granularities[]")] = None,
+        granularities_plain: Annotated[list[str] | None, Form(alias="timestamp_granularities")] = None,
+        include: Annotated[list[str] | None, Form(alias="include[]")] = None,
+        include_plain: Annotated[list[str] | None, Form(alias="include")] = None,
     ) -> Response:
         if response_format not in RESPONSE_FORMATS:
             raise ApiError(
@@ -63,6 +70,8 @@ def transcriptions_router(runtime: Runtime) -> APIRouter:
                 code="unsupported_format",
             )
         _check_language(language, runtime.asr)
+        _check_granularities([*(granularities or ()), *(granularities_plain or ())], response_format, runtime.asr)
+        _check_include([*(include or ()), *(include_plain or ())], runtime.asr)
         audio = await _decode(await file.read(), runtime)
         if stream:
             events = _stream_events(runtime.asr, audio.samples, language, prompt)
@@ -92,6 +101,46 @@ def _check_language(language: str | None, asr: SpeechRecognizer) -> None:
             f"it transcribes {language_list(asr.info.languages)} only",
             param="language",
             code="unsupported_language",
+        )
+
+
+def _check_granularities(granularities: list[str], response_format: str, asr: SpeechRecognizer) -> None:
+    """``timestamp_granularities[]``: segment timestamps are what ``verbose_json`` carries; word
+    timestamps are refused rather than answered without (a subtitle tool would get no words)."""
+    unknown = [g for g in granularities if g not in ("segment", "word")]
+    if unknown:
+        raise ApiError(
+            400,
+            f"timestamp_granularities {unknown[0]!r} is not one of 'segment', 'word'",
+            param="timestamp_granularities",
+            code="invalid_value",
+        )
+    if granularities and response_format != "verbose_json":
+        raise ApiError(
+            400,
+            f"timestamp_granularities needs response_format 'verbose_json', not {response_format!r}",
+            param="timestamp_granularities",
+            code="invalid_value",
+        )
+    if "word" in granularities:
+        raise ApiError(
+            400,
+            f"word timestamps are not available: the {asr.info.model} recognizer gives segment timestamps only",
+            param="timestamp_granularities",
+            code="unsupported_parameter",
+        )
+
+
+def _check_include(include: list[str], asr: SpeechRecognizer) -> None:
+    """``include[]``: ``logprobs`` is OpenAI's one value, and no engine here exposes them."""
+    for value in include:
+        if value != "logprobs":
+            raise ApiError(400, f"include {value!r} is not one of 'logprobs'", param="include", code="invalid_value")
+        raise ApiError(
+            400,
+            f"logprobs are not available: the {asr.info.model} recognizer does not expose its token probabilities",
+            param="include",
+            code="unsupported_parameter",
         )
 
 

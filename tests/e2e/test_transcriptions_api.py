@@ -118,6 +118,33 @@ async def test_verbose_json_has_segment_timestamps_and_text_is_plain(server: Liv
     assert isinstance(text, str) and word_error_rate(REFERENCE, text) <= 0.2
 
 
+async def test_what_the_recognizer_cannot_give_is_refused_not_left_out(server: LiveServer) -> None:
+    # Word timestamps and logprobs: answered without them, a subtitle tool would get no words.
+    client = sdk(server)
+    refused = [
+        ({"response_format": "verbose_json", "timestamp_granularities": ["word", "segment"]}, "unsupported_parameter"),
+        ({"response_format": "json", "timestamp_granularities": ["segment"]}, "invalid_value"),  # OpenAI's rule
+        ({"response_format": "verbose_json", "timestamp_granularities": ["sentence"]}, "invalid_value"),
+        ({"include": ["logprobs"]}, "unsupported_parameter"),
+    ]
+    messages = []
+    for fields, code in refused:
+        with (DATA / "en_dublin_q.wav").open("rb") as wav, pytest.raises(openai.BadRequestError) as error:
+            await client.audio.transcriptions.create(model="whisper-1", file=wav, **fields)  # type: ignore[call-overload]
+        assert (error.value.code, error.value.param) == (code, next(iter(fields.keys() - {"response_format"})))
+        messages.append(error.value.message)
+    assert re.search(
+        r"word timestamps are not available: the \S+ recognizer gives segment timestamps only$", messages[0]
+    )
+    plain = await _upload(server, (DATA / "en_dublin_q.wav").read_bytes(), timestamp_granularities="word")
+    assert plain.status_code == 400 and plain.json()["error"]["param"] == "timestamp_granularities"  # curl's name too
+    with (DATA / "en_dublin_q.wav").open("rb") as wav:
+        segments = await client.audio.transcriptions.create(
+            model="whisper-1", file=wav, response_format="verbose_json", timestamp_granularities=["segment"]
+        )
+    assert segments.segments and "dublin" in segments.text.lower()
+
+
 async def test_stream_sends_deltas_then_done(server: LiveServer) -> None:
     with (DATA / CLIP).open("rb") as wav:
         stream = await sdk(server).audio.transcriptions.create(model="gpt-4o-transcribe", file=wav, stream=True)
