@@ -258,6 +258,7 @@ class SessionObserver:
         self._reply_turn_end: float | None = None  # the turn the running reply answers
         self._in_response = False
         self._barge_in_at: float | None = None
+        self._silence_item: str | None = None  # the item an idle timeout commits: no one spoke
 
     def timed_vad(self, inner: _FrameScorer[Frame]) -> TimedVADStream[Frame]:
         return TimedVADStream(inner, self)
@@ -302,8 +303,15 @@ class SessionObserver:
             self._telemetry.observe("end_of_turn", now - speech_end)
         self._frames.clear()
 
+    def _on_timeout_triggered(self, event: Mapping[str, Any], now: float) -> None:
+        self._silence_item = event.get("item_id")
+
     def _on_committed(self, event: Mapping[str, Any], now: float) -> None:
+        # The silence an idle timeout commits is no turn: it has no transcript to time, and the
+        # prompt that follows answers no one (it would count as a reply ~ as fast as the voice).
         item_id = event.get("item_id")
+        if item_id == self._silence_item:
+            return
         if isinstance(item_id, str):
             self._committed_at[item_id] = now
         self._last_turn_end = now
@@ -356,6 +364,7 @@ class SessionObserver:
     _handlers: ClassVar[dict[str, Callable[[SessionObserver, Mapping[str, Any], float], None]]] = {
         "input_audio_buffer.speech_started": _on_speech_started,
         "input_audio_buffer.speech_stopped": _on_speech_stopped,
+        "input_audio_buffer.timeout_triggered": _on_timeout_triggered,
         "input_audio_buffer.committed": _on_committed,
         "conversation.item.done": _on_item_done,
         "conversation.item.input_audio_transcription.failed": _on_transcript_failed,

@@ -138,6 +138,20 @@ def test_a_spoken_turn_and_its_reply_give_every_turn_stage(telemetry: Telemetry,
     assert telemetry.registry.get_sample_value("cosyagent_active_sessions", {"transport": "websocket"}) == 0
 
 
+def test_the_silence_an_idle_timeout_commits_is_no_turn(telemetry: Telemetry, clock: Clock) -> None:
+    observer = telemetry.session_observer("websocket", clock)
+    observer.opened()
+    observer.sent(event("input_audio_buffer.timeout_triggered", item_id="item_9", audio_start_ms=0, audio_end_ms=5000))
+    observer.sent(event("input_audio_buffer.committed", item_id="item_9", previous_item_id=None))
+    observer.sent(event("conversation.item.done", item={"id": "item_9", "type": "message", "role": "user"}))
+    observer.sent(event("response.created", response={"status": "in_progress"}))
+    clock.advance(0.2)
+    observer.sent(event("response.output_audio.delta", response_id="resp_9", delta=""))
+    observer.sent(event("response.done", response={"status": "completed", "status_details": None}))
+    assert stage_count(telemetry, "asr") == 0 and stage_count(telemetry, "response_first_audio") == 0
+    assert telemetry.registry.get_sample_value("cosyagent_responses_total", {"status": "completed"}) == 1
+
+
 def test_the_speech_end_follows_the_sessions_vad_threshold(telemetry: Telemetry, clock: Clock) -> None:
     observer = telemetry.session_observer("websocket", clock)
     threshold = 0.5
