@@ -200,6 +200,13 @@ class SessionConfig:
         refuse_unknown(session, SESSION_KEYS, "session")
         if session.get("prompt"):  # taken silently, the agent would run without the prompt's words
             raise InvalidSessionValue("session.prompt", UNSUPPORTED_PROMPT, code="unsupported_parameter")
+        if session.get("include"):  # OpenAI's one value asks for the transcription's logprobs
+            raise InvalidSessionValue(
+                "session.include",
+                "the transcription's logprobs are not available: this server's recognizer does not expose"
+                " its token probabilities",
+                code="unsupported_parameter",
+            )
         changes: dict[str, Any] = tool_settings(session, self.tools, self.tool_choice, "session")
         if "instructions" in session:
             changes["instructions"] = _string(session["instructions"], "session.instructions")

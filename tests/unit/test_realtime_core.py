@@ -142,6 +142,15 @@ def test_a_stored_prompt_is_refused_not_ignored(vad: SileroVAD) -> None:
     assert types(core.receive({"type": "session.update", "session": {"prompt": None}})) == ["session.updated"]
 
 
+def test_transcription_logprobs_are_refused_not_left_out(vad: SileroVAD) -> None:
+    core = make_core(vad)
+    include = {"include": ["item.input_audio_transcription.logprobs"]}
+    error = error_of(core.receive({"type": "session.update", "session": include}))
+    assert (error["code"], error["param"]) == ("unsupported_parameter", "session.include")
+    assert "logprobs are not available" in error["message"]
+    assert types(core.receive({"type": "session.update", "session": {"include": []}})) == ["session.updated"]
+
+
 @pytest.mark.parametrize(
     ("session", "param"),
     [
