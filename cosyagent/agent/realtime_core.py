@@ -46,7 +46,7 @@ from cosyagent.agent.requests import (
 )
 from cosyagent.agent.response_state import CancelReason
 from cosyagent.agent.responses import end_actions
-from cosyagent.agent.session_config import InvalidSessionValue, SessionConfig
+from cosyagent.agent.session_config import InvalidSessionValue, SessionConfig, VoiceNote, no_note
 from cosyagent.agent.transcripts import TranscriptJobs, WaitingResponse
 from cosyagent.audio.wire import AudioFormatError, InputDecoder
 from cosyagent.engines.base import AudioF32, VADStream
@@ -75,6 +75,7 @@ class RealtimeCore(ItemEvents):
         vad: VADStream,
         tts_sample_rate: int,
         voice_exists: Callable[[str], bool],
+        voice_note: VoiceNote = no_note,
         limits: CoreLimits = DEFAULT_LIMITS,
         audio_on_media_tracks: bool = False,
         clock: Callable[[], float] = time.monotonic,
@@ -92,6 +93,7 @@ class RealtimeCore(ItemEvents):
         )
         self.session_id = new_id("sess")
         self._voice_exists = voice_exists
+        self._voice_note = voice_note
         self.limits = limits
         self._decoder = InputDecoder(config.input_format, ASR_RATE)
         self._input = InputBuffer(
@@ -184,7 +186,7 @@ class RealtimeCore(ItemEvents):
     def _on_session_update(self, event: dict[str, Any]) -> list[Action]:
         old = self.config
         body = event.get("session", {})
-        self.config = old.updated(self._applicable(body), self._voice_exists)
+        self.config = old.updated(self._applicable(body), self._voice_exists, self._voice_note)
         if self.config.input_format != old.input_format:
             self._decoder = InputDecoder(self.config.input_format, ASR_RATE)
         if self.config.turn_detection != old.turn_detection:
@@ -271,7 +273,7 @@ class RealtimeCore(ItemEvents):
                 code="conversation_already_has_active_response",
             )
         body = event.get("response")
-        params = parse_response_params(self._applicable(body), self._voice_exists, self.config)
+        params = parse_response_params(self._applicable(body), self._voice_exists, self.config, self._voice_note)
         context = parse_response_context(body, self.conversation, self.config.input_format, ASR_RATE)
         if self._jobs.any_committed():
             self._jobs.waiting = WaitingResponse(params, automatic=False, context=context)

@@ -14,6 +14,8 @@ from cosyagent.agent.events import ProtocolError, new_id
 from cosyagent.agent.session_config import (
     UNSUPPORTED_PROMPT,
     SessionConfig,
+    VoiceNote,
+    no_note,
     parse_format,
     parse_max_tokens,
     parse_modalities,
@@ -89,7 +91,9 @@ def parse_user_item(raw: Any, conversation: Conversation) -> ConversationItem:
     )
 
 
-def parse_response_params(raw: Any, voice_exists: Callable[[str], bool], session: SessionConfig) -> dict[str, Any]:
+def parse_response_params(
+    raw: Any, voice_exists: Callable[[str], bool], session: SessionConfig, voice_note: VoiceNote = no_note
+) -> dict[str, Any]:
     """response.create's ``response`` object -> SessionConfig overrides for that response
     (its tools combine with the ``session``'s tool_choice, and its tool_choice with their tools).
     Its ``conversation``, ``input`` and ``metadata``: :mod:`cosyagent.agent.out_of_band`."""
@@ -114,7 +118,7 @@ def parse_response_params(raw: Any, voice_exists: Callable[[str], bool], session
     output = _object(audio.get("output"), "response.audio.output")
     refuse_unknown(output, frozenset({"format", "voice"}), "response.audio.output")
     if "voice" in output:
-        params["voice"] = parse_voice(output["voice"], voice_exists, "response.audio.output.voice")
+        params["voice"] = parse_voice(output["voice"], voice_exists, "response.audio.output.voice", voice_note)
     if "format" in output:
         params["output_format"] = parse_format(output["format"], "response.audio.output.format")
     return params

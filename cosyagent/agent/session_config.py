@@ -67,6 +67,15 @@ def refuse_unknown(fields: Mapping[str, Any], known: frozenset[str], where: str)
         raise InvalidSessionValue(param, message, code="unknown_parameter")
 
 
+VoiceNote = Callable[[str], str | None]
+"""Why a voice of the library cannot be spoken by this server's engine (a clip Piper cannot
+clone), or None when it can."""
+
+
+def no_note(_voice: str) -> str | None:
+    return None
+
+
 TurnDetectionType = Literal["server_vad", "semantic_vad"]
 Eagerness = Literal["low", "medium", "high", "auto"]
 # semantic_vad: the Smart Turn probability above which a pause ends the turn at once.
@@ -190,8 +199,11 @@ class SessionConfig:
             "tool_choice": choice_to_dict(self.tool_choice),
         }
 
-    def updated(self, session: Mapping[str, Any], voice_exists: Callable[[str], bool]) -> SessionConfig:
-        """Apply a `session.update` body; raise InvalidSessionValue naming the bad field."""
+    def updated(
+        self, session: Mapping[str, Any], voice_exists: Callable[[str], bool], voice_note: VoiceNote = no_note
+    ) -> SessionConfig:
+        """Apply a `session.update` body; raise InvalidSessionValue naming the bad field.
+        ``voice_note``: why a voice that exists cannot be spoken (:data:`VoiceNote`)."""
         if not isinstance(session, Mapping):
             raise InvalidSessionValue("session", "session must be an object")
         kind = session.get("type", "realtime")
@@ -234,7 +246,7 @@ class SessionConfig:
         if "format" in audio_out:
             changes["output_format"] = parse_format(audio_out["format"], "session.audio.output.format")
         if "voice" in audio_out:
-            changes["voice"] = parse_voice(audio_out["voice"], voice_exists, "session.audio.output.voice")
+            changes["voice"] = parse_voice(audio_out["voice"], voice_exists, "session.audio.output.voice", voice_note)
         if "speed" in audio_out:
             changes["speed"] = parse_speed(audio_out["speed"], "session.audio.output.speed", self.speed_range)
         if "timestamps" in audio_out:
@@ -302,12 +314,14 @@ def parse_turn_detection(value: Any, current: TurnDetection | None, param: str) 
         raise InvalidSessionValue(f"{param}.{exc.param}", str(exc)) from exc
 
 
-def parse_voice(value: Any, voice_exists: Callable[[str], bool], param: str) -> str:
+def parse_voice(value: Any, voice_exists: Callable[[str], bool], param: str, voice_note: VoiceNote = no_note) -> str:
     voice = value.get("id") if isinstance(value, Mapping) else value
     if not isinstance(voice, str) or not voice:
         raise InvalidSessionValue(param, "voice must be a voice name or {'id': ...}")
     if not voice_exists(voice):
         raise InvalidSessionValue(param, f"unknown voice {voice!r}; GET /v1/voices lists the available ones")
+    if (note := voice_note(voice)) is not None:  # refused here, not by every reply after it
+        raise InvalidSessionValue(param, f"voice {voice!r} cannot be spoken: {note}", code="voice_not_usable")
     return voice
 
 

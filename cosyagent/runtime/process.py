@@ -261,6 +261,11 @@ class Runtime:
         """Any voice of the library: built-in, or a user voice by id or name."""
         return self.voices.exists(voice)
 
+    def voice_note(self, voice: str) -> str | None:
+        """Why a voice of the library cannot be spoken by this engine (a clip Piper cannot clone), or None."""
+        info = self.voices.find(voice)
+        return None if info is None or info.usable else info.note
+
     def queue_depths(self) -> dict[str, int]:
         """Calls waiting on (or running in) each engine's worker; the VAD runs inline and the LLM remotely."""
         depths = {"asr": self.asr.queue_depth, "tts": self.tts.queue_depth}
@@ -291,6 +296,7 @@ class Runtime:
             vad=observer.timed_vad(vad) if observer is not None else vad,
             tts_sample_rate=self.tts.sample_rate,
             voice_exists=self.voice_exists,
+            voice_note=self.voice_note,
             limits=limits,
             audio_on_media_tracks=audio_on_media_tracks,
             times_words=can_time_words(self.tts),

@@ -134,7 +134,7 @@ async def test_the_openai_sdk_voices_resource_works(server: LiveServer) -> None:
     assert deleted.deleted and deleted.id == voice.id
 
 
-async def test_a_realtime_session_takes_any_voice_id(server: LiveServer) -> None:
+async def test_a_realtime_session_takes_any_voice_id_the_engine_can_speak(server: LiveServer) -> None:
     url = f"{server.base_url}/voices"
     blend = (await request("POST", url, json={"name": "Session mix", "blend": BLEND})).json()
     wav = (DATA / "en_dublin_q.wav").read_bytes()
@@ -142,11 +142,16 @@ async def test_a_realtime_session_takes_any_voice_id(server: LiveServer) -> None
     try:
         async with sdk(server.base_url).realtime.connect(model="cosyagent-realtime") as conn:
             assert (await conn.recv()).type == "session.created"
-            for voice in (clone["id"], blend["id"]):
-                session = {"type": "realtime", "audio": {"output": {"voice": voice}}, "max_output_tokens": 12}
-                await conn.session.update(session=session)  # type: ignore[arg-type]
-                updated = await asyncio.wait_for(_next(conn, "session.updated"), 20)
-                assert updated.session.audio.output.voice == voice
+            # A clip Kokoro cannot clone: refused where it is chosen, not by every reply after it.
+            await conn.session.update(session={"type": "realtime", "audio": {"output": {"voice": clone["id"]}}})
+            refused = await asyncio.wait_for(_next(conn, "error"), 20)
+            assert (refused.error.code, refused.error.param) == ("voice_not_usable", "session.audio.output.voice")
+            message = refused.error.message
+            assert message.startswith(f"voice {clone['id']!r} cannot be spoken: ") and "clone" in message, message
+            session = {"type": "realtime", "audio": {"output": {"voice": blend["id"]}}, "max_output_tokens": 12}
+            await conn.session.update(session=session)  # type: ignore[arg-type]
+            updated = await asyncio.wait_for(_next(conn, "session.updated"), 20)
+            assert updated.session.audio.output.voice == blend["id"]
             await conn.conversation.item.create(
                 item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello."}]}
             )

@@ -142,6 +142,25 @@ def test_a_stored_prompt_is_refused_not_ignored(vad: SileroVAD) -> None:
     assert types(core.receive({"type": "session.update", "session": {"prompt": None}})) == ["session.updated"]
 
 
+def test_a_voice_the_engine_cannot_speak_is_refused_where_it_is_chosen(vad: SileroVAD) -> None:
+    notes = {"My clip": "the piper engine cannot clone a voice from a clip"}
+    core = RealtimeCore(
+        SessionConfig(model="test", instructions="Be brief.", voice="jf_alpha"),
+        vad=vad.new_stream(),
+        tts_sample_rate=TTS_RATE,
+        voice_exists={"jf_alpha", "My clip"}.__contains__,
+        voice_note=notes.get,
+    )
+    for event, param in (
+        ({"type": "session.update", "session": {"audio": {"output": {"voice": "My clip"}}}}, "session"),
+        ({"type": "response.create", "response": {"audio": {"output": {"voice": "My clip"}}}}, "response"),
+    ):
+        error = error_of(core.receive(event))
+        assert (error["code"], error["param"]) == ("voice_not_usable", f"{param}.audio.output.voice")
+        assert error["message"] == "voice 'My clip' cannot be spoken: the piper engine cannot clone a voice from a clip"
+    assert core.config.voice == "jf_alpha"
+
+
 def test_transcription_logprobs_are_refused_not_left_out(vad: SileroVAD) -> None:
     core = make_core(vad)
     include = {"include": ["item.input_audio_transcription.logprobs"]}
