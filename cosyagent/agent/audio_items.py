@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from cosyagent.agent.conversation import ConversationItem
+from cosyagent.agent.conversation import HEARD_RATE, ConversationItem
 from cosyagent.agent.events import ProtocolError, new_id
-from cosyagent.audio.wire import AudioFormat, AudioFormatError, InputDecoder
+from cosyagent.audio.pcm import pcm16_to_float
+from cosyagent.audio.wire import AudioFormat, AudioFormatError, InputDecoder, OutputEncoder
 from cosyagent.engines.base import AudioF32
 
 MIN_AUDIO_MS = 100  # as for a commit: shorter audio holds no words
@@ -59,6 +60,16 @@ def parse_audio_message(
         id=item_id or new_id("item"), role="user", content_type="input_audio", transcript=transcript
     )
     return item, samples
+
+
+def retrieved_item(item: ConversationItem, fmt: AudioFormat) -> dict[str, Any]:
+    """The item as ``conversation.item.retrieved`` shows it: a user audio item whose audio is
+    still kept carries it, base64 in the session's input format ``fmt`` (as OpenAI's does)."""
+    body: dict[str, Any] = item.to_event_dict()
+    if item.heard is not None:
+        audio = OutputEncoder(fmt, HEARD_RATE).encode(pcm16_to_float(item.heard), last=True)
+        body["content"] = [{**body["content"][0], "audio": base64.b64encode(audio).decode("ascii")}]
+    return body
 
 
 def _decode(audio_b64: Any, fmt: AudioFormat, rate: int, param: str) -> AudioF32:

@@ -26,6 +26,10 @@ _TOLERANCE_MS = 1.0
 # times in 5, or recited its instructions; with this, a greeting
 # (benchmarks/results/opening-line-2026-12-07/).
 OPENING_LINE = "Hello."
+# User audio is kept as the recognizer heard it (PCM16 mono at its rate) for the newest items
+# only: conversation.item.retrieve gives it back, and an hour's call would otherwise hold ~115 MB.
+HEARD_RATE = 16000
+HEARD_ITEMS_KEPT = 20
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
 ItemType = Literal["message", "function_call", "function_call_output"]
 
@@ -104,6 +108,7 @@ class ConversationItem:
     name: str = ""
     arguments: str = ""
     output: str = ""
+    heard: bytes | None = None  # a user audio item's audio (HEARD_RATE PCM16), while it is kept
 
     @classmethod
     def function_call(cls, item_id: str, call_id: str, name: str, arguments: str = "", **kw: Any) -> ConversationItem:
@@ -189,6 +194,9 @@ class Conversation:
         if len(self._items) > self._max_items:
             del self._items[0]
             index -= 1
+        if item.heard is not None:
+            for older in [it for it in self._items if it.heard is not None][:-HEARD_ITEMS_KEPT]:
+                older.heard = None
         return self._items[index - 1].id if index > 0 else None
 
     def previous_id(self, item_id: str) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from cosyagent.agent.audio_items import retrieved_item
 from cosyagent.agent.conversation import Conversation, ConversationItem
 from cosyagent.agent.events import Action, Event, ProtocolError, Send, new_id
 from cosyagent.agent.idle_timeout import IdleSpan
@@ -27,7 +28,7 @@ class ItemEvents(ResponseOutput):
 
     def _on_item_retrieve(self, event: dict[str, Any]) -> list[Action]:
         item = existing_item(event, self.conversation)
-        return [self._send("conversation.item.retrieved", item=item.to_event_dict())]
+        return [self._send("conversation.item.retrieved", item=retrieved_item(item, self.config.input_format))]
 
     def _on_item_truncate(self, event: dict[str, Any]) -> list[Action]:
         item, audio_end_ms = parse_truncate(event, self.conversation)

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from cosyagent.agent.audio_items import has_audio_content, parse_audio_message
 from cosyagent.agent.budget import InputAudioBudget
-from cosyagent.agent.conversation import ConversationItem
+from cosyagent.agent.conversation import HEARD_RATE, ConversationItem
 from cosyagent.agent.events import (
     Action,
     CancelResponse,
@@ -48,6 +48,7 @@ from cosyagent.agent.response_state import CancelReason
 from cosyagent.agent.responses import end_actions
 from cosyagent.agent.session_config import InvalidSessionValue, SessionConfig, VoiceNote, no_note
 from cosyagent.agent.transcripts import TranscriptJobs, WaitingResponse
+from cosyagent.audio.pcm import float_to_pcm16
 from cosyagent.audio.wire import AudioFormatError, InputDecoder
 from cosyagent.engines.base import AudioF32, VADStream
 from cosyagent.pipeline.barge_in import BargeInDecision, BargeInPolicy
@@ -64,7 +65,7 @@ from cosyagent.pipeline.turns import (
 
 logger = logging.getLogger(__name__)
 
-ASR_RATE = 16000
+ASR_RATE = HEARD_RATE  # the recognizer's rate, at which user audio items keep their audio
 
 
 class RealtimeCore(ItemEvents):
@@ -255,6 +256,7 @@ class RealtimeCore(ItemEvents):
         if has_audio_content(raw):
             self._jobs.check_backlog(self.limits.max_pending_transcripts)
             item, audio = parse_audio_message(event["item"], self.config.input_format, ASR_RATE, "item")
+            item.heard = float_to_pcm16(audio)
             if (refused := self._audio_budget.refusal(audio.size / ASR_RATE)) is not None:
                 return [Send(refused.to_event())]
         else:
@@ -341,7 +343,8 @@ class RealtimeCore(ItemEvents):
 
     def _commit(self, item_id: str, audio: AudioF32, auto_respond: bool) -> list[Action]:
         self._speech_item_id = None
-        item = ConversationItem(id=item_id, role="user", content_type="input_audio", transcript=None)
+        heard = float_to_pcm16(audio)
+        item = ConversationItem(id=item_id, role="user", content_type="input_audio", transcript=None, heard=heard)
         previous = self.conversation.add(item)
         actions: list[Action] = [
             self._send("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id),

@@ -86,6 +86,26 @@ async def test_transcription_null_sends_no_transcripts_but_the_turn_is_answered(
     assert seen.audio()
 
 
+async def test_a_spoken_turn_is_retrieved_with_the_audio_the_server_heard(live_server: LiveServer) -> None:
+    clip = "en_wealth_tax_q.wav"
+    question = read_clip(clip, 24000)[: int(3.5 * 24000)]
+    async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "max_output_tokens": 20})
+        sender = asyncio.create_task(stream_pcm24(conn, question))
+        seen = await collect(conn, Transcript(), until="response.done", timeout=90)
+        await sender
+        (committed,) = seen.of_type("input_audio_buffer.committed")
+        await conn.conversation.item.retrieve(item_id=committed.item_id)
+        answer = await collect(conn, Transcript(), until="conversation.item.retrieved", timeout=10)
+    (retrieved,) = answer.of_type("conversation.item.retrieved")
+    part = retrieved.item.content[0]
+    heard = pcm16_to_float(base64.b64decode(part.audio))  # 24 kHz PCM16: the session's input format
+    assert 3.0 <= heard.size / 24000 <= 5.0, heard.size / 24000  # the turn: its speech and padding
+    again = await live_server.runtime.asr.transcribe(resample(heard, 24000, 16000))
+    assert word_error_rate(REFERENCES[clip], again.text) <= 0.2, again.text  # the speaker's words
+    assert part.transcript and word_error_rate(REFERENCES[clip], part.transcript) <= 0.2
+
+
 async def test_the_agent_can_answer_twice_in_a_row(live_server: LiveServer) -> None:
     # response.create after the agent's own reply (a bridge prompting "still there?", an
     # out-of-band summary): the conversation ends with assistant messages, each a finished turn.

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cosyagent.agent.conversation import HEARD_ITEMS_KEPT
 from cosyagent.agent.events import (
     Action,
     CancelResponse,
@@ -315,6 +316,36 @@ def test_manual_turn_commit_transcribe_and_respond(vad: SileroVAD) -> None:
     core.receive({"type": "conversation.item.create", "item": _text_item("Thanks!")})
     next_start = only(core.receive({"type": "response.create"}), StartResponse)
     assert [m["content"] for m in next_start.messages[1:]] == ["How do I get to Dublin?", "Take the train.", "Thanks!"]
+
+
+def test_a_user_audio_item_is_retrieved_with_its_audio_in_the_sessions_input_format(vad: SileroVAD) -> None:
+    # OpenAI's conversation.item.retrieve: "to inspect user audio after noise cancellation and VAD".
+    core = make_core(vad, turn_detection=None)
+    speech = speech_24k()
+    append(core, speech)
+    job = only(core.receive({"type": "input_audio_buffer.commit"}), Transcribe)
+    core.transcription_done(job.job_id, "How do I get to Dublin?", 2.8)
+    (retrieved,) = sent(core.receive({"type": "conversation.item.retrieve", "item_id": job.item_id}))
+    part = retrieved["item"]["content"][0]
+    assert part["transcript"] == "How do I get to Dublin?"
+    pcm = np.frombuffer(base64.b64decode(part["audio"]), dtype="<i2")  # 24 kHz PCM16, as it was sent
+    assert abs(pcm.size - speech.size) <= 24 * 20  # all of it, within the resamplers' few ms
+    heard, sent_audio = pcm.astype(np.float32) / 32768, speech[: pcm.size]
+    assert np.corrcoef(heard[: sent_audio.size], sent_audio[: heard.size])[0, 1] > 0.9  # the same sound
+    # In a G.711 session it comes back as G.711 at 8 kHz; only the newest 20 audio items keep theirs.
+    core.receive({"type": "session.update", "session": {"audio": {"input": {"format": {"type": "audio/pcmu"}}}}})
+    ulaw = base64.b64encode(bytes([0xFF]) * 800).decode()  # 100 ms of silence
+    for n in range(HEARD_ITEMS_KEPT):
+        item = {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_audio", "audio": ulaw, "transcript": "."}],
+        }
+        core.receive({"type": "conversation.item.create", "item": {**item, "id": f"item_{n}"}})
+    (newest,) = sent(core.receive({"type": "conversation.item.retrieve", "item_id": f"item_{HEARD_ITEMS_KEPT - 1}"}))
+    assert len(base64.b64decode(newest["item"]["content"][0]["audio"])) == 800
+    (oldest,) = sent(core.receive({"type": "conversation.item.retrieve", "item_id": job.item_id}))
+    assert "audio" not in oldest["item"]["content"][0] and oldest["item"]["content"][0]["transcript"]
 
 
 def test_with_transcription_off_the_turn_is_still_transcribed_for_the_llm_but_not_reported(vad: SileroVAD) -> None:
