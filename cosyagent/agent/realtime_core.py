@@ -343,8 +343,7 @@ class RealtimeCore(ItemEvents):
 
     def _commit(self, item_id: str, audio: AudioF32, auto_respond: bool) -> list[Action]:
         self._speech_item_id = None
-        heard = float_to_pcm16(audio)
-        item = ConversationItem(id=item_id, role="user", content_type="input_audio", transcript=None, heard=heard)
+        item = ConversationItem(id=item_id, role="user", content_type="input_audio", heard=float_to_pcm16(audio))
         previous = self.conversation.add(item)
         actions: list[Action] = [
             self._send("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id),
