@@ -256,9 +256,9 @@ class RealtimeCore(ItemEvents):
         if has_audio_content(raw):
             self._jobs.check_backlog(self.limits.max_pending_transcripts)
             item, audio = parse_audio_message(event["item"], self.config.input_format, ASR_RATE, "item")
-            item.heard = float_to_pcm16(audio)
             if (refused := self._audio_budget.refusal(audio.size / ASR_RATE)) is not None:
                 return [Send(refused.to_event())]
+            item.heard = float_to_pcm16(audio)
         else:
             item = parse_user_item(raw, self.conversation)
         previous = add_created_item(event, item, self.conversation)

@@ -198,10 +198,7 @@ EVENT_FIELDS: dict[str, frozenset[str]] = {
 def refuse_unknown_fields(event_type: str, event: dict[str, Any]) -> None:
     """``unknown_parameter`` for a field the event does not have (a misspelt ``previous_item_id``
     would otherwise be ignored, and the item added at the end)."""
-    known = EVENT_FIELDS.get(event_type, frozenset()) | {"type", "event_id"}
-    unknown = sorted(str(key) for key in event if key not in known)
-    if unknown:
-        raise ProtocolError(f"Unknown parameter: '{unknown[0]}'.", code="unknown_parameter", param=unknown[0])
+    refuse_unknown(event, EVENT_FIELDS.get(event_type, frozenset()) | {"type", "event_id"}, "")
 
 
 def parse_event(raw: str | bytes | dict[str, Any], max_bytes: int) -> dict[str, Any]:

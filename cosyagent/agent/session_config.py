@@ -57,10 +57,11 @@ BETA_NAMES = {
 
 
 def refuse_unknown(fields: Mapping[str, Any], known: frozenset[str], where: str) -> None:
-    """InvalidSessionValue ``unknown_parameter`` for the first field not in ``known``."""
+    """InvalidSessionValue ``unknown_parameter`` for the first field not in ``known``; ``where``:
+    the path of ``fields`` ("" for a client event's own fields)."""
     unknown = sorted(str(key) for key in fields if key not in known)
     if unknown:
-        param = f"{where}.{unknown[0]}"
+        param = f"{where}.{unknown[0]}" if where else unknown[0]
         message = f"Unknown parameter: '{param}'."
         if param in BETA_NAMES:
             message += f" That is the beta Realtime API's name; this server speaks the GA API: '{BETA_NAMES[param]}'."

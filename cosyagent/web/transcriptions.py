@@ -133,15 +133,16 @@ def _check_granularities(granularities: list[str], response_format: str, asr: Sp
 
 def _check_include(include: list[str], asr: SpeechRecognizer) -> None:
     """``include[]``: ``logprobs`` is OpenAI's one value, and no engine here exposes them."""
-    for value in include:
-        if value != "logprobs":
-            raise ApiError(400, f"include {value!r} is not one of 'logprobs'", param="include", code="invalid_value")
-        raise ApiError(
-            400,
-            f"logprobs are not available: the {asr.info.model} recognizer does not expose its token probabilities",
-            param="include",
-            code="unsupported_parameter",
-        )
+    if not include:
+        return
+    if include[0] != "logprobs":
+        raise ApiError(400, f"include {include[0]!r} is not one of 'logprobs'", param="include", code="invalid_value")
+    raise ApiError(
+        400,
+        f"logprobs are not available: the {asr.info.model} recognizer does not expose its token probabilities",
+        param="include",
+        code="unsupported_parameter",
+    )
 
 
 async def _decode(data: bytes, runtime: Runtime) -> DecodedAudio:
