@@ -68,3 +68,22 @@ def timeout_turn(span: IdleSpan, item_id: str, conversation: Conversation) -> li
         ItemEvents._send("conversation.item.added", previous_item_id=previous, item=item.to_event_dict()),
         ItemEvents._send("conversation.item.done", previous_item_id=previous, item=item.to_event_dict()),
     ]
+
+
+def transcript_events(item_id: str, transcript: str, duration_s: float) -> list[Action]:
+    """A turn's transcript as the client is told it: the words as one delta (the recognizer gives
+    them at once, when the turn has ended; none when it heard no words), then ``completed``."""
+    usage = {"type": "duration", "seconds": round(duration_s, 3)}
+    completed = ItemEvents._send(
+        "conversation.item.input_audio_transcription.completed",
+        item_id=item_id,
+        content_index=0,
+        transcript=transcript,
+        usage=usage,
+    )
+    if not transcript:
+        return [completed]
+    delta = ItemEvents._send(
+        "conversation.item.input_audio_transcription.delta", item_id=item_id, content_index=0, delta=transcript
+    )
+    return [delta, completed]

@@ -31,12 +31,13 @@ from cosyagent.agent.events import (
     new_id,
 )
 from cosyagent.agent.input_buffer import InputBuffer
-from cosyagent.agent.item_events import ItemEvents, timeout_turn
+from cosyagent.agent.item_events import ItemEvents, timeout_turn, transcript_events
 from cosyagent.agent.limits import DEFAULT_LIMITS, CoreLimits
 from cosyagent.agent.out_of_band import parse_response_context
 from cosyagent.agent.requests import (
     add_created_item,
     check_new_item,
+    check_served,
     decode_appended_audio,
     parse_event,
     parse_response_params,
@@ -46,7 +47,8 @@ from cosyagent.agent.requests import (
 )
 from cosyagent.agent.response_state import CancelReason
 from cosyagent.agent.responses import end_actions
-from cosyagent.agent.session_config import InvalidSessionValue, SessionConfig, VoiceNote, no_note
+from cosyagent.agent.session_config import SessionConfig
+from cosyagent.agent.session_fields import InvalidSessionValue, VoiceNote, no_note
 from cosyagent.agent.transcripts import TranscriptJobs, WaitingResponse
 from cosyagent.audio.pcm import float_to_pcm16
 from cosyagent.audio.wire import AudioFormatError, InputDecoder
@@ -126,6 +128,7 @@ class RealtimeCore(ItemEvents):
                     f"unknown or unsupported event type {event_type!r}", code="invalid_event", param="type"
                 )
             refuse_unknown_fields(event_type, event)
+            check_served(event_type, self.config)
             return handler(self, event)
         except ProtocolError as exc:
             exc.event_id = exc.event_id or event_id
@@ -187,7 +190,8 @@ class RealtimeCore(ItemEvents):
     def _on_session_update(self, event: dict[str, Any]) -> list[Action]:
         old = self.config
         body = event.get("session", {})
-        self.config = old.updated(self._applicable(body), self._voice_exists, self._voice_note)
+        begun = len(self.conversation) > 0 or self._response is not None
+        self.config = old.updated(self._applicable(body), self._voice_exists, self._voice_note, not begun)
         if self.config.input_format != old.input_format:
             self._decoder = InputDecoder(self.config.input_format, ASR_RATE)
         if self.config.turn_detection != old.turn_detection:
@@ -328,8 +332,7 @@ class RealtimeCore(ItemEvents):
         elif isinstance(turn, SpeechStopped):
             stopped = self._send("input_audio_buffer.speech_stopped", audio_end_ms=turn.audio_end_ms, item_id=item_id)
             self._input.take_all()
-            auto_respond = bool(detection and detection.create_response)
-            return [stopped] + actions + self._commit(item_id, turn.audio, auto_respond)
+            return [stopped] + actions + self._commit(item_id, turn.audio, self.config.replies_to_turns)
         return actions
 
     def _barge_in_actions(self, decision: BargeInDecision | None) -> list[Action]:
@@ -369,16 +372,8 @@ class RealtimeCore(ItemEvents):
         assert job is not None
         transcript = job.result or ""
         item = self.conversation.get(job.item_id)
-        actions: list[Action] = []
-        if self.config.transcription_reported:
-            completed = self._send(
-                "conversation.item.input_audio_transcription.completed",
-                item_id=job.item_id,
-                content_index=0,
-                transcript=transcript,
-                usage={"type": "duration", "seconds": round(job.duration_s, 3)},
-            )
-            actions.append(completed)
+        reported = self.config.transcription_reported
+        actions = transcript_events(job.item_id, transcript, job.duration_s) if reported else []
         if item is not None:
             item.transcript = transcript
             actions.append(self._send("conversation.item.done", item=item.to_event_dict()))

@@ -11,9 +11,8 @@ from typing import Any, Literal
 
 from cosyagent.agent.conversation import Conversation, ConversationItem, Role
 from cosyagent.agent.events import ProtocolError, new_id
-from cosyagent.agent.session_config import (
-    UNSUPPORTED_PROMPT,
-    SessionConfig,
+from cosyagent.agent.session_config import UNSUPPORTED_PROMPT, SessionConfig
+from cosyagent.agent.session_fields import (
     VoiceNote,
     no_note,
     parse_format,
@@ -199,6 +198,17 @@ def refuse_unknown_fields(event_type: str, event: dict[str, Any]) -> None:
     """``unknown_parameter`` for a field the event does not have (a misspelt ``previous_item_id``
     would otherwise be ignored, and the item added at the end)."""
     refuse_unknown(event, EVENT_FIELDS.get(event_type, frozenset()) | {"type", "event_id"}, "")
+
+
+def check_served(event_type: str, config: SessionConfig) -> None:
+    """A transcription session transcribes and makes no responses: their events are refused."""
+    if config.session_type == "transcription" and event_type.startswith("response."):
+        raise ProtocolError(
+            f"{event_type} is not served in a transcription session: it makes no responses"
+            " (a realtime session does: connect without ?intent=transcription)",
+            code="invalid_event",
+            param="type",
+        )
 
 
 def parse_event(raw: str | bytes | dict[str, Any], max_bytes: int) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import numpy as np
 from cosyagent.agent.conversation import AlignedTranscript, Conversation, ConversationItem
 from cosyagent.agent.events import Action, Event, PlayAudio, Send, new_id
 from cosyagent.agent.response_calls import ResponseCalls
-from cosyagent.agent.session_config import format_dict
+from cosyagent.agent.session_fields import format_dict
 from cosyagent.audio.wire import OutputEncoder
 from cosyagent.engines.base import AudioF32, ToolCallDelta
 from cosyagent.pipeline.reply import IncompleteReason

@@ -245,8 +245,7 @@ class ResponseOutput:
         """The messages, audio flag, tools and tool choice of the automatic reply that follows if
         the turn ``item_id`` ends on ``transcript`` (as :meth:`_start_response` will make it, with
         the user item committed); None when no such reply will follow or one is under way."""
-        detection = self.config.turn_detection
-        if not transcript or self._response is not None or detection is None or not detection.create_response:
+        if not transcript or self._response is not None or not self.config.replies_to_turns:
             return None
         config = self.config
         said = ConversationItem(id=item_id, role="user", content_type="input_audio", transcript=transcript)

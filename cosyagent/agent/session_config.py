@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from cosyagent.agent.idle_timeout import MAX_IDLE_TIMEOUT_MS, MIN_IDLE_TIMEOUT_MS
+from cosyagent.agent.session_fields import (
+    InvalidSessionValue,
+    Modality,
+    VoiceNote,
+    format_dict,
+    no_note,
+    parse_format,
+    parse_max_tokens,
+    parse_modalities,
+    parse_object,
+    parse_speed,
+    parse_string,
+    parse_timestamps,
+    parse_voice,
+    refuse_unknown,
+)
 from cosyagent.agent.tools import FunctionTool, ToolChoice, choice_to_dict, tool_settings
-from cosyagent.audio.wire import FORMAT_RATES, AudioFormat
+from cosyagent.audio.wire import AudioFormat
 from cosyagent.engines.text_scripts import language_list
-from cosyagent.pipeline.timestamps import InvalidTimestampKinds, TimestampKind, parse_kinds
+from cosyagent.pipeline.timestamps import TimestampKind
 
-Modality = Literal["text", "audio"]
-
-
-class InvalidSessionValue(ValueError):
-    """A session field has a value we cannot accept. ``param`` is its dotted path."""
-
-    def __init__(self, param: str, message: str, code: str = "invalid_value") -> None:
-        super().__init__(message)
-        self.param = param
-        self.code = code
+# realtime: a conversation with the agent; transcription: the turns' transcripts alone (live
+# captions), OpenAI's `session.type` (a WebSocket opened with ?intent=transcription starts one).
+SessionType = Literal["realtime", "transcription"]
 
 
 # The GA session object's fields (openai-python types/realtime/realtime_session_create_request);
@@ -32,49 +40,11 @@ SESSION_KEYS = frozenset(
      "tool_choice", "tools", "tracing", "truncation", "parallel_tool_calls", "reasoning", "id", "object",
      "expires_at"}
 )  # fmt: skip
+# A transcription session's fields (types/realtime/realtime_transcription_session_create_request).
+TRANSCRIPTION_SESSION_KEYS = frozenset({"type", "audio", "include", "id", "object", "expires_at"})
 UNSUPPORTED_PROMPT = "a stored prompt (OpenAI's platform) is not supported here; send its text as instructions"
 AUDIO_INPUT_KEYS = frozenset({"format", "noise_reduction", "transcription", "turn_detection"})
 AUDIO_OUTPUT_KEYS = frozenset({"format", "speed", "voice", "timestamps"})  # timestamps: ours, opt-in
-
-
-# The beta Realtime API's names (OpenAI-Beta: realtime=v1) and where the GA API has them:
-# a client written for the beta is told the new name, not only that the old one is unknown.
-BETA_NAMES = {
-    "session.modalities": "session.output_modalities",
-    "session.voice": "session.audio.output.voice",
-    "session.speed": "session.audio.output.speed",
-    "session.input_audio_format": "session.audio.input.format",
-    "session.output_audio_format": "session.audio.output.format",
-    "session.input_audio_transcription": "session.audio.input.transcription",
-    "session.input_audio_noise_reduction": "session.audio.input.noise_reduction",
-    "session.turn_detection": "session.audio.input.turn_detection",
-    "session.max_response_output_tokens": "session.max_output_tokens",
-    "response.modalities": "response.output_modalities",
-    "response.voice": "response.audio.output.voice",
-    "response.output_audio_format": "response.audio.output.format",
-    "response.max_response_output_tokens": "response.max_output_tokens",
-}
-
-
-def refuse_unknown(fields: Mapping[str, Any], known: frozenset[str], where: str) -> None:
-    """InvalidSessionValue ``unknown_parameter`` for the first field not in ``known``; ``where``:
-    the path of ``fields`` ("" for a client event's own fields)."""
-    unknown = sorted(str(key) for key in fields if key not in known)
-    if unknown:
-        param = f"{where}.{unknown[0]}" if where else unknown[0]
-        message = f"Unknown parameter: '{param}'."
-        if param in BETA_NAMES:
-            message += f" That is the beta Realtime API's name; this server speaks the GA API: '{BETA_NAMES[param]}'."
-        raise InvalidSessionValue(param, message, code="unknown_parameter")
-
-
-VoiceNote = Callable[[str], str | None]
-"""Why a voice of the library cannot be spoken by this server's engine (a clip Piper cannot
-clone), or None when it can."""
-
-
-def no_note(_voice: str) -> str | None:
-    return None
 
 
 TurnDetectionType = Literal["server_vad", "semantic_vad"]
@@ -132,16 +102,20 @@ class TurnDetection:
     def turn_end_probability(self) -> float:
         return EAGERNESS_THRESHOLDS[self.eagerness]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, replies: bool = True) -> dict[str, Any]:
+        """``replies``: with the fields about responses (a transcription session makes none)."""
         common = {"create_response": self.create_response, "interrupt_response": self.interrupt_response}
+        if not replies:
+            common = {}
         if self.semantic:
             return {"type": "semantic_vad", "eagerness": self.eagerness, **common}
+        idle = {"idle_timeout_ms": self.idle_timeout_ms} if replies else {}
         return {
             "type": "server_vad",
             "threshold": self.threshold,
             "prefix_padding_ms": self.prefix_padding_ms,
             "silence_duration_ms": self.silence_duration_ms,
-            "idle_timeout_ms": self.idle_timeout_ms,
+            **idle,
             **common,
         }
 
@@ -170,9 +144,30 @@ class SessionConfig:
     # What the agent says when idle_timeout_ms fires (realtime.idle_message): not sent to
     # clients. None: the LLM writes the prompt from the conversation, as OpenAI's model does.
     idle_message: str | None = None
+    session_type: SessionType = "realtime"
+
+    @property
+    def replies_to_turns(self) -> bool:
+        """A turn the server detects is answered: turn detection's create_response, in a
+        realtime session (a transcription session makes no responses)."""
+        detection = self.turn_detection
+        return self.session_type == "realtime" and detection is not None and detection.create_response
 
     def to_dict(self, session_id: str) -> dict[str, Any]:
         """The `session` object of session.created / session.updated."""
+        replies = self.session_type == "realtime"
+        audio_input = {
+            "format": format_dict(self.input_format),
+            "transcription": (
+                {"model": self.transcription_model, "language": self.transcription_language}
+                if self.transcription_reported
+                else None
+            ),
+            "turn_detection": self.turn_detection.to_dict(replies) if self.turn_detection else None,
+        }
+        if not replies:
+            kind = {"type": "transcription", "object": "realtime.transcription_session"}
+            return {**kind, "id": session_id, "audio": {"input": audio_input}}
         output: dict[str, Any] = {"format": format_dict(self.output_format), "voice": self.voice, "speed": self.speed}
         if self.timestamps:  # only once asked for: OpenAI's clients never see the field
             output["timestamps"] = list(self.timestamps)
@@ -184,33 +179,34 @@ class SessionConfig:
             "instructions": self.instructions,
             "output_modalities": list(self.output_modalities),
             "max_output_tokens": self.max_output_tokens if self.max_output_tokens is not None else "inf",
-            "audio": {
-                "input": {
-                    "format": format_dict(self.input_format),
-                    "transcription": (
-                        {"model": self.transcription_model, "language": self.transcription_language}
-                        if self.transcription_reported
-                        else None
-                    ),
-                    "turn_detection": self.turn_detection.to_dict() if self.turn_detection else None,
-                },
-                "output": output,
-            },
+            "audio": {"input": audio_input, "output": output},
             "tools": [tool.to_dict() for tool in self.tools],
             "tool_choice": choice_to_dict(self.tool_choice),
         }
 
     def updated(
-        self, session: Mapping[str, Any], voice_exists: Callable[[str], bool], voice_note: VoiceNote = no_note
+        self,
+        session: Mapping[str, Any],
+        voice_exists: Callable[[str], bool],
+        voice_note: VoiceNote = no_note,
+        type_may_change: bool = True,
     ) -> SessionConfig:
         """Apply a `session.update` body; raise InvalidSessionValue naming the bad field.
-        ``voice_note``: why a voice that exists cannot be spoken (:data:`VoiceNote`)."""
+        ``voice_note``: why a voice that exists cannot be spoken (:data:`VoiceNote`);
+        ``type_may_change``: False once the conversation has begun (its type is then fixed)."""
         if not isinstance(session, Mapping):
             raise InvalidSessionValue("session", "session must be an object")
-        kind = session.get("type", "realtime")
-        if kind != "realtime":
-            raise InvalidSessionValue("session.type", f"session type {kind!r} is not supported; use 'realtime'")
-        refuse_unknown(session, SESSION_KEYS, "session")
+        kind = session.get("type", self.session_type)
+        if kind not in ("realtime", "transcription"):
+            raise InvalidSessionValue(
+                "session.type", f"session type {kind!r} is not supported; use 'realtime' or 'transcription'"
+            )
+        if kind != self.session_type and not type_may_change:
+            raise InvalidSessionValue(
+                "session.type", f"this {self.session_type} session's conversation has begun: its type cannot change"
+            )
+        transcribing = kind == "transcription"
+        refuse_unknown(session, TRANSCRIPTION_SESSION_KEYS if transcribing else SESSION_KEYS, "session")
         if session.get("prompt"):  # taken silently, the agent would run without the prompt's words
             raise InvalidSessionValue("session.prompt", UNSUPPORTED_PROMPT, code="unsupported_parameter")
         if session.get("include"):  # OpenAI's one value asks for the transcription's logprobs
@@ -222,7 +218,7 @@ class SessionConfig:
             )
         changes: dict[str, Any] = tool_settings(session, self.tools, self.tool_choice, "session")
         if "instructions" in session:
-            changes["instructions"] = _string(session["instructions"], "session.instructions")
+            changes["instructions"] = parse_string(session["instructions"], "session.instructions")
         if "output_modalities" in session:
             changes["output_modalities"] = parse_modalities(session["output_modalities"], "session.output_modalities")
         if "max_output_tokens" in session:
@@ -230,7 +226,7 @@ class SessionConfig:
         audio = parse_object(session.get("audio", {}), "session.audio")
         audio_in = parse_object(audio.get("input", {}), "session.audio.input")
         audio_out = parse_object(audio.get("output", {}), "session.audio.output")
-        refuse_unknown(audio, frozenset({"input", "output"}), "session.audio")
+        refuse_unknown(audio, frozenset({"input"} if transcribing else {"input", "output"}), "session.audio")
         refuse_unknown(audio_in, AUDIO_INPUT_KEYS, "session.audio.input")
         refuse_unknown(audio_out, AUDIO_OUTPUT_KEYS, "session.audio.output")
         if "format" in audio_in:
@@ -252,7 +248,10 @@ class SessionConfig:
             changes["speed"] = parse_speed(audio_out["speed"], "session.audio.output.speed", self.speed_range)
         if "timestamps" in audio_out:
             changes["timestamps"] = parse_timestamps(audio_out["timestamps"], "session.audio.output.timestamps")
-        return replace(self, **changes)
+        result = replace(self, session_type=kind, **changes)
+        if transcribing:
+            _check_transcribes(result)
+        return result
 
     def _transcription_language(self, language: Any) -> str | None:
         if language is None:
@@ -266,22 +265,18 @@ class SessionConfig:
         )
 
 
-def format_dict(fmt: AudioFormat) -> dict[str, Any]:
-    return {"type": fmt, "rate": FORMAT_RATES[fmt]} if fmt == "audio/pcm" else {"type": fmt}
-
-
-def parse_format(value: Any, param: str) -> AudioFormat:
-    fmt = parse_object(value, param)
-    kind = fmt.get("type", "audio/pcm")
-    if kind not in FORMAT_RATES:
+def _check_transcribes(config: SessionConfig) -> None:
+    """A transcription session reports transcripts and makes no responses."""
+    param = "session.audio.input"
+    if not config.transcription_reported:
         raise InvalidSessionValue(
-            f"{param}.type", f"audio format {kind!r} is not supported; use audio/pcm, audio/pcmu or audio/pcma"
+            f"{param}.transcription", "a transcription session reports transcripts: its transcription cannot be null"
         )
-    rate = fmt.get("rate")
-    if rate is not None and rate != FORMAT_RATES[kind]:
-        raise InvalidSessionValue(f"{param}.rate", f"{kind} must have rate {FORMAT_RATES[kind]}, not {rate!r}")
-    result: AudioFormat = kind
-    return result
+    if config.turn_detection is not None and config.turn_detection.idle_timeout_ms is not None:
+        raise InvalidSessionValue(
+            f"{param}.turn_detection.idle_timeout_ms",
+            "idle_timeout_ms starts a response, and a transcription session makes none: set it to null",
+        )
 
 
 def parse_turn_detection(value: Any, current: TurnDetection | None, param: str) -> TurnDetection | None:
@@ -313,59 +308,3 @@ def parse_turn_detection(value: Any, current: TurnDetection | None, param: str) 
         return replace(base, type=kind, **changes)
     except InvalidSessionValue as exc:
         raise InvalidSessionValue(f"{param}.{exc.param}", str(exc)) from exc
-
-
-def parse_voice(value: Any, voice_exists: Callable[[str], bool], param: str, voice_note: VoiceNote = no_note) -> str:
-    voice = value.get("id") if isinstance(value, Mapping) else value
-    if not isinstance(voice, str) or not voice:
-        raise InvalidSessionValue(param, "voice must be a voice name or {'id': ...}")
-    if not voice_exists(voice):
-        raise InvalidSessionValue(param, f"unknown voice {voice!r}; GET /v1/voices lists the available ones")
-    if (note := voice_note(voice)) is not None:  # refused here, not by every reply after it
-        raise InvalidSessionValue(param, f"voice {voice!r} cannot be spoken: {note}", code="voice_not_usable")
-    return voice
-
-
-def parse_timestamps(value: Any, param: str) -> tuple[TimestampKind, ...]:
-    """``["word", "viseme"]``, either, or none (``[]`` or null: off)."""
-    if value is None:
-        return ()
-    try:
-        return parse_kinds(value)
-    except InvalidTimestampKinds as exc:
-        raise InvalidSessionValue(param + exc.where, str(exc)) from exc
-
-
-def parse_speed(value: Any, param: str, speed_range: tuple[float, float]) -> float:
-    """A speed the voice can speak at: refused here, not by every reply after it."""
-    low, high = speed_range
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise InvalidSessionValue(param, f"speed must be a number between {low:g} and {high:g} (this server's voice)")
-    return float(value)
-
-
-def parse_modalities(value: Any, param: str) -> tuple[Modality, ...]:
-    if value in (["audio"], ["text"], ["text", "audio"], ["audio", "text"]):
-        return ("text",) if value == ["text"] else ("audio",)
-    raise InvalidSessionValue(param, "output_modalities must be ['audio'] or ['text']")
-
-
-def parse_max_tokens(value: Any, param: str) -> int | None:
-    if value == "inf" or value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096:
-        raise InvalidSessionValue(param, "max_output_tokens must be 1-4096 or 'inf'")
-    return value
-
-
-def _string(value: Any, param: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidSessionValue(param, f"{param.rsplit('.', 1)[-1]} must be a string")
-    return value
-
-
-def parse_object(value: Any, param: str) -> Mapping[str, Any]:
-    """``value`` if it is an object (a shallow copy), else InvalidSessionValue naming ``param``."""
-    if not isinstance(value, Mapping):
-        raise InvalidSessionValue(param, f"{param} must be an object")
-    return copy.copy(value)

@@ -13,7 +13,8 @@ from typing import Any
 from cosyagent.agent.limits import CoreLimits
 from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session import SessionEngines
-from cosyagent.agent.session_config import InvalidSessionValue, SessionConfig, TurnDetection
+from cosyagent.agent.session_config import SessionConfig, TurnDetection
+from cosyagent.agent.session_fields import InvalidSessionValue
 from cosyagent.config import Config, ConfigError
 from cosyagent.engines.base import (
     ChatLLM,

@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from cosyagent.config import ConfigError
 from cosyagent.runtime import Runtime
-from cosyagent.runtime.sessions import SessionRefused
+from cosyagent.runtime.sessions import SessionConfigError, SessionRefused
 from cosyagent.transports import sideband, sip_calls, sip_register, sip_server
 from cosyagent.transports import websocket as websocket_transport
 from cosyagent.transports.phone_calls import PhoneCalls
@@ -20,7 +20,7 @@ from cosyagent.transports.webrtc_offer import CallNotFound
 from cosyagent.web.auth import ApiKeyMiddleware
 from cosyagent.web.calls import call_error_response, calls_router
 from cosyagent.web.client_secrets import ClientSecret, ClientSecretStore, client_secrets_router
-from cosyagent.web.errors import ApiError, install_error_handlers
+from cosyagent.web.errors import ApiError, error_response, install_error_handlers
 from cosyagent.web.local_guard import LocalGuardMiddleware
 from cosyagent.web.metrics import ErrorCountingMiddleware, metrics_router
 from cosyagent.web.pages import pages_router
@@ -83,27 +83,13 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.sip_server = None
 
     @app.websocket("/v1/realtime")
-    async def realtime(websocket: WebSocket, model: str | None = None, call_id: str | None = None) -> None:
+    async def realtime(
+        websocket: WebSocket, model: str | None = None, call_id: str | None = None, intent: str | None = None
+    ) -> None:
         if call_id is not None:  # the sideband: follow a phone call's session
             await _sideband(websocket, phone_calls, app.state.sip_server, call_id)
-            return
-        secret: ClientSecret | None = websocket.scope.get("state", {}).get("client_secret")
-        try:
-            admission = runtime.sessions.admit(
-                websocket_transport.TRANSPORT,
-                model=secret.model if secret and secret.model else model,
-                session=secret.session if secret else None,
-            )
-        except SessionRefused as refusal:
-            await websocket_transport.refuse_websocket(websocket, refusal)
-            runtime.telemetry.count_error("realtime", refusal.code)
-            return
-        with admission:
-            # A browser that sent its key as a subprotocol also offers "realtime": the
-            # handshake must pick one of the offered subprotocols, or the browser drops it.
-            offered = websocket.scope.get("subprotocols", [])
-            await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
-            await websocket_transport.serve_websocket(websocket, admission.session)
+        else:
+            await _new_session(websocket, runtime, model, intent)
 
     app.include_router(calls_router(runtime))
     app.include_router(sip_calls_router())
@@ -166,6 +152,38 @@ def _registrations(runtime: Runtime, sip: sip_server.SipServer | None) -> sip_re
     registrations = sip_register.Registrations(entries)
     registrations.start()
     return registrations
+
+
+async def _new_session(websocket: WebSocket, runtime: Runtime, model: str | None, intent: str | None) -> None:
+    """``WS /v1/realtime``: a new session (``?intent=transcription``: a transcription session,
+    whose turns are transcribed and never answered), with the settings of the client secret that
+    opened it applied over that. Settings refused: HTTP 400 before the upgrade; the server full:
+    an ``error`` event, then close 1013."""
+    secret: ClientSecret | None = websocket.scope.get("state", {}).get("client_secret")
+    try:
+        if intent not in (None, "transcription"):
+            message = f"unknown intent {intent!r}: 'transcription' (a transcription session) is the one intent"
+            raise ApiError(400, message, param="intent", code="invalid_value")
+        session = ({"type": "transcription"} if intent else {}) | (secret.session if secret else {})
+        model = secret.model if secret and secret.model else model
+        admission = runtime.sessions.admit(websocket_transport.TRANSPORT, model=model, session=session)
+    except SessionConfigError as exc:
+        error = ApiError(400, exc.message, param=exc.param, code=exc.code)
+        await websocket.send_denial_response(error_response(error))
+        return
+    except ApiError as error:
+        await websocket.send_denial_response(error_response(error))
+        return
+    except SessionRefused as refusal:
+        await websocket_transport.refuse_websocket(websocket, refusal)
+        runtime.telemetry.count_error("realtime", refusal.code)
+        return
+    with admission:
+        # A browser that sent its key as a subprotocol also offers "realtime": the
+        # handshake must pick one of the offered subprotocols, or the browser drops it.
+        offered = websocket.scope.get("subprotocols", [])
+        await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
+        await websocket_transport.serve_websocket(websocket, admission.session)
 
 
 async def _sideband(

@@ -93,8 +93,6 @@ def client_secrets_router(runtime: Runtime, store: ClientSecretStore) -> APIRout
         session = body.get("session") or {"type": "realtime"}
         if not isinstance(session, dict):
             raise ApiError(400, "session must be an object", param="session", code="invalid_type")
-        if session.get("type", "realtime") != "realtime":
-            raise ApiError(400, "only realtime sessions are served", param="session.type", code="invalid_value")
         model = session.get("model")
         if model is not None and not isinstance(model, str):
             raise ApiError(400, "session.model must be a string", param="session.model", code="invalid_type")

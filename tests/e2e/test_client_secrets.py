@@ -54,6 +54,21 @@ async def test_a_secret_opens_sessions_with_the_configuration_it_fixed(server: L
         assert first["type"] == "session.created" and first["session"]["instructions"] == INSTRUCTIONS
 
 
+async def test_a_secret_for_a_transcription_session_opens_one(server: LiveServer) -> None:
+    detection = {"type": "server_vad", "silence_duration_ms": 700}
+    created = await sdk(server, KEY).realtime.client_secrets.create(
+        session={"type": "transcription", "audio": {"input": {"turn_detection": detection}}}
+    )
+    assert created.session.type == "transcription"
+    async with sdk(server, created.value).realtime.connect(model="cosyagent-realtime") as conn:
+        event = await conn.recv()
+        assert event.type == "session.created" and event.session.type == "transcription"
+        assert event.session.audio.input.turn_detection.silence_duration_ms == 700
+        await conn.response.create()
+        error = await conn.recv()
+        assert error.type == "error" and error.error.code == "invalid_event", error
+
+
 async def test_a_secret_opens_nothing_but_sessions(server: LiveServer) -> None:
     created = await sdk(server, KEY).realtime.client_secrets.create(session={"type": "realtime"})
     with pytest.raises(openai.AuthenticationError) as refused:
@@ -97,7 +112,8 @@ async def test_a_bad_secret_gets_a_precise_401(server: LiveServer, secret: str, 
         ({"expires_after": {"anchor": "now"}}, "expires_after.anchor"),
         ({"session": {"type": "realtime", "output_modalities": ["video"]}}, "session.output_modalities"),
         ({"session": {"type": "realtime", "audio": {"output": {"speed": 3}}}}, "session.audio.output.speed"),
-        ({"session": {"type": "transcription"}}, "session.type"),
+        ({"session": {"type": "translation"}}, "session.type"),
+        ({"session": {"type": "transcription", "instructions": INSTRUCTIONS}}, "session.instructions"),
         ({"sesion": {}}, "sesion"),
     ],
 )

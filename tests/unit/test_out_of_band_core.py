@@ -176,8 +176,12 @@ def test_an_input_audio_item_is_transcribed_and_the_llm_reads_its_words(vad: Sil
     assert job.item_id == "item_spoken" and abs(job.audio.size / 16000 - 2.8) < 0.1
     assert core.receive({"type": "response.create"}) == []  # waits for the transcript, as after a commit
     actions = core.transcription_done(job.job_id, "How do I get to Dublin?", 2.8)
-    assert types(actions)[:2] == ["conversation.item.input_audio_transcription.completed", "conversation.item.done"]
-    assert sent(actions)[1]["item"]["content"][0]["transcript"] == "How do I get to Dublin?"
+    assert types(actions)[:3] == [
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.completed",
+        "conversation.item.done",
+    ]
+    assert sent(actions)[2]["item"]["content"][0]["transcript"] == "How do I get to Dublin?"
     start = only(actions, StartResponse)
     assert start.messages[-1] == {"role": "user", "content": "How do I get to Dublin?"}
 

@@ -179,7 +179,7 @@ def test_transcription_logprobs_are_refused_not_left_out(vad: SileroVAD) -> None
         ({"audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}}, "session.audio.input.format.rate"),
         ({"audio": {"input": {"turn_detection": {"type": "server_vad", "threshold": 2}}}}, None),
         ({"audio": {"output": {"speed": 9}}}, "session.audio.output.speed"),
-        ({"type": "transcription"}, "session.type"),
+        ({"type": "translation"}, "session.type"),
         ({"instructions": 5}, "session.instructions"),
     ],
 )
@@ -275,8 +275,12 @@ def test_manual_turn_commit_transcribe_and_respond(vad: SileroVAD) -> None:
     assert abs(job.audio.size / 16000 - 2.8) < 0.1  # the whole clip, at the ASR rate
 
     actions = core.transcription_done(job.job_id, "How do I get to Dublin?", 2.8)
-    assert types(actions) == ["conversation.item.input_audio_transcription.completed", "conversation.item.done"]
-    assert sent(actions)[0]["transcript"] == "How do I get to Dublin?"
+    assert types(actions) == [
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.completed",
+        "conversation.item.done",
+    ]
+    assert sent(actions)[0]["delta"] == sent(actions)[1]["transcript"] == "How do I get to Dublin?"
 
     actions = core.receive({"type": "response.create"})
     start = only(actions, StartResponse)
@@ -639,7 +643,7 @@ def test_an_empty_last_transcript_does_not_drop_the_reply_to_earlier_words(vad: 
     actions = append(core, np.concatenate([speech_24k(), silence]))
     cancelled = {a.job_id for a in actions if isinstance(a, CancelTranscribe)}
     first, second = [a for a in actions if isinstance(a, Transcribe) and a.job_id not in cancelled]
-    assert not core.transcription_done(first.job_id, "And says, how do I get to Dublin?", 2.0)[2:]
+    assert not core.transcription_done(first.job_id, "And says, how do I get to Dublin?", 2.0)[3:]
     start = only(core.transcription_done(second.job_id, "", 0.2), StartResponse)
     assert start.messages[-1] == {"role": "user", "content": "And says, how do I get to Dublin?"}  # empty one skipped
 

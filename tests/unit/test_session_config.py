@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cosyagent.agent.session_config import InvalidSessionValue, SessionConfig
+from cosyagent.agent.session_config import SessionConfig
+from cosyagent.agent.session_fields import InvalidSessionValue
 from cosyagent.engines.funasr_asr import FunASRNano
 from cosyagent.engines.whisper_asr import WhisperASR
 
