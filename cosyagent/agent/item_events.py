@@ -9,6 +9,7 @@ from dataclasses import asdict
 from typing import Any
 
 from cosyagent.agent.audio_items import retrieved_item
+from cosyagent.agent.captions import Captions
 from cosyagent.agent.conversation import Conversation, ConversationItem
 from cosyagent.agent.events import Action, Event, ProtocolError, Send, new_id
 from cosyagent.agent.idle_timeout import IdleSpan
@@ -18,6 +19,23 @@ from cosyagent.agent.responses import ResponseOutput
 
 
 class ItemEvents(ResponseOutput):
+    _captions: Captions  # the core's
+
+    def heard_so_far(self, item_id: str, take: str) -> list[Action]:
+        """A take of the turn ``item_id`` while its speaker talks (a draft, or a pause's
+        transcript), in the language its transcript will be reported in: the words it adds to
+        what the client was told, as a transcription delta."""
+        if not self.config.transcription_reported:
+            return []
+        delta = self._captions.heard_so_far(item_id, take)
+        return [transcript_delta(item_id, delta)] if delta else []
+
+    def _transcript_told(self, item_id: str, transcript: str, duration_s: float) -> list[Action]:
+        """The ended turn's transcript events (none while transcription is off)."""
+        rest = self._captions.finished(item_id, transcript)
+        reported = self.config.transcription_reported
+        return transcript_events(item_id, transcript, duration_s, rest) if reported else []
+
     def _cancel_response(self, reason: CancelReason) -> list[Action]:
         raise NotImplementedError  # the core's: it also releases held audio
 
@@ -70,9 +88,10 @@ def timeout_turn(span: IdleSpan, item_id: str, conversation: Conversation) -> li
     ]
 
 
-def transcript_events(item_id: str, transcript: str, duration_s: float) -> list[Action]:
-    """A turn's transcript as the client is told it: the words as one delta (the recognizer gives
-    them at once, when the turn has ended; none when it heard no words), then ``completed``."""
+def transcript_events(item_id: str, transcript: str, duration_s: float, rest: str | None) -> list[Action]:
+    """A turn's transcript as the client is told it once the turn has ended: ``rest``, the words
+    not yet told while its speaker talked (:mod:`cosyagent.agent.captions`), as a delta, then
+    ``completed`` with the whole transcript."""
     usage = {"type": "duration", "seconds": round(duration_s, 3)}
     completed = ItemEvents._send(
         "conversation.item.input_audio_transcription.completed",
@@ -81,9 +100,20 @@ def transcript_events(item_id: str, transcript: str, duration_s: float) -> list[
         transcript=transcript,
         usage=usage,
     )
-    if not transcript:
-        return [completed]
-    delta = ItemEvents._send(
-        "conversation.item.input_audio_transcription.delta", item_id=item_id, content_index=0, delta=transcript
+    return [transcript_delta(item_id, rest), completed] if rest else [completed]
+
+
+def transcription_failed_event(item_id: str, message: str, code: str | None) -> Send:
+    """``code``: the client's audio could not be transcribed (an ``invalid_request_error``);
+    None: the recognizer failed (a ``server_error``, ``transcription_failed``)."""
+    kind = "invalid_request_error" if code else "server_error"
+    error = {"type": kind, "code": code or "transcription_failed", "message": message}
+    return ItemEvents._send(
+        "conversation.item.input_audio_transcription.failed", item_id=item_id, content_index=0, error=error
     )
-    return [delta, completed]
+
+
+def transcript_delta(item_id: str, delta: str) -> Send:
+    return ItemEvents._send(
+        "conversation.item.input_audio_transcription.delta", item_id=item_id, content_index=0, delta=delta
+    )

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from cosyagent.agent.audio_items import has_audio_content, parse_audio_message
 from cosyagent.agent.budget import InputAudioBudget
+from cosyagent.agent.captions import Captions
 from cosyagent.agent.conversation import HEARD_RATE, ConversationItem
 from cosyagent.agent.events import (
     Action,
@@ -31,7 +32,7 @@ from cosyagent.agent.events import (
     new_id,
 )
 from cosyagent.agent.input_buffer import InputBuffer
-from cosyagent.agent.item_events import ItemEvents, timeout_turn, transcript_events
+from cosyagent.agent.item_events import ItemEvents, timeout_turn, transcription_failed_event
 from cosyagent.agent.limits import DEFAULT_LIMITS, CoreLimits
 from cosyagent.agent.out_of_band import parse_response_context
 from cosyagent.agent.requests import (
@@ -106,6 +107,7 @@ class RealtimeCore(ItemEvents):
         self._speech_item_id: str | None = None  # the user item the current speech will become
         self._jobs = TranscriptJobs()
         self._barge_in = BargeInPolicy()
+        self._captions = Captions()
 
     # --- inputs ----------------------------------------------------------------------
 
@@ -144,7 +146,9 @@ class RealtimeCore(ItemEvents):
         if job.committed:
             return self._finish_transcript(job_id)
         latest = self._jobs.speculative == job_id and self._jobs.waiting is None and not self._jobs.any_committed()
-        return self._reply_ahead(job_id, job.item_id, job.result) if latest else []
+        if not latest:
+            return []
+        return self.heard_so_far(job.item_id, job.result) + self._reply_ahead(job_id, job.item_id, job.result)
 
     def turn_end_predicted(self, job_id: str, probability: float) -> list[Action]:
         """The end-of-turn model's verdict on the pause that started ``job_id``: end the turn now
@@ -164,13 +168,7 @@ class RealtimeCore(ItemEvents):
         if job is None:
             return []
         self._jobs.waiting = None
-        kind = "invalid_request_error" if code else "server_error"
-        error = {"type": kind, "code": code or "transcription_failed", "message": message}
-        return [
-            self._send(
-                "conversation.item.input_audio_transcription.failed", item_id=job.item_id, content_index=0, error=error
-            )
-        ]
+        return [transcription_failed_event(job.item_id, message, code)]
 
     def audio_on_hold(self) -> bool:
         """True while unconfirmed user speech pauses reply audio; the I/O layer must not
@@ -372,8 +370,7 @@ class RealtimeCore(ItemEvents):
         assert job is not None
         transcript = job.result or ""
         item = self.conversation.get(job.item_id)
-        reported = self.config.transcription_reported
-        actions = transcript_events(job.item_id, transcript, job.duration_s) if reported else []
+        actions = self._transcript_told(job.item_id, transcript, job.duration_s)
         if item is not None:
             item.transcript = transcript
             actions.append(self._send("conversation.item.done", item=item.to_event_dict()))

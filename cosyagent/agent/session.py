@@ -96,7 +96,7 @@ class RealtimeSession:
         self._observer = observer  # telemetry: sees every event as it is queued to send
         self._engines = engines
         self._llm = PrefetchingLLM(engines.llm)
-        self._asr = SessionASR(engines.asr, on_draft=self._drafted if read_ahead is not None else None)
+        self._asr = SessionASR(engines.asr, on_draft=self._drafted)
         self._room_to_read_ahead = read_ahead
         self._reply_ahead = reply_ahead
         self._send = send
@@ -275,9 +275,12 @@ class RealtimeSession:
                 if response_task is not None:
                     response_task.cancel()
 
-    def _drafted(self, item_id: str, text: str) -> None:
+    def _drafted(self, item_id: str, text: str, sure: bool) -> None:
+        """A draft of the turn ``item_id``; ``sure``: in the language its transcript will have."""
+        actions = self.core.heard_so_far(item_id, text) if sure else []
         if self._room_to_read_ahead is not None and self._room_to_read_ahead():
-            self._execute(self.core.read_ahead(item_id, text))
+            actions += self.core.read_ahead(item_id, text)
+        self._execute(actions)
 
     def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)

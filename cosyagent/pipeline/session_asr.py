@@ -52,9 +52,9 @@ class SessionASR:
     :meth:`transcribe` for the transcripts the session reports (each checked against the latest
     draft of its item). ``language``: the session's (None: any, checked until trusted)."""
 
-    def __init__(self, asr: SpeechRecognizer, on_draft: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, asr: SpeechRecognizer, on_draft: Callable[[str, str, bool], None] | None = None) -> None:
         self._asr = asr
-        self._on_draft = on_draft  # told (item id, text) of each draft with words
+        self._on_draft = on_draft  # told (item id, text, sure of its language) of each draft with words
         # Screens a new speaker's turns while they talk where the pause would check them.
         self._language_id = asr.identifier if isinstance(asr, LanguageCheckedASR) and asr.checks else None
         self._latest: tuple[str, Transcript] | None = None  # an item id and its latest take
@@ -131,7 +131,10 @@ class SessionASR:
                 if trusted is None:
                     await self._screen(item_id, audio, token)
             if transcript.text and self._on_draft is not None:
-                self._on_draft(item_id, transcript.text)
+                # Sure of its language: the session's or the trusted speaker's, the screen's verdict
+                # on this turn, or no check at all (the transcript will not be checked either).
+                sure = trusted is not None or self._language_id is None or self._english_so_far(item_id) is not None
+                self._on_draft(item_id, transcript.text, sure)
         except EngineCancelled:
             return  # someone needed the CPU, or the transcript at the pause came
         except EngineError as exc:

@@ -304,3 +304,28 @@ async def test_no_screens_where_the_check_itself_is_skipped_for_another_sample_r
     await asr.transcribe("item_1", audio, language=None, cancel=CancelToken())
     assert looks.since() == []
     await asr.aclose()
+
+
+async def test_a_draft_is_told_sure_of_its_language_only_when_it_is(
+    moonshine: MoonshineASR, identifier: SpokenLanguageID
+) -> None:
+    """A draft is taken in the recognizer's language (English) whatever is spoken; the session
+    may show its words (captions) only when that is the language the turn will be reported in."""
+    told: list[tuple[str, bool]] = []
+
+    def tell(item_id: str, _text: str, sure: bool) -> None:
+        told.append((item_id, sure))
+
+    asr = SessionASR(LanguageCheckedASR(moonshine, identifier), on_draft=tell)
+    await drafted(asr, "item_1", dublin_question_alone(RATE))
+    assert told[0] == ("item_1", False)  # 0.8 s: too short to screen
+    assert told[-1] == ("item_1", True)  # screened English beyond doubt
+    told.clear()
+    await drafted(asr, "item_2", read_clip("zh_asr_example.wav", RATE))
+    assert not [item for item, sure in told if sure]  # Mandarin: its English drafts are never sure
+    await asr.aclose()
+    unchecked = SessionASR(moonshine, on_draft=tell)
+    told.clear()
+    await drafted(unchecked, "item_3", dublin_question_alone(RATE))
+    assert told and all(sure for _, sure in told)  # no language check: nor will the transcript have one
+    await unchecked.aclose()

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cosyagent.agent.captions import Captions
 from cosyagent.agent.events import CancelTranscribe, PrefetchReply, ReadAhead, StartResponse, Transcribe
 from cosyagent.agent.realtime_core import RealtimeCore
 from cosyagent.agent.session_config import SessionConfig, TurnDetection
@@ -123,3 +124,49 @@ def test_read_ahead_is_asked_in_a_realtime_session(vad: SileroVAD) -> None:
     assert [a for a in core.read_ahead("item_x", QUESTION) if isinstance(a, ReadAhead)]
     job = paused(core)
     only(core.transcription_done(job.job_id, QUESTION, 1.8), PrefetchReply)
+
+
+def test_captions_grow_with_each_take_and_hold_back_its_last_word() -> None:
+    captions = Captions()
+    assert captions.heard_so_far("item_1", "And") is None  # its one word may be cut short
+    assert captions.heard_so_far("item_1", "And says, how") == "And says,"
+    assert captions.heard_so_far("item_1", "And says, how do I") == " how do"
+    assert captions.heard_so_far("item_1", "And says, how do I") is None  # nothing new
+    assert captions.heard_so_far("item_1", "And say, how do I get to") is None  # an earlier word revised
+    assert captions.finished("item_1", "And says, how do I get to Dublin?") == " I get to Dublin?"
+    assert captions.finished("item_2", "Hello.") == "Hello."  # nothing told: all of it
+    assert captions.heard_so_far("item_3", "Thomas Pikachu said so") == "Thomas Pikachu said"
+    assert captions.finished("item_3", "Thomas Picetti said so.") is None  # revised: `completed` has it
+    assert captions.finished("item_4", "") is None
+
+
+def test_words_are_told_while_the_speaker_talks_and_the_rest_when_the_turn_ends(vad: SileroVAD) -> None:
+    core = transcribing(vad, silence_duration_ms=1000)
+    speech = speech_24k()
+    actions = append(core, speech[: 24 * 1500])
+    (item_id,) = [e["item_id"] for e in sent(actions) if e["type"] == "input_audio_buffer.speech_started"]
+    told = sent(core.heard_so_far(item_id, "And says, how"))  # a draft, as the session hands it on
+    assert [(e["type"], e["item_id"], e["delta"]) for e in told] == [
+        ("conversation.item.input_audio_transcription.delta", item_id, "And says,")
+    ]
+    actions = append(core, np.concatenate([speech[24 * 1500 :], np.zeros(36000, dtype=np.float32)]))
+    cancelled = {a.job_id for a in actions if isinstance(a, CancelTranscribe)}
+    (job,) = [a for a in actions if isinstance(a, Transcribe) and a.job_id not in cancelled]
+    done = core.transcription_done(job.job_id, "And says, how do I get to Dublin?", 2.8)
+    assert types(done) == [
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.completed",
+        "conversation.item.done",
+    ]
+    assert "".join(e["delta"] for e in told + sent(done)[:1]) == sent(done)[1]["transcript"]
+    # A realtime session with transcription off: nothing is told while they talk either.
+    quiet = make_core(vad)
+    quiet.receive({"type": "session.update", "session": {"audio": {"input": {"transcription": None}}}})
+    assert quiet.heard_so_far(item_id, "And says, how") == []
+
+
+def test_a_pause_s_transcript_tells_the_words_so_far(vad: SileroVAD) -> None:
+    core = transcribing(vad, silence_duration_ms=1000)
+    job = paused(core)
+    told = sent(core.transcription_done(job.job_id, "And says, how do I get to Dublin?", 1.8))
+    assert [e["delta"] for e in told] == ["And says, how do I get to"]
