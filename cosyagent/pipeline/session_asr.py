@@ -131,9 +131,9 @@ class SessionASR:
                 if trusted is None:
                     await self._screen(item_id, audio, token)
             if transcript.text and self._on_draft is not None:
-                # Sure of its language: the session's or the trusted speaker's, the screen's verdict
-                # on this turn, or no check at all (the transcript will not be checked either).
-                sure = trusted is not None or self._language_id is None or self._english_so_far(item_id) is not None
+                # Sure of its language: the session's or the trusted speaker's, found English in
+                # this turn, or never checked (nor will its transcript be).
+                sure = trusted is not None or self._language_id is None or self._found_english(item_id)
                 self._on_draft(item_id, transcript.text, sure)
         except EngineCancelled:
             return  # someone needed the CPU, or the transcript at the pause came
@@ -150,6 +150,11 @@ class SessionASR:
         guess = await self._language_id.screen(audio, cancel=token)
         sure = guess is not None and guess.language == "en" and guess.english >= SURE_ENGLISH
         self._screened = (item_id, guess.english if guess is not None and sure else None)
+
+    def _found_english(self, item_id: str) -> bool:
+        """Whether ``item_id`` was found English beyond doubt: by the screen while its speaker
+        talked, or by the check of a pause's transcript."""
+        return self._english_so_far(item_id) is not None or item_id in self._sure_english_turns
 
     def _english_so_far(self, item_id: str) -> float | None:
         """P(English) of a screen of ``item_id``'s beginning that found it English beyond doubt."""

@@ -126,15 +126,16 @@ def test_read_ahead_is_asked_in_a_realtime_session(vad: SileroVAD) -> None:
     only(core.transcription_done(job.job_id, QUESTION, 1.8), PrefetchReply)
 
 
-def test_captions_grow_with_each_take_and_hold_back_its_last_word() -> None:
+def test_captions_tell_the_words_two_takes_agree_on() -> None:
     captions = Captions()
-    assert captions.heard_so_far("item_1", "And") is None  # its one word may be cut short
-    assert captions.heard_so_far("item_1", "And says, how") == "And says,"
-    assert captions.heard_so_far("item_1", "And says, how do I") == " how do"
-    assert captions.heard_so_far("item_1", "And says, how do I") is None  # nothing new
-    assert captions.heard_so_far("item_1", "And say, how do I get to") is None  # an earlier word revised
-    assert captions.finished("item_1", "And says, how do I get to Dublin?") == " I get to Dublin?"
+    assert captions.heard_so_far("item_1", "Who's going to am") is None  # a first take: nothing to agree with
+    assert captions.heard_so_far("item_1", "Who's going to implement a") == "Who's going to"  # "am": cut short
+    assert captions.heard_so_far("item_1", "Who's going to implement a four percent") == " implement a"
+    assert captions.heard_so_far("item_1", "Who is going to implement a four percent global") is None  # revised
+    rest = captions.finished("item_1", "Who's going to implement a four percent global wealth tax?")
+    assert rest == " four percent global wealth tax?"
     assert captions.finished("item_2", "Hello.") == "Hello."  # nothing told: all of it
+    captions.heard_so_far("item_3", "Thomas Pikachu said")
     assert captions.heard_so_far("item_3", "Thomas Pikachu said so") == "Thomas Pikachu said"
     assert captions.finished("item_3", "Thomas Picetti said so.") is None  # revised: `completed` has it
     assert captions.finished("item_4", "") is None
@@ -145,7 +146,8 @@ def test_words_are_told_while_the_speaker_talks_and_the_rest_when_the_turn_ends(
     speech = speech_24k()
     actions = append(core, speech[: 24 * 1500])
     (item_id,) = [e["item_id"] for e in sent(actions) if e["type"] == "input_audio_buffer.speech_started"]
-    told = sent(core.heard_so_far(item_id, "And says, how"))  # a draft, as the session hands it on
+    assert core.heard_so_far(item_id, "And says, ha") == []  # a first draft, as the session hands it on
+    told = sent(core.heard_so_far(item_id, "And says, how do"))  # the next one agrees on two words
     assert [(e["type"], e["item_id"], e["delta"]) for e in told] == [
         ("conversation.item.input_audio_transcription.delta", item_id, "And says,")
     ]
@@ -168,5 +170,6 @@ def test_words_are_told_while_the_speaker_talks_and_the_rest_when_the_turn_ends(
 def test_a_pause_s_transcript_tells_the_words_so_far(vad: SileroVAD) -> None:
     core = transcribing(vad, silence_duration_ms=1000)
     job = paused(core)
+    assert core.heard_so_far(job.item_id, "And says, how do") == []  # the draft before the pause
     told = sent(core.transcription_done(job.job_id, "And says, how do I get to Dublin?", 1.8))
-    assert [e["delta"] for e in told] == ["And says, how do I get to"]
+    assert [e["delta"] for e in told] == ["And says, how do"]
