@@ -293,7 +293,10 @@ class RealtimeSession:
         try:
             due = time.monotonic() + job.due_in_ms / 1000.0
             with needed_by(lambda: due):
-                transcript = await self._asr.transcribe(job.item_id, job.audio, language=job.language, cancel=token)
+                prompt = self.core.config.transcription_prompt  # words to expect: Whisper's, Fun-ASR's hotwords
+                transcript = await self._asr.transcribe(
+                    job.item_id, job.audio, language=job.language, cancel=token, prompt=prompt
+                )
         except EngineCancelled:
             return
         except UnsupportedLanguageError as exc:  # the client's mistake, not the server's: no reply to it

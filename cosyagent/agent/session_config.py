@@ -134,6 +134,7 @@ class SessionConfig:
     max_output_tokens: int | None = None
     transcription_model: str = "whisper-tiny.en"  # the ASR engine's model id
     transcription_language: str | None = None
+    transcription_prompt: str | None = None  # handed to the recognizer (Whisper's prompt, Fun-ASR's hotwords)
     transcription_languages: tuple[str, ...] = ("en",)  # what the ASR engine transcribes: not sent to clients
     # audio.input.transcription not null: transcripts reach the client as events. The LLM
     # reads text, so turns are transcribed either way.
@@ -158,11 +159,7 @@ class SessionConfig:
         replies = self.session_type == "realtime"
         audio_input = {
             "format": format_dict(self.input_format),
-            "transcription": (
-                {"model": self.transcription_model, "language": self.transcription_language}
-                if self.transcription_reported
-                else None
-            ),
+            "transcription": self._transcription_dict() if self.transcription_reported else None,
             "turn_detection": self.turn_detection.to_dict(replies) if self.turn_detection else None,
         }
         if not replies:
@@ -240,6 +237,10 @@ class SessionConfig:
         if audio_in.get("transcription") is not None:
             transcription = parse_object(audio_in["transcription"], "session.audio.input.transcription")
             changes["transcription_language"] = self._transcription_language(transcription.get("language"))
+            prompt = transcription.get("prompt")  # (the object is taken whole, as its language is)
+            if prompt is not None and not isinstance(prompt, str):
+                raise InvalidSessionValue("session.audio.input.transcription.prompt", "prompt must be a string")
+            changes["transcription_prompt"] = prompt or None
         if "format" in audio_out:
             changes["output_format"] = parse_format(audio_out["format"], "session.audio.output.format")
         if "voice" in audio_out:
@@ -252,6 +253,10 @@ class SessionConfig:
         if transcribing:
             _check_transcribes(result)
         return result
+
+    def _transcription_dict(self) -> dict[str, Any]:
+        described = {"model": self.transcription_model, "language": self.transcription_language}
+        return described | ({"prompt": self.transcription_prompt} if self.transcription_prompt else {})
 
     def _transcription_language(self, language: Any) -> str | None:
         if language is None:

@@ -78,7 +78,7 @@ class SessionASR:
         self._job = (task, token)
 
     async def transcribe(
-        self, item_id: str, audio: AudioF32, *, language: str | None, cancel: CancelToken
+        self, item_id: str, audio: AudioF32, *, language: str | None, cancel: CancelToken, prompt: str | None = None
     ) -> Transcript:
         """The transcript of ``audio`` for ``item_id``, checked against its latest draft; it becomes
         the draft itself (a pause the speaker goes on after is transcribed again, longer)."""
@@ -88,7 +88,7 @@ class SessionASR:
         screened = self._english_so_far(item_id) if language is None else None
         if screened is not None:
             language = "en"  # the screen while they talked was sure: no check now
-        transcript = await self._asr.transcribe(audio, language=language, cancel=cancel, draft=draft)
+        transcript = await self._asr.transcribe(audio, language=language, prompt=prompt, cancel=cancel, draft=draft)
         if screened is not None:
             transcript = replace(transcript, language_probability=screened)
         sure = transcript.language == "en" and (transcript.language_probability or 0.0) >= SURE_ENGLISH

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -116,6 +117,32 @@ async def test_a_session_update_makes_a_fresh_session_a_transcription_session(li
     (error,) = seen.of_type("error")
     assert error.error.param == "session.type" and "cannot change" in error.error.message
     assert_two_questions_captioned(seen)
+
+
+async def test_the_transcription_prompt_reaches_the_recognizer(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whisper takes it as its prompt and Fun-ASR as hotwords; Moonshine (here) ignores it, so
+    # what is checked is that the session hands it on with each turn's transcript.
+    asr = live_server.runtime.asr
+    prompts: list[str | None] = []
+    transcribe = asr.transcribe
+
+    async def recording(audio: Any, **kwargs: Any) -> Any:
+        prompts.append(kwargs.get("prompt"))
+        return await transcribe(audio, **kwargs)
+
+    monkeypatch.setattr(asr, "transcribe", recording)
+    named = {"language": "en", "prompt": "Dublin, Cork"}
+    async with client(live_server).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        await conn.session.update(session={"type": "transcription", "audio": {"input": {"transcription": named}}})
+        sender = asyncio.create_task(stream_pcm24(conn, dublin_question(24000), trailing_silence_s=2.0))
+        seen = await collect(conn, Transcript(), until=COMPLETED, timeout=60)
+        await sender
+    (updated,) = seen.of_type("session.updated")
+    assert updated.session.audio.input.transcription.prompt == "Dublin, Cork"
+    assert "Dublin, Cork" in prompts  # the turn's transcript (drafts go without it)
+    assert word_error_rate(REFERENCES[QUESTION_CLIP], seen.of_type(COMPLETED)[0].transcript) <= 0.3
 
 
 async def test_an_unknown_intent_is_refused_before_the_upgrade(live_server: LiveServer) -> None:

@@ -130,6 +130,7 @@ class RecordingRecognizer:
         self.info = EngineInfo("recording", "recording", RATE, languages=("en",), checks_drafts=checks_drafts)
         self.seconds = seconds
         self.calls: list[tuple[int, str | None, str | None]] = []  # samples, language, draft text
+        self.prompts: list[str | None] = []
         self.cancelled = 0
 
     async def transcribe(
@@ -142,6 +143,7 @@ class RecordingRecognizer:
         draft: Transcript | None = None,
     ) -> Transcript:
         self.calls.append((audio.size, language, draft.text if draft else None))
+        self.prompts.append(prompt)
         waited, seconds = 0.0, self.seconds
         while waited < seconds:
             if cancel is not None and cancel.cancelled:
@@ -329,3 +331,14 @@ async def test_a_draft_is_told_sure_of_its_language_only_when_it_is(
     await drafted(unchecked, "item_3", dublin_question_alone(RATE))
     assert told and all(sure for _, sure in told)  # no language check: nor will the transcript have one
     await unchecked.aclose()
+
+
+async def test_the_sessions_prompt_reaches_the_recognizer_for_its_transcripts_not_drafts() -> None:
+    recognizer = RecordingRecognizer(checks_drafts=True)
+    asr = SessionASR(recognizer)  # type: ignore[arg-type]
+    asr.draft("item_1", np.zeros(RATE, dtype=np.float32), "en")
+    await asyncio.sleep(0.05)
+    audio = np.zeros(2 * RATE, dtype=np.float32)
+    await asr.transcribe("item_1", audio, language="en", cancel=CancelToken(), prompt="Piketty, Dublin")
+    assert recognizer.prompts == [None, "Piketty, Dublin"]
+    await asr.aclose()

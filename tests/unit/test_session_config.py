@@ -62,3 +62,16 @@ def test_transcription_null_turns_the_reports_off_and_an_object_back_on() -> Non
     assert again.to_dict("s")["audio"]["input"]["transcription"] == {"model": "asr-1", "language": None}
     untouched = config_for(("en",)).updated({"instructions": "Be brief."}, voice_exists=lambda _v: True)
     assert untouched.transcription_reported
+
+
+def test_a_transcription_prompt_is_kept_reported_and_checked() -> None:
+    def update(config: SessionConfig, transcription: object) -> SessionConfig:
+        return config.updated({"audio": {"input": {"transcription": transcription}}}, voice_exists=lambda _v: True)
+
+    named = update(config_for(("en",)), {"language": "en", "prompt": "Piketty, Dublin"})
+    assert named.transcription_prompt == "Piketty, Dublin"
+    assert named.to_dict("s")["audio"]["input"]["transcription"]["prompt"] == "Piketty, Dublin"
+    assert update(named, {"language": "en"}).transcription_prompt is None  # the object is taken whole
+    with pytest.raises(InvalidSessionValue) as refused:
+        update(named, {"prompt": ["Piketty"]})
+    assert refused.value.param == "session.audio.input.transcription.prompt"
