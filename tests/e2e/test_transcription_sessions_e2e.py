@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import websockets
 from openai import AsyncOpenAI
+from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 from tests.e2e.conftest import LiveServer
 from tests.e2e.realtime_client import Transcript, collect, stream_pcm24
@@ -43,6 +44,20 @@ async def llm_tasks(live_server: LiveServer) -> dict[int, int]:
     return {int(slot["id"]): int(slot.get("id_task", -1)) for slot in await live_server.llama_slots()}
 
 
+async def speak_two_questions(conn: AsyncRealtimeConnection) -> Transcript:
+    """Make the session a transcription one (if it is not), speak the two questions in real
+    time and read the events until both are transcribed, then a second more (time for a
+    response, were one to come)."""
+    await conn.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": DETECTION}}})
+    sender = asyncio.create_task(stream_pcm24(conn, SPEECH, trailing_silence_s=2.0))
+    seen = Transcript()
+    for _ in CLIPS:
+        await collect(conn, seen, until=COMPLETED, timeout=60)
+    await sender
+    await asyncio.sleep(1.0)
+    return seen
+
+
 def assert_two_questions_captioned(seen: Transcript) -> None:
     completed = seen.of_type(COMPLETED)
     assert len(completed) == 2, [e.transcript for e in completed]
@@ -61,13 +76,7 @@ async def test_live_captions_with_intent_transcription(live_server: LiveServer) 
     async with client(live_server).realtime.connect(extra_query={"intent": "transcription"}) as conn:
         created = await conn.recv()
         assert created.type == "session.created" and created.session.type == "transcription"
-        await conn.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": DETECTION}}})
-        sender = asyncio.create_task(stream_pcm24(conn, SPEECH, trailing_silence_s=2.0))
-        seen = Transcript()
-        for _ in CLIPS:
-            await collect(conn, seen, until=COMPLETED, timeout=60)
-        await sender
-        await asyncio.sleep(1.0)  # time for a response, were one to come
+        seen = await speak_two_questions(conn)
         await conn.response.create()
         await collect(conn, seen, until="error", timeout=10)
 
@@ -105,13 +114,7 @@ async def test_captions_come_while_the_speaker_talks(live_server: LiveServer) ->
 
 async def test_a_session_update_makes_a_fresh_session_a_transcription_session(live_server: LiveServer) -> None:
     async with client(live_server).realtime.connect(model="cosyagent-realtime") as conn:
-        await conn.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": DETECTION}}})
-        sender = asyncio.create_task(stream_pcm24(conn, SPEECH, trailing_silence_s=2.0))
-        seen = Transcript()
-        for _ in CLIPS:
-            await collect(conn, seen, until=COMPLETED, timeout=60)
-        await sender
-        await asyncio.sleep(1.0)
+        seen = await speak_two_questions(conn)
         await conn.session.update(session={"type": "realtime"})  # too late: the conversation has begun
         await collect(conn, seen, until="error", timeout=10)
     (error,) = seen.of_type("error")
