@@ -104,9 +104,8 @@ class TurnDetection:
 
     def to_dict(self, replies: bool = True) -> dict[str, Any]:
         """``replies``: with the fields about responses (a transcription session makes none)."""
-        common = {"create_response": self.create_response, "interrupt_response": self.interrupt_response}
-        if not replies:
-            common = {}
+        flags = {"create_response": self.create_response, "interrupt_response": self.interrupt_response}
+        common = flags if replies else {}
         if self.semantic:
             return {"type": "semantic_vad", "eagerness": self.eagerness, **common}
         idle = {"idle_timeout_ms": self.idle_timeout_ms} if replies else {}
@@ -163,8 +162,12 @@ class SessionConfig:
             "turn_detection": self.turn_detection.to_dict(replies) if self.turn_detection else None,
         }
         if not replies:
-            kind = {"type": "transcription", "object": "realtime.transcription_session"}
-            return {**kind, "id": session_id, "audio": {"input": audio_input}}
+            return {
+                "type": "transcription",
+                "object": "realtime.transcription_session",
+                "id": session_id,
+                "audio": {"input": audio_input},
+            }
         output: dict[str, Any] = {"format": format_dict(self.output_format), "voice": self.voice, "speed": self.speed}
         if self.timestamps:  # only once asked for: OpenAI's clients never see the field
             output["timestamps"] = list(self.timestamps)
@@ -238,9 +241,8 @@ class SessionConfig:
             transcription = parse_object(audio_in["transcription"], "session.audio.input.transcription")
             changes["transcription_language"] = self._transcription_language(transcription.get("language"))
             prompt = transcription.get("prompt")  # (the object is taken whole, as its language is)
-            if prompt is not None and not isinstance(prompt, str):
-                raise InvalidSessionValue("session.audio.input.transcription.prompt", "prompt must be a string")
-            changes["transcription_prompt"] = prompt or None
+            param = "session.audio.input.transcription.prompt"
+            changes["transcription_prompt"] = None if prompt is None else parse_string(prompt, param) or None
         if "format" in audio_out:
             changes["output_format"] = parse_format(audio_out["format"], "session.audio.output.format")
         if "voice" in audio_out:
